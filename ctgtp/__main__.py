@@ -1,0 +1,3 @@
+from ctgtp.cli import main
+
+main()

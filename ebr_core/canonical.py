@@ -1,0 +1,103 @@
+"""Canonical bytes: the one byte form every party hashes and signs.
+
+JSON with keys sorted, no insignificant whitespace, UTF-8, and **no floats**: measured values are
+decimal strings with a UCUM unit (see :mod:`ebr_core.quantity`), so no party ever rounds.  Integers
+are limited to the signed 64-bit range so every JSON implementation reads them exactly.
+
+orjson produces these bytes about six times faster than the standard library; the test suite
+checks byte equality against :func:`reference_canonical`, the plain-stdlib definition.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from ebr_core.errors import CanonicalError
+
+_OPTS = orjson.OPT_SORT_KEYS
+_INT_MIN = -(2**63)
+_INT_MAX = 2**63 - 1
+
+JSONValue = None | bool | int | str | list["JSONValue"] | dict[str, "JSONValue"]
+
+
+def _ok(value: Any) -> bool:
+    """Fast check, no messages (the hot path of building and verifying events)."""
+    t = type(value)
+    if t is str or value is None or t is bool:
+        return True
+    if t is dict:
+        for k, v in value.items():
+            tv = type(v)
+            if type(k) is not str or (tv is not str and not _ok(v)):
+                return False
+        return True
+    if t is int:
+        return bool(_INT_MIN <= value <= _INT_MAX)
+    if t is list:
+        return all(type(v) is str or _ok(v) for v in value)
+    return False
+
+
+def check_value(value: Any, path: str = "$") -> None:
+    """Raise :class:`CanonicalError` if ``value`` holds anything but canonical JSON types."""
+    if _ok(value):
+        return
+    _explain(value, path)
+
+
+def _explain(value: Any, path: str) -> None:
+    t = type(value)
+    if t is str or value is None or t is bool:
+        return
+    if t is int:
+        if not _INT_MIN <= value <= _INT_MAX:
+            raise CanonicalError(f"{path}: integer {value} is outside the signed 64-bit range")
+        return
+    if t is dict:
+        for k, v in value.items():
+            if type(k) is not str:
+                raise CanonicalError(f"{path}: key {k!r} is not a string")
+            _explain(v, f"{path}.{k}")
+        return
+    if t is list:
+        for i, v in enumerate(value):
+            _explain(v, f"{path}[{i}]")
+        return
+    if t is float:
+        raise CanonicalError(
+            f"{path}: float {value!r} is not allowed; expected a decimal string "
+            '(e.g. {"value": "87.5", "unit": "%"})'
+        )
+    raise CanonicalError(f"{path}: {t.__name__} is not a JSON value")
+
+
+def canonical(obj: Mapping[str, Any]) -> bytes:
+    """Canonical bytes of a JSON object that has already been checked with :func:`check_value`."""
+    try:
+        return orjson.dumps(obj, option=_OPTS)
+    except TypeError as e:  # orjson raises its JSONEncodeError (a TypeError)
+        raise CanonicalError(f"cannot encode canonically: {e}") from e
+
+
+def canonical_checked(obj: Mapping[str, Any]) -> bytes:
+    """Check the value, then return its canonical bytes."""
+    check_value(obj)
+    return canonical(obj)
+
+
+def reference_canonical(obj: Mapping[str, Any]) -> bytes:
+    """The same bytes, defined with the standard library only (used to test the fast path)."""
+    check_value(obj)
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode(
+        "utf-8"
+    )
+
+
+def loads(data: bytes | str) -> Any:
+    """Parse JSON; a thin wrapper so callers need not import orjson."""
+    return orjson.loads(data)

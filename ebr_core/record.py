@@ -1,0 +1,338 @@
+"""Events and checkpoints: the two kinds of record a unit's ledger holds.
+
+An **event** is one thing that happened on a unit; its ``hash`` covers every other field, and
+``prev_hash`` links it to the unit's previous event, so the events of a unit form one chain.
+A **checkpoint** is the unit key's Ed25519 signature over
+``(unit_id, seq, prev_seq, head_hash, key_id)``; because of the links, one signature covers the
+whole prefix of the chain up to ``seq``.  ``prev_seq`` (the seq of the unit's previous checkpoint,
+0 for the first) chains the checkpoints too, so a deleted checkpoint is detected.
+A **seal** ends an exported ledger file: a signature over ``(unit_id, first_seq, seq, head_hash)``
+under its own domain tag, so a file cut short at a checkpoint boundary is still detected.
+
+Domain tags keep an event hash, a checkpoint message and any other hash of this project from ever
+being confused with one another (the reason RFC 6962 uses 0x00 / 0x01 for leaves and nodes).
+
+This module owns the byte definitions only; building is in :mod:`ebr_core.chain`, checking in
+:mod:`ebr_core.verify`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
+
+from ebr_core.canonical import canonical, check_value
+from ebr_core.errors import CanonicalError, RecordFormatError
+
+EVENT_TAG = b"ctgtp/event/v1\x00"
+CHECKPOINT_TAG = b"ctgtp/checkpoint/v1\x00"
+SEAL_TAG = b"ctgtp/seal/v1\x00"
+GENESIS_HASH = "0" * 64
+
+EVENT_FIELDS = frozenset(
+    {"unit_id", "seq", "prev_hash", "recorded_at", "batch_id", "kind", "actor", "payload", "hash"}
+)
+CHECKPOINT_FIELDS = frozenset({"unit_id", "seq", "prev_seq", "head_hash", "key_id", "signature"})
+SEAL_FIELDS = frozenset({"unit_id", "first_seq", "seq", "head_hash", "key_id", "signature"})
+
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_KIND = re.compile(r"[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+")
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:\-]{0,63}")
+_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z")
+
+
+def format_time(t: datetime) -> str:
+    """UTC timestamp with microseconds, the only time form in a record."""
+    if t.tzinfo is not UTC:
+        if t.tzinfo is None:
+            raise RecordFormatError(
+                "recorded_at must be timezone-aware (UTC); got a naive datetime"
+            )
+        t = t.astimezone(UTC)
+    # Events arrive many per second: format the "YYYY-MM-DDThh:mm:ss" prefix once per second.
+    global _last_second, _last_prefix
+    second = int(t.timestamp() // 1)
+    if second != _last_second:
+        if t.year < 1000:
+            raise RecordFormatError(f"time {t!r} is before the year 1000")
+        _last_prefix = t.replace(microsecond=0, tzinfo=None).isoformat()
+        _last_second = second
+    return f"{_last_prefix}.{t.microsecond:06d}Z"
+
+
+_last_second: int | None = None
+_last_prefix = ""
+
+
+def parse_time(s: str) -> datetime:
+    if not _TIME.fullmatch(s):
+        raise RecordFormatError(f"time {s!r} is not of the form YYYY-MM-DDThh:mm:ss.ffffffZ")
+    try:
+        return datetime.strptime(s, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    except ValueError as e:
+        raise RecordFormatError(f"time {s!r} is not a real date and time") from e
+
+
+def event_hash(body: dict[str, Any]) -> str:
+    """Hash of an event's fields without ``hash`` (``body`` must not contain the key)."""
+    return hashlib.sha256(EVENT_TAG + canonical(body)).hexdigest()
+
+
+def checkpoint_message(unit_id: str, seq: int, prev_seq: int, head_hash: str, key_id: str) -> bytes:
+    """The exact bytes a unit key signs for a checkpoint."""
+    return CHECKPOINT_TAG + canonical(
+        {
+            "unit_id": unit_id,
+            "seq": seq,
+            "prev_seq": prev_seq,
+            "head_hash": head_hash,
+            "key_id": key_id,
+        }
+    )
+
+
+def seal_message(unit_id: str, first_seq: int, seq: int, head_hash: str, key_id: str) -> bytes:
+    """The exact bytes a unit key signs to seal an exported ledger file."""
+    return SEAL_TAG + canonical(
+        {
+            "unit_id": unit_id,
+            "first_seq": first_seq,
+            "seq": seq,
+            "head_hash": head_hash,
+            "key_id": key_id,
+        }
+    )
+
+
+class Event(NamedTuple):
+    """One event (immutable).  A NamedTuple because the hot path makes a hundred thousand a
+    second and a frozen dataclass costs three times as much to build."""
+
+    unit_id: str
+    seq: int
+    prev_hash: str
+    recorded_at: str
+    batch_id: str | None
+    kind: str
+    actor: str | None
+    payload: dict[str, Any]
+    hash: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return self._asdict()
+
+    @property
+    def time(self) -> datetime:
+        return parse_time(self.recorded_at)
+
+    @classmethod
+    def from_dict(cls, d: Any) -> Event:
+        """Parse and check the shape of an event (not its hash; that is the verifier's job)."""
+        check_event_shape(d)
+        return cls(**d)
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    unit_id: str
+    seq: int
+    prev_seq: int
+    head_hash: str
+    key_id: str
+    signature: str  # base64 (standard alphabet) of the 64-byte Ed25519 signature
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "unit_id": self.unit_id,
+            "seq": self.seq,
+            "prev_seq": self.prev_seq,
+            "head_hash": self.head_hash,
+            "key_id": self.key_id,
+            "signature": self.signature,
+        }
+
+    def message(self) -> bytes:
+        return checkpoint_message(
+            self.unit_id, self.seq, self.prev_seq, self.head_hash, self.key_id
+        )
+
+    @classmethod
+    def from_dict(cls, d: Any) -> Checkpoint:
+        check_signed_shape(d, CHECKPOINT_FIELDS, "checkpoint")
+        return cls(**d)
+
+
+@dataclass(frozen=True, slots=True)
+class Seal:
+    unit_id: str
+    first_seq: int
+    seq: int
+    head_hash: str
+    key_id: str
+    signature: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "unit_id": self.unit_id,
+            "first_seq": self.first_seq,
+            "seq": self.seq,
+            "head_hash": self.head_hash,
+            "key_id": self.key_id,
+            "signature": self.signature,
+        }
+
+    def message(self) -> bytes:
+        return seal_message(self.unit_id, self.first_seq, self.seq, self.head_hash, self.key_id)
+
+    @classmethod
+    def from_dict(cls, d: Any) -> Seal:
+        check_signed_shape(d, SEAL_FIELDS, "seal")
+        return cls(**d)
+
+
+def new_event_body(
+    *,
+    unit_id: str,
+    seq: int,
+    prev_hash: str,
+    recorded_at: datetime,
+    batch_id: str | None,
+    kind: str,
+    actor: str | None,
+    payload: dict[str, Any],
+) -> dict[str, Any]:
+    """Validate the inputs of a new event and return its body (everything but ``hash``)."""
+    if unit_id not in _valid_ids and not _ID.fullmatch(unit_id):
+        raise RecordFormatError(
+            f"unit_id {unit_id!r} is not 1-64 letters, digits or . _ : - (starting alphanumeric)"
+        )
+    if batch_id is not None and batch_id not in _valid_ids and not _ID.fullmatch(batch_id):
+        raise RecordFormatError(f"batch_id {batch_id!r} is not 1-64 letters, digits or . _ : -")
+    if kind not in _valid_kinds and not _KIND.fullmatch(kind):
+        raise RecordFormatError(
+            f"kind {kind!r} is not dotted lower-case words like 'scan.accepted'"
+        )
+    if actor is not None and (type(actor) is not str or not actor):
+        raise RecordFormatError("actor must be a non-empty string or null")
+    if type(payload) is not dict:
+        raise RecordFormatError(f"payload must be a JSON object, got {type(payload).__name__}")
+    try:
+        check_value(payload, "payload")
+    except CanonicalError as e:
+        raise RecordFormatError(str(e)) from e
+    _remember(unit_id, batch_id, kind)
+    return {
+        "unit_id": unit_id,
+        "seq": seq,
+        "prev_hash": prev_hash,
+        "recorded_at": format_time(recorded_at),
+        "batch_id": batch_id,
+        "kind": kind,
+        "actor": actor,
+        "payload": payload,
+    }
+
+
+# Ids and kinds repeat from one event to the next: remember the valid ones (bounded) so the hot
+# path does not run the same regex a hundred thousand times.
+_valid_ids: set[str] = set()
+_valid_kinds: set[str] = set()
+_CACHE_MAX = 10_000
+
+
+def _remember(unit_id: str, batch_id: str | None, kind: str) -> None:
+    if len(_valid_ids) > _CACHE_MAX:
+        _valid_ids.clear()
+    if len(_valid_kinds) > _CACHE_MAX:
+        _valid_kinds.clear()
+    _valid_ids.add(unit_id)
+    if batch_id is not None:
+        _valid_ids.add(batch_id)
+    _valid_kinds.add(kind)
+
+
+def id_ok(s: Any) -> bool:
+    """True if ``s`` is a valid unit or batch id (cached)."""
+    if s in _valid_ids:
+        return True
+    if type(s) is str and _ID.fullmatch(s):
+        if len(_valid_ids) > _CACHE_MAX:
+            _valid_ids.clear()
+        _valid_ids.add(s)
+        return True
+    return False
+
+
+def kind_ok(s: Any) -> bool:
+    if s in _valid_kinds:
+        return True
+    if type(s) is str and _KIND.fullmatch(s):
+        if len(_valid_kinds) > _CACHE_MAX:
+            _valid_kinds.clear()
+        _valid_kinds.add(s)
+        return True
+    return False
+
+
+def check_event_shape(d: Any) -> None:
+    """Raise :class:`RecordFormatError` naming the first field that is wrong."""
+    if type(d) is not dict:
+        raise RecordFormatError(f"an event must be a JSON object, got {type(d).__name__}")
+    keys = d.keys()
+    if keys != EVENT_FIELDS:
+        missing = sorted(EVENT_FIELDS - keys)
+        extra = sorted(keys - EVENT_FIELDS)
+        raise RecordFormatError(f"event fields wrong: missing {missing}, unexpected {extra}")
+    if type(d["unit_id"]) is not str or not _ID.fullmatch(d["unit_id"]):
+        raise RecordFormatError(f"unit_id {d['unit_id']!r} is not a valid unit id")
+    if type(d["seq"]) is not int or d["seq"] < 1:
+        raise RecordFormatError(f"seq {d['seq']!r} is not a positive integer")
+    for k in ("prev_hash", "hash"):
+        if type(d[k]) is not str or not _HEX64.fullmatch(d[k]):
+            raise RecordFormatError(f"{k} {d[k]!r} is not 64 lower-case hex digits")
+    if type(d["recorded_at"]) is not str:
+        raise RecordFormatError("recorded_at is not a string")
+    parse_time(d["recorded_at"])
+    if d["batch_id"] is not None and (
+        type(d["batch_id"]) is not str or not _ID.fullmatch(d["batch_id"])
+    ):
+        raise RecordFormatError(f"batch_id {d['batch_id']!r} is not a valid batch id or null")
+    if type(d["kind"]) is not str or not _KIND.fullmatch(d["kind"]):
+        raise RecordFormatError(f"kind {d['kind']!r} is not dotted lower-case words")
+    if d["actor"] is not None and (type(d["actor"]) is not str or not d["actor"]):
+        raise RecordFormatError("actor must be a non-empty string or null")
+    if type(d["payload"]) is not dict:
+        raise RecordFormatError("payload is not a JSON object")
+    try:
+        check_value(d["payload"], "payload")
+    except CanonicalError as e:
+        raise RecordFormatError(str(e)) from e
+
+
+_B64SIG = re.compile(r"[A-Za-z0-9+/]{86}==")
+_KEYID = re.compile(r"[0-9a-f]{16}")
+
+
+def check_signed_shape(d: Any, fields: frozenset[str], what: str) -> None:
+    """Shape of a checkpoint or a seal (the signed records)."""
+    if type(d) is not dict:
+        raise RecordFormatError(f"a {what} must be a JSON object, got {type(d).__name__}")
+    keys = d.keys()
+    if keys != fields:
+        missing = sorted(fields - keys)
+        extra = sorted(keys - fields)
+        raise RecordFormatError(f"{what} fields wrong: missing {missing}, unexpected {extra}")
+    if type(d["unit_id"]) is not str or not _ID.fullmatch(d["unit_id"]):
+        raise RecordFormatError(f"unit_id {d['unit_id']!r} is not a valid unit id")
+    for k in ("seq", "prev_seq", "first_seq"):
+        if k in d and (type(d[k]) is not int or d[k] < (0 if k == "prev_seq" else 1)):
+            raise RecordFormatError(f"{k} {d[k]!r} is not a valid sequence number")
+    if type(d["head_hash"]) is not str or not _HEX64.fullmatch(d["head_hash"]):
+        raise RecordFormatError("head_hash is not 64 lower-case hex digits")
+    if type(d["key_id"]) is not str or not _KEYID.fullmatch(d["key_id"]):
+        raise RecordFormatError("key_id is not 16 lower-case hex digits")
+    if type(d["signature"]) is not str or not _B64SIG.fullmatch(d["signature"]):
+        raise RecordFormatError("signature is not a base64 Ed25519 signature (88 characters)")

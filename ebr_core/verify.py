@@ -1,0 +1,341 @@
+"""The one verifier: chain, checkpoints and seal, used by the edge self-check, the server ingest
+and the offline auditor (``ctgtp verify``).  There is no second copy "for speed".
+
+Records are the wire form: JSON objects with a ``type`` of ``event``, ``checkpoint`` or ``seal``
+(see :mod:`ebr_core.ledgerfile`).  :class:`ChainVerifier` takes them one at a time, so the result
+cannot depend on how a file or a request body was chunked; :func:`verify` is the whole-input form.
+
+Per event the cost is one canonical encoding and one SHA-256; signatures are checked once per
+checkpoint, not once per event (the hash links make one signature cover the prefix).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from ebr_core.canonical import _ok, check_value
+from ebr_core.errors import (
+    CanonicalError,
+    ChainBrokenError,
+    CheckpointError,
+    EmptyLedgerError,
+    HashMismatchError,
+    MalformedRecordError,
+    RecordFormatError,
+    SequenceError,
+    SignatureError,
+    UnitMismatchError,
+    UnsignedTailError,
+)
+from ebr_core.keys import Keyring
+from ebr_core.record import (
+    _ID,
+    _TIME,
+    CHECKPOINT_FIELDS,
+    EVENT_FIELDS,
+    EVENT_TAG,
+    GENESIS_HASH,
+    SEAL_FIELDS,
+    check_signed_shape,
+    checkpoint_message,
+    id_ok,
+    kind_ok,
+    seal_message,
+)
+
+_EVENT_LINE = EVENT_FIELDS | {"type"}
+_CHECKPOINT_LINE = CHECKPOINT_FIELDS | {"type"}
+_SEAL_LINE = SEAL_FIELDS | {"type"}
+_OPTS = orjson.OPT_SORT_KEYS
+_sha256 = hashlib.sha256
+
+
+@dataclass(frozen=True)
+class Verified:
+    """What was proven: events ``first_seq..head_seq`` of ``unit_id`` are intact and signed."""
+
+    unit_id: str
+    first_seq: int
+    head_seq: int
+    head_hash: str
+    event_count: int
+    checkpoint_count: int
+    sealed: bool
+    key_ids: frozenset[str] = field(default_factory=frozenset)
+
+
+class ChainVerifier:
+    """Streaming verification of one unit's records.
+
+    ``start_seq``/``start_hash``/``start_checkpoint_seq`` continue from a head already verified
+    (the server's stored head); the defaults verify a ledger from its first event.
+    """
+
+    def __init__(
+        self,
+        keyring: Keyring,
+        *,
+        unit_id: str | None = None,
+        start_seq: int = 0,
+        start_hash: str = GENESIS_HASH,
+        start_checkpoint_seq: int = 0,
+    ) -> None:
+        self.keyring = keyring
+        self.unit_id = unit_id
+        self.first_seq = start_seq + 1
+        self.seq = start_seq
+        self.head_hash = start_hash
+        self.checkpoint_seq = start_checkpoint_seq
+        self.events = 0
+        self.checkpoints = 0
+        self.sealed = False
+        self.index = 0
+        self.key_ids: set[str] = set()
+
+    # -- records --------------------------------------------------------------------------
+
+    def feed(self, record: Any) -> None:
+        """Verify the next record (a parsed JSON object); raise at the first problem."""
+        i = self.index
+        if self.sealed:
+            raise MalformedRecordError(
+                "record after the seal: the seal must be the last line", index=i
+            )
+        if type(record) is not dict:
+            raise MalformedRecordError(
+                f"expected a JSON object, got {type(record).__name__}", index=i
+            )
+        t = record.get("type")
+        if t == "event":
+            self._event(record, i)
+        elif t == "checkpoint":
+            self._checkpoint(record, i)
+        elif t == "seal":
+            self._seal(record, i)
+        else:
+            raise MalformedRecordError(
+                f"type {t!r} is not one of 'event', 'checkpoint', 'seal'", index=i
+            )
+        self.index = i + 1
+
+    def feed_line(self, line: bytes) -> None:
+        try:
+            record = orjson.loads(line)
+        except orjson.JSONDecodeError as e:
+            raise MalformedRecordError(f"not valid JSON ({e})", index=self.index) from e
+        self.feed(record)
+
+    def _unit(self, unit_id: Any, i: int, seq: Any) -> None:
+        if self.unit_id is None:
+            if type(unit_id) is not str or not _ID.fullmatch(unit_id):
+                raise MalformedRecordError(f"unit_id {unit_id!r} is not a valid unit id", index=i)
+            self.unit_id = unit_id
+        elif unit_id != self.unit_id:
+            raise UnitMismatchError(
+                f"record is for unit {unit_id!r}, expected {self.unit_id!r}", seq=seq, index=i
+            )
+
+    def _event(self, d: dict[str, Any], i: int) -> None:
+        if d.keys() != _EVENT_LINE:
+            missing = sorted(_EVENT_LINE - d.keys())
+            extra = sorted(d.keys() - _EVENT_LINE)
+            raise MalformedRecordError(
+                f"event fields wrong: missing {missing}, unexpected {extra}", index=i
+            )
+        seq = d["seq"]
+        self._unit(d["unit_id"], i, seq)
+        expected = self.seq + 1
+        if type(seq) is not int or seq != expected:
+            raise SequenceError(f"seq is {seq!r}, expected {expected}", seq=expected, index=i)
+        if d["prev_hash"] != self.head_hash:
+            raise ChainBrokenError(
+                f"prev_hash {str(d['prev_hash'])[:16]}… does not link to the previous event "
+                f"{self.head_hash[:16]}… (an event was deleted, reordered or spliced in)",
+                seq=seq,
+                index=i,
+            )
+        body = d.copy()
+        del body["type"]
+        del body["hash"]
+        try:
+            h = _sha256(EVENT_TAG + orjson.dumps(body, option=_OPTS)).hexdigest()
+        except TypeError as e:
+            raise MalformedRecordError(
+                f"event cannot be encoded canonically: {e}", seq=seq, index=i
+            ) from e
+        if h != d["hash"]:
+            raise HashMismatchError(
+                f"content does not match its hash (stored {str(d['hash'])[:16]}…, "
+                f"computed {h[:16]}…): the event was altered",
+                seq=seq,
+                index=i,
+            )
+        # The hash proves the bytes are what the unit wrote; these checks prove the unit wrote a
+        # well-formed event (a buggy or hostile signer cannot slip floats or odd kinds past us).
+        self._event_fields(d, seq, i)
+        self.seq = seq
+        self.head_hash = h
+        self.events += 1
+
+    @staticmethod
+    def _event_fields(d: dict[str, Any], seq: int, i: int) -> None:
+        ra, kind, batch, actor, payload = (
+            d["recorded_at"],
+            d["kind"],
+            d["batch_id"],
+            d["actor"],
+            d["payload"],
+        )
+        if type(ra) is not str or not _TIME.fullmatch(ra):
+            raise MalformedRecordError(
+                f"recorded_at {ra!r} is not a UTC timestamp", seq=seq, index=i
+            )
+        if not kind_ok(kind):
+            raise MalformedRecordError(
+                f"kind {kind!r} is not dotted lower-case words", seq=seq, index=i
+            )
+        if batch is not None and not id_ok(batch):
+            raise MalformedRecordError(f"batch_id {batch!r} is not a valid id", seq=seq, index=i)
+        if actor is not None and (type(actor) is not str or not actor):
+            raise MalformedRecordError("actor must be a non-empty string or null", seq=seq, index=i)
+        if type(payload) is not dict:
+            raise MalformedRecordError("payload is not a JSON object", seq=seq, index=i)
+        if not _ok(payload):
+            try:
+                check_value(payload, "payload")
+            except CanonicalError as e:
+                raise MalformedRecordError(str(e), seq=seq, index=i) from e
+
+    def _signed(self, d: dict[str, Any], fields: frozenset[str], what: str, i: int) -> bytes:
+        body = {k: v for k, v in d.items() if k != "type"}
+        if d.keys() != fields | {"type"}:
+            missing = sorted(fields - body.keys())
+            extra = sorted(body.keys() - fields)
+            raise MalformedRecordError(
+                f"{what} fields wrong: missing {missing}, unexpected {extra}", index=i
+            )
+        try:
+            check_signed_shape(body, fields, what)
+        except RecordFormatError as e:
+            raise MalformedRecordError(str(e), seq=d.get("seq"), index=i) from e
+        self._unit(d["unit_id"], i, d["seq"])
+        key = self.keyring.for_unit(d["key_id"], d["unit_id"])
+        if key is None:
+            raise SignatureError(
+                f"{what} is signed by key {d['key_id']}, which is not trusted for unit "
+                f"{d['unit_id']!r}",
+                seq=d["seq"],
+                index=i,
+            )
+        try:
+            sig = base64.b64decode(d["signature"], validate=True)
+        except binascii.Error as e:
+            raise MalformedRecordError(
+                f"{what} signature is not base64", seq=d["seq"], index=i
+            ) from e
+        self.key_ids.add(d["key_id"])
+        return sig
+
+    def _checkpoint(self, d: dict[str, Any], i: int) -> None:
+        sig = self._signed(d, CHECKPOINT_FIELDS, "checkpoint", i)
+        seq = d["seq"]
+        if seq != self.seq or d["head_hash"] != self.head_hash:
+            raise CheckpointError(
+                f"checkpoint claims head seq {seq} hash {d['head_hash'][:16]}…, but the chain head "
+                f"here is seq {self.seq} hash {self.head_hash[:16]}…",
+                seq=seq,
+                index=i,
+            )
+        if d["prev_seq"] != self.checkpoint_seq or seq == self.checkpoint_seq:
+            raise CheckpointError(
+                f"checkpoint links to previous checkpoint seq {d['prev_seq']}, expected "
+                f"{self.checkpoint_seq} (a checkpoint was deleted, duplicated or reordered)",
+                seq=seq,
+                index=i,
+            )
+        key = self.keyring.for_unit(d["key_id"], d["unit_id"])
+        assert key is not None  # checked in _signed
+        msg = checkpoint_message(d["unit_id"], seq, d["prev_seq"], d["head_hash"], d["key_id"])
+        if not key.verify(sig, msg):
+            raise SignatureError("checkpoint signature is invalid", seq=seq, index=i)
+        self.checkpoint_seq = seq
+        self.checkpoints += 1
+
+    def _seal(self, d: dict[str, Any], i: int) -> None:
+        sig = self._signed(d, SEAL_FIELDS, "seal", i)
+        seq = d["seq"]
+        if seq != self.seq or d["head_hash"] != self.head_hash or d["first_seq"] != self.first_seq:
+            raise CheckpointError(
+                f"seal covers seq {d['first_seq']}..{seq}, but the file holds "
+                f"{self.first_seq}..{self.seq} (the file was cut or extended)",
+                seq=seq,
+                index=i,
+            )
+        key = self.keyring.for_unit(d["key_id"], d["unit_id"])
+        assert key is not None
+        msg = seal_message(d["unit_id"], d["first_seq"], seq, d["head_hash"], d["key_id"])
+        if not key.verify(sig, msg):
+            raise SignatureError("seal signature is invalid", seq=seq, index=i)
+        self.sealed = True
+
+    # -- end ------------------------------------------------------------------------------
+
+    def finish(self, *, require_seal: bool = False) -> Verified:
+        """Check the end of the input and return what was verified."""
+        if self.events == 0:
+            raise EmptyLedgerError("no events to verify", index=self.index)
+        if self.checkpoint_seq != self.seq:
+            raise UnsignedTailError(
+                f"events {self.checkpoint_seq + 1}..{self.seq} are not covered by a checkpoint "
+                "(the final checkpoint is missing)",
+                seq=self.checkpoint_seq + 1,
+                index=self.index,
+            )
+        if require_seal and not self.sealed:
+            raise UnsignedTailError(
+                "the file has no seal record at its end: it was truncated or is not a complete "
+                "export",
+                index=self.index,
+            )
+        assert self.unit_id is not None
+        return Verified(
+            unit_id=self.unit_id,
+            first_seq=self.first_seq,
+            head_seq=self.seq,
+            head_hash=self.head_hash,
+            event_count=self.events,
+            checkpoint_count=self.checkpoints,
+            sealed=self.sealed,
+            key_ids=frozenset(self.key_ids),
+        )
+
+
+def verify(
+    records: Iterable[Any],
+    keyring: Keyring,
+    *,
+    unit_id: str | None = None,
+    start_seq: int = 0,
+    start_hash: str = GENESIS_HASH,
+    start_checkpoint_seq: int = 0,
+    require_seal: bool = False,
+) -> Verified:
+    """Verify records (parsed JSON objects) and return what was verified, or raise the
+    :class:`~ebr_core.errors.VerificationError` subclass naming the first bad record."""
+    v = ChainVerifier(
+        keyring,
+        unit_id=unit_id,
+        start_seq=start_seq,
+        start_hash=start_hash,
+        start_checkpoint_seq=start_checkpoint_seq,
+    )
+    for r in records:
+        v.feed(r)
+    return v.finish(require_seal=require_seal)
