@@ -11,7 +11,7 @@ import click
 # name -> "module:attribute" of a click command or group
 GROUPS: dict[str, tuple[str, str]] = {
     "verify": ("ctgtp.core_cli:verify", "Verify an exported ledger file offline (auditor)."),
-    "scan": ("ctgtp.core_cli:scan", "Parse and check barcode data (GS1, ISBT 128)."),
+    "scan": ("ctgtp.scan_cli:scan", "Parse and check barcode data (GS1, ISBT 128)."),
     "keys": ("ctgtp.core_cli:keys", "Make and inspect unit signing keys."),
     "edge": ("edge.cli:edge", "The edge agent an operator runs on a production unit."),
     "server": ("server.cli:server", "The control-site server."),

@@ -108,8 +108,3 @@ def keys_new(unit_id: str, out_dir: Path) -> None:
     priv.chmod(0o600)
     (out_dir / f"{unit_id}.pub").write_bytes(signer.public.to_json())
     click.echo(f"key {signer.key_id} for unit {unit_id}: {priv} and {out_dir / (unit_id + '.pub')}")
-
-
-@click.group()
-def scan() -> None:
-    """Parse and check barcode data."""
