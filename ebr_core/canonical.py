@@ -32,8 +32,16 @@ def _ok(value: Any) -> bool:
         return True
     if t is dict:
         for k, v in value.items():
+            if type(k) is not str:
+                return False
             tv = type(v)
-            if type(k) is not str or (tv is not str and not _ok(v)):
+            if tv is str:
+                continue
+            if tv is dict:  # one level of nesting (quantities) without a call
+                for k2, v2 in v.items():
+                    if type(k2) is not str or (type(v2) is not str and not _ok(v2)):
+                        return False
+            elif not _ok(v):
                 return False
         return True
     if t is int:

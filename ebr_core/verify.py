@@ -43,6 +43,8 @@ from ebr_core.record import (
     EVENT_TAG,
     GENESIS_HASH,
     SEAL_FIELDS,
+    _valid_ids,
+    _valid_kinds,
     check_signed_shape,
     checkpoint_message,
     id_ok,
@@ -55,6 +57,8 @@ _CHECKPOINT_LINE = CHECKPOINT_FIELDS | {"type"}
 _SEAL_LINE = SEAL_FIELDS | {"type"}
 _OPTS = orjson.OPT_SORT_KEYS
 _sha256 = hashlib.sha256
+_dumps = orjson.dumps
+_time_ok = _TIME.fullmatch
 
 
 @dataclass(frozen=True)
@@ -126,10 +130,26 @@ class ChainVerifier:
         self.index = i + 1
 
     def feed_line(self, line: bytes) -> None:
+        """Verify one line of the exchange format (without its newline).
+
+        The line must be byte-identical to the canonical form of what it parses to: what is
+        stored and exchanged is exactly what was hashed and signed, not merely equivalent JSON.
+        """
         try:
             record = orjson.loads(line)
         except orjson.JSONDecodeError as e:
             raise MalformedRecordError(f"not valid JSON ({e})", index=self.index) from e
+        try:
+            canonical_line = _dumps(record, option=_OPTS)
+        except TypeError as e:
+            raise MalformedRecordError(
+                f"cannot be encoded canonically: {e}", index=self.index
+            ) from e
+        if canonical_line != line:
+            raise MalformedRecordError(
+                "line is not in canonical form (sorted keys, no spaces, UTF-8, no floats)",
+                index=self.index,
+            )
         self.feed(record)
 
     def _unit(self, unit_id: Any, i: int, seq: Any) -> None:
@@ -143,49 +163,69 @@ class ChainVerifier:
             )
 
     def _event(self, d: dict[str, Any], i: int) -> None:
+        # The hot path (one call per event): kept flat, with the rare error branches out of line.
         if d.keys() != _EVENT_LINE:
-            missing = sorted(_EVENT_LINE - d.keys())
-            extra = sorted(d.keys() - _EVENT_LINE)
-            raise MalformedRecordError(
-                f"event fields wrong: missing {missing}, unexpected {extra}", index=i
-            )
+            self._bad_fields(d, i)
         seq = d["seq"]
-        self._unit(d["unit_id"], i, seq)
-        expected = self.seq + 1
-        if type(seq) is not int or seq != expected:
-            raise SequenceError(f"seq is {seq!r}, expected {expected}", seq=expected, index=i)
-        if d["prev_hash"] != self.head_hash:
+        if d["unit_id"] != self.unit_id:
+            self._unit(d["unit_id"], i, seq)
+        if type(seq) is not int or seq != self.seq + 1:
+            raise SequenceError(
+                f"seq is {seq!r}, expected {self.seq + 1}", seq=self.seq + 1, index=i
+            )
+        prev = d["prev_hash"]
+        if prev != self.head_hash:
             raise ChainBrokenError(
-                f"prev_hash {str(d['prev_hash'])[:16]}… does not link to the previous event "
+                f"prev_hash {str(prev)[:16]}… does not link to the previous event "
                 f"{self.head_hash[:16]}… (an event was deleted, reordered or spliced in)",
                 seq=seq,
                 index=i,
             )
         body = d.copy()
         del body["type"]
-        del body["hash"]
+        stored = body.pop("hash")
         try:
-            h = _sha256(EVENT_TAG + orjson.dumps(body, option=_OPTS)).hexdigest()
+            h = _sha256(EVENT_TAG + _dumps(body, option=_OPTS)).hexdigest()
         except TypeError as e:
             raise MalformedRecordError(
                 f"event cannot be encoded canonically: {e}", seq=seq, index=i
             ) from e
-        if h != d["hash"]:
+        if h != stored:
             raise HashMismatchError(
-                f"content does not match its hash (stored {str(d['hash'])[:16]}…, "
+                f"content does not match its hash (stored {str(stored)[:16]}…, "
                 f"computed {h[:16]}…): the event was altered",
                 seq=seq,
                 index=i,
             )
         # The hash proves the bytes are what the unit wrote; these checks prove the unit wrote a
         # well-formed event (a buggy or hostile signer cannot slip floats or odd kinds past us).
-        self._event_fields(d, seq, i)
+        ra = body["recorded_at"]
+        batch = body["batch_id"]
+        actor = body["actor"]
+        if (
+            type(ra) is not str
+            or not _time_ok(ra)
+            or body["kind"] not in _valid_kinds
+            or (batch is not None and batch not in _valid_ids)
+            or (actor is not None and (type(actor) is not str or not actor))
+            or type(body["payload"]) is not dict
+            or not _ok(body["payload"])
+        ):
+            self._event_fields(body, seq, i)
         self.seq = seq
         self.head_hash = h
         self.events += 1
 
+    def _bad_fields(self, d: dict[str, Any], i: int) -> None:
+        missing = sorted(_EVENT_LINE - d.keys())
+        extra = sorted(d.keys() - _EVENT_LINE)
+        raise MalformedRecordError(
+            f"event fields wrong: missing {missing}, unexpected {extra}", index=i
+        )
+
     @staticmethod
     def _event_fields(d: dict[str, Any], seq: int, i: int) -> None:
+        """The slow path: explain exactly which field is malformed (or remember valid ids)."""
         ra, kind, batch, actor, payload = (
             d["recorded_at"],
             d["kind"],
@@ -207,11 +247,10 @@ class ChainVerifier:
             raise MalformedRecordError("actor must be a non-empty string or null", seq=seq, index=i)
         if type(payload) is not dict:
             raise MalformedRecordError("payload is not a JSON object", seq=seq, index=i)
-        if not _ok(payload):
-            try:
-                check_value(payload, "payload")
-            except CanonicalError as e:
-                raise MalformedRecordError(str(e), seq=seq, index=i) from e
+        try:
+            check_value(payload, "payload")
+        except CanonicalError as e:
+            raise MalformedRecordError(str(e), seq=seq, index=i) from e
 
     def _signed(self, d: dict[str, Any], fields: frozenset[str], what: str, i: int) -> bytes:
         body = {k: v for k, v in d.items() if k != "type"}
