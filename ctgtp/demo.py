@@ -11,6 +11,7 @@ import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -49,7 +50,7 @@ def demo(out_dir: Path) -> None:
     coi = "&/CHA999926ABC123"
     batch = "B-DEMO-0001"
     records: list[Event | Checkpoint | Seal] = []
-    script = [
+    script: list[tuple[str, dict[str, Any], str | None]] = [
         ("batch.started", {"coi": coi, "mbr": "CAR-T-COCOON/3"}, "op.alice"),
         ("scan.accepted", {"role": "patient_material", "raw": coi}, "op.alice"),
         (
