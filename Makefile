@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup demo test lint typecheck imports pytest bench clean
+.PHONY: setup demo test lint typecheck imports pytest soak bench clean
 
 setup:
 	@bash scripts/setup.sh
@@ -26,7 +26,10 @@ imports:
 
 pytest:
 	@echo "== pytest"
-	@$(PY) -m pytest -q $(PYTEST_ARGS)
+	@$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+soak: setup
+	@$(PY) -m pytest -q -m slow $(PYTEST_ARGS)
 
 bench: setup
 	@$(PY) bench/run_all.py

@@ -1,0 +1,376 @@
+"""The unit's durable ledger: SQLite (WAL, synchronous=FULL) through SQLAlchemy, append-only.
+
+What this module promises:
+
+* **Acknowledged means durable.** :meth:`Ledger.append` and :meth:`Ledger.append_many` return
+  only after the transaction holding the events *and* the checkpoint signing them has committed
+  (``synchronous=FULL``: fsynced).  Callers show "recorded" to the operator, or ack an instrument,
+  only after the call returned.
+* **Append-only.** Triggers refuse UPDATE and DELETE of events and checkpoints; corrections are new
+  events that reference the corrected one.
+* **Exactly what was signed is stored.** Each event and checkpoint is stored as its canonical line
+  of the exchange format (:mod:`ebr_core.ledgerfile`), so export and sync copy bytes and never
+  re-encode.
+* **Checked on open.** ``PRAGMA integrity_check``, then the last commit group is verified with the
+  one verifier (hashes, links, the checkpoint signature) and ``seq`` continues with no gap.
+* **Fail closed.** On an I/O error the transaction is rolled back, nothing is acknowledged, and
+  every later append is refused with the reason; the agent must be restarted (and re-verifies).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import orjson
+from sqlalchemy import Connection, create_engine, event
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+
+from ebr_core.chain import ChainBuilder
+from ebr_core.errors import VerificationError
+from ebr_core.keys import Keyring, UnitSigner
+from ebr_core.record import GENESIS_HASH, Checkpoint, Event
+from ebr_core.verify import ChainVerifier, Verified
+from edge.errors import LedgerClosedError, LedgerCorruptError, LedgerError, LedgerIOError
+
+_SORT = orjson.OPT_SORT_KEYS
+
+SCHEMA = [
+    """CREATE TABLE IF NOT EXISTS events (
+        seq INTEGER PRIMARY KEY,
+        hash TEXT NOT NULL,
+        batch_id TEXT,
+        kind TEXT NOT NULL,
+        dedupe_key TEXT UNIQUE,
+        line BLOB NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS events_batch ON events (batch_id, seq)",
+    """CREATE TABLE IF NOT EXISTS checkpoints (
+        seq INTEGER PRIMARY KEY,
+        line BLOB NOT NULL
+    )""",
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    # Append-only (21 CFR 11.10(e): records are never overwritten; corrections are new events).
+    """CREATE TRIGGER IF NOT EXISTS events_no_update BEFORE UPDATE ON events
+       BEGIN SELECT RAISE(ABORT, 'events are append-only: UPDATE refused'); END""",
+    """CREATE TRIGGER IF NOT EXISTS events_no_delete BEFORE DELETE ON events
+       BEGIN SELECT RAISE(ABORT, 'events are append-only: DELETE refused'); END""",
+    """CREATE TRIGGER IF NOT EXISTS checkpoints_no_update BEFORE UPDATE ON checkpoints
+       BEGIN SELECT RAISE(ABORT, 'checkpoints are append-only: UPDATE refused'); END""",
+    """CREATE TRIGGER IF NOT EXISTS checkpoints_no_delete BEFORE DELETE ON checkpoints
+       BEGIN SELECT RAISE(ABORT, 'checkpoints are append-only: DELETE refused'); END""",
+]
+
+
+class Append(NamedTuple):
+    kind: str
+    payload: dict[str, Any]
+    batch_id: str | None = None
+    actor: str | None = None
+    dedupe_key: str | None = None
+
+
+def event_line(ev: Event) -> bytes:
+    d = ev._asdict()
+    d["type"] = "event"
+    return orjson.dumps(d, option=_SORT)
+
+
+def checkpoint_line(cp: Checkpoint) -> bytes:
+    d = cp.to_dict()
+    d["type"] = "checkpoint"
+    return orjson.dumps(d, option=_SORT)
+
+
+def event_from_line(line: bytes) -> Event:
+    d = orjson.loads(line)
+    del d["type"]
+    return Event(**d)
+
+
+def checkpoint_from_line(line: bytes) -> Checkpoint:
+    d = orjson.loads(line)
+    del d["type"]
+    return Checkpoint(**d)
+
+
+def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=FULL")  # a commit returns only after fsync
+    cur.execute("PRAGMA busy_timeout=5000")
+    cur.close()
+
+
+class Ledger:
+    """One unit's ledger.  Not thread-safe: one writer (the agent) owns it."""
+
+    def __init__(
+        self, engine: Engine, conn: Connection, signer: UnitSigner, clock: Callable[[], datetime]
+    ) -> None:
+        self._engine = engine
+        self._conn = conn
+        self.signer = signer
+        self.unit_id = signer.unit_id
+        self.clock = clock
+        self._closed_reason: str | None = None
+        self._builder = ChainBuilder(signer, clock)
+
+    # -- opening --------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: Path, signer: UnitSigner, clock: Callable[[], datetime]) -> Ledger:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(f"sqlite:///{path}")
+        event.listen(engine, "connect", _pragmas)
+        try:
+            conn = engine.connect()
+            # Autobegin off: we issue BEGIN IMMEDIATE ourselves so a commit group is one write
+            # transaction from its first statement.
+            raw = conn.connection.dbapi_connection
+            assert isinstance(raw, sqlite3.Connection)
+            raw.isolation_level = None
+            ok = conn.exec_driver_sql("PRAGMA integrity_check").scalar()
+            if ok != "ok":
+                raise LedgerCorruptError(f"{path.name}: SQLite integrity check failed: {ok}")
+            for stmt in SCHEMA:
+                conn.exec_driver_sql(stmt)
+        except DBAPIError as e:
+            raise LedgerError(f"cannot open ledger {path.name}: {e.orig}") from e
+        ledger = cls(engine, conn, signer, clock)
+        ledger._resume()
+        return ledger
+
+    def _resume(self) -> None:
+        row = self._conn.exec_driver_sql(
+            "SELECT seq, hash, line FROM events ORDER BY seq DESC LIMIT 1"
+        ).first()
+        cp_row = self._conn.exec_driver_sql(
+            "SELECT seq, line FROM checkpoints ORDER BY seq DESC LIMIT 1"
+        ).first()
+        if row is None:
+            if cp_row is not None:
+                raise LedgerCorruptError("the ledger has checkpoints but no events")
+            self._builder = ChainBuilder(self.signer, self.clock)
+            return
+        first = event_from_line(row[2])
+        if first.unit_id != self.unit_id:
+            raise LedgerCorruptError(
+                f"this ledger belongs to unit {first.unit_id!r}, not {self.unit_id!r}"
+            )
+        if cp_row is None or cp_row[0] != row[0]:
+            raise LedgerCorruptError(
+                f"events after seq {cp_row[0] if cp_row else 0} are not covered by a checkpoint "
+                "(every commit group ends with one: the file was altered)"
+            )
+        last_cp = checkpoint_from_line(cp_row[1])
+        self._verify_range(last_cp.prev_seq, row[0], last_cp.prev_seq)
+        self._builder = ChainBuilder(
+            self.signer, self.clock, seq=row[0], head_hash=row[1], checkpoint_seq=row[0]
+        )
+
+    def _verify_range(self, after_seq: int, upto_seq: int, checkpoint_seq: int) -> Verified:
+        """Verify events after_seq+1..upto_seq (with their checkpoints) from the stored head."""
+        start_hash = GENESIS_HASH
+        if after_seq > 0:
+            r = self._conn.exec_driver_sql(
+                "SELECT hash FROM events WHERE seq = ?", (after_seq,)
+            ).first()
+            if r is None:
+                raise LedgerCorruptError(f"event {after_seq} is missing")
+            start_hash = r[0]
+        v = ChainVerifier(
+            Keyring([self.signer.public]),
+            unit_id=self.unit_id,
+            start_seq=after_seq,
+            start_hash=start_hash,
+            start_checkpoint_seq=checkpoint_seq,
+        )
+        try:
+            for line in self.lines(after_seq + 1, upto_seq):
+                v.feed_line(line)
+            return v.finish()
+        except VerificationError as e:
+            raise LedgerCorruptError(f"ledger verification failed: {e}") from e
+
+    def verify_all(self) -> Verified:
+        """Verify every event and checkpoint from seq 1 with the one verifier."""
+        return self._verify_range(0, self.head[0], 0)
+
+    # -- writing --------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed_reason is not None:
+            raise LedgerClosedError(
+                f"the ledger refuses new events: {self._closed_reason}; nothing after that was "
+                "recorded. Fix the cause and restart the agent (it re-verifies the ledger)."
+            )
+
+    def append(
+        self,
+        kind: str,
+        payload: dict[str, Any],
+        *,
+        batch_id: str | None = None,
+        actor: str | None = None,
+        dedupe_key: str | None = None,
+    ) -> Event:
+        """Record one event durably with its own checkpoint; return it once committed.
+
+        With ``dedupe_key``, an event already recorded under the key is returned instead.
+        """
+        out = self._append_group([Append(kind, payload, batch_id, actor, dedupe_key)], True)
+        return out[0]
+
+    def append_many(self, items: Sequence[Append]) -> list[Event]:
+        """Record a commit group (one transaction, one checkpoint); duplicates are skipped."""
+        return self._append_group(items, False)
+
+    def _append_group(self, items: Sequence[Append], return_existing: bool) -> list[Event]:
+        self._check_open()
+        if not items:
+            return []
+        existing = self._existing(items)
+        b = self._builder
+        seq0, head0, cp0 = b.seq, b.head_hash, b.checkpoint_seq
+        rows = []
+        events: list[Event] = []
+        seen: set[str] = set()
+        try:
+            for it in items:
+                key = it.dedupe_key
+                if key is not None:
+                    if key in existing or key in seen:
+                        if return_existing and key in existing:
+                            events.append(existing[key])
+                        continue
+                    seen.add(key)
+                ev = b.next_event(it.kind, it.payload, batch_id=it.batch_id, actor=it.actor)
+                events.append(ev)
+                rows.append((ev.seq, ev.hash, ev.batch_id, ev.kind, key, event_line(ev)))
+        except Exception:
+            b.seq, b.head_hash, b.checkpoint_seq = seq0, head0, cp0
+            raise
+        if not rows:
+            return events
+        cp = b.checkpoint()
+        try:
+            self._write(rows, cp)
+        except (SQLAlchemyError, sqlite3.Error, OSError) as e:
+            b.seq, b.head_hash, b.checkpoint_seq = seq0, head0, cp0
+            orig = getattr(e, "orig", e)
+            self._closed_reason = f"write failed at seq {seq0 + 1}: {orig}"
+            raise LedgerIOError(
+                f"the disk refused the write of seq {seq0 + 1}..{seq0 + len(rows)} ({orig}); "
+                "it was NOT recorded and the ledger now refuses new events"
+            ) from e
+        return events
+
+    def _write(self, rows: list[tuple[Any, ...]], cp: Checkpoint) -> None:
+        raw = self._conn.connection.dbapi_connection
+        assert isinstance(raw, sqlite3.Connection)
+        # The DBAPI connection directly: executemany of prepared tuples is the hot path of
+        # telemetry, and SQLAlchemy Core adds nothing here but per-row overhead.
+        try:
+            raw.execute("BEGIN IMMEDIATE")
+            raw.executemany(
+                "INSERT INTO events (seq, hash, batch_id, kind, dedupe_key, line) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            raw.execute(
+                "INSERT INTO checkpoints (seq, line) VALUES (?, ?)", (cp.seq, checkpoint_line(cp))
+            )
+            raw.execute("COMMIT")
+        except BaseException:
+            if raw.in_transaction:
+                raw.execute("ROLLBACK")
+            raise
+
+    def _existing(self, items: Sequence[Append]) -> dict[str, Event]:
+        keys = [it.dedupe_key for it in items if it.dedupe_key is not None]
+        if not keys:
+            return {}
+        found: dict[str, Event] = {}
+        for i in range(0, len(keys), 500):
+            chunk = keys[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            for key, line in self._conn.exec_driver_sql(
+                f"SELECT dedupe_key, line FROM events WHERE dedupe_key IN ({marks})",  # noqa: S608
+                tuple(chunk),
+            ):
+                found[key] = event_from_line(line)
+        return found
+
+    # -- reading --------------------------------------------------------------------------
+
+    @property
+    def head(self) -> tuple[int, str]:
+        return self._builder.seq, self._builder.head_hash
+
+    def _tagged(self, start_seq: int, end_seq: int | None) -> Iterator[tuple[bool, bytes]]:
+        end = end_seq if end_seq is not None else self.head[0]
+        cur = self._conn.exec_driver_sql(
+            "SELECT seq, 0, line FROM events WHERE seq BETWEEN ? AND ? "
+            "UNION ALL SELECT seq, 1, line FROM checkpoints WHERE seq BETWEEN ? AND ? "
+            "ORDER BY 1, 2",
+            (start_seq, end, start_seq, end),
+        )
+        for _seq, is_checkpoint, line in cur:
+            # A line stored as TEXT was written by something other than this module: hand its
+            # bytes to the verifier, which will say what is wrong with them.
+            yield bool(is_checkpoint), line.encode() if isinstance(line, str) else bytes(line)
+
+    def lines(self, start_seq: int = 1, end_seq: int | None = None) -> Iterator[bytes]:
+        """Canonical lines (no newline) in wire order: each checkpoint after its event."""
+        for _cp, line in self._tagged(start_seq, end_seq):
+            yield line
+
+    def records(
+        self, start_seq: int = 1, end_seq: int | None = None
+    ) -> Iterator[Event | Checkpoint]:
+        for is_checkpoint, line in self._tagged(start_seq, end_seq):
+            yield checkpoint_from_line(line) if is_checkpoint else event_from_line(line)
+
+    def events(self, start_seq: int = 1, end_seq: int | None = None) -> Iterator[Event]:
+        end = end_seq if end_seq is not None else self.head[0]
+        for (line,) in self._conn.exec_driver_sql(
+            "SELECT line FROM events WHERE seq BETWEEN ? AND ? ORDER BY seq", (start_seq, end)
+        ):
+            yield event_from_line(line)
+
+    def batch_events(self, batch_id: str) -> Iterator[Event]:
+        for (line,) in self._conn.exec_driver_sql(
+            "SELECT line FROM events WHERE batch_id = ? ORDER BY seq", (batch_id,)
+        ):
+            yield event_from_line(line)
+
+    def latest_checkpoint(self, upto_seq: int | None = None) -> Checkpoint | None:
+        upto = upto_seq if upto_seq is not None else self.head[0]
+        r = self._conn.exec_driver_sql(
+            "SELECT line FROM checkpoints WHERE seq <= ? ORDER BY seq DESC LIMIT 1", (upto,)
+        ).first()
+        return checkpoint_from_line(r[0]) if r else None
+
+    def get_meta(self, key: str) -> str | None:
+        r = self._conn.exec_driver_sql("SELECT value FROM meta WHERE key = ?", (key,)).first()
+        return None if r is None else str(r[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        self._check_open()
+        self._conn.exec_driver_sql(
+            "INSERT INTO meta (key, value) VALUES (?, ?) "
+            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
+
+    def close(self) -> None:
+        if self._closed_reason is None:
+            self._closed_reason = "the ledger was closed"
+        self._conn.close()
+        self._engine.dispose()

@@ -1,0 +1,171 @@
+"""The edge ledger: durable, append-only, verified on open, fail-closed, crash-safe."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from ebr_core.keys import Keyring, UnitSigner
+from ebr_core.ledgerfile import verify_ledger_chunks
+from edge.errors import LedgerClosedError, LedgerCorruptError, LedgerIOError
+from edge.export import export_ledger
+from edge.ledger import Append, Ledger
+
+SIGNER = UnitSigner.from_seed(bytes(range(32)), "UNIT-CRASH")
+
+
+def clock() -> Callable[[], datetime]:
+    t = [datetime(2026, 11, 24, 8, tzinfo=UTC)]
+
+    def now() -> datetime:
+        t[0] += timedelta(milliseconds=5)
+        return t[0]
+
+    return now
+
+
+def open_ledger(path: Path) -> Ledger:
+    return Ledger.open(path, SIGNER, clock())
+
+
+def test_append_reopen_continue(tmp_path: Path) -> None:
+    db = tmp_path / "edge.db"
+    led = open_ledger(db)
+    assert led.head[0] == 0
+    e1 = led.append("batch.started", {"coi": "&/CHA999926ABC123"}, batch_id="B-1", actor="op")
+    group = led.append_many([Append("reading.recorded", {"i": str(i)}, "B-1") for i in range(10)])
+    assert [e.seq for e in group] == list(range(2, 12))
+    assert led.latest_checkpoint() is not None and led.latest_checkpoint().seq == 11  # type: ignore[union-attr]
+    led.close()
+    led = open_ledger(db)
+    assert led.head == (11, group[-1].hash)
+    e12 = led.append("step.completed", {"step": "s1"}, batch_id="B-1", actor="op")
+    assert (e12.seq, e12.prev_hash) == (12, group[-1].hash)
+    assert led.verify_all().event_count == 12
+    assert [e.seq for e in led.batch_events("B-1")] == list(range(1, 13))
+    assert next(led.events(1, 1)) == e1
+
+
+def test_dedupe_key(tmp_path: Path) -> None:
+    led = open_ledger(tmp_path / "edge.db")
+    a = led.append("reading.recorded", {"v": "1"}, dedupe_key="mqtt:7")
+    again = led.append("reading.recorded", {"v": "1"}, dedupe_key="mqtt:7")
+    assert again == a and led.head[0] == 1
+    out = led.append_many(
+        [
+            Append("reading.recorded", {"v": "1"}, dedupe_key="mqtt:7"),
+            Append("reading.recorded", {"v": "2"}, dedupe_key="mqtt:8"),
+            Append("reading.recorded", {"v": "2"}, dedupe_key="mqtt:8"),
+        ]
+    )
+    assert [e.payload for e in out] == [{"v": "2"}] and led.head[0] == 2
+
+
+def test_events_are_append_only(tmp_path: Path) -> None:
+    db = tmp_path / "edge.db"
+    led = open_ledger(db)
+    led.append("step.completed", {})
+    led.close()
+    con = sqlite3.connect(db)
+    for sql in (
+        "UPDATE events SET kind = 'x'",
+        "DELETE FROM events",
+        "UPDATE checkpoints SET line = x''",
+        "DELETE FROM checkpoints",
+    ):
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            con.execute(sql)
+    con.close()
+
+
+def test_tampering_is_found_on_open(tmp_path: Path) -> None:
+    db = tmp_path / "edge.db"
+    led = open_ledger(db)
+    led.append_many([Append("reading.recorded", {"v": str(i)}) for i in range(5)])
+    led.close()
+    con = sqlite3.connect(db)
+    con.execute("DROP TRIGGER events_no_update")  # what an attacker with the file could do
+    con.execute('UPDATE events SET line = replace(line, \'"v":"3"\', \'"v":"9"\')')
+    con.commit()
+    con.close()
+    with pytest.raises(LedgerCorruptError, match="content does not match its hash"):
+        open_ledger(db)
+
+
+def test_ledger_of_another_unit_is_refused(tmp_path: Path) -> None:
+    db = tmp_path / "edge.db"
+    open_ledger(db).append("step.completed", {})
+    with pytest.raises(LedgerCorruptError, match="belongs to unit 'UNIT-CRASH', not 'OTHER'"):
+        Ledger.open(db, UnitSigner.generate("OTHER"), clock())
+
+
+def test_disk_full_fails_closed(tmp_path: Path) -> None:
+    db = tmp_path / "edge.db"
+    led = open_ledger(db)
+    led.append("step.completed", {"n": 0})
+    pages = led._conn.exec_driver_sql("PRAGMA page_count").scalar()
+    led._conn.exec_driver_sql(f"PRAGMA max_page_count = {pages}")  # the disk is now "full"
+    big = [Append("reading.recorded", {"pad": "x" * 2000, "i": i}) for i in range(50)]
+    with pytest.raises(LedgerIOError, match=r"seq 2\.\.51 .*NOT recorded.*refuses new events"):
+        led.append_many(big)
+    with pytest.raises(LedgerClosedError, match="the ledger refuses new events: write failed"):
+        led.append("step.completed", {"n": 1})
+    assert led.head[0] == 1
+    led.close()
+    led = open_ledger(db)  # restart: re-verified, continues without a gap
+    assert led.append("step.completed", {"n": 2}).seq == 2
+
+
+def test_export_writes_a_sealed_verifiable_file(tmp_path: Path) -> None:
+    led = open_ledger(tmp_path / "edge.db")
+    led.append_many([Append("reading.recorded", {"i": i}) for i in range(20)])
+    led.append("step.completed", {})
+    v = export_ledger(led, tmp_path / "out" / "ledger.jsonl")
+    assert (v.event_count, v.checkpoint_count, v.sealed) == (21, 2, True)
+    again = verify_ledger_chunks(
+        [(tmp_path / "out" / "ledger.jsonl").read_bytes()], Keyring([SIGNER.public])
+    )
+    assert again == v
+    assert (tmp_path / "out" / "unit.pub").exists()
+
+
+def crash_cycles(tmp_path: Path, kills: int) -> None:
+    db = tmp_path / "edge.db"
+    acked: set[int] = set()
+    rng = random.Random(1234)
+    child = Path(__file__).with_name("ledger_child.py")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    for _ in range(kills):
+        p = subprocess.Popen([sys.executable, str(child), str(db)], stdout=subprocess.PIPE, env=env)
+        time.sleep(rng.uniform(0.05, 0.4))
+        p.send_signal(signal.SIGKILL)
+        out, _ = p.communicate()
+        acked.update(int(x) for x in out.split())
+    led = open_ledger(db)
+    head = led.head[0]
+    assert acked, "the child acknowledged nothing"
+    assert max(acked) <= head
+    present = {e.seq for e in led.events(1, head)}
+    assert acked <= present, f"lost acknowledged events: {sorted(acked - present)[:10]}"
+    assert present == set(range(1, head + 1))
+    assert led.verify_all().head_seq == head
+    assert led.append("step.completed", {}).seq == head + 1
+
+
+def test_sigkill_crash_short(tmp_path: Path) -> None:
+    crash_cycles(tmp_path, 20)
+
+
+@pytest.mark.slow
+def test_sigkill_crash_soak(tmp_path: Path) -> None:
+    crash_cycles(tmp_path, 200)
