@@ -1,0 +1,193 @@
+"""Batch state as a pure fold over events: ``state = reduce(apply, events)``.
+
+The edge (to know the current step) and the server (its batch and deviation projections) run this
+same function, so they can never disagree about what happened.  Event kinds and the payload
+fields the fold reads:
+
+=====================  =========================================================================
+``batch.started``      ``coi``, ``mbr_id``, ``mbr_version``, ``mbr_hash``, ``product``
+``scan.accepted``      ``step``, ``role``, ``raw``, ``identifiers``
+``scan.rejected``      ``step``, ``role``, ``raw``, ``expected``, ``reason``
+``value.recorded``     ``step``, ``name``, ``value`` (quantity), ``limit`` (ok | soft | hard)
+``reading.recorded``   ``channel``, ``value`` (quantity); instrument telemetry
+``signature.applied``  ``step``, ``user_id``, ``printed_name``, ``meaning``, ``signed_hash``
+``signature.failed``   ``step``, ``user_id``, ``reason`` (a failed re-authentication)
+``step.completed``     ``step``
+``deviation.raised``   ``deviation_id``, ``step``, ``category``, ``reason``, ``severity``
+``deviation.commented`` ``deviation_id``, ``comment``
+``deviation.linked``   ``deviation_id``, ``linked_to``
+``deviation.closed``   ``deviation_id``, ``reason``
+``alarm.raised``       ``source``, ``code``, ``message``
+``correction.recorded`` ``corrects`` (seq of the corrected event), ``reason``, ``value``
+``custody.transferred`` ``from``, ``to``, ``place``
+``batch.completed``    ``{}``
+=====================  =========================================================================
+
+Events of other kinds are counted and otherwise ignored, so a newer edge never breaks an older
+fold.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from ebr_core.errors import BatchStateError
+from ebr_core.record import Event
+
+
+@dataclass(frozen=True)
+class Deviation:
+    deviation_id: str
+    step: str | None
+    category: str
+    reason: str
+    severity: str
+    raised_seq: int
+    comments: tuple[str, ...] = ()
+    links: tuple[str, ...] = ()
+    closed_reason: str | None = None
+
+    @property
+    def open(self) -> bool:
+        return self.closed_reason is None
+
+
+@dataclass(frozen=True)
+class Signature:
+    step: str
+    user_id: str
+    printed_name: str
+    meaning: str
+    signed_hash: str
+    recorded_at: str
+    seq: int
+
+
+@dataclass(frozen=True)
+class BatchState:
+    batch_id: str
+    unit_id: str
+    coi: str | None = None
+    mbr_id: str | None = None
+    mbr_version: str | None = None
+    mbr_hash: str | None = None
+    status: str = "in_progress"  # in_progress | completed
+    started_at: str | None = None
+    completed_steps: tuple[str, ...] = ()
+    scans_accepted: tuple[dict[str, Any], ...] = ()
+    scans_rejected: tuple[dict[str, Any], ...] = ()
+    values: dict[str, dict[str, Any]] = field(default_factory=dict)  # "step:name" -> payload
+    readings: int = 0
+    last_readings: dict[str, dict[str, Any]] = field(default_factory=dict)
+    signatures: tuple[Signature, ...] = ()
+    deviations: dict[str, Deviation] = field(default_factory=dict)
+    alarms: tuple[dict[str, Any], ...] = ()
+    custody: tuple[dict[str, Any], ...] = ()
+    corrections: tuple[dict[str, Any], ...] = ()
+    events: int = 0
+    first_seq: int = 0
+    last_seq: int = 0
+    head_hash: str = ""
+
+    def step_signatures(self, step: str) -> tuple[Signature, ...]:
+        return tuple(s for s in self.signatures if s.step == step)
+
+    def open_deviations(self) -> list[Deviation]:
+        return [d for d in self.deviations.values() if d.open]
+
+    def step_scans(self, step: str) -> list[dict[str, Any]]:
+        return [s for s in self.scans_accepted if s.get("step") == step]
+
+
+def apply(state: BatchState | None, ev: Event) -> BatchState:
+    """The state after ``ev``.  ``state`` is None for the batch's first event."""
+    if ev.batch_id is None:
+        raise BatchStateError(f"event {ev.seq} ({ev.kind}) belongs to no batch")
+    if state is None:
+        if ev.kind != "batch.started":
+            raise BatchStateError(
+                f"batch {ev.batch_id}: first event is {ev.kind} (seq {ev.seq}), expected "
+                "batch.started"
+            )
+        state = BatchState(batch_id=ev.batch_id, unit_id=ev.unit_id, first_seq=ev.seq)
+    elif ev.batch_id != state.batch_id:
+        raise BatchStateError(f"event {ev.seq} is for batch {ev.batch_id}, not {state.batch_id}")
+    p = ev.payload
+    k = ev.kind
+    s = replace(state, events=state.events + 1, last_seq=ev.seq, head_hash=ev.hash)
+    if k == "batch.started":
+        if state.coi is not None:
+            raise BatchStateError(f"batch {ev.batch_id} started twice (seq {ev.seq})")
+        return replace(
+            s,
+            coi=p.get("coi"),
+            mbr_id=p.get("mbr_id"),
+            mbr_version=p.get("mbr_version"),
+            mbr_hash=p.get("mbr_hash"),
+            started_at=ev.recorded_at,
+        )
+    if k == "scan.accepted":
+        return replace(s, scans_accepted=(*s.scans_accepted, {**p, "seq": ev.seq}))
+    if k == "scan.rejected":
+        return replace(s, scans_rejected=(*s.scans_rejected, {**p, "seq": ev.seq}))
+    if k == "value.recorded":
+        return replace(s, values={**s.values, f"{p.get('step')}:{p.get('name')}": p})
+    if k == "reading.recorded":
+        return replace(
+            s, readings=s.readings + 1, last_readings={**s.last_readings, str(p.get("channel")): p}
+        )
+    if k == "signature.applied":
+        sig = Signature(
+            step=str(p["step"]),
+            user_id=str(p["user_id"]),
+            printed_name=str(p["printed_name"]),
+            meaning=str(p["meaning"]),
+            signed_hash=str(p["signed_hash"]),
+            recorded_at=ev.recorded_at,
+            seq=ev.seq,
+        )
+        return replace(s, signatures=(*s.signatures, sig))
+    if k == "step.completed":
+        return replace(s, completed_steps=(*s.completed_steps, str(p["step"])))
+    if k == "deviation.raised":
+        d = Deviation(
+            deviation_id=str(p["deviation_id"]),
+            step=p.get("step"),
+            category=str(p.get("category", "other")),
+            reason=str(p.get("reason", "")),
+            severity=str(p.get("severity", "minor")),
+            raised_seq=ev.seq,
+        )
+        return replace(s, deviations={**s.deviations, d.deviation_id: d})
+    if k in ("deviation.commented", "deviation.linked", "deviation.closed"):
+        did = str(p.get("deviation_id"))
+        if did not in s.deviations:
+            raise BatchStateError(f"seq {ev.seq}: deviation {did} was never raised")
+        d = s.deviations[did]
+        if k == "deviation.commented":
+            d = replace(d, comments=(*d.comments, str(p.get("comment", ""))))
+        elif k == "deviation.linked":
+            d = replace(d, links=(*d.links, str(p.get("linked_to"))))
+        else:
+            d = replace(d, closed_reason=str(p.get("reason", "")))
+        return replace(s, deviations={**s.deviations, did: d})
+    if k == "alarm.raised":
+        return replace(s, alarms=(*s.alarms, {**p, "seq": ev.seq}))
+    if k == "custody.transferred":
+        return replace(s, custody=(*s.custody, {**p, "seq": ev.seq}))
+    if k == "correction.recorded":
+        return replace(s, corrections=(*s.corrections, {**p, "seq": ev.seq}))
+    if k == "batch.completed":
+        return replace(s, status="completed")
+    return s
+
+
+def fold(events: list[Event] | Any) -> dict[str, BatchState]:
+    """Fold a unit's events (in seq order) into the state of each batch they mention."""
+    out: dict[str, BatchState] = {}
+    for ev in events:
+        if ev.batch_id is None:
+            continue
+        out[ev.batch_id] = apply(out.get(ev.batch_id), ev)
+    return out

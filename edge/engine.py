@@ -1,0 +1,557 @@
+"""The guided step engine: runs a batch from a signed master batch record over the ledger.
+
+Every operator action becomes an event in the unit's ledger, and the batch state is the shared
+fold over those events (:mod:`ebr_core.batch`), recomputed from the ledger for every action, so
+the engine holds no state of its own that could drift from the record.
+
+Rules enforced here:
+
+* step order (21 CFR 11.10(f)): only the current step accepts scans, values and signatures;
+* required scans: patient material and final product must carry the batch's COI; the cartridge
+  its GTIN, unexpired; reagent lots must be in the local materials list, of the expected material,
+  released and unexpired; equipment must be known and in calibration.  **A mismatch is a hard
+  stop**: a ``scan.rejected`` event and a ``deviation.raised`` are recorded, the step does not
+  advance;
+* in-process limits: a hard or soft breach records the value with its limit status and raises a
+  deviation (major / minor);
+* e-signatures (21 CFR 11.50, 11.70, 11.200): printed name, time and meaning, bound to the ledger
+  head hash at signing; outside a continuous session both components (user id and password) are
+  required, inside one the password alone; critical steps need a ``verified`` signature by a
+  second, different person.  Failed attempts are recorded; three in a row lock the user locally.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from ebr_core.batch import BatchState, apply
+from ebr_core.errors import EbrError, IdentifierError
+from ebr_core.identifiers import ScanData, parse_scan
+from ebr_core.mbr import Mbr, MbrError, ScanSpec, Step, calculate_dose
+from ebr_core.quantity import quantity
+from ebr_core.record import format_time, parse_time
+from edge.errors import EdgeError
+from edge.ledger import Append, Ledger
+from edge.materials import Materials
+from edge.users import User
+
+SESSION_IDLE = timedelta(minutes=15)
+MAX_FAILED_SIGNATURES = 3
+MEANINGS = ("performed", "verified")
+
+
+class EngineRefusal(EdgeError):
+    """The engine refused an action; the message says what was expected and what was given."""
+
+
+class ScanRejected(EngineRefusal):
+    """A scan did not match: recorded as scan.rejected with a deviation (hard stop)."""
+
+
+@dataclass(frozen=True)
+class Expectation:
+    step: Step | None
+    scans: tuple[ScanSpec, ...]
+    values: tuple[str, ...]
+    calculation: str | None
+    signatures: tuple[str, ...]
+
+
+class Engine:
+    def __init__(
+        self,
+        ledger: Ledger,
+        mbr: Mbr,
+        mbr_hash: str,
+        users: dict[str, User],
+        materials: Materials,
+        clock: Callable[[], datetime],
+        session_idle: timedelta = SESSION_IDLE,
+    ) -> None:
+        self.ledger = ledger
+        self.mbr = mbr
+        self.mbr_hash = mbr_hash
+        self.users = users
+        self.materials = materials
+        self.clock = clock
+        self.session_idle = session_idle
+
+    # -- state ----------------------------------------------------------------------------
+
+    def state(self, batch_id: str) -> BatchState:
+        st: BatchState | None = None
+        for ev in self.ledger.batch_events(batch_id):
+            st = apply(st, ev)
+        if st is None:
+            raise EngineRefusal(f"batch {batch_id} has not been started on this unit")
+        return st
+
+    def current_step(self, st: BatchState) -> Step | None:
+        done = set(st.completed_steps)
+        return next((s for s in self.mbr.steps if s.id not in done), None)
+
+    def expectation(self, batch_id: str) -> Expectation:
+        st = self.state(batch_id)
+        step = self.current_step(st)
+        if step is None:
+            return Expectation(None, (), (), None, ())
+        scanned = st.step_scans(step.id)
+        scans = step.scans[len(scanned) :]
+        values = tuple(v.name for v in step.values if f"{step.id}:{v.name}" not in st.values)
+        calc = (
+            step.calculation if (step.calculation and f"{step.id}:dose" not in st.values) else None
+        )
+        sigs = {s.meaning for s in st.step_signatures(step.id)}
+        need = tuple(
+            m for m in (step.signature, *(("verified",) if step.critical else ())) if m not in sigs
+        )
+        return Expectation(step, scans, values, calc, need)
+
+    def _active(self, batch_id: str) -> tuple[BatchState, Step]:
+        st = self.state(batch_id)
+        if st.status == "completed":
+            raise EngineRefusal(f"batch {batch_id} is completed; nothing more can be recorded")
+        step = self.current_step(st)
+        assert step is not None
+        return st, step
+
+    # -- batch ----------------------------------------------------------------------------
+
+    def start_batch(self, batch_id: str, coi: str, user_id: str, password: str) -> BatchState:
+        user = self._authenticate(user_id, password, batch_id=batch_id, step=None)
+        if any(True for _ in self.ledger.batch_events(batch_id)):
+            raise EngineRefusal(f"batch {batch_id} already exists on this unit")
+        try:
+            scan = parse_scan(coi)
+        except IdentifierError as e:
+            raise EngineRefusal(
+                f"COI {coi!r} is not a valid chain-of-identity identifier: {e}"
+            ) from e
+        if scan.coi is None:
+            raise EngineRefusal(f"{coi!r} is not a chain-of-identity identifier (&/CH…)")
+        self.ledger.append(
+            "batch.started",
+            {
+                "coi": scan.coi,
+                "mbr_id": self.mbr.mbr_id,
+                "mbr_version": self.mbr.version,
+                "mbr_hash": self.mbr_hash,
+                "product": self.mbr.product,
+            },
+            batch_id=batch_id,
+            actor=user.user_id,
+        )
+        return self.state(batch_id)
+
+    # -- scans ----------------------------------------------------------------------------
+
+    def scan(self, batch_id: str, raw: str, user_id: str, *, gs_substitutes: str = "") -> str:
+        st, step = self._active(batch_id)
+        exp = self.expectation(batch_id)
+        if not exp.scans:
+            raise EngineRefusal(
+                f"step {step.id} ({step.name}) expects no scan now; it expects "
+                f"{self._describe(exp)}"
+            )
+        spec = exp.scans[0]
+        try:
+            data = parse_scan(raw, gs_substitutes=gs_substitutes)
+            accepted = self._check_scan(st, spec, data)
+        except (IdentifierError, ScanRejected) as e:
+            reason = str(e)
+            self._reject(st, step, spec, raw, user_id, reason)
+            raise ScanRejected(
+                f"scan refused for {spec.role.replace('_', ' ')}: {reason}. Recorded as a "
+                "rejected scan with a deviation; the step does not advance."
+            ) from e
+        self.ledger.append(
+            "scan.accepted",
+            {
+                "step": step.id,
+                "role": spec.role,
+                "raw": raw,
+                "identifiers": accepted,
+            },
+            batch_id=batch_id,
+            actor=user_id,
+        )
+        return f"{spec.role.replace('_', ' ')} accepted"
+
+    def _reject(
+        self, st: BatchState, step: Step, spec: ScanSpec, raw: str, user_id: str, reason: str
+    ) -> None:
+        expected = spec.material or (
+            st.coi if spec.role in ("patient_material", "final_product") else spec.role
+        )
+        did = self._next_deviation_id(st)
+        self.ledger.append_many(
+            [
+                Append(
+                    "scan.rejected",
+                    {
+                        "step": step.id,
+                        "role": spec.role,
+                        "raw": raw,
+                        "expected": expected,
+                        "reason": reason,
+                    },
+                    st.batch_id,
+                    user_id,
+                ),
+                Append(
+                    "deviation.raised",
+                    {
+                        "deviation_id": did,
+                        "step": step.id,
+                        "category": "scan_mismatch",
+                        "reason": reason,
+                        "severity": "major",
+                    },
+                    st.batch_id,
+                    user_id,
+                ),
+            ]
+        )
+
+    def _check_scan(self, st: BatchState, spec: ScanSpec, d: ScanData) -> dict[str, Any]:
+        today = self.clock().date()
+        ids = d.to_json()
+        if spec.role in ("patient_material", "final_product"):
+            ref = d.patient_ref
+            if ref is None:
+                raise ScanRejected(f"the label carries no COI; expected {st.coi}")
+            if ref != st.coi:
+                raise ScanRejected(
+                    f"COI {ref} does not match this batch's COI {st.coi} (wrong patient)"
+                )
+            return ids
+        if spec.role == "cartridge":
+            if d.gtin != self.mbr.cartridge_gtin:
+                raise ScanRejected(
+                    f"cartridge GTIN is {d.gtin}, expected {self.mbr.cartridge_gtin}"
+                )
+            if d.serial is None:
+                raise ScanRejected("cartridge label has no serial number (AI 21)")
+            if d.expiry is not None and d.expiry < today:
+                raise ScanRejected(f"cartridge expired on {d.expiry.isoformat()}")
+            return ids
+        if spec.role == "reagent":
+            if d.gtin is None or d.batch is None:
+                raise ScanRejected("a reagent label needs a GTIN (AI 01) and a lot (AI 10)")
+            lot = self.materials.lots.get((d.gtin, d.batch))
+            if lot is None:
+                raise ScanRejected(
+                    f"lot {d.batch} of GTIN {d.gtin} is not in the local materials list"
+                )
+            if lot.material != spec.material:
+                raise ScanRejected(f"lot {d.batch} is {lot.material}, expected {spec.material}")
+            if lot.status != "released":
+                raise ScanRejected(f"lot {d.batch} is {lot.status}; expected a released lot")
+            expiry = min(lot.expiry, d.expiry) if d.expiry else lot.expiry
+            if expiry < today:
+                raise ScanRejected(f"lot {d.batch} expired on {expiry.isoformat()}")
+            return ids | {"material": lot.material}
+        # equipment: GS1 GIAI (AI 8004) names the asset
+        asset = d.elements.get("8004")
+        eq = self.materials.equipment.get(asset or "")
+        if eq is None:
+            raise ScanRejected(
+                f"equipment {asset or '(no GIAI, AI 8004)'} is not in the local equipment list"
+            )
+        if eq.calibration_due < today:
+            raise ScanRejected(
+                f"equipment {eq.id} ({eq.name}) calibration is overdue since "
+                f"{eq.calibration_due.isoformat()}"
+            )
+        return ids | {"equipment": eq.id}
+
+    # -- values ---------------------------------------------------------------------------
+
+    def record_value(self, batch_id: str, name: str, value: str, unit: str, user_id: str) -> str:
+        st, step = self._active(batch_id)
+        exp = self.expectation(batch_id)
+        if exp.scans:
+            raise EngineRefusal(f"step {step.id} first expects {self._describe(exp)}")
+        spec = step.value(name)
+        if spec is None:
+            names = ", ".join(v.name for v in step.values) or "none"
+            raise EngineRefusal(
+                f"step {step.id} ({step.name}) records no value {name!r}; it records: {names}"
+            )
+        if f"{step.id}:{name}" in st.values:
+            raise EngineRefusal(
+                f"{name} is already recorded for step {step.id}; a change is a correction "
+                "(nothing is edited in place)"
+            )
+        if unit != spec.unit:
+            raise EngineRefusal(f"{name} is recorded in {spec.unit!r}, got {unit!r}")
+        try:
+            v = Decimal(value)
+            q = quantity(value, unit)
+        except (InvalidOperation, EbrError) as e:
+            raise EngineRefusal(f"{name}: {value!r} is not a decimal number such as 87.5") from e
+        status = "ok"
+        if spec.hard and not spec.hard.contains(v):
+            status = "hard"
+        elif spec.soft and not spec.soft.contains(v):
+            status = "soft"
+        items = [
+            Append(
+                "value.recorded",
+                {"step": step.id, "name": name, "value": q, "limit": status},
+                batch_id,
+                user_id,
+            )
+        ]
+        if status != "ok":
+            lim = spec.hard if status == "hard" else spec.soft
+            assert lim is not None
+            reason = f"{name} {value} {unit} is outside the {status} limit {lim.describe()} {unit}"
+            items.append(
+                Append(
+                    "deviation.raised",
+                    {
+                        "deviation_id": self._next_deviation_id(st),
+                        "step": step.id,
+                        "category": "limit_breach",
+                        "reason": reason,
+                        "severity": "major" if status == "hard" else "minor",
+                    },
+                    batch_id,
+                    user_id,
+                )
+            )
+        self.ledger.append_many(items)
+        return f"{name} = {value} {unit} recorded" + (
+            "" if status == "ok" else f" ({status} limit breached: deviation raised)"
+        )
+
+    def calculate(self, batch_id: str, user_id: str) -> dict[str, str]:
+        st, step = self._active(batch_id)
+        if step.calculation != "dose" or self.mbr.dosing is None:
+            raise EngineRefusal(f"step {step.id} has no calculation")
+        if f"{step.id}:dose" in st.values:
+            raise EngineRefusal("the dose is already calculated for this batch")
+
+        def val(name: str) -> Decimal:
+            for key, p in st.values.items():
+                if key.endswith(f":{name}"):
+                    return Decimal(p["value"]["value"])
+            raise EngineRefusal(f"the dose needs {name}, which has not been recorded")
+
+        try:
+            dose = calculate_dose(
+                self.mbr.dosing,
+                viable_per_ml=val("viable_per_ml"),
+                volume_ml=val("harvest_volume"),
+                car_percent=val("car_percent"),
+                weight_kg=val("patient_weight"),
+            )
+        except MbrError as e:
+            raise EngineRefusal(str(e)) from e
+        out = {
+            "cells_to_infuse": str(dose.cells_to_infuse),
+            "per_kg": str(dose.per_kg),
+            "volume_to_infuse_ml": str(dose.volume_to_infuse_ml),
+            "total_viable_car_cells": str(dose.total_viable_car_cells),
+        }
+        items = [
+            Append(
+                "value.recorded",
+                {
+                    "step": step.id,
+                    "name": "dose",
+                    "calculated": True,
+                    "value": quantity(out["per_kg"], "/kg"),
+                    "detail": out,
+                    "limit": "ok" if dose.within_range else "hard",
+                },
+                batch_id,
+                user_id,
+            )
+        ]
+        if not dose.within_range:
+            items.append(
+                Append(
+                    "deviation.raised",
+                    {
+                        "deviation_id": self._next_deviation_id(st),
+                        "step": step.id,
+                        "category": "limit_breach",
+                        "severity": "major",
+                        "reason": f"dose {dose.per_kg} cells/kg is outside "
+                        f"{self.mbr.dosing.min_per_kg}–{self.mbr.dosing.max_per_kg}",
+                    },
+                    batch_id,
+                    user_id,
+                )
+            )
+        self.ledger.append_many(items)
+        return out
+
+    # -- signatures -----------------------------------------------------------------------
+
+    def sign(self, batch_id: str, password: str, meaning: str, user_id: str | None = None) -> str:
+        st, step = self._active(batch_id)
+        if meaning not in MEANINGS:
+            raise EngineRefusal(f"meaning {meaning!r} is not one of {', '.join(MEANINGS)}")
+        if user_id is None:
+            user_id = self._continuous_session_user()
+            if user_id is None:
+                raise EngineRefusal(
+                    "the session is not continuous: enter your user id and password "
+                    "(21 CFR 11.200(a)(1)(ii))"
+                )
+        user = self._authenticate(user_id, password, batch_id=batch_id, step=step.id)
+        exp = self.expectation(batch_id)
+        if exp.scans or exp.values or exp.calculation:
+            raise EngineRefusal(f"step {step.id} is not finished: it expects {self._describe(exp)}")
+        if meaning not in exp.signatures:
+            raise EngineRefusal(
+                f"step {step.id} needs no {meaning!r} signature now; it needs "
+                f"{', '.join(exp.signatures) or 'nothing'}"
+            )
+        if meaning == "verified":
+            performers = {
+                s.user_id for s in st.step_signatures(step.id) if s.meaning == step.signature
+            }
+            if not performers:
+                raise EngineRefusal(f"step {step.id} must be signed {step.signature!r} first")
+            if user.user_id in performers:
+                raise EngineRefusal(
+                    f"{user.user_id} performed step {step.id}; a second, different person must "
+                    "verify it"
+                )
+        now = self.clock()
+        items = [
+            Append(
+                "signature.applied",
+                {
+                    "step": step.id,
+                    "user_id": user.user_id,
+                    "printed_name": user.printed_name,
+                    "meaning": meaning,
+                    "signed_hash": self.ledger.head[1],
+                    "signed_at": format_time(now),
+                },
+                batch_id,
+                user.user_id,
+            )
+        ]
+        if len(exp.signatures) == 1:
+            items.append(Append("step.completed", {"step": step.id}, batch_id, user.user_id))
+            if step is self.mbr.steps[-1]:
+                items.append(Append("batch.completed", {}, batch_id, user.user_id))
+        self.ledger.append_many(items)
+        return (
+            f"signed {meaning!r} by {user.printed_name} ({user.user_id}) at "
+            f"{format_time(now)}" + (f"; step {step.id} completed" if len(items) > 1 else "")
+        )
+
+    def _continuous_session_user(self) -> str | None:
+        raw = self.ledger.get_meta("session")
+        if raw is None:
+            return None
+        user_id, _, last = raw.partition("@")
+        if self.clock() - parse_time(last) > self.session_idle:
+            return None
+        return user_id
+
+    def _authenticate(
+        self, user_id: str, password: str, *, batch_id: str | None, step: str | None
+    ) -> User:
+        user = self.users.get(user_id)
+        locked = self.ledger.get_meta(f"locked:{user_id}")
+        if locked is not None:
+            raise EngineRefusal(
+                f"user {user_id} is locked after {MAX_FAILED_SIGNATURES} failed "
+                "attempts; an administrator must unlock the account"
+            )
+        if user is None or not user.check_password(password):
+            fails = int(self.ledger.get_meta(f"fails:{user_id}") or "0") + 1
+            self.ledger.set_meta(f"fails:{user_id}", str(fails))
+            reason = "unknown user id or wrong password"
+            if batch_id is not None and any(True for _ in self.ledger.batch_events(batch_id)):
+                self.ledger.append(
+                    "signature.failed",
+                    {"step": step, "user_id": user_id, "reason": reason},
+                    batch_id=batch_id,
+                )
+            if fails >= MAX_FAILED_SIGNATURES:
+                self.ledger.set_meta(f"locked:{user_id}", format_time(self.clock()))
+                raise EngineRefusal(f"{reason}; user {user_id} is now locked")
+            raise EngineRefusal(reason)
+        self.ledger.set_meta(f"fails:{user_id}", "0")
+        self.ledger.set_meta("session", f"{user_id}@{format_time(self.clock())}")
+        return user
+
+    # -- deviations -----------------------------------------------------------------------
+
+    def raise_deviation(
+        self, batch_id: str, reason: str, user_id: str, category: str = "operator"
+    ) -> str:
+        st = self.state(batch_id)
+        if not reason.strip():
+            raise EngineRefusal("a deviation needs a reason")
+        did = self._next_deviation_id(st)
+        step = self.current_step(st)
+        self.ledger.append(
+            "deviation.raised",
+            {
+                "deviation_id": did,
+                "step": step.id if step else None,
+                "category": category,
+                "reason": reason,
+                "severity": "minor",
+            },
+            batch_id=batch_id,
+            actor=user_id,
+        )
+        return did
+
+    def comment_deviation(
+        self, batch_id: str, deviation_id: str, comment: str, user_id: str
+    ) -> None:
+        st = self.state(batch_id)
+        if deviation_id not in st.deviations:
+            raise EngineRefusal(f"deviation {deviation_id} does not exist in batch {batch_id}")
+        self.ledger.append(
+            "deviation.commented",
+            {"deviation_id": deviation_id, "comment": comment},
+            batch_id=batch_id,
+            actor=user_id,
+        )
+
+    def link_deviation(self, batch_id: str, deviation_id: str, other: str, user_id: str) -> None:
+        st = self.state(batch_id)
+        for d in (deviation_id, other):
+            if d not in st.deviations:
+                raise EngineRefusal(f"deviation {d} does not exist in batch {batch_id}")
+        self.ledger.append(
+            "deviation.linked",
+            {"deviation_id": deviation_id, "linked_to": other},
+            batch_id=batch_id,
+            actor=user_id,
+        )
+
+    @staticmethod
+    def _next_deviation_id(st: BatchState) -> str:
+        return f"DEV-{st.batch_id}-{len(st.deviations) + 1:03d}"
+
+    @staticmethod
+    def _describe(exp: Expectation) -> str:
+        parts = []
+        if exp.scans:
+            s = exp.scans[0]
+            parts.append(f"a scan of {s.material or s.role.replace('_', ' ')}")
+        if exp.values:
+            parts.append("values " + ", ".join(exp.values))
+        if exp.calculation:
+            parts.append(f"the {exp.calculation} calculation")
+        if exp.signatures:
+            parts.append("signatures " + ", ".join(exp.signatures))
+        return "; ".join(parts) or "nothing"
