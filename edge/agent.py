@@ -1,0 +1,97 @@
+"""The edge agent: one production unit's state directory, opened and checked as a whole.
+
+``home/`` holds ``config.json`` (the unit id), ``unit.key``/``unit.pub``, the signed master batch
+record ``mbr.signed.json`` with the trusted publisher key ``publisher.pub``, the local
+``users.yaml`` and ``materials.yaml``, and the ledger ``edge.db``.  Opening the agent re-verifies
+the MBR's signature and the ledger, every time: an altered MBR or ledger stops the agent.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from ebr_core.document import DocumentError, open_document
+from ebr_core.errors import EbrError, KeyFormatError
+from ebr_core.keys import Keyring, PublicKey
+from ebr_core.mbr import MbrError, parse_mbr
+from edge.engine import Engine
+from edge.errors import EdgeError
+from edge.keys import load_or_create_unit_key
+from edge.ledger import Ledger
+from edge.materials import load_materials
+from edge.users import load_users
+
+
+class AgentError(EdgeError):
+    """The agent's state directory is missing something or holds something invalid."""
+
+
+@dataclass
+class EdgeAgent:
+    home: Path
+    unit_id: str
+    ledger: Ledger
+    engine: Engine
+
+    def close(self) -> None:
+        self.ledger.close()
+
+
+def _load_mbr(path: Path, publisher: Path) -> tuple[dict[str, object], str]:
+    try:
+        key = PublicKey.from_bytes(publisher.read_bytes())
+        doc = open_document(path.read_bytes(), Keyring([key]), doc_type="mbr")
+        parse_mbr(doc.content)
+    except (DocumentError, MbrError, KeyFormatError) as e:
+        raise AgentError(f"master batch record {path.name} refused: {e}") from e
+    except FileNotFoundError as e:
+        raise AgentError(f"missing {e.filename}") from e
+    return doc.content, doc.content_hash
+
+
+def init_home(
+    home: Path, *, unit_id: str, mbr: Path, publisher_key: Path, users: Path, materials: Path
+) -> None:
+    """Set up a unit's state directory (refuses an unsigned or altered MBR)."""
+    if (home / "config.json").exists():
+        raise AgentError(f"{home} is already initialised for a unit")
+    _load_mbr(mbr, publisher_key)
+    try:
+        load_users(users.read_text())
+        load_materials(materials.read_text())
+    except FileNotFoundError as e:
+        raise AgentError(f"missing {e.filename}") from e
+    home.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(mbr, home / "mbr.signed.json")
+    shutil.copyfile(publisher_key, home / "publisher.pub")
+    shutil.copyfile(users, home / "users.yaml")
+    shutil.copyfile(materials, home / "materials.yaml")
+    load_or_create_unit_key(home, unit_id)
+    (home / "config.json").write_text(json.dumps({"unit_id": unit_id}) + "\n")
+
+
+def open_agent(home: Path, clock: Callable[[], datetime]) -> EdgeAgent:
+    cfg = home / "config.json"
+    if not cfg.exists():
+        raise AgentError(f"{home} is not an edge home; run 'ctgtp edge init' first")
+    unit_id = str(json.loads(cfg.read_text())["unit_id"])
+    content, mbr_hash = _load_mbr(home / "mbr.signed.json", home / "publisher.pub")
+    try:
+        signer = load_or_create_unit_key(home, unit_id)
+        ledger = Ledger.open(home / "edge.db", signer, clock)
+        engine = Engine(
+            ledger,
+            parse_mbr(content),
+            mbr_hash,
+            load_users((home / "users.yaml").read_text()),
+            load_materials((home / "materials.yaml").read_text()),
+            clock,
+        )
+    except EbrError as e:
+        raise AgentError(str(e)) from e
+    return EdgeAgent(home, unit_id, ledger, engine)

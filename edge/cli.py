@@ -1,0 +1,335 @@
+"""``ctgtp edge``: the commands an operator uses at the station.
+
+Every refusal prints what was expected and what was given, and exits 1; nothing already recorded
+is touched.  Passwords are read from a hidden prompt, or one line of standard input with
+``--password-stdin`` (for scripted runs); never from the command line.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+import orjson
+
+from ebr_core.document import load_yaml, sign_document
+from ebr_core.errors import EbrError
+from ebr_core.keys import UnitSigner
+from edge.agent import EdgeAgent, init_home, open_agent
+from edge.errors import EdgeError
+from edge.export import export_ledger
+
+
+def system_clock() -> datetime:
+    return datetime.now(UTC)
+
+
+HOME = click.option(
+    "--home",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="CTGTP_EDGE_HOME",
+    default=Path("edge-home"),
+    show_default=True,
+    help="The unit's state directory (env CTGTP_EDGE_HOME).",
+)
+BATCH = click.option("--batch", "batch_id", required=True, help="Batch id.")
+USER = click.option("--user", "user_id", required=True, help="Your user id.")
+PW_STDIN = click.option(
+    "--password-stdin", is_flag=True, help="Read the password from one line of standard input."
+)
+
+
+def _password(from_stdin: bool) -> str:
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    return str(click.prompt("Password", hide_input=True))
+
+
+@contextmanager
+def _agent(home: Path, clock: Callable[[], datetime] = system_clock) -> Iterator[EdgeAgent]:
+    try:
+        agent = open_agent(home, clock)
+    except (EdgeError, EbrError) as e:
+        raise click.ClickException(str(e)) from e
+    try:
+        yield agent
+    except (EdgeError, EbrError) as e:
+        raise click.ClickException(str(e)) from e
+    finally:
+        agent.close()
+
+
+@click.group()
+def edge() -> None:
+    """The edge agent an operator runs on a production unit."""
+
+
+@edge.command("mbr-publish")
+@click.argument("mbr_yaml", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--key", "key_path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+@click.option("--signer", required=True, help="Publisher id (the key's owner).")
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path))
+def mbr_publish(mbr_yaml: Path, key_path: Path, signer: str, out: Path) -> None:
+    """Sign a master batch record for use on the units."""
+    from ebr_core.mbr import parse_mbr
+
+    try:
+        content = load_yaml(mbr_yaml.read_text())
+        mbr = parse_mbr(content)
+        key = UnitSigner.from_pem(key_path.read_bytes(), signer)
+        doc = sign_document(
+            content,
+            doc_type="mbr",
+            doc_id=mbr.mbr_id,
+            version=mbr.version,
+            signer=key,
+            signed_at=system_clock(),
+        )
+    except EbrError as e:
+        raise click.ClickException(str(e)) from e
+    out.write_bytes(doc.to_bytes())
+    click.echo(
+        f"published {mbr.mbr_id} v{mbr.version} ({len(mbr.steps)} steps) signed by {signer}: {out}"
+    )
+
+
+@edge.command()
+@HOME
+@click.option("--unit", "unit_id", required=True)
+@click.option(
+    "--mbr",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    required=True,
+    help="Signed MBR (from mbr-publish).",
+)
+@click.option(
+    "--publisher-key", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True
+)
+@click.option(
+    "--users", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True
+)
+@click.option(
+    "--materials", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True
+)
+def init(
+    home: Path, unit_id: str, mbr: Path, publisher_key: Path, users: Path, materials: Path
+) -> None:
+    """Set up this unit's state directory."""
+    try:
+        init_home(
+            home,
+            unit_id=unit_id,
+            mbr=mbr,
+            publisher_key=publisher_key,
+            users=users,
+            materials=materials,
+        )
+    except (EdgeError, EbrError) as e:
+        raise click.ClickException(str(e)) from e
+    click.echo(f"unit {unit_id} ready in {home}")
+
+
+@edge.command()
+@HOME
+@BATCH
+@click.option("--coi", required=True, help="The patient's chain-of-identity identifier.")
+@USER
+@PW_STDIN
+def start(home: Path, batch_id: str, coi: str, user_id: str, password_stdin: bool) -> None:
+    """Start a batch for a COI (you re-authenticate)."""
+    pw = _password(password_stdin)
+    with _agent(home) as a:
+        st = a.engine.start_batch(batch_id, coi, user_id, pw)
+        click.echo(
+            f"batch {batch_id} started for COI {st.coi} on MBR {st.mbr_id} v{st.mbr_version}"
+        )
+        _show(a, batch_id)
+
+
+def _show(a: EdgeAgent, batch_id: str) -> None:
+    exp = a.engine.expectation(batch_id)
+    if exp.step is None:
+        click.echo("all steps completed")
+        return
+    click.echo(f"current step: {exp.step.id}: {exp.step.name}")
+    for s in exp.scans:
+        click.echo(f"  expects scan: {s.material or s.role.replace('_', ' ')}")
+    for v in exp.values:
+        spec = exp.step.value(v)
+        click.echo(f"  expects value: {v} [{spec.unit if spec else ''}]")
+    if exp.calculation:
+        click.echo(f"  expects calculation: {exp.calculation}")
+    for m in exp.signatures:
+        click.echo(f"  expects signature: {m}")
+
+
+@edge.command()
+@HOME
+@BATCH
+def show(home: Path, batch_id: str) -> None:
+    """Show the current step and what it expects."""
+    with _agent(home) as a:
+        _show(a, batch_id)
+
+
+@edge.command()
+@HOME
+@BATCH
+@USER
+@click.option("--gs-substitute", "gs", default="", help="Character this scanner sends for GS.")
+@click.argument("raw")
+def scan(home: Path, batch_id: str, user_id: str, gs: str, raw: str) -> None:
+    """Enter a scan for the current step."""
+    raw = raw.replace("\\x1d", "\x1d").replace("<GS>", "\x1d")
+    with _agent(home) as a:
+        click.echo(a.engine.scan(batch_id, raw, user_id, gs_substitutes=gs))
+        _show(a, batch_id)
+
+
+@edge.command()
+@HOME
+@BATCH
+@USER
+@click.argument("name")
+@click.argument("value")
+@click.argument("unit")
+def value(home: Path, batch_id: str, user_id: str, name: str, value: str, unit: str) -> None:
+    """Record a value (NAME VALUE UNIT) for the current step."""
+    with _agent(home) as a:
+        click.echo(a.engine.record_value(batch_id, name, value, unit, user_id))
+
+
+@edge.command()
+@HOME
+@BATCH
+@USER
+def calc(home: Path, batch_id: str, user_id: str) -> None:
+    """Run the current step's calculation (the dose)."""
+    with _agent(home) as a:
+        for k, v in a.engine.calculate(batch_id, user_id).items():
+            click.echo(f"{k}: {v}")
+
+
+@edge.command()
+@HOME
+@BATCH
+@click.option(
+    "--user",
+    "user_id",
+    default=None,
+    help="Your user id (required unless you are in a continuous session).",
+)
+@click.option("--meaning", type=click.Choice(["performed", "verified"]), required=True)
+@PW_STDIN
+def sign(
+    home: Path, batch_id: str, user_id: str | None, meaning: str, password_stdin: bool
+) -> None:
+    """E-sign the current step (printed name, time and meaning are recorded)."""
+    pw = _password(password_stdin)
+    with _agent(home) as a:
+        click.echo(a.engine.sign(batch_id, pw, meaning, user_id))
+        _show(a, batch_id)
+
+
+@edge.group()
+def deviation() -> None:
+    """Raise, comment and link deviations (nothing is edited in place)."""
+
+
+@deviation.command("raise")
+@HOME
+@BATCH
+@USER
+@click.argument("reason")
+def deviation_raise(home: Path, batch_id: str, user_id: str, reason: str) -> None:
+    with _agent(home) as a:
+        click.echo(f"deviation {a.engine.raise_deviation(batch_id, reason, user_id)} raised")
+
+
+@deviation.command("comment")
+@HOME
+@BATCH
+@USER
+@click.argument("deviation_id")
+@click.argument("comment")
+def deviation_comment(
+    home: Path, batch_id: str, user_id: str, deviation_id: str, comment: str
+) -> None:
+    with _agent(home) as a:
+        a.engine.comment_deviation(batch_id, deviation_id, comment, user_id)
+        click.echo(f"comment added to {deviation_id}")
+
+
+@deviation.command("link")
+@HOME
+@BATCH
+@USER
+@click.argument("deviation_id")
+@click.argument("other")
+def deviation_link(home: Path, batch_id: str, user_id: str, deviation_id: str, other: str) -> None:
+    with _agent(home) as a:
+        a.engine.link_deviation(batch_id, deviation_id, other, user_id)
+        click.echo(f"{deviation_id} linked to {other}")
+
+
+@edge.command()
+@HOME
+@click.option("--batch", "batch_id", default=None)
+@click.option("--json", "as_json", is_flag=True)
+def status(home: Path, batch_id: str | None, as_json: bool) -> None:
+    """The unit's ledger head and a batch's state."""
+    with _agent(home) as a:
+        seq, head = a.ledger.head
+        out: dict[str, Any] = {
+            "unit_id": a.unit_id,
+            "events": seq,
+            "head": head,
+            "synced_seq": int(a.ledger.get_meta("sync.acked_seq") or 0),
+        }
+        out["sync_lag"] = seq - out["synced_seq"]
+        if batch_id:
+            st = a.engine.state(batch_id)
+            exp = a.engine.expectation(batch_id)
+            out["batch"] = {
+                "batch_id": st.batch_id,
+                "coi": st.coi,
+                "status": st.status,
+                "current_step": exp.step.id if exp.step else None,
+                "completed_steps": len(st.completed_steps),
+                "deviations": {d.deviation_id: d.reason for d in st.deviations.values()},
+                "rejected_scans": len(st.scans_rejected),
+                "signatures": len(st.signatures),
+            }
+        if as_json:
+            click.echo(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())
+            return
+        click.echo(
+            f"unit {a.unit_id}: {seq} events, head {head[:16]}…, not yet synced: {out['sync_lag']}"
+        )
+        if batch_id:
+            b = out["batch"]
+            click.echo(
+                f"batch {b['batch_id']} (COI {b['coi']}): {b['status']}, step "
+                f"{b['current_step']}, {b['completed_steps']} steps done, "
+                f"{len(b['deviations'])} deviations, {b['rejected_scans']} rejected scans"
+            )
+
+
+@edge.command()
+@HOME
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path))
+def export(home: Path, out: Path) -> None:
+    """Export the ledger (JSON Lines with seal) and the unit's public key beside it."""
+    with _agent(home) as a:
+        v = export_ledger(a.ledger, out)
+        click.echo(
+            f"exported {v.event_count} events (seq {v.first_seq}..{v.head_seq}) to {out}; "
+            f"verified; public key {out.with_name('unit.pub')}"
+        )

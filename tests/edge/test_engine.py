@@ -1,0 +1,269 @@
+"""The step engine: order, hard stops on wrong scans, limits, dose, Part 11 signatures."""
+
+from __future__ import annotations
+
+import pytest
+
+from ebr_core.batch import fold
+from edge.engine import Engine, EngineRefusal, ScanRejected
+
+from .conftest import COI, GS, PW, Clock
+
+
+def sign(e: Engine, user: str, meaning: str = "performed") -> str:
+    return e.sign("B1", PW[user], meaning, user)
+
+
+def finish_receipt(e: Engine) -> None:
+    e.scan("B1", COI, "op.alice")
+    sign(e, "op.alice")
+    sign(e, "op.bob", "verified")
+    e.record_value("B1", "apheresis_volume", "200", "mL", "op.alice")
+    sign(e, "op.alice")
+
+
+def refusal(fn, *args) -> str:  # type: ignore[no-untyped-def]
+    with pytest.raises(EngineRefusal) as exc:
+        fn(*args)
+    return str(exc.value)
+
+
+def test_wrong_patient_scan_is_a_recorded_hard_stop(started: Engine) -> None:
+    before = started.ledger.head[0]
+    with pytest.raises(ScanRejected) as e:
+        started.scan("B1", "&/CHA999926ZZZ999", "op.alice")
+    assert str(e.value) == (
+        "scan refused for patient material: COI &/CHA999926ZZZ999 does not match this batch's "
+        "COI &/CHA999926ABC123 (wrong patient). Recorded as a rejected scan with a deviation; "
+        "the step does not advance."
+    )
+    st = started.state("B1")
+    assert started.ledger.head[0] == before + 2
+    assert st.scans_rejected[0]["expected"] == COI
+    assert st.deviations["DEV-B1-001"].category == "scan_mismatch"
+    assert started.expectation("B1").scans[0].role == "patient_material"  # did not advance
+
+
+def test_unparseable_scan_is_rejected_and_recorded(started: Engine) -> None:
+    with pytest.raises(ScanRejected, match="GTIN 09501101530004 check digit is 4, expected 3"):
+        started.scan("B1", "0109501101530004", "op.alice")
+    assert len(started.state("B1").scans_rejected) == 1
+
+
+def test_step_order_is_enforced(started: Engine) -> None:
+    assert refusal(started.record_value, "B1", "apheresis_volume", "200", "mL", "op.alice") == (
+        "step receipt/apheresis/coi-scan first expects a scan of patient material; signatures "
+        "performed, verified"
+    )
+    assert refusal(sign, started, "op.alice") == (
+        "step receipt/apheresis/coi-scan is not finished: it expects a scan of patient material; "
+        "signatures performed, verified"
+    )
+
+
+def test_second_person_must_verify_critical_steps(started: Engine) -> None:
+    started.scan("B1", COI, "op.alice")
+    assert refusal(sign, started, "op.alice", "verified") == (
+        "step receipt/apheresis/coi-scan must be signed 'performed' first"
+    )
+    sign(started, "op.alice")
+    assert refusal(sign, started, "op.alice", "verified") == (
+        "op.alice performed step receipt/apheresis/coi-scan; a second, different person must "
+        "verify it"
+    )
+    assert "step receipt/apheresis/coi-scan completed" in sign(started, "op.bob", "verified")
+    sigs = started.state("B1").signatures
+    assert [(s.user_id, s.printed_name, s.meaning) for s in sigs] == [
+        ("op.alice", "Alice Martin", "performed"),
+        ("op.bob", "Bob Okafor", "verified"),
+    ]
+    assert all(len(s.signed_hash) == 64 for s in sigs)
+
+
+def test_signature_is_bound_to_the_record_head(started: Engine) -> None:
+    started.scan("B1", COI, "op.alice")
+    head = started.ledger.head[1]
+    sign(started, "op.alice")
+    assert started.state("B1").signatures[0].signed_hash == head
+
+
+def test_continuous_session_needs_one_component_otherwise_two(
+    started: Engine, clock: Clock
+) -> None:
+    started.scan("B1", COI, "op.alice")
+    # op.alice authenticated with both components when starting the batch: session continues.
+    assert "Alice Martin" in started.sign("B1", PW["op.alice"], "performed")
+    clock.advance(minutes=16)
+    assert refusal(started.sign, "B1", PW["op.bob"], "verified") == (
+        "the session is not continuous: enter your user id and password (21 CFR 11.200(a)(1)(ii))"
+    )
+
+
+def test_wrong_passwords_are_recorded_and_lock_the_user(started: Engine) -> None:
+    started.scan("B1", COI, "op.alice")
+    for _ in range(2):
+        assert refusal(started.sign, "B1", "nope", "performed", "op.alice") == (
+            "unknown user id or wrong password"
+        )
+    assert refusal(started.sign, "B1", "nope", "performed", "op.alice") == (
+        "unknown user id or wrong password; user op.alice is now locked"
+    )
+    assert refusal(sign, started, "op.alice") == (
+        "user op.alice is locked after 3 failed attempts; an administrator must unlock the account"
+    )
+    failed = [e for e in started.ledger.batch_events("B1") if e.kind == "signature.failed"]
+    assert len(failed) == 3 and all(
+        "password" not in str(e.payload).lower().replace("wrong password", "") for e in failed
+    )
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        ("010950600013435210TM2609", "lot TM2609 is quarantined; expected a released lot"),
+        ("010950600013436910IL2-0039", "lot IL2-0039 is IL-2, expected TexMACS medium"),
+        (
+            "010950600013435210TM9999",
+            "lot TM9999 of GTIN 09506000134352 is not in the local materials list",
+        ),
+    ],
+)
+def test_reagent_refusals(started: Engine, raw: str, reason: str) -> None:
+    finish_receipt(started)
+    started.scan("B1", "010950600013437617271231" + "21CART-0001", "op.alice")
+    started.scan("B1", "8004UNIT-0001", "op.alice")
+    sign(started, "op.alice")
+    with pytest.raises(ScanRejected) as e:
+        started.scan("B1", raw, "op.alice")
+    assert f"scan refused for reagent: {reason}." in str(e.value)
+
+
+def test_expired_lot_overdue_equipment_wrong_cartridge(started: Engine) -> None:
+    finish_receipt(started)
+    with pytest.raises(
+        ScanRejected, match="cartridge GTIN is 09501101530003, expected 09506000134376"
+    ):
+        started.scan("B1", "010950110153000321C1", "op.alice")
+    started.scan("B1", "010950600013437617271231" + "21CART-0001", "op.alice")
+    with pytest.raises(
+        ScanRejected,
+        match=r"equipment PIP-0007 \(Pipette set 7\) calibration is "
+        "overdue since 2026-10-01",
+    ):
+        started.scan("B1", "8004PIP-0007", "op.alice")
+    started.scan("B1", "8004UNIT-0001", "op.alice")
+    sign(started, "op.alice")
+    started.scan("B1", "010950600013435210TM2611", "op.alice")
+    with pytest.raises(ScanRejected, match="lot IL2-0039 expired on 2026-01-31"):
+        started.scan("B1", "010950600013436910IL2-0039", "op.alice")
+
+
+def test_limits_raise_deviations(started: Engine) -> None:
+    started.scan("B1", COI, "op.alice")
+    sign(started, "op.alice")
+    sign(started, "op.bob", "verified")
+    assert refusal(started.record_value, "B1", "apheresis_volume", "200", "L", "op.alice") == (
+        "apheresis_volume is recorded in 'mL', got 'L'"
+    )
+    assert refusal(started.record_value, "B1", "apheresis_volume", "lots", "mL", "op.alice") == (
+        "apheresis_volume: 'lots' is not a decimal number such as 87.5"
+    )
+    msg = started.record_value("B1", "apheresis_volume", "501", "mL", "op.alice")
+    assert msg == "apheresis_volume = 501 mL recorded (hard limit breached: deviation raised)"
+    d = started.state("B1").deviations["DEV-B1-001"]
+    assert (d.severity, d.reason) == (
+        "major",
+        "apheresis_volume 501 mL is outside the hard limit 50–500 mL",
+    )
+    assert refusal(started.record_value, "B1", "apheresis_volume", "200", "mL", "op.alice") == (
+        "apheresis_volume is already recorded for step receipt/apheresis/inspect; a change is a "
+        "correction (nothing is edited in place)"
+    )
+
+
+def test_deviations_are_commented_and_linked_never_edited(started: Engine) -> None:
+    a = started.raise_deviation("B1", "bag label smudged", "op.alice")
+    b = started.raise_deviation("B1", "second label smudged", "op.alice")
+    started.comment_deviation("B1", a, "label re-printed from the system", "op.bob")
+    started.link_deviation("B1", b, a, "op.bob")
+    st = started.state("B1")
+    assert st.deviations[a].comments == ("label re-printed from the system",)
+    assert st.deviations[b].links == (a,)
+    assert refusal(started.comment_deviation, "B1", "DEV-X", "x", "op.bob") == (
+        "deviation DEV-X does not exist in batch B1"
+    )
+
+
+def test_fold_on_the_server_equals_the_engine_state(started: Engine) -> None:
+    finish_receipt(started)
+    events = list(started.ledger.events())
+    assert fold(events)["B1"] == started.state("B1")
+
+
+def test_batch_cannot_start_twice_or_with_a_bad_coi(engine: Engine) -> None:
+    assert refusal(
+        engine.start_batch, "B1", "&/CHO999926ABC123", "op.alice", PW["op.alice"]
+    ).startswith("COI '&/CHO999926ABC123' is not a valid chain-of-")
+    engine.start_batch("B1", COI, "op.alice", PW["op.alice"])
+    assert refusal(engine.start_batch, "B1", COI, "op.alice", PW["op.alice"]) == (
+        "batch B1 already exists on this unit"
+    )
+
+
+def test_final_product_label_must_carry_the_coi(started: Engine) -> None:
+    from edge.engine import ScanRejected as SR
+
+    e = started
+    finish_receipt(e)
+    e.scan("B1", "010950600013437617271231" + "21CART-0001", "op.alice")
+    e.scan("B1", "8004UNIT-0001", "op.alice")
+    sign(e, "op.alice")
+    e.scan("B1", "010950600013435210TM2611", "op.alice")
+    e.scan("B1", "010950600013436910IL2-0042", "op.alice")
+    sign(e, "op.alice")
+    e.scan("B1", "010950600013438310ACT-7731", "op.alice")
+    e.scan("B1", COI, "op.alice")
+    sign(e, "op.alice")
+    sign(e, "op.chen", "verified")
+    e.scan("B1", "010950600013439010LV-19-0007", "op.alice")
+    e.record_value("B1", "moi", "3", "1", "op.alice")
+    sign(e, "op.alice")
+    sign(e, "op.chen", "verified")
+    e.record_value("B1", "expansion_days", "9", "d", "op.alice")
+    sign(e, "op.alice")
+    e.record_value("B1", "viable_cell_density", "2.1", "10*6/mL", "op.alice")
+    e.record_value("B1", "viability", "91.5", "%", "op.alice")
+    sign(e, "op.alice")
+    for n, v, u in [
+        ("viable_per_ml", "25000000", "/mL"),
+        ("harvest_volume", "60", "mL"),
+        ("car_percent", "40", "%"),
+        ("patient_weight", "72.5", "kg"),
+    ]:
+        e.record_value("B1", n, v, u, "op.alice")
+    sign(e, "op.alice")
+    dose = e.calculate("B1", "op.alice")
+    assert dose == {
+        "cells_to_infuse": "145000000",
+        "per_kg": "2000000",
+        "volume_to_infuse_ml": "14.5",
+        "total_viable_car_cells": "600000000",
+    }
+    sign(e, "op.alice")
+    sign(e, "op.chen", "verified")
+    with pytest.raises(SR, match="COI &/CHA999926ZZZ999 does not match"):
+        e.scan("B1", "01095060001343451725123121BAG1" + GS + "251&/CHA999926ZZZ999", "op.alice")
+    e.scan("B1", "01095060001343451725123121BAG1" + GS + "251" + COI, "op.alice")
+    sign(e, "op.alice")
+    sign(e, "op.chen", "verified")
+    e.record_value("B1", "end_temperature", "-90", "Cel", "op.alice")
+    sign(e, "op.alice")
+    e.record_value("B1", "qc_samples_taken", "5", "1", "op.alice")
+    sign(e, "op.alice")
+    st = e.state("B1")
+    assert st.status == "completed" and len(st.completed_steps) == 13
+    assert refusal(e.raise_deviation, "B1", "", "op.alice") == "a deviation needs a reason"
+    assert refusal(e.scan, "B1", COI, "op.alice") == (
+        "batch B1 is completed; nothing more can be recorded"
+    )
+    assert e.ledger.verify_all().event_count == e.ledger.head[0]
