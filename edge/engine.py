@@ -25,15 +25,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 from ebr_core.batch import BatchState, apply
 from ebr_core.errors import EbrError, IdentifierError
 from ebr_core.identifiers import ScanData, parse_scan
-from ebr_core.mbr import Mbr, MbrError, ScanSpec, Step, calculate_dose
+from ebr_core.mbr import Limit, Mbr, MbrError, ScanSpec, Step, calculate_dose
 from ebr_core.quantity import quantity
 from ebr_core.record import format_time, parse_time
+from ebr_core.spec import inprocess_check
+from ebr_core.spec.model import Bound
 from edge.errors import EdgeError
 from edge.ledger import Append, Ledger
 from edge.materials import Materials
@@ -290,14 +292,13 @@ class Engine:
         if unit != spec.unit:
             raise EngineRefusal(f"{name} is recorded in {spec.unit!r}, got {unit!r}")
         try:
-            v = Decimal(value)
             q = quantity(value, unit)
-        except (InvalidOperation, EbrError) as e:
+        except EbrError as e:
             raise EngineRefusal(f"{name}: {value!r} is not a decimal number such as 87.5") from e
         status = "ok"
-        if spec.hard and not spec.hard.contains(v):
+        if spec.hard and _breached(spec.hard, value):
             status = "hard"
-        elif spec.soft and not spec.soft.contains(v):
+        elif spec.soft and _breached(spec.soft, value):
             status = "soft"
         items = [
             Append(
@@ -555,3 +556,10 @@ class Engine:
         if exp.signatures:
             parts.append("signatures " + ", ".join(exp.signatures))
         return "; ".join(parts) or "nothing"
+
+
+def _breached(limit: Limit, value: str) -> bool:
+    """The same in-process check the specification module runs over telemetry."""
+    lower = Bound(limit.min, True) if limit.min is not None else None
+    upper = Bound(limit.max, True) if limit.max is not None else None
+    return inprocess_check([value], lower, upper).first_breach is not None
