@@ -333,3 +333,22 @@ def export(home: Path, out: Path) -> None:
             f"exported {v.event_count} events (seq {v.first_seq}..{v.head_seq}) to {out}; "
             f"verified; public key {out.with_name('unit.pub')}"
         )
+
+
+@edge.command("sync")
+@HOME
+@click.option("--server", "server_url", required=True, help="e.g. http://127.0.0.1:8000")
+@click.option("--server-key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="The server's receipt key (server.pub); receipts are checked.")
+@click.option("--attempts", default=8, show_default=True)
+def sync_cmd(home: Path, server_url: str, server_key: Path | None, attempts: int) -> None:
+    """Push every unsynced event to the server (resumes from the server's head)."""
+    from ebr_core.keys import PublicKey
+    from edge.sync import SyncClient
+
+    with _agent(home) as a:
+        key = PublicKey.from_bytes(server_key.read_bytes()) if server_key else None
+        r = SyncClient(a.ledger, server_url, server_key=key).sync_once(attempts)
+        click.echo(f"synced: {r.pushed} events pushed in {r.segments} segments "
+                   f"({r.duplicates} already there, {r.retries} retries); server head "
+                   f"{r.server_head}, local head {r.local_head}")

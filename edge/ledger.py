@@ -313,6 +313,12 @@ class Ledger:
     def head(self) -> tuple[int, str]:
         return self._builder.seq, self._builder.head_hash
 
+    def tagged_lines(
+        self, start_seq: int = 1, end_seq: int | None = None
+    ) -> Iterator[tuple[bool, bytes]]:
+        """(is_checkpoint, line) in wire order."""
+        return self._tagged(start_seq, end_seq)
+
     def _tagged(self, start_seq: int, end_seq: int | None) -> Iterator[tuple[bool, bytes]]:
         end = end_seq if end_seq is not None else self.head[0]
         cur = self._conn.exec_driver_sql(

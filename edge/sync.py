@@ -1,0 +1,175 @@
+"""The sync client: pushes the ledger's unsynced events to the server, exactly once.
+
+* The outbox is the ledger itself: everything after ``sync.acked_seq`` (ledger meta).  Local
+  events are never deleted.
+* Each run first asks the server for its stored head and resumes from there (the server is the
+  authority on what it has; a lost receipt costs one idempotent retry, never a gap).
+* Segments end at a checkpoint (the server verifies each one alone), are gzip'd JSON Lines, and
+  every request is signed by the unit key (method, path, time, nonce, body digest).
+* A receipt counts only if the server's signature on it verifies; then ``sync.acked_seq``
+  advances.  Network errors, 5xx and 429 are retried with exponential backoff and full jitter;
+  any other refusal (tampering, fork, revoked unit) stops with the server's message.
+"""
+
+from __future__ import annotations
+
+import gzip
+import random
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import httpx
+import orjson
+
+from ebr_core.keys import PublicKey
+from ebr_core.requestsig import sign_request, verify_receipt
+from edge.errors import EdgeError
+from edge.ledger import Ledger
+
+ACKED = "sync.acked_seq"
+
+
+class SyncError(EdgeError):
+    """The server could not be reached in time; nothing is lost, the next run resumes."""
+
+
+class SyncRefused(SyncError):
+    """The server refused a segment (its message says why); retrying will not help."""
+
+
+@dataclass
+class SyncReport:
+    pushed: int = 0
+    duplicates: int = 0
+    segments: int = 0
+    retries: int = 0
+    server_head: int = 0
+    local_head: int = 0
+
+
+class SyncClient:
+    def __init__(
+        self,
+        ledger: Ledger,
+        base_url: str,
+        *,
+        server_key: PublicKey | None = None,
+        max_events: int = 5_000,
+        client: httpx.Client | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        rng: random.Random | None = None,
+        base_delay: float = 0.2,
+        max_delay: float = 30.0,
+    ) -> None:
+        self.ledger = ledger
+        self.server_key = server_key
+        self.max_events = max_events
+        self.http = client or httpx.Client(base_url=base_url, timeout=30.0)
+        self.sleep = sleep
+        self.rng = rng or random.Random()  # noqa: S311 - backoff jitter, not a secret
+        self.base_delay, self.max_delay = base_delay, max_delay
+        self.unit_id = ledger.unit_id
+
+    def _send(
+        self, method: str, path: str, body: bytes = b"", extra: dict[str, str] | None = None
+    ) -> httpx.Response:
+        h = sign_request(
+            self.ledger.signer,
+            method,
+            path,
+            body,
+            timestamp=int(time.time()),
+            nonce=secrets.token_hex(16),
+        )
+        headers = h.as_dict() | (extra or {})
+        return self.http.request(method, path, content=body, headers=headers)
+
+    def _retrying(
+        self, fn: Callable[[], httpx.Response], report: SyncReport, attempts: int
+    ) -> httpx.Response:
+        for attempt in range(attempts):
+            try:
+                r = fn()
+            except httpx.HTTPError as e:
+                err: str = f"{type(e).__name__}: {e}"
+            else:
+                if r.status_code < 500 and r.status_code != 429:
+                    return r
+                err = f"HTTP {r.status_code}: {r.text[:200]}"
+            report.retries += 1
+            if attempt + 1 == attempts:
+                raise SyncError(
+                    f"server unreachable after {attempts} attempts ({err}); "
+                    "nothing is lost, the next sync resumes"
+                )
+            # Exponential backoff with full jitter (spreads a fleet's retries apart).
+            self.sleep(self.rng.uniform(0, min(self.max_delay, self.base_delay * 2**attempt)))
+        raise AssertionError("unreachable")
+
+    def server_head(self, report: SyncReport, attempts: int = 8) -> int:
+        path = f"/v1/units/{self.unit_id}/head"
+        r = self._retrying(lambda: self._send("GET", path), report, attempts)
+        if r.status_code != 200:
+            raise SyncRefused(f"server refused the head request: {r.status_code} {r.text}")
+        seq = int(r.json()["head_seq"])
+        local = self.ledger.head[0]
+        if seq > local:
+            raise SyncRefused(
+                f"the server holds seq {seq} but this ledger ends at {local}: "
+                "this is not the ledger the server knows for the unit"
+            )
+        return seq
+
+    def segments(self, after: int) -> Iterator[tuple[int, bytes]]:
+        """(last seq, JSON Lines) for everything after ``after``, cut at checkpoints."""
+        buf: list[bytes] = []
+        events = 0
+        last = after
+        for is_cp, line in self.ledger.tagged_lines(after + 1):
+            buf.append(line)
+            if not is_cp:
+                events += 1
+                continue
+            last = int(orjson.loads(line)["seq"])
+            if events >= self.max_events:
+                yield last, b"\n".join(buf) + b"\n"
+                buf, events = [], 0
+        if buf:  # every commit group ends with a checkpoint, so this ends at one too
+            yield last, b"\n".join(buf) + b"\n"
+
+    def sync_once(self, attempts: int = 8) -> SyncReport:
+        report = SyncReport(local_head=self.ledger.head[0])
+        acked = self.server_head(report, attempts)
+        self.ledger.set_meta(ACKED, str(acked))
+        path = f"/v1/units/{self.unit_id}/segments"
+        for last, data in self.segments(acked):
+            body = gzip.compress(data, compresslevel=1)
+            r = self._retrying(
+                lambda b=body: self._send(  # type: ignore[misc]
+                    "POST",
+                    path,
+                    b,
+                    {"Content-Encoding": "gzip", "Content-Type": "application/x-ndjson"},
+                ),
+                report,
+                attempts,
+            )
+            if r.status_code != 200:
+                raise SyncRefused(
+                    f"server refused the segment ending at seq {last}: "
+                    f"{r.status_code} {r.json().get('detail', r.text)}"
+                )
+            receipt = r.json()
+            if self.server_key is not None and not verify_receipt(self.server_key, receipt):
+                raise SyncRefused("the receipt's server signature does not verify")
+            if int(receipt["head_seq"]) != last:
+                raise SyncRefused(f"receipt head {receipt['head_seq']} is not seq {last}")
+            self.ledger.set_meta(ACKED, str(last))
+            report.pushed += int(receipt["stored"])
+            report.duplicates += int(receipt["duplicates"])
+            report.segments += 1
+            report.server_head = last
+        report.server_head = max(report.server_head, acked)
+        return report

@@ -1,0 +1,100 @@
+"""``ctgtp server``: init, run, and enrol (on the server host, with direct database access)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from server.settings import Settings
+
+DATA = click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Server data directory (env CTGTP_SERVER_DATA_DIR).",
+)
+DB = click.option(
+    "--database-url",
+    default=None,
+    help="SQLAlchemy URL (env CTGTP_SERVER_DATABASE_URL); SQLite by default.",
+)
+
+
+def _settings(data_dir: Path | None, database_url: str | None) -> Settings:
+    kw: dict[str, object] = {}
+    if data_dir is not None:
+        kw["data_dir"] = data_dir
+        kw.setdefault("database_url", f"sqlite:///{data_dir / 'server.db'}")
+    if database_url is not None:
+        kw["database_url"] = database_url
+    return Settings(**kw)  # type: ignore[arg-type]
+
+
+@click.group()
+def server() -> None:
+    """The control-site server."""
+
+
+@server.command()
+@DATA
+@DB
+def init(data_dir: Path | None, database_url: str | None) -> None:
+    """Create the database and the server's signing key."""
+    from server.db import create_schema, make_engine
+    from server.keys import load_server_key
+
+    s = _settings(data_dir, database_url)
+    s.data_dir.mkdir(parents=True, exist_ok=True)
+    create_schema(make_engine(s.database_url))
+    key = load_server_key(s.data_dir)
+    click.echo(
+        f"server ready: database {s.database_url.split('@')[-1]}, receipt key "
+        f"{key.key_id} ({s.data_dir / 'server.pub'})"
+    )
+
+
+@server.command()
+@DATA
+@DB
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+def run(data_dir: Path | None, database_url: str | None, host: str, port: int) -> None:
+    """Serve the API (uvicorn)."""
+    import uvicorn
+
+    from server.app import create_app
+
+    uvicorn.run(
+        create_app(_settings(data_dir, database_url)), host=host, port=port, log_level="warning"
+    )
+
+
+@server.command()
+@DATA
+@DB
+@click.option("--site", "site_id", required=True)
+@click.option("--unit", "unit_id", required=True)
+@click.option(
+    "--public-key", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True
+)
+def enrol(
+    data_dir: Path | None, database_url: str | None, site_id: str, unit_id: str, public_key: Path
+) -> None:
+    """Enrol a unit's public key for a site."""
+    from sqlalchemy.orm import Session
+
+    from server import service
+    from server.db import create_schema, make_engine
+    from server.errors import ServerError
+
+    s = _settings(data_dir, database_url)
+    engine = make_engine(s.database_url)
+    create_schema(engine)
+    with Session(engine) as db:
+        try:
+            service.enrol(db, site_id, unit_id, public_key.read_bytes())
+        except ServerError as e:
+            raise click.ClickException(e.message) from e
+        db.commit()
+    click.echo(f"unit {unit_id} enrolled for site {site_id}")

@@ -1,0 +1,349 @@
+"""Units (enrolment, rotation, revocation), request authentication, and verified ingest.
+
+Ingest verifies with the one verifier (:class:`ebr_core.verify.ChainVerifier`) continuing from
+the unit's stored head, stores idempotently keyed by ``(unit, seq, hash)``, and refuses a fork
+(same seq, different hash) with 409 while keeping the offered segment as evidence and raising a
+security alert.  Nothing of a refused segment is stored.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import zlib
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import delete, insert, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from ebr_core.errors import EbrError, VerificationError
+from ebr_core.keys import Keyring, PublicKey, UnitSigner
+from ebr_core.record import GENESIS_HASH
+from ebr_core.requestsig import (
+    RequestSignatureError,
+    SignedHeaders,
+    sign_receipt,
+    verify_request,
+)
+from ebr_core.verify import ChainVerifier
+from server.db import Alert, CheckpointRow, EventRow, Fork, Nonce, Site, Unit, UnitKey
+from server.errors import (
+    Conflict,
+    Forbidden,
+    NotFound,
+    TooLarge,
+    TooManyRequests,
+    Unauthorized,
+    Unprocessable,
+)
+from server.settings import Settings
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def alert(db: Session, kind: str, unit_id: str | None, message: str) -> None:
+    db.add(Alert(kind=kind, unit_id=unit_id, message=message, created_at=now()))
+
+
+# -- units -------------------------------------------------------------------------------------
+
+
+def enrol(db: Session, site_id: str, unit_id: str, public_key_json: bytes) -> Unit:
+    try:
+        key = PublicKey.from_bytes(public_key_json)
+    except EbrError as e:
+        raise Unprocessable(f"public key: {e}") from e
+    if key.unit_id not in (None, unit_id):
+        raise Unprocessable(f"the key is bound to unit {key.unit_id!r}, not {unit_id!r}")
+    if db.get(Unit, unit_id) is not None:
+        raise Conflict(f"unit {unit_id} is already enrolled (rotate its key instead)")
+    if db.get(UnitKey, key.key_id) is not None:
+        raise Conflict(f"key {key.key_id} is already enrolled for another unit")
+    if db.get(Site, site_id) is None:
+        db.add(Site(site_id=site_id, name=site_id))
+    unit = Unit(
+        unit_id=unit_id,
+        site_id=site_id,
+        status="active",
+        head_seq=0,
+        head_hash=GENESIS_HASH,
+        checkpoint_seq=0,
+        enrolled_at=now(),
+    )
+    db.add(unit)
+    db.flush()
+    db.add(
+        UnitKey(
+            key_id=key.key_id,
+            unit_id=unit_id,
+            public_key=base64.b64encode(key.raw).decode(),
+            status="active",
+            added_at=now(),
+        )
+    )
+    return unit
+
+
+def rotate(db: Session, unit_id: str, public_key_json: bytes) -> str:
+    unit = _unit(db, unit_id)
+    try:
+        key = PublicKey.from_bytes(public_key_json)
+    except EbrError as e:
+        raise Unprocessable(f"public key: {e}") from e
+    for k in db.scalars(
+        select(UnitKey).where(UnitKey.unit_id == unit.unit_id, UnitKey.status == "active")
+    ):
+        k.status = "retired"  # still verifies the history it signed; signs no new request
+    db.add(
+        UnitKey(
+            key_id=key.key_id,
+            unit_id=unit_id,
+            public_key=base64.b64encode(key.raw).decode(),
+            status="active",
+            added_at=now(),
+        )
+    )
+    return key.key_id
+
+
+def revoke(db: Session, unit_id: str, reason: str) -> None:
+    unit = _unit(db, unit_id)
+    unit.status = "revoked"
+    for k in db.scalars(select(UnitKey).where(UnitKey.unit_id == unit_id)):
+        k.status = "revoked"
+    alert(db, "unit.revoked", unit_id, f"unit {unit_id} revoked: {reason}")
+
+
+def _unit(db: Session, unit_id: str) -> Unit:
+    unit = db.get(Unit, unit_id)
+    if unit is None:
+        raise NotFound(f"unit {unit_id} is not enrolled")
+    return unit
+
+
+def keyring_for(db: Session, unit_id: str) -> Keyring:
+    """Keys that verify this unit's checkpoints: active and retired (not revoked)."""
+    ring = Keyring()
+    for k in db.scalars(
+        select(UnitKey).where(UnitKey.unit_id == unit_id, UnitKey.status != "revoked")
+    ):
+        ring.add(PublicKey(base64.b64decode(k.public_key), unit_id))
+    return ring
+
+
+# -- request authentication -------------------------------------------------------------------
+
+
+class RateLimiter:
+    """Per-unit token bucket (in memory: per API worker)."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate, self.burst = rate, burst
+        self._state: dict[str, tuple[float, float]] = {}
+
+    def take(self, unit_id: str, t: float) -> None:
+        tokens, last = self._state.get(unit_id, (float(self.burst), t))
+        tokens = min(self.burst, tokens + (t - last) * self.rate)
+        if tokens < 1:
+            raise TooManyRequests(
+                f"unit {unit_id} sends more than {self.rate:g} requests/s; retry later"
+            )
+        self._state[unit_id] = (tokens - 1, t)
+
+
+def authenticate(
+    db: Session,
+    settings: Settings,
+    h: SignedHeaders,
+    method: str,
+    path: str,
+    body: bytes,
+    path_unit: str,
+) -> Unit:
+    if h.unit_id != path_unit:
+        raise Forbidden(f"request signed by unit {h.unit_id} for the path of unit {path_unit}")
+    unit = db.get(Unit, h.unit_id)
+    key_row = db.get(UnitKey, h.key_id)
+    if unit is None or key_row is None or key_row.unit_id != h.unit_id:
+        raise Unauthorized(f"unit {h.unit_id} with key {h.key_id} is not enrolled")
+    if unit.status == "revoked" or key_row.status == "revoked":
+        alert(db, "unit.revoked_request", h.unit_id, f"request from revoked unit/key {h.key_id}")
+        db.commit()
+        raise Forbidden(f"unit {h.unit_id} (key {h.key_id}) is revoked")
+    if key_row.status != "active":
+        raise Unauthorized(f"key {h.key_id} was rotated out; sign with the unit's current key")
+    t = int(now().timestamp())
+    try:
+        verify_request(
+            PublicKey(base64.b64decode(key_row.public_key), h.unit_id),
+            h,
+            method,
+            path,
+            body,
+            now=t,
+            window=settings.clock_window_s,
+        )
+    except RequestSignatureError as e:
+        raise Unauthorized(str(e)) from e
+    db.execute(delete(Nonce).where(Nonce.seen_at < t - 2 * settings.clock_window_s))
+    db.add(Nonce(unit_id=h.unit_id, nonce=h.nonce, seen_at=t))
+    try:
+        db.flush()
+    except IntegrityError as e:
+        db.rollback()
+        raise Unauthorized(f"replayed request: nonce {h.nonce} was already used") from e
+    return unit
+
+
+# -- ingest -----------------------------------------------------------------------------------
+
+
+def read_segment(body: bytes, encoding: str | None, settings: Settings) -> bytes:
+    if encoding is None or encoding == "identity":
+        data = body
+    elif encoding == "gzip":
+        d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        try:
+            data = d.decompress(body, settings.max_segment_bytes + 1)
+        except zlib.error as e:
+            raise Unprocessable(f"body is not valid gzip: {e}") from e
+        if len(data) > settings.max_segment_bytes or d.unconsumed_tail:
+            raise TooLarge(f"segment exceeds {settings.max_segment_bytes} bytes uncompressed")
+    else:
+        raise Unprocessable(f"Content-Encoding {encoding!r} is not gzip or identity")
+    if len(data) > settings.max_segment_bytes:
+        raise TooLarge(f"segment exceeds {settings.max_segment_bytes} bytes")
+    return data
+
+
+@dataclass
+class IngestResult:
+    stored: int
+    duplicates: int
+    head_seq: int
+    head_hash: str
+
+
+def ingest(db: Session, settings: Settings, unit: Unit, data: bytes) -> IngestResult:
+    if not data.endswith(b"\n"):
+        raise Unprocessable("segment must be JSON Lines, each line ending in a newline")
+    lines = data.split(b"\n")[:-1]
+    if len(lines) > 2 * settings.max_segment_events + 10:
+        raise TooLarge(f"segment holds more than {settings.max_segment_events} events")
+    # Lines at or below the stored head: the same bytes are a retry (idempotent), different ones
+    # are a fork.
+    new_from = 0
+    duplicates = 0
+    for i, line in enumerate(lines):
+        try:
+            rec = orjson.loads(line)
+        except orjson.JSONDecodeError as e:
+            raise Unprocessable(f"line {i + 1}: not valid JSON ({e})") from e
+        if not isinstance(rec, dict) or not isinstance(rec.get("seq"), int):
+            raise Unprocessable(f"line {i + 1}: not an event or checkpoint record")
+        if rec["seq"] > unit.head_seq or (
+            rec.get("type") == "checkpoint" and rec["seq"] > unit.checkpoint_seq
+        ):
+            break
+        new_from = i + 1
+        if rec.get("type") == "event":
+            stored = db.get(EventRow, (unit.unit_id, rec["seq"]))
+            if stored is None or bytes(stored.line) != line:
+                _fork(db, unit, rec, stored, data)
+            duplicates += 1
+    v = ChainVerifier(
+        keyring_for(db, unit.unit_id),
+        unit_id=unit.unit_id,
+        start_seq=unit.head_seq,
+        start_hash=unit.head_hash,
+        start_checkpoint_seq=unit.checkpoint_seq,
+    )
+    events: list[dict[str, Any]] = []
+    checkpoints: list[dict[str, Any]] = []
+    try:
+        for line in lines[new_from:]:
+            v.feed_line(line)
+            rec = orjson.loads(line)
+            if rec["type"] == "event":
+                events.append(
+                    {
+                        "unit_id": unit.unit_id,
+                        "seq": rec["seq"],
+                        "hash": rec["hash"],
+                        "batch_id": rec["batch_id"],
+                        "kind": rec["kind"],
+                        "recorded_at": rec["recorded_at"],
+                        "line": line,
+                    }
+                )
+            elif rec["type"] == "checkpoint":
+                checkpoints.append({"unit_id": unit.unit_id, "seq": rec["seq"], "line": line})
+            else:
+                raise Unprocessable(f"line {new_from + v.index}: a segment carries no seal")
+        if events:
+            verified = v.finish()
+    except VerificationError as e:
+        where = f"line {new_from + (e.index or 0) + 1}"
+        raise Unprocessable(f"segment refused, nothing stored: {where}: {e.reason}") from e
+    if events:
+        db.execute(insert(EventRow), events)
+        if checkpoints:
+            db.execute(insert(CheckpointRow), checkpoints)
+        unit.head_seq = verified.head_seq
+        unit.head_hash = verified.head_hash
+        unit.checkpoint_seq = verified.head_seq
+    return IngestResult(len(events), duplicates, unit.head_seq, unit.head_hash)
+
+
+def _fork(
+    db: Session, unit: Unit, rec: dict[str, Any], stored: EventRow | None, data: bytes
+) -> None:
+    stored_hash = stored.hash if stored else "(none)"
+    offered = str(rec.get("hash"))
+    db.rollback()
+    db.add(
+        Fork(
+            unit_id=unit.unit_id,
+            seq=int(rec["seq"]),
+            stored_hash=stored_hash,
+            offered_hash=offered[:64],
+            received_at=now(),
+            evidence=gzip.compress(data),
+        )
+    )
+    alert(
+        db,
+        "security.fork",
+        unit.unit_id,
+        f"unit {unit.unit_id} offered seq {rec['seq']} with hash {offered[:16]}… but the "
+        f"server holds {stored_hash[:16]}…: history was rewritten; segment refused and kept "
+        "as evidence",
+    )
+    db.commit()
+    raise Conflict(
+        f"fork: seq {rec['seq']} differs from the stored event (hash "
+        f"{stored_hash[:16]}…); segment refused, kept as evidence, alert raised"
+    )
+
+
+def receipt(server_key: UnitSigner, unit_id: str, r: IngestResult) -> dict[str, Any]:
+    body: dict[str, object] = {
+        "unit_id": unit_id,
+        "head_seq": r.head_seq,
+        "head_hash": r.head_hash,
+        "stored": r.stored,
+        "duplicates": r.duplicates,
+        "received_at": now().strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "server_key_id": server_key.key_id,
+    }
+    return sign_receipt(server_key, body)
+
+
+def rate_clock() -> float:
+    return now().timestamp()

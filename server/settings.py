@@ -1,0 +1,22 @@
+"""Server settings (environment variables prefixed ``CTGTP_SERVER_``, or a ``.env`` file)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CTGTP_SERVER_", env_file=".env", extra="ignore")
+
+    # SQLite is the embedded default; PostgreSQL: postgresql+psycopg://user@host:port/db
+    database_url: str = "sqlite:///server-data/server.db"
+    data_dir: Path = Path("server-data")
+    admin_token: str = ""  # bearer token for the admin API (enrolment); empty: admin API off
+    max_body_bytes: int = 8 * 1024 * 1024  # compressed request body (413 beyond)
+    max_segment_bytes: int = 64 * 1024 * 1024  # decompressed segment (413 beyond)
+    max_segment_events: int = 50_000
+    rate_per_second: float = 50.0  # requests per unit per second (429 beyond)
+    rate_burst: int = 100
+    clock_window_s: int = 300  # accepted skew of a unit's request time

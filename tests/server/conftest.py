@@ -1,0 +1,128 @@
+"""A real server on 127.0.0.1 (uvicorn in a thread), on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+
+from ebr_core.keys import PublicKey, UnitSigner
+from edge.ledger import Append, Ledger
+from server.app import create_app
+from server.pgcluster import PgCluster, free_port
+from server.settings import Settings
+
+ADMIN = "test-admin-token"
+
+
+@pytest.fixture(scope="session")
+def pg() -> Iterator[PgCluster]:
+    with PgCluster() as cluster:
+        yield cluster
+
+
+@dataclass
+class Server:
+    url: str
+    settings: Settings
+    key: PublicKey
+
+    def admin(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {ADMIN}"})
+
+    def enrol(self, unit: UnitSigner, site: str = "SITE-A") -> None:
+        with self.admin() as c:
+            r = c.post(
+                "/admin/units",
+                json={
+                    "site_id": site,
+                    "unit_id": unit.unit_id,
+                    "public_key": unit.public.to_json().decode(),
+                },
+            )
+            assert r.status_code == 201, r.text
+
+    def events(self, unit_id: str) -> int:
+        with self.admin() as c:
+            return int(c.get(f"/admin/units/{unit_id}").json()["events"])
+
+
+_dbs = iter(range(10_000))
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'server.db'}"
+    else:
+        url = request.getfixturevalue("pg").create_db(f"t{next(_dbs)}_{int(time.time())}")
+    settings = Settings(
+        database_url=url,
+        data_dir=tmp_path / "server",
+        admin_token=ADMIN,
+        rate_per_second=1000,
+        rate_burst=1000,
+        max_body_bytes=4 * 1024 * 1024,
+    )
+    app = create_app(settings)
+    port = free_port()
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    t = threading.Thread(target=srv.run, daemon=True)
+    t.start()
+    for _ in range(200):
+        if srv.started:
+            break
+        time.sleep(0.02)
+    key = PublicKey.from_bytes((tmp_path / "server" / "server.pub").read_bytes())
+    yield Server(f"http://127.0.0.1:{port}", settings, key)
+    srv.should_exit = True
+    t.join(5)
+
+
+def clock() -> object:
+    t = [datetime(2026, 11, 24, 8, tzinfo=UTC)]
+
+    def now() -> datetime:
+        t[0] += timedelta(milliseconds=250)
+        return t[0]
+
+    return now
+
+
+def make_ledger(path: Path, signer: UnitSigner, groups: int = 3, per_group: int = 10) -> Ledger:
+    led = Ledger.open(path, signer, clock())  # type: ignore[arg-type]
+    led.append(
+        "batch.started",
+        {
+            "coi": "&/CHA999926ABC123",
+            "mbr_id": "M",
+            "mbr_version": "1",
+            "mbr_hash": "0" * 64,
+            "product": "p",
+        },
+        batch_id="B-1",
+        actor="op.alice",
+    )
+    for g in range(groups):
+        led.append_many(
+            [
+                Append(
+                    "reading.recorded",
+                    {
+                        "channel": "temp",
+                        "i": g * 100 + i,
+                        "value": {"value": "37.0", "unit": "Cel"},
+                    },
+                    "B-1",
+                )
+                for i in range(per_group)
+            ]
+        )
+    return led

@@ -1,0 +1,161 @@
+"""Ingest through the real API: exactly once, verified, and every tampering refused."""
+
+from __future__ import annotations
+
+import gzip
+import secrets
+import time
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+
+from ebr_core.chain import ChainBuilder
+from ebr_core.keys import UnitSigner
+from ebr_core.requestsig import sign_request
+from edge.ledger import Append, Ledger
+from edge.sync import SyncClient, SyncRefused
+
+from .conftest import Server, clock, make_ledger
+
+
+def post_segment(
+    server: Server, signer: UnitSigner, data: bytes, *, unit_id: str | None = None
+) -> httpx.Response:
+    path = f"/v1/units/{unit_id or signer.unit_id}/segments"
+    body = gzip.compress(data)
+    h = sign_request(
+        signer, "POST", path, body, timestamp=int(time.time()), nonce=secrets.token_hex(16)
+    )
+    return httpx.post(
+        server.url + path, content=body, headers=h.as_dict() | {"Content-Encoding": "gzip"}
+    )
+
+
+def lines(led: Ledger) -> list[bytes]:
+    return [ln + b"\n" for ln in led.lines()]
+
+
+def test_sync_exactly_once_and_projection(server: Server, tmp_path: Path) -> None:
+    unit = UnitSigner.generate("UNIT-S1")
+    server.enrol(unit)
+    led = make_ledger(tmp_path / "e.db", unit, groups=5, per_group=30)
+    client = SyncClient(led, server.url, server_key=server.key, max_events=40)
+    r = client.sync_once()
+    assert (r.pushed, r.server_head) == (151, 151) and r.segments >= 3
+    assert server.events("UNIT-S1") == 151
+    again = client.sync_once()
+    assert (again.pushed, again.segments) == (0, 0)
+    led.append(
+        "deviation.raised",
+        {
+            "deviation_id": "DEV-1",
+            "reason": "r",
+            "step": None,
+            "category": "operator",
+            "severity": "minor",
+        },
+        batch_id="B-1",
+        actor="op.alice",
+    )
+    assert client.sync_once().pushed == 1
+    with server.admin() as c:
+        b = c.get("/v1/batches/B-1").json()
+    assert b["coi"] == "&/CHA999926ABC123" and b["events"] == 152
+    assert b["deviations"]["DEV-1"]["open"] is True
+
+
+def tampered(led: Ledger, other_unit_key: UnitSigner) -> dict[str, bytes]:
+    ls = lines(led)  # event 1, cp 1, events 2..11, cp 11, ...
+    flip = orjson.loads(ls[3])
+    flip["payload"]["i"] = 999
+    flipped = list(ls)
+    flipped[3] = orjson.dumps(flip, option=orjson.OPT_SORT_KEYS) + b"\n"
+    raw_flip = bytearray(b"".join(ls))
+    raw_flip[len(ls[0]) + len(ls[1]) + 40] ^= 0x01
+    other = ChainBuilder(other_unit_key, clock())  # type: ignore[arg-type]
+    foreign = [other.next_event("batch.started", {}, batch_id="B-1")]
+    foreign_cp = other.checkpoint()
+    from ebr_core.ledgerfile import encode_record
+
+    splice_src = Ledger.open(
+        led_path(led).with_name("splice.db"), UnitSigner.from_seed(b"z" * 32, led.unit_id), clock()
+    )  # type: ignore[arg-type]
+    splice_src.append_many([Append("reading.recorded", {"x": i}) for i in range(12)])
+    sl = lines(splice_src)
+    return {
+        "byte flip": bytes(raw_flip),
+        "edited payload": b"".join(flipped),
+        "deleted event": b"".join(ls[:3] + ls[4:]),
+        "reordered events": b"".join([*ls[:2], ls[3], ls[2], *ls[4:]]),
+        "duplicated event": b"".join([*ls[:3], ls[2], *ls[3:]]),
+        "truncated (no final checkpoint)": b"".join(ls[:-1]),
+        "splice": b"".join(ls[:5] + sl[4:13]),
+        "signed by another unit's key": encode_record(foreign[0]) + encode_record(foreign_cp),
+    }
+
+
+def led_path(led: Ledger) -> Path:
+    return Path(str(led._engine.url.database))
+
+
+def test_tamper_matrix_is_refused_and_nothing_is_stored(server: Server, tmp_path: Path) -> None:
+    unit = UnitSigner.generate("UNIT-T1")
+    server.enrol(unit)
+    intruder = UnitSigner.generate("UNIT-T1")  # same unit id, a key the server never enrolled
+    led = make_ledger(tmp_path / "e.db", unit, groups=2, per_group=10)
+    for name, data in tampered(led, intruder).items():
+        r = post_segment(server, unit, data)
+        assert r.status_code in (409, 422), (name, r.status_code, r.text)
+        assert server.events("UNIT-T1") == 0, name
+    assert SyncClient(led, server.url, server_key=server.key).sync_once().pushed == 21
+
+
+def test_fork_is_refused_kept_as_evidence_and_alerted(server: Server, tmp_path: Path) -> None:
+    unit = UnitSigner.generate("UNIT-F1")
+    server.enrol(unit)
+    led = make_ledger(tmp_path / "e.db", unit, groups=1, per_group=5)
+    SyncClient(led, server.url).sync_once()
+    # History rewritten and re-signed with the genuine key.
+    fork = Ledger.open(tmp_path / "fork.db", unit, clock())  # type: ignore[arg-type]
+    fork.append_many([Append("reading.recorded", {"rewritten": i}, "B-1") for i in range(8)])
+    r = post_segment(server, unit, b"".join(lines(fork)))
+    assert r.status_code == 409
+    assert r.json()["detail"].startswith("fork: seq 1 differs from the stored event")
+    assert server.events("UNIT-F1") == 6
+    with server.admin() as c:
+        alerts = c.get("/admin/alerts").json()
+    assert any(a["kind"] == "security.fork" and a["unit_id"] == "UNIT-F1" for a in alerts)
+    with pytest.raises(SyncRefused, match="this is not the ledger the server knows"):
+        SyncClient(Ledger.open(tmp_path / "short.db", unit, clock()), server.url).sync_once()  # type: ignore[arg-type]
+
+
+def test_replay_reroute_revoked_and_limits(server: Server, tmp_path: Path) -> None:
+    unit = UnitSigner.generate("UNIT-R1")
+    server.enrol(unit)
+    led = make_ledger(tmp_path / "e.db", unit, groups=1, per_group=3)
+    path = "/v1/units/UNIT-R1/segments"
+    body = gzip.compress(b"".join(lines(led)))
+    h = sign_request(
+        unit, "POST", path, body, timestamp=int(time.time()), nonce=secrets.token_hex(16)
+    ).as_dict() | {"Content-Encoding": "gzip"}
+    assert httpx.post(server.url + path, content=body, headers=h).status_code == 200
+    replay = httpx.post(server.url + path, content=body, headers=h)
+    assert replay.status_code == 401 and "replayed request" in replay.json()["detail"]
+    other_path = "/v1/units/UNIT-R1/head"
+    rerouted = httpx.get(server.url + other_path, headers=h)
+    assert rerouted.status_code == 401
+    unsigned = httpx.post(server.url + path, content=body)
+    assert unsigned.status_code == 401 and "unsigned request" in unsigned.json()["detail"]
+    big = httpx.post(
+        server.url + path, content=b"x" * (server.settings.max_body_bytes + 1), headers=h
+    )
+    assert big.status_code == 413
+    with server.admin() as c:
+        assert c.post("/admin/units/UNIT-R1/revoke", json={"reason": "stolen"}).status_code == 200
+    led.append("step.completed", {"step": "s"}, batch_id="B-1")
+    with pytest.raises(SyncRefused, match="403"):
+        SyncClient(led, server.url).sync_once()
+    no_admin = httpx.post(server.url + "/admin/units", json={})
+    assert no_admin.status_code == 401
