@@ -49,6 +49,14 @@ class SyncReport:
     local_head: int = 0
 
 
+def _error_type(r: httpx.Response) -> str | None:
+    try:
+        body = r.json()
+    except ValueError:
+        return None
+    return body.get("error") if isinstance(body, dict) else None
+
+
 class SyncClient:
     def __init__(
         self,
@@ -95,7 +103,11 @@ class SyncClient:
             except httpx.HTTPError as e:
                 err: str = f"{type(e).__name__}: {e}"
             else:
-                if r.status_code < 500 and r.status_code != 429:
+                # A duplicated delivery of our own request reaches the server as a replay: the
+                # original may or may not have been applied, so re-sign and ask again (the
+                # server's head makes that idempotent).
+                replayed = r.status_code == 409 and _error_type(r) == "Replayed"
+                if r.status_code < 500 and r.status_code != 429 and not replayed:
                     return r
                 err = f"HTTP {r.status_code}: {r.text[:200]}"
             report.retries += 1

@@ -8,6 +8,7 @@ and DELETE of events and checkpoints).
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import Path
 
 from sqlalchemy import (
     BigInteger,
@@ -126,6 +127,9 @@ _PG_GUARDS = [
 
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
+        path = url.split(":///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
         eng = create_engine(url, connect_args={"check_same_thread": False})
 
         @event.listens_for(eng, "connect")

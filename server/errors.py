@@ -41,3 +41,9 @@ class Unprocessable(ServerError):
 
 class TooManyRequests(ServerError):
     status = 429
+
+
+class Replayed(ServerError):
+    """A request whose nonce was already used: refused; the client may re-sign and retry."""
+
+    status = 409

@@ -35,6 +35,7 @@ from server.errors import (
     Conflict,
     Forbidden,
     NotFound,
+    Replayed,
     TooLarge,
     TooManyRequests,
     Unauthorized,
@@ -197,7 +198,7 @@ def authenticate(
         db.flush()
     except IntegrityError as e:
         db.rollback()
-        raise Unauthorized(f"replayed request: nonce {h.nonce} was already used") from e
+        raise Replayed(f"replayed request: nonce {h.nonce} was already used") from e
     return unit
 
 

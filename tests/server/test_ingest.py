@@ -142,7 +142,9 @@ def test_replay_reroute_revoked_and_limits(server: Server, tmp_path: Path) -> No
     ).as_dict() | {"Content-Encoding": "gzip"}
     assert httpx.post(server.url + path, content=body, headers=h).status_code == 200
     replay = httpx.post(server.url + path, content=body, headers=h)
-    assert replay.status_code == 401 and "replayed request" in replay.json()["detail"]
+    assert replay.status_code == 409 and replay.json()["error"] == "Replayed"
+    assert "replayed request" in replay.json()["detail"]
+    assert server.events("UNIT-R1") == 4
     other_path = "/v1/units/UNIT-R1/head"
     rerouted = httpx.get(server.url + other_path, headers=h)
     assert rerouted.status_code == 401
