@@ -129,7 +129,7 @@ class ChainVerifier:
             )
         self.index = i + 1
 
-    def feed_line(self, line: bytes) -> None:
+    def feed_line(self, line: bytes) -> dict[str, Any]:
         """Verify one line of the exchange format (without its newline).
 
         The line must be byte-identical to the canonical form of what it parses to: what is
@@ -151,6 +151,7 @@ class ChainVerifier:
                 index=self.index,
             )
         self.feed(record)
+        return record  # type: ignore[no-any-return]
 
     def _unit(self, unit_id: Any, i: int, seq: Any) -> None:
         if self.unit_id is None:

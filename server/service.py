@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -30,7 +30,7 @@ from ebr_core.requestsig import (
     verify_request,
 )
 from ebr_core.verify import ChainVerifier
-from server.db import Alert, CheckpointRow, EventRow, Fork, Nonce, Site, Unit, UnitKey
+from server.db import Alert, EventRow, Fork, Nonce, Site, Unit, UnitKey
 from server.errors import (
     Conflict,
     Forbidden,
@@ -265,26 +265,25 @@ def ingest(db: Session, settings: Settings, unit: Unit, data: bytes) -> IngestRe
         start_hash=unit.head_hash,
         start_checkpoint_seq=unit.checkpoint_seq,
     )
-    events: list[dict[str, Any]] = []
-    checkpoints: list[dict[str, Any]] = []
+    events: list[tuple[Any, ...]] = []
+    checkpoints: list[tuple[Any, ...]] = []
     try:
         for line in lines[new_from:]:
-            v.feed_line(line)
-            rec = orjson.loads(line)
+            rec = v.feed_line(line)
             if rec["type"] == "event":
                 events.append(
-                    {
-                        "unit_id": unit.unit_id,
-                        "seq": rec["seq"],
-                        "hash": rec["hash"],
-                        "batch_id": rec["batch_id"],
-                        "kind": rec["kind"],
-                        "recorded_at": rec["recorded_at"],
-                        "line": line,
-                    }
+                    (
+                        unit.unit_id,
+                        rec["seq"],
+                        rec["hash"],
+                        rec["batch_id"],
+                        rec["kind"],
+                        rec["recorded_at"],
+                        line,
+                    )
                 )
             elif rec["type"] == "checkpoint":
-                checkpoints.append({"unit_id": unit.unit_id, "seq": rec["seq"], "line": line})
+                checkpoints.append((unit.unit_id, rec["seq"], line))
             else:
                 raise Unprocessable(f"line {new_from + v.index}: a segment carries no seal")
         if events:
@@ -293,13 +292,40 @@ def ingest(db: Session, settings: Settings, unit: Unit, data: bytes) -> IngestRe
         where = f"line {new_from + (e.index or 0) + 1}"
         raise Unprocessable(f"segment refused, nothing stored: {where}: {e.reason}") from e
     if events:
-        db.execute(insert(EventRow), events)
-        if checkpoints:
-            db.execute(insert(CheckpointRow), checkpoints)
+        _bulk_insert(db, events, checkpoints)
         unit.head_seq = verified.head_seq
         unit.head_hash = verified.head_hash
         unit.checkpoint_seq = verified.head_seq
     return IngestResult(len(events), duplicates, unit.head_seq, unit.head_hash)
+
+
+def _bulk_insert(
+    db: Session, events: list[tuple[Any, ...]], checkpoints: list[tuple[Any, ...]]
+) -> None:
+    """The hot path of ingest: the driver's bulk path (COPY on PostgreSQL, executemany on
+    SQLite) inside the session's transaction; ORM objects would cost more than verifying."""
+    conn = db.connection()
+    raw = conn.connection.dbapi_connection
+    if conn.dialect.name == "postgresql":
+        with raw.cursor() as cur:  # type: ignore[union-attr]
+            with cur.copy(
+                "COPY events (unit_id, seq, hash, batch_id, kind, recorded_at, line) FROM STDIN"
+            ) as cp:
+                for row in events:
+                    cp.write_row(row)
+            with cur.copy("COPY checkpoints (unit_id, seq, line) FROM STDIN") as cp:
+                for row in checkpoints:
+                    cp.write_row(row)
+        return
+    conn.exec_driver_sql(
+        "INSERT INTO events (unit_id, seq, hash, batch_id, kind, recorded_at, line) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        events,
+    )
+    if checkpoints:
+        conn.exec_driver_sql(
+            "INSERT INTO checkpoints (unit_id, seq, line) VALUES (?, ?, ?)", checkpoints
+        )
 
 
 def _fork(
