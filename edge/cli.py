@@ -210,6 +210,30 @@ def value(home: Path, batch_id: str, user_id: str, name: str, value: str, unit: 
 @HOME
 @BATCH
 @USER
+@click.option("--step", "step_id", required=True, help="The step whose value is corrected.")
+@click.option("--reason", required=True, help="Why the value is corrected.")
+@click.argument("name")
+@click.argument("value")
+@click.argument("unit")
+def correct(
+    home: Path,
+    batch_id: str,
+    user_id: str,
+    step_id: str,
+    reason: str,
+    name: str,
+    value: str,
+    unit: str,
+) -> None:
+    """Correct a recorded value (a new event; the original stays in the record)."""
+    with _agent(home) as a:
+        click.echo(a.engine.correct_value(batch_id, step_id, name, value, unit, reason, user_id))
+
+
+@edge.command()
+@HOME
+@BATCH
+@USER
 def calc(home: Path, batch_id: str, user_id: str) -> None:
     """Run the current step's calculation (the dose)."""
     with _agent(home) as a:
@@ -338,8 +362,12 @@ def export(home: Path, out: Path) -> None:
 @edge.command("sync")
 @HOME
 @click.option("--server", "server_url", required=True, help="e.g. http://127.0.0.1:8000")
-@click.option("--server-key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              default=None, help="The server's receipt key (server.pub); receipts are checked.")
+@click.option(
+    "--server-key",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="The server's receipt key (server.pub); receipts are checked.",
+)
 @click.option("--attempts", default=8, show_default=True)
 def sync_cmd(home: Path, server_url: str, server_key: Path | None, attempts: int) -> None:
     """Push every unsynced event to the server (resumes from the server's head)."""
@@ -349,6 +377,8 @@ def sync_cmd(home: Path, server_url: str, server_key: Path | None, attempts: int
     with _agent(home) as a:
         key = PublicKey.from_bytes(server_key.read_bytes()) if server_key else None
         r = SyncClient(a.ledger, server_url, server_key=key).sync_once(attempts)
-        click.echo(f"synced: {r.pushed} events pushed in {r.segments} segments "
-                   f"({r.duplicates} already there, {r.retries} retries); server head "
-                   f"{r.server_head}, local head {r.local_head}")
+        click.echo(
+            f"synced: {r.pushed} events pushed in {r.segments} segments "
+            f"({r.duplicates} already there, {r.retries} retries); server head "
+            f"{r.server_head}, local head {r.local_head}"
+        )

@@ -331,6 +331,58 @@ class Engine:
             "" if status == "ok" else f" ({status} limit breached: deviation raised)"
         )
 
+    def correct_value(
+        self,
+        batch_id: str,
+        step_id: str,
+        name: str,
+        value: str,
+        unit: str,
+        reason: str,
+        user_id: str,
+    ) -> str:
+        """Record a correction: a new event naming the corrected event (nothing is edited).
+
+        21 CFR 11.10(e): the original stays visible; the correction carries who, when and why.
+        """
+        st = self.state(batch_id)
+        old = st.values.get(f"{step_id}:{name}")
+        if old is None:
+            raise EngineRefusal(f"no value {name!r} was recorded for step {step_id}")
+        if not reason.strip():
+            raise EngineRefusal("a correction needs a reason")
+        spec = self.mbr.step(step_id).value(name)
+        if spec is not None and unit != spec.unit:
+            raise EngineRefusal(f"{name} is recorded in {spec.unit!r}, got {unit!r}")
+        corrected = next(
+            e.seq
+            for e in self.ledger.batch_events(batch_id)
+            if e.kind == "value.recorded"
+            and e.payload.get("step") == step_id
+            and e.payload.get("name") == name
+        )
+        try:
+            q = quantity(value, unit)
+        except EbrError as e:
+            raise EngineRefusal(f"{name}: {value!r} is not a decimal number such as 87.5") from e
+        self.ledger.append(
+            "correction.recorded",
+            {
+                "corrects": corrected,
+                "step": step_id,
+                "name": name,
+                "old": old["value"],
+                "value": q,
+                "reason": reason,
+            },
+            batch_id=batch_id,
+            actor=user_id,
+        )
+        return (
+            f"{name} corrected from {old['value']['value']} to {value} {unit} "
+            f"(correcting seq {corrected}): {reason}"
+        )
+
     def calculate(self, batch_id: str, user_id: str) -> dict[str, str]:
         st, step = self._active(batch_id)
         if step.calculation != "dose" or self.mbr.dosing is None:

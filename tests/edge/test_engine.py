@@ -267,3 +267,40 @@ def test_final_product_label_must_carry_the_coi(started: Engine) -> None:
         "batch B1 is completed; nothing more can be recorded"
     )
     assert e.ledger.verify_all().event_count == e.ledger.head[0]
+
+
+def test_a_correction_is_a_new_event_referencing_the_original(started: Engine) -> None:
+    started.scan("B1", COI, "op.alice")
+    sign(started, "op.alice")
+    sign(started, "op.bob", "verified")
+    started.record_value("B1", "apheresis_volume", "220", "mL", "op.alice")
+    before = [e for e in started.ledger.batch_events("B1") if e.kind == "value.recorded"]
+    msg = started.correct_value(
+        "B1",
+        "receipt/apheresis/inspect",
+        "apheresis_volume",
+        "202",
+        "mL",
+        "transcription error",
+        "op.alice",
+    )
+    assert msg == (
+        f"apheresis_volume corrected from 220 to 202 mL (correcting seq "
+        f"{before[0].seq}): transcription error"
+    )
+    st = started.state("B1")
+    assert st.corrections[0]["corrects"] == before[0].seq
+    assert st.values["receipt/apheresis/inspect:apheresis_volume"]["value"]["value"] == "220"
+    assert (
+        refusal(
+            started.correct_value,
+            "B1",
+            "receipt/apheresis/inspect",
+            "apheresis_volume",
+            "1",
+            "mL",
+            " ",
+            "op.alice",
+        )
+        == "a correction needs a reason"
+    )
