@@ -21,7 +21,6 @@ from sqlalchemy import (
     Text,
     create_engine,
     event,
-    text,
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -144,9 +143,18 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
+def append_only_guards(dialect: str) -> list[str]:
+    return _SQLITE_GUARDS if dialect == "sqlite" else _PG_GUARDS
+
+
 def create_schema(engine: Engine) -> None:
-    Base.metadata.create_all(engine)
-    guards = _SQLITE_GUARDS if engine.dialect.name == "sqlite" else _PG_GUARDS
+    """Bring the database to the current schema with the Alembic migrations."""
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(__file__).with_name("migrations")))
+    cfg.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=False))
     with engine.begin() as conn:
-        for stmt in guards:
-            conn.execute(text(stmt))
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
