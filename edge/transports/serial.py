@@ -1,0 +1,95 @@
+"""Serial devices: pyserial with chunked reads and the framer from ``hardware``.
+
+Reads whatever is waiting (not byte-at-a-time ``readline``), frames lines with
+:class:`hardware.framing.LineFramer`; a line without its terminator is dropped and logged, never
+delivered.  For scanners, a line that is not printable text or not a readable GS1 / ISBT 128
+message is a device fault: logged and dropped (the operator rescans), never recorded as a scan.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import serial
+
+from ebr_core.errors import IdentifierError
+from ebr_core.identifiers import parse_scan
+from hardware.cellcounter import CellCount, parse_cc1
+from hardware.errors import FrameError
+from hardware.framing import LineFramer
+from hardware.profile import Profile
+
+log = logging.getLogger("ctgtp.edge.serial")
+
+
+@dataclass
+class SerialStats:
+    frames: int = 0
+    delivered: int = 0
+    faults: list[str] = field(default_factory=list)
+
+
+class SerialReader:
+    """Reads one serial device in a thread and delivers decoded frames to ``deliver``."""
+
+    def __init__(self, port: str, profile: Profile, deliver: Callable[[object], None]) -> None:
+        self.profile = profile
+        self.deliver = deliver
+        self.framer = LineFramer(profile.terminator, profile.prefix)
+        self.stats = SerialStats()
+        self.ser = serial.serial_for_url(
+            port, baudrate=int(profile.serial.get("baudrate", 9600)), timeout=0.05
+        )
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> SerialReader:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                chunk = self.ser.read(max(1, self.ser.in_waiting))
+            except (serial.SerialException, OSError) as e:
+                self.stats.faults.append(f"port error: {e}")
+                log.warning("serial port error on %s: %s", self.profile.name, e)
+                break
+            if chunk:
+                for line in self.framer.feed(chunk):
+                    self._frame(line)
+
+    def _frame(self, line: bytes) -> None:
+        self.stats.frames += 1
+        try:
+            item = self.decode(line)
+        except (FrameError, IdentifierError, UnicodeDecodeError) as e:
+            self.stats.faults.append(str(e))
+            log.warning("%s: dropped frame %r: %s", self.profile.name, line[:40], e)
+            return
+        self.stats.delivered += 1
+        self.deliver(item)
+
+    def decode(self, line: bytes) -> object:
+        if self.profile.protocol == "cc1":
+            return parse_cc1(line)
+        if any(b >= 0x7F or (b < 0x20 and b != 0x1D) for b in line):
+            raise FrameError(f"scan holds non-printable bytes (line noise): {line[:40]!r}")
+        text = line.decode("ascii")
+        parse_scan(text, gs_substitutes=self.profile.gs_substitute)  # device-level sanity
+        return text
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        rest = self.framer.close()
+        if rest:
+            self.stats.faults.append(f"line without terminator dropped: {rest[:40]!r}")
+            log.warning("%s: dropped unterminated line %r", self.profile.name, rest[:40])
+        self.ser.close()
+
+
+__all__ = ["CellCount", "SerialReader", "SerialStats"]

@@ -1,0 +1,3 @@
+from tests.edge.conftest import clock, engine, started
+
+__all__ = ["clock", "engine", "started"]
