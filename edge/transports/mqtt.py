@@ -1,0 +1,164 @@
+"""MQTT instruments: readings and alarms into the ledger, exactly once.
+
+paho-mqtt, MQTT v5, QoS 1, a persistent session (clean_start False, session expiry 72 h+) and
+**manual acknowledgement**: a message is acked to the broker only after the commit group holding
+it has returned, so a crash before the commit makes the broker redeliver it; the device's message
+id becomes the event's dedupe key, so a redelivery or a duplicate is recorded once.  Readings are
+group-committed (one transaction and one checkpoint per drained batch).  Alarms become
+``alarm.raised`` plus ``deviation.raised`` on the running batch.  A malformed payload is logged and
+acked (a poison message must not be redelivered forever) and counted.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from ebr_core.errors import EbrError
+from ebr_core.quantity import quantity
+from edge.ledger import Append, Ledger
+
+log = logging.getLogger("ctgtp.edge.mqtt")
+SESSION_EXPIRY_S = 72 * 3600 + 3600
+
+Context = Callable[[], tuple[str | None, str | None]]  # (batch_id, step_id) now running
+
+
+@dataclass
+class MqttStats:
+    received: int = 0
+    recorded: int = 0
+    duplicates: int = 0
+    malformed: int = 0
+
+
+class MqttIngest:
+    def __init__(
+        self,
+        ledger: Ledger,
+        host: str,
+        port: int,
+        unit_id: str,
+        context: Context = lambda: (None, None),
+        max_batch: int = 500,
+    ) -> None:
+        self.ledger = ledger
+        self.unit_id = unit_id
+        self.context = context
+        self.max_batch = max_batch
+        self.stats = MqttStats()
+        self._q: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
+        self._stop = threading.Event()
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=f"edge-{unit_id}",
+            protocol=mqtt.MQTTv5,
+            manual_ack=True,
+        )
+        self.client.reconnect_delay_set(1, 2)
+        self.client.on_connect = self._on_connect
+        self.client.on_message = lambda _c, _u, msg: self._q.put(msg)
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = SESSION_EXPIRY_S
+        self.client.connect(host, port, clean_start=False, properties=props)
+        self._writer = threading.Thread(target=self._write_loop, daemon=True)
+
+    def _on_connect(self, client: mqtt.Client, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
+        client.subscribe(f"units/{self.unit_id}/#", qos=1)
+
+    def start(self) -> MqttIngest:
+        self.client.loop_start()
+        self._writer.start()
+        return self
+
+    def _write_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                first = self._q.get(timeout=0.05)
+            except queue.Empty:
+                continue
+            batch = [first]
+            while len(batch) < self.max_batch:
+                try:
+                    batch.append(self._q.get_nowait())
+                except queue.Empty:
+                    break
+            self._commit(batch)
+
+    def _commit(self, msgs: list[mqtt.MQTTMessage]) -> None:
+        items: list[Append] = []
+        for m in msgs:
+            self.stats.received += 1
+            try:
+                items.extend(self._to_events(m))
+            except (ValueError, KeyError, TypeError, EbrError) as e:
+                self.stats.malformed += 1
+                log.warning("malformed message on %s dropped: %s", m.topic, e)
+        recorded = self.ledger.append_many(items) if items else []  # durable before any ack
+        delivered = sum(1 for it in items if it.kind == "reading.recorded")
+        new = sum(1 for e in recorded if e.kind == "reading.recorded")
+        self.stats.recorded += new
+        self.stats.duplicates += delivered - new
+        for m in msgs:
+            self.client.ack(m.mid, m.qos)
+
+    def _to_events(self, m: mqtt.MQTTMessage) -> list[Append]:
+        doc = json.loads(m.payload)
+        if not isinstance(doc, dict):
+            raise ValueError("payload is not a JSON object")
+        msg_id = str(doc["msg_id"])
+        batch_id, step = self.context()
+        parts = m.topic.split("/")
+        if len(parts) >= 4 and parts[2] == "telemetry":
+            payload = {
+                "channel": str(doc["channel"]),
+                "value": quantity(str(doc["value"]), str(doc["unit"])),
+                "device_time": str(doc["t"]),
+                "msg_id": msg_id,
+                "step": step,
+            }
+            return [Append("reading.recorded", payload, batch_id, None, f"mqtt:{msg_id}:r")]
+        if len(parts) >= 3 and parts[2] == "alarms":
+            alarm = {
+                "source": "instrument",
+                "code": str(doc["code"]),
+                "message": str(doc["message"]),
+                "device_time": str(doc["t"]),
+                "msg_id": msg_id,
+                "step": step,
+            }
+            out = [Append("alarm.raised", alarm, batch_id, None, f"mqtt:{msg_id}:a")]
+            if batch_id is not None:
+                out.append(
+                    Append(
+                        "deviation.raised",
+                        {
+                            "deviation_id": f"DEV-{batch_id}-ALM-{msg_id}",
+                            "step": step,
+                            "category": "instrument_alarm",
+                            "severity": "major",
+                            "reason": f"instrument alarm {doc['code']}: {doc['message']}",
+                        },
+                        batch_id,
+                        None,
+                        f"mqtt:{msg_id}:d",
+                    )
+                )
+            return out
+        raise ValueError(f"unexpected topic {m.topic}")
+
+    def stop(self, *, ack_pending: bool = True) -> None:
+        self._stop.set()
+        self._writer.join(5)
+        self.client.loop_stop()
+        self.client.disconnect()

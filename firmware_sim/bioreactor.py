@@ -1,0 +1,82 @@
+"""A cartridge production unit publishing telemetry, process state and alarms over MQTT (QoS 1).
+
+Each message carries the device's own message id (``msg_id``): MQTT packet ids are reused, so the
+edge deduplicates on this identity.  Faults: ``duplicate`` republishes a message, ``drift_s``
+skews the device clock.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+
+@dataclass
+class BioreactorSim:
+    host: str
+    port: int
+    unit_id: str
+    duplicate: float = 0.0
+    drift_s: float = 0.0
+    rng: random.Random = field(default_factory=lambda: random.Random(5))
+    sent: int = 0
+
+    def __post_init__(self) -> None:
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=f"sim-{self.unit_id}", protocol=mqtt.MQTTv5
+        )
+        self.client.max_queued_messages_set(0)
+        self.client.reconnect_delay_set(1, 2)
+        self.client.connect(self.host, self.port)
+        self.client.loop_start()
+
+    def _publish(self, topic: str, doc: dict[str, object]) -> mqtt.MQTTMessageInfo:
+        payload = json.dumps(doc, separators=(",", ":"))
+        info = self.client.publish(topic, payload, qos=1)
+        if self.duplicate and self.rng.random() < self.duplicate:
+            self.client.publish(topic, payload, qos=1)  # a duplicate delivery
+        return info
+
+    def now(self) -> str:
+        t = datetime.now(UTC) + timedelta(seconds=self.drift_s)
+        return t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+    def reading(self, channel: str, value: str, unit: str) -> mqtt.MQTTMessageInfo:
+        self.sent += 1
+        return self._publish(
+            f"units/{self.unit_id}/telemetry/{channel}",
+            {
+                "msg_id": f"{self.unit_id}-{self.sent}",
+                "channel": channel,
+                "value": value,
+                "unit": unit,
+                "t": self.now(),
+            },
+        )
+
+    def alarm(self, code: str, message: str) -> mqtt.MQTTMessageInfo:
+        self.sent += 1
+        return self._publish(
+            f"units/{self.unit_id}/alarms",
+            {
+                "msg_id": f"{self.unit_id}-{self.sent}",
+                "code": code,
+                "message": message,
+                "t": self.now(),
+            },
+        )
+
+    def wait_published(self, timeout: float = 10.0) -> None:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end and self.client.want_write():
+            time.sleep(0.01)
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()

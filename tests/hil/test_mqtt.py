@@ -1,0 +1,102 @@
+"""Bioreactor → mosquitto → edge ledger: QoS 1, exactly once across duplicates, a broker restart
+and an edge crash between commit and ack."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from ebr_core.keys import UnitSigner
+from edge.ledger import Ledger
+from edge.transports.mqtt import MqttIngest
+from firmware_sim.bioreactor import BioreactorSim
+from firmware_sim.broker import Broker
+
+pytestmark = pytest.mark.hil
+
+
+@pytest.fixture
+def broker() -> Iterator[Broker]:
+    with Broker() as b:
+        yield b
+
+
+def readings(led: Ledger) -> list[str]:
+    return [e.payload["msg_id"] for e in led.events() if e.kind == "reading.recorded"]
+
+
+def wait_for(cond, timeout: float = 20.0) -> bool:  # type: ignore[no-untyped-def]
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_readings_exactly_once_across_duplicates_and_a_broker_restart(
+        broker: Broker, tmp_path: Path) -> None:
+    led = Ledger.open(tmp_path / "e.db", UnitSigner.generate("UNIT-M"),
+                      lambda: datetime.now(UTC))
+    ingest = MqttIngest(led, "127.0.0.1", broker.port, "UNIT-M",
+                        context=lambda: ("B1", "manufacture/expansion/expand")).start()
+    sim = BioreactorSim("127.0.0.1", broker.port, "UNIT-M", duplicate=0.2)
+    try:
+        for i in range(150):
+            sim.reading("temperature", f"37.{i % 10}", "Cel")
+        sim.wait_published()
+        assert wait_for(lambda: len(readings(led)) == 150)
+        broker.restart()
+        for i in range(150):
+            sim.reading("ph", f"7.{i % 10}", "[pH]")
+        sim.alarm("DO_LOW", "dissolved oxygen below 20 %")
+        assert wait_for(lambda: len(readings(led)) == 300), len(readings(led))
+        assert wait_for(lambda: any(e.kind == "deviation.raised" for e in led.events()))
+    finally:
+        sim.close()
+        ingest.stop()
+    ids = readings(led)
+    assert len(ids) == len(set(ids)) == 300
+    assert ingest.stats.duplicates > 0  # duplicates were delivered, and dropped
+    dev = [e for e in led.events() if e.kind == "deviation.raised"]
+    assert dev[0].batch_id == "B1" and "DO_LOW" in dev[0].payload["reason"]
+    assert led.verify_all().event_count == led.head[0]
+
+
+class CrashBeforeAck(MqttIngest):
+    """Commits readings, then dies before acking them (the process was killed)."""
+
+    def _commit(self, msgs: list[mqtt.MQTTMessage]) -> None:
+        items = []
+        for m in msgs:
+            items.extend(self._to_events(m))
+        self.ledger.append_many(items)
+
+
+def test_a_crash_between_commit_and_ack_records_each_reading_once(
+        broker: Broker, tmp_path: Path) -> None:
+    led = Ledger.open(tmp_path / "e.db", UnitSigner.generate("UNIT-C"),
+                      lambda: datetime.now(UTC))
+    first = CrashBeforeAck(led, "127.0.0.1", broker.port, "UNIT-C").start()
+    sim = BioreactorSim("127.0.0.1", broker.port, "UNIT-C")
+    try:
+        for i in range(100):
+            sim.reading("volume", str(100 + i), "mL")
+        sim.wait_published()
+        assert wait_for(lambda: len(readings(led)) == 100)
+        first._stop.set()
+        first.client.loop_stop()
+        first.client.socket().close()  # killed: no DISCONNECT, no acks
+        second = MqttIngest(led, "127.0.0.1", broker.port, "UNIT-C").start()
+        assert wait_for(lambda: second.stats.received >= 100), second.stats
+        second.stop()
+    finally:
+        sim.close()
+    assert second.stats.duplicates >= 100 - 1  # the broker redelivered the unacked readings
+    ids = readings(led)
+    assert len(ids) == len(set(ids)) == 100
