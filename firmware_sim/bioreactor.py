@@ -15,6 +15,8 @@ from datetime import UTC, datetime, timedelta
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 
 @dataclass
@@ -33,7 +35,11 @@ class BioreactorSim:
         )
         self.client.max_queued_messages_set(0)
         self.client.reconnect_delay_set(1, 2)
-        self.client.connect(self.host, self.port)
+        # A persistent session, like the edge's: QoS 1 messages in flight when the broker goes
+        # down are resent after the reconnect instead of being dropped with a clean session.
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = 72 * 3600
+        self.client.connect(self.host, self.port, clean_start=False, properties=props)
         self.client.loop_start()
 
     def _publish(self, topic: str, doc: dict[str, object]) -> mqtt.MQTTMessageInfo:
