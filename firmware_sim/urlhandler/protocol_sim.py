@@ -1,0 +1,105 @@
+"""``sim://scanner/NAME?suffix=crlf&gs=|&symbology=1&wedge=0&garble=0.1&seed=1``
+
+A simulated serial scanner addressed by URL, so a test opens the "device" exactly the way
+production opens a port.  Labels are fed with :func:`scan` (``scan("NAME", data)``); the port
+returns the bytes the configured scanner would send, faults included.  ``disconnect("NAME")``
+makes reads fail as an unplugged USB adapter does.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import urllib.parse
+from typing import Any
+
+from serial.serialutil import PortNotOpenError, SerialBase, SerialException
+
+from firmware_sim.devices import Faults, ScannerSim
+
+_PORTS: dict[str, Serial] = {}
+_SUFFIX = {"crlf": b"\r\n", "cr": b"\r", "lf": b"\n"}
+
+
+def scan(name: str, data: str, symbology: str = "]d2") -> None:
+    port = _PORTS[name]
+    port.feed(port.device.frame(data, symbology))
+
+
+def disconnect(name: str) -> None:
+    _PORTS[name].unplugged = True
+
+
+class Serial(SerialBase):
+    def open(self) -> None:
+        if self.port is None:
+            raise SerialException("port must be configured before it can be used")
+        self._buf = bytearray()
+        self._cond = threading.Condition()
+        self.unplugged = False
+        self.name_key, self.device = self.from_url(str(self.port))
+        _PORTS[self.name_key] = self
+        self.is_open = True
+
+    def from_url(self, url: str) -> tuple[str, ScannerSim]:
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme != "sim" or parts.netloc != "scanner":
+            raise SerialException(f"expected sim://scanner/NAME?..., got {url!r}")
+        q = {k: v[-1] for k, v in urllib.parse.parse_qs(parts.query).items()}
+        try:
+            faults = Faults(garble=float(q.get("garble", 0)), truncate=float(q.get("truncate", 0)))
+            if "seed" in q:
+                faults.rng.seed(int(q["seed"]))
+            return parts.path.strip("/") or "scanner", ScannerSim(
+                suffix=_SUFFIX[q.get("suffix", "crlf")],
+                gs_substitute=q.get("gs", ""),
+                symbology_ids=q.get("symbology", "1") == "1",
+                keyboard_wedge=q.get("wedge") == "1",
+                faults=faults,
+            )
+        except (KeyError, ValueError) as e:
+            raise SerialException(f"bad sim:// option in {url!r}: {e}") from e
+
+    def feed(self, data: bytes) -> None:
+        with self._cond:
+            self._buf += data
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        self.is_open = False
+        _PORTS.pop(getattr(self, "name_key", ""), None)
+
+    def _reconfigure_port(self) -> None:
+        pass
+
+    @property
+    def in_waiting(self) -> int:
+        if not self.is_open:
+            raise PortNotOpenError()
+        return len(self._buf)
+
+    def read(self, size: int = 1) -> bytes:
+        if not self.is_open:
+            raise PortNotOpenError()
+        deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        with self._cond:
+            while not self._buf:
+                if self.unplugged:
+                    raise SerialException("device disconnected")
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return b""
+                self._cond.wait(remaining if remaining is not None else 0.1)
+            out = bytes(self._buf[:size])
+            del self._buf[:size]
+            return out
+
+    def write(self, data: Any) -> int:
+        return len(data)
+
+    def reset_input_buffer(self) -> None:
+        with self._cond:
+            self._buf.clear()
+
+    def reset_output_buffer(self) -> None:
+        pass

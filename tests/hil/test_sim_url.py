@@ -1,0 +1,67 @@
+"""The same scanner through a pyserial URL (``sim://``), and reconnecting after a disconnect."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from edge.transports.serial import SerialReader
+from firmware_sim.devices import ScannerSim
+from firmware_sim.pty import PtyDevice
+from firmware_sim.urlhandler import protocol_sim, register
+from hardware.profile import shipped_profile
+
+pytestmark = pytest.mark.hil
+COI = "&/CHA999926ABC123"
+
+
+def wait_for(cond, timeout: float = 3.0) -> bool:  # type: ignore[no-untyped-def]
+    end = time.monotonic() + timeout
+    while time.monotonic() < end and not cond():
+        time.sleep(0.02)
+    return bool(cond())
+
+
+def test_sim_url_scanner_with_pipe_gs_and_a_keyboard_wedge() -> None:
+    register()
+    got: list[str] = []
+    r = SerialReader(
+        "sim://scanner/s1?suffix=cr&gs=|",
+        shipped_profile("scanner_serial_pipe_gs"),
+        lambda s: got.append(str(s)),
+    ).start()
+    protocol_sim.scan("s1", "010950600013435210TM2611\x1d17270331")
+    assert wait_for(lambda: len(got) == 1)
+    r.stop()
+    assert got == ["]d2010950600013435210TM2611|17270331"]
+    wedge: list[str] = []
+    r = SerialReader(
+        "sim://scanner/s2?wedge=1",
+        shipped_profile("scanner_serial_generic"),
+        lambda s: wedge.append(str(s)),
+    ).start()
+    protocol_sim.scan("s2", "010950600013435210TM2611\x1d21SER9")  # GS dropped by the wedge
+    time.sleep(0.3)
+    r.stop()
+    assert wedge == []  # the ambiguous split is refused, never guessed
+    assert any("cannot be split without guessing" in f for f in r.stats.faults)
+
+
+def test_reconnect_after_a_serial_disconnect() -> None:
+    profile = shipped_profile("scanner_serial_generic")
+    got: list[str] = []
+    dev = PtyDevice()
+    r = SerialReader(dev.port, profile, lambda s: got.append(str(s))).start()
+    dev.write(ScannerSim().frame(COI, "]C0"))
+    assert wait_for(lambda: len(got) == 1)
+    dev.close()  # unplugged
+    assert wait_for(lambda: any("port error" in f for f in r.stats.faults))
+    r.stop()
+    dev2 = PtyDevice()  # plugged back in (a new device node, as USB adapters get)
+    r2 = SerialReader(dev2.port, profile, lambda s: got.append(str(s))).start()
+    dev2.write(ScannerSim().frame(COI, "]C0"))
+    assert wait_for(lambda: len(got) == 2)
+    r2.stop()
+    dev2.close()
+    assert got == [f"]C0{COI}"] * 2
