@@ -108,3 +108,32 @@ def test_a_crash_between_commit_and_ack_records_each_reading_once(
     assert second.stats.duplicates >= 100 - 1  # the broker redelivered the unacked readings
     ids = readings(led)
     assert len(ids) == len(set(ids)) == 100
+
+
+def test_device_clock_drift_is_recorded_not_trusted(broker: Broker, tmp_path: Path) -> None:
+    led = Ledger.open(tmp_path / "e.db", UnitSigner.generate("UNIT-D"),
+                      lambda: datetime.now(UTC))
+    ingest = MqttIngest(led, "127.0.0.1", broker.port, "UNIT-D").start()
+    sim = BioreactorSim("127.0.0.1", broker.port, "UNIT-D", drift_s=3600)
+    try:
+        sim.reading("temperature", "37.0", "Cel")
+        assert wait_for(lambda: len(readings(led)) == 1)
+    finally:
+        sim.close()
+        ingest.stop()
+    ev = next(e for e in led.events() if e.kind == "reading.recorded")
+    device = datetime.strptime(ev.payload["device_time"], "%Y-%m-%dT%H:%M:%S.%fZ")
+    edge = datetime.strptime(ev.recorded_at, "%Y-%m-%dT%H:%M:%S.%fZ")
+    assert 3590 < (device - edge).total_seconds() < 3610  # kept for review, not used as time
+
+
+def test_ctgtp_sim_unit_runs_a_whole_unit() -> None:
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "ctgtp", "sim", "unit", "--duration", "1",
+                        "--rate", "10", "--alarm-after", "0.3"], capture_output=True, text=True,
+                       check=False, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "broker   mqtt://127.0.0.1:" in r.stdout and "scanner  /dev/pts/" in r.stdout
+    assert int(r.stdout.rsplit("published ", 1)[1].split()[0]) >= 10
