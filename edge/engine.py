@@ -113,6 +113,14 @@ class Engine:
         )
         return Expectation(step, scans, values, calc, need)
 
+    def running(self, batch_id: str) -> tuple[str | None, str | None]:
+        """(batch, current step) for binding instrument readings; (None, None) once completed."""
+        st = self.state(batch_id)
+        step = self.current_step(st)
+        if st.status == "completed" or step is None:
+            return None, None
+        return batch_id, step.id
+
     def _active(self, batch_id: str) -> tuple[BatchState, Step]:
         st = self.state(batch_id)
         if st.status == "completed":

@@ -66,6 +66,14 @@ class BioreactorSim:
             },
         )
 
+    def state(self, state: str) -> mqtt.MQTTMessageInfo:
+        """A process-state change (e.g. idle, priming, activation, expansion, harvest)."""
+        self.sent += 1
+        return self._publish(
+            f"units/{self.unit_id}/state",
+            {"msg_id": f"{self.unit_id}-{self.sent}", "state": state, "t": self.now()},
+        )
+
     def alarm(self, code: str, message: str) -> mqtt.MQTTMessageInfo:
         self.sent += 1
         return self._publish(

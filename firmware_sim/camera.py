@@ -31,6 +31,24 @@ def code128(data: str) -> np.ndarray:
     return np.asarray(Image.open(buf).convert("L"))
 
 
+def gs1_128(element_string: str) -> np.ndarray:
+    """GS1-128 (Code 128 with FNC1) from an element string such as ``0109506000134352...``."""
+    from barcode import Gs1_128
+
+    buf = io.BytesIO()
+    Gs1_128(element_string, writer=ImageWriter()).write(
+        buf,
+        {
+            "module_width": 0.35,
+            "module_height": 14,
+            "quiet_zone": 6,
+            "write_text": False,
+            "dpi": 200,
+        },
+    )
+    return np.asarray(Image.open(buf).convert("L"))
+
+
 def gs1_datamatrix(hri: str, scale: int = 8) -> np.ndarray:
     """``hri`` in GS1 human-readable form, e.g. ``(01)09506000134352(10)TM2611``."""
     b = zxingcpp.create_barcode(hri, zxingcpp.BarcodeFormat.DataMatrix, gs1=True)

@@ -19,8 +19,9 @@ def sim() -> None:
 @click.option("--alarm-after", default=0.0, help="Raise a DO_LOW alarm after this many seconds.")
 @click.option("--drift", default=0.0, help="Device clock drift in seconds (fault).")
 @click.option("--duplicate", default=0.0, help="Probability of a duplicate delivery (fault).")
-def unit(unit_id: str, duration: float, rate: float, alarm_after: float, drift: float,
-         duplicate: float) -> None:
+def unit(
+    unit_id: str, duration: float, rate: float, alarm_after: float, drift: float, duplicate: float
+) -> None:
     """Run a whole simulated production unit: broker, bioreactor, scanner and cell counter."""
     from firmware_sim.bioreactor import BioreactorSim
     from firmware_sim.broker import Broker
@@ -29,8 +30,7 @@ def unit(unit_id: str, duration: float, rate: float, alarm_after: float, drift: 
 
     with Broker() as broker:
         scanner, counter = PtyDevice(), PtyDevice()
-        bio = BioreactorSim("127.0.0.1", broker.port, unit_id, duplicate=duplicate,
-                            drift_s=drift)
+        bio = BioreactorSim("127.0.0.1", broker.port, unit_id, duplicate=duplicate, drift_s=drift)
         click.echo(f"broker   mqtt://127.0.0.1:{broker.port}  topics units/{unit_id}/#")
         click.echo(f"scanner  {scanner.port}  (CR LF, symbology ids)")
         click.echo(f"counter  {counter.port}  (CC1 protocol)")

@@ -26,8 +26,11 @@ def decode_pyzbar(frame: np.ndarray) -> list[str]:
     out = []
     for r in pyzbar.decode(small, symbols=[pyzbar.ZBarSymbol.CODE128]):
         text = r.data.decode("latin-1")
-        if r.type == "CODE128" and text.startswith("\x1d"):
-            out.append("]C1" + text[1:])  # FNC1 first: GS1-128
+        if r.type == "CODE128" and not text.startswith(("=", "&")):
+            # zbar strips GS1-128's leading FNC1 and pyzbar hides zbar's GS1 flag, so the
+            # content decides: ISBT 128 data starts with '=' or '&'; any other Code 128 label
+            # this system reads is GS1-128 (and must then parse as GS1).
+            out.append("]C1" + text.lstrip("\x1d"))
         else:
             out.append(_ZBAR_SYMBOLOGY.get(r.type, "") + text)
     return out

@@ -128,6 +128,14 @@ class MqttIngest:
                 "step": step,
             }
             return [Append("reading.recorded", payload, batch_id, None, f"mqtt:{msg_id}:r")]
+        if len(parts) == 3 and parts[2] == "state":
+            state = {
+                "state": str(doc["state"]),
+                "device_time": str(doc["t"]),
+                "msg_id": msg_id,
+                "step": step,
+            }
+            return [Append("process.state", state, batch_id, None, f"mqtt:{msg_id}:s")]
         if len(parts) >= 3 and parts[2] == "alarms":
             alarm = {
                 "source": "instrument",
