@@ -45,3 +45,16 @@ def test_a_label_in_consecutive_frames_is_one_scan() -> None:
         scans += cam.process(frame(lab, FrameStyle(angle=3, noise=4, seed=i)))
     assert scans == [f"]C0{COI}", "]d2010950600013435210TM2611", f"]C0{COI}"]
     assert cam.frames == len(seq)
+
+
+def test_opencv_capture_of_a_video_gives_one_scan_per_label(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import cv2
+
+    path = str(tmp_path / "station-camera.avi")
+    w = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"MJPG"), 10, (1280, 720), isColor=False)
+    assert w.isOpened()
+    labels = [qr(COI)] * 3 + [None] + [gs1_datamatrix("(01)09506000134352(10)TM2611")] * 2
+    for i, lab in enumerate(labels):
+        w.write(frame(lab, FrameStyle(noise=3, seed=i)))
+    w.release()
+    assert list(CameraScanner().from_capture(path)) == [f"]Q1{COI}", "]d2010950600013435210TM2611"]
