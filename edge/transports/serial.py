@@ -8,6 +8,7 @@ message is a device fault: logged and dropped (the operator rescans), never reco
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Callable
@@ -35,16 +36,32 @@ class SerialStats:
 class SerialReader:
     """Reads one serial device in a thread and delivers decoded frames to ``deliver``."""
 
-    def __init__(self, port: str, profile: Profile, deliver: Callable[[object], None]) -> None:
+    def __init__(
+        self,
+        port: str,
+        profile: Profile,
+        deliver: Callable[[object], None],
+        *,
+        reconnect: bool = True,
+        retry_s: float = 0.2,
+    ) -> None:
+        self.port = port
         self.profile = profile
         self.deliver = deliver
+        self.reconnect = reconnect
+        self.retry_s = retry_s
         self.framer = LineFramer(profile.terminator, profile.prefix)
         self.stats = SerialStats()
-        self.ser = serial.serial_for_url(
-            port, baudrate=int(profile.serial.get("baudrate", 9600)), timeout=0.05
-        )
+        self.reconnects = 0
+        self.ser = self._open()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _open(self) -> serial.Serial:
+        # serial_for_url returns a Serial or a URL handler's Serial subclass (sim://, loop://).
+        return serial.serial_for_url(
+            self.port, baudrate=int(self.profile.serial.get("baudrate", 9600)), timeout=0.05
+        )
 
     def start(self) -> SerialReader:
         self._thread.start()
@@ -57,10 +74,30 @@ class SerialReader:
             except (serial.SerialException, OSError) as e:
                 self.stats.faults.append(f"port error: {e}")
                 log.warning("serial port error on %s: %s", self.profile.name, e)
-                break
+                # A partial line from before the unplug must not be glued to the next frame.
+                rest = self.framer.close()
+                if rest:
+                    self.stats.faults.append(f"line without terminator dropped: {rest[:40]!r}")
+                if not self.reconnect or not self._reopen():
+                    break
+                continue
             if chunk:
                 for line in self.framer.feed(chunk):
                     self._frame(line)
+
+    def _reopen(self) -> bool:
+        """Reopen the same port (a USB adapter's by-id path comes back when replugged)."""
+        with contextlib.suppress(serial.SerialException, OSError):
+            self.ser.close()
+        while not self._stop.wait(self.retry_s):
+            try:
+                self.ser = self._open()
+            except (serial.SerialException, OSError):
+                continue
+            self.reconnects += 1
+            log.info("%s: reconnected to %s", self.profile.name, self.port)
+            return True
+        return False
 
     def _frame(self, line: bytes) -> None:
         self.stats.frames += 1

@@ -65,3 +65,20 @@ def test_reconnect_after_a_serial_disconnect() -> None:
     r2.stop()
     dev2.close()
     assert got == [f"]C0{COI}"] * 2
+
+
+def test_the_reader_reopens_the_same_port_after_an_unplug() -> None:
+    register()
+    got: list[str] = []
+    url = "sim://scanner/s3"
+    r = SerialReader(
+        url, shipped_profile("scanner_serial_generic"), lambda s: got.append(str(s))
+    ).start()
+    protocol_sim.scan("s3", COI, "]C0")
+    assert wait_for(lambda: len(got) == 1)
+    protocol_sim.disconnect("s3")  # unplugged; the reader retries the same URL
+    assert wait_for(lambda: r.reconnects == 1)
+    protocol_sim.scan("s3", COI, "]C0")  # plugged back in under the same name
+    assert wait_for(lambda: len(got) == 2)
+    r.stop()
+    assert any("device disconnected" in f for f in r.stats.faults)
