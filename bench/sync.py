@@ -34,11 +34,18 @@ SEGMENT = 10_000
 def serve(url: str, data_dir: Path) -> tuple[str, subprocess.Popen[bytes]]:
     """The server in its own process, as in production (edge and server never share a GIL)."""
     port = free_port()
-    env = {**os.environ, "CTGTP_SERVER_DATABASE_URL": url, "CTGTP_SERVER_DATA_DIR": str(data_dir),
-           "CTGTP_SERVER_ADMIN_TOKEN": "bench", "CTGTP_SERVER_RATE_PER_SECOND": "10000",
-           "CTGTP_SERVER_RATE_BURST": "10000", "CTGTP_SERVER_MAX_BODY_BYTES": str(64 << 20)}
-    proc = subprocess.Popen([sys.executable, "-m", "ctgtp", "server", "run", "--port",
-                             str(port)], env=env)
+    env = {
+        **os.environ,
+        "CTGTP_SERVER_DATABASE_URL": url,
+        "CTGTP_SERVER_DATA_DIR": str(data_dir),
+        "CTGTP_SERVER_ADMIN_TOKEN": "bench",
+        "CTGTP_SERVER_RATE_PER_SECOND": "10000",
+        "CTGTP_SERVER_RATE_BURST": "10000",
+        "CTGTP_SERVER_MAX_BODY_BYTES": str(64 << 20),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ctgtp", "server", "run", "--port", str(port)], env=env
+    )
     base = f"http://127.0.0.1:{port}"
     for _ in range(400):
         try:
@@ -60,13 +67,26 @@ def run(label: str, db_url: str, tmp: Path, ceiling_store: float) -> None:
 
     led = Ledger.open(tmp / f"{label}.db", unit, clock)
     for g in range(0, N, 1_000):
-        led.append_many([Append("reading.recorded", {"channel": "DO", "i": g + i,
-                                                     "value": {"value": "41.5", "unit": "%"}},
-                                "B-1") for i in range(1_000)])
+        led.append_many(
+            [
+                Append(
+                    "reading.recorded",
+                    {"channel": "DO", "i": g + i, "value": {"value": "41.5", "unit": "%"}},
+                    "B-1",
+                )
+                for i in range(1_000)
+            ]
+        )
     url, proc = serve(db_url, tmp / f"srv-{label}")
-    httpx.post(url + "/admin/units", headers={"Authorization": "Bearer bench"},
-               json={"site_id": "S", "unit_id": unit.unit_id,
-                     "public_key": unit.public.to_json().decode()}).raise_for_status()
+    httpx.post(
+        url + "/admin/units",
+        headers={"Authorization": "Bearer bench"},
+        json={
+            "site_id": "S",
+            "unit_id": unit.unit_id,
+            "public_key": unit.public.to_json().decode(),
+        },
+    ).raise_for_status()
     client = SyncClient(led, url, max_events=SEGMENT)
     start = time.perf_counter()
     report = client.sync_once()
@@ -79,8 +99,12 @@ def run(label: str, db_url: str, tmp: Path, ceiling_store: float) -> None:
             c.post("/bench/raw-transfer", content=body)
     http_dt = time.perf_counter() - start
     ceiling = N / (N / ceiling_store + http_dt)
-    emit(f"sync edge→server over HTTP into {label} (verified, stored, receipted)", N / dt,
-         "events/s", ceiling)
+    emit(
+        f"sync edge→server over HTTP into {label} (verified, stored, receipted)",
+        N / dt,
+        "events/s",
+        ceiling,
+    )
     proc.terminate()
     proc.wait(10)
     led.close()
@@ -90,36 +114,44 @@ def sqlite_ceiling(tmp: Path, rows: list[tuple[object, ...]]) -> float:
     con = sqlite3.connect(tmp / "raw.db", isolation_level=None)
     con.execute("PRAGMA journal_mode=WAL")
     con.execute("PRAGMA synchronous=FULL")
-    con.execute("CREATE TABLE events (unit_id TEXT, seq INTEGER, hash TEXT, batch_id TEXT, "
-                "kind TEXT, recorded_at TEXT, line BLOB, PRIMARY KEY (unit_id, seq))")
+    con.execute(
+        "CREATE TABLE events (unit_id TEXT, seq INTEGER, hash TEXT, batch_id TEXT, "
+        "kind TEXT, recorded_at TEXT, line BLOB, PRIMARY KEY (unit_id, seq))"
+    )
     start = time.perf_counter()
     for i in range(0, len(rows), SEGMENT):
         con.execute("BEGIN")
-        con.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?)", rows[i:i + SEGMENT])
+        con.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?)", rows[i : i + SEGMENT])
         con.execute("COMMIT")
     return len(rows) / (time.perf_counter() - start)
 
 
 def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench-sync-"))
-    line = (b'{"actor":null,"batch_id":"B-1","hash":"' + b"a" * 64 + b'","kind":"reading.recorded"'
-            b',"payload":{"channel":"DO","i":1,"value":{"unit":"%","value":"41.5"}},"prev_hash"'
-            b':"' + b"b" * 64 + b'","recorded_at":"2026-11-24T00:00:00.001000Z","seq":1,'
-            b'"type":"event","unit_id":"UNIT-X"}')
-    rows = [("UNIT-X", i, "a" * 64, "B-1", "reading.recorded", "2026-11-24T00:00:00.001000Z",
-             line) for i in range(N)]
+    line = (
+        b'{"actor":null,"batch_id":"B-1","hash":"' + b"a" * 64 + b'","kind":"reading.recorded"'
+        b',"payload":{"channel":"DO","i":1,"value":{"unit":"%","value":"41.5"}},"prev_hash"'
+        b':"' + b"b" * 64 + b'","recorded_at":"2026-11-24T00:00:00.001000Z","seq":1,'
+        b'"type":"event","unit_id":"UNIT-X"}'
+    )
+    rows = [
+        ("UNIT-X", i, "a" * 64, "B-1", "reading.recorded", "2026-11-24T00:00:00.001000Z", line)
+        for i in range(N)
+    ]
     run("sqlite", f"sqlite:///{tmp / 'server.db'}", tmp, sqlite_ceiling(tmp, rows))
     with PgCluster() as pg:
         url = pg.create_db("bench")
         import psycopg
 
         with psycopg.connect(url.replace("+psycopg", "")) as con:
-            con.execute("CREATE TABLE raw (unit_id text, seq bigint, hash text, batch_id text, "
-                        "kind text, recorded_at text, line bytea, PRIMARY KEY (unit_id, seq))")
+            con.execute(
+                "CREATE TABLE raw (unit_id text, seq bigint, hash text, batch_id text, "
+                "kind text, recorded_at text, line bytea, PRIMARY KEY (unit_id, seq))"
+            )
             start = time.perf_counter()
             for i in range(0, N, SEGMENT):
                 with con.cursor().copy("COPY raw FROM STDIN") as cp:
-                    for r in rows[i:i + SEGMENT]:
+                    for r in rows[i : i + SEGMENT]:
                         cp.write_row(r)
                 con.commit()
             copy_rate = N / (time.perf_counter() - start)
