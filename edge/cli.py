@@ -369,14 +369,34 @@ def export(home: Path, out: Path) -> None:
     help="The server's receipt key (server.pub); receipts are checked.",
 )
 @click.option("--attempts", default=8, show_default=True)
-def sync_cmd(home: Path, server_url: str, server_key: Path | None, attempts: int) -> None:
+@click.option(
+    "--watch",
+    type=float,
+    default=None,
+    help="Keep syncing every N seconds (background mode) until interrupted.",
+)
+def sync_cmd(
+    home: Path, server_url: str, server_key: Path | None, attempts: int, watch: float | None
+) -> None:
     """Push every unsynced event to the server (resumes from the server's head)."""
     from ebr_core.keys import PublicKey
-    from edge.sync import SyncClient
+    from edge.sync import BackgroundSync, SyncClient
 
     with _agent(home) as a:
         key = PublicKey.from_bytes(server_key.read_bytes()) if server_key else None
-        r = SyncClient(a.ledger, server_url, server_key=key).sync_once(attempts)
+        client = SyncClient(a.ledger, server_url, server_key=key)
+        if watch is not None:
+            bg = BackgroundSync(client, watch).start()
+            try:
+                while bg.wait(1):
+                    pass
+            except KeyboardInterrupt:
+                bg.stop()
+            if bg.error:
+                raise click.ClickException(bg.error)
+            click.echo(f"background sync stopped after {len(bg.reports)} rounds")
+            return
+        r = client.sync_once(attempts)
         click.echo(
             f"synced: {r.pushed} events pushed in {r.segments} segments "
             f"({r.duplicates} already there, {r.retries} retries); server head "

@@ -16,6 +16,7 @@ from __future__ import annotations
 import gzip
 import random
 import secrets
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -185,3 +186,45 @@ class SyncClient:
             report.server_head = last
         report.server_head = max(report.server_head, acked)
         return report
+
+
+class BackgroundSync:
+    """The agent's background mode: sync every ``interval`` seconds until stopped.
+
+    An unreachable server is retried on the next round (nothing is lost: the ledger is the
+    outbox); a refusal (tampering, fork, revoked unit) stops the loop and is kept in ``error``
+    for the operator, because retrying cannot help.
+    """
+
+    def __init__(self, client: SyncClient, interval: float = 30.0) -> None:
+        self.client = client
+        self.interval = interval
+        self.stop_event = threading.Event()
+        self.reports: list[SyncReport] = []
+        self.error: str | None = None
+        self.unreachable = 0
+        self._thread = threading.Thread(target=self._run, daemon=True, name="edge-sync")
+
+    def start(self) -> BackgroundSync:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self.stop_event.is_set():
+            try:
+                self.reports.append(self.client.sync_once(attempts=3))
+            except SyncRefused as e:
+                self.error = str(e)
+                return
+            except SyncError:
+                self.unreachable += 1
+            self.stop_event.wait(self.interval)
+
+    def wait(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds; True while the loop is still running."""
+        self._thread.join(timeout)
+        return self._thread.is_alive()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self._thread.join(10)

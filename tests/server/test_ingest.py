@@ -161,3 +161,31 @@ def test_replay_reroute_revoked_and_limits(server: Server, tmp_path: Path) -> No
         SyncClient(led, server.url).sync_once()
     no_admin = httpx.post(server.url + "/admin/units", json={})
     assert no_admin.status_code == 401
+
+
+def test_background_sync_follows_new_events_and_stops_on_refusal(
+    server: Server, tmp_path: Path
+) -> None:
+    from edge.sync import BackgroundSync
+
+    unit = UnitSigner.generate("UNIT-BG")
+    server.enrol(unit)
+    led = make_ledger(tmp_path / "e.db", unit, groups=1, per_group=5)
+    bg = BackgroundSync(SyncClient(led, server.url, server_key=server.key), interval=0.05)
+    bg.start()
+    try:
+        deadline = time.time() + 10
+        while server.events("UNIT-BG") < 6 and time.time() < deadline:
+            time.sleep(0.05)
+        led.append("step.completed", {"step": "s"}, batch_id="B-1")
+        while server.events("UNIT-BG") < 7 and time.time() < deadline:
+            time.sleep(0.05)
+        assert server.events("UNIT-BG") == 7
+        with server.admin() as c:
+            c.post("/admin/units/UNIT-BG/revoke", json={"reason": "test"})
+        led.append("step.completed", {"step": "t"}, batch_id="B-1")
+        while bg.error is None and time.time() < deadline:
+            time.sleep(0.05)
+    finally:
+        bg.stop()
+    assert bg.error is not None and "403" in bg.error
