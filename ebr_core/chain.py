@@ -26,7 +26,6 @@ from ebr_core.record import (
     _valid_ids,
     _valid_kinds,
     checkpoint_message,
-    event_hash,
     format_time,
     new_event_body,
     seal_message,
@@ -109,33 +108,6 @@ class ChainBuilder:
         self.seq = seq
         self.head_hash = h
         return _new(Event, (unit_id, seq, prev, recorded_at, batch_id, kind, actor, payload, h))
-
-    def peek_event(
-        self,
-        kind: str,
-        payload: dict[str, Any],
-        *,
-        batch_id: str | None = None,
-        actor: str | None = None,
-    ) -> Event:
-        """Make the next event without advancing (call :meth:`advance` once it is stored)."""
-        body = new_event_body(
-            unit_id=self.unit_id,
-            seq=self.seq + 1,
-            prev_hash=self.head_hash,
-            recorded_at=self.clock(),
-            batch_id=batch_id,
-            kind=kind,
-            actor=actor,
-            payload=payload,
-        )
-        return Event(hash=event_hash(body), **body)
-
-    def advance(self, event: Event) -> None:
-        if event.seq != self.seq + 1 or event.prev_hash != self.head_hash:
-            raise ValueError("event does not continue the chain head")
-        self.seq = event.seq
-        self.head_hash = event.hash
 
     def checkpoint(self) -> Checkpoint:
         """Sign the current head (chained to the previous checkpoint)."""

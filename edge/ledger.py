@@ -32,7 +32,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from ebr_core.chain import ChainBuilder
 from ebr_core.errors import VerificationError
-from ebr_core.keys import Keyring, UnitSigner
+from ebr_core.keys import Keyring, PublicKey, UnitSigner
 from ebr_core.record import GENESIS_HASH, Checkpoint, Event
 from ebr_core.verify import ChainVerifier, Verified
 from edge.errors import LedgerClosedError, LedgerCorruptError, LedgerError, LedgerIOError
@@ -110,7 +110,12 @@ class Ledger:
     """One unit's ledger.  Not thread-safe: one writer (the agent) owns it."""
 
     def __init__(
-        self, engine: Engine, conn: Connection, signer: UnitSigner, clock: Callable[[], datetime]
+        self,
+        engine: Engine,
+        conn: Connection,
+        signer: UnitSigner,
+        clock: Callable[[], datetime],
+        previous_keys: Sequence[PublicKey] = (),
     ) -> None:
         self._engine = engine
         self._conn = conn
@@ -119,11 +124,19 @@ class Ledger:
         self.clock = clock
         self._closed_reason: str | None = None
         self._builder = ChainBuilder(signer, clock)
+        # After a key rotation the history stays signed by the retired keys.
+        self.keyring = Keyring([signer.public, *previous_keys])
 
     # -- opening --------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, path: Path, signer: UnitSigner, clock: Callable[[], datetime]) -> Ledger:
+    def open(
+        cls,
+        path: Path,
+        signer: UnitSigner,
+        clock: Callable[[], datetime],
+        previous_keys: Sequence[PublicKey] = (),
+    ) -> Ledger:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(f"sqlite:///{path}")
@@ -142,7 +155,7 @@ class Ledger:
                 conn.exec_driver_sql(stmt)
         except DBAPIError as e:
             raise LedgerError(f"cannot open ledger {path.name}: {e.orig}") from e
-        ledger = cls(engine, conn, signer, clock)
+        ledger = cls(engine, conn, signer, clock, previous_keys)
         ledger._resume()
         return ledger
 
@@ -185,7 +198,7 @@ class Ledger:
                 raise LedgerCorruptError(f"event {after_seq} is missing")
             start_hash = r[0]
         v = ChainVerifier(
-            Keyring([self.signer.public]),
+            self.keyring,
             unit_id=self.unit_id,
             start_seq=after_seq,
             start_hash=start_hash,

@@ -55,11 +55,27 @@ def alert(db: Session, kind: str, unit_id: str | None, message: str) -> None:
 # -- units -------------------------------------------------------------------------------------
 
 
-def enrol(db: Session, site_id: str, unit_id: str, public_key_json: bytes) -> Unit:
+def _read_key(public_key_json: bytes) -> PublicKey:
     try:
-        key = PublicKey.from_bytes(public_key_json)
+        return PublicKey.from_bytes(public_key_json)
     except EbrError as e:
         raise Unprocessable(f"public key: {e}") from e
+
+
+def _add_key(db: Session, unit_id: str, key: PublicKey) -> None:
+    db.add(
+        UnitKey(
+            key_id=key.key_id,
+            unit_id=unit_id,
+            public_key=base64.b64encode(key.raw).decode(),
+            status="active",
+            added_at=now(),
+        )
+    )
+
+
+def enrol(db: Session, site_id: str, unit_id: str, public_key_json: bytes) -> Unit:
+    key = _read_key(public_key_json)
     if key.unit_id not in (None, unit_id):
         raise Unprocessable(f"the key is bound to unit {key.unit_id!r}, not {unit_id!r}")
     if db.get(Unit, unit_id) is not None:
@@ -79,37 +95,20 @@ def enrol(db: Session, site_id: str, unit_id: str, public_key_json: bytes) -> Un
     )
     db.add(unit)
     db.flush()
-    db.add(
-        UnitKey(
-            key_id=key.key_id,
-            unit_id=unit_id,
-            public_key=base64.b64encode(key.raw).decode(),
-            status="active",
-            added_at=now(),
-        )
-    )
+    _add_key(db, unit_id, key)
     return unit
 
 
 def rotate(db: Session, unit_id: str, public_key_json: bytes) -> str:
     unit = _unit(db, unit_id)
-    try:
-        key = PublicKey.from_bytes(public_key_json)
-    except EbrError as e:
-        raise Unprocessable(f"public key: {e}") from e
+    key = _read_key(public_key_json)
+    if db.get(UnitKey, key.key_id) is not None:
+        raise Conflict(f"key {key.key_id} is already enrolled")
     for k in db.scalars(
         select(UnitKey).where(UnitKey.unit_id == unit.unit_id, UnitKey.status == "active")
     ):
         k.status = "retired"  # still verifies the history it signed; signs no new request
-    db.add(
-        UnitKey(
-            key_id=key.key_id,
-            unit_id=unit_id,
-            public_key=base64.b64encode(key.raw).decode(),
-            status="active",
-            added_at=now(),
-        )
-    )
+    _add_key(db, unit_id, key)
     return key.key_id
 
 

@@ -189,3 +189,31 @@ def test_background_sync_follows_new_events_and_stops_on_refusal(
     finally:
         bg.stop()
     assert bg.error is not None and "403" in bg.error
+
+
+def test_key_rotation_old_history_verifies_old_key_is_retired(
+    server: Server, tmp_path: Path
+) -> None:
+    old = UnitSigner.generate("UNIT-ROT")
+    server.enrol(old)
+    led = make_ledger(tmp_path / "e.db", old, groups=1, per_group=4)
+    SyncClient(led, server.url, server_key=server.key).sync_once()
+    led.close()
+    new = UnitSigner.generate("UNIT-ROT")
+    with server.admin() as c:
+        r = c.post(
+            "/admin/units/UNIT-ROT/rotate", json={"public_key": new.public.to_json().decode()}
+        )
+        assert r.status_code == 200 and r.json()["key_id"] == new.key_id
+    # The edge continues its ledger with the new key; its history stays signed by the old one.
+    led = Ledger.open(tmp_path / "e.db", new, clock(), previous_keys=[old.public])  # type: ignore[arg-type]
+    led.append("step.completed", {"step": "after-rotation"}, batch_id="B-1")
+    assert led.verify_all().key_ids == {old.key_id, new.key_id}
+    report = SyncClient(led, server.url, server_key=server.key).sync_once()
+    assert (report.pushed, server.events("UNIT-ROT")) == (1, 6)
+    # A request still signed with the retired key is refused.
+    retired = Ledger.open(tmp_path / "e.db", old, clock(), previous_keys=[new.public])  # type: ignore[arg-type]
+    with pytest.raises(SyncRefused, match="rotated out"):
+        SyncClient(retired, server.url).sync_once()
+    with pytest.raises(Exception, match="not trusted"):
+        Ledger.open(tmp_path / "e.db", new, clock()).verify_all()  # type: ignore[arg-type]
