@@ -1,29 +1,30 @@
 """The FastAPI application factory.
 
-Routes: ``/health``; the admin API (bearer ``admin_token``) to enrol, rotate and revoke units and
-read alerts and batches; the unit API (requests signed by the unit key) to read the stored head
-and to push segments; ``/server-key`` for the key that signs receipts.
+Routes: ``/health``; the admin API (the bootstrap ``admin_token`` or a person with the admin role)
+to enrol, rotate and revoke units and read alerts; the unit API (requests signed by the unit key)
+to read the stored head, push segments and fetch the site's operators; ``/server-key`` for the
+key that signs receipts; and the people and quality-review API of :mod:`server.qa_api`.
 """
 
-import hmac
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Header, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from ebr_core.batch import fold
 from ebr_core.errors import EbrError
 from ebr_core.keys import UnitSigner
 from ebr_core.requestsig import RequestSignatureError, parse_headers
-from server import service
-from server.db import Alert, EventRow, Unit, create_schema, make_engine
+from server import qa_api, service
+from server.db import Alert, EventRow, Person, RoleGrant, Unit, create_schema, make_engine
 from server.errors import ServerError, TooLarge, Unauthorized
 from server.keys import load_server_key
+from server.people import Principal
 from server.settings import Settings
 
 
@@ -41,62 +42,12 @@ class RevokeBody(BaseModel):
     reason: str
 
 
-def project_batch(s: Session, batch_id: str) -> dict[str, Any]:
-    """The batch projection, built by the same fold the edge runs."""
-    import orjson
-
-    from ebr_core.record import Event
-
-    rows = s.scalars(
-        select(EventRow)
-        .where(EventRow.batch_id == batch_id)
-        .order_by(EventRow.unit_id, EventRow.seq)
-    ).all()
-    if not rows:
-        from server.errors import NotFound
-
-        raise NotFound(f"batch {batch_id} has no events on this server")
-    events = []
-    for r in rows:
-        d = orjson.loads(r.line)
-        del d["type"]
-        events.append(Event(**d))
-    st = fold(events)[batch_id]
-    return {
-        "batch_id": st.batch_id,
-        "unit_id": st.unit_id,
-        "coi": st.coi,
-        "status": st.status,
-        "mbr": f"{st.mbr_id} v{st.mbr_version}",
-        "events": st.events,
-        "completed_steps": list(st.completed_steps),
-        "rejected_scans": [dict(x) for x in st.scans_rejected],
-        "deviations": {
-            d.deviation_id: {
-                "reason": d.reason,
-                "severity": d.severity,
-                "open": d.open,
-                "comments": list(d.comments),
-            }
-            for d in st.deviations.values()
-        },
-        "signatures": [
-            {
-                "step": g.step,
-                "user_id": g.user_id,
-                "printed_name": g.printed_name,
-                "meaning": g.meaning,
-                "signed_hash": g.signed_hash,
-                "recorded_at": g.recorded_at,
-            }
-            for g in st.signatures
-        ],
-        "values": st.values,
-    }
-
-
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, clock: Callable[[], datetime] | None = None
+) -> FastAPI:
+    """The app; ``clock`` (UTC, aware) is injectable for tests of time-bound rules."""
     settings = settings or Settings()
+    clock = clock or service.now
     engine = make_engine(settings.database_url)
     create_schema(engine)
     sessions = sessionmaker(engine, expire_on_commit=False)
@@ -115,14 +66,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield s
 
     DB = Annotated[Session, Depends(db)]
-
-    def admin(authorization: Annotated[str | None, Header()] = None) -> None:
-        token = settings.admin_token
-        given = (authorization or "").removeprefix("Bearer ").strip()
-        if not token or not hmac.compare_digest(given.encode(), token.encode()):
-            raise Unauthorized("admin API: a valid bearer token is required")
-
-    Admin = Depends(admin)
+    principal = qa_api.add_routes(app, sessions, settings, clock)
+    Who = Annotated[Principal, Depends(principal)]
 
     @app.get("/health")
     def health() -> dict[str, str]:
@@ -132,26 +77,32 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def server_public_key() -> Response:
         return Response(server_key.public.to_json(), media_type="application/json")
 
-    @app.post("/admin/units", dependencies=[Admin], status_code=201)
-    def enrol(body: EnrolBody, s: DB) -> dict[str, Any]:
-        u = service.enrol(s, body.site_id, body.unit_id, body.public_key.encode())
+    @app.post("/admin/units", status_code=201)
+    def enrol(body: EnrolBody, who: Who, s: DB) -> dict[str, Any]:
+        who.require("units.manage", body.site_id)
+        u = service.enrol(
+            s, body.site_id, body.unit_id, body.public_key.encode(), actor=who.user_id
+        )
         s.commit()
         return {"unit_id": u.unit_id, "site_id": u.site_id, "status": u.status}
 
-    @app.post("/admin/units/{unit_id}/rotate", dependencies=[Admin])
-    def rotate(unit_id: str, body: KeyBody, s: DB) -> dict[str, str]:
-        key_id = service.rotate(s, unit_id, body.public_key.encode())
+    @app.post("/admin/units/{unit_id}/rotate")
+    def rotate(unit_id: str, body: KeyBody, who: Who, s: DB) -> dict[str, str]:
+        who.require("units.manage", service._unit(s, unit_id).site_id)
+        key_id = service.rotate(s, unit_id, body.public_key.encode(), actor=who.user_id)
         s.commit()
         return {"unit_id": unit_id, "key_id": key_id}
 
-    @app.post("/admin/units/{unit_id}/revoke", dependencies=[Admin])
-    def revoke(unit_id: str, body: RevokeBody, s: DB) -> dict[str, str]:
-        service.revoke(s, unit_id, body.reason)
+    @app.post("/admin/units/{unit_id}/revoke")
+    def revoke(unit_id: str, body: RevokeBody, who: Who, s: DB) -> dict[str, str]:
+        who.require("units.manage", service._unit(s, unit_id).site_id)
+        service.revoke(s, unit_id, body.reason, actor=who.user_id)
         s.commit()
         return {"unit_id": unit_id, "status": "revoked"}
 
-    @app.get("/admin/alerts", dependencies=[Admin])
-    def alerts(s: DB) -> list[dict[str, Any]]:
+    @app.get("/admin/alerts")
+    def alerts(who: Who, s: DB) -> list[dict[str, Any]]:
+        who.require("alerts.read", None)
         return [
             {
                 "id": a.id,
@@ -163,9 +114,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             for a in s.scalars(select(Alert).order_by(Alert.id))
         ]
 
-    @app.get("/admin/units/{unit_id}", dependencies=[Admin])
-    def unit_info(unit_id: str, s: DB) -> dict[str, Any]:
+    @app.get("/admin/units/{unit_id}")
+    def unit_info(unit_id: str, who: Who, s: DB) -> dict[str, Any]:
         u = service._unit(s, unit_id)
+        who.require("units.manage", u.site_id)
         n = s.scalar(select(func.count()).select_from(EventRow).where(EventRow.unit_id == unit_id))
         return {
             "unit_id": u.unit_id,
@@ -174,10 +126,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "head_hash": u.head_hash,
             "events": n,
         }
-
-    @app.get("/v1/batches/{batch_id}", dependencies=[Admin])
-    def batch(batch_id: str, s: DB) -> dict[str, Any]:
-        return project_batch(s, batch_id)
 
     async def signed_body(request: Request, unit_id: str) -> tuple[Unit, bytes]:
         length = request.headers.get("content-length")
@@ -215,6 +163,36 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "head_hash": unit.head_hash,
             "checkpoint_seq": unit.checkpoint_seq,
         }
+
+    @app.get("/v1/units/{unit_id}/operators")
+    async def operators(unit_id: str, request: Request) -> dict[str, Any]:
+        """The operators of the unit's site with their argon2id hashes, for offline
+        re-authentication at the edge (the hashes never leave the server otherwise)."""
+        unit, _ = await signed_body(request, unit_id)
+
+        def read() -> dict[str, Any]:
+            with sessions() as s:
+                rows = s.execute(
+                    select(Person, RoleGrant.site_id)
+                    .join(RoleGrant, RoleGrant.user_id == Person.user_id)
+                    .where(
+                        RoleGrant.role == "operator",
+                        RoleGrant.site_id.in_((unit.site_id, "*")),
+                        Person.status == "active",
+                    )
+                    .order_by(Person.user_id)
+                ).all()
+                seen: dict[str, dict[str, Any]] = {}
+                for p, _site in rows:
+                    seen[p.user_id] = {
+                        "user_id": p.user_id,
+                        "printed_name": p.printed_name,
+                        "roles": ["operator"],
+                        "password_hash": p.password_hash,
+                    }
+                return {"site_id": unit.site_id, "users": list(seen.values())}
+
+        return await run_in_threadpool(read)
 
     @app.post("/v1/units/{unit_id}/segments")
     async def push(unit_id: str, request: Request) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     DateTime,
     ForeignKey,
     Index,
@@ -102,26 +103,199 @@ class Alert(Base):
     unit_id: Mapped[str | None] = mapped_column(String(64))
     message: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    site_id: Mapped[str | None] = mapped_column(String(64), index=True)  # since 0002
+    batch_id: Mapped[str | None] = mapped_column(String(64))
 
 
-_SQLITE_GUARDS = [
-    f"CREATE TRIGGER IF NOT EXISTS {t}_no_{op.lower()} BEFORE {op} ON {t} "
-    f"BEGIN SELECT RAISE(ABORT, '{t} are append-only: {op} refused'); END"
-    for t in ("events", "checkpoints", "forks")
-    for op in ("UPDATE", "DELETE")
-]
-_PG_GUARDS = [
-    (
-        "CREATE OR REPLACE FUNCTION ctgtp_append_only() RETURNS trigger AS $$ BEGIN RAISE "
-        "EXCEPTION '% are append-only: % refused', TG_TABLE_NAME, TG_OP; END $$ LANGUAGE plpgsql"
-    ),
-    *[
-        f"DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = '{t}_append_only') "  # noqa: S608 - fixed table names
-        f"THEN CREATE TRIGGER {t}_append_only BEFORE UPDATE OR DELETE ON {t} FOR EACH ROW "
-        f"EXECUTE FUNCTION ctgtp_append_only(); END IF; END $$"
-        for t in ("events", "checkpoints", "forks")
-    ],
-]
+# -- people, quality review and the audit trail (migration 0002) -------------------------------
+
+
+class Person(Base):
+    __tablename__ = "people"
+    user_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    printed_name: Mapped[str] = mapped_column(String(200))
+    password_hash: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(16), default="active")  # active|locked|disabled
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class RoleGrant(Base):
+    __tablename__ = "role_grants"
+    user_id: Mapped[str] = mapped_column(ForeignKey("people.user_id"), primary_key=True)
+    role: Mapped[str] = mapped_column(String(32), primary_key=True)
+    site_id: Mapped[str] = mapped_column(String(64), primary_key=True)  # "*": every site
+
+
+class Token(Base):
+    __tablename__ = "tokens"
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("people.user_id"), index=True)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class SpecRow(Base):
+    __tablename__ = "specs"
+    spec_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    version: Mapped[str] = mapped_column(String(32), primary_key=True)
+    content: Mapped[str] = mapped_column(Text)  # canonical JSON
+    content_hash: Mapped[str] = mapped_column(String(64))
+    published_by: Mapped[str] = mapped_column(String(64))
+    published_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class BatchSummary(Base):
+    """The review queue's projection, kept current by ingest (one upsert per batch a segment
+    touches) and by review actions; the batch view itself is always folded from the events."""
+
+    __tablename__ = "batches"
+    batch_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    unit_id: Mapped[str] = mapped_column(String(64))
+    site_id: Mapped[str] = mapped_column(String(64))
+    coi: Mapped[str | None] = mapped_column(String(64), index=True)
+    status: Mapped[str] = mapped_column(String(16))  # in_progress | completed
+    events: Mapped[int] = mapped_column(BigInteger)
+    exceptions: Mapped[int] = mapped_column(Integer)
+    completed_at: Mapped[str | None] = mapped_column(String(32))
+    review_state: Mapped[str] = mapped_column(String(24))  # open|awaiting_review|in_review|decided
+    __table_args__ = (Index("batches_queue", "review_state", "site_id", "completed_at"),)
+
+
+class ResultSet(Base):
+    __tablename__ = "result_sets"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    batch_id: Mapped[str] = mapped_column(String(64), index=True)
+    spec_id: Mapped[str] = mapped_column(String(64))
+    spec_version: Mapped[str] = mapped_column(String(32))
+    results: Mapped[str] = mapped_column(Text)  # canonical JSON
+    entered_by: Mapped[str] = mapped_column(String(64))
+    entered_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    reason: Mapped[str] = mapped_column(Text)
+
+
+class DeviationAction(Base):
+    __tablename__ = "deviation_actions"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    batch_id: Mapped[str] = mapped_column(String(64), index=True)
+    deviation_id: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(16))  # comment | close
+    text: Mapped[str] = mapped_column(Text)
+    user_id: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class QaSignature(Base):
+    __tablename__ = "qa_signatures"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    batch_id: Mapped[str] = mapped_column(String(64), index=True)
+    jurisdiction: Mapped[str] = mapped_column(String(16))
+    user_id: Mapped[str] = mapped_column(String(64))
+    printed_name: Mapped[str] = mapped_column(String(200))
+    meaning: Mapped[str] = mapped_column(String(16))  # reviewed|approved|released|rejected
+    reason: Mapped[str] = mapped_column(Text)
+    record_hash: Mapped[str] = mapped_column(String(64))
+    evaluation_hash: Mapped[str] = mapped_column(String(64))
+    signed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Disposition(Base):
+    __tablename__ = "dispositions"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    batch_id: Mapped[str] = mapped_column(String(64), index=True)
+    jurisdiction: Mapped[str] = mapped_column(String(16))
+    # released | conditional_release | exceptional_release | rejected
+    disposition: Mapped[str] = mapped_column(String(24))
+    signature_id: Mapped[int] = mapped_column(ForeignKey("qa_signatures.id"))
+    pending: Mapped[str] = mapped_column(Text)  # JSON list of attributes still pending
+    decided_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class OosCase(Base):
+    """The out-of-specification exceptional release workflow for one batch and jurisdiction."""
+
+    __tablename__ = "oos_cases"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    batch_id: Mapped[str] = mapped_column(String(64), index=True)
+    jurisdiction: Mapped[str] = mapped_column(String(16))
+    # requested | evaluated | accepted | released | notified
+    state: Mapped[str] = mapped_column(String(16))
+    physician: Mapped[str] = mapped_column(String(200))
+    request_text: Mapped[str] = mapped_column(Text)
+    requested_by: Mapped[str] = mapped_column(String(64))
+    requested_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    risk_evaluation: Mapped[str | None] = mapped_column(Text)
+    evaluated_by: Mapped[str | None] = mapped_column(String(64))
+    evaluated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    acceptance_text: Mapped[str | None] = mapped_column(Text)
+    accepted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    released_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    notification_due_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    notified_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    notification_reference: Mapped[str | None] = mapped_column(Text)
+
+
+class AuditEntry(Base):
+    """One server write: who, what, when, old and new value, reason; hash-chained."""
+
+    __tablename__ = "audit_trail"
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    at: Mapped[str] = mapped_column(String(32))
+    actor: Mapped[str] = mapped_column(String(64), index=True)
+    action: Mapped[str] = mapped_column(String(64))
+    object_type: Mapped[str] = mapped_column(String(32))
+    object_id: Mapped[str] = mapped_column(String(128))
+    old: Mapped[str | None] = mapped_column(Text)  # canonical JSON
+    new: Mapped[str | None] = mapped_column(Text)
+    reason: Mapped[str | None] = mapped_column(Text)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+    __table_args__ = (Index("audit_object", "object_type", "object_id"),)
+
+
+class AuditHead(Base):
+    """A single row: the audit chain's head; updating it first serialises appends."""
+
+    __tablename__ = "audit_head"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+APPEND_ONLY_0001 = ("events", "checkpoints", "forks")
+APPEND_ONLY_0002 = (
+    "audit_trail",
+    "result_sets",
+    "deviation_actions",
+    "qa_signatures",
+    "dispositions",
+)
+
+
+def _sqlite_guards(tables: tuple[str, ...]) -> list[str]:
+    return [
+        f"CREATE TRIGGER IF NOT EXISTS {t}_no_{op.lower()} BEFORE {op} ON {t} "
+        f"BEGIN SELECT RAISE(ABORT, '{t} are append-only: {op} refused'); END"
+        for t in tables
+        for op in ("UPDATE", "DELETE")
+    ]
+
+
+def _pg_guards(tables: tuple[str, ...]) -> list[str]:
+    return [
+        (
+            "CREATE OR REPLACE FUNCTION ctgtp_append_only() RETURNS trigger AS $$ BEGIN RAISE "
+            "EXCEPTION '% are append-only: % refused', TG_TABLE_NAME, TG_OP; END $$ "
+            "LANGUAGE plpgsql"
+        ),
+        *[
+            "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_trigger "  # noqa: S608 - fixed table names
+            f"WHERE tgname = '{t}_append_only') THEN CREATE TRIGGER {t}_append_only "
+            f"BEFORE UPDATE OR DELETE ON {t} FOR EACH ROW "
+            f"EXECUTE FUNCTION ctgtp_append_only(); END IF; END $$"
+            for t in tables
+        ],
+    ]
 
 
 def make_engine(url: str) -> Engine:
@@ -143,8 +317,9 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
-def append_only_guards(dialect: str) -> list[str]:
-    return _SQLITE_GUARDS if dialect == "sqlite" else _PG_GUARDS
+def append_only_guards(dialect: str, tables: tuple[str, ...] = APPEND_ONLY_0001) -> list[str]:
+    """Statements that make ``tables`` refuse UPDATE and DELETE (triggers on both databases)."""
+    return _sqlite_guards(tables) if dialect == "sqlite" else _pg_guards(tables)
 
 
 def create_schema(engine: Engine) -> None:

@@ -30,6 +30,7 @@ from ebr_core.requestsig import (
     verify_request,
 )
 from ebr_core.verify import ChainVerifier
+from server import audit, review
 from server.db import Alert, EventRow, Fork, Nonce, Site, Unit, UnitKey
 from server.errors import (
     Conflict,
@@ -74,7 +75,9 @@ def _add_key(db: Session, unit_id: str, key: PublicKey) -> None:
     )
 
 
-def enrol(db: Session, site_id: str, unit_id: str, public_key_json: bytes) -> Unit:
+def enrol(
+    db: Session, site_id: str, unit_id: str, public_key_json: bytes, *, actor: str = "system"
+) -> Unit:
     key = _read_key(public_key_json)
     if key.unit_id not in (None, unit_id):
         raise Unprocessable(f"the key is bound to unit {key.unit_id!r}, not {unit_id!r}")
@@ -96,24 +99,56 @@ def enrol(db: Session, site_id: str, unit_id: str, public_key_json: bytes) -> Un
     db.add(unit)
     db.flush()
     _add_key(db, unit_id, key)
+    audit.append(
+        db,
+        at=now(),
+        actor=actor,
+        action="unit.enrolled",
+        object_type="unit",
+        object_id=unit_id,
+        new={"site_id": site_id, "key_id": key.key_id},
+    )
     return unit
 
 
-def rotate(db: Session, unit_id: str, public_key_json: bytes) -> str:
+def rotate(db: Session, unit_id: str, public_key_json: bytes, *, actor: str = "system") -> str:
     unit = _unit(db, unit_id)
     key = _read_key(public_key_json)
     if db.get(UnitKey, key.key_id) is not None:
         raise Conflict(f"key {key.key_id} is already enrolled")
+    retired = []
     for k in db.scalars(
         select(UnitKey).where(UnitKey.unit_id == unit.unit_id, UnitKey.status == "active")
     ):
         k.status = "retired"  # still verifies the history it signed; signs no new request
+        retired.append(k.key_id)
     _add_key(db, unit_id, key)
+    audit.append(
+        db,
+        at=now(),
+        actor=actor,
+        action="unit.key_rotated",
+        object_type="unit",
+        object_id=unit_id,
+        old={"active_keys": retired},
+        new={"active_keys": [key.key_id]},
+    )
     return key.key_id
 
 
-def revoke(db: Session, unit_id: str, reason: str) -> None:
+def revoke(db: Session, unit_id: str, reason: str, *, actor: str = "system") -> None:
     unit = _unit(db, unit_id)
+    audit.append(
+        db,
+        at=now(),
+        actor=actor,
+        action="unit.revoked",
+        object_type="unit",
+        object_id=unit_id,
+        old={"status": unit.status},
+        new={"status": "revoked"},
+        reason=reason,
+    )
     unit.status = "revoked"
     for k in db.scalars(select(UnitKey).where(UnitKey.unit_id == unit_id)):
         k.status = "revoked"
@@ -266,10 +301,12 @@ def ingest(db: Session, settings: Settings, unit: Unit, data: bytes) -> IngestRe
     )
     events: list[tuple[Any, ...]] = []
     checkpoints: list[tuple[Any, ...]] = []
+    deltas: dict[str, Any] = {}
     try:
         for line in lines[new_from:]:
             rec = v.feed_line(line)
             if rec["type"] == "event":
+                review.tally(deltas, rec)
                 events.append(
                     (
                         unit.unit_id,
@@ -292,6 +329,22 @@ def ingest(db: Session, settings: Settings, unit: Unit, data: bytes) -> IngestRe
         raise Unprocessable(f"segment refused, nothing stored: {where}: {e.reason}") from e
     if events:
         _bulk_insert(db, events, checkpoints)
+        review.upsert_summaries(db, unit.unit_id, unit.site_id, deltas)
+        audit.append(
+            db,
+            at=now(),
+            actor=unit.unit_id,
+            action="segment.stored",
+            object_type="unit",
+            object_id=unit.unit_id,
+            old={"head_seq": unit.head_seq},
+            new={
+                "head_seq": verified.head_seq,
+                "head_hash": verified.head_hash,
+                "events": len(events),
+                "batches": sorted(deltas),
+            },
+        )
         unit.head_seq = verified.head_seq
         unit.head_hash = verified.head_hash
         unit.checkpoint_seq = verified.head_seq
@@ -342,6 +395,16 @@ def _fork(
             received_at=now(),
             evidence=gzip.compress(data),
         )
+    )
+    audit.append(
+        db,
+        at=now(),
+        actor=unit.unit_id,
+        action="segment.fork_refused",
+        object_type="unit",
+        object_id=unit.unit_id,
+        new={"seq": int(rec["seq"]), "stored_hash": stored_hash, "offered_hash": offered[:64]},
+        reason="same seq, different hash: history rewritten",
     )
     alert(
         db,

@@ -20,3 +20,5 @@ class Settings(BaseSettings):
     rate_per_second: float = 50.0  # requests per unit per second (429 beyond)
     rate_burst: int = 100
     clock_window_s: int = 300  # accepted skew of a unit's request time
+    token_ttl_s: int = 900  # a person's session token lives 15 minutes
+    max_failed_logins: int = 5  # consecutive failures (login or e-signature) that lock an account

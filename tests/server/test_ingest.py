@@ -62,8 +62,9 @@ def test_sync_exactly_once_and_projection(server: Server, tmp_path: Path) -> Non
     assert client.sync_once().pushed == 1
     with server.admin() as c:
         b = c.get("/v1/batches/B-1").json()
+        devs = {d["deviation_id"]: d for d in b["deviations"]}
     assert b["coi"] == "&/CHA999926ABC123" and b["events"] == 152
-    assert b["deviations"]["DEV-1"]["open"] is True
+    assert devs["DEV-1"]["open"] is True
 
 
 def tampered(led: Ledger, other_unit_key: UnitSigner) -> dict[str, bytes]:

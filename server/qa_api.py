@@ -1,0 +1,517 @@
+"""The people and quality-review API (bearer tokens of people; see :mod:`server.people`).
+
+Every route names the permission it needs and checks it against the object's site; the
+authorization-matrix test walks every route in :data:`ROUTES` for every role and site.
+"""
+
+
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Header, Query
+from fastapi.responses import Response
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from server import audit, people, reports, review
+from server.db import Alert, AuditEntry, OosCase, Person, SpecRow
+from server.errors import Forbidden, ServerError, Unauthorized
+from server.people import Principal
+from server.settings import Settings
+
+# (method, path, permission, scope): scope "batch" = the batch's site, "org" = every site (*),
+# "sites" = filtered to the sites where the permission holds, "self" = any authenticated person.
+ROUTES: list[tuple[str, str, str, str]] = [
+    ("GET", "/v1/me", "-", "self"),
+    ("POST", "/v1/auth/logout", "-", "self"),
+    ("GET", "/v1/people", "people.manage", "org"),
+    ("POST", "/v1/people", "people.manage", "org"),
+    ("POST", "/v1/people/{user_id}/roles", "people.manage", "org"),
+    ("POST", "/v1/people/{user_id}/roles/revoke", "people.manage", "org"),
+    ("POST", "/v1/people/{user_id}/status", "people.manage", "org"),
+    ("GET", "/v1/specs", "-", "self"),
+    ("POST", "/v1/specs", "spec.publish", "org"),
+    ("GET", "/v1/review/queue", "queue.read", "sites"),
+    ("GET", "/v1/batches/{batch_id}", "batch.read", "batch"),
+    ("POST", "/v1/batches/{batch_id}/results", "results.write", "batch"),
+    (
+        "POST",
+        "/v1/batches/{batch_id}/deviations/{deviation_id}/comments",
+        "deviation.review",
+        "batch",
+    ),
+    ("POST", "/v1/batches/{batch_id}/deviations/{deviation_id}/close", "deviation.review", "batch"),
+    ("POST", "/v1/batches/{batch_id}/signatures", "sign.review", "batch"),
+    ("POST", "/v1/batches/{batch_id}/oos", "release", "batch"),
+    ("POST", "/v1/oos/{case_id}/{step}", "release", "batch"),
+    ("GET", "/v1/oos", "queue.read", "sites"),
+    ("GET", "/v1/batches/{batch_id}/report.pdf", "report.read", "batch"),
+    ("GET", "/v1/batches/{batch_id}/coa.pdf", "report.read", "batch"),
+    ("GET", "/v1/batches/{batch_id}/fhir", "report.read", "batch"),
+    ("GET", "/v1/audit", "audit.read", "org"),
+    ("GET", "/v1/alerts", "alerts.read", "sites"),
+]
+
+
+class TokenBody(BaseModel):
+    user_id: str = Field(max_length=64)
+    password: str = Field(max_length=1024)
+
+
+class GrantBody(BaseModel):
+    role: str
+    site_id: str = Field(max_length=64)
+
+
+class PersonBody(BaseModel):
+    user_id: str = Field(max_length=64)
+    printed_name: str = Field(max_length=200)
+    password: str = Field(max_length=1024)
+    roles: list[GrantBody] = []
+    reason: str = Field(min_length=1)
+
+
+class GrantChange(GrantBody):
+    reason: str = Field(min_length=1)
+
+
+class StatusBody(BaseModel):
+    status: str = Field(pattern="^(active|disabled)$")
+    reason: str = Field(min_length=1)
+
+
+class SpecBody(BaseModel):
+    content: dict[str, Any]
+    reason: str = Field(min_length=1)
+
+
+class ResultsBody(BaseModel):
+    spec_id: str
+    spec_version: str
+    results: dict[str, Any]
+    reason: str = Field(min_length=1)
+
+
+class CommentBody(BaseModel):
+    comment: str = Field(min_length=1)
+
+
+class CloseBody(BaseModel):
+    reason: str = Field(min_length=1)
+
+
+class SignBody(BaseModel):
+    user_id: str = Field(max_length=64)
+    password: str = Field(max_length=1024)
+    meaning: str
+    reason: str = Field(min_length=1)
+    jurisdiction: str
+    record_hash: str
+    evaluation_hash: str
+
+
+class OosBody(BaseModel):
+    jurisdiction: str
+    physician: str = Field(min_length=1, max_length=200)
+    request: str = Field(min_length=1)
+
+
+class StepBody(BaseModel):
+    text: str = Field(min_length=1)
+
+
+def add_routes(
+    app: FastAPI,
+    sessions: sessionmaker[Session],
+    settings: Settings,
+    clock: Callable[[], datetime],
+) -> Callable[..., Principal]:
+    """Add the routes; returns the dependency that resolves the caller's principal."""
+    import hmac
+
+    def db() -> Iterator[Session]:
+        with sessions() as s:
+            yield s
+
+    DB = Annotated[Session, Depends(db)]
+
+    def bearer(authorization: str | None) -> str:
+        return (authorization or "").removeprefix("Bearer ").strip()
+
+    def principal(s: DB, authorization: Annotated[str | None, Header()] = None) -> Principal:
+        given = bearer(authorization)
+        token = settings.admin_token
+        if token and hmac.compare_digest(given.encode(), token.encode()):
+            return people.SYSTEM
+        if not given:
+            raise Unauthorized("a bearer token is required: POST /v1/auth/token")
+        return people.principal_for_token(s, given, at=clock())
+
+    Who = Annotated[Principal, Depends(principal)]
+
+    def committed(s: Session, fn: Callable[[], Any]) -> Any:
+        """Run a write; keep what it recorded about a refusal (failed logins) and re-raise."""
+        try:
+            out = fn()
+        except ServerError:
+            s.commit()
+            raise
+        s.commit()
+        return out
+
+    @app.post("/v1/auth/token")
+    def login(body: TokenBody, s: DB) -> dict[str, Any]:
+        at = clock()
+
+        def go() -> dict[str, Any]:
+            p = people.authenticate_password(
+                s,
+                at=at,
+                user_id=body.user_id,
+                password=body.password,
+                max_failures=settings.max_failed_logins,
+                purpose="login",
+            )
+            tok, exp = people.issue_token(s, p, at=at, ttl_s=settings.token_ttl_s)
+            return {"token": tok, "expires_at": exp.isoformat(), "user_id": p.user_id}
+
+        return committed(s, go)  # type: ignore[no-any-return]
+
+    @app.post("/v1/auth/logout")
+    def logout(
+        who: Who, s: DB, authorization: Annotated[str | None, Header()] = None
+    ) -> dict[str, str]:
+        people.end_session(s, bearer(authorization), at=clock())
+        s.commit()
+        return {"user_id": who.user_id, "status": "logged out"}
+
+    @app.get("/v1/me")
+    def me(who: Who) -> dict[str, Any]:
+        return {
+            "user_id": who.user_id,
+            "printed_name": who.printed_name,
+            "roles": [{"role": r, "site_id": st} for r, st in sorted(who.grants)],
+        }
+
+    # -- people ---------------------------------------------------------------------------
+
+    @app.get("/v1/people")
+    def list_people(who: Who, s: DB) -> list[dict[str, Any]]:
+        who.require("people.manage", None)
+        return [
+            {
+                "user_id": p.user_id,
+                "printed_name": p.printed_name,
+                "status": p.status,
+                "roles": [
+                    {"role": r, "site_id": st} for r, st in sorted(people.grants_of(s, p.user_id))
+                ],
+            }
+            for p in s.scalars(select(Person).order_by(Person.user_id))
+        ]
+
+    @app.post("/v1/people", status_code=201)
+    def create_person(body: PersonBody, who: Who, s: DB) -> dict[str, Any]:
+        who.require("people.manage", None)
+        p = people.create_person(
+            s,
+            who,
+            at=clock(),
+            user_id=body.user_id,
+            printed_name=body.printed_name,
+            password=body.password,
+            grants=[(g.role, g.site_id) for g in body.roles],
+            reason=body.reason,
+        )
+        s.commit()
+        return {"user_id": p.user_id, "status": p.status}
+
+    @app.post("/v1/people/{user_id}/roles")
+    def grant_role(user_id: str, body: GrantChange, who: Who, s: DB) -> dict[str, str]:
+        who.require("people.manage", None)
+        people.grant(
+            s,
+            who,
+            at=clock(),
+            user_id=user_id,
+            role=body.role,
+            site_id=body.site_id,
+            reason=body.reason,
+        )
+        s.commit()
+        return {"user_id": user_id, "role": body.role, "site_id": body.site_id}
+
+    @app.post("/v1/people/{user_id}/roles/revoke")
+    def revoke_role(user_id: str, body: GrantChange, who: Who, s: DB) -> dict[str, str]:
+        who.require("people.manage", None)
+        people.revoke_grant(
+            s,
+            who,
+            at=clock(),
+            user_id=user_id,
+            role=body.role,
+            site_id=body.site_id,
+            reason=body.reason,
+        )
+        s.commit()
+        return {"user_id": user_id, "revoked": body.role, "site_id": body.site_id}
+
+    @app.post("/v1/people/{user_id}/status")
+    def set_status(user_id: str, body: StatusBody, who: Who, s: DB) -> dict[str, str]:
+        who.require("people.manage", None)
+        people.set_status(
+            s, who, at=clock(), user_id=user_id, status=body.status, reason=body.reason
+        )
+        s.commit()
+        return {"user_id": user_id, "status": body.status}
+
+    # -- specifications ---------------------------------------------------------------------
+
+    @app.get("/v1/specs")
+    def list_specs(who: Who, s: DB) -> list[dict[str, Any]]:
+        return [
+            {
+                "spec_id": r.spec_id,
+                "version": r.version,
+                "sha256": r.content_hash,
+                "published_by": r.published_by,
+                "published_at": r.published_at.isoformat(),
+            }
+            for r in s.scalars(select(SpecRow).order_by(SpecRow.spec_id, SpecRow.version))
+        ]
+
+    @app.post("/v1/specs", status_code=201)
+    def publish_spec(body: SpecBody, who: Who, s: DB) -> dict[str, Any]:
+        who.require("spec.publish", None)
+        row, new = review.publish_spec(s, who, at=clock(), content=body.content, reason=body.reason)
+        s.commit()
+        return {
+            "spec_id": row.spec_id,
+            "version": row.version,
+            "sha256": row.content_hash,
+            "new": new,
+        }
+
+    # -- review -----------------------------------------------------------------------------
+
+    @app.get("/v1/review/queue")
+    def review_queue(
+        who: Who,
+        s: DB,
+        limit: Annotated[int, Query(ge=1, le=500)] = 50,
+        offset: Annotated[int, Query(ge=0)] = 0,
+    ) -> dict[str, Any]:
+        sites = who.sites("queue.read")
+        if sites is not None and not sites:
+            who.require("queue.read", None)
+        return review.queue(s, sites, limit=limit, offset=offset)
+
+    def readable(s: Session, who: Principal, batch_id: str, permission: str) -> review.Review:
+        summ = review.summary(s, batch_id)
+        who.require(permission, summ.site_id)
+        return review.load_review(s, batch_id)
+
+    @app.get("/v1/batches/{batch_id}")
+    def batch_view(batch_id: str, who: Who, s: DB) -> dict[str, Any]:
+        r = readable(s, who, batch_id, "batch.read")
+        return review.batch_view(s, r, clock())
+
+    @app.post("/v1/batches/{batch_id}/results", status_code=201)
+    def enter_results(batch_id: str, body: ResultsBody, who: Who, s: DB) -> dict[str, Any]:
+        rs = review.enter_results(
+            s,
+            who,
+            at=clock(),
+            batch_id=batch_id,
+            spec_id=body.spec_id,
+            spec_version=body.spec_version,
+            results=body.results,
+            reason=body.reason,
+        )
+        s.commit()
+        return {"batch_id": batch_id, "result_set": rs.id}
+
+    @app.post("/v1/batches/{batch_id}/deviations/{deviation_id}/comments", status_code=201)
+    def comment(
+        batch_id: str, deviation_id: str, body: CommentBody, who: Who, s: DB
+    ) -> dict[str, Any]:
+        a = review.deviation_action(
+            s,
+            who,
+            at=clock(),
+            batch_id=batch_id,
+            deviation_id=deviation_id,
+            action="comment",
+            text_=body.comment,
+        )
+        s.commit()
+        return {"deviation_id": deviation_id, "action": a.id}
+
+    @app.post("/v1/batches/{batch_id}/deviations/{deviation_id}/close")
+    def close(batch_id: str, deviation_id: str, body: CloseBody, who: Who, s: DB) -> dict[str, Any]:
+        a = review.deviation_action(
+            s,
+            who,
+            at=clock(),
+            batch_id=batch_id,
+            deviation_id=deviation_id,
+            action="close",
+            text_=body.reason,
+        )
+        s.commit()
+        return {"deviation_id": deviation_id, "closed": True, "action": a.id}
+
+    @app.post("/v1/batches/{batch_id}/signatures", status_code=201)
+    def sign(batch_id: str, body: SignBody, who: Who, s: DB) -> dict[str, Any]:
+        at = clock()
+        if body.user_id != who.user_id:
+            raise Forbidden(
+                f"signed in as {who.user_id}: an e-signature is given by the signed-in person "
+                "with their own user id and password"
+            )
+        review.summary(s, batch_id)  # 404 before counting a password attempt
+        try:
+            people.authenticate_password(
+                s,
+                at=at,
+                user_id=body.user_id,
+                password=body.password,
+                max_failures=settings.max_failed_logins,
+                purpose="signature",
+            )
+        except Unauthorized:
+            s.commit()  # keep the failed attempt (and a lockout)
+            raise
+        sig, disp = review.sign(
+            s,
+            who,
+            at=at,
+            batch_id=batch_id,
+            req=review.SignRequest(
+                body.meaning,
+                body.reason,
+                body.jurisdiction,
+                body.record_hash,
+                body.evaluation_hash,
+            ),
+        )
+        s.commit()
+        return {
+            "signature": sig.id,
+            "printed_name": sig.printed_name,
+            "meaning": sig.meaning,
+            "signed_at": sig.signed_at.isoformat(),
+            "jurisdiction": sig.jurisdiction,
+            "disposition": None if disp is None else disp.disposition,
+        }
+
+    @app.post("/v1/batches/{batch_id}/oos", status_code=201)
+    def open_oos(batch_id: str, body: OosBody, who: Who, s: DB) -> dict[str, Any]:
+        c = review.open_oos(
+            s,
+            who,
+            at=clock(),
+            batch_id=batch_id,
+            jurisdiction=body.jurisdiction,
+            physician=body.physician,
+            request_text=body.request,
+        )
+        s.commit()
+        return review.case_json(c, clock())
+
+    @app.post("/v1/oos/{case_id}/{step}")
+    def oos_step(case_id: int, step: str, body: StepBody, who: Who, s: DB) -> dict[str, Any]:
+        c = review.oos_step(s, who, at=clock(), case_id=case_id, step=step, text_=body.text)
+        s.commit()
+        return review.case_json(c, clock())
+
+    @app.get("/v1/oos")
+    def list_oos(who: Who, s: DB, overdue: bool = False) -> list[dict[str, Any]]:
+        sites = who.sites("queue.read")
+        if sites is not None and not sites:
+            who.require("queue.read", None)
+        now = clock()
+        out = []
+        for c in s.scalars(select(OosCase).order_by(OosCase.id)):
+            if sites is not None and review.summary(s, c.batch_id).site_id not in sites:
+                continue
+            j = review.case_json(c, now)
+            if overdue and not j["notification_overdue"]:
+                continue
+            out.append(j)
+        return out
+
+    # -- reports ----------------------------------------------------------------------------
+
+    @app.get("/v1/batches/{batch_id}/report.pdf")
+    def report_pdf(batch_id: str, who: Who, s: DB) -> Response:
+        r = readable(s, who, batch_id, "report.read")
+        view = review.batch_view(s, r, clock())
+        return Response(reports.batch_report_pdf(view), media_type="application/pdf")
+
+    @app.get("/v1/batches/{batch_id}/coa.pdf")
+    def coa_pdf(batch_id: str, jurisdiction: str, who: Who, s: DB) -> Response:
+        r = readable(s, who, batch_id, "report.read")
+        view = review.batch_view(s, r, clock())
+        return Response(reports.coa_pdf(view, jurisdiction), media_type="application/pdf")
+
+    @app.get("/v1/batches/{batch_id}/fhir")
+    def fhir(batch_id: str, jurisdiction: str, who: Who, s: DB) -> Response:
+        from server import fhir as fhir_export
+
+        r = readable(s, who, batch_id, "report.read")
+        view = review.batch_view(s, r, clock())
+        return Response(
+            fhir_export.batch_bundle_json(view, jurisdiction), media_type="application/fhir+json"
+        )
+
+    # -- audit trail and alerts ---------------------------------------------------------------
+
+    @app.get("/v1/audit")
+    def audit_query(
+        who: Who,
+        s: DB,
+        object_type: str | None = None,
+        object_id: str | None = None,
+        actor: str | None = None,
+        after: Annotated[int, Query(ge=0)] = 0,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> dict[str, Any]:
+        who.require("audit.read", None)
+        q = select(AuditEntry).where(AuditEntry.seq > after)
+        if object_type:
+            q = q.where(AuditEntry.object_type == object_type)
+        if object_id:
+            q = q.where(AuditEntry.object_id == object_id)
+        if actor:
+            q = q.where(AuditEntry.actor == actor)
+        rows = list(s.scalars(q.order_by(AuditEntry.seq).limit(limit)))
+        return {
+            "entries": [audit.to_json(e) for e in rows],
+            "next_after": rows[-1].seq if rows else after,
+        }
+
+    @app.get("/v1/alerts")
+    def list_alerts(who: Who, s: DB) -> list[dict[str, Any]]:
+        sites = who.sites("alerts.read")
+        if sites is not None and not sites:
+            who.require("alerts.read", None)
+        q = select(Alert).order_by(Alert.id)
+        if sites is not None:
+            q = q.where(Alert.site_id.in_(sorted(sites)))
+        return [
+            {
+                "id": a.id,
+                "kind": a.kind,
+                "site_id": a.site_id,
+                "batch_id": a.batch_id,
+                "unit_id": a.unit_id,
+                "message": a.message,
+                "created_at": a.created_at.isoformat(),
+            }
+            for a in s.scalars(q)
+        ]
+
+    return principal

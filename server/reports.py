@@ -1,0 +1,248 @@
+"""PDF reports from the batch view: the batch record report and the certificate of analysis, each
+with the signature manifestations of 21 CFR 11.50 (printed name, date and time, meaning) and the
+record hash the signatures are bound to."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+from reportlab.lib import colors
+from reportlab.lib.pagesizes import A4
+from reportlab.lib.styles import getSampleStyleSheet
+from reportlab.lib.units import mm
+from reportlab.platypus import Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
+
+from server.errors import Conflict, Unprocessable
+
+_STYLES = getSampleStyleSheet()
+_GRID = TableStyle(
+    [
+        ("GRID", (0, 0), (-1, -1), 0.25, colors.grey),
+        ("BACKGROUND", (0, 0), (-1, 0), colors.HexColor("#e8eef4")),
+        ("FONTSIZE", (0, 0), (-1, -1), 7.5),
+        ("VALIGN", (0, 0), (-1, -1), "TOP"),
+    ]
+)
+
+
+def _p(text: Any, style: str = "BodyText") -> Paragraph:
+    s = str(text if text is not None else "")
+    s = s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return Paragraph(s, _STYLES[style])
+
+
+def _table(header: list[str], rows: list[list[Any]], widths: list[float] | None = None) -> Table:
+    data = [[_p(h, "BodyText") for h in header]] + [[_p(c) for c in r] for r in rows]
+    t = Table(data, colWidths=widths, repeatRows=1)
+    t.setStyle(_GRID)
+    return t
+
+
+def _doc(title: str, story: list[Any]) -> bytes:
+    buf = io.BytesIO()
+    doc = SimpleDocTemplate(
+        buf,
+        pagesize=A4,
+        title=title,
+        author="CTGTP batch record server",
+        leftMargin=15 * mm,
+        rightMargin=15 * mm,
+        topMargin=15 * mm,
+        bottomMargin=15 * mm,
+        invariant=1,
+    )
+    doc.build(story)
+    return buf.getvalue()
+
+
+def _identity(view: dict[str, Any]) -> Table:
+    rows = [
+        ["Batch", view["batch_id"]],
+        ["Chain of identity (COI)", view["coi"]],
+        ["Site / unit", f"{view['site_id']} / {view['unit_id']}"],
+        ["Master batch record", view["mbr"]],
+        ["Status", view["status"]],
+        ["Events", view["events"]],
+        ["Record hash (SHA-256)", view["record_hash"]],
+    ]
+    t = Table([[_p(a), _p(b)] for a, b in rows], colWidths=[45 * mm, 135 * mm])
+    t.setStyle(TableStyle([("GRID", (0, 0), (-1, -1), 0.25, colors.grey)]))
+    return t
+
+
+def _manifestations(view: dict[str, Any], jurisdiction: str | None) -> list[Any]:
+    sigs = [
+        s
+        for s in view["qa_signatures"]
+        if jurisdiction is None or s["jurisdiction"] == jurisdiction
+    ]
+    rows = [
+        [
+            s["printed_name"],
+            s["user_id"],
+            s["signed_at"],
+            s["meaning"],
+            s["jurisdiction"],
+            s["reason"],
+            "applies" if s["applies"] else "NO LONGER APPLIES (record changed)",
+        ]
+        for s in sigs
+    ]
+    return [
+        _p("QA electronic signatures", "Heading3"),
+        _table(
+            ["Printed name", "User", "Date/time (UTC)", "Meaning", "Jur.", "Reason", "Binding"],
+            rows,
+        )
+        if rows
+        else _p("No QA signature has been applied."),
+    ]
+
+
+def batch_report_pdf(view: dict[str, Any]) -> bytes:
+    story: list[Any] = [
+        _p(f"Batch record report: {view['batch_id']}", "Title"),
+        _identity(view),
+        Spacer(1, 4 * mm),
+        _p("Exceptions", "Heading3"),
+        _table(
+            [
+                "Rejected scans",
+                "Open deviations",
+                "Alarms",
+                "Failed signatures",
+                "Limit excursions",
+            ],
+            [
+                [
+                    view["exceptions"][k]
+                    for k in (
+                        "rejected_scans",
+                        "open_deviations",
+                        "alarms",
+                        "failed_signatures",
+                        "limit_excursions",
+                    )
+                ]
+            ],
+        ),
+        _p("Recorded values", "Heading3"),
+        _table(
+            ["Step:name", "Value", "Limit"],
+            [
+                [
+                    k,
+                    f"{v.get('value', {}).get('value', '')} {v.get('value', {}).get('unit', '')}"
+                    if isinstance(v.get("value"), dict)
+                    else v.get("value"),
+                    v.get("limit", ""),
+                ]
+                for k, v in sorted(view["values"].items())
+            ],
+        ),
+        _p("Rejected scans", "Heading3"),
+        _table(
+            ["Seq", "Step", "Reason"],
+            [[s.get("seq"), s.get("step"), s.get("reason")] for s in view["rejected_scans"]],
+        ),
+        _p("Deviations", "Heading3"),
+        _table(
+            ["Id", "Severity", "Reason", "Status"],
+            [
+                [
+                    d["deviation_id"],
+                    d["severity"],
+                    d["reason"],
+                    "open"
+                    if d["open"]
+                    else f"closed by {d['closed']['by']}: {d['closed']['reason']}",
+                ]
+                for d in view["deviations"]
+            ],
+        ),
+        _p("Operator signatures (edge)", "Heading3"),
+        _table(
+            ["Step", "Printed name", "Date/time", "Meaning"],
+            [
+                [g["step"], g["printed_name"], g["recorded_at"], g["meaning"]]
+                for g in view["edge_signatures"]
+            ],
+        ),
+        _p("Quality evaluation", "Heading3"),
+        _table(
+            ["Jurisdiction", "Specification", "Candidate disposition", "Failing attributes"],
+            [
+                [
+                    j,
+                    f"{c['spec_id']} v{c['spec_version']}",
+                    c["disposition"],
+                    ", ".join(v["attribute"] for v in c["verdicts"] if v["status"] == "fail")
+                    or "-",
+                ]
+                for j, c in sorted(view["cqa"].items())
+            ],
+        ),
+        _p("Dispositions", "Heading3"),
+        _table(
+            ["Jurisdiction", "Disposition", "Pending", "Signed by", "Date/time"],
+            [
+                [
+                    d["jurisdiction"],
+                    d["disposition"],
+                    ", ".join(d["pending"]) or "-",
+                    d["signature"]["printed_name"],
+                    d["decided_at"],
+                ]
+                for d in view["dispositions"]
+            ],
+        ),
+        *_manifestations(view, None),
+    ]
+    return _doc(f"Batch record {view['batch_id']}", story)
+
+
+def coa_pdf(view: dict[str, Any], jurisdiction: str) -> bytes:
+    cqa = view["cqa"].get(jurisdiction)
+    if cqa is None:
+        if not view["cqa"]:
+            raise Conflict(f"batch {view['batch_id']} has no results: no certificate of analysis")
+        raise Unprocessable(
+            f"jurisdiction {jurisdiction!r}: the batch was evaluated for "
+            f"{', '.join(sorted(view['cqa']))}"
+        )
+    disp = [d for d in view["dispositions"] if d["jurisdiction"] == jurisdiction]
+    story: list[Any] = [
+        _p(f"Certificate of analysis ({jurisdiction})", "Title"),
+        _identity(view),
+        Spacer(1, 4 * mm),
+        _p(
+            f"Specification {cqa['spec_id']} v{cqa['spec_version']}; evaluation hash "
+            f"{cqa['evaluation_hash']}"
+        ),
+        _table(
+            ["Attribute", "Limit", "Result", "Conclusion", "Clause"],
+            [
+                [
+                    v["name"],
+                    v["limit"],
+                    v["result"] or "-",
+                    {"pass": "conforms", "fail": "DOES NOT CONFORM"}.get(v["status"], v["status"]),
+                    v["clause"],
+                ]
+                for v in cqa["verdicts"]
+            ],
+            [45 * mm, 45 * mm, 35 * mm, 25 * mm, 30 * mm],
+        ),
+        Spacer(1, 3 * mm),
+        _p(
+            "Disposition: "
+            + (
+                f"{disp[-1]['disposition']} ({disp[-1]['decided_at']})"
+                if disp
+                else f"not yet decided (candidate: {cqa['disposition']})"
+            )
+        ),
+        *_manifestations(view, jurisdiction),
+    ]
+    return _doc(f"Certificate of analysis {view['batch_id']} {jurisdiction}", story)

@@ -1,0 +1,924 @@
+"""Quality review on the server: the batch view (folded from the stored events, the same fold the
+edge runs), results and their evaluation per jurisdiction, review by exception, QA e-signatures
+bound to the exact record state and evaluation (21 CFR 11.70), dispositions, and the
+out-of-specification exceptional-release workflow.
+
+The *record hash* covers everything a reviewer judges: the batch's events (count, last seq and
+head hash), the current result set, and the server-side deviation actions.  A signature records
+the record hash and the evaluation hash it was given on; when either changes, the signature is
+shown as no longer applying and cannot support a release.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import orjson
+from sqlalchemy import func, select, text
+from sqlalchemy.orm import Session
+
+from ebr_core.batch import BatchState, fold
+from ebr_core.canonical import canonical
+from ebr_core.errors import EbrError
+from ebr_core.record import Event
+from ebr_core.spec import evaluate, parse_spec
+from ebr_core.spec.evaluate import Evaluation, late_result_alerts
+from ebr_core.spec.model import Spec
+from server import audit
+from server.db import (
+    Alert,
+    BatchSummary,
+    DeviationAction,
+    Disposition,
+    EventRow,
+    OosCase,
+    QaSignature,
+    ResultSet,
+    SpecRow,
+)
+from server.errors import Conflict, Forbidden, NotFound, Unprocessable
+from server.people import Principal
+
+Clock = Callable[[], datetime]
+
+MEANINGS = ("reviewed", "approved", "released", "rejected")
+FINAL = ("released", "exceptional_release", "rejected")
+NOTIFICATION_WINDOW = timedelta(hours=48)
+# Event kinds (and value limits) that make a batch an exception for review.
+EXCEPTION_KINDS = frozenset(
+    {"scan.rejected", "deviation.raised", "alarm.raised", "signature.failed", "correction.recorded"}
+)
+
+
+# -- the queue's projection, kept by ingest ---------------------------------------------------
+
+
+@dataclass
+class _Delta:
+    events: int = 0
+    exceptions: int = 0
+    coi: str | None = None
+    completed_at: str | None = None
+
+
+def tally(out: dict[str, _Delta], r: dict[str, Any]) -> None:
+    """Count one verified event (parsed record) into the per-batch deltas of its segment."""
+    b = r.get("batch_id")
+    if b is None:
+        return
+    d = out.get(b)
+    if d is None:
+        d = out[b] = _Delta()
+    d.events += 1
+    k = r["kind"]
+    if k in EXCEPTION_KINDS or (k == "value.recorded" and r["payload"].get("limit", "ok") != "ok"):
+        d.exceptions += 1
+    elif k == "batch.started":
+        d.coi = r["payload"].get("coi")
+    elif k == "batch.completed":
+        d.completed_at = r["recorded_at"]
+
+
+_UPSERT = text(
+    """
+INSERT INTO batches (batch_id, unit_id, site_id, coi, status, events, exceptions, completed_at,
+                     review_state)
+VALUES (:batch_id, :unit_id, :site_id, :coi, :status, :events, :exceptions, :completed_at,
+        :review_state)
+ON CONFLICT (batch_id) DO UPDATE SET
+  coi = COALESCE(batches.coi, excluded.coi),
+  status = CASE WHEN excluded.status = 'completed' THEN 'completed' ELSE batches.status END,
+  events = batches.events + excluded.events,
+  exceptions = batches.exceptions + excluded.exceptions,
+  completed_at = COALESCE(batches.completed_at, excluded.completed_at),
+  review_state = CASE
+    WHEN batches.review_state = 'open' AND excluded.status = 'completed' THEN 'awaiting_review'
+    WHEN batches.review_state IN ('in_review', 'decided') THEN 'changed'
+    ELSE batches.review_state END
+"""
+)
+
+
+def upsert_summaries(db: Session, unit_id: str, site_id: str, deltas: dict[str, _Delta]) -> None:
+    if not deltas:
+        return
+    db.execute(
+        _UPSERT,
+        [
+            {
+                "batch_id": b,
+                "unit_id": unit_id,
+                "site_id": site_id,
+                "coi": d.coi,
+                "status": "completed" if d.completed_at else "in_progress",
+                "events": d.events,
+                "exceptions": d.exceptions,
+                "completed_at": d.completed_at,
+                "review_state": "awaiting_review" if d.completed_at else "open",
+            }
+            for b, d in deltas.items()
+        ],
+    )
+
+
+# -- reading a batch --------------------------------------------------------------------------
+
+
+def summary(db: Session, batch_id: str) -> BatchSummary:
+    b = db.get(BatchSummary, batch_id)
+    if b is None:
+        raise NotFound(f"batch {batch_id} has no events on this server")
+    return b
+
+
+def load_events(db: Session, batch_id: str) -> list[Event]:
+    rows = db.execute(
+        select(EventRow.line)
+        .where(EventRow.batch_id == batch_id)
+        .order_by(EventRow.unit_id, EventRow.seq)
+    ).scalars()
+    out = []
+    for line in rows:
+        d = orjson.loads(line)
+        del d["type"]
+        out.append(Event(**d))
+    if not out:
+        raise NotFound(f"batch {batch_id} has no events on this server")
+    return out
+
+
+_SPECS: dict[tuple[str, str, str], Spec] = {}
+
+
+def load_spec(db: Session, spec_id: str, version: str) -> tuple[SpecRow, Spec]:
+    row = db.get(SpecRow, (spec_id, version))
+    if row is None:
+        raise NotFound(f"specification {spec_id} v{version} is not published on this server")
+    key = (spec_id, version, row.content_hash)
+    spec = _SPECS.get(key)
+    if spec is None:
+        spec = _SPECS[key] = parse_spec(orjson.loads(row.content))
+    return row, spec
+
+
+def latest_results(db: Session, batch_id: str) -> ResultSet | None:
+    return db.scalars(
+        select(ResultSet).where(ResultSet.batch_id == batch_id).order_by(ResultSet.id.desc())
+    ).first()
+
+
+def _actions(db: Session, batch_id: str) -> list[DeviationAction]:
+    return list(
+        db.scalars(
+            select(DeviationAction)
+            .where(DeviationAction.batch_id == batch_id)
+            .order_by(DeviationAction.id)
+        )
+    )
+
+
+def record_hash(st: BatchState, rs: ResultSet | None, actions: list[DeviationAction]) -> str:
+    body = {
+        "batch_id": st.batch_id,
+        "events": st.events,
+        "last_seq": st.last_seq,
+        "head_hash": st.head_hash,
+        "results": None
+        if rs is None
+        else {
+            "id": rs.id,
+            "spec": f"{rs.spec_id} v{rs.spec_version}",
+            "sha256": hashlib.sha256(rs.results.encode()).hexdigest(),
+        },
+        "deviation_actions": [a.id for a in actions],
+    }
+    return hashlib.sha256(b"ctgtp/record-state/v1\x00" + canonical(body)).hexdigest()
+
+
+@dataclass
+class Review:
+    """Everything a reviewer sees of one batch, computed once per request."""
+
+    summary: BatchSummary
+    events: list[Event]
+    state: BatchState
+    results: ResultSet | None
+    spec: Spec | None
+    evaluations: dict[str, Evaluation]
+    actions: list[DeviationAction]
+    record_hash: str
+
+    @property
+    def operators(self) -> set[str]:
+        return {s.user_id for s in self.state.signatures}
+
+    def deviations(self) -> list[dict[str, Any]]:
+        out = []
+        for d in self.state.deviations.values():
+            comments: list[dict[str, str | None]] = [{"by": "edge", "text": c} for c in d.comments]
+            closed: dict[str, str | None] | None = (
+                None if d.open else {"by": "edge", "reason": d.closed_reason}
+            )
+            for a in self.actions:
+                if a.deviation_id != d.deviation_id:
+                    continue
+                if a.action == "comment":
+                    comments.append({"by": a.user_id, "text": a.text, "at": _iso(a.at)})
+                elif closed is None:
+                    closed = {"by": a.user_id, "reason": a.text, "at": _iso(a.at)}
+            out.append(
+                {
+                    "deviation_id": d.deviation_id,
+                    "step": d.step,
+                    "category": d.category,
+                    "severity": d.severity,
+                    "reason": d.reason,
+                    "raised_seq": d.raised_seq,
+                    "links": list(d.links),
+                    "comments": comments,
+                    "open": closed is None,
+                    "closed": closed,
+                }
+            )
+        return out
+
+
+def load_review(db: Session, batch_id: str) -> Review:
+    summ = summary(db, batch_id)
+    events = load_events(db, batch_id)
+    st = fold(events)[batch_id]
+    rs = latest_results(db, batch_id)
+    spec = None
+    evaluations: dict[str, Evaluation] = {}
+    if rs is not None:
+        _, spec = load_spec(db, rs.spec_id, rs.spec_version)
+        results = orjson.loads(rs.results)
+        evaluations = {j: evaluate(spec, results, j) for j in sorted(spec.overlays)}
+    actions = _actions(db, batch_id)
+    return Review(summ, events, st, rs, spec, evaluations, actions, record_hash(st, rs, actions))
+
+
+def _iso(t: datetime | None) -> str | None:
+    return None if t is None else t.isoformat()
+
+
+def _aware(t: datetime, ref: datetime) -> datetime:
+    return t if t.tzinfo else t.replace(tzinfo=ref.tzinfo)
+
+
+def batch_view(db: Session, r: Review, now: datetime) -> dict[str, Any]:
+    st = r.state
+    sigs = list(
+        db.scalars(
+            select(QaSignature).where(QaSignature.batch_id == st.batch_id).order_by(QaSignature.id)
+        )
+    )
+    disps = list(
+        db.scalars(
+            select(Disposition).where(Disposition.batch_id == st.batch_id).order_by(Disposition.id)
+        )
+    )
+    by_id = {s.id: s for s in sigs}
+    cases = list(
+        db.scalars(select(OosCase).where(OosCase.batch_id == st.batch_id).order_by(OosCase.id))
+    )
+    devs = r.deviations()
+    failed_sigs = [e for e in r.events if e.kind == "signature.failed"]
+    excursions = {k: v for k, v in st.values.items() if v.get("limit", "ok") != "ok"}
+    failing = {j: [v.attribute for v in ev.failed()] for j, ev in r.evaluations.items()}
+    return {
+        "batch_id": st.batch_id,
+        "unit_id": st.unit_id,
+        "site_id": r.summary.site_id,
+        "coi": st.coi,
+        "status": st.status,
+        "mbr": f"{st.mbr_id} v{st.mbr_version}",
+        "started_at": st.started_at,
+        "events": st.events,
+        "review_state": r.summary.review_state,
+        "record_hash": r.record_hash,
+        "exceptions": {
+            "rejected_scans": len(st.scans_rejected),
+            "open_deviations": sum(1 for d in devs if d["open"]),
+            "alarms": len(st.alarms),
+            "failed_signatures": len(failed_sigs),
+            "limit_excursions": len(excursions),
+            "corrections": len(st.corrections),
+            "failing_attributes": failing,
+        },
+        "timeline": [
+            {
+                "seq": e.seq,
+                "recorded_at": e.recorded_at,
+                "kind": e.kind,
+                "step": e.payload.get("step"),
+            }
+            for e in r.events
+            if e.kind != "reading.recorded"
+        ],
+        "readings": st.readings,
+        "values": st.values,
+        "limit_excursions": excursions,
+        "rejected_scans": [dict(x) for x in st.scans_rejected],
+        "alarms": [dict(x) for x in st.alarms],
+        "corrections": [dict(x) for x in st.corrections],
+        "deviations": devs,
+        "edge_signatures": [
+            {
+                "step": g.step,
+                "user_id": g.user_id,
+                "printed_name": g.printed_name,
+                "meaning": g.meaning,
+                "signed_hash": g.signed_hash,
+                "recorded_at": g.recorded_at,
+            }
+            for g in st.signatures
+        ],
+        "failed_signatures": [
+            {"seq": e.seq, "recorded_at": e.recorded_at, **e.payload} for e in failed_sigs
+        ],
+        "results": None
+        if r.results is None
+        else {
+            "id": r.results.id,
+            "spec_id": r.results.spec_id,
+            "spec_version": r.results.spec_version,
+            "entered_by": r.results.entered_by,
+            "entered_at": _iso(r.results.entered_at),
+            "results": orjson.loads(r.results.results),
+        },
+        "cqa": {
+            j: {**ev.to_json(), "evaluation_hash": ev.hash()} for j, ev in r.evaluations.items()
+        },
+        "qa_signatures": [_sig_json(s, r) for s in sigs],
+        "dispositions": [
+            {
+                "jurisdiction": d.jurisdiction,
+                "disposition": d.disposition,
+                "pending": orjson.loads(d.pending),
+                "decided_at": _iso(d.decided_at),
+                "signature": _sig_json(by_id[d.signature_id], r),
+            }
+            for d in disps
+        ],
+        "oos_cases": [case_json(c, now) for c in cases],
+    }
+
+
+def _sig_json(s: QaSignature, r: Review) -> dict[str, Any]:
+    ev = r.evaluations.get(s.jurisdiction)
+    return {
+        "id": s.id,
+        "jurisdiction": s.jurisdiction,
+        "user_id": s.user_id,
+        "printed_name": s.printed_name,
+        "meaning": s.meaning,
+        "reason": s.reason,
+        "signed_at": _iso(s.signed_at),
+        "record_hash": s.record_hash,
+        "evaluation_hash": s.evaluation_hash,
+        "applies": s.record_hash == r.record_hash
+        and ev is not None
+        and s.evaluation_hash == ev.hash(),
+    }
+
+
+def case_json(c: OosCase, now: datetime) -> dict[str, Any]:
+    due = c.notification_due_at
+    return {
+        "id": c.id,
+        "batch_id": c.batch_id,
+        "jurisdiction": c.jurisdiction,
+        "state": c.state,
+        "physician": c.physician,
+        "request": c.request_text,
+        "requested_by": c.requested_by,
+        "requested_at": _iso(c.requested_at),
+        "risk_evaluation": c.risk_evaluation,
+        "evaluated_by": c.evaluated_by,
+        "evaluated_at": _iso(c.evaluated_at),
+        "physician_acceptance": c.acceptance_text,
+        "accepted_at": _iso(c.accepted_at),
+        "released_at": _iso(c.released_at),
+        "notification_due_at": _iso(due),
+        "notified_at": _iso(c.notified_at),
+        "notification_reference": c.notification_reference,
+        "notification_overdue": due is not None
+        and c.notified_at is None
+        and _aware(due, now) < now,
+    }
+
+
+def queue(db: Session, sites: set[str] | None, *, limit: int, offset: int) -> dict[str, Any]:
+    q = select(BatchSummary).where(
+        BatchSummary.review_state.in_(("awaiting_review", "in_review", "changed"))
+    )
+    n = (
+        select(func.count())
+        .select_from(BatchSummary)
+        .where(BatchSummary.review_state.in_(("awaiting_review", "in_review", "changed")))
+    )
+    if sites is not None:
+        q = q.where(BatchSummary.site_id.in_(sorted(sites)))
+        n = n.where(BatchSummary.site_id.in_(sorted(sites)))
+    rows = db.scalars(
+        q.order_by(BatchSummary.exceptions.desc(), BatchSummary.completed_at, BatchSummary.batch_id)
+        .limit(limit)
+        .offset(offset)
+    )
+    return {
+        "total": db.scalar(n),
+        "batches": [
+            {
+                "batch_id": b.batch_id,
+                "site_id": b.site_id,
+                "unit_id": b.unit_id,
+                "coi": b.coi,
+                "completed_at": b.completed_at,
+                "events": b.events,
+                "exceptions": b.exceptions,
+                "review_state": b.review_state,
+            }
+            for b in rows
+        ],
+    }
+
+
+# -- writes -----------------------------------------------------------------------------------
+
+
+def publish_spec(
+    db: Session, actor: Principal, *, at: datetime, content: Any, reason: str
+) -> tuple[SpecRow, bool]:
+    if not isinstance(content, dict):
+        raise Unprocessable("specification content must be a JSON object")
+    try:
+        body = canonical(content)
+        spec = parse_spec(orjson.loads(body))
+    except EbrError as e:
+        raise Unprocessable(f"specification refused: {e}") from e
+    digest = hashlib.sha256(body).hexdigest()
+    row = db.get(SpecRow, (spec.spec_id, spec.version))
+    if row is not None:
+        if row.content_hash == digest:
+            return row, False
+        raise Conflict(
+            f"specification {spec.spec_id} v{spec.version} is already published with different "
+            "content; a published version never changes: publish a new version"
+        )
+    row = SpecRow(
+        spec_id=spec.spec_id,
+        version=spec.version,
+        content=body.decode(),
+        content_hash=digest,
+        published_by=actor.user_id,
+        published_at=at,
+    )
+    db.add(row)
+    audit.append(
+        db,
+        at=at,
+        actor=actor.user_id,
+        action="spec.published",
+        object_type="spec",
+        object_id=f"{spec.spec_id}@{spec.version}",
+        new={"sha256": digest, "jurisdictions": sorted(spec.overlays)},
+        reason=reason,
+    )
+    return row, True
+
+
+def enter_results(
+    db: Session,
+    actor: Principal,
+    *,
+    at: datetime,
+    batch_id: str,
+    spec_id: str,
+    spec_version: str,
+    results: Any,
+    reason: str,
+) -> ResultSet:
+    summ = summary(db, batch_id)
+    actor.require("results.write", summ.site_id)
+    _need_reason(reason)
+    _, spec = load_spec(db, spec_id, spec_version)
+    if not isinstance(results, dict) or not results:
+        raise Unprocessable("results must be a non-empty object: attribute -> {value, unit, ...}")
+    try:
+        body = canonical(results).decode()
+        parsed = orjson.loads(body)
+        evals = {j: evaluate(spec, parsed, j) for j in sorted(spec.overlays)}
+    except EbrError as e:
+        raise Unprocessable(f"results refused: {e}") from e
+    unknown = (
+        set(parsed)
+        - set().union(*(spec.for_jurisdiction(j) for j in spec.overlays))
+        - {"patient_weight"}
+    )
+    if unknown:
+        raise Unprocessable(
+            f"results name attributes the specification does not have: {', '.join(sorted(unknown))}"
+        )
+    prev = latest_results(db, batch_id)
+    rs = ResultSet(
+        batch_id=batch_id,
+        spec_id=spec_id,
+        spec_version=spec_version,
+        results=body,
+        entered_by=actor.user_id,
+        entered_at=at,
+        reason=reason,
+    )
+    db.add(rs)
+    db.flush()
+    audit.append(
+        db,
+        at=at,
+        actor=actor.user_id,
+        action="results.entered",
+        object_type="batch",
+        object_id=batch_id,
+        old=None
+        if prev is None
+        else {"result_set": prev.id, "results": orjson.loads(prev.results)},
+        new={"result_set": rs.id, "spec": f"{spec_id}@{spec_version}", "results": parsed},
+        reason=reason,
+    )
+    # A result that fails after a (conditional or exceptional) release reaches the site at once.
+    latest = _latest_dispositions(db, batch_id)
+    for j, d in latest.items():
+        if d.disposition == "rejected" or j not in evals:
+            continue
+        for a in late_result_alerts("released", evals[j]):
+            db.add(
+                Alert(
+                    kind="quality.late_failure",
+                    unit_id=summ.unit_id,
+                    site_id=summ.site_id,
+                    batch_id=batch_id,
+                    message=f"batch {batch_id} (COI {summ.coi}): {a.message}",
+                    created_at=at,
+                )
+            )
+    if summ.review_state == "decided" or latest:
+        _set_state(db, summ, "changed", actor, at)
+    return rs
+
+
+def _set_state(db: Session, summ: BatchSummary, state: str, actor: Principal, at: datetime) -> None:
+    if summ.review_state == state:
+        return
+    old = summ.review_state
+    summ.review_state = state
+    audit.append(
+        db,
+        at=at,
+        actor=actor.user_id,
+        action="batch.review_state",
+        object_type="batch",
+        object_id=summ.batch_id,
+        old={"review_state": old},
+        new={"review_state": state},
+    )
+
+
+def _need_reason(reason: str) -> None:
+    if not reason or not reason.strip():
+        raise Unprocessable("a reason is required")
+
+
+def deviation_action(
+    db: Session,
+    actor: Principal,
+    *,
+    at: datetime,
+    batch_id: str,
+    deviation_id: str,
+    action: str,
+    text_: str,
+) -> DeviationAction:
+    summ = summary(db, batch_id)
+    actor.require("deviation.review", summ.site_id)
+    r = load_review(db, batch_id)
+    dev = {d["deviation_id"]: d for d in r.deviations()}.get(deviation_id)
+    if dev is None:
+        raise NotFound(f"batch {batch_id} has no deviation {deviation_id}")
+    if not text_.strip():
+        raise Unprocessable(f"a {'reason' if action == 'close' else 'comment'} is required")
+    if action == "close" and not dev["open"]:
+        raise Conflict(f"deviation {deviation_id} is already closed")
+    a = DeviationAction(
+        batch_id=batch_id,
+        deviation_id=deviation_id,
+        action=action,
+        text=text_,
+        user_id=actor.user_id,
+        at=at,
+    )
+    db.add(a)
+    db.flush()
+    audit.append(
+        db,
+        at=at,
+        actor=actor.user_id,
+        action=f"deviation.{'commented' if action == 'comment' else 'closed'}",
+        object_type="deviation",
+        object_id=f"{batch_id}/{deviation_id}",
+        old={"open": dev["open"]},
+        new={"open": dev["open"] and action != "close", "text": text_},
+        reason=text_ if action == "close" else None,
+    )
+    return a
+
+
+def _latest_dispositions(db: Session, batch_id: str) -> dict[str, Disposition]:
+    out: dict[str, Disposition] = {}
+    for d in db.scalars(
+        select(Disposition).where(Disposition.batch_id == batch_id).order_by(Disposition.id)
+    ):
+        out[d.jurisdiction] = d
+    return out
+
+
+@dataclass(frozen=True)
+class SignRequest:
+    meaning: str
+    reason: str
+    jurisdiction: str
+    record_hash: str
+    evaluation_hash: str
+
+
+def sign(
+    db: Session, actor: Principal, *, at: datetime, batch_id: str, req: SignRequest
+) -> tuple[QaSignature, Disposition | None]:
+    """Apply a QA e-signature (the caller has re-authenticated ``actor`` by password)."""
+    if req.meaning not in MEANINGS:
+        raise Unprocessable(f"meaning {req.meaning!r} is not one of {', '.join(MEANINGS)}")
+    _need_reason(req.reason)
+    summ = summary(db, batch_id)
+    decides = req.meaning != "reviewed"
+    actor.require("release" if decides else "sign.review", summ.site_id)
+    if decides and "admin" in actor.roles():
+        raise Forbidden(
+            f"{actor.user_id} holds the admin role: an administrator cannot approve, release or "
+            "reject a batch (separation of duties)"
+        )
+    r = load_review(db, batch_id)
+    if actor.user_id in r.operators:
+        raise Forbidden(
+            f"{actor.user_id} signed steps of batch {batch_id} as an operator and cannot sign its "
+            "QA review or disposition (separation of duties)"
+        )
+    if r.results is None:
+        raise Conflict(f"batch {batch_id} has no results entered yet: nothing to evaluate")
+    ev = r.evaluations.get(req.jurisdiction)
+    if ev is None:
+        raise Unprocessable(
+            f"jurisdiction {req.jurisdiction!r} is not covered by the specification; it covers "
+            f"{', '.join(sorted(r.evaluations))}"
+        )
+    if req.record_hash != r.record_hash or req.evaluation_hash != ev.hash():
+        raise Conflict(
+            "the record or its evaluation changed since it was reviewed: reload the batch and "
+            f"sign the current state (record {r.record_hash}, evaluation {ev.hash()})"
+        )
+    disposition: str | None = None
+    pending: list[str] = []
+    case: OosCase | None = None
+    prev = _latest_dispositions(db, batch_id).get(req.jurisdiction)
+    if decides and prev is not None and prev.disposition in FINAL:
+        raise Conflict(
+            f"batch {batch_id} is already {prev.disposition} for {req.jurisdiction}; a final "
+            "disposition is not signed again"
+        )
+    if req.meaning in ("released", "approved"):
+        open_devs = [d["deviation_id"] for d in r.deviations() if d["open"]]
+        if open_devs:
+            raise Conflict(f"open deviations must be closed first: {', '.join(open_devs)}")
+        reviewers = {
+            s.user_id
+            for s in db.scalars(
+                select(QaSignature).where(
+                    QaSignature.batch_id == batch_id,
+                    QaSignature.jurisdiction == req.jurisdiction,
+                    QaSignature.meaning == "reviewed",
+                    QaSignature.record_hash == r.record_hash,
+                    QaSignature.evaluation_hash == ev.hash(),
+                )
+            )
+        } - {actor.user_id}
+        if not reviewers:
+            raise Conflict(
+                f"a QA review signature by another person on the current record is required "
+                f"before {req.meaning} ({req.jurisdiction})"
+            )
+    if req.meaning == "released":
+        if ev.disposition == "releasable":
+            disposition = "released"
+        elif ev.disposition == "conditional":
+            disposition = "conditional_release"
+            pending = [v.attribute for v in ev.verdicts if v.status == "pending"]
+        elif ev.disposition == "incomplete":
+            missing = [
+                v.attribute
+                for v in ev.verdicts
+                if v.status == "missing" or (v.status == "pending" and v.timing == "before_release")
+            ]
+            raise Conflict(
+                f"cannot release in {req.jurisdiction}: results due before release are missing "
+                f"or pending: {', '.join(missing)}"
+            )
+        else:
+            case = db.scalars(
+                select(OosCase).where(
+                    OosCase.batch_id == batch_id,
+                    OosCase.jurisdiction == req.jurisdiction,
+                    OosCase.state == "accepted",
+                )
+            ).first()
+            if case is None:
+                raise Conflict(
+                    f"batch {batch_id} is out of specification in {req.jurisdiction} "
+                    f"({', '.join(v.attribute for v in ev.failed())}): release needs the "
+                    "exceptional-release workflow (physician request, risk evaluation, physician "
+                    "acceptance) first"
+                )
+            disposition = "exceptional_release"
+    elif req.meaning == "rejected":
+        disposition = "rejected"
+    sig = QaSignature(
+        batch_id=batch_id,
+        jurisdiction=req.jurisdiction,
+        user_id=actor.user_id,
+        printed_name=actor.printed_name,
+        meaning=req.meaning,
+        reason=req.reason,
+        record_hash=r.record_hash,
+        evaluation_hash=ev.hash(),
+        signed_at=at,
+    )
+    db.add(sig)
+    db.flush()
+    audit.append(
+        db,
+        at=at,
+        actor=actor.user_id,
+        action=f"signature.{req.meaning}",
+        object_type="batch",
+        object_id=batch_id,
+        new={
+            "signature": sig.id,
+            "printed_name": actor.printed_name,
+            "meaning": req.meaning,
+            "jurisdiction": req.jurisdiction,
+            "record_hash": r.record_hash,
+            "evaluation_hash": ev.hash(),
+        },
+        reason=req.reason,
+    )
+    disp = None
+    if disposition is not None:
+        disp = Disposition(
+            batch_id=batch_id,
+            jurisdiction=req.jurisdiction,
+            disposition=disposition,
+            signature_id=sig.id,
+            pending=orjson.dumps(pending).decode(),
+            decided_at=at,
+        )
+        db.add(disp)
+        if case is not None:
+            case.state = "released"
+            case.released_at = at
+            case.notification_due_at = at + NOTIFICATION_WINDOW
+        audit.append(
+            db,
+            at=at,
+            actor=actor.user_id,
+            action="batch.disposition",
+            object_type="batch",
+            object_id=batch_id,
+            old=None if prev is None else {req.jurisdiction: prev.disposition},
+            new={req.jurisdiction: disposition, "pending": pending},
+            reason=req.reason,
+        )
+        decided = set(_latest_dispositions(db, batch_id)) | {req.jurisdiction}
+        _set_state(
+            db,
+            summ,
+            "decided" if decided >= set(r.evaluations) else "in_review",
+            actor,
+            at,
+        )
+    elif summ.review_state in ("awaiting_review", "changed"):
+        _set_state(db, summ, "in_review", actor, at)
+    return sig, disp
+
+
+# -- the out-of-specification exceptional release -------------------------------------------
+
+
+def open_oos(
+    db: Session,
+    actor: Principal,
+    *,
+    at: datetime,
+    batch_id: str,
+    jurisdiction: str,
+    physician: str,
+    request_text: str,
+) -> OosCase:
+    summ = summary(db, batch_id)
+    actor.require("release", summ.site_id)
+    r = load_review(db, batch_id)
+    ev = r.evaluations.get(jurisdiction)
+    if ev is None or ev.disposition != "not_releasable":
+        raise Conflict(
+            f"batch {batch_id} is not out of specification in {jurisdiction}: no exceptional "
+            "release is needed"
+        )
+    if not physician.strip() or not request_text.strip():
+        raise Unprocessable("the treating physician's name and written request are required")
+    if db.scalars(
+        select(OosCase).where(
+            OosCase.batch_id == batch_id,
+            OosCase.jurisdiction == jurisdiction,
+            OosCase.state.in_(("requested", "evaluated", "accepted")),
+        )
+    ).first():
+        raise Conflict(f"an exceptional-release case for {batch_id} {jurisdiction} is open")
+    c = OosCase(
+        batch_id=batch_id,
+        jurisdiction=jurisdiction,
+        state="requested",
+        physician=physician,
+        request_text=request_text,
+        requested_by=actor.user_id,
+        requested_at=at,
+    )
+    db.add(c)
+    db.flush()
+    audit.append(
+        db,
+        at=at,
+        actor=actor.user_id,
+        action="oos.requested",
+        object_type="oos_case",
+        object_id=str(c.id),
+        new={
+            "batch_id": batch_id,
+            "jurisdiction": jurisdiction,
+            "physician": physician,
+            "failing": [v.attribute for v in ev.failed()],
+        },
+        reason=request_text,
+    )
+    return c
+
+
+_OOS_STEPS = {
+    "risk-evaluation": ("requested", "evaluated"),
+    "physician-acceptance": ("evaluated", "accepted"),
+    "notification": ("released", "notified"),
+}
+
+
+def oos_step(
+    db: Session, actor: Principal, *, at: datetime, case_id: int, step: str, text_: str
+) -> OosCase:
+    c = db.get(OosCase, case_id)
+    if c is None:
+        raise NotFound(f"exceptional-release case {case_id} does not exist")
+    actor.require("release", summary(db, c.batch_id).site_id)
+    if step not in _OOS_STEPS:
+        raise NotFound(f"unknown step {step!r}; steps: {', '.join(_OOS_STEPS)}")
+    before, after = _OOS_STEPS[step]
+    if c.state != before:
+        raise Conflict(f"case {case_id} is {c.state}; {step} needs it to be {before}")
+    if not text_.strip():
+        raise Unprocessable(f"{step}: the text (evaluation, acceptance or reference) is required")
+    if step == "risk-evaluation":
+        c.risk_evaluation, c.evaluated_by, c.evaluated_at = text_, actor.user_id, at
+    elif step == "physician-acceptance":
+        c.acceptance_text, c.accepted_at = text_, at
+    else:
+        c.notification_reference, c.notified_at = text_, at
+    c.state = after
+    audit.append(
+        db,
+        at=at,
+        actor=actor.user_id,
+        action=f"oos.{after}",
+        object_type="oos_case",
+        object_id=str(case_id),
+        old={"state": before},
+        new={"state": after, "text": text_},
+        reason=text_,
+    )
+    return c
