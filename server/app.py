@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from ebr_core.errors import EbrError
 from ebr_core.keys import UnitSigner
 from ebr_core.requestsig import RequestSignatureError, parse_headers
-from server import qa_api, service
+from server import qa_api, review, service
 from server.db import Alert, EventRow, Person, RoleGrant, Unit, create_schema, make_engine
 from server.errors import ServerError, TooLarge, Unauthorized
 from server.keys import load_server_key
@@ -66,8 +66,9 @@ def create_app(
             yield s
 
     DB = Annotated[Session, Depends(db)]
-    principal = qa_api.add_routes(app, sessions, settings, clock)
-    Who = Annotated[Principal, Depends(principal)]
+    access = qa_api.Access(sessions, settings, clock)
+    qa_api.add_routes(app, access)
+    g = access.guard
 
     @app.get("/health")
     def health() -> dict[str, str]:
@@ -78,8 +79,9 @@ def create_app(
         return Response(server_key.public.to_json(), media_type="application/json")
 
     @app.post("/admin/units", status_code=201)
-    def enrol(body: EnrolBody, who: Who, s: DB) -> dict[str, Any]:
-        who.require("units.manage", body.site_id)
+    def enrol(
+        body: EnrolBody, who: Annotated[Principal, Depends(g("POST", "/admin/units"))], s: DB
+    ) -> dict[str, Any]:
         u = service.enrol(
             s, body.site_id, body.unit_id, body.public_key.encode(), actor=who.user_id
         )
@@ -87,37 +89,47 @@ def create_app(
         return {"unit_id": u.unit_id, "site_id": u.site_id, "status": u.status}
 
     @app.post("/admin/units/{unit_id}/rotate")
-    def rotate(unit_id: str, body: KeyBody, who: Who, s: DB) -> dict[str, str]:
-        who.require("units.manage", service._unit(s, unit_id).site_id)
+    def rotate(
+        unit_id: str,
+        body: KeyBody,
+        who: Annotated[Principal, Depends(g("POST", "/admin/units/{unit_id}/rotate"))],
+        s: DB,
+    ) -> dict[str, str]:
         key_id = service.rotate(s, unit_id, body.public_key.encode(), actor=who.user_id)
         s.commit()
         return {"unit_id": unit_id, "key_id": key_id}
 
     @app.post("/admin/units/{unit_id}/revoke")
-    def revoke(unit_id: str, body: RevokeBody, who: Who, s: DB) -> dict[str, str]:
-        who.require("units.manage", service._unit(s, unit_id).site_id)
+    def revoke(
+        unit_id: str,
+        body: RevokeBody,
+        who: Annotated[Principal, Depends(g("POST", "/admin/units/{unit_id}/revoke"))],
+        s: DB,
+    ) -> dict[str, str]:
         service.revoke(s, unit_id, body.reason, actor=who.user_id)
         s.commit()
         return {"unit_id": unit_id, "status": "revoked"}
 
     @app.get("/admin/alerts")
-    def alerts(who: Who, s: DB) -> list[dict[str, Any]]:
-        who.require("alerts.read", None)
+    def alerts(
+        who: Annotated[Principal, Depends(g("GET", "/admin/alerts"))], s: DB
+    ) -> list[dict[str, Any]]:
         return [
             {
                 "id": a.id,
                 "kind": a.kind,
                 "unit_id": a.unit_id,
                 "message": a.message,
-                "created_at": a.created_at.isoformat(),
+                "created_at": review.iso(a.created_at),
             }
             for a in s.scalars(select(Alert).order_by(Alert.id))
         ]
 
     @app.get("/admin/units/{unit_id}")
-    def unit_info(unit_id: str, who: Who, s: DB) -> dict[str, Any]:
+    def unit_info(
+        unit_id: str, who: Annotated[Principal, Depends(g("GET", "/admin/units/{unit_id}"))], s: DB
+    ) -> dict[str, Any]:
         u = service._unit(s, unit_id)
-        who.require("units.manage", u.site_id)
         n = s.scalar(select(func.count()).select_from(EventRow).where(EventRow.unit_id == unit_id))
         return {
             "unit_id": u.unit_id,

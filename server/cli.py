@@ -98,3 +98,79 @@ def enrol(
             raise click.ClickException(e.message) from e
         db.commit()
     click.echo(f"unit {unit_id} enrolled for site {site_id}")
+
+
+@server.group()
+def audit() -> None:
+    """The audit trail."""
+
+
+@audit.command("verify")
+@DATA
+@DB
+def audit_verify(data_dir: Path | None, database_url: str | None) -> None:
+    """Walk the hash-chained audit trail; exit 1 naming the first bad entry."""
+    from sqlalchemy.orm import Session
+
+    from server import audit as trail
+    from server.db import make_engine
+
+    s = _settings(data_dir, database_url)
+    with Session(make_engine(s.database_url)) as db:
+        try:
+            v = trail.verify(db)
+        except trail.AuditChainError as e:
+            raise click.ClickException(f"audit trail does NOT verify: {e}") from e
+    click.echo(f"audit trail verified: {v.entries} entries, head {v.head_hash}")
+
+
+@server.command("add-person")
+@DATA
+@DB
+@click.option("--user", "user_id", required=True)
+@click.option("--name", "printed_name", required=True)
+@click.option("--role", "roles", multiple=True, required=True, help="ROLE@SITE, e.g. admin@*")
+@click.option("--reason", required=True)
+@click.password_option(envvar="CTGTP_NEW_PASSWORD")
+def add_person(
+    data_dir: Path | None,
+    database_url: str | None,
+    user_id: str,
+    printed_name: str,
+    roles: tuple[str, ...],
+    reason: str,
+    password: str,
+) -> None:
+    """Create a person on the server host (the first administrator, for instance)."""
+    from sqlalchemy.orm import Session
+
+    from server import people
+    from server.db import create_schema, make_engine
+    from server.errors import ServerError
+    from server.service import now
+
+    grants = []
+    for r in roles:
+        role, sep, site = r.partition("@")
+        if not sep or not site:
+            raise click.BadParameter(f"{r!r}: expected ROLE@SITE (site '*' for every site)")
+        grants.append((role, site))
+    s = _settings(data_dir, database_url)
+    engine = make_engine(s.database_url)
+    create_schema(engine)
+    with Session(engine) as db:
+        try:
+            people.create_person(
+                db,
+                people.SYSTEM,
+                at=now(),
+                user_id=user_id,
+                printed_name=printed_name,
+                password=password,
+                grants=grants,
+                reason=reason,
+            )
+        except ServerError as e:
+            raise click.ClickException(e.message) from e
+        db.commit()
+    click.echo(f"{user_id} ({printed_name}) created with {', '.join(roles)}")

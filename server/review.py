@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -227,9 +227,9 @@ class Review:
                 if a.deviation_id != d.deviation_id:
                     continue
                 if a.action == "comment":
-                    comments.append({"by": a.user_id, "text": a.text, "at": _iso(a.at)})
+                    comments.append({"by": a.user_id, "text": a.text, "at": iso(a.at)})
                 elif closed is None:
-                    closed = {"by": a.user_id, "reason": a.text, "at": _iso(a.at)}
+                    closed = {"by": a.user_id, "reason": a.text, "at": iso(a.at)}
             out.append(
                 {
                     "deviation_id": d.deviation_id,
@@ -262,12 +262,15 @@ def load_review(db: Session, batch_id: str) -> Review:
     return Review(summ, events, st, rs, spec, evaluations, actions, record_hash(st, rs, actions))
 
 
-def _iso(t: datetime | None) -> str | None:
-    return None if t is None else t.isoformat()
+def iso(t: datetime | None) -> str | None:
+    """ISO 8601 in UTC (SQLite hands back naive datetimes; every stored time is UTC)."""
+    if t is None:
+        return None
+    return (t if t.tzinfo else t.replace(tzinfo=UTC)).isoformat()
 
 
 def _aware(t: datetime, ref: datetime) -> datetime:
-    return t if t.tzinfo else t.replace(tzinfo=ref.tzinfo)
+    return t if t.tzinfo else t.replace(tzinfo=ref.tzinfo or UTC)
 
 
 def batch_view(db: Session, r: Review, now: datetime) -> dict[str, Any]:
@@ -348,7 +351,7 @@ def batch_view(db: Session, r: Review, now: datetime) -> dict[str, Any]:
             "spec_id": r.results.spec_id,
             "spec_version": r.results.spec_version,
             "entered_by": r.results.entered_by,
-            "entered_at": _iso(r.results.entered_at),
+            "entered_at": iso(r.results.entered_at),
             "results": orjson.loads(r.results.results),
         },
         "cqa": {
@@ -360,7 +363,7 @@ def batch_view(db: Session, r: Review, now: datetime) -> dict[str, Any]:
                 "jurisdiction": d.jurisdiction,
                 "disposition": d.disposition,
                 "pending": orjson.loads(d.pending),
-                "decided_at": _iso(d.decided_at),
+                "decided_at": iso(d.decided_at),
                 "signature": _sig_json(by_id[d.signature_id], r),
             }
             for d in disps
@@ -378,7 +381,7 @@ def _sig_json(s: QaSignature, r: Review) -> dict[str, Any]:
         "printed_name": s.printed_name,
         "meaning": s.meaning,
         "reason": s.reason,
-        "signed_at": _iso(s.signed_at),
+        "signed_at": iso(s.signed_at),
         "record_hash": s.record_hash,
         "evaluation_hash": s.evaluation_hash,
         "applies": s.record_hash == r.record_hash
@@ -397,15 +400,15 @@ def case_json(c: OosCase, now: datetime) -> dict[str, Any]:
         "physician": c.physician,
         "request": c.request_text,
         "requested_by": c.requested_by,
-        "requested_at": _iso(c.requested_at),
+        "requested_at": iso(c.requested_at),
         "risk_evaluation": c.risk_evaluation,
         "evaluated_by": c.evaluated_by,
-        "evaluated_at": _iso(c.evaluated_at),
+        "evaluated_at": iso(c.evaluated_at),
         "physician_acceptance": c.acceptance_text,
-        "accepted_at": _iso(c.accepted_at),
-        "released_at": _iso(c.released_at),
-        "notification_due_at": _iso(due),
-        "notified_at": _iso(c.notified_at),
+        "accepted_at": iso(c.accepted_at),
+        "released_at": iso(c.released_at),
+        "notification_due_at": iso(due),
+        "notified_at": iso(c.notified_at),
         "notification_reference": c.notification_reference,
         "notification_overdue": due is not None
         and c.notified_at is None
@@ -880,6 +883,13 @@ def open_oos(
         reason=request_text,
     )
     return c
+
+
+def case_site(db: Session, case_id: int) -> str:
+    c = db.get(OosCase, case_id)
+    if c is None:
+        raise NotFound(f"exceptional-release case {case_id} does not exist")
+    return summary(db, c.batch_id).site_id
 
 
 _OOS_STEPS = {

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -71,7 +72,16 @@ def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
         rate_burst=1000,
         max_body_bytes=4 * 1024 * 1024,
     )
-    app = create_app(settings)
+    with start_server(settings) as srv:
+        yield srv
+
+
+@contextmanager
+def start_server(
+    settings: Settings, clock: Callable[[], datetime] | None = None
+) -> Iterator[Server]:
+    """Serve ``create_app(settings, clock)`` with uvicorn on a free 127.0.0.1 port."""
+    app = create_app(settings, clock)
     port = free_port()
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
     t = threading.Thread(target=srv.run, daemon=True)
@@ -80,10 +90,12 @@ def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
         if srv.started:
             break
         time.sleep(0.02)
-    key = PublicKey.from_bytes((tmp_path / "server" / "server.pub").read_bytes())
-    yield Server(f"http://127.0.0.1:{port}", settings, key)
-    srv.should_exit = True
-    t.join(5)
+    key = PublicKey.from_bytes((settings.data_dir / "server.pub").read_bytes())
+    try:
+        yield Server(f"http://127.0.0.1:{port}", settings, key)
+    finally:
+        srv.should_exit = True
+        t.join(5)
 
 
 def clock() -> object:

@@ -1,0 +1,172 @@
+"""The authorization matrix: every endpoint x every role x own site / other site / every site,
+through the real API.  Bodies are empty, so an allowed call stops at validation (422) and a
+refused one at the guard (403) without changing anything."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import httpx
+from fastapi.routing import APIRoute
+
+from server.app import create_app
+from server.people import ROLES, Principal
+from server.qa_api import ROUTES
+from server.settings import Settings
+
+from .conftest import Server
+from .qa import (
+    PASSWORD,
+    add_people,
+    enter_results,
+    example_results,
+    login,
+    publish_spec,
+    push_batch,
+)
+
+UNSIGNED_PUBLIC = {("GET", "/health"), ("GET", "/server-key"), ("POST", "/v1/auth/token")}
+UNIT_SIGNED = re.compile(r"^/v1/units/\{unit_id\}/")
+
+
+def test_every_route_is_in_the_matrix(tmp_path: Path) -> None:
+    app = create_app(
+        Settings(database_url=f"sqlite:///{tmp_path / 's.db'}", data_dir=tmp_path / "d")
+    )
+    served = {
+        (m, r.path)
+        for r in app.routes
+        if isinstance(r, APIRoute)
+        for m in r.methods
+        if not UNIT_SIGNED.match(r.path)
+    }
+    assert served - UNSIGNED_PUBLIC == {(m, p) for m, p, _, _ in ROUTES}
+
+
+POLICY = [
+    # a reviewer of site A never sees site B's batches
+    ("qa_reviewer.site-a", "GET", "/v1/batches/{batch_id}", "SITE-B", False),
+    ("qa_reviewer.site-a", "GET", "/v1/batches/{batch_id}", "SITE-A", True),
+    # an admin cannot release (nor run the OOS workflow)
+    ("admin.all", "POST", "/v1/batches/{batch_id}/oos", "SITE-A", False),
+    ("admin.all", "POST", "/v1/people", "SITE-A", True),
+    # a reviewer reviews but does not decide
+    ("qa_reviewer.site-a", "POST", "/v1/batches/{batch_id}/oos", "SITE-A", False),
+    ("qa_approver.site-a", "POST", "/v1/batches/{batch_id}/oos", "SITE-A", True),
+    # operators read their site's batches, not the QA queue or the audit trail
+    ("operator.site-a", "GET", "/v1/batches/{batch_id}", "SITE-A", True),
+    ("operator.site-a", "GET", "/v1/review/queue", "SITE-A", False),
+    ("operator.all", "GET", "/v1/audit", "SITE-A", False),
+    # auditors read everything and write nothing
+    ("auditor.all", "GET", "/v1/audit", "SITE-A", True),
+    ("auditor.all", "POST", "/v1/batches/{batch_id}/results", "SITE-A", False),
+    ("auditor.site-a", "GET", "/v1/audit", "SITE-A", False),
+    # an approver of site A cannot publish an organisation-wide specification
+    ("qa_approver.site-a", "POST", "/v1/specs", "SITE-A", False),
+    ("qa_approver.all", "POST", "/v1/specs", "SITE-A", True),
+]
+
+
+def _site_tag(site: str) -> str:
+    return "all" if site == "*" else site.lower()
+
+
+def test_authorization_matrix(server: Server, tmp_path: Path) -> None:
+    people = {
+        f"{role}.{_site_tag(site)}": (f"{role} at {site}", [(role, site)])
+        for role in ROLES
+        for site in ("SITE-A", "SITE-B", "*")
+    }
+    add_people(server, people)
+    # Objects at site A and site B: a batch each, a unit each, and an OOS case at site A.
+    with server.admin() as c:
+        c.post(
+            "/v1/people",
+            json={
+                "user_id": "qa.global",
+                "printed_name": "Gina Global",
+                "password": PASSWORD,
+                "roles": [{"role": "qa_approver", "site_id": "*"}],
+                "reason": "set-up",
+            },
+        ).raise_for_status()
+    publish_spec(server)
+    push_batch(server, tmp_path, unit_id="UNIT-MA", site="SITE-A", batch_id="B-A")
+    push_batch(server, tmp_path, unit_id="UNIT-MB", site="SITE-B", batch_id="B-B")
+    rev = login(server, "qa_reviewer.site-a")
+    oos = example_results() | {"viability": {"value": "50", "unit": "%", "method": "flow-7aad"}}
+    assert enter_results(rev, "B-A", oos).status_code == 201
+    r = login(server, "qa_approver.site-a").post(
+        "/v1/batches/B-A/oos", json={"jurisdiction": "EU", "physician": "Dr X", "request": "r"}
+    )
+    assert r.status_code == 201, r.text
+    case_id = r.json()["id"]
+
+    callers: dict[str, tuple[Principal | None, httpx.Client]] = {
+        "anonymous": (None, httpx.Client(base_url=server.url)),
+        "system": (
+            Principal("system", "", frozenset({("admin", "*")})),
+            server.admin(),
+        ),
+    }
+    for uid, (_, grants) in people.items():
+        callers[uid] = (Principal(uid, "", frozenset(grants)), login(server, uid))
+
+    objects = {
+        "SITE-A": {"batch_id": "B-A", "unit_id": "UNIT-MA", "case_id": str(case_id)},
+        "SITE-B": {"batch_id": "B-B", "unit_id": "UNIT-MB", "case_id": str(case_id)},
+    }
+    checked = 0
+    failures: list[str] = []
+    seen: dict[tuple[str, str, str, str], int] = {}
+    for method, path, perm, scope in ROUTES:
+        if path == "/v1/auth/logout":
+            continue  # ends the caller's session: tested on its own below
+        targets = ["SITE-A", "SITE-B"] if "{" in path else ["SITE-A"]
+        if scope == "oos":
+            targets = ["SITE-A"]
+        for target in targets:
+            fill: dict[str, Any] = {
+                **objects[target],
+                "user_id": "nobody",
+                "deviation_id": "DEV-1",
+                "step": "risk-evaluation",
+            }
+            url = re.sub(r"\{(\w+)\}", lambda m: str(fill[m.group(1)]), path)
+            for name, (who, client) in callers.items():
+                if who is None:
+                    expect_allowed: bool | None = None
+                elif scope == "self":
+                    expect_allowed = True
+                elif scope == "org":
+                    expect_allowed = who.can(perm, None)
+                elif scope == "sites":
+                    expect_allowed = who.sites(perm) != set()
+                else:
+                    expect_allowed = who.can(perm, target)
+                resp = client.request(method, url, json={} if method == "POST" else None)
+                checked += 1
+                got = resp.status_code
+                seen[(name, method, path, target)] = got
+                ok = (
+                    got == 401
+                    if expect_allowed is None
+                    else got not in (401, 403)
+                    if expect_allowed
+                    else got == 403
+                )
+                if not ok or got >= 500:
+                    failures.append(f"{name} {method} {url}: {got} (allowed={expect_allowed})")
+    assert not failures, "\n".join(failures[:40])
+    assert checked > 500
+    # The policy in plain words, independent of the permission table.
+    for name, method, path, target, allowed in POLICY:
+        got = seen[(name, method, path, target)]
+        assert (got not in (401, 403)) is allowed, (name, method, path, target, got)
+
+    # Logout ends exactly that session.
+    c = login(server, "auditor.all")
+    assert c.post("/v1/auth/logout").status_code == 200
+    assert c.get("/v1/me").status_code == 401

@@ -1,0 +1,326 @@
+"""QA release review through the real API: review by exception, e-signatures bound to the record
+and evaluation (11.70), separation of duties, lockout (11.300(d)), dispositions per jurisdiction,
+the OOS exceptional release with its 48-hour notification, and the audit trail."""
+
+from __future__ import annotations
+
+import io
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+from fhir.resources.bundle import Bundle
+from click.testing import CliRunner
+from pypdf import PdfReader
+
+from ctgtp.cli import cli
+
+from server.settings import Settings
+
+from .conftest import ADMIN, Server, start_server
+from .qa import (
+    PASSWORD,
+    add_people,
+    enter_results,
+    example_results,
+    login,
+    publish_spec,
+    push_batch,
+    sign,
+)
+
+
+def audit_entries(server: Server, **query: str) -> list[dict[str, object]]:
+    with server.admin() as c:
+        r = c.get("/v1/audit", params={**query, "limit": 1000})
+        assert r.status_code == 200, r.text
+        return list(r.json()["entries"])
+
+
+def pdf_text(data: bytes) -> str:
+    text = " ".join(p.extract_text() for p in PdfReader(io.BytesIO(data)).pages)
+    return " ".join(text.split())
+
+
+def test_review_sign_release_conditional_then_late_failure(server: Server, tmp_path: Path) -> None:
+    add_people(server)
+    publish_spec(server)
+    push_batch(server, tmp_path, unit_id="UNIT-A1", site="SITE-A", batch_id="B-A1")
+    rev, appr = login(server, "rev.a"), login(server, "appr.a")
+
+    q = rev.get("/v1/review/queue").json()
+    assert [b["batch_id"] for b in q["batches"]] == ["B-A1"]
+    assert q["batches"][0]["exceptions"] == 2  # the rejected scan and the deviation
+
+    assert enter_results(rev, "B-A1", example_results()).status_code == 201
+    view = rev.get("/v1/batches/B-A1").json()
+    assert view["exceptions"]["rejected_scans"] == 1 and view["exceptions"]["open_deviations"] == 1
+    assert {j: c["disposition"] for j, c in view["cqa"].items()} == {
+        "EU": "conditional",
+        "UK": "conditional",
+        "US": "conditional",
+    }
+
+    assert sign(rev, "B-A1", "rev.a", "reviewed").status_code == 201
+    # The approver cannot release over an open deviation.
+    r = sign(appr, "B-A1", "appr.a", "released")
+    assert r.status_code == 409 and "DEV-1" in r.json()["detail"]
+    # Closing it changes the record: the review signature no longer applies.
+    r = appr.post(
+        "/v1/batches/B-A1/deviations/DEV-1/close",
+        json={"reason": "wrong bag refused by the scan; correct bag used; no impact"},
+    )
+    assert r.status_code == 200, r.text
+    stale = view
+    r = sign(appr, "B-A1", "appr.a", "released", view=stale)
+    assert r.status_code == 409 and "changed since it was reviewed" in r.json()["detail"]
+    view = appr.get("/v1/batches/B-A1").json()
+    assert [s["applies"] for s in view["qa_signatures"]] == [False]
+    r = sign(appr, "B-A1", "appr.a", "released", view=view)
+    assert r.status_code == 409 and "review signature by another person" in r.json()["detail"]
+    # A reviewer cannot release; the approver cannot be the only reviewer.
+    assert sign(rev, "B-A1", "rev.a", "released").status_code == 403
+    assert sign(appr, "B-A1", "appr.a", "reviewed").status_code == 201
+    r = sign(appr, "B-A1", "appr.a", "released")
+    assert r.status_code == 409  # their own review does not count
+    assert sign(rev, "B-A1", "rev.a", "reviewed").status_code == 201
+    r = sign(appr, "B-A1", "appr.a", "released")
+    assert r.status_code == 201, r.text
+    assert r.json()["disposition"] == "conditional_release"
+
+    view = appr.get("/v1/batches/B-A1").json()
+    (d,) = view["dispositions"]
+    assert d["disposition"] == "conditional_release"
+    assert d["jurisdiction"] == "EU" and set(d["pending"]) == {"rcl", "sterility", "vcn"}
+    assert d["signature"]["printed_name"] == "Paul Approver" and d["signature"]["applies"]
+    assert rev.get("/v1/review/queue").json()["batches"][0]["review_state"] == "in_review"
+    # A final disposition is not signed twice; other jurisdictions are decided on their own.
+    r = sign(appr, "B-A1", "appr.a", "rejected")
+    assert r.status_code == 201  # a conditional release can still end in rejection ...
+    r = sign(appr, "B-A1", "appr.a", "released")
+    assert r.status_code == 409 and "already rejected" in r.json()["detail"]  # ... and stays so
+    assert sign(rev, "B-A1", "rev.a", "reviewed", "US").status_code == 201
+    assert sign(appr, "B-A1", "appr.a", "released", "US").status_code == 201
+
+    # Reports carry the signature manifestations.
+    rep = pdf_text(appr.get("/v1/batches/B-A1/report.pdf").content)
+    assert (
+        "Paul Approver" in rep and "released" in rep and view["record_hash"] in rep.replace(" ", "")
+    )
+    coa = appr.get("/v1/batches/B-A1/coa.pdf", params={"jurisdiction": "EU"})
+    assert coa.headers["content-type"] == "application/pdf"
+    assert "Certificate of analysis" in pdf_text(coa.content)
+    assert appr.get("/v1/batches/B-A1/coa.pdf", params={"jurisdiction": "JP"}).status_code == 422
+    bundle = Bundle.model_validate_json(
+        appr.get("/v1/batches/B-A1/fhir", params={"jurisdiction": "EU"}).content
+    )
+    kinds = [e.resource.get_resource_type() for e in bundle.entry]
+    assert kinds[:2] == ["Medication", "DiagnosticReport"] and kinds.count("Observation") >= 10
+
+    # A late failing sterility result reaches site A as an alert; the batch is re-queued.
+    late = example_results() | {
+        "sterility": {"value": "growth", "method": "bact-alert", "status": "final"}
+    }
+    assert enter_results(rev, "B-A1", late).status_code == 201
+    alerts = rev.get("/v1/alerts").json()
+    assert any(a["kind"] == "quality.late_failure" and a["batch_id"] == "B-A1" for a in alerts)
+    assert rev.get("/v1/review/queue").json()["batches"][0]["review_state"] == "changed"
+    view = rev.get("/v1/batches/B-A1").json()
+    assert not any(s["applies"] for s in view["qa_signatures"])
+    assert login(server, "rev.b").get("/v1/alerts").json() == []  # site B sees none of it
+
+    # Every write above is in the audit trail, and the trail verifies.
+    actions = [e["action"] for e in audit_entries(server, object_id="B-A1")]
+    for a in ("results.entered", "signature.reviewed", "signature.released", "batch.disposition"):
+        assert a in actions
+    dev = audit_entries(server, object_type="deviation")
+    assert dev[0]["actor"] == "appr.a" and dev[0]["new"]["open"] is False
+
+
+def test_signature_needs_the_password_and_locks_after_five_failures(
+    server: Server, tmp_path: Path
+) -> None:
+    add_people(server)
+    publish_spec(server)
+    push_batch(server, tmp_path, unit_id="UNIT-A2", site="SITE-A", batch_id="B-A2")
+    rev = login(server, "rev.a")
+    enter_results(rev, "B-A2", example_results())
+    r = sign(rev, "B-A2", "appr.a", "reviewed")
+    assert r.status_code == 403 and "own user id" in r.json()["detail"]
+    for i in range(4):
+        r = sign(rev, "B-A2", "rev.a", "reviewed", password="Wrong-Password-1")
+        assert r.status_code == 401 and "locked" not in r.json()["detail"], i
+    r = sign(rev, "B-A2", "rev.a", "reviewed", password="Wrong-Password-1")
+    assert r.status_code == 401 and "now locked" in r.json()["detail"]
+    # The session is gone, the right password no longer opens one, and the alert is raised.
+    assert rev.get("/v1/me").status_code == 401
+    r = httpx.post(server.url + "/v1/auth/token", json={"user_id": "rev.a", "password": PASSWORD})
+    assert r.status_code == 401 and "locked" in r.json()["detail"]
+    with server.admin() as c:
+        alerts = c.get("/admin/alerts").json()
+        assert any(a["kind"] == "security.lockout" and "rev.a" in a["message"] for a in alerts)
+        assert (
+            c.post(
+                "/v1/people/rev.a/status", json={"status": "active", "reason": "identity checked"}
+            ).status_code
+            == 200
+        )
+    trail = audit_entries(server, object_id="rev.a")
+    assert [e["action"] for e in trail].count("signature.failed") == 5
+    assert "person.locked" in [e["action"] for e in trail]
+    assert "person.unlocked" in [e["action"] for e in trail]
+    assert login(server, "rev.a").get("/v1/me").json()["user_id"] == "rev.a"
+    # No QA signature was recorded by any of it.
+    assert login(server, "appr.a").get("/v1/batches/B-A2").json()["qa_signatures"] == []
+
+
+def test_separation_of_duties(server: Server, tmp_path: Path) -> None:
+    add_people(server)
+    publish_spec(server)
+    push_batch(server, tmp_path, unit_id="UNIT-A3", site="SITE-A", batch_id="B-A3", deviation=False)
+    rev = login(server, "rev.a")
+    enter_results(rev, "B-A3", example_results())
+    assert sign(rev, "B-A3", "rev.a", "reviewed").status_code == 201
+    # An administrator who also holds the approver role cannot release.
+    r = sign(login(server, "admin.appr"), "B-A3", "admin.appr", "released")
+    assert r.status_code == 403 and "separation of duties" in r.json()["detail"]
+    # The operator of the batch, later made an approver, cannot release it.
+    with server.admin() as c:
+        c.post(
+            "/v1/people/op.alice/roles",
+            json={"role": "qa_approver", "site_id": "SITE-A", "reason": "promoted"},
+        ).raise_for_status()
+    r = sign(login(server, "op.alice"), "B-A3", "op.alice", "released")
+    assert r.status_code == 403 and "operator" in r.json()["detail"]
+    # Reviewer of site B never sees site A's batch.
+    assert login(server, "rev.b").get("/v1/batches/B-A3").status_code == 403
+    assert login(server, "rev.b").get("/v1/review/queue").json()["batches"] == []
+    # A bad request names what is wrong.
+    r = sign(login(server, "appr.a"), "B-A3", "appr.a", "blessed")
+    assert r.status_code == 422 and "meaning" in r.json()["detail"]
+    r = sign(login(server, "appr.a"), "B-A3", "appr.a", "released", "JP")
+    assert r.status_code == 422 and "JP" in r.json()["detail"]
+
+
+@pytest.fixture
+def clocked(tmp_path: Path) -> object:
+    t = [datetime(2026, 11, 25, 9, tzinfo=UTC)]
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path / 'server.db'}",
+        data_dir=tmp_path / "server",
+        admin_token=ADMIN,
+        rate_per_second=1000,
+        rate_burst=1000,
+    )
+    with start_server(settings, lambda: t[0]) as srv:
+        yield srv, t
+
+
+def test_oos_exceptional_release_and_48h_notification(clocked: object, tmp_path: Path) -> None:
+    server, t = clocked  # type: ignore[misc]
+    add_people(server)
+    publish_spec(server)
+    push_batch(server, tmp_path, unit_id="UNIT-A4", site="SITE-A", batch_id="B-A4", deviation=False)
+    rev, appr = login(server, "rev.a"), login(server, "appr.a")
+    oos = example_results() | {"viability": {"value": "62.0", "unit": "%", "method": "flow-7aad"}}
+    assert enter_results(rev, "B-A4", oos).status_code == 201
+    view = rev.get("/v1/batches/B-A4").json()
+    assert view["cqa"]["EU"]["disposition"] == "not_releasable"
+    assert view["exceptions"]["failing_attributes"]["EU"] == ["viability"]
+    assert sign(rev, "B-A4", "rev.a", "reviewed").status_code == 201
+    r = sign(appr, "B-A4", "appr.a", "released")
+    assert r.status_code == 409 and "exceptional-release" in r.json()["detail"]
+
+    r = appr.post(
+        "/v1/batches/B-A4/oos",
+        json={"jurisdiction": "EU", "physician": "Dr. Ines Lopez", "request": "no alternative"},
+    )
+    assert r.status_code == 201, r.text
+    case = r.json()["id"]
+    # Steps in order only.
+    r = appr.post(f"/v1/oos/{case}/physician-acceptance", json={"text": "accepted"})
+    assert r.status_code == 409, r.text
+    assert (
+        appr.post(f"/v1/oos/{case}/risk-evaluation", json={"text": "low risk"}).status_code == 200
+    )
+    assert (
+        appr.post(
+            f"/v1/oos/{case}/physician-acceptance", json={"text": "signed form 7"}
+        ).status_code
+        == 200
+    )
+    r = sign(appr, "B-A4", "appr.a", "released")
+    assert r.status_code == 201 and r.json()["disposition"] == "exceptional_release"
+    c = appr.get("/v1/oos").json()[0]
+    assert c["state"] == "released" and not c["notification_overdue"]
+    assert datetime.fromisoformat(c["notification_due_at"]) == t[0] + timedelta(hours=48)
+
+    t[0] += timedelta(hours=47, minutes=59)
+    assert appr.get("/v1/oos").status_code == 401  # the session expired long ago
+    appr = login(server, "appr.a")
+    assert appr.get("/v1/oos", params={"overdue": True}).json() == []
+    t[0] += timedelta(minutes=2)
+    appr = login(server, "appr.a")
+    (c,) = appr.get("/v1/oos", params={"overdue": True}).json()
+    assert c["notification_overdue"]
+    r = appr.post(f"/v1/oos/{case}/notification", json={"text": "EMA ref 2026-1234"})
+    assert r.status_code == 200 and not r.json()["notification_overdue"]
+    assert appr.get("/v1/oos", params={"overdue": True}).json() == []
+
+
+def test_tokens_expire(clocked: object) -> None:
+    server, t = clocked  # type: ignore[misc]
+    add_people(server, {"rev.a": ("Rita Reviewer", [("qa_reviewer", "SITE-A")])})
+    c = login(server, "rev.a")
+    assert c.get("/v1/me").status_code == 200
+    t[0] += timedelta(seconds=server.settings.token_ttl_s + 1)
+    r = c.get("/v1/me")
+    assert r.status_code == 401 and "expired" in r.json()["detail"]
+
+
+def test_password_policy_names_the_rule(server: Server) -> None:
+    with server.admin() as c:
+        for pw, rule in [
+            ("short-1A", "at least 12"),
+            ("alllowercaseletters", "three of"),
+            ("Password-2026!", "common password"),
+            ("Rev.a-Harbour-2026", "user id"),
+        ]:
+            r = c.post(
+                "/v1/people",
+                json={"user_id": "rev.a", "printed_name": "R", "password": pw, "reason": "x"},
+            )
+            assert r.status_code == 422 and rule in r.json()["detail"], (pw, r.text)
+
+
+def test_audit_trail_refuses_change_and_detects_tampering(server: Server, tmp_path: Path) -> None:
+    add_people(server, {"rev.a": ("Rita Reviewer", [("qa_reviewer", "SITE-A")])})
+    login(server, "rev.a")
+    args = [
+        "server",
+        "audit",
+        "verify",
+        "--data-dir",
+        str(server.settings.data_dir),
+        "--database-url",
+        server.settings.database_url,
+    ]
+    ok = CliRunner().invoke(cli, args)
+    assert ok.exit_code == 0 and "verified: 3 entries" in ok.output, ok.output
+    if not server.settings.database_url.startswith("sqlite"):
+        return
+    db = server.settings.database_url.removeprefix("sqlite:///")
+    con = sqlite3.connect(db)
+    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        con.execute("UPDATE audit_trail SET actor = 'someone' WHERE seq = 2")
+    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        con.execute("DELETE FROM audit_trail WHERE seq = 3")
+    # Below the guard (someone with the database file drops the trigger): the chain catches it.
+    con.execute("DROP TRIGGER audit_trail_no_update")
+    con.execute("""UPDATE audit_trail SET reason = 'nothing to see' WHERE seq = 2""")
+    con.commit()
+    con.close()
+    bad = CliRunner().invoke(cli, args)
+    assert bad.exit_code == 1 and "audit entry 2" in bad.output, bad.output
