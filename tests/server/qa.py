@@ -87,7 +87,7 @@ def push_batch(
     unit = UnitSigner.generate(unit_id)
     server.enrol(unit, site=site)
     led = Ledger.open(tmp_path / f"{unit_id}.db", unit, clock())  # type: ignore[arg-type]
-    a = dict(batch_id=batch_id, actor=operator)
+    a = {"batch_id": batch_id, "actor": operator}
     led.append(
         "batch.started",
         {"coi": coi, "mbr_id": "CAR-T", "mbr_version": "3", "mbr_hash": "0" * 64, "product": "p"},

@@ -11,12 +11,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from fhir.resources.bundle import Bundle
 from click.testing import CliRunner
+from fhir.resources.bundle import Bundle
 from pypdf import PdfReader
 
 from ctgtp.cli import cli
-
 from server.settings import Settings
 
 from .conftest import ADMIN, Server, start_server
