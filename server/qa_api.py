@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Header, Query
+from fastapi import Depends, FastAPI, Header, Path, Query
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from sqlalchemy import select
@@ -60,6 +60,7 @@ ROUTES: list[tuple[str, str, str, str]] = [
     ("GET", "/admin/units/{unit_id}", "units.manage", "unit"),
     ("GET", "/admin/alerts", "alerts.read", "org"),
 ]
+MAX_ID = 2**62  # ids and sequence numbers fit a signed 64-bit column
 _INDEX = {(m, p): (perm, scope) for m, p, perm, scope in ROUTES}
 
 
@@ -169,7 +170,8 @@ class Access:
         if scope == "oos":
 
             def by_case(
-                case_id: int, authorization: Annotated[str | None, Header()] = None
+                case_id: Annotated[int, Path(ge=1, le=MAX_ID)],
+                authorization: Annotated[str | None, Header()] = None,
             ) -> Principal:
                 who = self.principal(authorization)
                 who.require(perm, site_of(lambda s: review.case_site(s, case_id)))
@@ -533,7 +535,7 @@ def add_routes(app: FastAPI, access: Access) -> None:
 
     @app.post("/v1/oos/{case_id}/{step}")
     def oos_step(
-        case_id: int,
+        case_id: Annotated[int, Path(ge=1, le=MAX_ID)],
         step: str,
         body: StepBody,
         who: Annotated[Principal, Depends(g("POST", "/v1/oos/{case_id}/{step}"))],
@@ -606,7 +608,7 @@ def add_routes(app: FastAPI, access: Access) -> None:
         object_type: str | None = None,
         object_id: str | None = None,
         actor: str | None = None,
-        after: Annotated[int, Query(ge=0)] = 0,
+        after: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> dict[str, Any]:
         q = select(AuditEntry).where(AuditEntry.seq > after)
