@@ -359,6 +359,43 @@ def export(home: Path, out: Path) -> None:
         )
 
 
+@edge.command("users-pull")
+@HOME
+@click.option("--server", "server_url", required=True, help="e.g. http://127.0.0.1:8000")
+def users_pull(home: Path, server_url: str) -> None:
+    """Replace the station's operators with those the server publishes for its site (argon2id
+    hashes for offline re-authentication); the change is recorded in the ledger."""
+    import hashlib
+    import os
+
+    from edge.sync import SyncClient
+    from edge.users import load_users, users_yaml
+
+    with _agent(home) as a:
+        client = SyncClient(a.ledger, server_url)
+        try:
+            text = users_yaml(client.fetch_operators())
+        except KeyError as e:
+            raise click.ClickException(f"server published an operator without {e}") from e
+        users = load_users(text)
+        target = home / "users.yaml"
+        tmp = target.with_suffix(".tmp")
+        tmp.write_text(text)
+        with tmp.open("rb") as f:
+            os.fsync(f.fileno())
+        a.ledger.append(
+            "users.updated",
+            {
+                "source": server_url,
+                "user_ids": sorted(users),
+                "sha256": hashlib.sha256(text.encode()).hexdigest(),
+            },
+            actor="system",
+        )
+        tmp.replace(target)
+        click.echo(f"{len(users)} operators from the server: {', '.join(sorted(users))}")
+
+
 @edge.command("sync")
 @HOME
 @click.option("--server", "server_url", required=True, help="e.g. http://127.0.0.1:8000")

@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import orjson
@@ -134,6 +135,18 @@ class SyncClient:
                 "this is not the ledger the server knows for the unit"
             )
         return seq
+
+    def fetch_operators(self, attempts: int = 8) -> list[dict[str, Any]]:
+        """The operators the server publishes for this unit's site, with their argon2id hashes
+        (for offline re-authentication at the station)."""
+        path = f"/v1/units/{self.unit_id}/operators"
+        r = self._retrying(lambda: self._send("GET", path), SyncReport(), attempts)
+        if r.status_code != 200:
+            raise SyncRefused(f"server refused the operators request: {r.status_code} {r.text}")
+        users = r.json().get("users")
+        if not isinstance(users, list):
+            raise SyncRefused("server answered the operators request without a users list")
+        return users
 
     def segments(self, after: int) -> Iterator[tuple[int, bytes]]:
         """(last seq, JSON Lines) for everything after ``after``, cut at checkpoints."""

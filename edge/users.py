@@ -58,3 +58,23 @@ def load_users(text: str) -> dict[str, User]:
             raise UsersError(f"user {user.user_id}: password_hash is not an argon2id hash")
         out[user.user_id] = user
     return out
+
+
+def users_yaml(users: list[dict[str, Any]]) -> str:
+    """The users file for operators published by the server; validated before it is written."""
+    doc = {
+        "users": [
+            {
+                "user_id": str(u["user_id"]),
+                "printed_name": str(u["printed_name"]),
+                "roles": [str(r) for r in u.get("roles", [])],
+                "password_hash": str(u["password_hash"]),
+            }
+            for u in users
+        ]
+    }
+    text = "# Published by the server (ctgtp edge users-pull); do not edit.\n" + yaml.safe_dump(
+        doc, sort_keys=False
+    )
+    load_users(text)  # refuse anything the station could not use
+    return text
