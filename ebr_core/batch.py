@@ -19,7 +19,10 @@ fields the fold reads:
 ``deviation.closed``   ``deviation_id``, ``reason``
 ``alarm.raised``       ``source``, ``code``, ``message``
 ``correction.recorded`` ``corrects`` (seq of the corrected event), ``reason``, ``value``
-``custody.transferred`` ``from``, ``to``, ``place``
+``custody.handoff``    ``coi``, ``from``, ``to``, ``place``, ``bag``, ``shipper``, ``signatures``
+``custody.received``   ``coi``, ``site``, ``bag``, ``signatures`` (and ``custody.infused``)
+``custody.refused``    ``coi``, ``scanned``, ``role``, ``reason`` (a rejected scan at a hand-off)
+``label.*``            ``label``, ``count`` (printed, applied, destroyed; see ebr_core.custody)
 ``batch.completed``    ``{}``
 =====================  =========================================================================
 
@@ -174,8 +177,11 @@ def apply(state: BatchState | None, ev: Event) -> BatchState:
         return replace(s, deviations={**s.deviations, did: d})
     if k == "alarm.raised":
         return replace(s, alarms=(*s.alarms, {**p, "seq": ev.seq}))
-    if k == "custody.transferred":
-        return replace(s, custody=(*s.custody, {**p, "seq": ev.seq}))
+    if k in ("custody.transferred", "custody.handoff", "custody.received", "custody.infused"):
+        return replace(s, custody=(*s.custody, {**p, "kind": k, "seq": ev.seq}))
+    if k == "custody.refused":
+        rejected = {**p, "step": "custody", "expected": p.get("coi"), "seq": ev.seq}
+        return replace(s, scans_rejected=(*s.scans_rejected, rejected))
     if k == "correction.recorded":
         return replace(s, corrections=(*s.corrections, {**p, "seq": ev.seq}))
     if k == "batch.completed":

@@ -50,7 +50,14 @@ FINAL = ("released", "exceptional_release", "rejected")
 NOTIFICATION_WINDOW = timedelta(hours=48)
 # Event kinds (and value limits) that make a batch an exception for review.
 EXCEPTION_KINDS = frozenset(
-    {"scan.rejected", "deviation.raised", "alarm.raised", "signature.failed", "correction.recorded"}
+    {
+        "scan.rejected",
+        "deviation.raised",
+        "alarm.raised",
+        "signature.failed",
+        "correction.recorded",
+        "custody.refused",
+    }
 )
 
 

@@ -1,0 +1,275 @@
+"""Custody at the station: labels (printed, applied, destroyed, reconciled), hand-offs signed by
+both parties with scans of the bag and the shipper, receipt and infusion at the treating site,
+and the shipper's temperature log.
+
+**A scan that does not carry the batch's COI stops the hand-off**: a ``custody.refused`` event and
+a major deviation are recorded and nothing is handed over.  Every party re-authenticates with user
+id and password (the station's users, published by the server) and signs the hand-off's content
+hash (:func:`ebr_core.custody.signed_content_hash`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from ebr_core.batch import BatchState
+from ebr_core.custody import (
+    LABELS,
+    Excursion,
+    ExcursionMonitor,
+    label_counts,
+    signed_content_hash,
+)
+from ebr_core.errors import IdentifierError
+from ebr_core.identifiers import parse_scan
+from ebr_core.record import format_time
+from edge.engine import Engine, EngineRefusal
+from edge.ledger import Append
+
+
+class CustodyRefused(EngineRefusal):
+    """A hand-off, receipt or infusion stopped: the scan does not match the batch's COI."""
+
+
+Party = tuple[str, str]  # (user id, password)
+
+
+class Custody:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.ledger = engine.ledger
+
+    def _state(self, batch_id: str) -> BatchState:
+        st = self.engine.state(batch_id)
+        if st.coi is None:
+            raise EngineRefusal(f"batch {batch_id} has no COI")
+        return st
+
+    # -- labels -----------------------------------------------------------------------------
+
+    def _label_event(
+        self, kind: str, batch_id: str, label: str, count: int, user_id: str, **extra: Any
+    ) -> None:
+        self._state(batch_id)
+        if label not in LABELS:
+            raise EngineRefusal(f"label {label!r} is not one of {', '.join(LABELS)}")
+        if count < 1:
+            raise EngineRefusal(f"label count must be 1 or more, got {count}")
+        self.ledger.append(
+            kind, {"label": label, "count": count, **extra}, batch_id=batch_id, actor=user_id
+        )
+
+    def labels_printed(
+        self, batch_id: str, label: str, count: int, user_id: str, content: dict[str, Any]
+    ) -> None:
+        self._label_event("label.printed", batch_id, label, count, user_id, content=content)
+
+    def labels_applied(self, batch_id: str, label: str, count: int, user_id: str) -> None:
+        self._label_event("label.applied", batch_id, label, count, user_id)
+
+    def labels_destroyed(
+        self, batch_id: str, label: str, count: int, reason: str, user_id: str
+    ) -> None:
+        if not reason.strip():
+            raise EngineRefusal("destroying labels needs a reason")
+        self._label_event("label.destroyed", batch_id, label, count, user_id, reason=reason)
+
+    def reconcile_labels(self, batch_id: str, user_id: str) -> dict[str, Any]:
+        """Printed = applied + destroyed for every label kind; a mismatch is a deviation."""
+        st = self._state(batch_id)
+        counts = label_counts(self.ledger.batch_events(batch_id))
+        if not counts:
+            raise EngineRefusal(f"batch {batch_id} has printed no labels: nothing to reconcile")
+        balanced = all(c.balanced for c in counts.values())
+        items = [
+            Append(
+                "label.reconciled",
+                {"counts": {k: c.to_json() for k, c in counts.items()}, "balanced": balanced},
+                batch_id,
+                user_id,
+            )
+        ]
+        if not balanced:
+            off = ", ".join(
+                f"{k}: printed {c.printed}, applied {c.applied}, destroyed {c.destroyed}"
+                for k, c in counts.items()
+                if not c.balanced
+            )
+            items.append(self._deviation(st, "labeling", f"label reconciliation: {off}", user_id))
+        self.ledger.append_many(items)
+        return {"balanced": balanced, "counts": {k: c.to_json() for k, c in counts.items()}}
+
+    def _deviation(
+        self, st: BatchState, category: str, reason: str, user_id: str, severity: str = "major"
+    ) -> Append:
+        # Deviation ids count those already raised plus any raised in this same commit group.
+        return Append(
+            "deviation.raised",
+            {
+                "deviation_id": self.engine._next_deviation_id(st),
+                "step": None,
+                "category": category,
+                "reason": reason,
+                "severity": severity,
+            },
+            st.batch_id,
+            user_id,
+        )
+
+    # -- hand-offs ----------------------------------------------------------------------------
+
+    def _check_scan(self, st: BatchState, raw: str, role: str, user_id: str) -> str:
+        try:
+            coi = parse_scan(raw).coi
+            problem = None if coi == st.coi else f"it carries {coi or 'no COI'}"
+        except IdentifierError as e:
+            coi, problem = None, f"it does not parse: {e}"
+        if problem is None:
+            assert coi is not None
+            return coi
+        reason = f"{role} scan does not match the batch's COI {st.coi}: {problem}"
+        self.ledger.append_many(
+            [
+                Append(
+                    "custody.refused",
+                    {"coi": st.coi, "scanned": raw, "role": role, "reason": reason},
+                    st.batch_id,
+                    user_id,
+                ),
+                self._deviation(st, "chain_of_identity", f"custody stopped: {reason}", user_id),
+            ]
+        )
+        raise CustodyRefused(
+            f"STOP: {reason}. Nothing was handed over; recorded with a deviation."
+        )
+
+    def _sign(self, batch_id: str, parties: list[tuple[Party, str]]) -> list[dict[str, Any]]:
+        out = []
+        for (user_id, password), meaning in parties:
+            u = self.engine._authenticate(user_id, password, batch_id=batch_id, step="custody")
+            out.append({"user_id": u.user_id, "printed_name": u.printed_name, "meaning": meaning})
+        return out
+
+    def _record(
+        self, kind: str, batch_id: str, payload: dict[str, Any], sigs: list[dict[str, Any]]
+    ) -> dict[str, Any]:
+        payload["at"] = format_time(self.engine.clock())
+        h = signed_content_hash(payload)
+        payload["signatures"] = [{**s, "signed_hash": h} for s in sigs]
+        self.ledger.append(kind, payload, batch_id=batch_id, actor=sigs[-1]["user_id"])
+        return payload
+
+    def _custody(self, st: BatchState) -> tuple[dict[str, Any], ...]:
+        if any(c.get("kind") == "custody.infused" for c in st.custody):
+            raise EngineRefusal(f"batch {st.batch_id} was infused: its custody chain is closed")
+        return st.custody
+
+    def handoff(
+        self,
+        batch_id: str,
+        *,
+        from_party: str,
+        to_party: str,
+        place: str,
+        bag_scan: str,
+        shipper_scan: str | None,
+        giver: Party,
+        receiver: Party,
+    ) -> dict[str, Any]:
+        st = self._state(batch_id)
+        chain = self._custody(st)
+        holder = next((c["to"] for c in reversed(chain) if c.get("kind") == "custody.handoff"), None)
+        if holder is not None and holder != from_party:
+            raise EngineRefusal(f"custody is with {holder!r}, not {from_party!r}")
+        if giver[0] == receiver[0]:
+            raise EngineRefusal("a hand-off needs two different people")
+        if not place.strip():
+            raise EngineRefusal("a hand-off needs the place where it happens")
+        bag = self._check_scan(st, bag_scan, "bag", giver[0])
+        shipper = self._check_scan(st, shipper_scan, "shipper", giver[0]) if shipper_scan else None
+        sigs = self._sign(batch_id, [(giver, "handed_over"), (receiver, "received")])
+        return self._record(
+            "custody.handoff",
+            batch_id,
+            {"coi": st.coi, "from": from_party, "to": to_party, "place": place, "bag": bag,
+             "shipper": shipper},
+            sigs,
+        )  # fmt: skip
+
+    def receive(self, batch_id: str, *, site: str, bag_scan: str, receiver: Party) -> dict[str, Any]:
+        st = self._state(batch_id)
+        self._custody(st)
+        bag = self._check_scan(st, bag_scan, "bag", receiver[0])
+        sigs = self._sign(batch_id, [(receiver, "received")])
+        return self._record(
+            "custody.received", batch_id, {"coi": st.coi, "site": site, "bag": bag}, sigs
+        )
+
+    def infuse(self, batch_id: str, *, site: str, bag_scan: str, clinician: Party) -> dict[str, Any]:
+        st = self._state(batch_id)
+        chain = self._custody(st)
+        if not any(c.get("kind") == "custody.received" for c in chain):
+            raise EngineRefusal(f"batch {batch_id} was not received at the infusion site")
+        bag = self._check_scan(st, bag_scan, "bag", clinician[0])
+        sigs = self._sign(batch_id, [(clinician, "administered")])
+        return self._record(
+            "custody.infused", batch_id, {"coi": st.coi, "site": site, "bag": bag}, sigs
+        )
+
+    # -- shipping temperature -----------------------------------------------------------------
+
+    def shipper_log(
+        self,
+        batch_id: str,
+        samples: Iterable[tuple[datetime, Decimal]],
+        *,
+        shipper: str,
+        limit_c: Decimal,
+        allowed: timedelta,
+        user_id: str,
+    ) -> list[Excursion]:
+        """Record a logger's samples as a summary; each excursion becomes a major deviation."""
+        st = self._state(batch_id)
+        monitor = ExcursionMonitor(limit_c, allowed)
+        found: list[Excursion] = []
+        n, first, last, warmest = 0, None, None, None
+        for t, c in samples:
+            x = monitor.feed(t, c)
+            if x is not None:
+                found.append(x)
+            n += 1
+            first = first or t
+            last = t
+            warmest = c if warmest is None else max(warmest, c)
+        if n == 0:
+            raise EngineRefusal("the temperature log has no samples")
+        items = [
+            Append(
+                "shipping.log",
+                {
+                    "shipper": shipper,
+                    "samples": n,
+                    "from": format_time(first) if first else None,
+                    "to": format_time(last) if last else None,
+                    "warmest": {"value": str(warmest), "unit": "Cel"},
+                    "limit": {"value": str(limit_c), "unit": "Cel"},
+                    "allowed_s": int(allowed.total_seconds()),
+                    "excursions": len(found),
+                },
+                batch_id,
+                user_id,
+            )
+        ]
+        for i, x in enumerate(found):
+            dev = self._deviation(
+                st, "shipping_temperature", f"shipper {shipper}: {x.describe(limit_c, allowed)}",
+                user_id,
+            )  # fmt: skip
+            p = dict(dev.payload)
+            p["deviation_id"] = f"DEV-{batch_id}-{len(st.deviations) + 1 + i:03d}"
+            items.append(Append(dev.kind, p, dev.batch_id, dev.actor))
+        self.ledger.append_many(items)
+        return found
