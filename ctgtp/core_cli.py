@@ -11,9 +11,11 @@ from pathlib import Path
 import click
 import orjson
 
+from ebr_core.custody import CUSTODY_KINDS, CustodyProblem, check_custody
 from ebr_core.errors import EbrError, VerificationError
 from ebr_core.keys import Keyring, PublicKey, UnitSigner
 from ebr_core.ledgerfile import verify_ledger_chunks
+from ebr_core.record import Event
 
 CHUNK = 1 << 20
 
@@ -30,7 +32,8 @@ CHUNK = 1 << 20
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def verify(ledger: Path, public_keys: tuple[Path, ...], as_json: bool) -> None:
-    """Verify LEDGER.jsonl: every hash, link, checkpoint signature and the final seal.
+    """Verify LEDGER.jsonl: every hash, link, checkpoint signature and the final seal, then
+    the chain-of-custody rules of every batch with custody events.
 
     Exits 0 and prints the event count and head for a valid ledger; exits 1 naming the first bad
     line otherwise.
@@ -66,11 +69,24 @@ def verify(ledger: Path, public_keys: tuple[Path, ...], as_json: bool) -> None:
         else:
             click.echo(msg, err=True)
         sys.exit(1)
+    problems, checked = _custody(ledger)
+    if problems:
+        for batch_id, pr in problems:
+            msg = f"INVALID custody in {ledger.name}: batch {batch_id} seq {pr.seq}: {pr.message}"
+            click.echo(
+                orjson.dumps({"valid": False, "seq": pr.seq, "batch_id": batch_id,
+                              "error": "CustodyError", "reason": pr.message}).decode()
+                if as_json
+                else msg,
+                err=not as_json,
+            )  # fmt: skip
+        sys.exit(1)
     if as_json:
         click.echo(
             orjson.dumps(
                 {
                     "valid": True,
+                    "custody_events": checked,
                     "unit_id": result.unit_id,
                     "events": result.event_count,
                     "first_seq": result.first_seq,
@@ -86,7 +102,31 @@ def verify(ledger: Path, public_keys: tuple[Path, ...], as_json: bool) -> None:
             f"OK {ledger.name}: unit {result.unit_id}, {result.event_count} events "
             f"(seq {result.first_seq}..{result.head_seq}), {result.checkpoint_count} checkpoints, "
             f"sealed; head {result.head_hash}"
+            + (f"; custody: {checked} events checked" if checked else "")
         )
+
+
+def _custody(ledger: Path) -> tuple[list[tuple[str, CustodyProblem]], int]:
+    """Second pass over a verified ledger: the custody rules of every batch that has custody
+    events (COI on every scan, continuous hand-offs, both signatures, nothing after infusion)."""
+    per_batch: dict[str, list[Event]] = {}
+    checked = 0
+    with ledger.open("rb") as f:
+        for line in f:
+            d = orjson.loads(line)
+            if d.get("type") != "event" or d.get("batch_id") is None:
+                continue
+            if d["kind"] == "batch.started" or d["kind"] in CUSTODY_KINDS:
+                del d["type"]
+                per_batch.setdefault(d["batch_id"], []).append(Event(**d))
+                checked += d["kind"] in CUSTODY_KINDS
+    problems = [
+        (b, p)
+        for b, evs in per_batch.items()
+        if any(e.kind in CUSTODY_KINDS for e in evs)
+        for p in check_custody(evs)
+    ]
+    return problems, checked
 
 
 @click.group()

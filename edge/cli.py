@@ -439,3 +439,8 @@ def sync_cmd(
             f"({r.duplicates} already there, {r.retries} retries); server head "
             f"{r.server_head}, local head {r.local_head}"
         )
+
+
+from edge import custody_cli as _custody_cli  # noqa: E402  (registers the custody commands)
+
+__all__ = ["_custody_cli", "edge"]

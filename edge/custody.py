@@ -142,9 +142,7 @@ class Custody:
                 self._deviation(st, "chain_of_identity", f"custody stopped: {reason}", user_id),
             ]
         )
-        raise CustodyRefused(
-            f"STOP: {reason}. Nothing was handed over; recorded with a deviation."
-        )
+        raise CustodyRefused(f"STOP: {reason}. Nothing was handed over; recorded with a deviation.")
 
     def _sign(self, batch_id: str, parties: list[tuple[Party, str]]) -> list[dict[str, Any]]:
         out = []
@@ -181,7 +179,9 @@ class Custody:
     ) -> dict[str, Any]:
         st = self._state(batch_id)
         chain = self._custody(st)
-        holder = next((c["to"] for c in reversed(chain) if c.get("kind") == "custody.handoff"), None)
+        holder = next(
+            (c["to"] for c in reversed(chain) if c.get("kind") == "custody.handoff"), None
+        )
         if holder is not None and holder != from_party:
             raise EngineRefusal(f"custody is with {holder!r}, not {from_party!r}")
         if giver[0] == receiver[0]:
@@ -199,7 +199,9 @@ class Custody:
             sigs,
         )  # fmt: skip
 
-    def receive(self, batch_id: str, *, site: str, bag_scan: str, receiver: Party) -> dict[str, Any]:
+    def receive(
+        self, batch_id: str, *, site: str, bag_scan: str, receiver: Party
+    ) -> dict[str, Any]:
         st = self._state(batch_id)
         self._custody(st)
         bag = self._check_scan(st, bag_scan, "bag", receiver[0])
@@ -208,7 +210,9 @@ class Custody:
             "custody.received", batch_id, {"coi": st.coi, "site": site, "bag": bag}, sigs
         )
 
-    def infuse(self, batch_id: str, *, site: str, bag_scan: str, clinician: Party) -> dict[str, Any]:
+    def infuse(
+        self, batch_id: str, *, site: str, bag_scan: str, clinician: Party
+    ) -> dict[str, Any]:
         st = self._state(batch_id)
         chain = self._custody(st)
         if not any(c.get("kind") == "custody.received" for c in chain):

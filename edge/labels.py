@@ -19,7 +19,9 @@ from barcode.writer import ImageWriter
 from PIL import Image, ImageDraw, ImageFont
 
 from ebr_core.custody import LABELS
+from ebr_core.errors import IdentifierError
 from ebr_core.gs1 import gs1_check_digit
+from ebr_core.identifiers import parse_scan
 from ebr_core.isbt128 import coi_from_text, parse_din
 from edge.errors import EdgeError
 
@@ -62,6 +64,24 @@ class LabelData:
                 raise LabelError(f"{self.kind} label: a serial number is required")
         if self.kind == "product_bag" and (not self.batch or self.expiry is None):
             raise LabelError("product_bag label: batch and expiry are required")
+        if self.kind != "apheresis_bag":
+            self._scans_back()
+
+    def _scans_back(self) -> None:
+        """Refuse a GS1 symbol whose scan this system would itself refuse (e.g. a serial that
+        reads as another element string): never print a label that cannot be read back."""
+        es = f"01{self.gtin}"
+        if self.kind == "product_bag":
+            assert self.expiry is not None
+            es += f"17{self.expiry:%y%m%d}10{self.batch}\x1d"
+        es += f"21{self.serial}"
+        try:
+            got = parse_scan("]C1" + es)
+        except IdentifierError as e:
+            raise LabelError(f"{self.kind} label would not scan back: {e}") from e
+        want = (self.gtin, self.serial, self.batch if self.kind == "product_bag" else None)
+        if (got.gtin, got.serial, got.batch) != want:
+            raise LabelError(f"{self.kind} label would scan back as {got.to_json()}")
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,9 @@ import logging
 import queue
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -24,6 +26,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from ebr_core.custody import ExcursionMonitor
 from ebr_core.errors import EbrError
 from ebr_core.quantity import quantity
 from edge.ledger import Append, Ledger
@@ -42,6 +45,15 @@ class MqttStats:
     malformed: int = 0
 
 
+@dataclass
+class ShipperWatch:
+    """A cryoshipper logger publishing on ``units/<unit>/shipper/<shipper id>`` for a batch."""
+
+    batch_id: str
+    monitor: ExcursionMonitor
+    seen: set[str] = field(default_factory=set)  # message ids fed to the monitor
+
+
 class MqttIngest:
     def __init__(
         self,
@@ -51,8 +63,10 @@ class MqttIngest:
         unit_id: str,
         context: Context = lambda: (None, None),
         max_batch: int = 500,
+        shippers: dict[str, ShipperWatch] | None = None,
     ) -> None:
         self.ledger = ledger
+        self.shippers = shippers or {}
         self.unit_id = unit_id
         self.context = context
         self.max_batch = max_batch
@@ -101,7 +115,7 @@ class MqttIngest:
             self.stats.received += 1
             try:
                 items.extend(self._to_events(m))
-            except (ValueError, KeyError, TypeError, EbrError) as e:
+            except (ValueError, KeyError, TypeError, InvalidOperation, EbrError) as e:
                 self.stats.malformed += 1
                 log.warning("malformed message on %s dropped: %s", m.topic, e)
         recorded = self.ledger.append_many(items) if items else []  # durable before any ack
@@ -128,6 +142,8 @@ class MqttIngest:
                 "step": step,
             }
             return [Append("reading.recorded", payload, batch_id, None, f"mqtt:{msg_id}:r")]
+        if len(parts) == 4 and parts[2] == "shipper":
+            return self._shipper(parts[3], doc, msg_id)
         if len(parts) == 3 and parts[2] == "state":
             state = {
                 "state": str(doc["state"]),
@@ -164,6 +180,49 @@ class MqttIngest:
                 )
             return out
         raise ValueError(f"unexpected topic {m.topic}")
+
+    def _shipper(self, shipper: str, doc: dict[str, Any], msg_id: str) -> list[Append]:
+        watch = self.shippers.get(shipper)
+        if watch is None:
+            raise ValueError(f"shipper {shipper} is not being watched for any batch")
+        t = datetime.fromisoformat(str(doc["t"]).replace("Z", "+00:00"))
+        c = Decimal(str(doc["temperature_c"]))
+        out = [
+            Append(
+                "reading.recorded",
+                {
+                    "channel": f"shipper:{shipper}",
+                    "value": quantity(str(c), "Cel"),
+                    "device_time": str(doc["t"]),
+                    "msg_id": msg_id,
+                },
+                watch.batch_id,
+                None,
+                f"mqtt:{msg_id}:r",
+            )
+        ]
+        if msg_id in watch.seen:
+            return out  # a redelivery: the ledger drops the reading; the monitor saw it already
+        watch.seen.add(msg_id)
+        x = watch.monitor.feed(t, c)
+        if x is not None:
+            out.append(
+                Append(
+                    "deviation.raised",
+                    {
+                        "deviation_id": f"DEV-{watch.batch_id}-SHP-{msg_id}",
+                        "step": None,
+                        "category": "shipping_temperature",
+                        "severity": "major",
+                        "reason": f"shipper {shipper}: "
+                        + x.describe(watch.monitor.limit_c, watch.monitor.allowed),
+                    },
+                    watch.batch_id,
+                    None,
+                    f"mqtt:{msg_id}:x",
+                )
+            )
+        return out
 
     def stop(self, *, ack_pending: bool = True) -> None:
         self._stop.set()

@@ -111,8 +111,7 @@ def test_a_crash_between_commit_and_ack_records_each_reading_once(
 
 
 def test_device_clock_drift_is_recorded_not_trusted(broker: Broker, tmp_path: Path) -> None:
-    led = Ledger.open(tmp_path / "e.db", UnitSigner.generate("UNIT-D"),
-                      lambda: datetime.now(UTC))
+    led = Ledger.open(tmp_path / "e.db", UnitSigner.generate("UNIT-D"), lambda: datetime.now(UTC))
     ingest = MqttIngest(led, "127.0.0.1", broker.port, "UNIT-D").start()
     sim = BioreactorSim("127.0.0.1", broker.port, "UNIT-D", drift_s=3600)
     try:
@@ -131,9 +130,66 @@ def test_ctgtp_sim_unit_runs_a_whole_unit() -> None:
     import subprocess
     import sys
 
-    r = subprocess.run([sys.executable, "-m", "ctgtp", "sim", "unit", "--duration", "1",
-                        "--rate", "10", "--alarm-after", "0.3"], capture_output=True, text=True,
-                       check=False, timeout=60)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ctgtp",
+            "sim",
+            "unit",
+            "--duration",
+            "1",
+            "--rate",
+            "10",
+            "--alarm-after",
+            "0.3",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
     assert r.returncode == 0, r.stderr
     assert "broker   mqtt://127.0.0.1:" in r.stdout and "scanner  /dev/pts/" in r.stdout
     assert int(r.stdout.rsplit("published ", 1)[1].split()[0]) >= 10
+
+
+def test_cryoshipper_feed_flags_an_excursion_like_the_logger_file(
+    broker: Broker, tmp_path: Path
+) -> None:
+    from datetime import timedelta
+    from decimal import Decimal
+
+    from ebr_core.custody import ExcursionMonitor, find_excursions, parse_logger_csv
+    from edge.transports.mqtt import ShipperWatch
+    from firmware_sim.shipper import Excursion, ShipperLoggerSim, profile, to_csv
+
+    t0 = datetime(2026, 11, 25, 8, tzinfo=UTC)
+    samples = profile(
+        t0,
+        timedelta(hours=2),
+        timedelta(minutes=1),
+        excursions=(
+            Excursion(timedelta(minutes=20), timedelta(minutes=5)),  # exactly the allowed 5 min
+            Excursion(timedelta(minutes=60), timedelta(minutes=6)),  # one minute too long
+        ),
+    )
+    limit, allowed = Decimal(-150), timedelta(minutes=5)
+    from_file = find_excursions(parse_logger_csv(to_csv(samples)), limit, allowed)
+    assert [x.started_at - t0 for x in from_file] == [timedelta(minutes=60)]
+
+    led = Ledger.open(tmp_path / "e.db", UnitSigner.generate("UNIT-S"), lambda: datetime.now(UTC))
+    led.append("batch.started", {"coi": "&/CHA999926ABC123"}, batch_id="B1")
+    watch = ShipperWatch("B1", ExcursionMonitor(limit, allowed))
+    ingest = MqttIngest(led, "127.0.0.1", broker.port, "UNIT-S", shippers={"SHP-9": watch}).start()
+    sim = ShipperLoggerSim("127.0.0.1", broker.port, "UNIT-S", "SHP-9")
+    try:
+        sim.publish(samples, duplicate_every=17)
+        assert wait_for(lambda: ingest.stats.recorded == len(samples))
+        devs = [e for e in led.events() if e.kind == "deviation.raised"]
+        assert len(devs) == 1 and devs[0].payload["category"] == "shipping_temperature"
+        assert "09:00:00" in devs[0].payload["reason"]  # started at minute 60
+        assert ingest.stats.duplicates >= len(samples) // 17
+    finally:
+        sim.close()
+        ingest.stop()
