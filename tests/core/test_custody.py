@@ -91,7 +91,7 @@ def test_logger_csv_errors_name_the_line() -> None:
                 good.splitlines()[0] + "\n2026-11-25T08:00:00Z,-190\n2026-11-25T08:01:00Z,cold\n"
             )
         )
-    with pytest.raises(CustodyError, match="line 2: timestamp .* has no time zone"):
+    with pytest.raises(CustodyError, match=r"line 2: timestamp .* has no time zone"):
         list(parse_logger_csv("timestamp,temperature_c\n2026-11-25T08:00:00,-190\n"))
 
 
