@@ -7,12 +7,13 @@ and DELETE of events and checkpoints).
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    Date,
     DateTime,
     ForeignKey,
     Index,
@@ -262,6 +263,47 @@ class AuditHead(Base):
     hash: Mapped[str] = mapped_column(String(64))
 
 
+# -- custody and transfer documentation (migration 0003) --------------------------------------
+
+
+class CustodyEventRow(Base):
+    """A custody event recorded through the server API (away from any unit: courier, infusion
+    site); edge-recorded custody events stay in ``events``.  Append-only."""
+
+    __tablename__ = "custody_events"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    coi: Mapped[str] = mapped_column(String(64), index=True)
+    batch_id: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(32))  # handoff|received|infused|refused
+    from_party: Mapped[str | None] = mapped_column(String(64))
+    to_party: Mapped[str | None] = mapped_column(String(64))  # the receiving party or site
+    place: Mapped[str] = mapped_column(String(200))
+    payload: Mapped[str] = mapped_column(Text)  # canonical JSON with scans and signatures
+    recorded_by: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Licence(Base):
+    """An export/transfer licence and its classification; materials and shipments link to it."""
+
+    __tablename__ = "licences"
+    licence_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    classification: Mapped[str] = mapped_column(String(64))  # e.g. EAR99, ECCN 1C991
+    authority: Mapped[str] = mapped_column(String(120))
+    holder: Mapped[str] = mapped_column(String(200))
+    valid_until: Mapped[date] = mapped_column(Date)
+    alerted: Mapped[str] = mapped_column(String(16), default="")  # ""|expiring|expired
+    created_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class LicenceLink(Base):
+    __tablename__ = "licence_links"
+    licence_id: Mapped[str] = mapped_column(ForeignKey("licences.licence_id"), primary_key=True)
+    object_type: Mapped[str] = mapped_column(String(16), primary_key=True)  # material|shipment
+    object_id: Mapped[str] = mapped_column(String(128), primary_key=True, index=True)
+
+
 APPEND_ONLY_0001 = ("events", "checkpoints", "forks")
 APPEND_ONLY_0002 = (
     "audit_trail",
@@ -270,6 +312,7 @@ APPEND_ONLY_0002 = (
     "qa_signatures",
     "dispositions",
 )
+APPEND_ONLY_0003 = ("custody_events",)
 
 
 def _sqlite_guards(tables: tuple[str, ...]) -> list[str]:

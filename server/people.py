@@ -34,11 +34,14 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "sign.review": frozenset({"qa_reviewer", "qa_approver"}),
     "release": frozenset({"qa_approver"}),
     "report.read": frozenset({"qa_reviewer", "qa_approver", "auditor"}),
-    "alerts.read": frozenset({"qa_reviewer", "qa_approver", "auditor", "admin"}),
+    "alerts.read": frozenset({"operator", "qa_reviewer", "qa_approver", "auditor", "admin"}),
     "audit.read": frozenset({"auditor", "admin"}),
     "people.manage": frozenset({"admin"}),
     "units.manage": frozenset({"admin"}),
     "spec.publish": frozenset({"qa_approver"}),
+    "custody.record": frozenset({"operator"}),
+    "custody.read": frozenset({"operator", "qa_reviewer", "qa_approver", "auditor"}),
+    "licence.manage": frozenset({"qa_approver", "admin"}),
 }
 
 _HASHER = PasswordHasher()  # argon2id, the library's current parameters

@@ -6,7 +6,7 @@ authorization-matrix test walks every route in :data:`ROUTES` for every role and
 
 import hmac
 from collections.abc import Callable, Iterator
-from datetime import datetime
+from datetime import date, datetime
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, Path, Query
@@ -54,6 +54,11 @@ ROUTES: list[tuple[str, str, str, str]] = [
     ("GET", "/v1/batches/{batch_id}/fhir", "report.read", "batch"),
     ("GET", "/v1/audit", "audit.read", "org"),
     ("GET", "/v1/alerts", "alerts.read", "sites"),
+    ("GET", "/v1/custody/{coi}", "custody.read", "coi"),
+    ("POST", "/v1/custody/{coi}/events", "custody.record", "coi"),
+    ("GET", "/v1/licences", "alerts.read", "sites"),
+    ("POST", "/v1/licences", "licence.manage", "org"),
+    ("POST", "/v1/licences/check", "licence.manage", "org"),
     ("POST", "/admin/units", "units.manage", "org"),
     ("POST", "/admin/units/{unit_id}/rotate", "units.manage", "unit"),
     ("POST", "/admin/units/{unit_id}/revoke", "units.manage", "unit"),
@@ -131,6 +136,38 @@ class StepBody(BaseModel):
     text: str = Field(min_length=1)
 
 
+class PartyBody(BaseModel):
+    user_id: str = Field(max_length=64)
+    password: str = Field(max_length=1024)
+    meaning: str = Field(pattern="^(handed_over|received|administered)$")
+
+
+class CustodyBody(BaseModel):
+    kind: str = Field(pattern="^(handoff|received|infused)$")
+    from_party: str | None = Field(default=None, max_length=64)
+    to_party: str = Field(min_length=1, max_length=64)
+    place: str = Field(min_length=1, max_length=200)
+    bag_scan: str = Field(min_length=1, max_length=200)
+    shipper_scan: str | None = Field(default=None, max_length=200)
+    parties: list[PartyBody] = Field(min_length=1, max_length=2)
+    licence_id: str | None = Field(default=None, max_length=64)
+
+
+class LinkBody(BaseModel):
+    object_type: str
+    object_id: str = Field(min_length=1, max_length=128)
+
+
+class LicenceBody(BaseModel):
+    licence_id: str = Field(min_length=1, max_length=64)
+    classification: str = Field(min_length=1, max_length=64)
+    authority: str = Field(min_length=1, max_length=120)
+    holder: str = Field(min_length=1, max_length=200)
+    valid_until: date
+    links: list[LinkBody] = []
+    reason: str = Field(min_length=1)
+
+
 class Access:
     """Resolves the caller (bearer token of a person, or the bootstrap admin token) and makes the
     per-route guards from :data:`ROUTES`."""
@@ -178,6 +215,21 @@ class Access:
                 return who
 
             return by_case
+        if scope == "coi":
+
+            def by_coi(
+                coi: str, authorization: Annotated[str | None, Header()] = None
+            ) -> Principal:
+                from server import custody
+
+                who = self.principal(authorization)
+                with self.sessions() as s:
+                    sites = custody.sites_involved(s, custody.coi_from_path(coi))
+                if not any(who.can(perm, site) for site in sites):
+                    who.require(perm, sorted(sites)[0])
+                return who
+
+            return by_coi
         if scope == "unit":
 
             def by_unit(
@@ -598,6 +650,78 @@ def add_routes(app: FastAPI, access: Access) -> None:
         return Response(
             fhir_export.batch_bundle_json(view, jurisdiction), media_type="application/fhir+json"
         )
+
+    # -- custody and transfer licences -------------------------------------------------------
+
+    @app.get("/v1/custody/{coi}")
+    def custody_timeline(
+        coi: str, who: Annotated[Principal, Depends(g("GET", "/v1/custody/{coi}"))], s: DB
+    ) -> dict[str, Any]:
+        from server import custody
+
+        return custody.timeline(s, custody.coi_from_path(coi))
+
+    @app.post("/v1/custody/{coi}/events", status_code=201)
+    def custody_event(
+        coi: str,
+        body: CustodyBody,
+        who: Annotated[Principal, Depends(g("POST", "/v1/custody/{coi}/events"))],
+        s: DB,
+    ) -> dict[str, Any]:
+        from server import custody
+
+        def go() -> dict[str, Any]:
+            row = custody.record(
+                s, who, at=clock(), coi=custody.coi_from_path(coi), kind=body.kind,
+                from_party=body.from_party, to_party=body.to_party, place=body.place,
+                bag_scan=body.bag_scan, shipper_scan=body.shipper_scan,
+                parties=[(p.user_id, p.password, p.meaning) for p in body.parties],
+                licence_id=body.licence_id, max_failures=settings.max_failed_logins,
+            )  # fmt: skip
+            return {"event": row.id, "kind": row.kind, "coi": row.coi}
+
+        return committed(s, go)  # type: ignore[no-any-return]
+
+    @app.get("/v1/licences")
+    def licences(
+        who: Annotated[Principal, Depends(g("GET", "/v1/licences"))],
+        s: DB,
+        expiring_within_days: Annotated[int | None, Query(ge=0, le=3650)] = None,
+    ) -> list[dict[str, Any]]:
+        from server import custody
+        from server.db import Licence
+
+        today = clock().date()
+        out = [custody.licence_json(s, x, today) for x in s.scalars(select(Licence))]
+        if expiring_within_days is not None:
+            out = [x for x in out if x["days_left"] <= expiring_within_days]
+        return sorted(out, key=lambda x: x["valid_until"])
+
+    @app.post("/v1/licences", status_code=201)
+    def add_licence(
+        body: LicenceBody,
+        who: Annotated[Principal, Depends(g("POST", "/v1/licences"))],
+        s: DB,
+    ) -> dict[str, Any]:
+        from server import custody
+
+        lic = custody.add_licence(
+            s, who, at=clock(), licence_id=body.licence_id, classification=body.classification,
+            authority=body.authority, holder=body.holder, valid_until=body.valid_until,
+            links=[(x.object_type, x.object_id) for x in body.links], reason=body.reason,
+        )  # fmt: skip
+        s.commit()
+        return custody.licence_json(s, lic, clock().date())
+
+    @app.post("/v1/licences/check")
+    def check_licences(
+        who: Annotated[Principal, Depends(g("POST", "/v1/licences/check"))], s: DB
+    ) -> dict[str, Any]:
+        from server import custody
+
+        alerts = custody.check_licences(s, at=clock(), warn_days=settings.licence_warning_days)
+        s.commit()
+        return {"alerts": [a.message for a in alerts]}
 
     # -- audit trail and alerts ---------------------------------------------------------------
 

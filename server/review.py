@@ -561,20 +561,24 @@ def enter_results(
     )
     # A result that fails after a (conditional or exceptional) release reaches the site at once.
     latest = _latest_dispositions(db, batch_id)
+    from server.custody import receiving_sites
+
+    sites = {summ.site_id} | receiving_sites(db, batch_id) if latest else set()
     for j, d in latest.items():
         if d.disposition == "rejected" or j not in evals:
             continue
         for a in late_result_alerts("released", evals[j]):
-            db.add(
-                Alert(
-                    kind="quality.late_failure",
-                    unit_id=summ.unit_id,
-                    site_id=summ.site_id,
-                    batch_id=batch_id,
-                    message=f"batch {batch_id} (COI {summ.coi}): {a.message}",
-                    created_at=at,
+            for site in sorted(sites):  # the manufacturing site and every receiving site
+                db.add(
+                    Alert(
+                        kind="quality.late_failure",
+                        unit_id=summ.unit_id,
+                        site_id=site,
+                        batch_id=batch_id,
+                        message=f"batch {batch_id} (COI {summ.coi}): {a.message}",
+                        created_at=at,
+                    )
                 )
-            )
     if summ.review_state == "decided" or latest:
         _set_state(db, summ, "changed", actor, at)
     return rs

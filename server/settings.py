@@ -21,4 +21,5 @@ class Settings(BaseSettings):
     rate_burst: int = 100
     clock_window_s: int = 300  # accepted skew of a unit's request time
     token_ttl_s: int = 900  # a person's session token lives 15 minutes
+    licence_warning_days: int = 30  # alert this long before a transfer licence expires
     max_failed_logins: int = 5  # consecutive failures (login or e-signature) that lock an account

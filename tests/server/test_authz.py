@@ -66,6 +66,11 @@ POLICY = [
     # an approver of site A cannot publish an organisation-wide specification
     ("qa_approver.site-a", "POST", "/v1/specs", "SITE-A", False),
     ("qa_approver.all", "POST", "/v1/specs", "SITE-A", True),
+    # custody: operators of the site record hand-offs; QA reads the timeline but records none
+    ("operator.site-a", "POST", "/v1/custody/{coi}/events", "SITE-A", True),
+    ("operator.site-b", "POST", "/v1/custody/{coi}/events", "SITE-A", False),
+    ("qa_reviewer.site-a", "GET", "/v1/custody/{coi}", "SITE-A", True),
+    ("qa_reviewer.site-a", "POST", "/v1/custody/{coi}/events", "SITE-A", False),
 ]
 
 
@@ -94,7 +99,9 @@ def test_authorization_matrix(server: Server, tmp_path: Path) -> None:
         ).raise_for_status()
     publish_spec(server)
     push_batch(server, tmp_path, unit_id="UNIT-MA", site="SITE-A", batch_id="B-A")
-    push_batch(server, tmp_path, unit_id="UNIT-MB", site="SITE-B", batch_id="B-B")
+    push_batch(
+        server, tmp_path, unit_id="UNIT-MB", site="SITE-B", batch_id="B-B", coi="&/CHA999926BBB222"
+    )
     rev = login(server, "qa_reviewer.site-a")
     oos = example_results() | {"viability": {"value": "50", "unit": "%", "method": "flow-7aad"}}
     assert enter_results(rev, "B-A", oos).status_code == 201
@@ -115,8 +122,18 @@ def test_authorization_matrix(server: Server, tmp_path: Path) -> None:
         callers[uid] = (Principal(uid, "", frozenset(grants)), login(server, uid))
 
     objects = {
-        "SITE-A": {"batch_id": "B-A", "unit_id": "UNIT-MA", "case_id": str(case_id)},
-        "SITE-B": {"batch_id": "B-B", "unit_id": "UNIT-MB", "case_id": str(case_id)},
+        "SITE-A": {
+            "batch_id": "B-A",
+            "unit_id": "UNIT-MA",
+            "case_id": str(case_id),
+            "coi": "CHA999926ABC123",
+        },
+        "SITE-B": {
+            "batch_id": "B-B",
+            "unit_id": "UNIT-MB",
+            "case_id": str(case_id),
+            "coi": "CHA999926BBB222",
+        },
     }
     checked = 0
     failures: list[str] = []
