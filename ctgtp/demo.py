@@ -1,13 +1,20 @@
 """``ctgtp demo``: the main job end to end on embedded defaults, printing what happened.
 
 1. A QA approver's key publishes (signs) the CAR-T master batch record and the specification.
-2. A production unit's edge agent is set up; a server starts on 127.0.0.1 and enrols the unit.
-3. Operators run the whole autologous CAR-T batch from the signed MBR, with e-signatures and a
-   second-person verification on critical steps; a wrong-patient scan is refused (hard stop,
-   recorded with a deviation) and an operator raises a deviation.
+2. A production unit's edge agent is set up; a server starts on 127.0.0.1 and enrols the unit;
+   mosquitto starts, and a simulated unit: a barcode scanner and a cell counter on
+   pseudo-terminals, a camera (frames of rendered labels), a bioreactor publishing over MQTT.
+3. Operators run the whole autologous CAR-T batch from the signed MBR through those devices, with
+   e-signatures and a second-person verification on critical steps; a wrong-patient scan is
+   refused (hard stop, recorded with a deviation) and an operator raises a deviation.  The
+   station prints, applies and reconciles the labels (``labels/*.png``).
 4. The unit syncs its signed ledger to the server over HTTP (verified, stored once, receipted).
-5. The batch is evaluated against the harmonised specification for EU, US and UK.
-6. The ledger is exported and verified offline as an auditor would.
+5. QA on the server: results are entered, the deviations closed with a reason, the batch reviewed
+   and released per jurisdiction (EU, US, UK) with e-signatures through the web API; the batch
+   report (PDF) and the FHIR R5 batch-analysis bundle are exported.
+6. The released product travels: hand-offs signed by both parties with bag and shipper scans, the
+   cryoshipper log, receipt and infusion at the hospital; the unit syncs again.
+7. The ledger is exported and verified offline as an auditor would (chain and custody).
 
 Everything is written to ``demo-output/``; everything started is stopped.
 """
@@ -15,29 +22,42 @@ Everything is written to ``demo-output/``; everything started is stopped.
 from __future__ import annotations
 
 import json
+import queue
 import shutil
 import subprocess
 import sys
 import threading
 import time
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import click
 import httpx
+import orjson
 
+from ebr_core.canonical import canonical
 from ebr_core.document import load_yaml, sign_document
 from ebr_core.keys import UnitSigner
-from ebr_core.spec import evaluate, parse_spec
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "edge" / "examples"
 SPECS = Path(__file__).resolve().parents[1] / "ebr_core" / "spec" / "examples"
 COI = "&/CHA999926ABC123"
 WRONG_COI = "&/CHA999926XYZ789"
+DIN = "=A99992612345600"
+GTIN_BAG = "09506000134345"
 GS = "\x1d"
 DEMO_ADMIN = "demo-admin"
+UNIT = "UNIT-DEMO-01"
+SITE = "HOSPITAL-A"
 PW = {"op.alice": "alice-demo-pass", "op.bob": "bob-demo-pass", "op.chen": "chen-demo-pass"}
+QA_PW = "Demo-Release-2026!"  # DEMO ONLY: the QA people created on the demo server
+QA = {
+    "qa.gina": ("Gina Global", "qa_approver", "*"),
+    "qa.rita": ("Rita Reviewer", "qa_reviewer", SITE),
+    "qa.paul": ("Paul Approver", "qa_approver", SITE),
+}
 
 
 def _say(msg: str) -> None:
@@ -55,10 +75,110 @@ class DemoClock:
         return self.t
 
 
-def _run_batch(engine: Any, batch: str) -> list[str]:
+class Station:
+    """The simulated production unit wired to the edge agent the way real devices are: the
+    scanner and the cell counter on pseudo-terminals read by the serial transport, camera frames
+    decoded by the camera transport, the bioreactor publishing to mosquitto read by the MQTT
+    transport; readings are bound to the running batch and step."""
+
+    def __init__(self, engine: Any, batch: str, broker_port: int) -> None:
+        from edge.transports.camera import CameraScanner
+        from edge.transports.mqtt import MqttIngest
+        from edge.transports.record import record_cell_count
+        from edge.transports.serial import SerialReader
+        from firmware_sim.bioreactor import BioreactorSim
+        from firmware_sim.devices import CellCounterSim, ScannerSim
+        from firmware_sim.pty import PtyDevice
+        from hardware.profile import shipped_profile
+
+        self.engine, self.batch = engine, batch
+        led = engine.ledger
+        ctx = lambda: engine.running(batch)  # noqa: E731
+        self.scans: queue.Queue[str] = queue.Queue()
+        self.scanner_dev, self.counter_dev = PtyDevice(), PtyDevice()
+        self.scanner_sim, self.counter_sim = ScannerSim(), CellCounterSim()
+        self.scanner = SerialReader(
+            self.scanner_dev.port, shipped_profile("scanner_serial_generic"), self._scanned
+        ).start()
+        self.counter = SerialReader(
+            self.counter_dev.port,
+            shipped_profile("cell_counter_cc1"),
+            lambda c: record_cell_count(led, c, ctx),  # type: ignore[arg-type]
+        ).start()
+        self.camera = CameraScanner()
+        self.ingest = MqttIngest(led, "127.0.0.1", broker_port, UNIT, context=ctx).start()
+        self.bioreactor = BioreactorSim("127.0.0.1", broker_port, UNIT)
+        self.devices = {"scanner": 0, "camera": 0, "cell_counter": 0, "bioreactor": 0}
+
+    def _scanned(self, raw: object) -> None:
+        self.scans.put(str(raw))
+
+    def scan(self, data: str, user: str, symbology: str = "]d2") -> str:
+        """The operator pulls the trigger: the scanner sends bytes over its serial line."""
+        self.scanner_dev.write(self.scanner_sim.frame(data, symbology))
+        raw = self.scans.get(timeout=10)
+        self.devices["scanner"] += 1
+        return str(self.engine.scan(self.batch, raw, user))
+
+    def camera_scan(self, hri: str, user: str) -> str:
+        """The label held under the station camera: frames until it is read once."""
+        from firmware_sim.camera import FrameStyle, frame, gs1_datamatrix
+
+        label = gs1_datamatrix(hri)
+        for i in range(5):
+            seen = self.camera.process(frame(label, FrameStyle(angle=2, noise=3, seed=i)))
+            if seen:
+                self.devices["camera"] += 1
+                self.camera.process(frame(None))  # the label leaves the view
+                return str(self.engine.scan(self.batch, seen[0], user))
+        raise click.ClickException("the camera did not read the label")
+
+    def count_cells(self, sample: str, total: int, viable: int) -> None:
+        before = self._readings("cell_count")
+        self.counter_dev.write(self.counter_sim.frame(sample, total, viable))
+        self._wait(lambda: self._readings("cell_count") > before)
+        self.devices["cell_counter"] += 1
+
+    def bioreactor_run(self, n: int) -> None:
+        before = self._readings(None)
+        self.bioreactor.state("expansion")
+        for i in range(n):
+            self.bioreactor.reading("temperature", f"37.{i % 3}", "Cel")
+            self.bioreactor.reading("ph", f"7.{2 + i % 2}", "[pH]")
+        self.bioreactor.wait_published()
+        self._wait(lambda: self._readings(None) >= before + 2 * n)
+        self.devices["bioreactor"] += 2 * n
+
+    def _readings(self, channel: str | None) -> int:
+        return sum(
+            1
+            for e in self.engine.ledger.batch_events(self.batch)
+            if e.kind == "reading.recorded"
+            and (channel is None or e.payload.get("channel") == channel)
+        )
+
+    @staticmethod
+    def _wait(cond: Any, timeout: float = 20.0) -> None:
+        end = time.monotonic() + timeout
+        while not cond():
+            if time.monotonic() > end:
+                raise click.ClickException("a simulated device did not deliver in time")
+            time.sleep(0.02)
+
+    def close(self) -> None:
+        self.bioreactor.close()
+        self.ingest.stop()
+        self.scanner.stop()
+        self.counter.stop()
+        self.scanner_dev.close()
+        self.counter_dev.close()
+
+
+def _run_batch(station: Station) -> list[str]:
     """Scripted operator input for the whole MBR; returns what was refused."""
     from edge.engine import EngineRefusal
 
+    engine, batch = station.engine, station.batch
     refused: list[str] = []
 
     def sign(user: str, meaning: str = "performed") -> None:
@@ -66,33 +186,36 @@ def _run_batch(engine: Any, batch: str) -> list[str]:
 
     engine.start_batch(batch, COI, "op.alice", PW["op.alice"])
     try:
-        engine.scan(batch, WRONG_COI, "op.alice")
+        station.scan(WRONG_COI, "op.alice", "]C0")
     except EngineRefusal as e:
         refused.append(str(e))
-    engine.scan(batch, COI, "op.alice")
+    station.scan(COI, "op.alice", "]C0")
     sign("op.alice")
     sign("op.bob", "verified")
     engine.record_value(batch, "apheresis_volume", "220", "mL", "op.alice")
     sign("op.alice")
-    engine.scan(batch, "010950600013437617271231" + "21CART-0001", "op.alice")
-    engine.scan(batch, "8004UNIT-0001", "op.alice")
+    station.camera_scan("(01)09506000134376(17)271231(21)CART-0001", "op.alice")
+    station.scan("8004UNIT-0001", "op.alice")
     sign("op.alice")
-    engine.scan(batch, "010950600013435210TM2611", "op.alice")
-    engine.scan(batch, "010950600013436910IL2-0042", "op.alice")
+    station.scan("010950600013435210TM2611", "op.alice")
+    station.scan("010950600013436910IL2-0042", "op.alice")
     sign("op.alice")
-    engine.scan(batch, "010950600013438310ACT-7731", "op.alice")
-    engine.scan(batch, COI, "op.alice")
+    station.scan("010950600013438310ACT-7731", "op.alice")
+    station.scan(COI, "op.alice", "]C0")
     sign("op.alice")
     sign("op.chen", "verified")
-    engine.scan(batch, "010950600013439010LV-19-0007", "op.alice")
+    station.scan("010950600013439010LV-19-0007", "op.alice")
     engine.record_value(batch, "moi", "3", "1", "op.alice")
     sign("op.alice")
     sign("op.chen", "verified")
+    station.bioreactor_run(12)  # expansion telemetry, bound to the expansion step
     engine.record_value(batch, "expansion_days", "9", "d", "op.alice")
     sign("op.alice")
+    station.count_cells("IPC-D9", 2_282_609, 2_100_000)
     engine.record_value(batch, "viable_cell_density", "2.1", "10*6/mL", "op.alice")
     engine.record_value(batch, "viability", "91.5", "%", "op.alice")
     sign("op.alice")
+    station.count_cells("HARVEST-1", 27_322_405, 25_000_000)
     for name, value, unit in (
         ("viable_per_ml", "25000000", "/mL"),
         ("harvest_volume", "60", "mL"),
@@ -107,7 +230,7 @@ def _run_batch(engine: Any, batch: str) -> list[str]:
     engine.raise_deviation(
         batch, "final bag label printed twice; spare label destroyed", "op.alice"
     )
-    engine.scan(batch, "01095060001343451725123121BAG1" + GS + "251" + COI, "op.alice")
+    station.scan(f"01{GTIN_BAG}1725123121BAG1{GS}251{COI}", "op.alice")
     sign("op.alice")
     sign("op.chen", "verified")
     engine.record_value(batch, "end_temperature", "-90", "Cel", "op.alice")
@@ -115,6 +238,34 @@ def _run_batch(engine: Any, batch: str) -> list[str]:
     engine.record_value(batch, "qc_samples_taken", "5", "1", "op.alice")
     sign("op.alice")
     return refused
+
+
+def _labels(engine: Any, batch: str, out: Path) -> list[str]:
+    """Print the three labels (PNG, and PDF for the printer), apply them, destroy the spare
+    product label (the deviation), and reconcile."""
+    from datetime import date
+
+    from edge.custody import Custody
+    from edge.labels import LabelData, pdf, png
+
+    c = Custody(engine)
+    out.mkdir(parents=True, exist_ok=True)
+    labels = [
+        (LabelData("apheresis_bag", COI, DIN, product="Apheresis, autologous"), 1),
+        (LabelData("product_bag", COI, DIN, GTIN_BAG, "B-2026-0042", date(2027, 5, 31), "BAG1",
+                   "CD19 CAR-T cells, autologous"), 2),
+        (LabelData("shipper", COI, gtin="09506000134352", serial="SHP-0042"), 1),
+    ]  # fmt: skip
+    for d, n in labels:
+        (out / f"{d.kind}.png").write_bytes(png(d))
+        (out / f"{d.kind}.pdf").write_bytes(pdf([d] * n))
+        c.labels_printed(batch, d.kind, n, "op.alice", {"coi": COI, "serial": d.serial})
+        c.labels_applied(batch, d.kind, 1, "op.alice")
+    c.labels_destroyed(batch, "product_bag", 1, "spare label, printed twice", "op.alice")
+    r = c.reconcile_labels(batch, "op.bob")
+    if not r["balanced"]:
+        raise click.ClickException(f"labels do not reconcile: {r}")
+    return sorted(p.name for p in out.glob("*.png"))
 
 
 def _start_server(data: Path) -> tuple[str, Any, threading.Thread]:
@@ -140,6 +291,111 @@ def _start_server(data: Path) -> tuple[str, Any, threading.Thread]:
     return f"http://127.0.0.1:{port}", srv, t
 
 
+def _ok(r: httpx.Response) -> Any:
+    if r.status_code >= 400:
+        raise click.ClickException(
+            f"{r.request.method} {r.request.url.path}: {r.status_code} {r.text}"
+        )
+    return r.json() if r.headers.get("content-type", "").startswith("application/json") else r
+
+
+def _session(url: str, uid: str) -> httpx.Client:
+    tok = _ok(httpx.post(url + "/v1/auth/token", json={"user_id": uid, "password": QA_PW}))
+    return httpx.Client(base_url=url, headers={"Authorization": f"Bearer {tok['token']}"})
+
+
+def _qa_release(url: str, batch: str, dose: str, out_dir: Path) -> dict[str, Any]:
+    """QA on the server through the web API: people, specification, results, deviations closed,
+    review and release per jurisdiction with e-signatures, report and FHIR export."""
+    admin = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {DEMO_ADMIN}"})
+    for uid, (name, role, site) in QA.items():
+        _ok(admin.post("/v1/people", json={
+            "user_id": uid, "printed_name": name, "password": QA_PW,
+            "roles": [{"role": role, "site_id": site}], "reason": "demo QA staff"}))  # fmt: skip
+
+    gina, rita, paul = _session(url, "qa.gina"), _session(url, "qa.rita"), _session(url, "qa.paul")
+    spec = orjson.loads(canonical(load_yaml((SPECS / "cd19_commercial.yaml").read_text())))
+    _ok(gina.post("/v1/specs", json={"content": spec, "reason": "commercial release spec"}))
+    results = orjson.loads(canonical(load_yaml((SPECS / "results_example.yaml").read_text())))
+    results["dose"] = {"value": dose, "unit": "1"}
+    _ok(rita.post(f"/v1/batches/{batch}/results", json={
+        "spec_id": spec["spec_id"], "spec_version": str(spec["version"]), "results": results,
+        "reason": "QC release testing results"}))  # fmt: skip
+    view = _ok(rita.get(f"/v1/batches/{batch}"))
+    q = _ok(rita.get("/v1/review/queue"))
+    _say(f"5. QA queue at {SITE}: {q['total']} batch(es); {batch} shows "
+         f"{view['exceptions']['rejected_scans']} rejected scan, "
+         f"{view['exceptions']['open_deviations']} open deviations")  # fmt: skip
+    for d in view["deviations"]:
+        if d["open"]:
+            reason = (
+                "wrong-patient bag refused by the scan; the correct bag was scanned; no impact"
+                if "wrong patient" in d["reason"]
+                else "spare label destroyed and reconciled; no impact"
+            )
+            _ok(rita.post(f"/v1/batches/{batch}/deviations/{d['deviation_id']}/close",
+                          json={"reason": reason}))  # fmt: skip
+            _say(f"   closed {d['deviation_id']}: {reason}")
+    view = _ok(rita.get(f"/v1/batches/{batch}"))
+    dispositions: dict[str, Any] = {}
+    for j in ("EU", "US", "UK"):
+        for who, meaning, uid in ((rita, "reviewed", "qa.rita"), (paul, "released", "qa.paul")):
+            r = _ok(who.post(f"/v1/batches/{batch}/signatures", json={
+                "user_id": uid, "password": QA_PW, "meaning": meaning,
+                "reason": f"{meaning} against {spec['spec_id']} for {j}", "jurisdiction": j,
+                "record_hash": view["record_hash"],
+                "evaluation_hash": view["cqa"][j]["evaluation_hash"]}))  # fmt: skip
+        final = _ok(paul.get(f"/v1/batches/{batch}"))
+        d = [x for x in final["dispositions"] if x["jurisdiction"] == j][-1]
+        dispositions[j] = {
+            "disposition": d["disposition"],
+            "pending": d["pending"],
+            "signed_by": d["signature"]["printed_name"],
+            "signed_at": r["signed_at"],
+            "evaluation_hash": view["cqa"][j]["evaluation_hash"],
+        }
+        pend = f" (pending after release: {', '.join(d['pending'])})" if d["pending"] else ""
+        _say(f"   {j}: {d['disposition']}{pend}, e-signed by {d['signature']['printed_name']}")
+    (out_dir / "batch-report.pdf").write_bytes(
+        _ok(paul.get(f"/v1/batches/{batch}/report.pdf")).content
+    )
+    coa = _ok(paul.get(f"/v1/batches/{batch}/coa.pdf", params={"jurisdiction": "EU"}))
+    (out_dir / "coa-EU.pdf").write_bytes(coa.content)
+    fhir = _ok(paul.get(f"/v1/batches/{batch}/fhir", params={"jurisdiction": "EU"}))
+    (out_dir / "fhir-bundle.json").write_bytes(fhir.content)
+    _say("   exported batch-report.pdf, coa-EU.pdf and fhir-bundle.json (FHIR R5, validated)")
+    return dispositions
+
+
+def _travel(engine: Any, batch: str) -> dict[str, Any]:
+    """Hand-offs from the unit to the courier and to the infusion site, the shipper's temperature
+    log, receipt and infusion: each scanned and signed."""
+    from ebr_core.custody import parse_logger_csv
+    from edge.custody import Custody
+    from firmware_sim.shipper import profile, to_csv
+
+    c = Custody(engine)
+    bag, shipper = "]C0" + COI, "]C0" + COI
+    a, b, ch = (("op.alice", PW["op.alice"]), ("op.bob", PW["op.bob"]),
+                ("op.chen", PW["op.chen"]))  # fmt: skip
+    c.handoff(batch, from_party=UNIT, to_party="COURIER-7", place=f"{UNIT} dispatch",
+              bag_scan=bag, shipper_scan=shipper, giver=a, receiver=b)  # fmt: skip
+    log = to_csv(profile(engine.clock(), timedelta(hours=6), timedelta(minutes=5)))
+    found = c.shipper_log(
+        batch,
+        list(parse_logger_csv(log)),
+        shipper="SHP-0042",
+        limit_c=Decimal(-150),
+        allowed=timedelta(minutes=5),
+        user_id="op.bob",
+    )
+    c.handoff(batch, from_party="COURIER-7", to_party="INFUSION-SITE-1", place="cell therapy unit",
+              bag_scan=bag, shipper_scan=shipper, giver=b, receiver=ch)  # fmt: skip
+    c.receive(batch, site="INFUSION-SITE-1", bag_scan=bag, receiver=ch)
+    c.infuse(batch, site="INFUSION-SITE-1", bag_scan=bag, clinician=a)
+    return {"hand_offs": 2, "temperature_excursions": len(found), "infused": True}
+
+
 @click.command()
 @click.option(
     "--out",
@@ -154,6 +410,7 @@ def demo(out_dir: Path) -> None:
     from edge.agent import init_home, open_agent
     from edge.export import export_ledger
     from edge.sync import SyncClient
+    from firmware_sim.broker import Broker
 
     started = time.monotonic()
     if out_dir.exists():
@@ -174,129 +431,109 @@ def demo(out_dir: Path) -> None:
         signed_at=clock(),
     )
     (work / "mbr.signed.json").write_bytes(mbr_doc.to_bytes())
-    spec_content = load_yaml((SPECS / "cd19_commercial.yaml").read_text())
-    spec_doc = sign_document(
-        spec_content,
-        doc_type="spec",
-        doc_id=spec_content["spec_id"],
-        version=str(spec_content["version"]),
-        signer=qa,
-        signed_at=clock(),
-    )
-    (work / "spec.signed.json").write_bytes(spec_doc.to_bytes())
-    _say(
-        f"1. QA approver published MBR {mbr_doc.doc_id} v{mbr_doc.version} and specification "
-        f"{spec_doc.doc_id} v{spec_doc.version} (Ed25519 key {qa.key_id})"
-    )
+    _say(f"1. QA approver published MBR {mbr_doc.doc_id} v{mbr_doc.version} (Ed25519 key "
+         f"{qa.key_id})")  # fmt: skip
 
     home = work / "edge-home"
     init_home(
         home,
-        unit_id="UNIT-DEMO-01",
+        unit_id=UNIT,
         mbr=work / "mbr.signed.json",
         publisher_key=work / "qa.approver.pub",
         users=EXAMPLES / "users.yaml",
         materials=EXAMPLES / "materials.yaml",
     )
     url, srv, thread = _start_server(work / "server")
+    broker = Broker().start()
+    station: Station | None = None
     try:
-        httpx.post(
+        _ok(httpx.post(
             url + "/admin/units",
             headers={"Authorization": f"Bearer {DEMO_ADMIN}"},
-            json={
-                "site_id": "HOSPITAL-A",
-                "unit_id": "UNIT-DEMO-01",
-                "public_key": (home / "unit.pub").read_text(),
-            },
-        ).raise_for_status()
-        _say(f"2. edge agent for unit UNIT-DEMO-01 ready; server on {url}; unit enrolled")
-
+            json={"site_id": SITE, "unit_id": UNIT, "public_key": (home / "unit.pub").read_text()},
+        ))  # fmt: skip
         agent = open_agent(home, clock)
         batch = "B-2026-0042"
-        refused = _run_batch(agent.engine, batch)
+        station = Station(agent.engine, batch, broker.port)
+        _say(f"2. server on {url} (unit {UNIT} enrolled for {SITE}); mosquitto on port "
+             f"{broker.port}; simulated scanner {station.scanner_dev.port} and cell counter "
+             f"{station.counter_dev.port}, camera, bioreactor on MQTT")  # fmt: skip
+
+        refused = _run_batch(station)
+        label_files = _labels(agent.engine, batch, out_dir / "labels")
         st = agent.engine.state(batch)
         _say(
             f"3. batch {batch} for COI {st.coi}: {len(st.completed_steps)} steps completed, "
-            f"{len(st.signatures)} e-signatures, status {st.status}"
+            f"{len(st.signatures)} e-signatures, {st.readings} instrument readings, "
+            f"status {st.status}; devices: "
+            + ", ".join(f"{k} {v}" for k, v in station.devices.items())
         )
         for r in refused:
             _say(f"   refused: {r}")
         for d in st.deviations.values():
             _say(f"   deviation {d.deviation_id} ({d.severity}): {d.reason}")
+        _say(f"   labels printed, applied and reconciled: {', '.join(label_files)}")
+        station.close()
+        station = None
 
         server_key = PublicKey.from_bytes(httpx.get(url + "/server-key").content)
-        report = SyncClient(agent.ledger, url, server_key=server_key).sync_once()
-        info = httpx.get(
-            url + "/admin/units/UNIT-DEMO-01", headers={"Authorization": f"Bearer {DEMO_ADMIN}"}
-        ).json()
-        _say(
-            f"4. synced {report.pushed} events in {report.segments} signed segments; server "
-            f"holds {info['events']} events, head {info['head_hash'][:16]}… (receipts verified)"
-        )
+        sync = SyncClient(agent.ledger, url, server_key=server_key)
+        report = sync.sync_once()
+        _say(f"4. synced {report.pushed} events in {report.segments} signed segments "
+             "(verified by the server, receipts verified by the unit)")  # fmt: skip
 
-        results = load_yaml((SPECS / "results_example.yaml").read_text())
-        results["dose"] = {
-            "value": agent.engine.state(batch).values["formulation/harvest/dose:dose"]["detail"][
-                "cells_to_infuse"
-            ],
-            "unit": "1",
-        }
-        spec = parse_spec(spec_content)
-        dispositions: dict[str, Any] = {}
-        for j in ("EU", "US", "UK"):
-            ev = evaluate(spec, results, j)
-            pending = [v.attribute for v in ev.verdicts if v.status == "pending"]
-            dispositions[j] = {
-                "disposition": ev.disposition,
-                "pending": pending,
-                "failed": [v.attribute for v in ev.failed()],
-                "evaluation_hash": ev.hash(),
-            }
-            _say(
-                f"5. {j}: {ev.disposition}"
-                + (f" (pending after release: {', '.join(pending)})" if pending else "")
-            )
+        dose = st.values["formulation/harvest/dose:dose"]["detail"]["cells_to_infuse"]
+        dispositions = _qa_release(url, batch, dose, out_dir)
+
+        travel = _travel(agent.engine, batch)
+        again = sync.sync_once()
+        info = _ok(httpx.get(f"{url}/admin/units/{UNIT}",
+                             headers={"Authorization": f"Bearer {DEMO_ADMIN}"}))  # fmt: skip
+        timeline = _ok(_session(url, "qa.rita").get(f"/v1/custody/{COI[2:]}"))
+        _say(f"6. custody: {travel['hand_offs']} hand-offs scanned and signed by both parties, "
+             f"shipper log with {travel['temperature_excursions']} excursions, received and "
+             f"infused at {timeline['holder']} (chain closed: {timeline['closed']}); synced "
+             f"{again.pushed} more events, server holds {info['events']}")  # fmt: skip
 
         ledger_path = out_dir / "ledger.jsonl"
         v = export_ledger(agent.ledger, ledger_path, out_dir / "unit.pub")
         edge_events = agent.ledger.head[0]
+        st = agent.engine.state(batch)
         agent.close()
         audit = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "ctgtp",
-                "verify",
-                str(ledger_path),
-                "--public-key",
-                str(out_dir / "unit.pub"),
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+            [sys.executable, "-m", "ctgtp", "verify", str(ledger_path), "--public-key",
+             str(out_dir / "unit.pub")],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        verdict = audit.stdout.strip()
         _say(
-            f"6. exported {ledger_path} ({v.event_count} events, sealed); auditor: "
-            f"{audit.stdout.strip()[:90]}…"
+            f"7. exported {ledger_path} ({v.event_count} events, sealed); auditor: "
+            f"{verdict[:60]}… {verdict.rsplit(';', 1)[-1].strip()}"
         )
         if audit.returncode != 0:
             raise click.ClickException(f"offline verification failed: {audit.stderr}")
         summary = {
             "coi": st.coi,
             "batch_id": batch,
-            "unit_id": "UNIT-DEMO-01",
+            "unit_id": UNIT,
             "edge_events": edge_events,
             "server_events": info["events"],
             "dispositions": dispositions,
             "deviations": {d.deviation_id: d.reason for d in st.deviations.values()},
             "rejected_scans": len(st.scans_rejected),
             "signatures": len(st.signatures),
+            "readings": st.readings,
+            "labels": label_files,
+            "custody": {**travel, "holder": timeline["holder"], "closed": timeline["closed"]},
             "seconds": round(time.monotonic() - started, 1),
         }
         (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         if edge_events != info["events"]:
             raise click.ClickException("the server does not hold every edge event")
     finally:
+        if station is not None:
+            station.close()
+        broker.stop()
         srv.should_exit = True
         thread.join(5)
     _say(f"demo finished in {time.monotonic() - started:.1f} s: {out_dir / 'summary.json'}")

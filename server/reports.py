@@ -94,6 +94,7 @@ def _manifestations(view: dict[str, Any], jurisdiction: str | None) -> list[Any]
         _table(
             ["Printed name", "User", "Date/time (UTC)", "Meaning", "Jur.", "Reason", "Binding"],
             rows,
+            [28 * mm, 20 * mm, 34 * mm, 20 * mm, 11 * mm, 42 * mm, 25 * mm],
         )
         if rows
         else _p("No QA signature has been applied."),
