@@ -17,6 +17,7 @@ GROUPS: dict[str, tuple[str, str]] = {
     "server": ("server.cli:server", "The control-site server."),
     "sim": ("firmware_sim.cli:sim", "Simulated devices for tests and demos."),
     "demo": ("ctgtp.demo:demo", "Run the end-to-end demonstration."),
+    "fleet": ("ctgtp.fleet:fleet", "Soak: a fleet of units syncing to one server."),
 }
 GROUPS["spec"] = ("ctgtp.spec_cli:spec", "Check specifications and evaluate results.")
 

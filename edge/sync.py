@@ -19,7 +19,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -49,6 +49,7 @@ class SyncReport:
     retries: int = 0
     server_head: int = 0
     local_head: int = 0
+    segment_ms: list[float] = field(default_factory=list)  # round trip of each stored segment
 
 
 def _error_type(r: httpx.Response) -> str | None:
@@ -172,6 +173,7 @@ class SyncClient:
         path = f"/v1/units/{self.unit_id}/segments"
         for last, data in self.segments(acked):
             body = gzip.compress(data, compresslevel=1)
+            t0 = time.perf_counter()
             r = self._retrying(
                 lambda b=body: self._send(  # type: ignore[misc]
                     "POST",
@@ -193,6 +195,7 @@ class SyncClient:
             if int(receipt["head_seq"]) != last:
                 raise SyncRefused(f"receipt head {receipt['head_seq']} is not seq {last}")
             self.ledger.set_meta(ACKED, str(last))
+            report.segment_ms.append((time.perf_counter() - t0) * 1000)
             report.pushed += int(receipt["stored"])
             report.duplicates += int(receipt["duplicates"])
             report.segments += 1
