@@ -176,6 +176,7 @@ class Station:
 
 def _run_batch(station: Station) -> list[str]:
     """Scripted operator input for the whole MBR; returns what was refused."""
+    from edge.custody import Custody
     from edge.engine import EngineRefusal
 
     engine, batch = station.engine, station.batch
@@ -190,6 +191,17 @@ def _run_batch(station: Station) -> list[str]:
     except EngineRefusal as e:
         refused.append(str(e))
     station.scan(COI, "op.alice", "]C0")
+    # The apheresis bag arrives from the collection centre: scanned and signed by both sides.
+    Custody(engine).handoff(
+        batch,
+        from_party="APHERESIS-CENTRE-1",
+        to_party=UNIT,
+        place=f"{UNIT} goods-in",
+        bag_scan="]C0" + COI,
+        shipper_scan=None,
+        giver=("op.bob", PW["op.bob"]),
+        receiver=("op.alice", PW["op.alice"]),
+    )
     sign("op.alice")
     sign("op.bob", "verified")
     engine.record_value(batch, "apheresis_volume", "220", "mL", "op.alice")
@@ -393,7 +405,7 @@ def _travel(engine: Any, batch: str) -> dict[str, Any]:
               bag_scan=bag, shipper_scan=shipper, giver=b, receiver=ch)  # fmt: skip
     c.receive(batch, site="INFUSION-SITE-1", bag_scan=bag, receiver=ch)
     c.infuse(batch, site="INFUSION-SITE-1", bag_scan=bag, clinician=a)
-    return {"hand_offs": 2, "temperature_excursions": len(found), "infused": True}
+    return {"hand_offs": 3, "temperature_excursions": len(found), "infused": True}
 
 
 @click.command()

@@ -44,7 +44,7 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert v.returncode == 0 and f"{s['edge_events']} events" in v.stdout
-    assert "custody: 4 events checked" in v.stdout
+    assert "custody: 5 events checked" in v.stdout
     text = " ".join((p.extract_text() or "") for p in PdfReader(out / "batch-report.pdf").pages)
     report = " ".join(text.split())
     assert "Paul Approver" in report and "conditional_release" in report.replace(" ", "")

@@ -39,7 +39,18 @@ def decode_pyzbar(frame: np.ndarray) -> list[str]:
 def decode_zxing(frame: np.ndarray) -> list[str]:
     formats = zxingcpp.BarcodeFormat.DataMatrix | zxingcpp.BarcodeFormat.QRCode
     results = zxingcpp.read_barcodes(frame, formats=formats, text_mode=zxingcpp.TextMode.Plain)
-    return [r.symbology_identifier + r.text for r in results if r.valid]
+    out = []
+    for r in results:
+        if not r.valid:
+            continue
+        sid = r.symbology_identifier
+        if sid.startswith("]d") and sid != "]d2" and r.content_type == zxingcpp.ContentType.GS1:
+            # A GS1 DataMatrix in a DMRE (rectangular extension) shape is reported with another
+            # modifier (e.g. ]d8); the decoder has seen FNC1 in first position, which is what
+            # ]d2 states, so the GS1 parser gets the identifier it expects.
+            sid = "]d2"
+        out.append(sid + r.text)
+    return out
 
 
 def decode_frame(frame: np.ndarray) -> list[str]:
