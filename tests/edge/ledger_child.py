@@ -14,6 +14,8 @@ def main() -> None:
     path = Path(sys.argv[1])
     signer = UnitSigner.from_seed(bytes(range(32)), "UNIT-CRASH")
     ledger = Ledger.open(path, signer, lambda: datetime.now(UTC))
+    sys.stdout.write("ready\n")  # the parent starts its kill timer only now (imports are slow)
+    sys.stdout.flush()
     i = 0
     while True:
         i += 1

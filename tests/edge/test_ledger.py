@@ -147,6 +147,8 @@ def crash_cycles(tmp_path: Path, kills: int) -> None:
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     for _ in range(kills):
         p = subprocess.Popen([sys.executable, str(child), str(db)], stdout=subprocess.PIPE, env=env)
+        assert p.stdout is not None
+        assert p.stdout.readline() == b"ready\n"  # a cold start must not eat the time window
         time.sleep(rng.uniform(0.05, 0.4))
         p.send_signal(signal.SIGKILL)
         out, _ = p.communicate()
