@@ -37,8 +37,13 @@ def decode_pyzbar(frame: np.ndarray) -> list[str]:
 
 
 def decode_zxing(frame: np.ndarray) -> list[str]:
-    formats = zxingcpp.BarcodeFormat.DataMatrix | zxingcpp.BarcodeFormat.QRCode
-    results = zxingcpp.read_barcodes(frame, formats=formats, text_mode=zxingcpp.TextMode.Plain)
+    # A tuple: the "|" form is deprecated in zxing-cpp 2.3 (its stubs still say BarcodeFormats).
+    formats = (zxingcpp.BarcodeFormat.DataMatrix, zxingcpp.BarcodeFormat.QRCode)
+    results = zxingcpp.read_barcodes(
+        frame,
+        formats=formats,  # type: ignore[arg-type]
+        text_mode=zxingcpp.TextMode.Plain,
+    )
     out = []
     for r in results:
         if not r.valid:
