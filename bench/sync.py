@@ -8,7 +8,6 @@ Floor (issue 5): >= 100,000 events/s and ratio >= 0.4.
 from __future__ import annotations
 
 import gzip
-import os
 import sqlite3
 import subprocess
 import sys
@@ -25,7 +24,8 @@ from _common import emit
 from ebr_core.keys import UnitSigner
 from edge.ledger import Append, Ledger
 from edge.sync import SyncClient
-from server.pgcluster import PgCluster, free_port
+from server.pgcluster import PgCluster
+from server.process import serve_subprocess
 
 N = 100_000
 SEGMENT = 10_000
@@ -33,27 +33,10 @@ SEGMENT = 10_000
 
 def serve(url: str, data_dir: Path) -> tuple[str, subprocess.Popen[bytes]]:
     """The server in its own process, as in production (edge and server never share a GIL)."""
-    port = free_port()
-    env = {
-        **os.environ,
-        "CTGTP_SERVER_DATABASE_URL": url,
-        "CTGTP_SERVER_DATA_DIR": str(data_dir),
-        "CTGTP_SERVER_ADMIN_TOKEN": "bench",
-        "CTGTP_SERVER_RATE_PER_SECOND": "10000",
-        "CTGTP_SERVER_RATE_BURST": "10000",
-        "CTGTP_SERVER_MAX_BODY_BYTES": str(64 << 20),
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ctgtp", "server", "run", "--port", str(port)], env=env
-    )
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(400):
-        try:
-            if httpx.get(base + "/health").status_code == 200:
-                return base, proc
-        except httpx.HTTPError:
-            time.sleep(0.05)
-    raise RuntimeError("server did not start")
+    return serve_subprocess(
+        url, data_dir, "bench", rate_per_second="10000", rate_burst="10000",
+        max_body_bytes=str(64 << 20),
+    )  # fmt: skip
 
 
 def run(label: str, db_url: str, tmp: Path, ceiling_store: float) -> None:

@@ -9,10 +9,7 @@ while the other units do the same.
 
 from __future__ import annotations
 
-import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -25,32 +22,6 @@ import click
 import httpx
 
 ADMIN = "fleet-admin"
-
-
-def _serve(url: str, data_dir: Path) -> tuple[str, subprocess.Popen[bytes]]:
-    from server.pgcluster import free_port
-
-    port = free_port()
-    env = {
-        **os.environ,
-        "CTGTP_SERVER_DATABASE_URL": url,
-        "CTGTP_SERVER_DATA_DIR": str(data_dir),
-        "CTGTP_SERVER_ADMIN_TOKEN": ADMIN,
-        "CTGTP_SERVER_RATE_PER_SECOND": "1000",
-        "CTGTP_SERVER_RATE_BURST": "1000",
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ctgtp", "server", "run", "--port", str(port)], env=env
-    )
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(600):
-        try:
-            if httpx.get(base + "/health").status_code == 200:
-                return base, proc
-        except httpx.HTTPError:
-            time.sleep(0.05)
-    proc.terminate()
-    raise click.ClickException("the server did not start")
 
 
 @dataclass
@@ -116,6 +87,7 @@ def run_fleet(units: int, batches: int, readings: int, database: str, work: Path
     """Run the fleet; returns the report (raises ClickException on any loss or duplicate)."""
     from ebr_core.keys import UnitSigner
     from server.pgcluster import PgCluster
+    from server.process import serve_subprocess
 
     cluster = None
     if database == "postgres":
@@ -123,7 +95,9 @@ def run_fleet(units: int, batches: int, readings: int, database: str, work: Path
         url = cluster.create_db("fleet")
     else:
         url = f"sqlite:///{work / 'server.db'}"
-    base, proc = _serve(url, work / "server")
+    base, proc = serve_subprocess(
+        url, work / "server", ADMIN, rate_per_second="1000", rate_burst="1000"
+    )
     try:
         admin = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {ADMIN}"})
         keys = {}

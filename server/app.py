@@ -114,16 +114,7 @@ def create_app(
     def alerts(
         who: Annotated[Principal, Depends(g("GET", "/admin/alerts"))], s: DB
     ) -> list[dict[str, Any]]:
-        return [
-            {
-                "id": a.id,
-                "kind": a.kind,
-                "unit_id": a.unit_id,
-                "message": a.message,
-                "created_at": review.iso(a.created_at),
-            }
-            for a in s.scalars(select(Alert).order_by(Alert.id))
-        ]
+        return [review.alert_json(a) for a in s.scalars(select(Alert).order_by(Alert.id))]
 
     @app.get("/admin/units/{unit_id}")
     def unit_info(

@@ -14,7 +14,7 @@ from typing import Any
 
 from fhir.resources.bundle import Bundle
 
-from server.errors import Conflict, Unprocessable
+from server.review import cqa_panel
 
 UCUM = "http://unitsofmeasure.org"
 CONFORMANCE = "urn:ctgtp:fhir:conformance"  # conforms | does-not-conform | pending | missing
@@ -42,14 +42,7 @@ def _value(result: dict[str, Any] | None, unit: str | None) -> dict[str, Any]:
 
 
 def batch_bundle(view: dict[str, Any], jurisdiction: str) -> Bundle:
-    cqa = view["cqa"].get(jurisdiction)
-    if cqa is None:
-        if not view["cqa"]:
-            raise Conflict(f"batch {view['batch_id']} has no results to export")
-        raise Unprocessable(
-            f"jurisdiction {jurisdiction!r}: the batch was evaluated for "
-            f"{', '.join(sorted(view['cqa']))}"
-        )
+    cqa = cqa_panel(view, jurisdiction)
     results = (view.get("results") or {}).get("results", {})
     disp = [d for d in view["dispositions"] if d["jurisdiction"] == jurisdiction]
     med_id = "batch"

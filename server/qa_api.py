@@ -756,15 +756,4 @@ def add_routes(app: FastAPI, access: Access) -> None:
         q = select(Alert).order_by(Alert.id)
         if sites is not None:
             q = q.where(Alert.site_id.in_(sorted(sites)))
-        return [
-            {
-                "id": a.id,
-                "kind": a.kind,
-                "site_id": a.site_id,
-                "batch_id": a.batch_id,
-                "unit_id": a.unit_id,
-                "message": a.message,
-                "created_at": review.iso(a.created_at),
-            }
-            for a in s.scalars(q)
-        ]
+        return [review.alert_json(a) for a in s.scalars(q)]

@@ -13,7 +13,7 @@ from reportlab.lib.styles import getSampleStyleSheet
 from reportlab.lib.units import mm
 from reportlab.platypus import Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
 
-from server.errors import Conflict, Unprocessable
+from server.review import cqa_panel
 
 _STYLES = getSampleStyleSheet()
 _GRID = TableStyle(
@@ -204,14 +204,7 @@ def batch_report_pdf(view: dict[str, Any]) -> bytes:
 
 
 def coa_pdf(view: dict[str, Any], jurisdiction: str) -> bytes:
-    cqa = view["cqa"].get(jurisdiction)
-    if cqa is None:
-        if not view["cqa"]:
-            raise Conflict(f"batch {view['batch_id']} has no results: no certificate of analysis")
-        raise Unprocessable(
-            f"jurisdiction {jurisdiction!r}: the batch was evaluated for "
-            f"{', '.join(sorted(view['cqa']))}"
-        )
+    cqa = cqa_panel(view, jurisdiction)
     disp = [d for d in view["dispositions"] if d["jurisdiction"] == jurisdiction]
     story: list[Any] = [
         _p(f"Certificate of analysis ({jurisdiction})", "Title"),

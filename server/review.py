@@ -379,6 +379,31 @@ def batch_view(db: Session, r: Review, now: datetime) -> dict[str, Any]:
     }
 
 
+def cqa_panel(view: dict[str, Any], jurisdiction: str) -> dict[str, Any]:
+    """The CQA panel of one jurisdiction from a batch view, or the error a report should give."""
+    cqa = view["cqa"].get(jurisdiction)
+    if cqa is not None:
+        return dict(cqa)
+    if not view["cqa"]:
+        raise Conflict(f"batch {view['batch_id']} has no results entered: nothing to report")
+    raise Unprocessable(
+        f"jurisdiction {jurisdiction!r}: the batch was evaluated for "
+        f"{', '.join(sorted(view['cqa']))}"
+    )
+
+
+def alert_json(a: Alert) -> dict[str, Any]:
+    return {
+        "id": a.id,
+        "kind": a.kind,
+        "site_id": a.site_id,
+        "batch_id": a.batch_id,
+        "unit_id": a.unit_id,
+        "message": a.message,
+        "created_at": iso(a.created_at),
+    }
+
+
 def _sig_json(s: QaSignature, r: Review) -> dict[str, Any]:
     ev = r.evaluations.get(s.jurisdiction)
     return {

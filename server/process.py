@@ -1,0 +1,40 @@
+"""Start ``ctgtp server run`` in its own process on a free 127.0.0.1 port (benchmarks, the fleet
+soak): the server never shares a GIL with the units that load it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from server.pgcluster import free_port
+
+
+def serve_subprocess(
+    database_url: str, data_dir: Path, admin_token: str, **settings: str
+) -> tuple[str, subprocess.Popen[bytes]]:
+    """(base URL, process) once ``/health`` answers; ``settings`` become CTGTP_SERVER_* vars."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "CTGTP_SERVER_DATABASE_URL": database_url,
+        "CTGTP_SERVER_DATA_DIR": str(data_dir),
+        "CTGTP_SERVER_ADMIN_TOKEN": admin_token,
+        **{f"CTGTP_SERVER_{k.upper()}": v for k, v in settings.items()},
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ctgtp", "server", "run", "--port", str(port)], env=env
+    )
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(600):
+        try:
+            if httpx.get(base + "/health").status_code == 200:
+                return base, proc
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    proc.terminate()
+    raise RuntimeError(f"the server did not start on {base}")
