@@ -9,7 +9,6 @@ while the other units do the same.
 
 from __future__ import annotations
 
-import statistics
 import tempfile
 import threading
 import time
@@ -31,6 +30,7 @@ class UnitRun:
     events: int = 0
     acked: int = 0
     segment_ms: list[float] = field(default_factory=list)
+    server_ms: list[float] = field(default_factory=list)
     error: str | None = None
 
 
@@ -75,12 +75,19 @@ def _unit(base: str, key: Any, home: Path, run: UnitRun, batches: int, readings:
             led.append("batch.completed", {}, batch_id=bid, actor="op.fleet")
             r = client.sync_once()
             run.segment_ms += r.segment_ms
+            run.server_ms += r.server_ms
             run.batches += 1
         run.events = led.head[0]
         run.acked = int(led.get_meta("sync.acked_seq") or 0)
         led.close()
     except Exception as e:
         run.error = f"{type(e).__name__}: {e}"
+
+
+def _q(sorted_ms: list[float], q: float) -> float | None:
+    if not sorted_ms:
+        return None
+    return round(sorted_ms[min(len(sorted_ms) - 1, int(len(sorted_ms) * q))], 1)
 
 
 def run_fleet(units: int, batches: int, readings: int, database: str, work: Path) -> dict[str, Any]:
@@ -127,6 +134,7 @@ def run_fleet(units: int, batches: int, readings: int, database: str, work: Path
                 lost.append(f"{r.unit_id}: edge {r.events}, acked {r.acked}, server "
                             f"{held['events']} (head {held['head_seq']})")  # fmt: skip
         lat = sorted(x for r in runs for x in r.segment_ms)
+        srv = sorted(x for r in runs for x in r.server_ms)
         edge_total = sum(r.events for r in runs)
         return {
             "database": database,
@@ -137,8 +145,10 @@ def run_fleet(units: int, batches: int, readings: int, database: str, work: Path
             "seconds": round(elapsed, 2),
             "events_per_s": round(edge_total / elapsed, 1),
             "segments": len(lat),
-            "p50_ms": round(statistics.median(lat), 1) if lat else None,
-            "p99_ms": round(lat[min(len(lat) - 1, int(len(lat) * 0.99))], 1) if lat else None,
+            "round_trip_p50_ms": _q(lat, 0.5),
+            "round_trip_p99_ms": _q(lat, 0.99),
+            "server_ingest_p50_ms": _q(srv, 0.5),
+            "server_ingest_p99_ms": _q(srv, 0.99),
             "errors": errors,
             "mismatches": lost,
         }

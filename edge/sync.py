@@ -50,6 +50,7 @@ class SyncReport:
     server_head: int = 0
     local_head: int = 0
     segment_ms: list[float] = field(default_factory=list)  # round trip of each stored segment
+    server_ms: list[float] = field(default_factory=list)  # the server's own time for each
 
 
 def _error_type(r: httpx.Response) -> str | None:
@@ -196,6 +197,7 @@ class SyncClient:
                 raise SyncRefused(f"receipt head {receipt['head_seq']} is not seq {last}")
             self.ledger.set_meta(ACKED, str(last))
             report.segment_ms.append((time.perf_counter() - t0) * 1000)
+            report.server_ms.append(int(receipt.get("ingest_us", 0)) / 1000)
             report.pushed += int(receipt["stored"])
             report.duplicates += int(receipt["duplicates"])
             report.segments += 1

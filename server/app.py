@@ -6,6 +6,7 @@ to read the stored head, push segments and fetch the site's operators; ``/server
 key that signs receipts; and the people and quality-review API of :mod:`server.qa_api`.
 """
 
+import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Annotated, Any
@@ -203,6 +204,7 @@ def create_app(
         data = service.read_segment(body, request.headers.get("content-encoding"), settings)
 
         def store() -> dict[str, Any]:
+            t0 = time.perf_counter()
             with sessions() as s:
                 u = s.get(Unit, unit_id, with_for_update=True)
                 assert u is not None
@@ -211,7 +213,9 @@ def create_app(
                 except EbrError as e:
                     raise ServerError(str(e), status=422) from e
                 s.commit()
-                return service.receipt(server_key, unit_id, r)
+            # How long this segment took here (lock, verify, store, commit): fleet latency.
+            r.ingest_us = int((time.perf_counter() - t0) * 1e6)
+            return service.receipt(server_key, unit_id, r)
 
         return await run_in_threadpool(store)
 

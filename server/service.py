@@ -263,6 +263,7 @@ class IngestResult:
     duplicates: int
     head_seq: int
     head_hash: str
+    ingest_us: int = 0
 
 
 def ingest(db: Session, settings: Settings, unit: Unit, data: bytes) -> IngestResult:
@@ -428,6 +429,7 @@ def receipt(server_key: UnitSigner, unit_id: str, r: IngestResult) -> dict[str, 
         "head_hash": r.head_hash,
         "stored": r.stored,
         "duplicates": r.duplicates,
+        "ingest_us": r.ingest_us,
         "received_at": now().strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
         "server_key_id": server_key.key_id,
     }
