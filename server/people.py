@@ -264,6 +264,39 @@ def set_status(
     )
 
 
+def set_password(
+    db: Session,
+    actor: Principal,
+    *,
+    at: datetime,
+    user_id: str,
+    password: str,
+    reason: str,
+    keep_token: str | None = None,
+) -> None:
+    """A new password under the policy; every other session of the person ends.  The audit
+    entry records that it changed and why, never a hash."""
+    p = person(db, user_id)
+    check_policy(user_id, password)
+    if check_password_hash(p.password_hash, password):
+        raise Unprocessable("password policy: the new password must differ from the current one")
+    p.password_hash = hash_password(password)
+    p.failed_logins = 0
+    keep = _digest(keep_token) if keep_token else None
+    for t in db.scalars(select(Token).where(Token.user_id == user_id, Token.revoked.is_(False))):
+        if t.token_hash != keep:
+            t.revoked = True
+    audit.append(
+        db,
+        at=at,
+        actor=actor.user_id,
+        action="person.password_changed" if actor.user_id == user_id else "person.password_reset",
+        object_type="person",
+        object_id=user_id,
+        reason=reason,
+    )
+
+
 def _revoke_tokens(db: Session, user_id: str) -> None:
     for t in db.scalars(select(Token).where(Token.user_id == user_id, Token.revoked.is_(False))):
         t.revoked = True

@@ -28,7 +28,9 @@ from server.settings import Settings
 ROUTES: list[tuple[str, str, str, str]] = [
     ("GET", "/v1/me", "-", "self"),
     ("POST", "/v1/auth/logout", "-", "self"),
+    ("POST", "/v1/me/password", "-", "self"),
     ("GET", "/v1/people", "people.manage", "org"),
+    ("POST", "/v1/people/{user_id}/password", "people.manage", "org"),
     ("POST", "/v1/people", "people.manage", "org"),
     ("POST", "/v1/people/{user_id}/roles", "people.manage", "org"),
     ("POST", "/v1/people/{user_id}/roles/revoke", "people.manage", "org"),
@@ -88,6 +90,16 @@ class PersonBody(BaseModel):
 
 
 class GrantChange(GrantBody):
+    reason: str = Field(min_length=1)
+
+
+class OwnPasswordBody(BaseModel):
+    current_password: str = Field(max_length=1024)
+    new_password: str = Field(max_length=1024)
+
+
+class ResetBody(BaseModel):
+    password: str = Field(max_length=1024)
     reason: str = Field(min_length=1)
 
 
@@ -312,7 +324,42 @@ def add_routes(app: FastAPI, access: Access) -> None:
             "roles": [{"role": r, "site_id": st} for r, st in sorted(who.grants)],
         }
 
+    @app.post("/v1/me/password")
+    def change_own_password(
+        body: OwnPasswordBody,
+        who: Annotated[Principal, Depends(g("POST", "/v1/me/password"))],
+        s: DB,
+        authorization: Annotated[str | None, Header()] = None,
+    ) -> dict[str, str]:
+        at = clock()
+
+        def go() -> dict[str, str]:
+            people.authenticate_password(
+                s, at=at, user_id=who.user_id, password=body.current_password,
+                max_failures=settings.max_failed_logins, purpose="password_change",
+            )  # fmt: skip
+            people.set_password(
+                s, who, at=at, user_id=who.user_id, password=body.new_password,
+                reason="changed by the person", keep_token=bearer(authorization),
+            )  # fmt: skip
+            return {"user_id": who.user_id, "status": "password changed; other sessions ended"}
+
+        return committed(s, go)  # type: ignore[no-any-return]
+
     # -- people ---------------------------------------------------------------------------
+
+    @app.post("/v1/people/{user_id}/password")
+    def reset_password(
+        user_id: str,
+        body: ResetBody,
+        who: Annotated[Principal, Depends(g("POST", "/v1/people/{user_id}/password"))],
+        s: DB,
+    ) -> dict[str, str]:
+        people.set_password(
+            s, who, at=clock(), user_id=user_id, password=body.password, reason=body.reason
+        )
+        s.commit()
+        return {"user_id": user_id, "status": "password reset; sessions ended"}
 
     @app.get("/v1/people")
     def list_people(

@@ -323,3 +323,38 @@ def test_audit_trail_refuses_change_and_detects_tampering(server: Server, tmp_pa
     con.close()
     bad = CliRunner().invoke(cli, args)
     assert bad.exit_code == 1 and "audit entry 2" in bad.output, bad.output
+
+
+def test_password_change_and_reset(server: Server) -> None:
+    add_people(server, {"rev.a": ("Rita Reviewer", [("qa_reviewer", "SITE-A")])})
+    here, elsewhere = login(server, "rev.a"), login(server, "rev.a")
+    new = "Granite-Lake-2027?"
+
+    def change(current: str, new_pw: str) -> httpx.Response:
+        return here.post(
+            "/v1/me/password", json={"current_password": current, "new_password": new_pw}
+        )
+
+    assert change("Wrong-Password-1", new).status_code == 401
+    r = change(PASSWORD, "short")
+    assert r.status_code == 422 and "at least 12" in r.json()["detail"]
+    r = change(PASSWORD, PASSWORD)
+    assert r.status_code == 422 and "differ from the current" in r.json()["detail"]
+    assert change(PASSWORD, new).status_code == 200
+    assert here.get("/v1/me").status_code == 200  # this session goes on
+    assert elsewhere.get("/v1/me").status_code == 401  # every other one ended
+    assert (
+        httpx.post(
+            server.url + "/v1/auth/token", json={"user_id": "rev.a", "password": PASSWORD}
+        ).status_code
+        == 401
+    )
+    login(server, "rev.a", new)
+    with server.admin() as c:
+        r = c.post("/v1/people/rev.a/password",
+                   json={"password": "Copper-Field-2028!", "reason": "forgotten"})  # fmt: skip
+        assert r.status_code == 200
+    assert here.get("/v1/me").status_code == 401
+    actions = [e["action"] for e in audit_entries(server, object_id="rev.a")]
+    assert "person.password_changed" in actions and "person.password_reset" in actions
+    assert all("argon2" not in str(e) for e in audit_entries(server, object_id="rev.a"))
