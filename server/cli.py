@@ -174,3 +174,26 @@ def add_person(
             raise click.ClickException(e.message) from e
         db.commit()
     click.echo(f"{user_id} ({printed_name}) created with {', '.join(roles)}")
+
+
+@server.command("licences-check")
+@DATA
+@DB
+def licences_check(data_dir: Path | None, database_url: str | None) -> None:
+    """Raise the transfer-licence alerts that are due (run it daily, e.g. from cron)."""
+    from sqlalchemy.orm import Session
+
+    from server import custody
+    from server.db import create_schema, make_engine
+    from server.service import now
+
+    s = _settings(data_dir, database_url)
+    engine = make_engine(s.database_url)
+    create_schema(engine)
+    with Session(engine) as db:
+        alerts = custody.check_licences(db, at=now(), warn_days=s.licence_warning_days)
+        lines = [f"ALERT {a.kind}: {a.message}" for a in alerts]
+        db.commit()
+    for line in lines:
+        click.echo(line)
+    click.echo(f"{len(lines)} licence alert(s) raised")

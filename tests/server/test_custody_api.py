@@ -8,6 +8,10 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
+from click.testing import CliRunner
+
+from ctgtp.cli import cli
+
 from .conftest import Server
 from .qa import (
     PASSWORD,
@@ -133,6 +137,20 @@ def test_transfer_licences_alert_before_expiry(server: Server, tmp_path: Path) -
         assert len(first) == 2 and any("EXP-1" in a and "expires" in a for a in first)
         assert any("EXP-OLD" in a and "expired" in a for a in first)
         assert c.post("/v1/licences/check").json()["alerts"] == []  # alerted once
+        # The same check from the server host (cron) finds a licence registered since.
+        r = c.post("/v1/licences", json={"licence_id": "EXP-3", "classification": "EAR99",
+                                         "authority": "BIS", "holder": "Maker GmbH",
+                                         "valid_until": (today + timedelta(days=10)).isoformat(),
+                                         "reason": "new shipment"})  # fmt: skip
+        assert r.status_code == 201, r.text
+        args = ["server", "licences-check", "--data-dir", str(server.settings.data_dir),
+                "--database-url", server.settings.database_url]  # fmt: skip
+        out = CliRunner().invoke(cli, args)
+        assert out.exit_code == 0 and "1 licence alert(s) raised" in out.output, out.output
+        assert "EXP-3" in out.output
+        assert "0 licence alert(s)" in CliRunner().invoke(cli, args).output
+        kinds = [a["kind"] for a in c.get("/admin/alerts").json()]
+        assert kinds.count("transfer.licence_expiring") == 2
         soon = c.get("/v1/licences", params={"expiring_within_days": 30}).json()
         assert [x["licence_id"] for x in soon] == ["EXP-OLD", "EXP-1"]
     r = login(server, "op.ana").post(
