@@ -152,7 +152,7 @@ def test_transfer_licences_alert_before_expiry(server: Server, tmp_path: Path) -
         kinds = [a["kind"] for a in c.get("/admin/alerts").json()]
         assert kinds.count("transfer.licence_expiring") == 2
         soon = c.get("/v1/licences", params={"expiring_within_days": 30}).json()
-        assert [x["licence_id"] for x in soon] == ["EXP-OLD", "EXP-1"]
+        assert [x["licence_id"] for x in soon] == ["EXP-OLD", "EXP-3", "EXP-1"]
     r = login(server, "op.ana").post(
         PATH + "/events",
         json={"kind": "handoff", "from_party": "SITE-A", "to_party": "HOSP-1", "place": "dock",
