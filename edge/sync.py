@@ -19,6 +19,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -167,13 +168,27 @@ class SyncClient:
         if buf:  # every commit group ends with a checkpoint, so this ends at one too
             yield last, b"\n".join(buf) + b"\n"
 
+    def _prepared(self, after: int) -> Iterator[tuple[int, bytes]]:
+        """The gzip'd segments, the next one prepared in a thread while the current one is on the
+        wire and being verified by the server (reading and compressing overlap the wait)."""
+        segs = self.segments(after)
+
+        def next_body() -> tuple[int, bytes] | None:
+            item = next(segs, None)
+            return None if item is None else (item[0], gzip.compress(item[1], compresslevel=1))
+
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sync-prep") as pool:
+            pending = pool.submit(next_body)
+            while (item := pending.result()) is not None:
+                pending = pool.submit(next_body)
+                yield item
+
     def sync_once(self, attempts: int = 8) -> SyncReport:
         report = SyncReport(local_head=self.ledger.head[0])
         acked = self.server_head(report, attempts)
         self.ledger.set_meta(ACKED, str(acked))
         path = f"/v1/units/{self.unit_id}/segments"
-        for last, data in self.segments(acked):
-            body = gzip.compress(data, compresslevel=1)
+        for last, body in self._prepared(acked):
             t0 = time.perf_counter()
             r = self._retrying(
                 lambda b=body: self._send(  # type: ignore[misc]
