@@ -761,6 +761,11 @@ def sign(
         if ev.disposition == "releasable":
             disposition = "released"
         elif ev.disposition == "conditional":
+            if prev is not None and prev.disposition == "conditional_release":
+                raise Conflict(
+                    f"batch {batch_id} is already conditionally released for {req.jurisdiction}; "
+                    "the final release is signed when the pending results are final"
+                )
             disposition = "conditional_release"
             pending = [v.attribute for v in ev.verdicts if v.status == "pending"]
         elif ev.disposition == "incomplete":

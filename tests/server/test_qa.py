@@ -95,6 +95,8 @@ def test_review_sign_release_conditional_then_late_failure(server: Server, tmp_p
     assert d["jurisdiction"] == "EU" and set(d["pending"]) == {"rcl", "sterility", "vcn"}
     assert d["signature"]["printed_name"] == "Paul Approver" and d["signature"]["applies"]
     assert rev.get("/v1/review/queue").json()["batches"][0]["review_state"] == "in_review"
+    r = sign(appr, "B-A1", "appr.a", "released")
+    assert r.status_code == 409 and "already conditionally released" in r.json()["detail"]
     # A final disposition is not signed twice; other jurisdictions are decided on their own.
     r = sign(appr, "B-A1", "appr.a", "rejected")
     assert r.status_code == 201  # a conditional release can still end in rejection ...
@@ -358,3 +360,30 @@ def test_password_change_and_reset(server: Server) -> None:
     actions = [e["action"] for e in audit_entries(server, object_id="rev.a")]
     assert "person.password_changed" in actions and "person.password_reset" in actions
     assert all("argon2" not in str(e) for e in audit_entries(server, object_id="rev.a"))
+
+
+def test_conditional_release_becomes_final_when_pending_results_are_final(
+    server: Server, tmp_path: Path
+) -> None:
+    add_people(server)
+    publish_spec(server)
+    push_batch(server, tmp_path, unit_id="UNIT-A5", site="SITE-A", batch_id="B-A5", deviation=False)
+    rev, appr = login(server, "rev.a"), login(server, "appr.a")
+    assert enter_results(rev, "B-A5", example_results()).status_code == 201
+    assert sign(rev, "B-A5", "rev.a", "reviewed").status_code == 201
+    assert sign(appr, "B-A5", "appr.a", "released").json()["disposition"] == "conditional_release"
+    final = example_results() | {
+        "vcn": {"value": "1.8", "unit": "{copies}/{cell}", "method": "qpcr-vcn"},
+        "rcl": {"value": "not detected", "method": "qpcr-vsvg"},
+        "sterility": {"value": "no growth", "method": "bact-alert"},
+    }
+    assert enter_results(rev, "B-A5", final).status_code == 201
+    assert rev.get("/v1/batches/B-A5").json()["cqa"]["EU"]["disposition"] == "releasable"
+    r = sign(appr, "B-A5", "appr.a", "released")
+    assert r.status_code == 409  # the review on the old record no longer applies
+    assert sign(rev, "B-A5", "rev.a", "reviewed").status_code == 201
+    r = sign(appr, "B-A5", "appr.a", "released")
+    assert r.status_code == 201 and r.json()["disposition"] == "released"
+    disp = [d["disposition"] for d in appr.get("/v1/batches/B-A5").json()["dispositions"]]
+    assert disp == ["conditional_release", "released"]
+    assert not [a for a in rev.get("/v1/alerts").json() if a["batch_id"] == "B-A5"]
