@@ -52,7 +52,7 @@ def _unit(base: str, key: Any, home: Path, run: UnitRun, batches: int, readings:
             httpx.get(base + "/server-key").content))  # fmt: skip
         for b in range(batches):
             bid = f"{run.unit_id}-B{b:03d}"
-            coi = f"&/CHA9999{26}{(hash(bid) & 0xFFFFFF):06X}"[:17]
+            coi = f"&/CHA999926{b:03d}{int(run.unit_id[-3:]):03d}"  # unique per unit and batch
             led.append("batch.started", {"coi": coi, "mbr_id": "CAR-T", "mbr_version": "3",
                                          "mbr_hash": "0" * 64, "product": "p"},
                        batch_id=bid, actor="op.fleet")  # fmt: skip

@@ -103,17 +103,17 @@ class Custody:
         return {"balanced": balanced, "counts": {k: c.to_json() for k, c in counts.items()}}
 
     def _deviation(
-        self, st: BatchState, category: str, reason: str, user_id: str, severity: str = "major"
+        self, st: BatchState, category: str, reason: str, user_id: str, offset: int = 0
     ) -> Append:
-        # Deviation ids count those already raised plus any raised in this same commit group.
+        """A major deviation; ``offset`` counts others raised in the same commit group."""
         return Append(
             "deviation.raised",
             {
-                "deviation_id": self.engine._next_deviation_id(st),
+                "deviation_id": self.engine._next_deviation_id(st, offset),
                 "step": None,
                 "category": category,
                 "reason": reason,
-                "severity": severity,
+                "severity": "major",
             },
             st.batch_id,
             user_id,
@@ -267,13 +267,15 @@ class Custody:
                 user_id,
             )
         ]
-        for i, x in enumerate(found):
-            dev = self._deviation(
-                st, "shipping_temperature", f"shipper {shipper}: {x.describe(limit_c, allowed)}",
+        items += [
+            self._deviation(
+                st,
+                "shipping_temperature",
+                f"shipper {shipper}: {x.describe(limit_c, allowed)}",
                 user_id,
-            )  # fmt: skip
-            p = dict(dev.payload)
-            p["deviation_id"] = f"DEV-{batch_id}-{len(st.deviations) + 1 + i:03d}"
-            items.append(Append(dev.kind, p, dev.batch_id, dev.actor))
+                offset=i,
+            )
+            for i, x in enumerate(found)
+        ]
         self.ledger.append_many(items)
         return found

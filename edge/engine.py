@@ -600,8 +600,9 @@ class Engine:
         )
 
     @staticmethod
-    def _next_deviation_id(st: BatchState) -> str:
-        return f"DEV-{st.batch_id}-{len(st.deviations) + 1:03d}"
+    def _next_deviation_id(st: BatchState, offset: int = 0) -> str:
+        """The id of the next deviation (``offset``: more raised in the same commit group)."""
+        return f"DEV-{st.batch_id}-{len(st.deviations) + 1 + offset:03d}"
 
     @staticmethod
     def _describe(exp: Expectation) -> str:

@@ -51,9 +51,7 @@ class LabelData:
             coi_from_text(self.coi)
             if self.din is not None:
                 parse_din(self.din)
-        except EdgeError:
-            raise
-        except Exception as e:
+        except IdentifierError as e:
             raise LabelError(f"{self.kind} label: {e}") from e
         if self.kind in ("product_bag", "shipper"):
             if not self.gtin or len(self.gtin) != 14 or not self.gtin.isdigit():

@@ -176,25 +176,27 @@ def create_app(
 
         def read() -> dict[str, Any]:
             with sessions() as s:
-                rows = s.execute(
-                    select(Person, RoleGrant.site_id)
+                operators = s.scalars(
+                    select(Person)
                     .join(RoleGrant, RoleGrant.user_id == Person.user_id)
                     .where(
                         RoleGrant.role == "operator",
                         RoleGrant.site_id.in_((unit.site_id, "*")),
                         Person.status == "active",
                     )
+                    .distinct()
                     .order_by(Person.user_id)
-                ).all()
-                seen: dict[str, dict[str, Any]] = {}
-                for p, _site in rows:
-                    seen[p.user_id] = {
+                )
+                users = [
+                    {
                         "user_id": p.user_id,
                         "printed_name": p.printed_name,
                         "roles": ["operator"],
                         "password_hash": p.password_hash,
                     }
-                return {"site_id": unit.site_id, "users": list(seen.values())}
+                    for p in operators
+                ]
+                return {"site_id": unit.site_id, "users": users}
 
         return await run_in_threadpool(read)
 

@@ -13,7 +13,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 import orjson
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from ebr_core.canonical import canonical
@@ -21,11 +21,12 @@ from ebr_core.custody import check_custody, signed_content_hash
 from ebr_core.errors import IdentifierError
 from ebr_core.identifiers import parse_scan
 from ebr_core.isbt128 import coi_from_text
+from ebr_core.record import Event
 from server import audit, people
 from server.db import Alert, BatchSummary, CustodyEventRow, EventRow, Licence, LicenceLink
 from server.errors import Conflict, NotFound, Unprocessable
 from server.people import Principal
-from server.review import iso, load_events
+from server.review import iso
 
 KINDS = ("handoff", "received", "infused")
 
@@ -49,12 +50,22 @@ def batch_for(db: Session, coi: str) -> BatchSummary:
     return b
 
 
-def _edge_events(db: Session, batch_id: str) -> list[Any]:
-    return [
-        e
-        for e in load_events(db, batch_id)
-        if e.kind == "batch.started" or e.kind.startswith("custody.")
-    ]
+def _edge_events(db: Session, batch_id: str) -> list[Event]:
+    """The batch's start and custody events from the units' ledgers (not its readings)."""
+    rows = db.scalars(
+        select(EventRow.line)
+        .where(
+            EventRow.batch_id == batch_id,
+            or_(EventRow.kind == "batch.started", EventRow.kind.like("custody.%")),
+        )
+        .order_by(EventRow.unit_id, EventRow.seq)
+    )
+    out = []
+    for line in rows:
+        d = orjson.loads(line)
+        del d["type"]
+        out.append(Event(**d))
+    return out
 
 
 def _server_rows(db: Session, coi: str) -> list[CustodyEventRow]:
@@ -65,19 +76,24 @@ def _server_rows(db: Session, coi: str) -> list[CustodyEventRow]:
     )
 
 
+def _parties(db: Session, batch_id: str, *, refused: bool) -> set[str]:
+    """Parties and sites custody was handed to: recipients in hand-offs, receipt and infusion
+    sites on the units, and recipients of server-recorded events (``refused``: also of stopped
+    hand-offs)."""
+    out: set[str] = set()
+    for e in _edge_events(db, batch_id):
+        out.update(v for k in ("to", "site") if isinstance(v := e.payload.get(k), str))
+    for r in db.scalars(select(CustodyEventRow).where(CustodyEventRow.batch_id == batch_id)):
+        if r.to_party and (refused or r.kind != "refused"):
+            out.add(r.to_party)
+    return out
+
+
 def sites_involved(db: Session, coi: str) -> set[str]:
     """The batch's site and every party custody has been handed to (a hospital's staff hold
     their grants at the hospital's site id)."""
     b = batch_for(db, coi)
-    out = {b.site_id}
-    for e in _edge_events(db, b.batch_id):
-        for k in ("to", "site"):
-            if isinstance(e.payload.get(k), str):
-                out.add(e.payload[k])
-    for r in _server_rows(db, coi):
-        if r.to_party:
-            out.add(r.to_party)
-    return out
+    return {b.site_id} | _parties(db, b.batch_id, refused=True)
 
 
 def timeline(db: Session, coi: str) -> dict[str, Any]:
@@ -326,16 +342,4 @@ def check_licences(db: Session, *, at: datetime, warn_days: int) -> list[Alert]:
 
 def receiving_sites(db: Session, batch_id: str) -> set[str]:
     """Where the product went (for late-result alerts): hand-off recipients and receipt sites."""
-    out: set[str] = set()
-    for line in db.scalars(
-        select(EventRow.line).where(
-            EventRow.batch_id == batch_id,
-            EventRow.kind.in_(("custody.handoff", "custody.received", "custody.infused")),
-        )
-    ):
-        p = orjson.loads(line)["payload"]
-        out.update(v for k in ("to", "site") if isinstance(v := p.get(k), str))
-    for r in db.scalars(select(CustodyEventRow).where(CustodyEventRow.batch_id == batch_id)):
-        if r.kind != "refused" and r.to_party:
-            out.add(r.to_party)
-    return out
+    return _parties(db, batch_id, refused=False)

@@ -282,10 +282,7 @@ def set_password(
         raise Unprocessable("password policy: the new password must differ from the current one")
     p.password_hash = hash_password(password)
     p.failed_logins = 0
-    keep = _digest(keep_token) if keep_token else None
-    for t in db.scalars(select(Token).where(Token.user_id == user_id, Token.revoked.is_(False))):
-        if t.token_hash != keep:
-            t.revoked = True
+    _revoke_tokens(db, user_id, keep=_digest(keep_token) if keep_token else None)
     audit.append(
         db,
         at=at,
@@ -297,9 +294,11 @@ def set_password(
     )
 
 
-def _revoke_tokens(db: Session, user_id: str) -> None:
+def _revoke_tokens(db: Session, user_id: str, keep: str | None = None) -> None:
+    """End the person's sessions (all but the one whose token digest is ``keep``)."""
     for t in db.scalars(select(Token).where(Token.user_id == user_id, Token.revoked.is_(False))):
-        t.revoked = True
+        if t.token_hash != keep:
+            t.revoked = True
 
 
 def authenticate_password(

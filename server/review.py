@@ -730,7 +730,8 @@ def sign(
     disposition: str | None = None
     pending: list[str] = []
     case: OosCase | None = None
-    prev = _latest_dispositions(db, batch_id).get(req.jurisdiction)
+    latest = _latest_dispositions(db, batch_id)
+    prev = latest.get(req.jurisdiction)
     if decides and prev is not None and prev.disposition in FINAL:
         raise Conflict(
             f"batch {batch_id} is already {prev.disposition} for {req.jurisdiction}; a final "
@@ -852,7 +853,7 @@ def sign(
             new={req.jurisdiction: disposition, "pending": pending},
             reason=req.reason,
         )
-        decided = set(_latest_dispositions(db, batch_id)) | {req.jurisdiction}
+        decided = set(latest) | {req.jurisdiction}
         _set_state(
             db,
             summ,
