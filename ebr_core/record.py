@@ -18,11 +18,14 @@ This module owns the byte definitions only; building is in :mod:`ebr_core.chain`
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
+
+import orjson
 
 from ebr_core.canonical import canonical, check_value
 from ebr_core.errors import CanonicalError, RecordFormatError
@@ -46,25 +49,38 @@ _TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z")
 
 def format_time(t: datetime) -> str:
     """UTC timestamp with microseconds, the only time form in a record."""
+    # Events arrive many per second: the "YYYY-MM-DDThh:mm:ss." prefix is formatted once per
+    # second and kept with the second's bounds in one tuple (one atomic read, so threads that
+    # format different seconds never mix a prefix with another second's bounds).
+    w = _window
+    if t.tzinfo is UTC and w[0] <= t < w[1]:
+        us = t.microsecond
+        return w[2] + _D3[us // 1000] + _D3Z[us % 1000]
+    return _format_slow(t)
+
+
+def _format_slow(t: datetime) -> str:
+    global _window
     if t.tzinfo is not UTC:
         if t.tzinfo is None:
             raise RecordFormatError(
                 "recorded_at must be timezone-aware (UTC); got a naive datetime"
             )
         t = t.astimezone(UTC)
-    # Events arrive many per second: format the "YYYY-MM-DDThh:mm:ss" prefix once per second.
-    global _last_second, _last_prefix
-    second = int(t.timestamp() // 1)
-    if second != _last_second:
-        if t.year < 1000:
-            raise RecordFormatError(f"time {t!r} is before the year 1000")
-        _last_prefix = t.replace(microsecond=0, tzinfo=None).isoformat()
-        _last_second = second
-    return f"{_last_prefix}.{t.microsecond:06d}Z"
+    if t.year < 1000:
+        raise RecordFormatError(f"time {t!r} is before the year 1000")
+    lo = t.replace(microsecond=0)
+    prefix = lo.replace(tzinfo=None).isoformat() + "."
+    with contextlib.suppress(OverflowError):  # the last second of 9999 gets no window
+        _window = (lo, lo + timedelta(seconds=1), prefix)
+    us = t.microsecond
+    return prefix + _D3[us // 1000] + _D3Z[us % 1000]
 
 
-_last_second: int | None = None
-_last_prefix = ""
+_D3 = tuple(f"{i:03d}" for i in range(1000))
+_D3Z = tuple(f"{i:03d}Z" for i in range(1000))
+_EMPTY = datetime(1, 1, 1, tzinfo=UTC)
+_window: tuple[datetime, datetime, str] = (_EMPTY, _EMPTY, "")
 
 
 def parse_time(s: str) -> datetime:
@@ -79,6 +95,34 @@ def parse_time(s: str) -> datetime:
 def event_hash(body: dict[str, Any]) -> str:
     """Hash of an event's fields without ``hash`` (``body`` must not contain the key)."""
     return hashlib.sha256(EVENT_TAG + canonical(body)).hexdigest()
+
+
+def event_template(unit_id: str, kind: str, batch_id: str | None, actor: str | None) -> bytes:
+    """``EVENT_TAG`` + the canonical body of an event with these fixed fields, as a bytes
+    ``%``-template taking ``(payload bytes, prev_hash, recorded_at, seq)``.
+
+    The builder and the verifier fill it instead of encoding the whole body, so only the payload
+    goes through the encoder.  The caller has validated the fields; ``prev_hash`` and
+    ``recorded_at`` must be hex and a checked timestamp (nothing in them needs escaping).
+    tests/core/test_chain.py holds the filled bytes to :func:`canonical`'s.
+    """
+
+    def enc(v: str | None) -> bytes:  # a JSON value, with % escaped for the template
+        return orjson.dumps(v).replace(b"%", b"%%")
+
+    # The keys in sorted order, as canonical() writes them.
+    return (
+        EVENT_TAG
+        + b'{"actor":'
+        + enc(actor)
+        + b',"batch_id":'
+        + enc(batch_id)
+        + b',"kind":'
+        + enc(kind)
+        + b',"payload":%b,"prev_hash":"%b","recorded_at":"%b","seq":%d,"unit_id":'
+        + enc(unit_id)
+        + b"}"
+    )
 
 
 def checkpoint_message(unit_id: str, seq: int, prev_seq: int, head_hash: str, key_id: str) -> bytes:
@@ -205,13 +249,13 @@ def new_event_body(
     payload: dict[str, Any],
 ) -> dict[str, Any]:
     """Validate the inputs of a new event and return its body (everything but ``hash``)."""
-    if unit_id not in _valid_ids and not _ID.fullmatch(unit_id):
+    if not id_ok(unit_id):
         raise RecordFormatError(
             f"unit_id {unit_id!r} is not 1-64 letters, digits or . _ : - (starting alphanumeric)"
         )
-    if batch_id is not None and batch_id not in _valid_ids and not _ID.fullmatch(batch_id):
+    if batch_id is not None and not id_ok(batch_id):
         raise RecordFormatError(f"batch_id {batch_id!r} is not 1-64 letters, digits or . _ : -")
-    if kind not in _valid_kinds and not _KIND.fullmatch(kind):
+    if not kind_ok(kind):
         raise RecordFormatError(
             f"kind {kind!r} is not dotted lower-case words like 'scan.accepted'"
         )
@@ -256,9 +300,11 @@ def _remember(unit_id: str, batch_id: str | None, kind: str) -> None:
 
 def id_ok(s: Any) -> bool:
     """True if ``s`` is a valid unit or batch id (cached)."""
+    if type(s) is not str:
+        return False
     if s in _valid_ids:
         return True
-    if type(s) is str and _ID.fullmatch(s):
+    if _ID.fullmatch(s):
         if len(_valid_ids) > _CACHE_MAX:
             _valid_ids.clear()
         _valid_ids.add(s)
@@ -267,9 +313,11 @@ def id_ok(s: Any) -> bool:
 
 
 def kind_ok(s: Any) -> bool:
+    if type(s) is not str:
+        return False
     if s in _valid_kinds:
         return True
-    if type(s) is str and _KIND.fullmatch(s):
+    if _KIND.fullmatch(s):
         if len(_valid_kinds) > _CACHE_MAX:
             _valid_kinds.clear()
         _valid_kinds.add(s)
