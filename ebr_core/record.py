@@ -44,7 +44,8 @@ SEAL_FIELDS = frozenset({"unit_id", "first_seq", "seq", "head_hash", "key_id", "
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _KIND = re.compile(r"[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+")
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:\-]{0,63}")
-_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z")
+# [0-9], not \d: in a str pattern \d also matches other scripts' digits ("٢٠٢٦-…").
+_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z")
 
 
 def format_time(t: datetime) -> str:
@@ -106,23 +107,46 @@ def event_template(unit_id: str, kind: str, batch_id: str | None, actor: str | N
     ``recorded_at`` must be hex and a checked timestamp (nothing in them needs escaping).
     tests/core/test_chain.py holds the filled bytes to :func:`canonical`'s.
     """
-
-    def enc(v: str | None) -> bytes:  # a JSON value, with % escaped for the template
-        return orjson.dumps(v).replace(b"%", b"%%")
-
+    a, b, k, u = _template_parts(unit_id, kind, batch_id, actor)
     # The keys in sorted order, as canonical() writes them.
     return (
         EVENT_TAG
         + b'{"actor":'
-        + enc(actor)
+        + a
         + b',"batch_id":'
-        + enc(batch_id)
+        + b
         + b',"kind":'
-        + enc(kind)
+        + k
         + b',"payload":%b,"prev_hash":"%b","recorded_at":"%b","seq":%d,"unit_id":'
-        + enc(unit_id)
+        + u
         + b"}"
     )
+
+
+def event_line_template(unit_id: str, kind: str, batch_id: str | None, actor: str | None) -> bytes:
+    """The canonical exchange-format line of such an event (:mod:`ebr_core.ledgerfile`), as a
+    template taking ``(hash, payload bytes, prev_hash, recorded_at, seq)``."""
+    a, b, k, u = _template_parts(unit_id, kind, batch_id, actor)
+    return (
+        b'{"actor":'
+        + a
+        + b',"batch_id":'
+        + b
+        + b',"hash":"%b","kind":'
+        + k
+        + b',"payload":%b,"prev_hash":"%b","recorded_at":"%b","seq":%d,"type":"event","unit_id":'
+        + u
+        + b"}"
+    )
+
+
+def _template_parts(
+    unit_id: str, kind: str, batch_id: str | None, actor: str | None
+) -> tuple[bytes, bytes, bytes, bytes]:
+    def enc(v: str | None) -> bytes:  # a JSON value, with % escaped for the template
+        return orjson.dumps(v).replace(b"%", b"%%")
+
+    return enc(actor), enc(batch_id), enc(kind), enc(unit_id)
 
 
 def checkpoint_message(unit_id: str, seq: int, prev_seq: int, head_hash: str, key_id: str) -> bytes:

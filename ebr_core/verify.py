@@ -16,7 +16,7 @@ import binascii
 import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 import orjson
 
@@ -44,6 +44,7 @@ from ebr_core.record import (
     SEAL_FIELDS,
     check_signed_shape,
     checkpoint_message,
+    event_line_template,
     event_template,
     id_ok,
     kind_ok,
@@ -58,6 +59,7 @@ _sha256 = hashlib.sha256
 _dumps = orjson.dumps
 _time_ok = _TIME.fullmatch
 _UNSET = object()
+_NOT_CANONICAL = "line is not in canonical form (sorted keys, no spaces, UTF-8, no floats)"
 
 
 @dataclass(frozen=True)
@@ -96,7 +98,6 @@ class ChainVerifier:
         self.seq = start_seq
         self.head_hash = start_hash
         self.checkpoint_seq = start_checkpoint_seq
-        self.events = 0
         self.checkpoints = 0
         self.sealed = False
         self.index = 0
@@ -106,6 +107,8 @@ class ChainVerifier:
         self._batch: object = _UNSET
         self._actor: object = _UNSET
         self._template = b""
+        self._line_template = b""
+        self._second = "\0"  # the last timestamp's first 20 characters, matched by the regex
 
     # -- records --------------------------------------------------------------------------
 
@@ -143,6 +146,13 @@ class ChainVerifier:
             record = orjson.loads(line)
         except orjson.JSONDecodeError as e:
             raise MalformedRecordError(f"not valid JSON ({e})", index=self.index) from e
+        if type(record) is dict and record.get("type") == "event" and not self.sealed:
+            # An event line is compared with its canonical form filled from the line template
+            # inside _event (only the payload is encoded there).
+            i = self.index
+            self._event(record, i, line)
+            self.index = i + 1
+            return record
         try:
             canonical_line = _dumps(record, option=_OPTS)
         except TypeError as e:
@@ -150,10 +160,7 @@ class ChainVerifier:
                 f"cannot be encoded canonically: {e}", index=self.index
             ) from e
         if canonical_line != line:
-            raise MalformedRecordError(
-                "line is not in canonical form (sorted keys, no spaces, UTF-8, no floats)",
-                index=self.index,
-            )
+            raise MalformedRecordError(_NOT_CANONICAL, index=self.index)
         self.feed(record)
         return record  # type: ignore[no-any-return]
 
@@ -167,39 +174,69 @@ class ChainVerifier:
                 f"record is for unit {unit_id!r}, expected {self.unit_id!r}", seq=seq, index=i
             )
 
-    def _event(self, d: dict[str, Any], i: int) -> None:
+    def feed_many(self, records: Iterable[Any]) -> None:
+        """:meth:`feed` each record in turn; events take the direct path."""
+        event = self._event
+        for r in records:
+            if type(r) is dict and r.get("type") == "event" and not self.sealed:
+                i = self.index
+                event(r, i)
+                self.index = i + 1
+            else:
+                self.feed(r)
+
+    def _event(self, d: dict[str, Any], i: int, line: bytes | None = None) -> None:
         # The hot path (one call per event): kept flat, with the rare error branches out of line.
-        if d.keys() != _EVENT_LINE:
+        # Ten keys, and every one of the ten is read below (a missing one raises KeyError):
+        # that proves the exact key set without hashing the keys into a set.
+        if len(d) != 10:
             self._bad_fields(d, i)
-        seq = d["seq"]
-        if d["unit_id"] != self.unit_id:
-            self._unit(d["unit_id"], i, seq)
-        if type(seq) is not int or seq != self.seq + 1:
-            raise SequenceError(
-                f"seq is {seq!r}, expected {self.seq + 1}", seq=self.seq + 1, index=i
-            )
-        prev = d["prev_hash"]
-        if prev != self.head_hash:
-            raise ChainBrokenError(
-                f"prev_hash {str(prev)[:16]}… does not link to the previous event "
-                f"{self.head_hash[:16]}… (an event was deleted, reordered or spliced in)",
-                seq=seq,
-                index=i,
-            )
-        # The hash input is the canonical body (every field but hash and type), written from a
-        # template for the (kind, batch_id, actor) of the previous event when they repeat, so
-        # only the payload is encoded (record.event_template; test_chain.py holds it to
-        # canonical()).  Fields are checked before they go into the template.
-        kind = d["kind"]
-        batch = d["batch_id"]
-        actor = d["actor"]
-        if kind == self._kind and batch == self._batch and actor == self._actor:
-            template = self._template
-        else:
-            template = self._new_template(d, seq, i)
-        ra = d["recorded_at"]
-        payload = d["payload"]
-        if type(ra) is not str or not _time_ok(ra) or type(payload) is not dict:
+        try:
+            seq = d["seq"]
+            if d["unit_id"] != self.unit_id:
+                self._unit(d["unit_id"], i, seq)
+            if type(seq) is not int or seq != self.seq + 1:
+                raise SequenceError(
+                    f"seq is {seq!r}, expected {self.seq + 1}", seq=self.seq + 1, index=i
+                )
+            prev = d["prev_hash"]
+            if prev != self.head_hash:
+                raise ChainBrokenError(
+                    f"prev_hash {str(prev)[:16]}… does not link to the previous event "
+                    f"{self.head_hash[:16]}… (an event was deleted, reordered or spliced in)",
+                    seq=seq,
+                    index=i,
+                )
+            # The hash input is the canonical body (every field but hash and type), written
+            # from a template for the previous event's (kind, batch_id, actor) when they
+            # repeat, so only the payload is encoded (record.event_template; test_chain.py
+            # holds it to canonical()).  Fields are checked before they go into the template.
+            kind = d["kind"]
+            batch = d["batch_id"]
+            actor = d["actor"]
+            if kind == self._kind and batch == self._batch and actor == self._actor:
+                template = self._template
+            else:
+                template = self._new_template(d, seq, i)
+            ra = d["recorded_at"]
+            payload = d["payload"]
+            stored = d["hash"]
+        except KeyError:
+            self._bad_fields(d, i)
+        # The timestamp's "YYYY-MM-DDThh:mm:ss." repeats for every event of a second: it is
+        # matched by the regex once, then only the six ASCII digits and the Z are checked.
+        if (
+            type(ra) is not str
+            or len(ra) != 27
+            or not ra.startswith(self._second)
+            or ra[26] != "Z"
+            or not ra.isascii()
+            or not ra[20:26].isdigit()
+        ):
+            if type(ra) is not str or not _time_ok(ra):
+                self._event_fields(d, seq, i)
+            self._second = ra[:20]
+        if type(payload) is not dict:
             self._event_fields(d, seq, i)
         for v in payload.values():  # values only: orjson refuses a key that is not a string
             if type(v) is not str:
@@ -215,17 +252,23 @@ class ChainVerifier:
             raise MalformedRecordError(
                 f"event cannot be encoded canonically: {e}", seq=seq, index=i
             ) from e
-        h = _sha256(template % (pb, prev.encode(), ra.encode(), seq)).hexdigest()
-        if h != d["hash"]:
+        prev_b = prev.encode()
+        ra_b = ra.encode()
+        h = _sha256(template % (pb, prev_b, ra_b, seq)).hexdigest()
+        if line is not None and (
+            type(stored) is not str
+            or self._line_template % (stored.encode(), pb, prev_b, ra_b, seq) != line
+        ):
+            raise MalformedRecordError(_NOT_CANONICAL, seq=seq, index=i)
+        if h != stored:
             raise HashMismatchError(
-                f"content does not match its hash (stored {str(d['hash'])[:16]}…, "
+                f"content does not match its hash (stored {str(stored)[:16]}…, "
                 f"computed {h[:16]}…): the event was altered",
                 seq=seq,
                 index=i,
             )
         self.seq = seq
         self.head_hash = h
-        self.events += 1
 
     def _new_template(self, d: dict[str, Any], seq: int, i: int) -> bytes:
         kind, batch, actor = d["kind"], d["batch_id"], d["actor"]
@@ -237,10 +280,11 @@ class ChainVerifier:
             self._event_fields(d, seq, i)
         assert self.unit_id is not None  # set by the unit check before
         self._template = event_template(self.unit_id, kind, batch, actor)
+        self._line_template = event_line_template(self.unit_id, kind, batch, actor)
         self._kind, self._batch, self._actor = kind, batch, actor
         return self._template
 
-    def _bad_fields(self, d: dict[str, Any], i: int) -> None:
+    def _bad_fields(self, d: dict[str, Any], i: int) -> NoReturn:
         missing = sorted(_EVENT_LINE - d.keys())
         extra = sorted(d.keys() - _EVENT_LINE)
         raise MalformedRecordError(
@@ -352,7 +396,7 @@ class ChainVerifier:
 
     def finish(self, *, require_seal: bool = False) -> Verified:
         """Check the end of the input and return what was verified."""
-        if self.events == 0:
+        if self.seq < self.first_seq:
             raise EmptyLedgerError("no events to verify", index=self.index)
         if self.checkpoint_seq != self.seq:
             raise UnsignedTailError(
@@ -373,7 +417,7 @@ class ChainVerifier:
             first_seq=self.first_seq,
             head_seq=self.seq,
             head_hash=self.head_hash,
-            event_count=self.events,
+            event_count=self.seq - self.first_seq + 1,
             checkpoint_count=self.checkpoints,
             sealed=self.sealed,
             key_ids=frozenset(self.key_ids),
@@ -399,6 +443,5 @@ def verify(
         start_hash=start_hash,
         start_checkpoint_seq=start_checkpoint_seq,
     )
-    for r in records:
-        v.feed(r)
+    v.feed_many(records)
     return v.finish(require_seal=require_seal)

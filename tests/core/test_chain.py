@@ -12,15 +12,18 @@ import hashlib
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ebr_core.canonical import reference_canonical
 from ebr_core.chain import ChainBuilder
-from ebr_core.errors import RecordFormatError
-from ebr_core.keys import UnitSigner
-from ebr_core.record import EVENT_TAG, GENESIS_HASH, format_time
+from ebr_core.errors import RecordFormatError, VerificationError
+from ebr_core.keys import Keyring, UnitSigner
+from ebr_core.ledgerfile import encode_record
+from ebr_core.record import EVENT_TAG, GENESIS_HASH, event_line_template, format_time
+from ebr_core.verify import ChainVerifier
 
 SIGNER = UnitSigner.from_seed(bytes(range(32)), "UNIT-A")
 
@@ -138,3 +141,42 @@ def test_naive_clock_is_refused() -> None:
 def test_invalid_unit_id_is_refused() -> None:
     with pytest.raises(RecordFormatError, match="not a valid unit id"):
         ChainBuilder(UnitSigner.from_seed(bytes(32), "bad unit"), lambda: T)
+
+
+@settings(max_examples=200, deadline=None)
+@given(kinds, st.none() | ids, actors, payloads, times)
+def test_line_template_equals_the_exchange_line(
+    kind: str, batch: str | None, actor: str | None, payload: dict[str, Any], t: datetime
+) -> None:
+    ev = ChainBuilder(SIGNER, lambda: t).next_event(kind, payload, batch_id=batch, actor=actor)
+    filled = event_line_template(SIGNER.unit_id, kind, batch, actor) % (
+        ev.hash.encode(),
+        orjson.dumps(payload, option=orjson.OPT_SORT_KEYS),
+        ev.prev_hash.encode(),
+        ev.recorded_at.encode(),
+        ev.seq,
+    )
+    assert filled + b"\n" == encode_record(ev)
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda s: s.replace(b'"kind":', b'"kind": '),
+        lambda s: s.replace(b'"Cel"', b'"\\u0043el"'),
+        lambda s: s.replace(b'"seq":1,', b'"seq":1.0,'),
+        lambda s: s.replace(b'"seq":1,', b'"seq":01,'),
+        lambda s: s.replace(b'{"unit":"Cel","value":"1"}', b'{"value":"1","unit":"Cel"}'),
+    ],
+)
+def test_an_equivalent_but_not_canonical_event_line_is_refused(edit: Any) -> None:
+    ev = ChainBuilder(SIGNER, lambda: T).next_event(
+        "reading.recorded", {"q": {"value": "1", "unit": "Cel"}}, batch_id="B-1"
+    )
+    line = encode_record(ev)[:-1]
+    bad = edit(line)
+    assert bad != line
+    v = ChainVerifier(Keyring([SIGNER.public]))
+    with pytest.raises(VerificationError):  # a float seq is a SequenceError, the rest malformed
+        v.feed_line(bad)
+    ChainVerifier(Keyring([SIGNER.public])).feed_line(line)  # the canonical line passes
