@@ -7,7 +7,8 @@ key that signs receipts; and the people and quality-review API of :mod:`server.q
 """
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -27,6 +28,7 @@ from server.errors import ServerError, TooLarge, Unauthorized
 from server.keys import load_server_key
 from server.people import Principal
 from server.settings import Settings
+from server.verifying import Verifier
 
 
 class EnrolBody(BaseModel):
@@ -54,7 +56,16 @@ def create_app(
     sessions = sessionmaker(engine, expire_on_commit=False)
     server_key: UnitSigner = load_server_key(settings.data_dir)
     limiter = service.RateLimiter(settings.rate_per_second, settings.rate_burst)
-    app = FastAPI(title="CTGTP batch record server", version="0.1.0")
+    verifier = Verifier(settings.verify_workers, settings.parallel_verify_min_lines)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            verifier.close()
+
+    app = FastAPI(title="CTGTP batch record server", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
     app.state.engine = engine
 
@@ -211,7 +222,7 @@ def create_app(
                 u = s.get(Unit, unit_id, with_for_update=True)
                 assert u is not None
                 try:
-                    r = service.ingest(s, settings, u, data)
+                    r = service.ingest(s, settings, u, data, verifier)
                 except EbrError as e:
                     raise ServerError(str(e), status=422) from e
                 s.commit()

@@ -20,7 +20,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from ebr_core.errors import EbrError, VerificationError
+from ebr_core.errors import EbrError
 from ebr_core.keys import Keyring, PublicKey, UnitSigner
 from ebr_core.record import GENESIS_HASH
 from ebr_core.requestsig import (
@@ -29,7 +29,6 @@ from ebr_core.requestsig import (
     sign_receipt,
     verify_request,
 )
-from ebr_core.verify import ChainVerifier
 from server import audit, review
 from server.db import Alert, EventRow, Fork, Nonce, Site, Unit, UnitKey
 from server.errors import (
@@ -43,6 +42,9 @@ from server.errors import (
     Unprocessable,
 )
 from server.settings import Settings
+from server.verifying import Start, Verifier, with_lines
+
+_SERIAL = Verifier(0, 0)
 
 
 def now() -> datetime:
@@ -162,6 +164,18 @@ def _unit(db: Session, unit_id: str) -> Unit:
     return unit
 
 
+def key_list_for(db: Session, unit_id: str) -> list[tuple[bytes, str | None]]:
+    """The same keys as :func:`keyring_for`, as bytes (they may go to a worker process)."""
+    return [
+        (base64.b64decode(k), unit_id)
+        for k in db.scalars(
+            select(UnitKey.public_key).where(
+                UnitKey.unit_id == unit_id, UnitKey.status != "revoked"
+            )
+        )
+    ]
+
+
 def keyring_for(db: Session, unit_id: str) -> Keyring:
     """Keys that verify this unit's checkpoints: active and retired (not revoked)."""
     ring = Keyring()
@@ -266,7 +280,9 @@ class IngestResult:
     ingest_us: int = 0
 
 
-def ingest(db: Session, settings: Settings, unit: Unit, data: bytes) -> IngestResult:
+def ingest(
+    db: Session, settings: Settings, unit: Unit, data: bytes, verifier: Verifier | None = None
+) -> IngestResult:
     if not data.endswith(b"\n"):
         raise Unprocessable("segment must be JSON Lines, each line ending in a newline")
     lines = data.split(b"\n")[:-1]
@@ -293,41 +309,30 @@ def ingest(db: Session, settings: Settings, unit: Unit, data: bytes) -> IngestRe
             if stored is None or bytes(stored.line) != line:
                 _fork(db, unit, rec, stored, data)
             duplicates += 1
-    v = ChainVerifier(
-        keyring_for(db, unit.unit_id),
-        unit_id=unit.unit_id,
-        start_seq=unit.head_seq,
-        start_hash=unit.head_hash,
-        start_checkpoint_seq=unit.checkpoint_seq,
+    new = lines[new_from:]
+    part = (verifier or _SERIAL).verify(
+        key_list_for(db, unit.unit_id),
+        unit.unit_id,
+        Start(unit.head_seq, unit.head_hash, unit.checkpoint_seq),
+        new,
     )
-    events: list[tuple[Any, ...]] = []
-    checkpoints: list[tuple[Any, ...]] = []
-    deltas: dict[str, Any] = {}
-    try:
-        for line in lines[new_from:]:
-            rec = v.feed_line(line)
-            if rec["type"] == "event":
-                review.tally(deltas, rec)
-                events.append(
-                    (
-                        unit.unit_id,
-                        rec["seq"],
-                        rec["hash"],
-                        rec["batch_id"],
-                        rec["kind"],
-                        rec["recorded_at"],
-                        line,
-                    )
-                )
-            elif rec["type"] == "checkpoint":
-                checkpoints.append((unit.unit_id, rec["seq"], line))
-            else:
-                raise Unprocessable(f"line {new_from + v.index}: a segment carries no seal")
-        if events:
-            verified = v.finish()
-    except VerificationError as e:
-        where = f"line {new_from + (e.index or 0) + 1}"
-        raise Unprocessable(f"segment refused, nothing stored: {where}: {e.reason}") from e
+    if part.error is not None:
+        reason, index = part.error
+        raise Unprocessable(
+            f"segment refused, nothing stored: line {new_from + index + 1}: {reason}"
+        )
+    if part.seal_at is not None:
+        raise Unprocessable(f"line {new_from + part.seal_at + 1}: a segment carries no seal")
+    events, checkpoints, deltas = with_lines(part, new), part.checkpoints, part.deltas
+    if events:
+        assert part.end is not None
+        verified = part.end
+        if verified.checkpoint_seq != verified.seq:
+            raise Unprocessable(
+                f"segment refused, nothing stored: line {new_from + len(new) + 1}: events "
+                f"{verified.checkpoint_seq + 1}..{verified.seq} are not covered by a checkpoint "
+                "(the final checkpoint is missing)"
+            )
     if events:
         _bulk_insert(db, events, checkpoints)
         review.upsert_summaries(db, unit.unit_id, unit.site_id, deltas)
@@ -340,15 +345,15 @@ def ingest(db: Session, settings: Settings, unit: Unit, data: bytes) -> IngestRe
             object_id=unit.unit_id,
             old={"head_seq": unit.head_seq},
             new={
-                "head_seq": verified.head_seq,
+                "head_seq": verified.seq,
                 "head_hash": verified.head_hash,
                 "events": len(events),
                 "batches": sorted(deltas),
             },
         )
-        unit.head_seq = verified.head_seq
+        unit.head_seq = verified.seq
         unit.head_hash = verified.head_hash
-        unit.checkpoint_seq = verified.head_seq
+        unit.checkpoint_seq = verified.seq
     return IngestResult(len(events), duplicates, unit.head_seq, unit.head_hash)
 
 

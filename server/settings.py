@@ -17,6 +17,9 @@ class Settings(BaseSettings):
     max_body_bytes: int = 8 * 1024 * 1024  # compressed request body (413 beyond)
     max_segment_bytes: int = 64 * 1024 * 1024  # decompressed segment (413 beyond)
     max_segment_events: int = 50_000
+    # Worker processes that verify the second half of a large segment (0: verify in-process).
+    verify_workers: int = 1
+    parallel_verify_min_lines: int = 4_000  # smaller segments are not worth the hand-off
     rate_per_second: float = 50.0  # requests per unit per second (429 beyond)
     rate_burst: int = 100
     clock_window_s: int = 300  # accepted skew of a unit's request time

@@ -1,0 +1,252 @@
+"""Verifying the new lines of a segment: serially, or in two parts on two processes.
+
+Verification is the larger half of ingest (a SHA-256 and a canonical check per event, in
+Python).  The chain is sequential, but a checkpoint line fixes the state the next line starts
+from (its ``seq`` and ``head_hash``), so a large segment is cut after a checkpoint near its
+middle: this process verifies the first part *including that checkpoint* (which proves the
+checkpoint's state is the chain's true state there), while a worker process verifies the second
+part starting from the checkpoint's claimed state.  Both must pass; the first error in line
+order is reported, with its line number in the whole segment, exactly as serial verification
+reports it.  Nothing is stored until both parts pass (the caller's transaction).
+
+Only the pure :class:`~ebr_core.verify.ChainVerifier` runs in the worker; the keys go as bytes.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from ebr_core.errors import VerificationError
+from ebr_core.keys import Keyring, PublicKey
+from ebr_core.verify import ChainVerifier
+from server import review
+
+
+@dataclass
+class Start:
+    """The chain state a part continues from."""
+
+    seq: int
+    head_hash: str
+    checkpoint_seq: int
+
+
+@dataclass
+class Part:
+    """What verifying some lines produced (picklable: it may come from the worker)."""
+
+    # (unit_id, seq, hash, batch_id, kind, recorded_at[, line]): the line is added by
+    # with_lines(), so a worker does not send back the bytes it was given.
+    events: list[tuple[Any, ...]] = field(default_factory=list)
+    event_at: list[int] = field(default_factory=list)  # the line index of each event
+    checkpoints: list[tuple[Any, ...]] = field(default_factory=list)
+    deltas: dict[str, review._Delta] = field(default_factory=dict)
+    end: Start | None = None  # the state after the last line (None if nothing verified)
+    error: tuple[str, int] | None = None  # (reason, index of the line within the part)
+    seal_at: int | None = None  # index of a seal line (segments carry none)
+
+
+def verify_lines(
+    keys: list[tuple[bytes, str | None]], unit_id: str, start: Start, lines: list[bytes]
+) -> Part:
+    """Verify ``lines`` from ``start``; collect the rows to store and the review deltas."""
+    v = ChainVerifier(
+        Keyring([PublicKey(raw, uid) for raw, uid in keys]),
+        unit_id=unit_id,
+        start_seq=start.seq,
+        start_hash=start.head_hash,
+        start_checkpoint_seq=start.checkpoint_seq,
+    )
+    out = Part()
+    events, event_at, checkpoints, deltas = out.events, out.event_at, out.checkpoints, out.deltas
+    tally = review.tally
+    feed_line = v.feed_line
+    try:
+        for i, line in enumerate(lines):
+            rec = feed_line(line)
+            t = rec["type"]
+            if t == "event":
+                tally(deltas, rec)
+                events.append(
+                    (
+                        unit_id,
+                        rec["seq"],
+                        rec["hash"],
+                        rec["batch_id"],
+                        rec["kind"],
+                        rec["recorded_at"],
+                    )
+                )
+                event_at.append(i)
+            elif t == "checkpoint":
+                checkpoints.append((unit_id, rec["seq"], line))
+            else:
+                out.seal_at = i
+                return out
+    except VerificationError as e:
+        out.error = (e.reason, e.index or 0)
+        return out
+    if v.seq > start.seq or v.checkpoint_seq > start.checkpoint_seq:
+        out.end = Start(v.seq, v.head_hash, v.checkpoint_seq)
+    return out
+
+
+def with_lines(part: Part, lines: list[bytes]) -> list[tuple[Any, ...]]:
+    """The event rows to store: each row with its line appended."""
+    return [(*row, lines[i]) for row, i in zip(part.events, part.event_at, strict=True)]
+
+
+def merge_deltas(a: dict[str, review._Delta], b: dict[str, review._Delta]) -> None:
+    """Add the later part's deltas ``b`` into ``a`` as if tallied in one pass."""
+    for batch, d in b.items():
+        x = a.get(batch)
+        if x is None:
+            a[batch] = d
+            continue
+        x.events += d.events
+        x.exceptions += d.exceptions
+        if d.coi is not None:
+            x.coi = d.coi
+        if d.completed_at is not None:
+            x.completed_at = d.completed_at
+
+
+def split_point(lines: list[bytes]) -> tuple[int, Start] | None:
+    """Index just after the checkpoint line nearest the middle, and the state it claims."""
+    mid = len(lines) // 2
+    for d in range(mid):
+        for i in (mid - d, mid + d):
+            if 0 < i < len(lines) - 1 and lines[i].startswith(b'{"head_hash":'):
+                return _after_checkpoint(lines, i)
+    return None
+
+
+def _after_checkpoint(lines: list[bytes], i: int) -> tuple[int, Start] | None:
+    # '{"head_hash":' is how a checkpoint line starts (canonical key order); events start
+    # with '{"actor":'.  Anything odd here: verify serially, which reports it properly.
+    try:
+        cp = orjson.loads(lines[i])
+    except orjson.JSONDecodeError:
+        return None
+    if (
+        type(cp) is not dict
+        or cp.get("type") != "checkpoint"
+        or type(cp.get("seq")) is not int
+        or type(cp.get("head_hash")) is not str
+    ):
+        return None
+    return i + 1, Start(cp["seq"], cp["head_hash"], cp["seq"])
+
+
+class Verifier:
+    """Verifies segments, handing the second half of large ones to one worker process.
+
+    The worker is started by the first large segment and used once it has started, and only
+    when it is idle: under many concurrent units a busy worker would make a request wait, so
+    that request verifies here instead.
+    """
+
+    def __init__(self, workers: int, min_lines: int) -> None:
+        self.min_lines = min_lines
+        self._workers = workers
+        self._pool: ProcessPoolExecutor | None = None
+        self._lock = threading.Lock()
+        self._busy = 0
+        self._ready = False  # the worker has imported what it needs
+        self.worker_parts = 0  # parts the worker verified (a figure for tests and operators)
+
+    def start(self) -> None:
+        """Start the worker (the first large segment does this: small ones never need it)."""
+        if self._workers > 0 and self._pool is None:
+            # spawn, not fork: the server has threads, and a forked copy of held locks hangs.
+            self._pool = ProcessPoolExecutor(
+                self._workers, mp_context=multiprocessing.get_context("spawn")
+            )
+            # Import in the worker now; until it is ready, segments verify here (no waiting).
+            self._pool.submit(_warm).add_done_callback(self._warmed)
+
+    def _warmed(self, f: Future[None]) -> None:
+        self._ready = f.exception() is None if not f.cancelled() else False
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def _claim(self) -> ProcessPoolExecutor | None:
+        with self._lock:
+            if self._pool is None:
+                self.start()
+                return None
+            if not self._ready or self._busy >= self._workers:
+                return None
+            self._busy += 1
+            return self._pool
+
+    def _release(self) -> None:
+        with self._lock:
+            self._busy -= 1
+
+    def verify(
+        self, keys: list[tuple[bytes, str | None]], unit_id: str, start: Start, lines: list[bytes]
+    ) -> Part:
+        """Verify ``lines``: the result equals :func:`verify_lines` over all of them."""
+        cut = split_point(lines) if len(lines) >= self.min_lines else None
+        pool = self._claim() if cut is not None else None
+        if cut is None or pool is None:
+            return verify_lines(keys, unit_id, start, lines)
+        at, mid = cut
+        try:
+            try:
+                future: Future[Part] | None = pool.submit(
+                    verify_lines, keys, unit_id, mid, lines[at:]
+                )
+            except (BrokenProcessPool, RuntimeError):  # broken, or shut down: verify here
+                future = None
+                self._restart()
+            first = verify_lines(keys, unit_id, start, lines[:at])
+            if first.error is not None or first.seal_at is not None:
+                if future is not None:
+                    future.cancel()
+                return first
+            if first.end != mid:  # cannot happen: the first part verified that checkpoint
+                first.error = ("checkpoint does not match the chain head", at - 1)
+                return first
+            second = None
+            if future is not None:
+                try:
+                    second = future.result()
+                    self.worker_parts += 1
+                except BrokenProcessPool:
+                    self._restart()
+            if second is None:
+                second = verify_lines(keys, unit_id, mid, lines[at:])
+        finally:
+            self._release()
+        if second.error is not None:
+            first.error = (second.error[0], second.error[1] + at)
+        if second.seal_at is not None:
+            first.seal_at = second.seal_at + at
+        first.events.extend(second.events)
+        first.event_at.extend(i + at for i in second.event_at)
+        first.checkpoints.extend(second.checkpoints)
+        merge_deltas(first.deltas, second.deltas)
+        first.end = second.end or first.end
+        return first
+
+    def _restart(self) -> None:
+        with self._lock:
+            old, self._pool, self._ready = self._pool, None, False
+        if old is not None:  # the next large segment starts a new one
+            old.shutdown(wait=False, cancel_futures=True)
+
+
+def _warm() -> None:
+    return None

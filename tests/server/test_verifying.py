@@ -1,0 +1,124 @@
+"""Two-part verification (a worker process takes the half after a checkpoint) gives exactly
+the serial result: the same rows, deltas and head, and the same first error on the same line."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from ebr_core.chain import ChainBuilder
+from ebr_core.keys import UnitSigner
+from ebr_core.ledgerfile import encode_record
+from ebr_core.record import GENESIS_HASH
+from server.verifying import Part, Start, Verifier, split_point, verify_lines, with_lines
+
+from .conftest import clock
+
+UNIT = UnitSigner.from_seed(bytes(range(7, 39)), "UNIT-PV")
+KEYS: list[tuple[bytes, str | None]] = [(UNIT.public.raw, UNIT.unit_id)]
+START = Start(0, GENESIS_HASH, 0)
+
+
+def segment(n: int = 60, every: int = 7) -> list[bytes]:
+    b = ChainBuilder(UNIT, clock())  # type: ignore[arg-type]
+    out = []
+    for i in range(n):
+        if i % 20 == 0:
+            kind, payload = "batch.started", {"coi": f"COI-{i}"}
+        elif i % 13 == 0:
+            kind, payload = "deviation.raised", {"id": f"D{i}"}
+        elif i % 19 == 0:
+            kind, payload = "batch.completed", {}
+        else:
+            kind, payload = "reading.recorded", {"i": i, "value": {"value": "1.5", "unit": "%"}}
+        batch = f"B-{i // 20}"
+        out.append(encode_record(b.next_event(kind, payload, batch_id=batch))[:-1])
+        if (i + 1) % every == 0 or i == n - 1:
+            out.append(encode_record(b.checkpoint())[:-1])
+    return out
+
+
+@pytest.fixture(scope="module")
+def verifier() -> Iterator[Verifier]:
+    v = Verifier(1, min_lines=10)
+    v.start()
+    for _ in range(600):  # the spawned worker imports the server package
+        if v._ready:
+            break
+        time.sleep(0.05)
+    assert v._ready, "the worker did not start"
+    yield v
+    v.close()
+
+
+def same(a: Part, b: Part, lines: list[bytes]) -> None:
+    assert a.error == b.error
+    assert a.seal_at == b.seal_at
+    if a.error is None:
+        assert with_lines(a, lines) == with_lines(b, lines)
+        assert a.checkpoints == b.checkpoints
+        assert a.deltas == b.deltas
+        assert a.end == b.end
+
+
+def test_two_parts_equal_one(verifier: Verifier) -> None:
+    lines = segment()
+    cut = split_point(lines)
+    assert cut is not None and 10 < cut[0] < len(lines) - 10
+    serial = verify_lines(KEYS, UNIT.unit_id, START, lines)
+    assert serial.error is None and serial.end is not None and serial.end.seq == 60
+    before = verifier.worker_parts
+    parallel = verifier.verify(KEYS, UNIT.unit_id, START, lines)
+    assert verifier.worker_parts == before + 1
+    same(parallel, serial, lines)
+    assert sum(d.exceptions for d in parallel.deltas.values()) > 0
+
+
+def tamper(line: bytes) -> bytes:
+    for old, new in ((b'"1.5"', b'"1.6"'), (b'"COI-', b'"COJ-'), (b'"seq":', b'"seq":9')):
+        if old in line:
+            return line.replace(old, new, 1)
+    return line[:-2] + b"x" + line[-1:]
+
+
+def test_first_error_is_the_same_whichever_part_it_is_in(verifier: Verifier) -> None:
+    lines = segment(40, 6)
+    at = split_point(lines)
+    assert at is not None
+    before = verifier.worker_parts
+    for i in range(len(lines)):
+        for bad in (
+            [*lines[:i], tamper(lines[i]), *lines[i + 1 :]],  # altered
+            lines[:i] + lines[i + 1 :],  # deleted
+            [*lines[: i + 1], lines[i], *lines[i + 1 :]],  # duplicated
+        ):
+            serial = verify_lines(KEYS, UNIT.unit_id, START, bad)
+            parallel = verifier.verify(KEYS, UNIT.unit_id, START, bad)
+            same(parallel, serial, bad)
+            if serial.error is None:  # a deleted last checkpoint: the tail is unsigned
+                assert serial.end is not None and serial.end.checkpoint_seq != serial.end.seq
+    assert verifier.worker_parts > before + len(lines)  # errors after the cut: the worker's
+
+
+def test_a_killed_worker_falls_back_and_restarts(verifier: Verifier) -> None:
+    lines = segment()
+    pool = verifier._pool
+    assert pool is not None
+    for pid in list(pool._processes):  # type: ignore[union-attr]
+        os.kill(pid, signal.SIGKILL)
+    time.sleep(0.2)
+    serial = verify_lines(KEYS, UNIT.unit_id, START, lines)
+    same(verifier.verify(KEYS, UNIT.unit_id, START, lines), serial, lines)
+    for _ in range(600):  # a later large segment starts a new worker, which is used again
+        verifier.verify(KEYS, UNIT.unit_id, START, lines)
+        if verifier._ready and verifier._pool is not pool:
+            break
+        time.sleep(0.05)
+    assert verifier._pool is not pool and verifier._ready
+    before = verifier.worker_parts
+    same(verifier.verify(KEYS, UNIT.unit_id, START, lines), serial, lines)
+    assert verifier.worker_parts == before + 1
