@@ -2,6 +2,8 @@
 
 Ceiling, measured in the same run: raw sqlite3 ``executemany`` of the same rows plus a raw HTTP
 POST of the same (gzip'd) bytes to a trivial endpoint on the same uvicorn; the two times add.
+Two rounds, each a fresh unit's 100k events after its own ceiling run; the best of each is reported
+(the machine's speed drifts, so the two are taken in the same rounds).
 Floor (issue 5): >= 100,000 events/s and ratio >= 0.4.
 """
 
@@ -13,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -39,8 +42,11 @@ def serve(url: str, data_dir: Path) -> tuple[str, subprocess.Popen[bytes]]:
     )  # fmt: skip
 
 
-def run(label: str, db_url: str, tmp: Path, ceiling_store: float) -> None:
-    unit = UnitSigner.generate(f"UNIT-{label}")
+ROUNDS = 2
+
+
+def make_ledger(tmp: Path, r: int) -> Ledger:
+    unit = UnitSigner.generate(f"UNIT-R{r}")
     t0 = datetime(2026, 11, 24, tzinfo=UTC)
     n = [0]
 
@@ -48,7 +54,7 @@ def run(label: str, db_url: str, tmp: Path, ceiling_store: float) -> None:
         n[0] += 1
         return t0 + timedelta(milliseconds=n[0])
 
-    led = Ledger.open(tmp / f"{label}.db", unit, clock)
+    led = Ledger.open(tmp / f"edge-{r}.db", unit, clock)
     for g in range(0, N, 1_000):
         led.append_many(
             [
@@ -60,41 +66,54 @@ def run(label: str, db_url: str, tmp: Path, ceiling_store: float) -> None:
                 for i in range(1_000)
             ]
         )
+    return led
+
+
+def run(
+    label: str, db_url: str, tmp: Path, ledgers: list[Ledger], ceiling_store: Callable[[], float]
+) -> None:
+    """ROUNDS rounds, each: the raw ceiling, then one unit's whole ledger synced; best of each
+    (the machine's speed drifts, so both are taken in the same rounds)."""
     url, proc = serve(db_url, tmp / f"srv-{label}")
-    httpx.post(
-        url + "/admin/units",
-        headers={"Authorization": "Bearer bench"},
-        json={
-            "site_id": "S",
-            "unit_id": unit.unit_id,
-            "public_key": unit.public.to_json().decode(),
-        },
-    ).raise_for_status()
-    client = SyncClient(led, url, max_events=SEGMENT)
-    start = time.perf_counter()
-    report = client.sync_once()
-    dt = time.perf_counter() - start
-    assert report.server_head == N, report
-    segments = [gzip.compress(d, 1) for _, d in client.segments(0)]
-    start = time.perf_counter()
-    with httpx.Client(base_url=url) as c:
-        for body in segments:  # raw transfer of the same bytes (the server answers 404 fast)
-            c.post("/bench/raw-transfer", content=body)
-    http_dt = time.perf_counter() - start
-    ceiling = N / (N / ceiling_store + http_dt)
+    best, best_ceiling = 0.0, 0.0
+    for led in ledgers:
+        httpx.post(
+            url + "/admin/units",
+            headers={"Authorization": "Bearer bench"},
+            json={
+                "site_id": "S",
+                "unit_id": led.unit_id,
+                "public_key": led.signer.public.to_json().decode(),
+            },
+        ).raise_for_status()
+        client = SyncClient(led, url, max_events=SEGMENT)
+        segments = [gzip.compress(d, 1) for _, d in client.segments(0)]
+        store_rate = ceiling_store()
+        start = time.perf_counter()
+        with httpx.Client(base_url=url) as c:
+            for body in segments:  # raw transfer of the same bytes (the server answers 404 fast)
+                c.post("/bench/raw-transfer", content=body)
+        http_dt = time.perf_counter() - start
+        best_ceiling = max(best_ceiling, N / (N / store_rate + http_dt))
+        start = time.perf_counter()
+        report = client.sync_once()
+        dt = time.perf_counter() - start
+        assert report.server_head == N, report
+        best = max(best, N / dt)
     emit(
         f"sync edge→server over HTTP into {label} (verified, stored, receipted)",
-        N / dt,
+        best,
         "events/s",
-        ceiling,
+        best_ceiling,
     )
     proc.terminate()
     proc.wait(10)
-    led.close()
 
 
 def sqlite_ceiling(tmp: Path, rows: list[tuple[object, ...]]) -> float:
-    con = sqlite3.connect(tmp / "raw.db", isolation_level=None)
+    path = tmp / "raw.db"
+    path.unlink(missing_ok=True)
+    con = sqlite3.connect(path, isolation_level=None)
     con.execute("PRAGMA journal_mode=WAL")
     con.execute("PRAGMA synchronous=FULL")
     con.execute(
@@ -121,24 +140,37 @@ def main() -> None:
         ("UNIT-X", i, "a" * 64, "B-1", "reading.recorded", "2026-11-24T00:00:00.001000Z", line)
         for i in range(N)
     ]
-    run("sqlite", f"sqlite:///{tmp / 'server.db'}", tmp, sqlite_ceiling(tmp, rows))
+    ledgers = [make_ledger(tmp, r) for r in range(ROUNDS)]
+    run(
+        "sqlite",
+        f"sqlite:///{tmp / 'server.db'}",
+        tmp,
+        ledgers,
+        lambda: sqlite_ceiling(tmp, rows),
+    )
     with PgCluster() as pg:
         url = pg.create_db("bench")
         import psycopg
 
-        with psycopg.connect(url.replace("+psycopg", "")) as con:
-            con.execute(
-                "CREATE TABLE raw (unit_id text, seq bigint, hash text, batch_id text, "
-                "kind text, recorded_at text, line bytea, PRIMARY KEY (unit_id, seq))"
-            )
-            start = time.perf_counter()
-            for i in range(0, N, SEGMENT):
-                with con.cursor().copy("COPY raw FROM STDIN") as cp:
-                    for r in rows[i : i + SEGMENT]:
-                        cp.write_row(r)
+        def copy_rate() -> float:
+            with psycopg.connect(url.replace("+psycopg", "")) as con:
+                con.execute("DROP TABLE IF EXISTS raw")
+                con.execute(
+                    "CREATE TABLE raw (unit_id text, seq bigint, hash text, batch_id text, "
+                    "kind text, recorded_at text, line bytea, PRIMARY KEY (unit_id, seq))"
+                )
                 con.commit()
-            copy_rate = N / (time.perf_counter() - start)
-        run("postgresql", url, tmp, copy_rate)
+                start = time.perf_counter()
+                for i in range(0, N, SEGMENT):
+                    with con.cursor().copy("COPY raw FROM STDIN") as cp:
+                        for r in rows[i : i + SEGMENT]:
+                            cp.write_row(r)
+                    con.commit()
+                return N / (time.perf_counter() - start)
+
+        run("postgresql", url, tmp, ledgers, copy_rate)
+    for led in ledgers:
+        led.close()
 
 
 if __name__ == "__main__":
