@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ebr_core.errors import EbrError
-from ebr_core.keys import Keyring, PublicKey, UnitSigner
+from ebr_core.keys import PublicKey, UnitSigner
 from ebr_core.record import GENESIS_HASH
 from ebr_core.requestsig import (
     RequestSignatureError,
@@ -165,7 +165,8 @@ def _unit(db: Session, unit_id: str) -> Unit:
 
 
 def key_list_for(db: Session, unit_id: str) -> list[tuple[bytes, str | None]]:
-    """The same keys as :func:`keyring_for`, as bytes (they may go to a worker process)."""
+    """Keys that verify this unit's checkpoints (active and retired, not revoked), as bytes:
+    they may go to a worker process."""
     return [
         (base64.b64decode(k), unit_id)
         for k in db.scalars(
@@ -174,16 +175,6 @@ def key_list_for(db: Session, unit_id: str) -> list[tuple[bytes, str | None]]:
             )
         )
     ]
-
-
-def keyring_for(db: Session, unit_id: str) -> Keyring:
-    """Keys that verify this unit's checkpoints: active and retired (not revoked)."""
-    ring = Keyring()
-    for k in db.scalars(
-        select(UnitKey).where(UnitKey.unit_id == unit_id, UnitKey.status != "revoked")
-    ):
-        ring.add(PublicKey(base64.b64decode(k.public_key), unit_id))
-    return ring
 
 
 # -- request authentication -------------------------------------------------------------------
