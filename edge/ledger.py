@@ -15,11 +15,17 @@ What this module promises:
   one verifier (hashes, links, the checkpoint signature) and ``seq`` continues with no gap.
 * **Fail closed.** On an I/O error the transaction is rolled back, nothing is acknowledged, and
   every later append is refused with the reason; the agent must be restarted (and re-verifies).
+* **Shared by the agent's threads.** Instrument readers (serial, MQTT) append from their own
+  threads while the operator's steps append from the main one.  One lock serialises commit groups
+  and every query on the one connection; readers fetch in bounded seq windows under the lock, so a
+  long export never holds up a writer, and they see only committed events (:attr:`head` is the
+  last *committed* head).
 """
 
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -38,6 +44,7 @@ from ebr_core.verify import ChainVerifier, Verified
 from edge.errors import LedgerClosedError, LedgerCorruptError, LedgerError, LedgerIOError
 
 _SORT = orjson.OPT_SORT_KEYS
+_READ_WINDOW = 2000  # seqs fetched per lock hold by the readers
 
 SCHEMA = [
     """CREATE TABLE IF NOT EXISTS events (
@@ -107,7 +114,7 @@ def _pragmas(dbapi_conn: Any, _record: Any) -> None:
 
 
 class Ledger:
-    """One unit's ledger.  Not thread-safe: one writer (the agent) owns it."""
+    """One unit's ledger; safe to share between threads (one lock, see the module docstring)."""
 
     def __init__(
         self,
@@ -123,7 +130,9 @@ class Ledger:
         self.unit_id = signer.unit_id
         self.clock = clock
         self._closed_reason: str | None = None
+        self._lock = threading.RLock()
         self._builder = ChainBuilder(signer, clock)
+        self._head: tuple[int, str] = (0, GENESIS_HASH)  # last committed (seq, hash)
         # After a key rotation the history stays signed by the retired keys.
         self.keyring = Keyring([signer.public, *previous_keys])
 
@@ -186,6 +195,7 @@ class Ledger:
         self._builder = ChainBuilder(
             self.signer, self.clock, seq=row[0], head_hash=row[1], checkpoint_seq=row[0]
         )
+        self._head = (row[0], row[1])
 
     def _verify_range(self, after_seq: int, upto_seq: int, checkpoint_seq: int) -> Verified:
         """Verify events after_seq+1..upto_seq (with their checkpoints) from the stored head."""
@@ -245,6 +255,10 @@ class Ledger:
         return self._append_group(items, False)
 
     def _append_group(self, items: Sequence[Append], return_existing: bool) -> list[Event]:
+        with self._lock:
+            return self._append_group_locked(items, return_existing)
+
+    def _append_group_locked(self, items: Sequence[Append], return_existing: bool) -> list[Event]:
         self._check_open()
         if not items:
             return []
@@ -282,6 +296,7 @@ class Ledger:
                 f"the disk refused the write of seq {seq0 + 1}..{seq0 + len(rows)} ({orig}); "
                 "it was NOT recorded and the ledger now refuses new events"
             ) from e
+        self._head = (b.seq, b.head_hash)
         return events
 
     def _write(self, rows: list[tuple[Any, ...]], cp: Checkpoint) -> None:
@@ -324,7 +339,17 @@ class Ledger:
 
     @property
     def head(self) -> tuple[int, str]:
-        return self._builder.seq, self._builder.head_hash
+        """The last committed (seq, hash)."""
+        return self._head
+
+    def _fetch(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
+        with self._lock:
+            return list(self._conn.exec_driver_sql(sql, params))
+
+    def _windows(self, start_seq: int, end_seq: int | None) -> Iterator[tuple[int, int]]:
+        end = end_seq if end_seq is not None else self.head[0]
+        for lo in range(max(start_seq, 1), end + 1, _READ_WINDOW):
+            yield lo, min(lo + _READ_WINDOW - 1, end)
 
     def tagged_lines(
         self, start_seq: int = 1, end_seq: int | None = None
@@ -333,17 +358,17 @@ class Ledger:
         return self._tagged(start_seq, end_seq)
 
     def _tagged(self, start_seq: int, end_seq: int | None) -> Iterator[tuple[bool, bytes]]:
-        end = end_seq if end_seq is not None else self.head[0]
-        cur = self._conn.exec_driver_sql(
-            "SELECT seq, 0, line FROM events WHERE seq BETWEEN ? AND ? "
-            "UNION ALL SELECT seq, 1, line FROM checkpoints WHERE seq BETWEEN ? AND ? "
-            "ORDER BY 1, 2",
-            (start_seq, end, start_seq, end),
-        )
-        for _seq, is_checkpoint, line in cur:
-            # A line stored as TEXT was written by something other than this module: hand its
-            # bytes to the verifier, which will say what is wrong with them.
-            yield bool(is_checkpoint), line.encode() if isinstance(line, str) else bytes(line)
+        for lo, hi in self._windows(start_seq, end_seq):
+            rows = self._fetch(
+                "SELECT seq, 0, line FROM events WHERE seq BETWEEN ? AND ? "
+                "UNION ALL SELECT seq, 1, line FROM checkpoints WHERE seq BETWEEN ? AND ? "
+                "ORDER BY 1, 2",
+                (lo, hi, lo, hi),
+            )
+            for _seq, is_checkpoint, line in rows:
+                # A line stored as TEXT was written by something other than this module: hand
+                # its bytes to the verifier, which will say what is wrong with them.
+                yield bool(is_checkpoint), line.encode() if isinstance(line, str) else bytes(line)
 
     def lines(self, start_seq: int = 1, end_seq: int | None = None) -> Iterator[bytes]:
         """Canonical lines (no newline) in wire order: each checkpoint after its event."""
@@ -357,39 +382,49 @@ class Ledger:
             yield checkpoint_from_line(line) if is_checkpoint else event_from_line(line)
 
     def events(self, start_seq: int = 1, end_seq: int | None = None) -> Iterator[Event]:
-        end = end_seq if end_seq is not None else self.head[0]
-        for (line,) in self._conn.exec_driver_sql(
-            "SELECT line FROM events WHERE seq BETWEEN ? AND ? ORDER BY seq", (start_seq, end)
-        ):
-            yield event_from_line(line)
+        for lo, hi in self._windows(start_seq, end_seq):
+            for (line,) in self._fetch(
+                "SELECT line FROM events WHERE seq BETWEEN ? AND ? ORDER BY seq", (lo, hi)
+            ):
+                yield event_from_line(line)
 
     def batch_events(self, batch_id: str) -> Iterator[Event]:
-        for (line,) in self._conn.exec_driver_sql(
-            "SELECT line FROM events WHERE batch_id = ? ORDER BY seq", (batch_id,)
-        ):
-            yield event_from_line(line)
+        after, end = 0, self.head[0]
+        while True:
+            rows = self._fetch(
+                "SELECT seq, line FROM events WHERE batch_id = ? AND seq > ? AND seq <= ? "
+                "ORDER BY seq LIMIT ?",
+                (batch_id, after, end, _READ_WINDOW),
+            )
+            for _seq, line in rows:
+                yield event_from_line(line)
+            if len(rows) < _READ_WINDOW:
+                return
+            after = rows[-1][0]
 
     def latest_checkpoint(self, upto_seq: int | None = None) -> Checkpoint | None:
         upto = upto_seq if upto_seq is not None else self.head[0]
-        r = self._conn.exec_driver_sql(
+        rows = self._fetch(
             "SELECT line FROM checkpoints WHERE seq <= ? ORDER BY seq DESC LIMIT 1", (upto,)
-        ).first()
-        return checkpoint_from_line(r[0]) if r else None
+        )
+        return checkpoint_from_line(rows[0][0]) if rows else None
 
     def get_meta(self, key: str) -> str | None:
-        r = self._conn.exec_driver_sql("SELECT value FROM meta WHERE key = ?", (key,)).first()
-        return None if r is None else str(r[0])
+        rows = self._fetch("SELECT value FROM meta WHERE key = ?", (key,))
+        return None if not rows else str(rows[0][0])
 
     def set_meta(self, key: str, value: str) -> None:
-        self._check_open()
-        self._conn.exec_driver_sql(
-            "INSERT INTO meta (key, value) VALUES (?, ?) "
-            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            (key, value),
-        )
+        with self._lock:
+            self._check_open()
+            self._conn.exec_driver_sql(
+                "INSERT INTO meta (key, value) VALUES (?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
 
     def close(self) -> None:
-        if self._closed_reason is None:
-            self._closed_reason = "the ledger was closed"
-        self._conn.close()
-        self._engine.dispose()
+        with self._lock:
+            if self._closed_reason is None:
+                self._closed_reason = "the ledger was closed"
+            self._conn.close()
+            self._engine.dispose()

@@ -256,8 +256,9 @@ def test_deviations_and_late_result_alerts() -> None:
 
 def test_spec_cli(tmp_path: Path) -> None:
     def run(*a: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "ctgtp", *a], capture_output=True,
-                              text=True, check=False)
+        return subprocess.run(
+            [sys.executable, "-m", "ctgtp", *a], capture_output=True, text=True, check=False
+        )
 
     r = run(
         "spec",

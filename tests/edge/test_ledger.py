@@ -8,6 +8,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -54,6 +55,68 @@ def test_append_reopen_continue(tmp_path: Path) -> None:
     assert led.verify_all().event_count == 12
     assert [e.seq for e in led.batch_events("B-1")] == list(range(1, 13))
     assert next(led.events(1, 1)) == e1
+
+
+def test_threads_share_one_ledger(tmp_path: Path) -> None:
+    """Instrument threads and the operator append at once, while a reader verifies: every
+    acknowledged event is recorded once, seqs have no gap, and each read sees a verifiable
+    committed prefix (the demo once failed with "cannot start a transaction within a
+    transaction" when a serial reader thread and the operator appended together)."""
+    db = tmp_path / "edge.db"
+    led = open_ledger(db)
+    acked: list[list[int]] = [[] for _ in range(4)]
+    errors: list[BaseException] = []
+    verified: list[int] = []
+    done = threading.Event()
+    start = threading.Barrier(5)
+
+    def writer(w: int) -> None:
+        try:
+            start.wait()
+            for i in range(40):
+                if i % 2:
+                    evs = led.append_many(
+                        [
+                            Append("reading.recorded", {"w": str(w), "i": f"{i}.{j}"}, "B-1")
+                            for j in range(5)
+                        ]
+                    )
+                else:
+                    evs = [led.append("step.completed", {"w": str(w), "i": str(i)}, actor="op")]
+                # A shared dedupe key: only one thread's event may be recorded under it.
+                led.append("scan.accepted", {"w": str(w)}, dedupe_key=f"scan-{i}")
+                acked[w].extend(e.seq for e in evs)
+        except BaseException as e:  # pragma: no cover - the failure is asserted below
+            errors.append(e)
+
+    def reader() -> None:
+        try:
+            start.wait()
+            while not done.is_set():
+                if led.head[0]:  # nothing committed yet: nothing to verify
+                    verified.append(led.verify_all().event_count)
+        except BaseException as e:  # pragma: no cover
+            errors.append(e)
+
+    threads = [threading.Thread(target=writer, args=(w,)) for w in range(4)]
+    threads.append(threading.Thread(target=reader))
+    for t in threads:
+        t.start()
+    for t in threads[:4]:
+        t.join(timeout=120)
+    done.set()
+    threads[4].join(timeout=120)
+    assert not errors, errors
+    mine = sorted(s for w in acked for s in w)
+    assert len(mine) == len(set(mine)) == 4 * 20 * 6
+    head = led.head[0]
+    assert head == len(mine) + 40  # plus one event per shared dedupe key
+    assert led.verify_all().event_count == head
+    kinds = [e.kind for e in led.events()]
+    assert kinds.count("scan.accepted") == 40
+    assert len(verified) > 1 and verified == sorted(verified)
+    led.close()
+    assert open_ledger(db).verify_all().event_count == head
 
 
 def test_dedupe_key(tmp_path: Path) -> None:
@@ -169,5 +232,6 @@ def test_sigkill_crash_short(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # 200 cold starts of a child process: minutes on a 2-core machine
 def test_sigkill_crash_soak(tmp_path: Path) -> None:
     crash_cycles(tmp_path, 200)
