@@ -56,7 +56,9 @@ def create_app(
     sessions = sessionmaker(engine, expire_on_commit=False)
     server_key: UnitSigner = load_server_key(settings.data_dir)
     limiter = service.RateLimiter(settings.rate_per_second, settings.rate_burst)
-    verifier = Verifier(settings.verify_workers, settings.parallel_verify_min_lines)
+    verifier = Verifier(
+        settings.verify_workers, settings.parallel_verify_min_lines, settings.verify_worker_share
+    )
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -68,6 +70,7 @@ def create_app(
     app = FastAPI(title="CTGTP batch record server", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
     app.state.engine = engine
+    app.state.verifier = verifier
 
     @app.exception_handler(ServerError)
     async def _server_error(_req: Request, e: ServerError) -> JSONResponse:

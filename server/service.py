@@ -42,7 +42,7 @@ from server.errors import (
     Unprocessable,
 )
 from server.settings import Settings
-from server.verifying import Start, Verifier, with_lines
+from server.verifying import Part, Start, Verifier, with_lines
 
 _SERIAL = Verifier(0, 0)
 
@@ -301,31 +301,41 @@ def ingest(
                 _fork(db, unit, rec, stored, data)
             duplicates += 1
     new = lines[new_from:]
+
+    def store(p: Part, plines: list[bytes]) -> None:
+        # Each verified part is written at once (the first while the worker still verifies the
+        # second); a later refusal rolls the whole transaction back.
+        if p.events:
+            _bulk_insert(db, with_lines(p, plines), p.checkpoints)
+
     part = (verifier or _SERIAL).verify(
         key_list_for(db, unit.unit_id),
         unit.unit_id,
         Start(unit.head_seq, unit.head_hash, unit.checkpoint_seq),
         new,
+        on_part=store,
     )
     if part.error is not None:
         reason, index = part.error
+        db.rollback()
         raise Unprocessable(
             f"segment refused, nothing stored: line {new_from + index + 1}: {reason}"
         )
     if part.seal_at is not None:
+        db.rollback()
         raise Unprocessable(f"line {new_from + part.seal_at + 1}: a segment carries no seal")
-    events, checkpoints, deltas = with_lines(part, new), part.checkpoints, part.deltas
+    events, deltas = part.events, part.deltas
     if events:
         assert part.end is not None
         verified = part.end
         if verified.checkpoint_seq != verified.seq:
+            db.rollback()
             raise Unprocessable(
                 f"segment refused, nothing stored: line {new_from + len(new) + 1}: events "
                 f"{verified.checkpoint_seq + 1}..{verified.seq} are not covered by a checkpoint "
                 "(the final checkpoint is missing)"
             )
     if events:
-        _bulk_insert(db, events, checkpoints)
         review.upsert_summaries(db, unit.unit_id, unit.site_id, deltas)
         audit.append(
             db,

@@ -20,6 +20,9 @@ class Settings(BaseSettings):
     # Worker processes that verify the second half of a large segment (0: verify in-process).
     verify_workers: int = 1
     parallel_verify_min_lines: int = 4_000  # smaller segments are not worth the hand-off
+    # The worker's share of a large segment: the larger, later part, because this process
+    # stores the first part while the worker verifies the rest.
+    verify_worker_share: float = 0.6
     rate_per_second: float = 50.0  # requests per unit per second (429 beyond)
     rate_burst: int = 100
     clock_window_s: int = 300  # accepted skew of a unit's request time

@@ -7,7 +7,13 @@ middle: this process verifies the first part *including that checkpoint* (which 
 checkpoint's state is the chain's true state there), while a worker process verifies the second
 part starting from the checkpoint's claimed state.  Both must pass; the first error in line
 order is reported, with its line number in the whole segment, exactly as serial verification
-reports it.  Nothing is stored until both parts pass (the caller's transaction).
+reports it.
+
+The caller may store each part as soon as it has passed (``on_part``), inside its transaction:
+the first part's rows are written while the worker is still verifying the second, and if the
+second fails the caller rolls the whole transaction back, so nothing of the segment is kept.
+That overlap is why the worker takes the larger, later share (``worker_share``): this process
+has the first part's insert to do in the same time.
 
 Only the pure :class:`~ebr_core.verify.ChainVerifier` runs in the worker; the keys go as bytes.
 """
@@ -16,6 +22,7 @@ from __future__ import annotations
 
 import multiprocessing
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -118,12 +125,14 @@ def merge_deltas(a: dict[str, review._Delta], b: dict[str, review._Delta]) -> No
             x.completed_at = d.completed_at
 
 
-def split_point(lines: list[bytes]) -> tuple[int, Start] | None:
-    """Index just after the checkpoint line nearest the middle, and the state it claims."""
-    mid = len(lines) // 2
-    for d in range(mid):
+def split_point(lines: list[bytes], at: float = 0.5) -> tuple[int, Start] | None:
+    """Index just after the checkpoint line nearest ``at`` (a fraction of the lines), and the
+    state it claims."""
+    n = len(lines)
+    mid = min(max(int(n * at), 1), n - 2) if n > 2 else 0
+    for d in range(n):
         for i in (mid - d, mid + d):
-            if 0 < i < len(lines) - 1 and lines[i].startswith(b'{"head_hash":'):
+            if 0 < i < n - 1 and lines[i].startswith(b'{"head_hash":'):
                 return _after_checkpoint(lines, i)
     return None
 
@@ -153,8 +162,11 @@ class Verifier:
     that request verifies here instead.
     """
 
-    def __init__(self, workers: int, min_lines: int) -> None:
+    def __init__(self, workers: int, min_lines: int, worker_share: float = 0.5) -> None:
+        if not 0 < worker_share < 1:
+            raise ValueError(f"worker_share must be between 0 and 1, not {worker_share}")
         self.min_lines = min_lines
+        self.worker_share = worker_share
         self._workers = workers
         self._pool: ProcessPoolExecutor | None = None
         self._lock = threading.Lock()
@@ -195,13 +207,28 @@ class Verifier:
             self._busy -= 1
 
     def verify(
-        self, keys: list[tuple[bytes, str | None]], unit_id: str, start: Start, lines: list[bytes]
+        self,
+        keys: list[tuple[bytes, str | None]],
+        unit_id: str,
+        start: Start,
+        lines: list[bytes],
+        on_part: Callable[[Part, list[bytes]], None] | None = None,
     ) -> Part:
-        """Verify ``lines``: the result equals :func:`verify_lines` over all of them."""
-        cut = split_point(lines) if len(lines) >= self.min_lines else None
+        """Verify ``lines``: the result equals :func:`verify_lines` over all of them.
+
+        ``on_part(part, its_lines)`` is called for each part, in order, as soon as it has passed
+        (never for a part with an error or a seal): the first part while the worker may still be
+        verifying the second.  The part is the caller's only during the call (it is merged into
+        the result afterwards).  The caller must undo what it did if the result has an error."""
+        cut = None
+        if len(lines) >= self.min_lines:
+            cut = split_point(lines, 1 - self.worker_share)
         pool = self._claim() if cut is not None else None
         if cut is None or pool is None:
-            return verify_lines(keys, unit_id, start, lines)
+            whole = verify_lines(keys, unit_id, start, lines)
+            if on_part is not None and whole.error is None and whole.seal_at is None:
+                on_part(whole, lines)
+            return whole
         at, mid = cut
         try:
             try:
@@ -212,13 +239,15 @@ class Verifier:
                 future = None
                 self._restart()
             first = verify_lines(keys, unit_id, start, lines[:at])
+            if first.error is None and first.end != mid:
+                # Cannot happen: the first part verified that checkpoint against the chain.
+                first.error = ("checkpoint does not match the chain head", at - 1)
             if first.error is not None or first.seal_at is not None:
                 if future is not None:
                     future.cancel()
                 return first
-            if first.end != mid:  # cannot happen: the first part verified that checkpoint
-                first.error = ("checkpoint does not match the chain head", at - 1)
-                return first
+            if on_part is not None:
+                on_part(first, lines[:at])
             second = None
             if future is not None:
                 try:
@@ -230,6 +259,8 @@ class Verifier:
                 second = verify_lines(keys, unit_id, mid, lines[at:])
         finally:
             self._release()
+        if on_part is not None and second.error is None and second.seal_at is None:
+            on_part(second, lines[at:])
         if second.error is not None:
             first.error = (second.error[0], second.error[1] + at)
         if second.seal_at is not None:

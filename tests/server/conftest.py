@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 import uvicorn
+from fastapi import FastAPI
 
 from ebr_core.keys import PublicKey, UnitSigner
 from edge.ledger import Append, Ledger
@@ -34,6 +35,7 @@ class Server:
     url: str
     settings: Settings
     key: PublicKey
+    app: FastAPI
 
     def admin(self) -> httpx.Client:
         return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {ADMIN}"})
@@ -58,21 +60,31 @@ class Server:
 _dbs = iter(range(10_000))
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
-    if request.param == "sqlite":
+def server_settings(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path, **overrides: object
+) -> Settings:
+    """Settings for a test server on ``backend`` ("sqlite" or "postgres")."""
+    if backend == "sqlite":
         url = f"sqlite:///{tmp_path / 'server.db'}"
     else:
         url = request.getfixturevalue("pg").create_db(f"t{next(_dbs)}_{int(time.time())}")
-    settings = Settings(
-        database_url=url,
-        data_dir=tmp_path / "server",
-        admin_token=ADMIN,
-        rate_per_second=1000,
-        rate_burst=1000,
-        max_body_bytes=4 * 1024 * 1024,
-    )
-    with start_server(settings) as srv:
+    values: dict[str, object] = {
+        "database_url": url,
+        "data_dir": tmp_path / "server",
+        "admin_token": ADMIN,
+        "rate_per_second": 1000,
+        "rate_burst": 1000,
+        "max_body_bytes": 4 * 1024 * 1024,
+    }
+    return Settings(**(values | overrides))  # type: ignore[arg-type]
+
+
+BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+@pytest.fixture(params=BACKENDS)
+def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
+    with start_server(server_settings(request.param, request, tmp_path)) as srv:
         yield srv
 
 
@@ -92,7 +104,7 @@ def start_server(
         time.sleep(0.02)
     key = PublicKey.from_bytes((settings.data_dir / "server.pub").read_bytes())
     try:
-        yield Server(f"http://127.0.0.1:{port}", settings, key)
+        yield Server(f"http://127.0.0.1:{port}", settings, key, app)
     finally:
         srv.should_exit = True
         t.join(5)

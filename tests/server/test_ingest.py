@@ -17,7 +17,7 @@ from ebr_core.requestsig import sign_request
 from edge.ledger import Append, Ledger
 from edge.sync import SyncClient, SyncRefused
 
-from .conftest import Server, clock, make_ledger
+from .conftest import BACKENDS, Server, clock, make_ledger, server_settings, start_server
 
 
 def post_segment(
@@ -111,6 +111,41 @@ def test_tamper_matrix_is_refused_and_nothing_is_stored(server: Server, tmp_path
         assert r.status_code in (409, 422), (name, r.status_code, r.text)
         assert server.events("UNIT-T1") == 0, name
     assert SyncClient(led, server.url, server_key=server.key).sync_once().pushed == 21
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_segment_refused_in_the_workers_part_stores_nothing(
+    request: pytest.FixtureRequest, backend: str, tmp_path: Path
+) -> None:
+    """A large segment is verified in two parts and the first part is written while the worker
+    verifies the second: a tampered line in the second part must still leave nothing stored."""
+    settings = server_settings(backend, request, tmp_path, parallel_verify_min_lines=20)
+    with start_server(settings) as server:
+        verifier = server.app.state.verifier
+        verifier.start()
+        for _ in range(600):  # the spawned worker imports the server package
+            if verifier._ready:
+                break
+            time.sleep(0.05)
+        assert verifier._ready, "the verify worker did not start"
+        unit = UnitSigner.generate("UNIT-W1")
+        server.enrol(unit)
+        led = make_ledger(tmp_path / "e.db", unit, groups=6, per_group=10)
+        ls = lines(led)
+        i = len(ls) - 4  # an event in the last group: the worker's part
+        rec = orjson.loads(ls[i])
+        assert rec["type"] == "event"
+        rec["payload"]["i"] = 999
+        bad = [*ls[:i], orjson.dumps(rec, option=orjson.OPT_SORT_KEYS) + b"\n", *ls[i + 1 :]]
+        before = verifier.worker_parts
+        r = post_segment(server, unit, b"".join(bad))
+        assert r.status_code == 422, r.text
+        assert f"line {i + 1}:" in r.json()["detail"], r.text
+        assert verifier.worker_parts == before + 1  # the second part was the worker's
+        assert server.events("UNIT-W1") == 0  # the first part, already written, was rolled back
+        assert SyncClient(led, server.url, server_key=server.key).sync_once().pushed == 61
+        assert verifier.worker_parts == before + 2
+        assert server.events("UNIT-W1") == 61
 
 
 def test_fork_is_refused_kept_as_evidence_and_alerted(server: Server, tmp_path: Path) -> None:

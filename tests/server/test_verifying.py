@@ -44,7 +44,7 @@ def segment(n: int = 60, every: int = 7) -> list[bytes]:
 
 @pytest.fixture(scope="module")
 def verifier() -> Iterator[Verifier]:
-    v = Verifier(1, min_lines=10)
+    v = Verifier(1, min_lines=10, worker_share=0.6)
     v.start()
     for _ in range(600):  # the spawned worker imports the server package
         if v._ready:
@@ -122,3 +122,32 @@ def test_a_killed_worker_falls_back_and_restarts(verifier: Verifier) -> None:
     before = verifier.worker_parts
     same(verifier.verify(KEYS, UNIT.unit_id, START, lines), serial, lines)
     assert verifier.worker_parts == before + 1
+
+
+def test_on_part_gets_each_passed_part_in_order(verifier: Verifier) -> None:
+    lines = segment()
+    serial = verify_lines(KEYS, UNIT.unit_id, START, lines)
+    seen: list[tuple[list[tuple[object, ...]], int]] = []  # (rows, line count) per call
+
+    def on_part(p: Part, ls: list[bytes]) -> None:
+        seen.append((with_lines(p, ls), len(ls)))  # the part is only valid during the call
+
+    parallel = verifier.verify(KEYS, UNIT.unit_id, START, lines, on_part=on_part)
+    same(parallel, serial, lines)
+    assert len(seen) == 2 and seen[0][1] + seen[1][1] == len(lines)
+    rows = [r for part_rows, _ in seen for r in part_rows]
+    assert rows == with_lines(serial, lines)
+    # The worker takes the larger, later share (this process also stores the first part).
+    assert seen[1][1] > seen[0][1]
+    # An error in the worker's part: only the first part was handed over, and the result
+    # carries the error for the caller to roll back.
+    bad = [*lines[:-3], tamper(lines[-3]), *lines[-2:]]
+    seen.clear()
+    res = verifier.verify(KEYS, UNIT.unit_id, START, bad, on_part=on_part)
+    assert res.error is not None and res.error[1] == len(lines) - 3
+    assert len(seen) == 1 and seen[0][1] < len(lines) - 3
+    # An error in the first part: nothing is handed over.
+    seen.clear()
+    bad = [tamper(lines[0]), *lines[1:]]
+    res = verifier.verify(KEYS, UNIT.unit_id, START, bad, on_part=on_part)
+    assert res.error is not None and res.error[1] == 0 and seen == []
