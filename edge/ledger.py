@@ -299,9 +299,13 @@ class Ledger:
         self._head = (b.seq, b.head_hash)
         return events
 
-    def _write(self, rows: list[tuple[Any, ...]], cp: Checkpoint) -> None:
+    def _raw(self) -> sqlite3.Connection:
         raw = self._conn.connection.dbapi_connection
         assert isinstance(raw, sqlite3.Connection)
+        return raw
+
+    def _write(self, rows: list[tuple[Any, ...]], cp: Checkpoint) -> None:
+        raw = self._raw()
         # The DBAPI connection directly: executemany of prepared tuples is the hot path of
         # telemetry, and SQLAlchemy Core adds nothing here but per-row overhead.
         try:
@@ -369,6 +373,46 @@ class Ledger:
                 # A line stored as TEXT was written by something other than this module: hand
                 # its bytes to the verifier, which will say what is wrong with them.
                 yield bool(is_checkpoint), line.encode() if isinstance(line, str) else bytes(line)
+
+    def checkpoint_seqs(self, after_seq: int = 0) -> list[int]:
+        """The seqs of the checkpoints after ``after_seq`` (each ends a commit group)."""
+        rows = self._fetch(
+            "SELECT seq FROM checkpoints WHERE seq > ? AND seq <= ? ORDER BY seq",
+            (after_seq, self.head[0]),
+        )
+        return [r[0] for r in rows]
+
+    def wire_bytes(self, start_seq: int, end_seq: int) -> bytes:
+        """Events ``start_seq..end_seq`` and their checkpoints as exchange-format bytes (each
+        line ending in a newline), in wire order: the bulk read of sync, one join per call."""
+        out: list[bytes] = []
+        for lo, hi in self._windows(start_seq, end_seq):
+            with self._lock:
+                q = self._conn.exec_driver_sql
+                events = (
+                    q("SELECT line FROM events WHERE seq BETWEEN ? AND ? ORDER BY seq", (lo, hi))
+                    .scalars()
+                    .all()
+                )
+                cps = q(
+                    "SELECT seq, line FROM checkpoints WHERE seq BETWEEN ? AND ? ORDER BY seq",
+                    (lo, hi),
+                ).all()
+            if len(events) != hi - lo + 1:  # seq is the key, so a short read is a gap
+                raise LedgerCorruptError(f"events {lo}..{hi}: {hi - lo + 1 - len(events)} missing")
+            at = lo
+            for seq, line in cps:
+                out.extend(events[at - lo : seq - lo + 1])
+                out.append(line)
+                at = seq + 1
+            out.extend(events[at - lo :])
+        out.append(b"")
+        try:
+            return b"\n".join(out)
+        except TypeError:
+            # A line stored as TEXT was written by something other than this module: send its
+            # bytes, and the server's verifier will say what is wrong with them.
+            return b"\n".join(x.encode() if isinstance(x, str) else bytes(x) for x in out)
 
     def lines(self, start_seq: int = 1, end_seq: int | None = None) -> Iterator[bytes]:
         """Canonical lines (no newline) in wire order: each checkpoint after its event."""

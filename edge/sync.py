@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-import orjson
 
 from ebr_core.keys import PublicKey
 from ebr_core.requestsig import sign_request, verify_receipt
@@ -152,21 +151,14 @@ class SyncClient:
         return users
 
     def segments(self, after: int) -> Iterator[tuple[int, bytes]]:
-        """(last seq, JSON Lines) for everything after ``after``, cut at checkpoints."""
-        buf: list[bytes] = []
-        events = 0
-        last = after
-        for is_cp, line in self.ledger.tagged_lines(after + 1):
-            buf.append(line)
-            if not is_cp:
-                events += 1
-                continue
-            last = int(orjson.loads(line)["seq"])
-            if events >= self.max_events:
-                yield last, b"\n".join(buf) + b"\n"
-                buf, events = [], 0
-        if buf:  # every commit group ends with a checkpoint, so this ends at one too
-            yield last, b"\n".join(buf) + b"\n"
+        """(last seq, JSON Lines) for everything after ``after``, cut at the first checkpoint
+        that closes at least ``max_events`` events (seqs are contiguous, so that is a count)."""
+        cps = self.ledger.checkpoint_seqs(after)
+        lo = after + 1
+        for i, cp in enumerate(cps):
+            if cp - lo + 1 >= self.max_events or i == len(cps) - 1:
+                yield cp, self.ledger.wire_bytes(lo, cp)
+                lo = cp + 1
 
     def _prepared(self, after: int) -> Iterator[tuple[int, bytes]]:
         """The gzip'd segments, the next one prepared in a thread while the current one is on the
