@@ -133,7 +133,7 @@ class Engine:
 
     def start_batch(self, batch_id: str, coi: str, user_id: str, password: str) -> BatchState:
         user = self._authenticate(user_id, password, batch_id=batch_id, step=None)
-        if any(True for _ in self.ledger.batch_events(batch_id)):
+        if self.ledger.has_batch(batch_id):
             raise EngineRefusal(f"batch {batch_id} already exists on this unit")
         try:
             scan = parse_scan(coi)
@@ -536,7 +536,7 @@ class Engine:
             fails = int(self.ledger.get_meta(f"fails:{user_id}") or "0") + 1
             self.ledger.set_meta(f"fails:{user_id}", str(fails))
             reason = "unknown user id or wrong password"
-            if batch_id is not None and any(True for _ in self.ledger.batch_events(batch_id)):
+            if batch_id is not None and self.ledger.has_batch(batch_id):
                 self.ledger.append(
                     "signature.failed",
                     {"step": step, "user_id": user_id, "reason": reason},

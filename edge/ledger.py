@@ -432,6 +432,15 @@ class Ledger:
             ):
                 yield event_from_line(line)
 
+    def has_batch(self, batch_id: str) -> bool:
+        """Whether any committed event belongs to ``batch_id``."""
+        return bool(
+            self._fetch(
+                "SELECT 1 FROM events WHERE batch_id = ? AND seq <= ? LIMIT 1",
+                (batch_id, self.head[0]),
+            )
+        )
+
     def batch_events(self, batch_id: str) -> Iterator[Event]:
         after, end = 0, self.head[0]
         while True:

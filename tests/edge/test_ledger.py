@@ -54,6 +54,7 @@ def test_append_reopen_continue(tmp_path: Path) -> None:
     assert (e12.seq, e12.prev_hash) == (12, group[-1].hash)
     assert led.verify_all().event_count == 12
     assert [e.seq for e in led.batch_events("B-1")] == list(range(1, 13))
+    assert led.has_batch("B-1") and not led.has_batch("B-2")
     assert next(led.events(1, 1)) == e1
 
 
