@@ -217,9 +217,11 @@ def create_app(
     @app.post("/v1/units/{unit_id}/segments")
     async def push(unit_id: str, request: Request) -> dict[str, Any]:
         _, body = await signed_body(request, unit_id)
-        data = service.read_segment(body, request.headers.get("content-encoding"), settings)
+        encoding = request.headers.get("content-encoding")
 
         def store() -> dict[str, Any]:
+            # Decompressed here, in the thread pool: the event loop serves other units meanwhile.
+            data = service.read_segment(body, encoding, settings)
             t0 = time.perf_counter()
             with sessions() as s:
                 u = s.get(Unit, unit_id, with_for_update=True)
