@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import multiprocessing
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -183,6 +184,14 @@ class Verifier:
             )
             # Import in the worker now; until it is ready, segments verify here (no waiting).
             self._pool.submit(_warm).add_done_callback(self._warmed)
+
+    def wait_ready(self, timeout: float) -> bool:
+        """Start the worker if needed and wait up to ``timeout`` seconds for it to be ready."""
+        self.start()
+        deadline = time.monotonic() + timeout
+        while not self._ready and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return self._ready
 
     def _warmed(self, f: Future[None]) -> None:
         self._ready = f.exception() is None if not f.cancelled() else False

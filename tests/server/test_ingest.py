@@ -122,12 +122,7 @@ def test_a_segment_refused_in_the_workers_part_stores_nothing(
     settings = server_settings(backend, request, tmp_path, parallel_verify_min_lines=20)
     with start_server(settings) as server:
         verifier = server.app.state.verifier
-        verifier.start()
-        for _ in range(600):  # the spawned worker imports the server package
-            if verifier._ready:
-                break
-            time.sleep(0.05)
-        assert verifier._ready, "the verify worker did not start"
+        assert verifier.wait_ready(30), "the verify worker did not start"
         unit = UnitSigner.generate("UNIT-W1")
         server.enrol(unit)
         led = make_ledger(tmp_path / "e.db", unit, groups=6, per_group=10)

@@ -45,12 +45,7 @@ def segment(n: int = 60, every: int = 7) -> list[bytes]:
 @pytest.fixture(scope="module")
 def verifier() -> Iterator[Verifier]:
     v = Verifier(1, min_lines=10, worker_share=0.6)
-    v.start()
-    for _ in range(600):  # the spawned worker imports the server package
-        if v._ready:
-            break
-        time.sleep(0.05)
-    assert v._ready, "the worker did not start"
+    assert v.wait_ready(30), "the worker did not start"  # it imports the server package
     yield v
     v.close()
 
