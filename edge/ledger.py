@@ -105,6 +105,12 @@ def checkpoint_from_line(line: bytes) -> Checkpoint:
     return Checkpoint(**d)
 
 
+def _line_bytes(line: Any) -> bytes:
+    # A line stored as TEXT was written by something other than this module: hand its bytes to
+    # the verifier (here or on the server), which will say what is wrong with them.
+    return line.encode() if isinstance(line, str) else bytes(line)
+
+
 def _pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
@@ -355,24 +361,39 @@ class Ledger:
         for lo in range(max(start_seq, 1), end + 1, _READ_WINDOW):
             yield lo, min(lo + _READ_WINDOW - 1, end)
 
-    def tagged_lines(
-        self, start_seq: int = 1, end_seq: int | None = None
-    ) -> Iterator[tuple[bool, bytes]]:
-        """(is_checkpoint, line) in wire order."""
-        return self._tagged(start_seq, end_seq)
-
-    def _tagged(self, start_seq: int, end_seq: int | None) -> Iterator[tuple[bool, bytes]]:
-        for lo, hi in self._windows(start_seq, end_seq):
+    def _wire_window(self, lo: int, hi: int, *, gaps_ok: bool) -> list[Any]:
+        """The stored lines of events ``lo..hi`` and their checkpoints, in wire order (each
+        checkpoint after its event), read under one lock hold."""
+        with self._lock:
+            q = self._conn.exec_driver_sql
+            events = (
+                q("SELECT line FROM events WHERE seq BETWEEN ? AND ? ORDER BY seq", (lo, hi))
+                .scalars()
+                .all()
+            )
+            cps = q(
+                "SELECT seq, line FROM checkpoints WHERE seq BETWEEN ? AND ? ORDER BY seq",
+                (lo, hi),
+            ).all()
+        if len(events) != hi - lo + 1:  # seq is the key, so a short read is a gap
+            if not gaps_ok:
+                raise LedgerCorruptError(f"events {lo}..{hi}: {hi - lo + 1 - len(events)} missing")
+            # A damaged ledger: merge by seq, and the verifier names the first missing event.
             rows = self._fetch(
                 "SELECT seq, 0, line FROM events WHERE seq BETWEEN ? AND ? "
                 "UNION ALL SELECT seq, 1, line FROM checkpoints WHERE seq BETWEEN ? AND ? "
                 "ORDER BY 1, 2",
                 (lo, hi, lo, hi),
             )
-            for _seq, is_checkpoint, line in rows:
-                # A line stored as TEXT was written by something other than this module: hand
-                # its bytes to the verifier, which will say what is wrong with them.
-                yield bool(is_checkpoint), line.encode() if isinstance(line, str) else bytes(line)
+            return [line for _seq, _cp, line in rows]
+        out: list[Any] = []
+        at = lo
+        for seq, line in cps:
+            out.extend(events[at - lo : seq - lo + 1])
+            out.append(line)
+            at = seq + 1
+        out.extend(events[at - lo :])
+        return out
 
     def checkpoint_seqs(self, after_seq: int = 0) -> list[int]:
         """The seqs of the checkpoints after ``after_seq`` (each ends a commit group)."""
@@ -384,46 +405,22 @@ class Ledger:
 
     def wire_bytes(self, start_seq: int, end_seq: int) -> bytes:
         """Events ``start_seq..end_seq`` and their checkpoints as exchange-format bytes (each
-        line ending in a newline), in wire order: the bulk read of sync, one join per call."""
-        out: list[bytes] = []
+        line ending in a newline), in wire order: the bulk read of sync, one join per call.
+        A gap is refused: sync never sends a ledger with a hole in it."""
+        out: list[Any] = []
         for lo, hi in self._windows(start_seq, end_seq):
-            with self._lock:
-                q = self._conn.exec_driver_sql
-                events = (
-                    q("SELECT line FROM events WHERE seq BETWEEN ? AND ? ORDER BY seq", (lo, hi))
-                    .scalars()
-                    .all()
-                )
-                cps = q(
-                    "SELECT seq, line FROM checkpoints WHERE seq BETWEEN ? AND ? ORDER BY seq",
-                    (lo, hi),
-                ).all()
-            if len(events) != hi - lo + 1:  # seq is the key, so a short read is a gap
-                raise LedgerCorruptError(f"events {lo}..{hi}: {hi - lo + 1 - len(events)} missing")
-            at = lo
-            for seq, line in cps:
-                out.extend(events[at - lo : seq - lo + 1])
-                out.append(line)
-                at = seq + 1
-            out.extend(events[at - lo :])
+            out.extend(self._wire_window(lo, hi, gaps_ok=False))
         out.append(b"")
         try:
             return b"\n".join(out)
         except TypeError:
-            # A line stored as TEXT was written by something other than this module: send its
-            # bytes, and the server's verifier will say what is wrong with them.
-            return b"\n".join(x.encode() if isinstance(x, str) else bytes(x) for x in out)
+            return b"\n".join(_line_bytes(x) for x in out)
 
     def lines(self, start_seq: int = 1, end_seq: int | None = None) -> Iterator[bytes]:
         """Canonical lines (no newline) in wire order: each checkpoint after its event."""
-        for _cp, line in self._tagged(start_seq, end_seq):
-            yield line
-
-    def records(
-        self, start_seq: int = 1, end_seq: int | None = None
-    ) -> Iterator[Event | Checkpoint]:
-        for is_checkpoint, line in self._tagged(start_seq, end_seq):
-            yield checkpoint_from_line(line) if is_checkpoint else event_from_line(line)
+        for lo, hi in self._windows(start_seq, end_seq):
+            for line in self._wire_window(lo, hi, gaps_ok=True):
+                yield line if type(line) is bytes else _line_bytes(line)
 
     def events(self, start_seq: int = 1, end_seq: int | None = None) -> Iterator[Event]:
         for lo, hi in self._windows(start_seq, end_seq):
