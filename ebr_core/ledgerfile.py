@@ -71,20 +71,13 @@ def verify_ledger_chunks(
     v = ChainVerifier(keyring, unit_id=unit_id)
     splitter = LineSplitter()
     for chunk in chunks:
-        for line in splitter.feed(chunk):
-            _feed(v, line)
+        v.check_lines(splitter.feed(chunk))
     tail = splitter.rest()
     if tail:
         raise MalformedRecordError(
             "last line has no newline terminator: the file was truncated", index=v.index
         )
     return v.finish(require_seal=True)
-
-
-def _feed(v: ChainVerifier, line: bytes) -> None:
-    if not line.strip():
-        raise MalformedRecordError("blank line: expected one record per line", index=v.index)
-    v.feed_line(line)
 
 
 def iter_records(data: bytes) -> Iterator[Any]:

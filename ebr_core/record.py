@@ -140,6 +140,45 @@ def event_line_template(unit_id: str, kind: str, batch_id: str | None, actor: st
     )
 
 
+class LineShape(NamedTuple):
+    """The fixed bytes of an event line for one ``(unit_id, kind, batch_id, actor)``.
+
+    A line of the exchange format is, in canonical key order::
+
+        head HASH mid PAYLOAD ,"prev_hash":"PREV","recorded_at":"TIME","seq":SEQ suffix
+
+    and the event's hash input is ``body_head`` + the line from ``"kind"`` to ``SEQ`` +
+    ``body_tail`` (the line without its ``hash`` and ``type`` fields).  The verifier checks a line
+    against these bytes instead of parsing the whole line (:mod:`ebr_core.verify`).
+    """
+
+    head: bytes  # {"actor":A,"batch_id":B,"hash":"
+    mid: bytes  # ","kind":K,"payload":
+    payload_at: int  # len(head) + 64 + len(mid): where the payload starts
+    seq_tail: bytes  # ","seq":%d,"type":"event","unit_id":U}   (a %-template for the seq)
+    suffix_len: int  # len(,"type":"event","unit_id":U})
+    body_head: bytes  # EVENT_TAG{"actor":A,"batch_id":B,
+    body_tail: bytes  # ,"unit_id":U}
+
+
+def event_line_shape(unit_id: str, kind: str, batch_id: str | None, actor: str | None) -> LineShape:
+    """The :class:`LineShape` of events with these fields (validated by the caller)."""
+    d = orjson.dumps
+    a, b, k, u = d(actor), d(batch_id), d(kind), d(unit_id)
+    suffix = b',"type":"event","unit_id":' + u + b"}"
+    head = b'{"actor":' + a + b',"batch_id":' + b + b',"hash":"'
+    mid = b'","kind":' + k + b',"payload":'
+    return LineShape(
+        head=head,
+        mid=mid,
+        payload_at=len(head) + 64 + len(mid),
+        seq_tail=b'","seq":%d' + suffix.replace(b"%", b"%%"),
+        suffix_len=len(suffix),
+        body_head=EVENT_TAG + b'{"actor":' + a + b',"batch_id":' + b + b",",
+        body_tail=b',"unit_id":' + u + b"}",
+    )
+
+
 def _template_parts(
     unit_id: str, kind: str, batch_id: str | None, actor: str | None
 ) -> tuple[bytes, bytes, bytes, bytes]:

@@ -14,9 +14,9 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NoReturn
+from typing import Any, NamedTuple, NoReturn
 
 import orjson
 
@@ -42,8 +42,10 @@ from ebr_core.record import (
     EVENT_FIELDS,
     GENESIS_HASH,
     SEAL_FIELDS,
+    LineShape,
     check_signed_shape,
     checkpoint_message,
+    event_line_shape,
     event_line_template,
     event_template,
     id_ok,
@@ -57,9 +59,42 @@ _SEAL_LINE = SEAL_FIELDS | {"type"}
 _OPTS = orjson.OPT_SORT_KEYS
 _sha256 = hashlib.sha256
 _dumps = orjson.dumps
+_loads = orjson.loads
 _time_ok = _TIME.fullmatch
+# Runs of event lines (feed_run): timestamps with their digits mapped to 0 (_TIME's pattern),
+# and the prev_hash fields of a run, one after another.
+_DIGITS_TO_0 = bytes.maketrans(b"0123456789", b"0" * 10)
+_TIME_ZEROS = b"0000-00-00T00:00:00.000000Z"
+_PREV_OPEN = ',"prev_hash":"'
+_PREV_CLOSE = '","recorded_at":"'
+_PREV_SEP = _PREV_CLOSE + _PREV_OPEN
+# A number in canonical JSON starts with "-" or a digit right after ":", "[" or ",": with its
+# first character mapped to "0", payloads without ':0', '[0' and ',0' hold no number.
+_NUMBER_START_TO_0 = bytes.maketrans(b"-0123456789", b"0" * 11)
+
+
+def _maybe_number(text: bytes) -> bool:
+    t = text.translate(_NUMBER_START_TO_0)
+    return b":0" in t or b",0" in t or b"[0" in t
+
+
+_RUN_MAX = 4096
 _UNSET = object()
 _NOT_CANONICAL = "line is not in canonical form (sorted keys, no spaces, UTF-8, no floats)"
+
+
+class EventRun(NamedTuple):
+    """``size`` events from ``first_seq`` verified in one run (:meth:`ChainVerifier.feed_run`):
+    they share ``kind``, ``batch_id`` and ``actor``; the lists are per event."""
+
+    first_seq: int
+    size: int
+    hashes: list[str]
+    payloads: list[dict[str, Any]]
+    recorded_at: list[str]
+    kind: Any
+    batch_id: Any
+    actor: Any
 
 
 @dataclass(frozen=True)
@@ -108,6 +143,7 @@ class ChainVerifier:
         self._actor: object = _UNSET
         self._template = b""
         self._line_template = b""
+        self._shape: LineShape | None = None  # the last event's line shape (for feed_run)
         self._second = "\0"  # the last timestamp's first 20 characters, matched by the regex
 
     # -- records --------------------------------------------------------------------------
@@ -137,7 +173,8 @@ class ChainVerifier:
         self.index = i + 1
 
     def feed_line(self, line: bytes) -> dict[str, Any]:
-        """Verify one line of the exchange format (without its newline).
+        """Verify one line of the exchange format (without its newline); return what it parses
+        to.
 
         The line must be byte-identical to the canonical form of what it parses to: what is
         stored and exchanged is exactly what was hashed and signed, not merely equivalent JSON.
@@ -163,6 +200,110 @@ class ChainVerifier:
             raise MalformedRecordError(_NOT_CANONICAL, index=self.index)
         self.feed(record)
         return record  # type: ignore[no-any-return]
+
+    def check_lines(self, lines: Sequence[bytes]) -> None:
+        """:meth:`feed_line` each line in turn, runs of like events in bulk (:meth:`feed_run`).
+
+        A blank line is refused as such (a line removed by hand leaves a trace the verifier
+        should report, not skip)."""
+        i, n = 0, len(lines)
+        run, feed = self.feed_run, self.feed_line
+        while i < n:
+            r = run(lines, i, False)
+            if r is not None:
+                i += r.size
+                continue
+            line = lines[i]
+            if not line.strip():
+                raise MalformedRecordError(
+                    "blank line: expected one record per line", index=self.index
+                )
+            feed(line)
+            i += 1
+
+    def feed_run(self, lines: Sequence[bytes], i: int, decode: bool = True) -> EventRun | None:
+        """Verify, in bulk, the run of event lines from ``lines[i]`` that have the previous
+        event's (kind, batch_id, actor).
+
+        Each line is checked against the fixed bytes of its :class:`~ebr_core.record.LineShape`:
+        only the payloads are parsed (each alone) and re-encoded (all at once), the hash input is
+        each line's own bytes without ``hash`` and ``type``, and the links, seqs, timestamps and
+        stored hashes are compared run by run.  A run that passes is, line for line, the
+        canonical line of a well-formed event that links to the one before and matches its hash:
+        exactly what :meth:`feed_line` accepts (tests/core/test_verify_runs.py holds the two to
+        the same verdicts).  Returns None when ``lines[i]`` starts no run of two or more, or when
+        anything in the run is wrong; nothing is changed then, and the caller feeds the lines
+        one by one, so every error is named by the line-by-line path.  ``decode=False`` leaves
+        the run's ``recorded_at`` list empty.
+        """
+        shape = self._shape
+        if shape is None or self.sealed:
+            return None
+        s0 = self.seq + 1
+        head, mid, hp = shape.head, shape.mid + b"{", len(shape.head)
+        # A run stops before the seq that needs one more digit (the seq field's width is fixed
+        # within a run) and at _RUN_MAX lines.
+        j, end = i, min(len(lines), i + _RUN_MAX, i + 10 ** len(str(s0)) - s0)
+        while j < end:
+            line = lines[j]
+            if not line.startswith(head) or not line.startswith(mid, hp + 64):
+                break
+            j += 1
+        m = j - i
+        if m < 2:
+            return None
+        run = lines[i:j]
+        tail = shape.seq_tail % s0
+        t = len(tail)  # ","seq":SEQ,"type":"event","unit_id":U}
+        if b"".join([x[-t:] for x in run]) != (shape.seq_tail * m) % tuple(range(s0, j - i + s0)):
+            return None
+        # ,"prev_hash":"PREV","recorded_at":"TIME: 122 bytes before the seq tail, PREV checked
+        # below with the hashes; TIME's digits mapped to 0 must give the timestamp pattern.
+        times = b"".join([x[-t - 27 : -t] for x in run])
+        if times.translate(_DIGITS_TO_0) != _TIME_ZEROS * m:
+            return None
+        pb0, pe = shape.payload_at, -t - 122
+        payload_bytes = [x[pb0:pe] for x in run]
+        try:
+            payloads = [_loads(x) for x in payload_bytes]
+        except orjson.JSONDecodeError:
+            return None
+        # Each slice parsed alone as one value (an object: the run's lines have "{" after
+        # "payload":), so the joined slices are a JSON array whose elements are exactly the
+        # slices (the grammar is unambiguous): one encoding checks them all canonical.
+        joined = b"[" + b",".join(payload_bytes) + b"]"
+        if _dumps(payloads, option=_OPTS) != joined:
+            return None
+        if _maybe_number(joined):  # as in _event: no floats, 64-bit integers
+            for p in payloads:
+                for v in p.values():
+                    if type(v) is not str and not _ok(v):
+                        return None
+        bh, bt, a, e = shape.body_head, shape.body_tail, hp + 66, -shape.suffix_len
+        hashes = [_sha256(bh + x[a:e] + bt).hexdigest() for x in run]
+        if b"".join([x[hp : hp + 64] for x in run]) != "".join(hashes).encode():
+            return None
+        # Each prev_hash is the hash before it: the head, then the run's own but the last.
+        prev = self.head_hash
+        if (
+            b"".join([x[-t - 122 : -t - 27] for x in run])
+            != (_PREV_OPEN + _PREV_SEP.join([prev, *hashes[:-1]]) + _PREV_CLOSE).encode()
+        ):
+            return None
+        self.seq = s0 + m - 1
+        self.head_hash = hashes[-1]
+        self.index += m
+        assert self.unit_id is not None
+        return EventRun(
+            first_seq=s0,
+            size=m,
+            hashes=hashes,
+            payloads=payloads,
+            recorded_at=[x[-t - 27 : -t].decode() for x in run] if decode else [],
+            kind=self._kind,
+            batch_id=self._batch,
+            actor=self._actor,
+        )
 
     def _unit(self, unit_id: Any, i: int, seq: Any) -> None:
         if self.unit_id is None:
@@ -281,6 +422,7 @@ class ChainVerifier:
         assert self.unit_id is not None  # set by the unit check before
         self._template = event_template(self.unit_id, kind, batch, actor)
         self._line_template = event_line_template(self.unit_id, kind, batch, actor)
+        self._shape = event_line_shape(self.unit_id, kind, batch, actor)
         self._kind, self._batch, self._actor = kind, batch, actor
         return self._template
 

@@ -221,8 +221,13 @@ class Ledger:
             start_checkpoint_seq=checkpoint_seq,
         )
         try:
+            window: list[bytes] = []
             for line in self.lines(after_seq + 1, upto_seq):
-                v.feed_line(line)
+                window.append(line)
+                if len(window) == _READ_WINDOW:
+                    v.check_lines(window)
+                    window = []
+            v.check_lines(window)
             return v.finish()
         except VerificationError as e:
             raise LedgerCorruptError(f"ledger verification failed: {e}") from e
