@@ -12,7 +12,7 @@ shown as no longer applying and cannot support a release.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -74,20 +74,31 @@ class _Delta:
 
 def tally(out: dict[str, _Delta], r: dict[str, Any]) -> None:
     """Count one verified event (parsed record) into the per-batch deltas of its segment."""
-    b = r.get("batch_id")
-    if b is None:
+    tally_run(out, r["batch_id"], r["kind"], (r["payload"],), (r["recorded_at"],))
+
+
+def tally_run(
+    out: dict[str, _Delta],
+    batch_id: str | None,
+    kind: str,
+    payloads: Sequence[dict[str, Any]],
+    recorded_at: Sequence[str],
+) -> None:
+    """Count verified events of one batch and kind, in seq order, into the deltas."""
+    if batch_id is None:
         return
-    d = out.get(b)
+    d = out.get(batch_id)
     if d is None:
-        d = out[b] = _Delta()
-    d.events += 1
-    k = r["kind"]
-    if k in EXCEPTION_KINDS or (k == "value.recorded" and r["payload"].get("limit", "ok") != "ok"):
-        d.exceptions += 1
-    elif k == "batch.started":
-        d.coi = r["payload"].get("coi")
-    elif k == "batch.completed":
-        d.completed_at = r["recorded_at"]
+        d = out[batch_id] = _Delta()
+    d.events += len(payloads)
+    if kind in EXCEPTION_KINDS:
+        d.exceptions += len(payloads)
+    elif kind == "value.recorded":
+        d.exceptions += sum(1 for p in payloads if p.get("limit", "ok") != "ok")
+    elif kind == "batch.started":
+        d.coi = payloads[-1].get("coi")
+    elif kind == "batch.completed":
+        d.completed_at = recorded_at[-1]
 
 
 _UPSERT = text(

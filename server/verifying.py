@@ -27,6 +27,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import Any
 
 import orjson
@@ -74,10 +75,30 @@ def verify_lines(
     )
     out = Part()
     events, event_at, checkpoints, deltas = out.events, out.event_at, out.checkpoints, out.deltas
-    tally = review.tally
-    feed_line = v.feed_line
+    tally, tally_run = review.tally, review.tally_run
+    feed_line, feed_run = v.feed_line, v.feed_run
+    i, n = 0, len(lines)
     try:
-        for i, line in enumerate(lines):
+        while i < n:
+            r = feed_run(lines, i)
+            if r is not None:  # a run of like events, verified in bulk
+                m = r.size
+                tally_run(deltas, r.batch_id, r.kind, r.payloads, r.recorded_at)
+                events.extend(
+                    zip(
+                        repeat(unit_id, m),
+                        range(r.first_seq, r.first_seq + m),
+                        r.hashes,
+                        repeat(r.batch_id, m),
+                        repeat(r.kind, m),
+                        r.recorded_at,
+                        strict=True,
+                    )
+                )
+                event_at.extend(range(i, i + m))
+                i += m
+                continue
+            line = lines[i]
             rec = feed_line(line)
             t = rec["type"]
             if t == "event":
@@ -98,6 +119,7 @@ def verify_lines(
             else:
                 out.seal_at = i
                 return out
+            i += 1
     except VerificationError as e:
         out.error = (e.reason, e.index or 0)
         return out

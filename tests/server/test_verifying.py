@@ -146,3 +146,49 @@ def test_on_part_gets_each_passed_part_in_order(verifier: Verifier) -> None:
     bad = [tamper(lines[0]), *lines[1:]]
     res = verifier.verify(KEYS, UNIT.unit_id, START, bad, on_part=on_part)
     assert res.error is not None and res.error[1] == 0 and seen == []
+
+
+def runs_segment() -> list[bytes]:
+    """Runs of like events (verified in bulk) of every kind the review counts, with and
+    without a batch, and lone events between them."""
+    b = ChainBuilder(UNIT, clock())  # type: ignore[arg-type]
+    out = []
+    plan = [
+        ("batch.started", "B-1", lambda i: {"coi": f"COI-{i}"}, 3),
+        ("value.recorded", "B-1", lambda i: {"limit": ["ok", "high", "ok"][i % 3]}, 9),
+        ("value.recorded", "B-1", lambda i: {"v": str(i)}, 4),
+        ("deviation.raised", "B-1", lambda i: {"id": f"D{i}"}, 5),
+        ("reading.recorded", None, lambda i: {"i": i}, 6),
+        ("batch.completed", "B-1", lambda i: {"n": i}, 3),
+        ("batch.started", "B-2", lambda i: {"coi": f"COI-2-{i}"}, 1),
+        ("reading.recorded", "B-2", lambda i: {"i": i}, 12),
+    ]
+    for kind, batch, payload, count in plan:
+        for i in range(count):
+            out.append(encode_record(b.next_event(kind, payload(i), batch_id=batch))[:-1])
+            if len(out) % 11 == 0:
+                out.append(encode_record(b.checkpoint())[:-1])
+    out.append(encode_record(b.checkpoint())[:-1])
+    return out
+
+
+def test_runs_give_the_rows_and_deltas_of_one_event_at_a_time() -> None:
+    from ebr_core.keys import Keyring
+    from ebr_core.verify import ChainVerifier
+    from server import review
+
+    lines = runs_segment()
+    got = verify_lines(KEYS, UNIT.unit_id, START, lines)
+    v = ChainVerifier(Keyring([UNIT.public]), unit_id=UNIT.unit_id)
+    rows, deltas = [], {}  # type: ignore[var-annotated]
+    for i, line in enumerate(lines):
+        r = v.feed_line(line)
+        if r["type"] == "event":
+            review.tally(deltas, r)
+            keys = ("seq", "hash", "batch_id", "kind", "recorded_at")
+            rows.append((UNIT.unit_id, *(r[k] for k in keys), lines[i]))
+    assert got.error is None
+    assert with_lines(got, lines) == rows
+    assert got.deltas == deltas
+    assert deltas["B-1"].exceptions == 3 + 5 and deltas["B-1"].coi == "COI-2"
+    assert got.end == Start(v.seq, v.head_hash, v.checkpoint_seq)
