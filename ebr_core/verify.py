@@ -14,8 +14,9 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any, NamedTuple, NoReturn
 
 import orjson
@@ -71,6 +72,11 @@ _PREV_SEP = _PREV_CLOSE + _PREV_OPEN
 # A number in canonical JSON starts with "-" or a digit right after ":", "[" or ",": with its
 # first character mapped to "0", payloads without ':0', '[0' and ',0' hold no number.
 _NUMBER_START_TO_0 = bytes.maketrans(b"-0123456789", b"0" * 11)
+
+
+def _cut(start: int, stop: int | None) -> Callable[[bytes], bytes]:
+    """``line[start:stop]`` as a function, for map() over a run (no bytecode per line)."""
+    return itemgetter(slice(start, stop))
 
 
 def _maybe_number(text: bytes) -> bool:
@@ -255,17 +261,19 @@ class ChainVerifier:
         run = lines[i:j]
         tail = shape.seq_tail % s0
         t = len(tail)  # ","seq":SEQ,"type":"event","unit_id":U}
-        if b"".join([x[-t:] for x in run]) != (shape.seq_tail * m) % tuple(range(s0, j - i + s0)):
+        if b"".join(map(_cut(-t, None), run)) != (shape.seq_tail * m) % tuple(
+            range(s0, j - i + s0)
+        ):
             return None
         # ,"prev_hash":"PREV","recorded_at":"TIME: 122 bytes before the seq tail, PREV checked
         # below with the hashes; TIME's digits mapped to 0 must give the timestamp pattern.
-        times = b"".join([x[-t - 27 : -t] for x in run])
+        times = b"".join(map(_cut(-t - 27, -t), run))
         if times.translate(_DIGITS_TO_0) != _TIME_ZEROS * m:
             return None
         pb0, pe = shape.payload_at, -t - 122
-        payload_bytes = [x[pb0:pe] for x in run]
+        payload_bytes = list(map(_cut(pb0, pe), run))
         try:
-            payloads = [_loads(x) for x in payload_bytes]
+            payloads = list(map(_loads, payload_bytes))
         except orjson.JSONDecodeError:
             return None
         # Each slice parsed alone as one value (an object: the run's lines have "{" after
@@ -281,12 +289,12 @@ class ChainVerifier:
                         return None
         bh, bt, a, e = shape.body_head, shape.body_tail, hp + 66, -shape.suffix_len
         hashes = [_sha256(bh + x[a:e] + bt).hexdigest() for x in run]
-        if b"".join([x[hp : hp + 64] for x in run]) != "".join(hashes).encode():
+        if b"".join(map(_cut(hp, hp + 64), run)) != "".join(hashes).encode():
             return None
         # Each prev_hash is the hash before it: the head, then the run's own but the last.
         prev = self.head_hash
         if (
-            b"".join([x[-t - 122 : -t - 27] for x in run])
+            b"".join(map(_cut(-t - 122, -t - 27), run))
             != (_PREV_OPEN + _PREV_SEP.join([prev, *hashes[:-1]]) + _PREV_CLOSE).encode()
         ):
             return None
