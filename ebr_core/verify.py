@@ -250,11 +250,21 @@ class ChainVerifier:
         # A run stops before the seq that needs one more digit (the seq field's width is fixed
         # within a run) and at _RUN_MAX lines.
         j, end = i, min(len(lines), i + _RUN_MAX, i + 10 ** len(str(s0)) - s0)
+        # Windows of lines that all match, compared at once (each window twice the last), then
+        # line by line within the first window that does not.
+        w, heads, mids = 2, _cut(0, hp), _cut(hp + 64, hp + 64 + len(mid))
         while j < end:
-            line = lines[j]
-            if not line.startswith(head) or not line.startswith(mid, hp + 64):
-                break
-            j += 1
+            window = lines[j : min(end, j + w)]
+            n = len(window)
+            if b"".join(map(heads, window)) == head * n and b"".join(map(mids, window)) == mid * n:
+                j += n
+                w *= 2
+                continue
+            for line in window:
+                if not line.startswith(head) or not line.startswith(mid, hp + 64):
+                    break
+                j += 1
+            break
         m = j - i
         if m < 2:
             return None

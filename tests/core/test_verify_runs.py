@@ -46,7 +46,9 @@ def _records(signer: UnitSigner) -> list[Event | Checkpoint | Seal]:
     out: list[Event | Checkpoint | Seal] = []
     for i in range(130):
         group = i // 13
-        kind = "reading.recorded" if group % 3 else "step.completed"
+        kind = ("step.completed", "reading.recorded", "reading.rejected")[group % 3]
+        if i % 13 == 7:  # one of a kind of the same length inside a run
+            kind = "reading.reworked" if kind == "reading.recorded" else "reading.recorded"
         actor = "op1" if group % 4 == 1 else None
         batch = "B-1" if group % 5 != 4 else "B-2"
         out.append(b.next_event(kind, _payload(i), batch_id=batch, actor=actor))
