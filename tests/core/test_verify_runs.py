@@ -267,8 +267,7 @@ def test_wrong_fields_rehashed_are_judged_alike(
     bad = list(lines)
     k = d.draw(st.sampled_from(_event_indexes(lines)))
     old, new = d.draw(st.sampled_from(FIELDS))
-    if old not in bad[k]:
-        return
+    assume(old in bad[k])
     bad[k] = bad[k].replace(old, new, 1)
     rechain(bad, k)
     if d.draw(st.booleans()):  # the stored hashes in upper case
