@@ -125,18 +125,15 @@ def event_template(unit_id: str, kind: str, batch_id: str | None, actor: str | N
 
 def event_line_template(unit_id: str, kind: str, batch_id: str | None, actor: str | None) -> bytes:
     """The canonical exchange-format line of such an event (:mod:`ebr_core.ledgerfile`), as a
-    template taking ``(hash, payload bytes, prev_hash, recorded_at, seq)``."""
-    a, b, k, u = _template_parts(unit_id, kind, batch_id, actor)
+    template taking ``(hash, payload bytes, prev_hash, recorded_at, seq)``: the fixed bytes of
+    its :class:`LineShape` with the variable fields between them."""
+    shape = event_line_shape(unit_id, kind, batch_id, actor)
     return (
-        b'{"actor":'
-        + a
-        + b',"batch_id":'
-        + b
-        + b',"hash":"%b","kind":'
-        + k
-        + b',"payload":%b,"prev_hash":"%b","recorded_at":"%b","seq":%d,"type":"event","unit_id":'
-        + u
-        + b"}"
+        shape.head.replace(b"%", b"%%")
+        + b"%b"
+        + shape.mid.replace(b"%", b"%%")
+        + b'%b,"prev_hash":"%b","recorded_at":"%b'
+        + shape.seq_tail
     )
 
 

@@ -221,13 +221,8 @@ class Ledger:
             start_checkpoint_seq=checkpoint_seq,
         )
         try:
-            window: list[bytes] = []
-            for line in self.lines(after_seq + 1, upto_seq):
-                window.append(line)
-                if len(window) == _READ_WINDOW:
-                    v.check_lines(window)
-                    window = []
-            v.check_lines(window)
+            for window in self._line_windows(after_seq + 1, upto_seq):
+                v.check_lines(window)
             return v.finish()
         except VerificationError as e:
             raise LedgerCorruptError(f"ledger verification failed: {e}") from e
@@ -423,9 +418,16 @@ class Ledger:
 
     def lines(self, start_seq: int = 1, end_seq: int | None = None) -> Iterator[bytes]:
         """Canonical lines (no newline) in wire order: each checkpoint after its event."""
+        for window in self._line_windows(start_seq, end_seq):
+            yield from window
+
+    def _line_windows(self, start_seq: int, end_seq: int | None) -> Iterator[list[bytes]]:
+        """:meth:`lines`, a read window at a time (the verifier takes them whole)."""
         for lo, hi in self._windows(start_seq, end_seq):
-            for line in self._wire_window(lo, hi, gaps_ok=True):
-                yield line if type(line) is bytes else _line_bytes(line)
+            yield [
+                x if type(x) is bytes else _line_bytes(x)
+                for x in self._wire_window(lo, hi, gaps_ok=True)
+            ]
 
     def events(self, start_seq: int = 1, end_seq: int | None = None) -> Iterator[Event]:
         for lo, hi in self._windows(start_seq, end_seq):
