@@ -107,9 +107,24 @@ def event_template(unit_id: str, kind: str, batch_id: str | None, actor: str | N
     ``recorded_at`` must be hex and a checked timestamp (nothing in them needs escaping).
     tests/core/test_chain.py holds the filled bytes to :func:`canonical`'s.
     """
+    before, after = event_template_halves(unit_id, kind, batch_id, actor)
+    return before + b'%b","recorded_at":"%b' + after
+
+
+def event_template_halves(
+    unit_id: str, kind: str, batch_id: str | None, actor: str | None
+) -> tuple[bytes, bytes]:
+    """:func:`event_template` in two: ``before`` takes the payload bytes and ends where the
+    ``prev_hash`` value starts; ``after`` takes the seq and starts where the ``recorded_at``
+    value ends.  Between them: ``PREV","recorded_at":"TIME``.
+
+    The group builder (:meth:`ebr_core.chain.ChainBuilder.next_events`) fills ``before`` for
+    every event of a group, and ``after`` with the group's one time, at once; only
+    ``before + prev_hash + rest`` is left to the chain's sequential loop.
+    """
     a, b, k, u = _template_parts(unit_id, kind, batch_id, actor)
     # The keys in sorted order, as canonical() writes them.
-    return (
+    before = (
         EVENT_TAG
         + b'{"actor":'
         + a
@@ -117,10 +132,9 @@ def event_template(unit_id: str, kind: str, batch_id: str | None, actor: str | N
         + b
         + b',"kind":'
         + k
-        + b',"payload":%b,"prev_hash":"%b","recorded_at":"%b","seq":%d,"unit_id":'
-        + u
-        + b"}"
+        + b',"payload":%b,"prev_hash":"'
     )
+    return before, b'","seq":%d,"unit_id":' + u + b"}"
 
 
 def event_line_template(unit_id: str, kind: str, batch_id: str | None, actor: str | None) -> bytes:

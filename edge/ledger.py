@@ -271,24 +271,34 @@ class Ledger:
         existing = self._existing(items)
         b = self._builder
         seq0, head0, cp0 = b.seq, b.head_hash, b.checkpoint_seq
-        rows = []
-        events: list[Event] = []
+        new: list[Append] = []
+        # What append() returns per item: None for the event made for it, or the one already
+        # recorded under its dedupe key.  append_many() skips those.
+        slots: list[Event | None] = []
         seen: set[str] = set()
+        for it in items:
+            key = it.dedupe_key
+            if key is not None:
+                if key in existing or key in seen:
+                    if return_existing and key in existing:
+                        slots.append(existing[key])
+                    continue
+                seen.add(key)
+            new.append(it)
+            slots.append(None)
         try:
-            for it in items:
-                key = it.dedupe_key
-                if key is not None:
-                    if key in existing or key in seen:
-                        if return_existing and key in existing:
-                            events.append(existing[key])
-                        continue
-                    seen.add(key)
-                ev = b.next_event(it.kind, it.payload, batch_id=it.batch_id, actor=it.actor)
-                events.append(ev)
-                rows.append((ev.seq, ev.hash, ev.batch_id, ev.kind, key, event_line(ev)))
+            # One call for the group: next_events refuses it whole, head unmoved, if any item
+            # is invalid.
+            made = b.next_events(new)
+            rows = [
+                (ev.seq, ev.hash, ev.batch_id, ev.kind, it.dedupe_key, event_line(ev))
+                for ev, it in zip(made, new, strict=True)
+            ]
         except Exception:
             b.seq, b.head_hash, b.checkpoint_seq = seq0, head0, cp0
             raise
+        made_in_order = iter(made)
+        events = [next(made_in_order) if ev is None else ev for ev in slots]
         if not rows:
             return events
         cp = b.checkpoint()

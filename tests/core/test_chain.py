@@ -1,9 +1,10 @@
-"""The chain builder's fast path writes exactly the bytes the record format defines.
+"""The chain builder's fast paths write exactly the bytes the record format defines.
 
 ``ChainBuilder.next_event`` fills a per-(kind, batch, actor) template instead of encoding the
 whole body; these tests hold it to the reference definition (stdlib ``json``, sorted keys) for
 any valid input, and check that anything invalid is refused with the precise message and leaves
-the builder's head where it was.
+the builder's head where it was.  ``next_events`` (a commit group at once) is held to
+``next_event`` one event at a time, with the group's one clock reading.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ebr_core.canonical import reference_canonical
-from ebr_core.chain import ChainBuilder
+from ebr_core.chain import ChainBuilder, NewEvent
 from ebr_core.errors import RecordFormatError, VerificationError
 from ebr_core.keys import Keyring, UnitSigner
 from ebr_core.ledgerfile import encode_record
@@ -99,7 +100,7 @@ def test_format_time_refuses_naive_and_early_times() -> None:
 T = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
 
 
-@pytest.mark.parametrize(
+INVALID = pytest.mark.parametrize(
     ("kind", "payload", "batch", "actor", "message"),
     [
         ("reading.recorded", {"v": 1.5}, "B-1", None, r"payload\.v: float 1\.5 is not allowed"),
@@ -119,6 +120,9 @@ T = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
         ("reading.recorded", {}, "B-1", ["op"], "actor must be a non-empty string"),
     ],
 )
+
+
+@INVALID
 def test_invalid_input_is_refused_and_the_head_stays(
     kind: Any, payload: Any, batch: Any, actor: Any, message: str
 ) -> None:
@@ -135,7 +139,68 @@ def test_naive_clock_is_refused() -> None:
     b = ChainBuilder(SIGNER, lambda: datetime(2026, 1, 1))
     with pytest.raises(RecordFormatError, match="timezone-aware"):
         b.next_event("reading.recorded", {}, batch_id="B-1")
+    with pytest.raises(RecordFormatError, match="timezone-aware"):
+        b.next_events([NewEvent("reading.recorded", {}, "B-1")])
     assert b.seq == 0
+
+
+fixed_fields = st.tuples(kinds, st.none() | ids, actors)
+
+
+@st.composite
+def commit_groups(draw: st.DrawFn) -> list[tuple[datetime, list[NewEvent]]]:
+    """Commit groups of events whose fixed fields repeat (so groups hold runs of like events)."""
+    pool = draw(st.lists(fixed_fields, min_size=1, max_size=3))
+    groups = []
+    for _ in range(draw(st.integers(1, 4))):
+        t = draw(times)
+        items = []
+        for _ in range(draw(st.integers(0, 6))):
+            kind, batch, actor = draw(st.sampled_from(pool))
+            items.append(NewEvent(kind, draw(payloads), batch, actor))
+        groups.append((t, items))
+    return groups
+
+
+@settings(max_examples=300, deadline=None)
+@given(commit_groups())
+def test_a_commit_group_makes_the_events_of_one_at_a_time(
+    groups: list[tuple[datetime, list[NewEvent]]],
+) -> None:
+    # The law of next_events: the events next_event makes for each item in turn, with the
+    # group's one clock reading; the builders end at the same head.
+    readings: list[datetime] = []
+    group_clock = iter(t for t, _ in groups)
+    grouped = ChainBuilder(SIGNER, lambda: readings.append(next(group_clock)) or readings[-1])
+    one_clock = iter(t for t, items in groups for _ in items)
+    single = ChainBuilder(SIGNER, lambda: next(one_clock))
+    for t, items in groups:
+        made = grouped.next_events(items)
+        assert made == [
+            single.next_event(it.kind, it.payload, batch_id=it.batch_id, actor=it.actor)
+            for it in items
+        ]
+        assert all(ev.hash == reference_hash(ev) for ev in made)
+        assert (grouped.seq, grouped.head_hash) == (single.seq, single.head_hash)
+    assert readings == [t for t, _ in groups]  # one clock reading per group
+
+
+@INVALID
+@pytest.mark.parametrize("at", [0, 2, 4])
+def test_an_invalid_item_refuses_its_whole_group_and_the_head_stays(
+    kind: Any, payload: Any, batch: Any, actor: Any, message: str, at: int
+) -> None:
+    b = ChainBuilder(SIGNER, lambda: T)
+    good = b.next_event("reading.recorded", {"v": "1"}, batch_id="B-1")
+    items = [NewEvent("reading.recorded", {"v": str(i)}, "B-1") for i in range(4)]
+    items.insert(at, NewEvent(kind, payload, batch, actor))
+    with pytest.raises(RecordFormatError, match=message):
+        b.next_events(items)
+    assert (b.seq, b.head_hash) == (1, good.hash)
+    again = b.next_events(items[:at] + items[at + 1 :])
+    assert [ev.seq for ev in again] == [2, 3, 4, 5]
+    assert again[0].prev_hash == good.hash
+    assert all(ev.hash == reference_hash(ev) for ev in again)
 
 
 def test_invalid_unit_id_is_refused() -> None:
