@@ -358,6 +358,10 @@ def ingest(
     return IngestResult(len(events), duplicates, unit.head_seq, unit.head_hash)
 
 
+_EVENT_COPY_TYPES = ["varchar", "int8", "varchar", "varchar", "varchar", "varchar", "bytea"]
+_CHECKPOINT_COPY_TYPES = ["varchar", "int8", "bytea"]
+
+
 def _bulk_insert(
     db: Session, events: list[tuple[Any, ...]], checkpoints: list[tuple[Any, ...]]
 ) -> None:
@@ -366,13 +370,18 @@ def _bulk_insert(
     conn = db.connection()
     raw = conn.connection.dbapi_connection
     if conn.dialect.name == "postgresql":
+        # Binary COPY: the lines go in as they are (text COPY writes bytea as hex, twice the
+        # bytes, and formats every field), about twice the rows a second.
         with raw.cursor() as cur:  # type: ignore[union-attr]
             with cur.copy(
-                "COPY events (unit_id, seq, hash, batch_id, kind, recorded_at, line) FROM STDIN"
+                "COPY events (unit_id, seq, hash, batch_id, kind, recorded_at, line) "
+                "FROM STDIN (FORMAT BINARY)"
             ) as cp:
+                cp.set_types(_EVENT_COPY_TYPES)
                 for row in events:
                     cp.write_row(row)
-            with cur.copy("COPY checkpoints (unit_id, seq, line) FROM STDIN") as cp:
+            with cur.copy("COPY checkpoints (unit_id, seq, line) FROM STDIN (FORMAT BINARY)") as cp:
+                cp.set_types(_CHECKPOINT_COPY_TYPES)
                 for row in checkpoints:
                     cp.write_row(row)
         return
