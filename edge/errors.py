@@ -19,5 +19,9 @@ class LedgerClosedError(LedgerError):
     """The ledger failed closed after an I/O error, or was closed; it records nothing more."""
 
 
+class LedgerBusyError(LedgerError):
+    """Another process writes this ledger: one unit's ledger has one writer at a time."""
+
+
 class LedgerCorruptError(LedgerError):
     """The ledger file failed its integrity or chain check on open."""

@@ -15,6 +15,11 @@ What this module promises:
   one verifier (hashes, links, the checkpoint signature) and ``seq`` continues with no gap.
 * **Fail closed.** On an I/O error the transaction is rolled back, nothing is acknowledged, and
   every later append is refused with the reason; the agent must be restarted (and re-verifies).
+* **One writing process.**  Opening takes an exclusive lock on ``<ledger>.lock`` (waiting up to
+  ``lock_wait`` seconds for a command that holds it to finish), so two processes never both act
+  on what they read (the batch does not exist yet, the step is the current one) and then append.
+  Each commit also checks, inside its write transaction, that the stored head is the one it
+  built on; if not (a file system without locks), nothing is written and the ledger closes.
 * **Shared by the agent's threads.** Instrument readers (serial, MQTT) append from their own
   threads while the operator's steps append from the main one.  One lock serialises commit groups
   and every query on the one connection; readers fetch in bounded seq windows under the lock, so a
@@ -24,8 +29,12 @@ What this module promises:
 
 from __future__ import annotations
 
+import fcntl
+import os
 import sqlite3
 import threading
+import time
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -41,7 +50,13 @@ from ebr_core.errors import VerificationError
 from ebr_core.keys import Keyring, PublicKey, UnitSigner
 from ebr_core.record import GENESIS_HASH, Checkpoint, Event
 from ebr_core.verify import ChainVerifier, Verified
-from edge.errors import LedgerClosedError, LedgerCorruptError, LedgerError, LedgerIOError
+from edge.errors import (
+    LedgerBusyError,
+    LedgerClosedError,
+    LedgerCorruptError,
+    LedgerError,
+    LedgerIOError,
+)
 
 _SORT = orjson.OPT_SORT_KEYS
 _READ_WINDOW = 2000  # seqs fetched per lock hold by the readers
@@ -119,6 +134,31 @@ def _pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
+def _lock_file(path: Path, wait: float) -> int:
+    """Take the exclusive writer lock of the ledger at ``path``; return its file descriptor
+    (closing it releases the lock, as does the process's end, however it ends)."""
+    lock_path = path.with_name(path.name + ".lock")
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+                os.close(fd)
+                raise LedgerBusyError(
+                    f"the ledger {path.name} is in use by another process (pid {holder}) and "
+                    f"was not free within {wait:g} s; one unit's ledger has one writer at a "
+                    "time: wait for that command to finish, or stop the other agent"
+                ) from None
+            time.sleep(0.05)
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)
+    return fd
+
+
 class Ledger:
     """One unit's ledger; safe to share between threads (one lock, see the module docstring)."""
 
@@ -137,6 +177,8 @@ class Ledger:
         self.clock = clock
         self._closed_reason: str | None = None
         self._lock = threading.RLock()
+        # Releases the writer lock (see open()) on close(), or when the ledger is dropped.
+        self._release_lock: Callable[[], object] = lambda: None
         self._builder = ChainBuilder(signer, clock)
         self._head: tuple[int, str] = (0, GENESIS_HASH)  # last committed (seq, hash)
         # After a key rotation the history stays signed by the retired keys.
@@ -151,9 +193,28 @@ class Ledger:
         signer: UnitSigner,
         clock: Callable[[], datetime],
         previous_keys: Sequence[PublicKey] = (),
+        *,
+        lock_wait: float = 10.0,
     ) -> Ledger:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
+        lock = _lock_file(path, lock_wait)
+        try:
+            ledger = cls._open_locked(path, signer, clock, previous_keys)
+        except BaseException:
+            os.close(lock)
+            raise
+        ledger._release_lock = weakref.finalize(ledger, os.close, lock)
+        return ledger
+
+    @classmethod
+    def _open_locked(
+        cls,
+        path: Path,
+        signer: UnitSigner,
+        clock: Callable[[], datetime],
+        previous_keys: Sequence[PublicKey],
+    ) -> Ledger:
         engine = create_engine(f"sqlite:///{path}")
         event.listen(engine, "connect", _pragmas)
         try:
@@ -171,7 +232,12 @@ class Ledger:
         except DBAPIError as e:
             raise LedgerError(f"cannot open ledger {path.name}: {e.orig}") from e
         ledger = cls(engine, conn, signer, clock, previous_keys)
-        ledger._resume()
+        try:
+            ledger._resume()
+        except BaseException:
+            conn.close()
+            engine.dispose()
+            raise
         return ledger
 
     def _resume(self) -> None:
@@ -303,7 +369,11 @@ class Ledger:
             return events
         cp = b.checkpoint()
         try:
-            self._write(rows, cp)
+            self._write(rows, cp, seq0)
+        except LedgerBusyError as e:
+            b.seq, b.head_hash, b.checkpoint_seq = seq0, head0, cp0
+            self._closed_reason = str(e)
+            raise
         except (SQLAlchemyError, sqlite3.Error, OSError) as e:
             b.seq, b.head_hash, b.checkpoint_seq = seq0, head0, cp0
             orig = getattr(e, "orig", e)
@@ -320,12 +390,19 @@ class Ledger:
         assert isinstance(raw, sqlite3.Connection)
         return raw
 
-    def _write(self, rows: list[tuple[Any, ...]], cp: Checkpoint) -> None:
+    def _write(self, rows: list[tuple[Any, ...]], cp: Checkpoint, built_on: int) -> None:
         raw = self._raw()
         # The DBAPI connection directly: executemany of prepared tuples is the hot path of
         # telemetry, and SQLAlchemy Core adds nothing here but per-row overhead.
         try:
             raw.execute("BEGIN IMMEDIATE")
+            stored = raw.execute("SELECT max(seq) FROM events").fetchone()[0] or 0
+            if stored != built_on:
+                raise LedgerBusyError(
+                    f"another process appended to the ledger (its head is seq {stored}, these "
+                    f"events were built on seq {built_on}); nothing was recorded and this agent "
+                    "refuses new events: restart it (it re-reads and re-verifies the ledger)"
+                )
             raw.executemany(
                 "INSERT INTO events (seq, hash, batch_id, kind, dedupe_key, line) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
@@ -495,3 +572,4 @@ class Ledger:
                 self._closed_reason = "the ledger was closed"
             self._conn.close()
             self._engine.dispose()
+            self._release_lock()

@@ -18,7 +18,7 @@ import pytest
 
 from ebr_core.keys import Keyring, UnitSigner
 from ebr_core.ledgerfile import verify_ledger_chunks
-from edge.errors import LedgerClosedError, LedgerCorruptError, LedgerIOError
+from edge.errors import LedgerBusyError, LedgerClosedError, LedgerCorruptError, LedgerIOError
 from edge.export import export_ledger
 from edge.ledger import Append, Ledger
 
@@ -226,6 +226,43 @@ def crash_cycles(tmp_path: Path, kills: int) -> None:
     assert present == set(range(1, head + 1))
     assert led.verify_all().head_seq == head
     assert led.append("step.completed", {}).seq == head + 1
+
+
+def test_one_process_writes_a_ledger_at_a_time(tmp_path: Path) -> None:
+    # A second opener (another CLI command, another agent) waits for the writer lock, then
+    # gives up with a message naming the holder; once the holder closes, it gets in.
+    db = tmp_path / "edge.db"
+    first = open_ledger(db)
+    first.append("batch.started", {"coi": "&/CHA999926ABC123"}, batch_id="B-1", actor="op")
+    started = time.monotonic()
+    with pytest.raises(LedgerBusyError, match=rf"in use by another process \(pid {os.getpid()}\)"):
+        Ledger.open(db, SIGNER, clock(), lock_wait=0.3)
+    assert time.monotonic() - started >= 0.3
+    threading.Timer(0.3, first.close).start()
+    second = Ledger.open(db, SIGNER, clock(), lock_wait=10)  # waits for the close
+    assert second.head[0] == 1
+    assert second.append("step.completed", {}, batch_id="B-1", actor="op").seq == 2
+    second.close()
+
+
+def test_a_head_moved_by_another_writer_refuses_the_commit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Where file locks do not work, the check inside the write transaction still keeps two
+    # writers from building on the same head: the stale one records nothing and closes.
+    monkeypatch.setattr("edge.ledger._lock_file", lambda path, wait: os.open(os.devnull, 0))
+    db = tmp_path / "edge.db"
+    a, b = open_ledger(db), open_ledger(db)
+    a.append("batch.started", {"coi": "&/CHA999926ABC123"}, batch_id="B-1", actor="op")
+    with pytest.raises(LedgerBusyError, match="another process appended to the ledger"):
+        b.append("batch.started", {"coi": "&/CHA999926XYZ789"}, batch_id="B-1", actor="op2")
+    with pytest.raises(LedgerClosedError, match="another process appended"):
+        b.append("step.completed", {}, batch_id="B-1")
+    a.append("step.completed", {}, batch_id="B-1", actor="op")
+    assert [e.actor for e in a.events(1, 2)] == ["op", "op"]
+    assert a.verify_all().event_count == 2
+    a.close()
+    b.close()
 
 
 def test_sigkill_crash_short(tmp_path: Path) -> None:

@@ -242,9 +242,11 @@ def test_key_rotation_old_history_verifies_old_key_is_retired(
     assert led.verify_all().key_ids == {old.key_id, new.key_id}
     report = SyncClient(led, server.url, server_key=server.key).sync_once()
     assert (report.pushed, server.events("UNIT-ROT")) == (1, 6)
+    led.close()  # one process writes a ledger at a time: reopened below with the old key
     # A request still signed with the retired key is refused.
     retired = Ledger.open(tmp_path / "e.db", old, clock(), previous_keys=[new.public])  # type: ignore[arg-type]
     with pytest.raises(SyncRefused, match="rotated out"):
         SyncClient(retired, server.url).sync_once()
+    retired.close()
     with pytest.raises(Exception, match="not trusted"):
         Ledger.open(tmp_path / "e.db", new, clock()).verify_all()  # type: ignore[arg-type]

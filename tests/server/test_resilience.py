@@ -124,12 +124,7 @@ def test_server_killed_mid_ingest_keeps_every_acknowledged_segment(
         stop = threading.Event()
 
         def push() -> None:
-            c = SyncClient(
-                Ledger.open(tmp_path / "e.db", unit, datetime.now),
-                url,
-                max_events=1_000,
-                sleep=lambda s: None,
-            )
+            c = SyncClient(led, url, max_events=1_000, sleep=lambda s: None)
             with contextlib.suppress(SyncError):
                 c.sync_once(attempts=1)
             acked.append(int(c.ledger.get_meta("sync.acked_seq") or 0))
