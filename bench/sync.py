@@ -1,7 +1,7 @@
-"""Edge → server sync over loopback HTTP, end to end (sign, gzip, POST, verify, store, receipt).
+"""Edge → server sync over loopback HTTP, end to end (sign, zstd, POST, verify, store, receipt).
 
 Ceiling, measured in the same run: raw sqlite3 ``executemany`` of the same rows plus a raw HTTP
-POST of the same (gzip'd) bytes to a trivial endpoint on the same uvicorn; the two times add.
+POST of the same (compressed) bytes to a trivial endpoint on the same uvicorn; the two times add.
 Two rounds, each a fresh unit's 100k events after its own ceiling run; the best of each is reported
 (the machine's speed drifts, so the two are taken in the same rounds).
 On PostgreSQL the store ceiling is COPY in its binary format (as the server writes; the text
@@ -11,7 +11,6 @@ Floor (issue 5): >= 100,000 events/s and ratio >= 0.4.
 
 from __future__ import annotations
 
-import gzip
 import sqlite3
 import subprocess
 import sys
@@ -28,7 +27,7 @@ from _common import emit
 
 from ebr_core.keys import UnitSigner
 from edge.ledger import Append, Ledger
-from edge.sync import SyncClient
+from edge.sync import COMPRESSORS, SyncClient
 from server.pgcluster import PgCluster
 from server.process import serve_subprocess
 
@@ -89,7 +88,7 @@ def run(
             },
         ).raise_for_status()
         client = SyncClient(led, url, max_events=SEGMENT)
-        segments = [gzip.compress(d, 1) for _, d in client.segments(0)]
+        segments = [COMPRESSORS[client.encoding](d) for _, d in client.segments(0)]
         store_rate = ceiling_store()
         start = time.perf_counter()
         with httpx.Client(base_url=url) as c:

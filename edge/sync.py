@@ -4,8 +4,10 @@
   events are never deleted.
 * Each run first asks the server for its stored head and resumes from there (the server is the
   authority on what it has; a lost receipt costs one idempotent retry, never a gap).
-* Segments end at a checkpoint (the server verifies each one alone), are gzip'd JSON Lines, and
-  every request is signed by the unit key (method, path, time, nonce, body digest).
+* Segments end at a checkpoint (the server verifies each one alone), are JSON Lines compressed
+  with zstd (level 1: a fifth of gzip's time for a smaller body; ``encoding="gzip"`` for a server
+  that takes only gzip), and every request is signed by the unit key (method, path, time, nonce,
+  body digest).
 * A receipt counts only if the server's signature on it verifies; then ``sync.acked_seq``
   advances.  Network errors, 5xx and 429 are retried with exponential backoff and full jitter;
   any other refusal (tampering, fork, revoked unit) stops with the server's message.
@@ -24,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+import zstandard
 
 from ebr_core.keys import PublicKey
 from ebr_core.requestsig import sign_request, verify_receipt
@@ -61,6 +64,18 @@ def _error_type(r: httpx.Response) -> str | None:
     return body.get("error") if isinstance(body, dict) else None
 
 
+def _zstd(data: bytes) -> bytes:
+    return zstandard.ZstdCompressor(level=1).compress(data)
+
+
+def _gzip(data: bytes) -> bytes:
+    return gzip.compress(data, compresslevel=1)
+
+
+# Content-Encoding -> compressor of a segment body (the server accepts each).
+COMPRESSORS: dict[str, Callable[[bytes], bytes]] = {"zstd": _zstd, "gzip": _gzip}
+
+
 class SyncClient:
     def __init__(
         self,
@@ -74,7 +89,11 @@ class SyncClient:
         rng: random.Random | None = None,
         base_delay: float = 0.2,
         max_delay: float = 30.0,
+        encoding: str = "zstd",
     ) -> None:
+        if encoding not in COMPRESSORS:
+            raise ValueError(f"encoding {encoding!r} is not one of {sorted(COMPRESSORS)}")
+        self.encoding = encoding
         self.ledger = ledger
         self.server_key = server_key
         self.max_events = max_events
@@ -161,13 +180,14 @@ class SyncClient:
                 lo = cp + 1
 
     def _prepared(self, after: int) -> Iterator[tuple[int, bytes]]:
-        """The gzip'd segments, the next one prepared in a thread while the current one is on the
-        wire and being verified by the server (reading and compressing overlap the wait)."""
+        """The compressed segments, the next one prepared in a thread while the current one is on
+        the wire and being verified by the server (reading and compressing overlap the wait)."""
         segs = self.segments(after)
+        compress = COMPRESSORS[self.encoding]
 
         def next_body() -> tuple[int, bytes] | None:
             item = next(segs, None)
-            return None if item is None else (item[0], gzip.compress(item[1], compresslevel=1))
+            return None if item is None else (item[0], compress(item[1]))
 
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sync-prep") as pool:
             pending = pool.submit(next_body)
@@ -187,7 +207,7 @@ class SyncClient:
                     "POST",
                     path,
                     b,
-                    {"Content-Encoding": "gzip", "Content-Type": "application/x-ndjson"},
+                    {"Content-Encoding": self.encoding, "Content-Type": "application/x-ndjson"},
                 ),
                 report,
                 attempts,

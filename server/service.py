@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+import zstandard
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -244,21 +245,55 @@ def authenticate(
 # -- ingest -----------------------------------------------------------------------------------
 
 
+# A zstd frame names the window its decoder needs: more than this is refused before anything is
+# allocated (the edge compresses at level 1, a 512 KiB window).
+_ZSTD_MAX_WINDOW = 8 << 20
+
+
 def read_segment(body: bytes, encoding: str | None, settings: Settings) -> bytes:
+    """The segment's JSON Lines from a request body (zstd, gzip or identity).  Memory stays
+    bounded by ``max_segment_bytes`` whatever the body claims: decompression stops one byte past
+    the limit."""
+    limit = settings.max_segment_bytes
     if encoding is None or encoding == "identity":
         data = body
+    elif encoding == "zstd":
+        # One frame that declares its size (the edge's compressor writes it): a size over the
+        # limit is refused before anything is decompressed, and libzstd stops a frame whose
+        # blocks outgrow its declared size, so memory stays bounded by the limit.
+        try:
+            frame = zstandard.get_frame_parameters(body)
+        except zstandard.ZstdError as e:
+            raise Unprocessable(f"body is not valid zstd: {e}") from e
+        if frame.content_size == zstandard.CONTENTSIZE_UNKNOWN:
+            raise Unprocessable("zstd frame does not declare its content size")
+        if frame.content_size > limit:
+            raise TooLarge(f"segment exceeds {limit} bytes uncompressed")
+        z = zstandard.ZstdDecompressor(max_window_size=_ZSTD_MAX_WINDOW).decompressobj()
+        try:
+            data = z.decompress(body)
+        except zstandard.ZstdError as e:
+            raise Unprocessable(f"body is not valid zstd: {e}") from e
+        if not z.eof:
+            raise Unprocessable("body is not valid zstd: the frame ends early")
+        if z.unused_data:
+            raise Unprocessable(f"body has {len(z.unused_data)} bytes after its zstd frame")
     elif encoding == "gzip":
         d = zlib.decompressobj(16 + zlib.MAX_WBITS)
         try:
-            data = d.decompress(body, settings.max_segment_bytes + 1)
+            data = d.decompress(body, limit + 1)
         except zlib.error as e:
             raise Unprocessable(f"body is not valid gzip: {e}") from e
-        if len(data) > settings.max_segment_bytes or d.unconsumed_tail:
-            raise TooLarge(f"segment exceeds {settings.max_segment_bytes} bytes uncompressed")
+        if len(data) > limit or d.unconsumed_tail:
+            raise TooLarge(f"segment exceeds {limit} bytes uncompressed")
+        if not d.eof:
+            raise Unprocessable("body is not valid gzip: the stream ends early")
+        if d.unused_data:
+            raise Unprocessable(f"body has {len(d.unused_data)} bytes after its gzip member")
     else:
-        raise Unprocessable(f"Content-Encoding {encoding!r} is not gzip or identity")
-    if len(data) > settings.max_segment_bytes:
-        raise TooLarge(f"segment exceeds {settings.max_segment_bytes} bytes")
+        raise Unprocessable(f"Content-Encoding {encoding!r} is not zstd, gzip or identity")
+    if len(data) > limit:
+        raise TooLarge(f"segment exceeds {limit} bytes")
     return data
 
 
