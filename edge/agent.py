@@ -75,7 +75,9 @@ def init_home(
     (home / "config.json").write_text(json.dumps({"unit_id": unit_id}) + "\n")
 
 
-def open_agent(home: Path, clock: Callable[[], datetime]) -> EdgeAgent:
+def open_agent(home: Path, clock: Callable[[], datetime], *, writer: bool = True) -> EdgeAgent:
+    """Open the unit's home; ``writer=False`` for commands that record nothing (see
+    :meth:`edge.ledger.Ledger.open`)."""
     cfg = home / "config.json"
     if not cfg.exists():
         raise AgentError(f"{home} is not an edge home; run 'ctgtp edge init' first")
@@ -83,7 +85,7 @@ def open_agent(home: Path, clock: Callable[[], datetime]) -> EdgeAgent:
     content, mbr_hash = _load_mbr(home / "mbr.signed.json", home / "publisher.pub")
     try:
         signer = load_or_create_unit_key(home, unit_id)
-        ledger = Ledger.open(home / "edge.db", signer, clock)
+        ledger = Ledger.open(home / "edge.db", signer, clock, writer=writer)
         engine = Engine(
             ledger,
             parse_mbr(content),

@@ -51,9 +51,11 @@ def _password(from_stdin: bool) -> str:
 
 
 @contextmanager
-def _agent(home: Path, clock: Callable[[], datetime] = system_clock) -> Iterator[EdgeAgent]:
+def _agent(
+    home: Path, clock: Callable[[], datetime] = system_clock, *, writer: bool = True
+) -> Iterator[EdgeAgent]:
     try:
-        agent = open_agent(home, clock)
+        agent = open_agent(home, clock, writer=writer)
     except (EdgeError, EbrError) as e:
         raise click.ClickException(str(e)) from e
     try:
@@ -309,7 +311,7 @@ def deviation_link(home: Path, batch_id: str, user_id: str, deviation_id: str, o
 @click.option("--json", "as_json", is_flag=True)
 def status(home: Path, batch_id: str | None, as_json: bool) -> None:
     """The unit's ledger head and a batch's state."""
-    with _agent(home) as a:
+    with _agent(home, writer=False) as a:
         seq, head = a.ledger.head
         out: dict[str, Any] = {
             "unit_id": a.unit_id,
@@ -351,7 +353,7 @@ def status(home: Path, batch_id: str | None, as_json: bool) -> None:
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path))
 def export(home: Path, out: Path) -> None:
     """Export the ledger (JSON Lines with seal) and the unit's public key beside it."""
-    with _agent(home) as a:
+    with _agent(home, writer=False) as a:
         v = export_ledger(a.ledger, out)
         click.echo(
             f"exported {v.event_count} events (seq {v.first_seq}..{v.head_seq}) to {out}; "
@@ -419,7 +421,7 @@ def sync_cmd(
     from ebr_core.keys import PublicKey
     from edge.sync import BackgroundSync, SyncClient
 
-    with _agent(home) as a:
+    with _agent(home, writer=False) as a:
         key = PublicKey.from_bytes(server_key.read_bytes()) if server_key else None
         client = SyncClient(a.ledger, server_url, server_key=key)
         if watch is not None:

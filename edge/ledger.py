@@ -20,6 +20,9 @@ What this module promises:
   on what they read (the batch does not exist yet, the step is the current one) and then append.
   Each commit also checks, inside its write transaction, that the stored head is the one it
   built on; if not (a file system without locks), nothing is written and the ledger closes.
+  ``writer=False`` opens for reading (sync, status, export) without the lock, alongside the
+  writer: appends are refused, and :meth:`Ledger.refresh` moves the head to what the writer has
+  committed since.
 * **Shared by the agent's threads.** Instrument readers (serial, MQTT) append from their own
   threads while the operator's steps append from the main one.  One lock serialises commit groups
   and every query on the one connection; readers fetch in bounded seq windows under the lock, so a
@@ -177,6 +180,7 @@ class Ledger:
         self.clock = clock
         self._closed_reason: str | None = None
         self._lock = threading.RLock()
+        self._reader = False  # opened with writer=False (see open() and refresh())
         # Releases the writer lock (see open()) on close(), or when the ledger is dropped.
         self._release_lock: Callable[[], object] = lambda: None
         self._builder = ChainBuilder(signer, clock)
@@ -194,10 +198,15 @@ class Ledger:
         clock: Callable[[], datetime],
         previous_keys: Sequence[PublicKey] = (),
         *,
+        writer: bool = True,
         lock_wait: float = 10.0,
     ) -> Ledger:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
+        if not writer:
+            ledger = cls._open_locked(path, signer, clock, previous_keys)
+            ledger._reader = True
+            return ledger
         lock = _lock_file(path, lock_wait)
         try:
             ledger = cls._open_locked(path, signer, clock, previous_keys)
@@ -332,6 +341,11 @@ class Ledger:
 
     def _append_group_locked(self, items: Sequence[Append], return_existing: bool) -> list[Event]:
         self._check_open()
+        if self._reader:
+            raise LedgerClosedError(
+                "this ledger was opened for reading only (sync, status, export); events are "
+                "recorded by the command or agent that writes it"
+            )
         if not items:
             return []
         existing = self._existing(items)
@@ -438,6 +452,19 @@ class Ledger:
     def head(self) -> tuple[int, str]:
         """The last committed (seq, hash)."""
         return self._head
+
+    def refresh(self) -> tuple[int, str]:
+        """A reading ledger's head moves to the last event the writer has committed (commit
+        groups are whole: the events and their checkpoint commit together); the writer's own
+        head is always current."""
+        with self._lock:
+            if self._reader:
+                row = self._conn.exec_driver_sql(
+                    "SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1"
+                ).first()
+                if row is not None:
+                    self._head = (row[0], row[1])
+            return self._head
 
     def _fetch(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
         with self._lock:

@@ -196,7 +196,8 @@ class SyncClient:
                 yield item
 
     def sync_once(self, attempts: int = 8) -> SyncReport:
-        report = SyncReport(local_head=self.ledger.head[0])
+        # A sync process reads the ledger alongside its writer: first, what it has committed.
+        report = SyncReport(local_head=self.ledger.refresh()[0])
         acked = self.server_head(report, attempts)
         self.ledger.set_meta(ACKED, str(acked))
         path = f"/v1/units/{self.unit_id}/segments"

@@ -245,6 +245,26 @@ def test_one_process_writes_a_ledger_at_a_time(tmp_path: Path) -> None:
     second.close()
 
 
+def test_a_reader_opens_beside_the_writer_and_follows_its_commits(tmp_path: Path) -> None:
+    db = tmp_path / "edge.db"
+    writer = open_ledger(db)
+    writer.append("batch.started", {"coi": "&/CHA999926ABC123"}, batch_id="B-1", actor="op")
+    started = time.monotonic()
+    reader = Ledger.open(db, SIGNER, clock(), writer=False, lock_wait=5)
+    assert time.monotonic() - started < 2  # no writer lock: it did not wait for the writer
+    writer.append_many([Append("reading.recorded", {"i": str(i)}, "B-1") for i in range(3)])
+    assert reader.head[0] == 1  # what it saw when it opened ...
+    assert reader.refresh() == writer.head == (4, writer.head[1])  # ... until it looks again
+    assert [e.seq for e in reader.events(1)] == [1, 2, 3, 4]
+    reader.set_meta("sync.acked_seq", "4")  # the sync process keeps its own progress
+    assert writer.get_meta("sync.acked_seq") == "4"
+    with pytest.raises(LedgerClosedError, match="opened for reading only"):
+        reader.append("step.completed", {}, batch_id="B-1")
+    assert writer.append("step.completed", {}, batch_id="B-1", actor="op").seq == 5
+    reader.close()
+    writer.close()
+
+
 def test_a_head_moved_by_another_writer_refuses_the_commit(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

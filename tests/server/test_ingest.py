@@ -14,8 +14,9 @@ import pytest
 from ebr_core.chain import ChainBuilder
 from ebr_core.keys import UnitSigner
 from ebr_core.requestsig import sign_request
+from edge.errors import LedgerClosedError
 from edge.ledger import Append, Ledger
-from edge.sync import SyncClient, SyncRefused
+from edge.sync import BackgroundSync, SyncClient, SyncRefused
 
 from .conftest import BACKENDS, Server, clock, make_ledger, server_settings, start_server
 
@@ -197,7 +198,6 @@ def test_replay_reroute_revoked_and_limits(server: Server, tmp_path: Path) -> No
 def test_background_sync_follows_new_events_and_stops_on_refusal(
     server: Server, tmp_path: Path
 ) -> None:
-    from edge.sync import BackgroundSync
 
     unit = UnitSigner.generate("UNIT-BG")
     server.enrol(unit)
@@ -220,6 +220,32 @@ def test_background_sync_follows_new_events_and_stops_on_refusal(
     finally:
         bg.stop()
     assert bg.error is not None and "403" in bg.error
+
+
+def test_a_sync_process_reads_alongside_the_writer(server: Server, tmp_path: Path) -> None:
+    # ``ctgtp edge sync --watch`` opens the ledger for reading (no writer lock), so operator
+    # commands keep writing; each round it syncs what the writer has committed since.
+    unit = UnitSigner.generate("UNIT-RD")
+    server.enrol(unit)
+    writer = make_ledger(tmp_path / "e.db", unit, groups=1, per_group=5)
+    reader = Ledger.open(tmp_path / "e.db", unit, clock(), writer=False)  # type: ignore[arg-type]
+    bg = BackgroundSync(SyncClient(reader, server.url, server_key=server.key), interval=0.05)
+    bg.start()
+    try:
+        deadline = time.time() + 10
+        while server.events("UNIT-RD") < 6 and time.time() < deadline:
+            time.sleep(0.05)
+        writer.append("step.completed", {"step": "s"}, batch_id="B-1", actor="op.alice")
+        while server.events("UNIT-RD") < 7 and time.time() < deadline:
+            time.sleep(0.05)
+    finally:
+        bg.stop()
+    assert (server.events("UNIT-RD"), bg.error) == (7, None)
+    assert reader.head == writer.head
+    with pytest.raises(LedgerClosedError, match="opened for reading only"):
+        reader.append("step.completed", {"step": "t"}, batch_id="B-1")
+    reader.close()
+    writer.close()
 
 
 def test_key_rotation_old_history_verifies_old_key_is_retired(
