@@ -10,26 +10,22 @@ from __future__ import annotations
 import base64
 import hashlib
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from itertools import groupby, repeat
 from operator import attrgetter
 from typing import Any, NamedTuple, Protocol
 
 import orjson
 
-import ebr_core.record as _record
 from ebr_core.canonical import _ok
 from ebr_core.errors import RecordFormatError
 from ebr_core.keys import UnitSigner
 from ebr_core.record import (
-    _D3,
-    _D3Z,
     GENESIS_HASH,
     Checkpoint,
     Event,
     Seal,
     checkpoint_message,
-    event_template,
     event_template_halves,
     format_time,
     id_ok,
@@ -45,7 +41,6 @@ _dumps = orjson.dumps
 _SORT = orjson.OPT_SORT_KEYS
 _new = tuple.__new__
 _TEMPLATES_MAX = 1_000
-_UNSET = object()
 
 
 class EventInput(Protocol):
@@ -95,13 +90,7 @@ class ChainBuilder:
         self.checkpoint_seq = checkpoint_seq
         if not id_ok(self.unit_id):
             raise RecordFormatError(f"unit_id {self.unit_id!r} is not a valid unit id")
-        self._templates: dict[tuple[str, str | None, str | None], bytes] = {}
-        # The last (kind, batch_id, actor) and its template: consecutive events mostly share
-        # them, and three identity checks cost less than a tuple and a dict lookup.
-        self._kind: object = _UNSET
-        self._batch_id: object = _UNSET
-        self._actor: object = _UNSET
-        self._template_last = b""
+        # The body template, in two around prev_hash, per (kind, batch_id, actor) seen.
         self._halves: dict[tuple[str, str | None, str | None], tuple[bytes, bytes]] = {}
 
     def next_event(
@@ -112,63 +101,22 @@ class ChainBuilder:
         batch_id: str | None = None,
         actor: str | None = None,
     ) -> Event:
-        """Make the next event and advance the head (the caller persists it).
+        """Make the next event and advance the head (the caller persists it): a commit group of
+        one (:meth:`next_events`).
 
         The event owns ``payload`` from here on: the caller must not change it afterwards.
         """
-        # The hot path: a hundred thousand events a second.  The canonical body is written
-        # from a template per (kind, batch_id, actor), made once with those fields validated
-        # and encoded, so only the payload goes through orjson; the keys are already in sorted
-        # order in the template.  tests/core/test_chain.py checks these bytes equal canonical().
-        now = self.clock()
-        if kind is self._kind and batch_id is self._batch_id and actor is self._actor:
-            template = self._template_last
-        else:
-            try:
-                template = self._templates[(kind, batch_id, actor)]
-            except (KeyError, TypeError):
-                template = self._template(kind, batch_id, actor, payload, now)
-            self._kind, self._batch_id, self._actor = kind, batch_id, actor
-            self._template_last = template
-        if type(payload) is not dict:
-            self._explain(kind, batch_id, actor, payload, now)
-        for v in payload.values():  # values only: orjson refuses a key that is not a string
-            if type(v) is not str:
-                if type(v) is dict:  # a quantity: strings, checked without a call
-                    for v2 in v.values():
-                        if type(v2) is not str and not _ok(v2):
-                            self._explain(kind, batch_id, actor, payload, now)
-                elif not _ok(v):
-                    self._explain(kind, batch_id, actor, payload, now)
-        try:
-            pb = _dumps(payload, option=_SORT)
-        except TypeError:  # a key that is not a string (values were checked above)
-            self._explain(kind, batch_id, actor, payload, now)
-            raise
-        w = _record._window
-        if now.tzinfo is UTC and w[0] <= now < w[1]:  # format_time inlined
-            us = now.microsecond
-            recorded_at = w[2] + _D3[us // 1000] + _D3Z[us % 1000]
-        else:
-            recorded_at = format_time(now)
-        seq = self.seq + 1
-        prev = self.head_hash
-        h = _sha256(template % (pb, prev.encode(), recorded_at.encode(), seq)).hexdigest()
-        self.seq = seq
-        self.head_hash = h
-        return _new(
-            Event, (self.unit_id, seq, prev, recorded_at, batch_id, kind, actor, payload, h)
-        )
+        return self.next_events([NewEvent(kind, payload, batch_id, actor)])[0]
 
     def next_events(self, items: Sequence[EventInput]) -> list[Event]:
         """Make the next events of a commit group, in order; all or nothing.
 
         The clock is read once: the events of a group are recorded together (the ledger makes
-        them durable in one transaction), so they carry one ``recorded_at``.  Otherwise these
-        are the events :meth:`next_event` would make for each item in turn
-        (tests/core/test_chain.py holds them to it).  If any item is refused, the error names
-        what was wrong, as next_event's would, and the head has not moved.  The events own their
-        payloads from here on.
+        them durable in one transaction), so they carry one ``recorded_at``.  However a sequence
+        of events is cut into groups, the events are the same under the same readings, and their
+        bytes are the record format's (tests/core/test_chain.py holds them to both).  If any item
+        is refused, the error names what was wrong and the head has not moved.  The events own
+        their payloads from here on.
         """
         # Each step runs over a whole run of like events (same kind, batch and actor) in C:
         # map and zip over the run, one orjson call per payload, one template fill per event.
@@ -192,12 +140,16 @@ class ChainBuilder:
         try:
             before, after = self._halves[fixed]
         except (KeyError, TypeError):
-            self._template(kind, batch_id, actor, payloads[0], now)  # validates the fields
+            self._check_fixed(kind, batch_id, actor, payloads[0], now)
+            # Only the payload is encoded per event: the fixed fields are in the template, with
+            # the keys in canonical order (record.event_template_halves).
             before, after = event_template_halves(self.unit_id, kind, batch_id, actor)
             if len(self._halves) >= _TEMPLATES_MAX:
                 self._halves.clear()
             self._halves[fixed] = (before, after)
-        for p in payloads:  # next_event's check (a loop costs less here than set(map(type)))
+        # Values only (orjson refuses a key that is not a string); a dict of strings (a quantity)
+        # without a call.  A loop costs less here than set(map(type, ...)).
+        for p in payloads:
             if type(p) is not dict:
                 self._explain(kind, batch_id, actor, p, now)
             for v in p.values():
@@ -275,10 +227,10 @@ class ChainBuilder:
         )
         raise RecordFormatError(f"payload cannot be encoded canonically: {payload!r:.200}")
 
-    def _template(
+    def _check_fixed(
         self, kind: str, batch_id: str | None, actor: str | None, payload: Any, now: datetime
-    ) -> bytes:
-        """Validate the fixed fields once and make the body template for them."""
+    ) -> None:
+        """Validate the fields a template fixes (once per (kind, batch_id, actor))."""
         if (
             type(kind) is not str
             or not kind_ok(kind)
@@ -286,12 +238,6 @@ class ChainBuilder:
             or (actor is not None and (type(actor) is not str or not actor))
         ):
             self._explain(kind, batch_id, actor, payload, now)
-
-        template = event_template(self.unit_id, kind, batch_id, actor)
-        if len(self._templates) >= _TEMPLATES_MAX:
-            self._templates.clear()
-        self._templates[(kind, batch_id, actor)] = template
-        return template
 
     def checkpoint(self) -> Checkpoint:
         """Sign the current head (chained to the previous checkpoint)."""

@@ -1,10 +1,11 @@
-"""The chain builder's fast paths write exactly the bytes the record format defines.
+"""The chain builder writes exactly the bytes the record format defines.
 
-``ChainBuilder.next_event`` fills a per-(kind, batch, actor) template instead of encoding the
-whole body; these tests hold it to the reference definition (stdlib ``json``, sorted keys) for
-any valid input, and check that anything invalid is refused with the precise message and leaves
-the builder's head where it was.  ``next_events`` (a commit group at once) is held to
-``next_event`` one event at a time, with the group's one clock reading.
+``ChainBuilder.next_events`` builds a commit group run by run, filling a per-(kind, batch,
+actor) template instead of encoding the whole body; these tests hold it to the reference
+definition (stdlib ``json``, sorted keys) for any valid input, hold a sequence cut into groups to
+the same events one at a time (``next_event``, a group of one) under the same clock readings,
+and check that anything invalid is refused with the precise message and leaves the builder's
+head where it was.
 """
 
 from __future__ import annotations
