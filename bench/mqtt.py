@@ -63,6 +63,7 @@ def main() -> None:
         tmp = Path(tempfile.mkdtemp(prefix="bench-mqtt-"))
         led = Ledger.open(tmp / "e.db", UnitSigner.generate("UNIT-B"), lambda: datetime.now(UTC))
         ingest = MqttIngest(led, "127.0.0.1", broker.port, "UNIT-B").start()
+        assert ingest.subscribed.wait(10), "the broker granted no subscription"
         sim = BioreactorSim("127.0.0.1", broker.port, "UNIT-B")
         time.sleep(0.3)
         t0 = time.perf_counter()

@@ -107,6 +107,8 @@ class Station:
         ).start()
         self.camera = CameraScanner()
         self.ingest = MqttIngest(led, "127.0.0.1", broker_port, UNIT, context=ctx).start()
+        if not self.ingest.subscribed.wait(10):
+            raise RuntimeError(f"the MQTT broker on port {broker_port} granted no subscription")
         self.bioreactor = BioreactorSim("127.0.0.1", broker_port, UNIT)
         self.devices = {"scanner": 0, "camera": 0, "cell_counter": 0, "bioreactor": 0}
 

@@ -73,6 +73,9 @@ class MqttIngest:
         self.stats = MqttStats()
         self._q: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
         self._stop = threading.Event()
+        # Set once the broker has granted the subscription: from then on, what devices publish
+        # reaches this unit (or its session, while it is away).
+        self.subscribed = threading.Event()
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=f"edge-{unit_id}",
@@ -81,6 +84,7 @@ class MqttIngest:
         )
         self.client.reconnect_delay_set(1, 2)
         self.client.on_connect = self._on_connect
+        self.client.on_subscribe = self._on_subscribe
         self.client.on_message = lambda _c, _u, msg: self._q.put(msg)
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = SESSION_EXPIRY_S
@@ -89,6 +93,12 @@ class MqttIngest:
 
     def _on_connect(self, client: mqtt.Client, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
         client.subscribe(f"units/{self.unit_id}/#", qos=1)
+
+    def _on_subscribe(self, _c: Any, _u: Any, _mid: Any, codes: list[Any], _p: Any) -> None:
+        if all(not c.is_failure for c in codes):
+            self.subscribed.set()
+        else:
+            log.error("the broker refused the subscription to units/%s/#: %s", self.unit_id, codes)
 
     def start(self) -> MqttIngest:
         self.client.loop_start()

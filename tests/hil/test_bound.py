@@ -59,6 +59,7 @@ def test_camera_counter_and_bioreactor_into_the_running_batch(
         dev.port, shipped_profile("cell_counter_cc1"), lambda c: record_cell_count(led, c, ctx)
     ).start()  # type: ignore[arg-type]
     ingest = MqttIngest(led, "127.0.0.1", broker.port, "UNIT-T", context=ctx).start()
+    assert ingest.subscribed.wait(10)  # a first connection: no session holds earlier messages
     sim = BioreactorSim("127.0.0.1", broker.port, "UNIT-T")
     try:
         dev.write(CellCounterSim().frame("S-42", 2_000_000, 1_840_000))

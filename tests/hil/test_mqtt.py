@@ -50,6 +50,7 @@ def test_readings_exactly_once_across_duplicates_and_a_broker_restart(
         "UNIT-M",
         context=lambda: ("B1", "manufacture/expansion/expand"),
     ).start()
+    assert ingest.subscribed.wait(10)  # a first connection: no session holds earlier messages
     sim = BioreactorSim("127.0.0.1", broker.port, "UNIT-M", duplicate=0.2)
     try:
         for i in range(150):
@@ -91,6 +92,7 @@ def test_a_crash_between_commit_and_ack_records_each_reading_once(
 ) -> None:
     led = Ledger.open(tmp_path / "e.db", UnitSigner.generate("UNIT-C"), lambda: datetime.now(UTC))
     first = CrashBeforeAck(led, "127.0.0.1", broker.port, "UNIT-C").start()
+    assert first.subscribed.wait(10)
     sim = BioreactorSim("127.0.0.1", broker.port, "UNIT-C")
     try:
         for i in range(100):
@@ -113,6 +115,7 @@ def test_a_crash_between_commit_and_ack_records_each_reading_once(
 def test_device_clock_drift_is_recorded_not_trusted(broker: Broker, tmp_path: Path) -> None:
     led = Ledger.open(tmp_path / "e.db", UnitSigner.generate("UNIT-D"), lambda: datetime.now(UTC))
     ingest = MqttIngest(led, "127.0.0.1", broker.port, "UNIT-D").start()
+    assert ingest.subscribed.wait(10)
     sim = BioreactorSim("127.0.0.1", broker.port, "UNIT-D", drift_s=3600)
     try:
         sim.reading("temperature", "37.0", "Cel")
@@ -182,6 +185,9 @@ def test_cryoshipper_feed_flags_an_excursion_like_the_logger_file(
     led.append("batch.started", {"coi": "&/CHA999926ABC123"}, batch_id="B1")
     watch = ShipperWatch("B1", ExcursionMonitor(limit, allowed))
     ingest = MqttIngest(led, "127.0.0.1", broker.port, "UNIT-S", shippers={"SHP-9": watch}).start()
+    # A first connection has no session yet: what is published before the subscription is
+    # granted reaches nobody (under load that took long enough to lose samples here).
+    assert ingest.subscribed.wait(10)
     sim = ShipperLoggerSim("127.0.0.1", broker.port, "UNIT-S", "SHP-9")
     try:
         sim.publish(samples, duplicate_every=17)
