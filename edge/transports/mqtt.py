@@ -76,6 +76,8 @@ class MqttIngest:
         # Set once the broker has granted the subscription: from then on, what devices publish
         # reaches this unit (or its session, while it is away).
         self.subscribed = threading.Event()
+        # Why recording stopped (the ledger refused a commit group), or None while it runs.
+        self.error: str | None = None
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=f"edge-{unit_id}",
@@ -117,7 +119,15 @@ class MqttIngest:
                     batch.append(self._q.get_nowait())
                 except queue.Empty:
                     break
-            self._commit(batch)
+            try:
+                self._commit(batch)
+            except Exception as e:  # the ledger refused the group (closed, disk): stop, loudly
+                # Nothing of this group was acked, so the broker keeps it for this unit's
+                # session and delivers it again to the next ingest.
+                self.error = f"recording stopped, nothing after it acknowledged: {e}"
+                log.error("MQTT ingest for %s: %s", self.unit_id, self.error)
+                self._stop.set()
+                return
 
     def _commit(self, msgs: list[mqtt.MQTTMessage]) -> None:
         items: list[Append] = []

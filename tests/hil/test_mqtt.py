@@ -199,3 +199,29 @@ def test_cryoshipper_feed_flags_an_excursion_like_the_logger_file(
     finally:
         sim.close()
         ingest.stop()
+
+
+def test_a_refused_commit_stops_the_ingest_and_loses_nothing(
+    broker: Broker, tmp_path: Path
+) -> None:
+    # The ledger refuses a group (here: closed under the ingest): the ingest stops and says why,
+    # acks nothing, and the broker delivers the reading again to the next ingest.
+    signer = UnitSigner.generate("UNIT-E")
+    led = Ledger.open(tmp_path / "e.db", signer, lambda: datetime.now(UTC))
+    ingest = MqttIngest(led, "127.0.0.1", broker.port, "UNIT-E").start()
+    assert ingest.subscribed.wait(10)
+    sim = BioreactorSim("127.0.0.1", broker.port, "UNIT-E")
+    try:
+        led.close()
+        sim.reading("temperature", "37.0", "Cel")
+        sim.wait_published()
+        assert wait_for(lambda: ingest.error is not None)
+        assert "recording stopped" in str(ingest.error) and "closed" in str(ingest.error)
+        ingest.stop()
+        led = Ledger.open(tmp_path / "e.db", signer, lambda: datetime.now(UTC))
+        assert readings(led) == []
+        again = MqttIngest(led, "127.0.0.1", broker.port, "UNIT-E").start()
+        assert wait_for(lambda: len(readings(led)) == 1), again.stats
+        again.stop()
+    finally:
+        sim.close()
