@@ -204,12 +204,12 @@ class Ledger:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         if not writer:
-            ledger = cls._open_locked(path, signer, clock, previous_keys)
+            ledger = cls._open_file(path, signer, clock, previous_keys)
             ledger._reader = True
             return ledger
         lock = _lock_file(path, lock_wait)
         try:
-            ledger = cls._open_locked(path, signer, clock, previous_keys)
+            ledger = cls._open_file(path, signer, clock, previous_keys)
         except BaseException:
             os.close(lock)
             raise
@@ -217,7 +217,7 @@ class Ledger:
         return ledger
 
     @classmethod
-    def _open_locked(
+    def _open_file(
         cls,
         path: Path,
         signer: UnitSigner,

@@ -195,26 +195,32 @@ def test_replay_reroute_revoked_and_limits(server: Server, tmp_path: Path) -> No
     assert no_admin.status_code == 401
 
 
+def append_and_wait_for_sync(server: Server, unit_id: str, writer: Ledger) -> None:
+    """Wait for the background sync to push the 6 events of make_ledger(groups=1, per_group=5),
+    append a 7th through ``writer``, and wait for that one too (10 s in all)."""
+    deadline = time.time() + 10
+    while server.events(unit_id) < 6 and time.time() < deadline:
+        time.sleep(0.05)
+    writer.append("step.completed", {"step": "s"}, batch_id="B-1", actor="op.alice")
+    while server.events(unit_id) < 7 and time.time() < deadline:
+        time.sleep(0.05)
+
+
 def test_background_sync_follows_new_events_and_stops_on_refusal(
     server: Server, tmp_path: Path
 ) -> None:
-
     unit = UnitSigner.generate("UNIT-BG")
     server.enrol(unit)
     led = make_ledger(tmp_path / "e.db", unit, groups=1, per_group=5)
     bg = BackgroundSync(SyncClient(led, server.url, server_key=server.key), interval=0.05)
     bg.start()
     try:
-        deadline = time.time() + 10
-        while server.events("UNIT-BG") < 6 and time.time() < deadline:
-            time.sleep(0.05)
-        led.append("step.completed", {"step": "s"}, batch_id="B-1")
-        while server.events("UNIT-BG") < 7 and time.time() < deadline:
-            time.sleep(0.05)
+        append_and_wait_for_sync(server, "UNIT-BG", led)
         assert server.events("UNIT-BG") == 7
         with server.admin() as c:
             c.post("/admin/units/UNIT-BG/revoke", json={"reason": "test"})
         led.append("step.completed", {"step": "t"}, batch_id="B-1")
+        deadline = time.time() + 10
         while bg.error is None and time.time() < deadline:
             time.sleep(0.05)
     finally:
@@ -232,12 +238,7 @@ def test_a_sync_process_reads_alongside_the_writer(server: Server, tmp_path: Pat
     bg = BackgroundSync(SyncClient(reader, server.url, server_key=server.key), interval=0.05)
     bg.start()
     try:
-        deadline = time.time() + 10
-        while server.events("UNIT-RD") < 6 and time.time() < deadline:
-            time.sleep(0.05)
-        writer.append("step.completed", {"step": "s"}, batch_id="B-1", actor="op.alice")
-        while server.events("UNIT-RD") < 7 and time.time() < deadline:
-            time.sleep(0.05)
+        append_and_wait_for_sync(server, "UNIT-RD", writer)
     finally:
         bg.stop()
     assert (server.events("UNIT-RD"), bg.error) == (7, None)
