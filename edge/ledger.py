@@ -369,7 +369,7 @@ class Ledger:
         try:
             # One call for the group: next_events refuses it whole, head unmoved, if any item
             # is invalid.
-            made = b.next_events(new)
+            made = b.next_events(new) if new else []  # all duplicates: no clock reading
             rows = [
                 (ev.seq, ev.hash, ev.batch_id, ev.kind, it.dedupe_key, event_line(ev))
                 for ev, it in zip(made, new, strict=True)

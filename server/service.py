@@ -252,8 +252,8 @@ _ZSTD_MAX_WINDOW = 8 << 20
 
 def read_segment(body: bytes, encoding: str | None, settings: Settings) -> bytes:
     """The segment's JSON Lines from a request body (zstd, gzip or identity).  Memory stays
-    bounded by ``max_segment_bytes`` whatever the body claims: decompression stops one byte past
-    the limit."""
+    bounded by ``max_segment_bytes`` whatever the body claims: a zstd frame declaring more is
+    refused before decompressing, gzip decompression stops one byte past the limit."""
     limit = settings.max_segment_bytes
     if encoding is None or encoding == "identity":
         data = body
