@@ -2,7 +2,8 @@
 
 Each message carries the device's own message id (``msg_id``): MQTT packet ids are reused, so the
 edge deduplicates on this identity.  Faults: ``duplicate`` republishes a message, ``drift_s``
-skews the device clock.
+skews the device clock.  ``play`` publishes a process profile (``firmware_sim.profiles``) with the
+device time ``t`` taken from the profile's simulated clock instead of the wall clock.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import json
 import random
 import time
+from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -17,6 +20,8 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+
+from firmware_sim.profiles import Kind, Message
 
 
 @dataclass
@@ -49,11 +54,14 @@ class BioreactorSim:
             self.client.publish(topic, payload, qos=1)  # a duplicate delivery
         return info
 
-    def now(self) -> str:
-        t = datetime.now(UTC) + timedelta(seconds=self.drift_s)
+    def now(self, t: datetime | None = None) -> str:
+        """The device time: the wall clock, or ``t`` (a simulated clock), skewed by ``drift_s``."""
+        t = (t or datetime.now(UTC)) + timedelta(seconds=self.drift_s)
         return t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
-    def reading(self, channel: str, value: str, unit: str) -> mqtt.MQTTMessageInfo:
+    def reading(
+        self, channel: str, value: str, unit: str, *, t: datetime | None = None
+    ) -> mqtt.MQTTMessageInfo:
         self.sent += 1
         return self._publish(
             f"units/{self.unit_id}/telemetry/{channel}",
@@ -62,19 +70,19 @@ class BioreactorSim:
                 "channel": channel,
                 "value": value,
                 "unit": unit,
-                "t": self.now(),
+                "t": self.now(t),
             },
         )
 
-    def state(self, state: str) -> mqtt.MQTTMessageInfo:
+    def state(self, state: str, *, t: datetime | None = None) -> mqtt.MQTTMessageInfo:
         """A process-state change (e.g. idle, priming, activation, expansion, harvest)."""
         self.sent += 1
         return self._publish(
             f"units/{self.unit_id}/state",
-            {"msg_id": f"{self.unit_id}-{self.sent}", "state": state, "t": self.now()},
+            {"msg_id": f"{self.unit_id}-{self.sent}", "state": state, "t": self.now(t)},
         )
 
-    def alarm(self, code: str, message: str) -> mqtt.MQTTMessageInfo:
+    def alarm(self, code: str, message: str, *, t: datetime | None = None) -> mqtt.MQTTMessageInfo:
         self.sent += 1
         return self._publish(
             f"units/{self.unit_id}/alarms",
@@ -82,9 +90,35 @@ class BioreactorSim:
                 "msg_id": f"{self.unit_id}-{self.sent}",
                 "code": code,
                 "message": message,
-                "t": self.now(),
+                "t": self.now(t),
             },
         )
+
+    def send(self, m: Message, t: datetime | None = None) -> mqtt.MQTTMessageInfo:
+        """Publish one profile message, with device time ``t``."""
+        if m.kind is Kind.READING:
+            return self.reading(m.channel, m.value, m.unit, t=t)
+        if m.kind is Kind.STATE:
+            return self.state(m.state, t=t)
+        return self.alarm(m.code, m.message, t=t)
+
+    def play(self, messages: Iterable[Message], start: datetime, window: int = 1000) -> int:
+        """Publish each message with device time ``start + at_s``; return how many were sent.
+
+        At most about ``window`` messages wait for the broker's PUBACK: paho queues without limit
+        (``max_queued_messages_set(0)``), so a profile played faster than the broker takes it
+        would otherwise sit whole in memory.
+        """
+        pending: deque[mqtt.MQTTMessageInfo] = deque()
+        n = 0
+        for m in messages:
+            info = self.send(m, start + timedelta(seconds=m.at_s))
+            n += 1
+            if n % 100 == 0:  # one in a hundred stands for those published before it
+                pending.append(info)
+                while len(pending) > window // 100:
+                    _wait_acked(pending.popleft())
+        return n
 
     def wait_published(self, timeout: float = 10.0) -> None:
         end = time.monotonic() + timeout
@@ -94,3 +128,13 @@ class BioreactorSim:
     def close(self) -> None:
         self.client.loop_stop()
         self.client.disconnect()
+
+
+def _wait_acked(info: mqtt.MQTTMessageInfo) -> None:
+    try:
+        while not info.is_published():
+            time.sleep(0.001)
+    except RuntimeError:
+        # Published while disconnected: paho keeps it and sends it after the reconnect, but its
+        # info cannot be waited on.  The next one in the window can.
+        pass
