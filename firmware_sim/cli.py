@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import click
+
+if TYPE_CHECKING:
+    from firmware_sim.profiles import Message
 
 
 @click.group()
@@ -14,19 +20,55 @@ def sim() -> None:
 
 @sim.command()
 @click.option("--unit", "unit_id", default="UNIT-SIM-01", show_default=True)
-@click.option("--duration", default=10.0, show_default=True, help="Seconds to run (0: forever).")
-@click.option("--rate", default=5.0, show_default=True, help="Telemetry messages per second.")
-@click.option("--alarm-after", default=0.0, help="Raise a DO_LOW alarm after this many seconds.")
+@click.option(
+    "--profile",
+    type=click.Choice(["flat", "car-t-10d"]),
+    default="flat",
+    show_default=True,
+    help="flat: a temperature/pH pair at --rate; car-t-10d: a CAR-T expansion run in "
+    "simulated time.",
+)
+@click.option(
+    "--speed",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1000.0,
+    show_default=True,
+    help="car-t-10d: simulated seconds per real second (1000: ten days in 864 s).",
+)
+@click.option(
+    "--days", default=10.0, show_default=True, help="car-t-10d: length of the run in days."
+)
+@click.option(
+    "--duration", default=10.0, show_default=True, help="flat: seconds to run (0: forever)."
+)
+@click.option("--rate", default=5.0, show_default=True, help="flat: telemetry messages per second.")
+@click.option("--alarm-after", default=0.0, help="flat: raise a DO_LOW alarm after this many s.")
 @click.option("--drift", default=0.0, help="Device clock drift in seconds (fault).")
 @click.option("--duplicate", default=0.0, help="Probability of a duplicate delivery (fault).")
 def unit(
-    unit_id: str, duration: float, rate: float, alarm_after: float, drift: float, duplicate: float
+    unit_id: str,
+    profile: str,
+    speed: float,
+    days: float,
+    duration: float,
+    rate: float,
+    alarm_after: float,
+    drift: float,
+    duplicate: float,
 ) -> None:
     """Run a whole simulated production unit: broker, bioreactor, scanner and cell counter."""
     from firmware_sim.bioreactor import BioreactorSim
     from firmware_sim.broker import Broker
     from firmware_sim.devices import CellCounterSim, ScannerSim
+    from firmware_sim.profiles import car_t_10d, paced
     from firmware_sim.pty import PtyDevice
+
+    run = None
+    if profile == "car-t-10d":
+        try:
+            run = car_t_10d(days=days)
+        except ValueError as e:
+            raise click.BadParameter(str(e), param_hint="--days") from e
 
     with Broker() as broker:
         scanner, counter = PtyDevice(), PtyDevice()
@@ -34,6 +76,30 @@ def unit(
         click.echo(f"broker   mqtt://127.0.0.1:{broker.port}  topics units/{unit_id}/#")
         click.echo(f"scanner  {scanner.port}  (CR LF, symbology ids)")
         click.echo(f"counter  {counter.port}  (CC1 protocol)")
+        if run is not None:
+            click.echo(
+                f"profile  {profile}: {days:g} days at {speed:g}x, {days * 86_400 / speed:.1f} s"
+            )
+            start = time.monotonic()
+            try:
+                # Device time is the run's simulated clock, so a plot of t shows the ten days.
+                bio.play(
+                    _echo_states(paced(run, speed, clock=time.monotonic, sleep=time.sleep)),
+                    datetime.now(UTC),
+                )
+            except KeyboardInterrupt:
+                pass
+            finally:
+                bio.wait_published()
+                bio.close()
+                scanner.close()
+                counter.close()
+            took = time.monotonic() - start
+            click.echo(
+                f"published {bio.sent} MQTT messages in {took:.1f} s "
+                f"({bio.sent / max(took, 1e-9):.0f}/s)"
+            )
+            return
         start = time.monotonic()
         n = 0
         alarmed = False
@@ -57,3 +123,14 @@ def unit(
             scanner.close()
             counter.close()
         click.echo(f"published {bio.sent} MQTT messages")
+
+
+def _echo_states(messages: Iterator[Message]) -> Iterator[Message]:
+    """Pass messages through, printing phase changes and alarms as they go out."""
+    from firmware_sim.profiles import Kind
+
+    for m in messages:
+        if m.kind is not Kind.READING:
+            what = m.state if m.kind is Kind.STATE else f"{m.code}: {m.message}"
+            click.echo(f"day {m.at_s / 86_400:6.3f}  {m.kind:<5}  {what}")
+        yield m
