@@ -106,7 +106,9 @@ class Station:
             lambda c: record_cell_count(led, c, ctx),  # type: ignore[arg-type]
         ).start()
         self.camera = CameraScanner()
-        self.ingest = MqttIngest(led, "127.0.0.1", broker_port, UNIT, context=ctx).start()
+        self.ingest = MqttIngest(
+            led, "127.0.0.1", broker_port, UNIT, context=ctx, limits=engine.mbr.telemetry
+        ).start()
         if not self.ingest.subscribed.wait(10):
             raise RuntimeError(f"the MQTT broker on port {broker_port} granted no subscription")
         self.bioreactor = BioreactorSim("127.0.0.1", broker_port, UNIT)
@@ -154,9 +156,8 @@ class Station:
     def _readings(self, channel: str | None) -> int:
         return sum(
             1
-            for e in self.engine.ledger.batch_events(self.batch)
-            if e.kind == "reading.recorded"
-            and (channel is None or e.payload.get("channel") == channel)
+            for e in self.engine.ledger.batch_events(self.batch, telemetry=True)
+            if (channel is None or e.payload.get("channel") == channel)
         )
 
     @staticmethod
@@ -478,7 +479,8 @@ def demo(out_dir: Path) -> None:
         st = agent.engine.state(batch)
         _say(
             f"3. batch {batch} for COI {st.coi}: {len(st.completed_steps)} steps completed, "
-            f"{len(st.signatures)} e-signatures, {st.readings} instrument readings, "
+            f"{len(st.signatures)} e-signatures, "
+            f"{agent.engine.telemetry(batch).readings} instrument readings, "
             f"status {st.status}; devices: "
             + ", ".join(f"{k} {v}" for k, v in station.devices.items())
         )
@@ -536,7 +538,7 @@ def demo(out_dir: Path) -> None:
             "deviations": {d.deviation_id: d.reason for d in st.deviations.values()},
             "rejected_scans": len(st.scans_rejected),
             "signatures": len(st.signatures),
-            "readings": st.readings,
+            "readings": agent.engine.telemetry(batch).readings,
             "labels": label_files,
             "custody": {**travel, "holder": timeline["holder"], "closed": timeline["closed"]},
             "seconds": round(time.monotonic() - started, 1),

@@ -9,7 +9,7 @@ fields the fold reads:
 ``scan.accepted``      ``step``, ``role``, ``raw``, ``identifiers``
 ``scan.rejected``      ``step``, ``role``, ``raw``, ``expected``, ``reason``
 ``value.recorded``     ``step``, ``name``, ``value`` (quantity), ``limit`` (ok | soft | hard)
-``reading.recorded``   ``channel``, ``value`` (quantity); instrument telemetry
+``reading.recorded``   telemetry: **not folded here** (see below)
 ``signature.applied``  ``step``, ``user_id``, ``printed_name``, ``meaning``, ``signed_hash``
 ``signature.failed``   ``step``, ``user_id``, ``reason`` (a failed re-authentication)
 ``step.completed``     ``step``
@@ -28,6 +28,17 @@ fields the fold reads:
 
 Events of other kinds are counted and otherwise ignored, so a newer edge never breaks an older
 fold.
+
+Telemetry (``reading.recorded``, :data:`TELEMETRY_KINDS`) does not enter this fold: a 10-day batch
+holds up to a million readings and no step rule depends on one.  :func:`apply` returns the state
+unchanged for them (so folding a batch's events with or without its readings gives the same
+state), and :mod:`ebr_core.telemetry` summarises them instead.  ``events``, ``last_seq`` and
+``head_hash`` therefore count and name the step events the state was folded from; what binds a
+signature to *every* event of a batch is the batch's event head (see ``docs/architecture.md``).
+
+The state is folded incrementally: ``apply(state, ev)`` for each new event gives the same state
+as folding everything again (a law test cuts the events at every point), so callers cache it by
+the head they folded up to and advance it by the new events only.
 """
 
 from __future__ import annotations
@@ -37,6 +48,8 @@ from typing import Any
 
 from ebr_core.errors import BatchStateError
 from ebr_core.record import Event
+
+TELEMETRY_KINDS = frozenset({"reading.recorded"})
 
 
 @dataclass(frozen=True)
@@ -81,8 +94,6 @@ class BatchState:
     scans_accepted: tuple[dict[str, Any], ...] = ()
     scans_rejected: tuple[dict[str, Any], ...] = ()
     values: dict[str, dict[str, Any]] = field(default_factory=dict)  # "step:name" -> payload
-    readings: int = 0
-    last_readings: dict[str, dict[str, Any]] = field(default_factory=dict)
     signatures: tuple[Signature, ...] = ()
     deviations: dict[str, Deviation] = field(default_factory=dict)
     alarms: tuple[dict[str, Any], ...] = ()
@@ -116,8 +127,10 @@ def apply(state: BatchState | None, ev: Event) -> BatchState:
         state = BatchState(batch_id=ev.batch_id, unit_id=ev.unit_id, first_seq=ev.seq)
     elif ev.batch_id != state.batch_id:
         raise BatchStateError(f"event {ev.seq} is for batch {ev.batch_id}, not {state.batch_id}")
-    p = ev.payload
     k = ev.kind
+    if k in TELEMETRY_KINDS:
+        return state  # summarised by ebr_core.telemetry, never folded (see the module docstring)
+    p = ev.payload
     s = replace(state, events=state.events + 1, last_seq=ev.seq, head_hash=ev.hash)
     if k == "batch.started":
         if state.coi is not None:
@@ -136,10 +149,6 @@ def apply(state: BatchState | None, ev: Event) -> BatchState:
         return replace(s, scans_rejected=(*s.scans_rejected, {**p, "seq": ev.seq}))
     if k == "value.recorded":
         return replace(s, values={**s.values, f"{p.get('step')}:{p.get('name')}": p})
-    if k == "reading.recorded":
-        return replace(
-            s, readings=s.readings + 1, last_readings={**s.last_readings, str(p.get("channel")): p}
-        )
     if k == "signature.applied":
         sig = Signature(
             step=str(p["step"]),

@@ -14,7 +14,7 @@ A phase (one step the operator performs) may declare:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -41,6 +41,24 @@ class Limit:
         if self.min is not None:
             return f"≥ {self.min}"
         return f"≤ {self.max}"
+
+
+@dataclass(frozen=True)
+class TelemetryLimit:
+    """In-process limits of an instrument channel: a reading outside is an excursion."""
+
+    channel: str
+    unit: str
+    limit: Limit
+
+    def judge(self, value: Decimal) -> str:
+        """``ok``, ``low`` or ``high`` (the ``limit`` field of a judged reading)."""
+        lim = self.limit
+        if lim.min is not None and value < lim.min:
+            return "low"
+        if lim.max is not None and value > lim.max:
+            return "high"
+        return "ok"
 
 
 @dataclass(frozen=True)
@@ -90,6 +108,8 @@ class Mbr:
     cartridge_gtin: str | None
     dosing: DosingRule | None
     steps: tuple[Step, ...]
+    # channel -> limits; readings of these channels are judged as they are recorded
+    telemetry: dict[str, TelemetryLimit] = field(default_factory=dict)
 
     def step(self, step_id: str) -> Step:
         for s in self.steps:
@@ -180,6 +200,16 @@ def parse_mbr(content: dict[str, Any]) -> Mbr:
         )
     if any(s.calculation == "dose" for s in steps) and dosing is None:
         raise MbrError("a phase calculates a dose but the MBR has no dosing rule")
+    telemetry: dict[str, TelemetryLimit] = {}
+    tel = content.get("telemetry", {})
+    if not isinstance(tel, dict):
+        raise MbrError("telemetry: a mapping of channel -> {unit, min, max}")
+    for ch, d in tel.items():
+        if not isinstance(d, dict) or not isinstance(d.get("unit"), str):
+            raise MbrError(f"telemetry.{ch}: a mapping with a UCUM unit and min and/or max")
+        lim = _limit({k: v for k, v in d.items() if k != "unit"}, f"telemetry.{ch}")
+        assert lim is not None
+        telemetry[str(ch)] = TelemetryLimit(str(ch), d["unit"], lim)
     return Mbr(
         mbr_id=str(_req(content, "mbr_id", "mbr")),
         version=str(_req(content, "version", "mbr")),
@@ -187,6 +217,7 @@ def parse_mbr(content: dict[str, Any]) -> Mbr:
         cartridge_gtin=content.get("cartridge_gtin"),
         dosing=dosing,
         steps=tuple(steps),
+        telemetry=telemetry,
     )
 
 

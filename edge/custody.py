@@ -80,7 +80,7 @@ class Custody:
     def reconcile_labels(self, batch_id: str, user_id: str) -> dict[str, Any]:
         """Printed = applied + destroyed for every label kind; a mismatch is a deviation."""
         st = self._state(batch_id)
-        counts = label_counts(self.ledger.batch_events(batch_id))
+        counts = label_counts(self.ledger.batch_events(batch_id, telemetry=False))
         if not counts:
             raise EngineRefusal(f"batch {batch_id} has printed no labels: nothing to reconcile")
         balanced = all(c.balanced for c in counts.values())

@@ -1,8 +1,14 @@
 """The guided step engine: runs a batch from a signed master batch record over the ledger.
 
 Every operator action becomes an event in the unit's ledger, and the batch state is the shared
-fold over those events (:mod:`ebr_core.batch`), recomputed from the ledger for every action, so
-the engine holds no state of its own that could drift from the record.
+fold over those events (:mod:`ebr_core.batch`).  The engine keeps the fold *cached by ledger
+head* and advances it by the step events committed since (read through their own index, so the
+million readings of a 10-day batch are never read for an operator action); the cache is checked
+against the ledger on every use (the event it was folded up to must still carry the hash it
+had), and a new engine folds again from the ledger, so nothing the engine holds can drift from
+the record.  Telemetry is summarised apart (:meth:`Engine.telemetry`, :mod:`ebr_core.telemetry`),
+advanced by the new readings only and kept in the ledger's meta table between runs under a
+digest; a snapshot that does not match its digest or the ledger is rebuilt, never trusted.
 
 Rules enforced here:
 
@@ -22,11 +28,15 @@ Rules enforced here:
 
 from __future__ import annotations
 
+import hashlib
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
+
+import orjson
 
 from ebr_core.batch import BatchState, apply
 from ebr_core.errors import EbrError, IdentifierError
@@ -36,6 +46,7 @@ from ebr_core.quantity import quantity
 from ebr_core.record import format_time, parse_time
 from ebr_core.spec import inprocess_check
 from ebr_core.spec.model import Bound
+from ebr_core.telemetry import Telemetry
 from edge.errors import EdgeError
 from edge.ledger import Append, Ledger
 from edge.materials import Materials
@@ -44,6 +55,8 @@ from edge.users import User
 SESSION_IDLE = timedelta(minutes=15)
 MAX_FAILED_SIGNATURES = 3
 MEANINGS = ("performed", "verified")
+# A persisted telemetry snapshot is rewritten after this many new readings (one small write).
+TELEMETRY_SNAPSHOT_EVERY = 20_000
 
 
 class EngineRefusal(EdgeError):
@@ -52,6 +65,23 @@ class EngineRefusal(EdgeError):
 
 class ScanRejected(EngineRefusal):
     """A scan did not match: recorded as scan.rejected with a deviation (hard stop)."""
+
+
+@dataclass(frozen=True)
+class _Folded:
+    """A cached result, valid for the ledger up to ``upto`` whose event has ``upto_hash``."""
+
+    upto: int
+    upto_hash: str
+    state: BatchState | None
+
+
+@dataclass
+class _Summarised:
+    upto: int
+    upto_hash: str
+    telemetry: Telemetry
+    saved_readings: int  # readings in the persisted snapshot
 
 
 @dataclass(frozen=True)
@@ -81,16 +111,85 @@ class Engine:
         self.materials = materials
         self.clock = clock
         self.session_idle = session_idle
+        # Instrument threads ask for the running step while the operator acts: one lock for
+        # the caches.
+        self._cache_lock = threading.RLock()
+        self._folds: dict[str, _Folded] = {}
+        self._telemetry: dict[str, _Summarised] = {}
 
     # -- state ----------------------------------------------------------------------------
 
+    def _still_valid(self, upto: int, upto_hash: str) -> bool:
+        return upto == 0 or self.ledger.hash_at(upto) == upto_hash
+
     def state(self, batch_id: str) -> BatchState:
+        """The batch's state: the cached fold advanced by the step events committed since."""
+        with self._cache_lock:
+            seq, head = self.ledger.head
+            f = self._folds.get(batch_id)
+            if f is None or not self._still_valid(f.upto, f.upto_hash):
+                f = _Folded(0, "", None)  # fold again from the ledger
+            if f.upto != seq:
+                st = f.state
+                for ev in self.ledger.batch_events(batch_id, f.upto, seq, telemetry=False):
+                    st = apply(st, ev)
+                f = _Folded(seq, head, st)
+                self._folds[batch_id] = f
+        if f.state is None:
+            raise EngineRefusal(f"batch {batch_id} has not been started on this unit")
+        return f.state
+
+    def full_state(self, batch_id: str) -> BatchState | None:
+        """The batch's state folded from every one of its events, readings included, with no
+        cache: what :meth:`state` must always equal (the self-check and the law tests)."""
         st: BatchState | None = None
         for ev in self.ledger.batch_events(batch_id):
             st = apply(st, ev)
-        if st is None:
-            raise EngineRefusal(f"batch {batch_id} has not been started on this unit")
         return st
+
+    def telemetry(self, batch_id: str) -> Telemetry:
+        """The batch's telemetry summary, advanced by the readings committed since the last
+        call (the first call after a start restores the persisted snapshot, if it is sound)."""
+        with self._cache_lock:
+            seq, head = self.ledger.head
+            s = self._telemetry.get(batch_id)
+            if s is None or not self._still_valid(s.upto, s.upto_hash):
+                s = self._restore_telemetry(batch_id)
+            if s.upto != seq:
+                t = s.telemetry
+                for ev in self.ledger.batch_events(batch_id, s.upto, seq, telemetry=True):
+                    t.add(ev.payload, ev.recorded_at, ev.seq)
+                s.upto, s.upto_hash = seq, head
+                if t.readings - s.saved_readings >= TELEMETRY_SNAPSHOT_EVERY and self.ledger.writer:
+                    self._save_telemetry(batch_id, s)
+            self._telemetry[batch_id] = s
+            return Telemetry.from_json(s.telemetry.to_json())  # the caller's own copy
+
+    def _save_telemetry(self, batch_id: str, s: _Summarised) -> None:
+        body = orjson.dumps(
+            {"upto": s.upto, "upto_hash": s.upto_hash, "telemetry": s.telemetry.to_json()}
+        )
+        digest = hashlib.sha256(body).hexdigest()
+        self.ledger.set_meta(f"telemetry:{batch_id}", f"{digest} {body.decode()}")
+        s.saved_readings = s.telemetry.readings
+
+    def _restore_telemetry(self, batch_id: str) -> _Summarised:
+        """The persisted snapshot if its digest and the ledger confirm it, else an empty one
+        (so every reading is summarised again): a cache is never trusted on its word."""
+        raw = self.ledger.get_meta(f"telemetry:{batch_id}")
+        if raw is not None:
+            digest, _, body = raw.partition(" ")
+            try:
+                if hashlib.sha256(body.encode()).hexdigest() != digest:
+                    raise ValueError("digest mismatch")
+                d = orjson.loads(body)
+                upto, upto_hash = int(d["upto"]), str(d["upto_hash"])
+                t = Telemetry.from_json(d["telemetry"])
+                if upto <= self.ledger.head[0] and self._still_valid(upto, upto_hash):
+                    return _Summarised(upto, upto_hash, t, t.readings)
+            except (ValueError, KeyError, TypeError, orjson.JSONDecodeError):
+                pass  # corrupt: rebuilt below
+        return _Summarised(0, "", Telemetry(), 0)
 
     def current_step(self, st: BatchState) -> Step | None:
         done = set(st.completed_steps)
@@ -364,7 +463,7 @@ class Engine:
             raise EngineRefusal(f"{name} is recorded in {spec.unit!r}, got {unit!r}")
         corrected = next(
             e.seq
-            for e in self.ledger.batch_events(batch_id)
+            for e in self.ledger.batch_events(batch_id, telemetry=False)
             if e.kind == "value.recorded"
             and e.payload.get("step") == step_id
             and e.payload.get("name") == name

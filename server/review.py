@@ -341,7 +341,7 @@ def batch_view(db: Session, r: Review, now: datetime) -> dict[str, Any]:
             for e in r.events
             if e.kind != "reading.recorded"
         ],
-        "readings": st.readings,
+        "readings": r.summary.events - st.events,  # the fold counts step events only
         "values": st.values,
         "limit_excursions": excursions,
         "rejected_scans": [dict(x) for x in st.scans_rejected],

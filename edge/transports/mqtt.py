@@ -7,6 +7,12 @@ id becomes the event's dedupe key, so a redelivery or a duplicate is recorded on
 group-committed (one transaction and one checkpoint per drained batch).  Alarms become
 ``alarm.raised`` plus ``deviation.raised`` on the running batch.  A malformed payload is logged and
 acked (a poison message must not be redelivered forever) and counted.
+
+The running batch and step (``context``) are read once per commit group, not per message: the
+group's events are recorded together, and the cost of a reading stays the same however many
+readings the batch already holds.  Readings of a channel with in-process limits (the master
+batch record's ``telemetry`` section, passed as ``limits``) are judged as they are recorded: the
+payload carries ``limit`` (``ok``, ``low`` or ``high``), which the telemetry summaries count.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from paho.mqtt.properties import Properties
 
 from ebr_core.custody import ExcursionMonitor
 from ebr_core.errors import EbrError
+from ebr_core.mbr import TelemetryLimit
 from ebr_core.quantity import quantity
 from edge.ledger import Append, Ledger
 
@@ -64,8 +71,10 @@ class MqttIngest:
         context: Context = lambda: (None, None),
         max_batch: int = 500,
         shippers: dict[str, ShipperWatch] | None = None,
+        limits: dict[str, TelemetryLimit] | None = None,
     ) -> None:
         self.ledger = ledger
+        self.limits = limits or {}
         self.shippers = shippers or {}
         self.unit_id = unit_id
         self.context = context
@@ -131,10 +140,11 @@ class MqttIngest:
 
     def _commit(self, msgs: list[mqtt.MQTTMessage]) -> None:
         items: list[Append] = []
+        ctx = self.context()  # once per group (see the module docstring)
         for m in msgs:
             self.stats.received += 1
             try:
-                items.extend(self._to_events(m))
+                items.extend(self._to_events(m, ctx))
             except (ValueError, KeyError, TypeError, InvalidOperation, EbrError) as e:
                 self.stats.malformed += 1
                 log.warning("malformed message on %s dropped: %s", m.topic, e)
@@ -146,21 +156,26 @@ class MqttIngest:
         for m in msgs:
             self.client.ack(m.mid, m.qos)
 
-    def _to_events(self, m: mqtt.MQTTMessage) -> list[Append]:
+    def _to_events(self, m: mqtt.MQTTMessage, ctx: tuple[str | None, str | None]) -> list[Append]:
         doc = json.loads(m.payload)
         if not isinstance(doc, dict):
             raise ValueError("payload is not a JSON object")
         msg_id = str(doc["msg_id"])
-        batch_id, step = self.context()
+        batch_id, step = ctx
         parts = m.topic.split("/")
         if len(parts) >= 4 and parts[2] == "telemetry":
-            payload = {
-                "channel": str(doc["channel"]),
-                "value": quantity(str(doc["value"]), str(doc["unit"])),
+            channel, unit = str(doc["channel"]), str(doc["unit"])
+            q = quantity(str(doc["value"]), unit)
+            payload: dict[str, Any] = {
+                "channel": channel,
+                "value": q,
                 "device_time": str(doc["t"]),
                 "msg_id": msg_id,
                 "step": step,
             }
+            lim = self.limits.get(channel)
+            if lim is not None and lim.unit == unit:
+                payload["limit"] = lim.judge(Decimal(q["value"]))
             return [Append("reading.recorded", payload, batch_id, None, f"mqtt:{msg_id}:r")]
         if len(parts) == 4 and parts[2] == "shipper":
             return self._shipper(parts[3], doc, msg_id)

@@ -92,5 +92,7 @@ def test_camera_counter_and_bioreactor_into_the_running_batch(
     bound = [ev for ev in events if ev.kind in ("reading.recorded", "process.state")]
     assert all(ev.payload["step"] == step0.id for ev in bound)
     st = e.state("B1")
-    assert st.last_readings["cell_count"]["viability"] == {"value": "92.0", "unit": "%"}
+    assert st.batch_id == "B1"
+    viability = e.telemetry("B1").channels["cell_count.viability"]
+    assert (viability.last, viability.unit) == ("92.0", "%")
     assert led.verify_all().event_count == led.head[0]

@@ -83,7 +83,7 @@ class CrashBeforeAck(MqttIngest):
     def _commit(self, msgs: list[mqtt.MQTTMessage]) -> None:
         items = []
         for m in msgs:
-            items.extend(self._to_events(m))
+            items.extend(self._to_events(m, self.context()))
         self.ledger.append_many(items)
 
 

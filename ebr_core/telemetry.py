@@ -1,0 +1,353 @@
+"""Telemetry summaries: what a batch's instrument readings amount to, kept incrementally.
+
+A 10-day expansion records 0.5 to 1 million ``reading.recorded`` events.  They never enter the
+step-state fold (:mod:`ebr_core.batch`); instead each measured quantity of each channel is
+summarised here: count, minimum, maximum, first and last value, limit excursions, and a series
+of min/max buckets for plots.
+
+The summary is a *monoid*: :func:`summarise` over any cut of a batch's readings, with the parts'
+summaries merged in order (:meth:`Telemetry.merge`), gives exactly the summary of the whole (the
+law tests check this), so the edge advances it by the new readings only and the server by each
+segment.  Nothing is rounded: minimum, maximum and last value are the recorded decimal strings;
+only the plot series holds floats.
+
+The series never hides an excursion: each bucket keeps the minimum and maximum of its readings.
+Buckets are ``60 s × 2**k`` wide, aligned to the Unix epoch, with ``k`` the smallest that keeps
+the span of the readings within :data:`MAX_BUCKETS` buckets; widening merges pairs of buckets
+exactly, so the series depends only on the set of readings, not on how they arrived.  A reading's
+time is its device time (``device_time``, the instrument's clock, which a compressed simulation
+runs fast) when that is an ISO 8601 UTC time, else the time it was recorded.
+
+What this module does not do: judge readings against limits (the edge marks each reading it
+judged with ``limit``: ``ok``, ``low`` or ``high``; this module counts the ones not ``ok``), or
+read any clock, file or database.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from calendar import timegm
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from math import isfinite
+from typing import Any
+
+from ebr_core.canonical import canonical
+
+BASE_WIDTH_S = 60
+MAX_BUCKETS = 512
+READING = "reading.recorded"
+
+# Minute prefix "YYYY-MM-DDTHH:MM" -> the minute's number since the epoch.  Readings arrive in
+# time order, so a small cache turns almost every parse into one dict lookup.
+_MINUTES: dict[str, int | None] = {}
+
+
+def minute_of(t: object) -> int | None:
+    """The minute since the Unix epoch of an ISO 8601 UTC time string, or None if it is not one."""
+    if not isinstance(t, str) or len(t) < 17:
+        return None
+    key = t[:16]
+    m = _MINUTES.get(key)
+    if m is None and key not in _MINUTES:
+        m = _parse_minute(key)
+        if len(_MINUTES) > 100_000:
+            _MINUTES.clear()
+        _MINUTES[key] = m
+    return m
+
+
+def _parse_minute(key: str) -> int | None:
+    if key[4] != "-" or key[7] != "-" or key[10] != "T" or key[13] != ":":
+        return None
+    digits = key[0:4] + key[5:7] + key[8:10] + key[11:13] + key[14:16]
+    if not (digits.isascii() and digits.isdigit()):
+        return None
+    y, mo, d = int(key[0:4]), int(key[5:7]), int(key[8:10])
+    h, mi = int(key[11:13]), int(key[14:16])
+    if not (1 <= mo <= 12 and 1 <= d <= 31 and h < 24 and mi < 60):
+        return None
+    return timegm((y, mo, d, h, mi, 0, 0, 0, 0)) // 60
+
+
+def _is_quantity(v: object) -> bool:
+    return (
+        isinstance(v, dict) and isinstance(v.get("value"), str) and isinstance(v.get("unit"), str)
+    )
+
+
+@dataclass
+class Series:
+    """Min/max buckets: ``buckets[minute_index] = [count, min, max]`` at width ``60 s × 2**k``."""
+
+    k: int = 0
+    buckets: dict[int, list[float]] = field(default_factory=dict)
+
+    def width_min(self) -> int:
+        return 1 << self.k
+
+    def add(self, minute: int, x: float) -> None:
+        key = minute >> self.k
+        b = self.buckets.get(key)
+        if b is None:
+            if self.buckets and not self._fits(key):
+                self._widen_for(key)
+                key = minute >> self.k
+                b = self.buckets.get(key)
+            if b is None:
+                self.buckets[key] = [1.0, x, x]
+                return
+        b[0] += 1.0
+        b[1] = min(b[1], x)
+        b[2] = max(b[2], x)
+
+    def _fits(self, key: int) -> bool:
+        lo, hi = min(self.buckets), max(self.buckets)
+        return max(hi, key) - min(lo, key) < MAX_BUCKETS
+
+    def _widen_for(self, key: int) -> None:
+        lo, hi = min(*self.buckets, key), max(*self.buckets, key)
+        k = self.k
+        while (hi >> (k - self.k)) - (lo >> (k - self.k)) >= MAX_BUCKETS:
+            k += 1
+        self._rebucket(k)
+
+    def _rebucket(self, k: int) -> None:
+        shift = k - self.k
+        if shift <= 0:
+            return
+        out: dict[int, list[float]] = {}
+        for key, (n, lo, hi) in sorted(self.buckets.items()):
+            nk = key >> shift
+            o = out.get(nk)
+            if o is None:
+                out[nk] = [n, lo, hi]
+            else:
+                o[0] += n
+                o[1] = min(o[1], lo)
+                o[2] = max(o[2], hi)
+        self.k = k
+        self.buckets = out
+
+    def merge(self, other: Series) -> None:
+        if not other.buckets:
+            return
+        k = max(self.k, other.k)
+        self._rebucket(k)
+        theirs = Series(other.k, {key: list(b) for key, b in other.buckets.items()})
+        theirs._rebucket(k)
+        for key, (n, lo, hi) in theirs.buckets.items():
+            b = self.buckets.get(key)
+            if b is None:
+                self.buckets[key] = [n, lo, hi]
+            else:
+                b[0] += n
+                b[1] = min(b[1], lo)
+                b[2] = max(b[2], hi)
+        if self.buckets:
+            lo_key, hi_key = min(self.buckets), max(self.buckets)
+            while hi_key - lo_key >= MAX_BUCKETS:
+                self._rebucket(self.k + 1)
+                lo_key, hi_key = min(self.buckets), max(self.buckets)
+
+    def points(self) -> list[dict[str, Any]]:
+        """The buckets in time order: start (epoch seconds), width, count, min, max."""
+        w = self.width_min()
+        return [
+            {"t": key * w * BASE_WIDTH_S, "n": int(b[0]), "min": b[1], "max": b[2]}
+            for key, b in sorted(self.buckets.items())
+        ]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"k": self.k, "buckets": [[key, *b] for key, b in sorted(self.buckets.items())]}
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> Series:
+        return cls(
+            int(d["k"]), {int(r[0]): [float(r[1]), float(r[2]), float(r[3])] for r in d["buckets"]}
+        )
+
+
+@dataclass
+class Channel:
+    """One measured quantity of one channel (``temperature``; ``cell_count.viability``)."""
+
+    name: str
+    unit: str
+    count: int = 0
+    min: str | None = None
+    max: str | None = None
+    first: str | None = None
+    first_at: str | None = None
+    last: str | None = None
+    last_at: str | None = None
+    excursions: int = 0
+    unparsed: int = 0  # readings whose value is not a finite decimal (counted, not plotted)
+    series: Series = field(default_factory=Series)
+    _min_f: float = field(default=float("inf"), repr=False, compare=False)
+    _max_f: float = field(default=float("-inf"), repr=False, compare=False)
+
+    def add(self, value: str, unit: str, at: str, minute: int | None, excursion: bool) -> None:
+        self.count += 1
+        if excursion:
+            self.excursions += 1
+        if self.first is None:
+            self.first, self.first_at = value, at
+        self.last, self.last_at, self.unit = value, at, unit
+        try:
+            x = float(value)
+        except ValueError:
+            self.unparsed += 1
+            return
+        if not isfinite(x):
+            self.unparsed += 1
+            return
+        # Ties keep the earlier reading, so merging in order equals adding one at a time.
+        if x < self._min_f:
+            self._min_f, self.min = x, value
+        if x > self._max_f:
+            self._max_f, self.max = x, value
+        if minute is not None:
+            self.series.add(minute, x)
+
+    def merge(self, later: Channel) -> None:
+        """Add the summary of readings that came after this one's."""
+        if later.count == 0:
+            return
+        self.count += later.count
+        self.excursions += later.excursions
+        self.unparsed += later.unparsed
+        if self.first is None:
+            self.first, self.first_at = later.first, later.first_at
+        self.last, self.last_at, self.unit = later.last, later.last_at, later.unit
+        if later.min is not None and later._min_f < self._min_f:
+            self._min_f, self.min = later._min_f, later.min
+        if later.max is not None and later._max_f > self._max_f:
+            self._max_f, self.max = later._max_f, later.max
+        self.series.merge(later.series)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "unit": self.unit,
+            "count": self.count,
+            "min": self.min,
+            "max": self.max,
+            "first": self.first,
+            "first_at": self.first_at,
+            "last": self.last,
+            "last_at": self.last_at,
+            "excursions": self.excursions,
+            "unparsed": self.unparsed,
+            "series": self.series.to_json(),
+        }
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> Channel:
+        c = cls(
+            name=str(d["name"]),
+            unit=str(d["unit"]),
+            count=int(d["count"]),
+            min=d["min"],
+            max=d["max"],
+            first=d["first"],
+            first_at=d["first_at"],
+            last=d["last"],
+            last_at=d["last_at"],
+            excursions=int(d["excursions"]),
+            unparsed=int(d["unparsed"]),
+            series=Series.from_json(d["series"]),
+        )
+        if c.min is not None:
+            c._min_f = float(c.min)
+        if c.max is not None:
+            c._max_f = float(c.max)
+        return c
+
+
+@dataclass
+class Telemetry:
+    """The telemetry summary of one batch: a :class:`Channel` per measured quantity."""
+
+    channels: dict[str, Channel] = field(default_factory=dict)
+    readings: int = 0  # reading events (one event may carry several quantities)
+    last_seq: int = 0
+
+    def add(self, payload: Mapping[str, Any], recorded_at: str, seq: int) -> None:
+        """Count one ``reading.recorded`` event (payload as recorded; anything malformed in it is
+        counted as a reading and otherwise skipped: the record is what it is)."""
+        self.readings += 1
+        self.last_seq = seq
+        ch = payload.get("channel")
+        channel = ch if isinstance(ch, str) else "?"
+        dt = payload.get("device_time")
+        at = dt if isinstance(dt, str) and minute_of(dt) is not None else recorded_at
+        minute = minute_of(at)
+        excursion = payload.get("limit", "ok") != "ok"
+        v = payload.get("value")
+        if v is not None:
+            if _is_quantity(v):
+                self._channel(channel, v["unit"]).add(v["value"], v["unit"], at, minute, excursion)
+            return
+        for key in sorted(payload):
+            q = payload[key]
+            if _is_quantity(q):
+                name = f"{channel}.{key}"
+                self._channel(name, q["unit"]).add(q["value"], q["unit"], at, minute, excursion)
+
+    def _channel(self, name: str, unit: str) -> Channel:
+        c = self.channels.get(name)
+        if c is None:
+            c = self.channels[name] = Channel(name, unit)
+        return c
+
+    def merge(self, later: Telemetry) -> None:
+        """Add the summary of the readings recorded after this one's (seq order)."""
+        self.readings += later.readings
+        self.last_seq = max(self.last_seq, later.last_seq)
+        for name, c in later.channels.items():
+            mine = self.channels.get(name)
+            if mine is None:
+                self.channels[name] = Channel.from_json(c.to_json())
+            else:
+                mine.merge(c)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "readings": self.readings,
+            "last_seq": self.last_seq,
+            "channels": {n: c.to_json() for n, c in sorted(self.channels.items())},
+        }
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> Telemetry:
+        return cls(
+            {str(n): Channel.from_json(c) for n, c in d["channels"].items()},
+            int(d["readings"]),
+            int(d["last_seq"]),
+        )
+
+    def digest(self) -> str:
+        """SHA-256 over the canonical summary (floats as their shortest repr strings)."""
+        body = _stringify(self.to_json())
+        return hashlib.sha256(b"ctgtp/telemetry/v1\x00" + canonical(body)).hexdigest()
+
+
+def _stringify(x: Any) -> Any:
+    if isinstance(x, float):
+        return repr(x)
+    if isinstance(x, dict):
+        return {k: _stringify(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_stringify(v) for v in x]
+    return x
+
+
+def summarise(events: Iterable[Any], into: Telemetry | None = None) -> Telemetry:
+    """Summarise the ``reading.recorded`` events among ``events`` (records with ``kind``,
+    ``payload``, ``recorded_at`` and ``seq`` attributes, in seq order); others are skipped."""
+    t = into if into is not None else Telemetry()
+    for ev in events:
+        if ev.kind == READING:
+            t.add(ev.payload, ev.recorded_at, ev.seq)
+    return t
