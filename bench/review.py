@@ -29,7 +29,7 @@ from ebr_core.chain import ChainBuilder
 from ebr_core.document import load_yaml
 from ebr_core.keys import UnitSigner
 from ebr_core.ledgerfile import encode_record
-from server import people, review, service
+from server import people, projections, review, service
 from server.db import create_schema, make_engine
 
 BATCHES = 10_000
@@ -93,14 +93,14 @@ def seed(db_url: str) -> None:
                 for e in evs:
                     line = encode_record(e).rstrip(b"\n")
                     rows.append((signer.unit_id, e.seq, e.hash, bid, e.kind, e.recorded_at, line))
-                    review.tally(deltas, orjson.loads(line))
+                    projections.tally(deltas, orjson.loads(line))
             conn = s.connection()
             conn.exec_driver_sql(
                 "INSERT INTO events (unit_id, seq, hash, batch_id, kind, recorded_at, line) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
-            review.upsert_summaries(s, signer.unit_id, site, deltas)
+            projections.upsert_summaries(s, signer.unit_id, site, deltas)
             conn.exec_driver_sql(
                 "INSERT INTO result_sets (batch_id, spec_id, spec_version, results, entered_by, "
                 "entered_at, reason) VALUES (?, ?, ?, ?, ?, ?, ?)",

@@ -43,7 +43,7 @@ the head they folded up to and advance it by the new events only.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from ebr_core.errors import BatchStateError
@@ -206,3 +206,43 @@ def fold(events: list[Event] | Any) -> dict[str, BatchState]:
             continue
         out[ev.batch_id] = apply(out.get(ev.batch_id), ev)
     return out
+
+
+def state_to_json(st: BatchState) -> dict[str, Any]:
+    """The state as plain JSON (what a projection stores); :func:`state_from_json` inverts it."""
+    return {
+        **{f.name: getattr(st, f.name) for f in fields(st)},
+        "completed_steps": list(st.completed_steps),
+        "scans_accepted": list(st.scans_accepted),
+        "scans_rejected": list(st.scans_rejected),
+        "signatures": [asdict(s) for s in st.signatures],
+        "deviations": {k: asdict(d) for k, d in st.deviations.items()},
+        "alarms": list(st.alarms),
+        "custody": list(st.custody),
+        "corrections": list(st.corrections),
+    }
+
+
+def state_from_json(d: dict[str, Any]) -> BatchState:
+    names = {f.name for f in fields(BatchState)}
+    if set(d) != names:
+        raise BatchStateError(
+            f"a stored batch state has fields {sorted(set(d) ^ names)} it should not have or lacks"
+        )
+    devs = {
+        k: Deviation(**{**v, "comments": tuple(v["comments"]), "links": tuple(v["links"])})
+        for k, v in d["deviations"].items()
+    }
+    return BatchState(
+        **{
+            **d,
+            "completed_steps": tuple(d["completed_steps"]),
+            "scans_accepted": tuple(d["scans_accepted"]),
+            "scans_rejected": tuple(d["scans_rejected"]),
+            "signatures": tuple(Signature(**s) for s in d["signatures"]),
+            "deviations": devs,
+            "alarms": tuple(d["alarms"]),
+            "custody": tuple(d["custody"]),
+            "corrections": tuple(d["corrections"]),
+        }
+    )

@@ -23,6 +23,7 @@ from sqlalchemy import (
     Text,
     create_engine,
     event,
+    text,
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -67,7 +68,18 @@ class EventRow(Base):
     kind: Mapped[str] = mapped_column(String(64))
     recorded_at: Mapped[str] = mapped_column(String(32))
     line: Mapped[bytes] = mapped_column(LargeBinary)
-    __table_args__ = (Index("events_batch", "batch_id", "unit_id", "seq"),)
+    __table_args__ = (
+        Index("events_batch", "batch_id", "unit_id", "seq"),
+        # since 0004: a batch's step events without its telemetry (server.projections)
+        Index(
+            "events_batch_steps",
+            "batch_id",
+            "unit_id",
+            "seq",
+            sqlite_where=text("kind <> 'reading.recorded'"),
+            postgresql_where=text("kind <> 'reading.recorded'"),
+        ),
+    )
 
 
 class CheckpointRow(Base):
@@ -148,7 +160,8 @@ class SpecRow(Base):
 
 class BatchSummary(Base):
     """The review queue's projection, kept current by ingest (one upsert per batch a segment
-    touches) and by review actions; the batch view itself is always folded from the events."""
+    touches) and by review actions; with the batch's event head (count, last seq and hash) that
+    signatures bind (see server.projections)."""
 
     __tablename__ = "batches"
     batch_id: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -160,7 +173,22 @@ class BatchSummary(Base):
     exceptions: Mapped[int] = mapped_column(Integer)
     completed_at: Mapped[str | None] = mapped_column(String(32))
     review_state: Mapped[str] = mapped_column(String(24))  # open|awaiting_review|in_review|decided
+    # since 0004: the batch's last event (seq, hash) and its telemetry count
+    last_seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    head_hash: Mapped[str] = mapped_column(String(64), default="")
+    readings: Mapped[int] = mapped_column(BigInteger, default=0)
     __table_args__ = (Index("batches_queue", "review_state", "site_id", "completed_at"),)
+
+
+class BatchProjection(Base):
+    """A batch's step state, timeline and telemetry summary as JSON, with its digest, kept by
+    ingest (server.projections); checked on every read and rebuilt from the events if unsound."""
+
+    __tablename__ = "batch_projections"
+    batch_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    upto_seq: Mapped[int] = mapped_column(BigInteger)
+    body: Mapped[str] = mapped_column(Text)
+    digest: Mapped[str] = mapped_column(String(64))
 
 
 class ResultSet(Base):

@@ -1,40 +1,42 @@
-"""Quality review on the server: the batch view (folded from the stored events, the same fold the
-edge runs), results and their evaluation per jurisdiction, review by exception, QA e-signatures
-bound to the exact record state and evaluation (21 CFR 11.70), dispositions, and the
-out-of-specification exceptional-release workflow.
+"""Quality review on the server: the batch view (from the batch's projection, the same fold the
+edge runs, kept by ingest: :mod:`server.projections`), results and their evaluation per
+jurisdiction, review by exception, QA e-signatures bound to the exact record state and evaluation
+(21 CFR 11.70), dispositions, and the out-of-specification exceptional-release workflow.
 
-The *record hash* covers everything a reviewer judges: the batch's events (count, last seq and
-head hash), the current result set, and the server-side deviation actions.  A signature records
-the record hash and the evaluation hash it was given on; when either changes, the signature is
-shown as no longer applying and cannot support a release.
+The *record hash* covers everything a reviewer judges: every event of the batch, through its
+event head (the number of its events and the seq and hash of the last one, which is hash-linked
+to every earlier event of its unit, readings included), the digests of the derived step state
+and telemetry summary, the current result set, and the server-side deviation actions.  No
+request reads the batch's events to compute it.  A signature records the record hash and the
+evaluation hash it was given on; when either changes, the signature is shown as no longer
+applying and cannot support a release.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from ebr_core.batch import BatchState, fold
+from ebr_core.batch import BatchState
 from ebr_core.canonical import canonical
 from ebr_core.errors import EbrError
-from ebr_core.record import Event
 from ebr_core.spec import evaluate, parse_spec
 from ebr_core.spec.evaluate import Evaluation, late_result_alerts
 from ebr_core.spec.model import Spec
-from server import audit
+from ebr_core.telemetry import BASE_WIDTH_S, Telemetry
+from server import audit, projections
 from server.db import (
     Alert,
     BatchSummary,
     DeviationAction,
     Disposition,
-    EventRow,
     OosCase,
     QaSignature,
     ResultSet,
@@ -42,105 +44,13 @@ from server.db import (
 )
 from server.errors import Conflict, Forbidden, NotFound, Unprocessable
 from server.people import Principal
+from server.projections import Projection
 
 Clock = Callable[[], datetime]
 
 MEANINGS = ("reviewed", "approved", "released", "rejected")
 FINAL = ("released", "exceptional_release", "rejected")
 NOTIFICATION_WINDOW = timedelta(hours=48)
-# Event kinds (and value limits) that make a batch an exception for review.
-EXCEPTION_KINDS = frozenset(
-    {
-        "scan.rejected",
-        "deviation.raised",
-        "alarm.raised",
-        "signature.failed",
-        "correction.recorded",
-        "custody.refused",
-    }
-)
-
-
-# -- the queue's projection, kept by ingest ---------------------------------------------------
-
-
-@dataclass
-class _Delta:
-    events: int = 0
-    exceptions: int = 0
-    coi: str | None = None
-    completed_at: str | None = None
-
-
-def tally(out: dict[str, _Delta], r: dict[str, Any]) -> None:
-    """Count one verified event (parsed record) into the per-batch deltas of its segment."""
-    tally_run(out, r["batch_id"], r["kind"], (r["payload"],), (r["recorded_at"],))
-
-
-def tally_run(
-    out: dict[str, _Delta],
-    batch_id: str | None,
-    kind: str,
-    payloads: Sequence[dict[str, Any]],
-    recorded_at: Sequence[str],
-) -> None:
-    """Count verified events of one batch and kind, in seq order, into the deltas."""
-    if batch_id is None:
-        return
-    d = out.get(batch_id)
-    if d is None:
-        d = out[batch_id] = _Delta()
-    d.events += len(payloads)
-    if kind in EXCEPTION_KINDS:
-        d.exceptions += len(payloads)
-    elif kind == "value.recorded":
-        d.exceptions += sum(1 for p in payloads if p.get("limit", "ok") != "ok")
-    elif kind == "batch.started":
-        d.coi = payloads[-1].get("coi")
-    elif kind == "batch.completed":
-        d.completed_at = recorded_at[-1]
-
-
-_UPSERT = text(
-    """
-INSERT INTO batches (batch_id, unit_id, site_id, coi, status, events, exceptions, completed_at,
-                     review_state)
-VALUES (:batch_id, :unit_id, :site_id, :coi, :status, :events, :exceptions, :completed_at,
-        :review_state)
-ON CONFLICT (batch_id) DO UPDATE SET
-  coi = COALESCE(batches.coi, excluded.coi),
-  status = CASE WHEN excluded.status = 'completed' THEN 'completed' ELSE batches.status END,
-  events = batches.events + excluded.events,
-  exceptions = batches.exceptions + excluded.exceptions,
-  completed_at = COALESCE(batches.completed_at, excluded.completed_at),
-  review_state = CASE
-    WHEN batches.review_state = 'open' AND excluded.status = 'completed' THEN 'awaiting_review'
-    WHEN batches.review_state IN ('in_review', 'decided') THEN 'changed'
-    ELSE batches.review_state END
-"""
-)
-
-
-def upsert_summaries(db: Session, unit_id: str, site_id: str, deltas: dict[str, _Delta]) -> None:
-    if not deltas:
-        return
-    db.execute(
-        _UPSERT,
-        [
-            {
-                "batch_id": b,
-                "unit_id": unit_id,
-                "site_id": site_id,
-                "coi": d.coi,
-                "status": "completed" if d.completed_at else "in_progress",
-                "events": d.events,
-                "exceptions": d.exceptions,
-                "completed_at": d.completed_at,
-                "review_state": "awaiting_review" if d.completed_at else "open",
-            }
-            for b, d in deltas.items()
-        ],
-    )
 
 
 # -- reading a batch --------------------------------------------------------------------------
@@ -151,22 +61,6 @@ def summary(db: Session, batch_id: str) -> BatchSummary:
     if b is None:
         raise NotFound(f"batch {batch_id} has no events on this server")
     return b
-
-
-def load_events(db: Session, batch_id: str) -> list[Event]:
-    rows = db.execute(
-        select(EventRow.line)
-        .where(EventRow.batch_id == batch_id)
-        .order_by(EventRow.unit_id, EventRow.seq)
-    ).scalars()
-    out = []
-    for line in rows:
-        d = orjson.loads(line)
-        del d["type"]
-        out.append(Event(**d))
-    if not out:
-        raise NotFound(f"batch {batch_id} has no events on this server")
-    return out
 
 
 _SPECS: dict[tuple[str, str, str], Spec] = {}
@@ -199,12 +93,17 @@ def _actions(db: Session, batch_id: str) -> list[DeviationAction]:
     )
 
 
-def record_hash(st: BatchState, rs: ResultSet | None, actions: list[DeviationAction]) -> str:
+def record_hash(
+    summ: BatchSummary, proj: Projection, rs: ResultSet | None, actions: list[DeviationAction]
+) -> str:
     body = {
-        "batch_id": st.batch_id,
-        "events": st.events,
-        "last_seq": st.last_seq,
-        "head_hash": st.head_hash,
+        "batch_id": summ.batch_id,
+        "unit_id": summ.unit_id,
+        "events": summ.events,
+        "last_seq": summ.last_seq,
+        "head_hash": summ.head_hash,
+        "state": proj.state_digest(),
+        "telemetry": proj.telemetry.digest(),
         "results": None
         if rs is None
         else {
@@ -214,7 +113,7 @@ def record_hash(st: BatchState, rs: ResultSet | None, actions: list[DeviationAct
         },
         "deviation_actions": [a.id for a in actions],
     }
-    return hashlib.sha256(b"ctgtp/record-state/v1\x00" + canonical(body)).hexdigest()
+    return hashlib.sha256(b"ctgtp/record-state/v2\x00" + canonical(body)).hexdigest()
 
 
 @dataclass
@@ -222,7 +121,7 @@ class Review:
     """Everything a reviewer sees of one batch, computed once per request."""
 
     summary: BatchSummary
-    events: list[Event]
+    projection: Projection
     state: BatchState
     results: ResultSet | None
     spec: Spec | None
@@ -267,8 +166,10 @@ class Review:
 
 def load_review(db: Session, batch_id: str) -> Review:
     summ = summary(db, batch_id)
-    events = load_events(db, batch_id)
-    st = fold(events)[batch_id]
+    proj = projections.load(db, summ)
+    if proj.state is None:
+        raise NotFound(f"batch {batch_id} has no batch.started event on this server")
+    st = proj.state
     rs = latest_results(db, batch_id)
     spec = None
     evaluations: dict[str, Evaluation] = {}
@@ -277,7 +178,9 @@ def load_review(db: Session, batch_id: str) -> Review:
         results = orjson.loads(rs.results)
         evaluations = {j: evaluate(spec, results, j) for j in sorted(spec.overlays)}
     actions = _actions(db, batch_id)
-    return Review(summ, events, st, rs, spec, evaluations, actions, record_hash(st, rs, actions))
+    return Review(
+        summ, proj, st, rs, spec, evaluations, actions, record_hash(summ, proj, rs, actions)
+    )
 
 
 def iso(t: datetime | None) -> str | None:
@@ -308,7 +211,7 @@ def batch_view(db: Session, r: Review, now: datetime) -> dict[str, Any]:
         db.scalars(select(OosCase).where(OosCase.batch_id == st.batch_id).order_by(OosCase.id))
     )
     devs = r.deviations()
-    failed_sigs = [e for e in r.events if e.kind == "signature.failed"]
+    failed_sigs = r.projection.failed_signatures
     excursions = {k: v for k, v in st.values.items() if v.get("limit", "ok") != "ok"}
     failing = {j: [v.attribute for v in ev.failed()] for j, ev in r.evaluations.items()}
     return {
@@ -319,7 +222,7 @@ def batch_view(db: Session, r: Review, now: datetime) -> dict[str, Any]:
         "status": st.status,
         "mbr": f"{st.mbr_id} v{st.mbr_version}",
         "started_at": st.started_at,
-        "events": st.events,
+        "events": r.summary.events,
         "review_state": r.summary.review_state,
         "record_hash": r.record_hash,
         "exceptions": {
@@ -332,16 +235,11 @@ def batch_view(db: Session, r: Review, now: datetime) -> dict[str, Any]:
             "failing_attributes": failing,
         },
         "timeline": [
-            {
-                "seq": e.seq,
-                "recorded_at": e.recorded_at,
-                "kind": e.kind,
-                "step": e.payload.get("step"),
-            }
-            for e in r.events
-            if e.kind != "reading.recorded"
+            {"seq": seq, "recorded_at": at, "kind": kind, "step": step}
+            for seq, at, kind, step in r.projection.timeline
         ],
-        "readings": r.summary.events - st.events,  # the fold counts step events only
+        "readings": r.summary.readings,
+        "telemetry": telemetry_json(r.projection.telemetry, series=False),
         "values": st.values,
         "limit_excursions": excursions,
         "rejected_scans": [dict(x) for x in st.scans_rejected],
@@ -359,9 +257,7 @@ def batch_view(db: Session, r: Review, now: datetime) -> dict[str, Any]:
             }
             for g in st.signatures
         ],
-        "failed_signatures": [
-            {"seq": e.seq, "recorded_at": e.recorded_at, **e.payload} for e in failed_sigs
-        ],
+        "failed_signatures": [dict(x) for x in failed_sigs],
         "results": None
         if r.results is None
         else {
@@ -388,6 +284,19 @@ def batch_view(db: Session, r: Review, now: datetime) -> dict[str, Any]:
         ],
         "oos_cases": [case_json(c, now) for c in cases],
     }
+
+
+def telemetry_json(t: Telemetry, *, series: bool) -> dict[str, Any]:
+    """The telemetry summary per channel; with ``series``, each channel's min/max buckets."""
+    out: dict[str, Any] = {}
+    for name, c in sorted(t.channels.items()):
+        d = c.to_json()
+        del d["series"]
+        if series:
+            d["bucket_s"] = c.series.width_min() * BASE_WIDTH_S
+            d["series"] = c.series.points()
+        out[name] = d
+    return out
 
 
 def cqa_panel(view: dict[str, Any], jurisdiction: str) -> dict[str, Any]:

@@ -30,7 +30,7 @@ from ebr_core.requestsig import (
     sign_receipt,
     verify_request,
 )
-from server import audit, review
+from server import audit, projections
 from server.db import Alert, EventRow, Fork, Nonce, Site, Unit, UnitKey
 from server.errors import (
     Conflict,
@@ -371,7 +371,7 @@ def ingest(
                 "(the final checkpoint is missing)"
             )
     if events:
-        review.upsert_summaries(db, unit.unit_id, unit.site_id, deltas)
+        projections.upsert_summaries(db, unit.unit_id, unit.site_id, deltas)
         audit.append(
             db,
             at=now(),

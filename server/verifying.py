@@ -35,7 +35,7 @@ import orjson
 from ebr_core.errors import VerificationError
 from ebr_core.keys import Keyring, PublicKey
 from ebr_core.verify import ChainVerifier
-from server import review
+from server import projections
 
 
 @dataclass
@@ -56,7 +56,7 @@ class Part:
     events: list[tuple[Any, ...]] = field(default_factory=list)
     event_at: list[int] = field(default_factory=list)  # the line index of each event
     checkpoints: list[tuple[Any, ...]] = field(default_factory=list)
-    deltas: dict[str, review._Delta] = field(default_factory=dict)
+    deltas: dict[str, projections.Delta] = field(default_factory=dict)
     end: Start | None = None  # the state after the last line (None if nothing verified)
     error: tuple[str, int] | None = None  # (reason, index of the line within the part)
     seal_at: int | None = None  # index of a seal line (segments carry none)
@@ -75,7 +75,7 @@ def verify_lines(
     )
     out = Part()
     events, event_at, checkpoints, deltas = out.events, out.event_at, out.checkpoints, out.deltas
-    tally, tally_run = review.tally, review.tally_run
+    tally, tally_run = projections.tally, projections.tally_run
     feed_line, feed_run = v.feed_line, v.feed_run
     i, n = 0, len(lines)
     try:
@@ -83,7 +83,9 @@ def verify_lines(
             r = feed_run(lines, i)
             if r is not None:  # a run of like events, verified in bulk
                 m = r.size
-                tally_run(deltas, r.batch_id, r.kind, r.payloads, r.recorded_at)
+                tally_run(
+                    deltas, r.batch_id, r.kind, r.payloads, r.recorded_at, r.first_seq, r.hashes
+                )
                 events.extend(
                     zip(
                         repeat(unit_id, m),
@@ -133,19 +135,7 @@ def with_lines(part: Part, lines: list[bytes]) -> list[tuple[Any, ...]]:
     return [(*row, lines[i]) for row, i in zip(part.events, part.event_at, strict=True)]
 
 
-def merge_deltas(a: dict[str, review._Delta], b: dict[str, review._Delta]) -> None:
-    """Add the later part's deltas ``b`` into ``a`` as if tallied in one pass."""
-    for batch, d in b.items():
-        x = a.get(batch)
-        if x is None:
-            a[batch] = d
-            continue
-        x.events += d.events
-        x.exceptions += d.exceptions
-        if d.coi is not None:
-            x.coi = d.coi
-        if d.completed_at is not None:
-            x.completed_at = d.completed_at
+merge_deltas = projections.merge_deltas
 
 
 def split_point(lines: list[bytes], at: float = 0.5) -> tuple[int, Start] | None:

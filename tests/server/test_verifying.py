@@ -175,7 +175,7 @@ def runs_segment() -> list[bytes]:
 def test_runs_give_the_rows_and_deltas_of_one_event_at_a_time() -> None:
     from ebr_core.keys import Keyring
     from ebr_core.verify import ChainVerifier
-    from server import review
+    from server import projections
 
     lines = runs_segment()
     got = verify_lines(KEYS, UNIT.unit_id, START, lines)
@@ -184,7 +184,7 @@ def test_runs_give_the_rows_and_deltas_of_one_event_at_a_time() -> None:
     for i, line in enumerate(lines):
         r = v.feed_line(line)
         if r["type"] == "event":
-            review.tally(deltas, r)
+            projections.tally(deltas, r)
             keys = ("seq", "hash", "batch_id", "kind", "recorded_at")
             rows.append((UNIT.unit_id, *(r[k] for k in keys), lines[i]))
     assert got.error is None

@@ -1,0 +1,363 @@
+"""Per-batch projections kept current by ingest, so no request reads all of a batch's events.
+
+Two stored projections, both advanced inside the ingest transaction that stores a segment:
+
+* **The queue row** (``batches``): counts, exceptions, status, review state, and the batch's
+  *event head*: the number of its events, and the seq and hash of its last one.  Because every
+  event of a unit is hash-linked to the one before, that last hash commits to every earlier
+  event, readings included; the count pins how many of them are the batch's.
+* **The batch projection** (``batch_projections``): the step state (the shared fold of
+  :mod:`ebr_core.batch` over the batch's step events), its timeline and failed signatures, and
+  the telemetry summary (:mod:`ebr_core.telemetry`), stored as JSON with a SHA-256 digest and the
+  seq of the batch's last event it reflects.
+
+Ingest tallies each verified run of like events into a :class:`Delta` per batch (in the worker
+process too, for the part it verifies): readings go into a partial telemetry summary, which is
+merged into the stored one; step events are folded from the rows just stored, read through the
+``events_batch_steps`` partial index (a segment of readings reads none).
+
+Reading a projection checks it: the digest must match its body and it must reflect the batch's
+current event head; otherwise it is rebuilt from the events (step events by their index, the
+readings streamed in windows and summarised), never trusted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from ebr_core.batch import BatchState, apply, state_from_json, state_to_json
+from ebr_core.canonical import canonical
+from ebr_core.errors import EbrError
+from ebr_core.record import Event
+from ebr_core.telemetry import READING, Telemetry
+from server.db import BatchSummary
+
+# Event kinds (and value limits) that make a batch an exception for review.
+EXCEPTION_KINDS = frozenset(
+    {
+        "scan.rejected",
+        "deviation.raised",
+        "alarm.raised",
+        "signature.failed",
+        "correction.recorded",
+        "custody.refused",
+    }
+)
+_WINDOW = 5000  # events read per query when a projection is rebuilt
+
+
+# -- the deltas of one segment ----------------------------------------------------------------
+
+
+@dataclass
+class Delta:
+    """What one segment adds to one batch (picklable: the verify worker makes them too)."""
+
+    events: int = 0
+    exceptions: int = 0
+    coi: str | None = None
+    completed_at: str | None = None
+    last_seq: int = 0
+    last_hash: str = ""
+    step_events: int = 0
+    readings: int = 0
+    telemetry: Telemetry = field(default_factory=Telemetry)
+
+    def merge(self, later: Delta) -> None:
+        """Add the deltas of the lines that follow (the worker's part) as if tallied in one
+        pass."""
+        self.events += later.events
+        self.exceptions += later.exceptions
+        self.step_events += later.step_events
+        self.readings += later.readings
+        if later.coi is not None:
+            self.coi = later.coi
+        if later.completed_at is not None:
+            self.completed_at = later.completed_at
+        if later.last_seq:
+            self.last_seq, self.last_hash = later.last_seq, later.last_hash
+        self.telemetry.merge(later.telemetry)
+
+
+def tally(out: dict[str, Delta], r: dict[str, Any]) -> None:
+    """Count one verified event (parsed record) into the per-batch deltas of its segment."""
+    tally_run(
+        out, r["batch_id"], r["kind"], (r["payload"],), (r["recorded_at"],), r["seq"], (r["hash"],)
+    )
+
+
+def tally_run(
+    out: dict[str, Delta],
+    batch_id: str | None,
+    kind: str,
+    payloads: Sequence[dict[str, Any]],
+    recorded_at: Sequence[str],
+    first_seq: int,
+    hashes: Sequence[str],
+) -> None:
+    """Count verified events of one batch and kind, in seq order, into the deltas."""
+    if batch_id is None:
+        return
+    d = out.get(batch_id)
+    if d is None:
+        d = out[batch_id] = Delta()
+    n = len(payloads)
+    d.events += n
+    d.last_seq, d.last_hash = first_seq + n - 1, hashes[-1]
+    if kind == READING:
+        d.readings += n
+        add = d.telemetry.add
+        for i, (p, at) in enumerate(zip(payloads, recorded_at, strict=True)):
+            add(p, at, first_seq + i)
+        return
+    d.step_events += n
+    if kind in EXCEPTION_KINDS:
+        d.exceptions += n
+    elif kind == "value.recorded":
+        d.exceptions += sum(1 for p in payloads if p.get("limit", "ok") != "ok")
+    elif kind == "batch.started":
+        d.coi = payloads[-1].get("coi")
+    elif kind == "batch.completed":
+        d.completed_at = recorded_at[-1]
+
+
+def merge_deltas(a: dict[str, Delta], b: dict[str, Delta]) -> None:
+    """Add the later part's deltas ``b`` into ``a`` as if tallied in one pass."""
+    for batch, d in b.items():
+        x = a.get(batch)
+        if x is None:
+            a[batch] = d
+        else:
+            x.merge(d)
+
+
+# -- the queue row ----------------------------------------------------------------------------
+
+_UPSERT = text(
+    """
+INSERT INTO batches (batch_id, unit_id, site_id, coi, status, events, exceptions, completed_at,
+                     review_state, last_seq, head_hash, readings)
+VALUES (:batch_id, :unit_id, :site_id, :coi, :status, :events, :exceptions, :completed_at,
+        :review_state, :last_seq, :head_hash, :readings)
+ON CONFLICT (batch_id) DO UPDATE SET
+  coi = COALESCE(batches.coi, excluded.coi),
+  status = CASE WHEN excluded.status = 'completed' THEN 'completed' ELSE batches.status END,
+  events = batches.events + excluded.events,
+  exceptions = batches.exceptions + excluded.exceptions,
+  completed_at = COALESCE(batches.completed_at, excluded.completed_at),
+  review_state = CASE
+    WHEN batches.review_state = 'open' AND excluded.status = 'completed' THEN 'awaiting_review'
+    WHEN batches.review_state IN ('in_review', 'decided') THEN 'changed'
+    ELSE batches.review_state END,
+  last_seq = excluded.last_seq,
+  head_hash = excluded.head_hash,
+  readings = batches.readings + excluded.readings
+"""
+)
+
+
+def upsert_summaries(db: Session, unit_id: str, site_id: str, deltas: dict[str, Delta]) -> None:
+    """Advance the queue rows and the batch projections of the batches a segment touched."""
+    if not deltas:
+        return
+    db.execute(
+        _UPSERT,
+        [
+            {
+                "batch_id": b,
+                "unit_id": unit_id,
+                "site_id": site_id,
+                "coi": d.coi,
+                "status": "completed" if d.completed_at else "in_progress",
+                "events": d.events,
+                "exceptions": d.exceptions,
+                "completed_at": d.completed_at,
+                "review_state": "awaiting_review" if d.completed_at else "open",
+                "last_seq": d.last_seq,
+                "head_hash": d.last_hash,
+                "readings": d.readings,
+            }
+            for b, d in deltas.items()
+        ],
+    )
+    for b, d in sorted(deltas.items()):
+        advance(db, b, d)
+
+
+# -- the batch projection ---------------------------------------------------------------------
+
+
+@dataclass
+class Projection:
+    """A batch's projection: what the batch view, the review queue and an e-signature read."""
+
+    upto_seq: int  # the seq of the batch's last event it reflects
+    events: int  # how many of the batch's events it reflects
+    state: BatchState | None
+    timeline: list[list[Any]]  # [seq, recorded_at, kind, step] of each step event
+    failed_signatures: list[dict[str, Any]]
+    telemetry: Telemetry
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "upto_seq": self.upto_seq,
+            "events": self.events,
+            "state": None if self.state is None else state_to_json(self.state),
+            "timeline": self.timeline,
+            "failed_signatures": self.failed_signatures,
+            "telemetry": self.telemetry.to_json(),
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Projection:
+        return cls(
+            int(d["upto_seq"]),
+            int(d["events"]),
+            None if d["state"] is None else state_from_json(d["state"]),
+            list(d["timeline"]),
+            list(d["failed_signatures"]),
+            Telemetry.from_json(d["telemetry"]),
+        )
+
+    def apply(self, ev: Event) -> None:
+        """Fold one step event in (readings go through :attr:`telemetry` instead)."""
+        self.state = apply(self.state, ev)
+        self.timeline.append([ev.seq, ev.recorded_at, ev.kind, ev.payload.get("step")])
+        if ev.kind == "signature.failed":
+            self.failed_signatures.append(
+                {"seq": ev.seq, "recorded_at": ev.recorded_at, **ev.payload}
+            )
+
+    def state_digest(self) -> str:
+        body = {"state": None if self.state is None else state_to_json(self.state)}
+        return hashlib.sha256(b"ctgtp/batch-state/v1\x00" + canonical(body)).hexdigest()
+
+
+def _digest(body: bytes) -> str:
+    return hashlib.sha256(b"ctgtp/batch-projection/v1\x00" + body).hexdigest()
+
+
+def _event(line: bytes) -> Event:
+    d = orjson.loads(line)
+    del d["type"]
+    return Event(**d)
+
+
+def _events(
+    db: Session, batch_id: str, unit_id: str, after_seq: int, *, steps: bool
+) -> Iterator[Event]:
+    """The batch's step events (through their partial index) or readings after ``after_seq``,
+    in windows, so a rebuild never holds a batch's events in memory at once."""
+    kind = "kind <> 'reading.recorded'" if steps else "kind = 'reading.recorded'"
+    sql = text(
+        f"SELECT seq, line FROM events WHERE batch_id = :b AND unit_id = :u AND {kind} "  # noqa: S608
+        "AND seq > :after ORDER BY seq LIMIT :n"
+    )
+    after = after_seq
+    while True:
+        rows = db.execute(sql, {"b": batch_id, "u": unit_id, "after": after, "n": _WINDOW}).all()
+        for _seq, line in rows:
+            yield _event(bytes(line))
+        if len(rows) < _WINDOW:
+            return
+        after = rows[-1][0]
+
+
+def _head(db: Session, batch_id: str) -> tuple[str, int, int]:
+    """(unit_id, events, last_seq) of the batch's queue row, as this transaction sees it."""
+    row = db.execute(
+        text("SELECT unit_id, events, last_seq FROM batches WHERE batch_id = :b"), {"b": batch_id}
+    ).one()
+    return str(row[0]), int(row[1]), int(row[2])
+
+
+def rebuild(db: Session, batch_id: str) -> Projection:
+    """The projection computed from the stored events (the check every stored one must pass)."""
+    unit_id, events, last_seq = _head(db, batch_id)
+    p = Projection(0, 0, None, [], [], Telemetry())
+    for ev in _events(db, batch_id, unit_id, 0, steps=True):
+        p.apply(ev)
+    for ev in _events(db, batch_id, unit_id, 0, steps=False):
+        p.telemetry.add(ev.payload, ev.recorded_at, ev.seq)
+    p.upto_seq, p.events = last_seq, events
+    return p
+
+
+def _store(db: Session, batch_id: str, p: Projection, *, new: bool) -> None:
+    body = orjson.dumps(p.to_json())
+    row = {"b": batch_id, "u": p.upto_seq, "body": body.decode(), "d": _digest(body)}
+    if new:
+        db.execute(
+            text(
+                "INSERT INTO batch_projections (batch_id, upto_seq, body, digest) "
+                "VALUES (:b, :u, :body, :d)"
+            ),
+            row,
+        )
+    else:
+        db.execute(
+            text(
+                "UPDATE batch_projections SET upto_seq = :u, body = :body, digest = :d "
+                "WHERE batch_id = :b"
+            ),
+            row,
+        )
+
+
+def _stored(db: Session, batch_id: str) -> Projection | None:
+    """The stored projection if its digest matches its body, else None."""
+    row = db.execute(
+        text("SELECT upto_seq, body, digest FROM batch_projections WHERE batch_id = :b"),
+        {"b": batch_id},
+    ).first()
+    if row is None:
+        return None
+    body = str(row[1]).encode()
+    if _digest(body) != row[2]:
+        return None
+    try:
+        p = Projection.from_json(orjson.loads(body))
+    except (EbrError, KeyError, TypeError, ValueError):
+        return None
+    return p if p.upto_seq == row[0] else None
+
+
+def advance(db: Session, batch_id: str, d: Delta) -> None:
+    """Advance the batch's projection by one segment's delta (inside the ingest transaction,
+    after the segment's rows and the queue row are written)."""
+    unit_id, events, _last = _head(db, batch_id)
+    exists = (
+        db.execute(
+            text("SELECT 1 FROM batch_projections WHERE batch_id = :b"), {"b": batch_id}
+        ).first()
+        is not None
+    )
+    p = _stored(db, batch_id)
+    if p is None or p.events + d.events != events:
+        if exists or d.events != events:
+            # missing or unsound while the batch has earlier events: from the (stored) events
+            _store(db, batch_id, rebuild(db, batch_id), new=not exists)
+            return
+        p = Projection(0, 0, None, [], [], Telemetry())  # the batch's first segment
+    if d.step_events:
+        for ev in _events(db, batch_id, unit_id, p.upto_seq, steps=True):
+            p.apply(ev)
+    p.telemetry.merge(d.telemetry)
+    p.upto_seq, p.events = d.last_seq, events
+    _store(db, batch_id, p, new=not exists)
+
+
+def load(db: Session, summ: BatchSummary) -> Projection:
+    """The batch's projection, checked: rebuilt (and not stored: a read changes nothing) when
+    it is missing, fails its digest or lags the batch's event head."""
+    p = _stored(db, summ.batch_id)
+    if p is None or (p.upto_seq, p.events) != (summ.last_seq, summ.events):
+        p = rebuild(db, summ.batch_id)
+    return p
