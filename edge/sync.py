@@ -11,6 +11,12 @@
 * A receipt counts only if the server's signature on it verifies; then ``sync.acked_seq``
   advances.  Network errors, 5xx and 429 are retried with exponential backoff and full jitter;
   any other refusal (tampering, fork, revoked unit) stops with the server's message.
+* One run drains the whole backlog it found at its start, however large: there is no cap on
+  segments per run and no deadline on the run (only each request has a timeout, and each is
+  retried).  The ledger is read a segment at a time (at most the segment on the wire and the next
+  one being prepared are in memory), so the memory a run takes does not grow with the backlog.
+* ``sync_once(progress=...)`` reports how far the run is (:class:`SyncProgress`): after a stored
+  segment at most every :data:`PROGRESS_INTERVAL_S` seconds, and once at the end.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TextIO
 
 import httpx
 import zstandard
@@ -34,6 +40,7 @@ from edge.errors import EdgeError
 from edge.ledger import Ledger
 
 ACKED = "sync.acked_seq"
+PROGRESS_INTERVAL_S = 0.5  # sync_once calls its progress callback at most this often (+ the end)
 
 
 class SyncError(EdgeError):
@@ -54,6 +61,90 @@ class SyncReport:
     local_head: int = 0
     segment_ms: list[float] = field(default_factory=list)  # round trip of each stored segment
     server_ms: list[float] = field(default_factory=list)  # the server's own time for each
+
+
+@dataclass(frozen=True)
+class SyncProgress:
+    """How far one sync run is.  ``sent`` counts the events of the segments the server has
+    stored (and receipted) this run; ``backlog`` is what the run set out to send (the local head
+    minus the server's head at its start), so ``sent`` ends at ``backlog``."""
+
+    sent: int
+    backlog: int
+    elapsed_s: float
+    rate: float  # events/s over the run so far
+    eta_s: float  # seconds left at that rate (0 when done)
+    done: bool = False  # the run's last report
+
+    @property
+    def fraction(self) -> float:
+        return self.sent / self.backlog if self.backlog else 1.0
+
+
+def _duration(seconds: float) -> str:
+    s = round(seconds)
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
+
+
+def format_progress(p: SyncProgress) -> str:
+    """One line for the operator, e.g. ``sync: 412,000 / 1,000,000 events sent (41 %),
+    98,000 events/s, about 6 s left``."""
+    head = f"sync: {p.sent:,} / {p.backlog:,} events sent ({int(p.fraction * 100)} %)"
+    rate = f"{p.rate:,.0f} events/s"
+    if p.done:
+        return f"{head}, {rate}, done in {p.elapsed_s:.1f} s"
+    return f"{head}, {rate}, about {_duration(p.eta_s)} left"
+
+
+class ProgressPrinter:
+    """Prints :class:`SyncProgress` reports to ``stream`` (the CLI gives it stderr).
+
+    On a terminal one line is rewritten in place (``\\r``) and ended by the last report; otherwise
+    (a log file, a pipe) each printed report is its own line, at most one per ``interval``
+    seconds plus the last one, so logs stay readable.
+    """
+
+    def __init__(
+        self,
+        stream: TextIO,
+        *,
+        tty: bool | None = None,
+        interval: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.stream = stream
+        self.tty = stream.isatty() if tty is None else tty
+        self.interval = interval
+        self.clock = clock
+        self._last: float | None = None
+        self._width = 0  # of the line on screen (a shorter one is padded over it)
+        self._open = False  # a rewritten line awaits its newline
+
+    def __call__(self, p: SyncProgress) -> None:
+        if p.backlog == 0:
+            return
+        line = format_progress(p)
+        if self.tty:
+            self.stream.write("\r" + line.ljust(self._width) + ("\n" if p.done else ""))
+            self._width, self._open = len(line), not p.done
+        else:
+            now = self.clock()
+            if not p.done and self._last is not None and now - self._last < self.interval:
+                return
+            self._last = now
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        """End a rewritten line the run left open (it stopped on an error)."""
+        if self._open:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._open = False
 
 
 def _error_type(r: httpx.Response) -> str | None:
@@ -206,11 +297,29 @@ class SyncClient:
                 pending = pool.submit(next_body)
                 yield item
 
-    def sync_once(self, attempts: int = 8) -> SyncReport:
+    def sync_once(
+        self, attempts: int = 8, progress: Callable[[SyncProgress], None] | None = None
+    ) -> SyncReport:
+        """Send everything the ledger holds beyond the server's head, in one run.
+
+        ``attempts`` bounds the tries of each request, not the run.  ``progress`` is called after
+        a stored segment (at most every :data:`PROGRESS_INTERVAL_S` seconds) and once at the end.
+        """
+        started = time.perf_counter()
         # A sync process reads the ledger alongside its writer: first, what it has committed.
         report = SyncReport(local_head=self.ledger.refresh()[0])
         acked = self.server_head(report, attempts)
         self.ledger.set_meta(ACKED, str(acked))
+        backlog = report.local_head - acked
+        next_report = 0.0  # perf_counter time of the next progress call (the first: at once)
+
+        def progress_at(last: int, now: float, done: bool) -> SyncProgress:
+            sent, elapsed = last - acked, now - started
+            rate = sent / elapsed if elapsed > 0 else 0.0
+            left = backlog - sent
+            eta = left / rate if left > 0 and rate > 0 and not done else 0.0
+            return SyncProgress(sent, backlog, elapsed, rate, eta, done)
+
         path = f"/v1/units/{self.unit_id}/segments"
         for last, body in self._prepared(acked):
             t0 = time.perf_counter()
@@ -241,7 +350,14 @@ class SyncClient:
             report.duplicates += int(receipt["duplicates"])
             report.segments += 1
             report.server_head = last
+            # (The last segment's report is the final one, below.)
+            end = last == report.local_head
+            if progress is not None and not end and (now := time.perf_counter()) >= next_report:
+                next_report = now + PROGRESS_INTERVAL_S
+                progress(progress_at(last, now, done=False))
         report.server_head = max(report.server_head, acked)
+        if progress is not None:
+            progress(progress_at(report.server_head, time.perf_counter(), done=True))
         return report
 
 
