@@ -414,12 +414,24 @@ def users_pull(home: Path, server_url: str) -> None:
     default=None,
     help="Keep syncing every N seconds (background mode) until interrupted.",
 )
+@click.option(
+    "--quiet", "-q", is_flag=True, help="No progress on stderr (the summary is still printed)."
+)
 def sync_cmd(
-    home: Path, server_url: str, server_key: Path | None, attempts: int, watch: float | None
+    home: Path,
+    server_url: str,
+    server_key: Path | None,
+    attempts: int,
+    watch: float | None,
+    quiet: bool,
 ) -> None:
-    """Push every unsynced event to the server (resumes from the server's head)."""
+    """Push every unsynced event to the server (resumes from the server's head).
+
+    Progress goes to stderr while it runs (events sent, rate, time left): one line rewritten in
+    place on a terminal, otherwise a line every few seconds.
+    """
     from ebr_core.keys import PublicKey
-    from edge.sync import BackgroundSync, SyncClient
+    from edge.sync import BackgroundSync, ProgressPrinter, SyncClient
 
     with _agent(home, writer=False) as a:
         key = PublicKey.from_bytes(server_key.read_bytes()) if server_key else None
@@ -435,7 +447,12 @@ def sync_cmd(
                 raise click.ClickException(bg.error)
             click.echo(f"background sync stopped after {len(bg.reports)} rounds")
             return
-        r = client.sync_once(attempts)
+        printer = None if quiet else ProgressPrinter(sys.stderr)
+        try:
+            r = client.sync_once(attempts, progress=printer)
+        finally:
+            if printer is not None:
+                printer.close()
         click.echo(
             f"synced: {r.pushed} events pushed in {r.segments} segments "
             f"({r.duplicates} already there, {r.retries} retries); server head "
