@@ -9,8 +9,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import IO
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -18,11 +20,23 @@ ROOT = HERE.parent
 
 def run(script: Path) -> tuple[list[dict[str, object]], str | None]:
     t0 = time.monotonic()
-    proc = subprocess.run(
-        [sys.executable, str(script)], capture_output=True, text=True, cwd=ROOT, check=False
+    proc = subprocess.Popen(
+        [sys.executable, str(script)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
     )
+    assert proc.stdout is not None and proc.stderr is not None
+    # A long bench (batch_scale.py) reports its progress on stderr: passed through as it comes.
+    err: list[str] = []
+    pump = threading.Thread(target=_pass_through, args=(proc.stderr, script.name, err))
+    pump.start()
+    stdout = proc.stdout.read()
+    proc.wait()
+    pump.join()
     rows: list[dict[str, object]] = []
-    for line in proc.stdout.splitlines():
+    for line in stdout.splitlines():
         try:
             row = json.loads(line)
         except json.JSONDecodeError:
@@ -33,9 +47,15 @@ def run(script: Path) -> tuple[list[dict[str, object]], str | None]:
             rows.append(row)
     error = None
     if proc.returncode != 0:
-        error = f"{script.name} exited {proc.returncode}: {proc.stderr.strip()[-400:]}"
+        error = f"{script.name} exited {proc.returncode}: {''.join(err).strip()[-400:]}"
     print(f"  {script.name}: {len(rows)} figures in {time.monotonic() - t0:.1f} s", file=sys.stderr)
     return rows, error
+
+
+def _pass_through(stream: IO[str], name: str, keep: list[str]) -> None:
+    for line in stream:
+        keep.append(line)
+        print(f"  [{name}] {line.rstrip()}", file=sys.stderr, flush=True)
 
 
 def fmt(x: object) -> str:
@@ -58,8 +78,8 @@ def main() -> int:
     errors: list[str] = []
     print(f"running {len(scripts)} benchmark scripts …", file=sys.stderr)
     for script in scripts:
-        r, err = run(script)
-        rows.extend(r)
+        got, err = run(script)
+        rows.extend(got)
         if err:
             errors.append(err)
     w = max([len(str(r["name"])) for r in rows] + [6])
