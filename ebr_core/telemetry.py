@@ -27,16 +27,24 @@ from __future__ import annotations
 
 import hashlib
 from calendar import timegm
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import groupby, repeat
 from math import isfinite
+from operator import itemgetter
 from typing import Any
 
-from ebr_core.canonical import canonical
+import orjson
 
 BASE_WIDTH_S = 60
 MAX_BUCKETS = 512
 READING = "reading.recorded"
+
+_CHANNEL = itemgetter("channel")
+_VALUE = itemgetter("value")
+_UNIT = itemgetter("unit")
+_DEVICE_TIME = itemgetter("device_time")
+_MINUTE_KEY = itemgetter(slice(0, 16))
 
 # Minute prefix "YYYY-MM-DDTHH:MM" -> the minute's number since the epoch.  Readings arrive in
 # time order, so a small cache turns almost every parse into one dict lookup.
@@ -70,6 +78,24 @@ def _parse_minute(key: str) -> int | None:
     return timegm((y, mo, d, h, mi, 0, 0, 0, 0)) // 60
 
 
+def _bands(times: list[Any], xs: list[float]) -> list[tuple[int, int, float, float]] | None:
+    """(minute, count, min, max) of each run of readings in the same minute; None if a time
+    is not an ISO 8601 UTC time."""
+    out = []
+    i = 0
+    for key, group in groupby(map(_MINUTE_KEY, times)):
+        k = len(list(group))
+        m = _MINUTES.get(key)
+        if m is None:
+            m = minute_of(times[i])
+            if m is None:
+                return None
+        part = xs[i : i + k]
+        out.append((m, k, min(part), max(part)))
+        i += k
+    return out
+
+
 def _is_quantity(v: object) -> bool:
     return (
         isinstance(v, dict) and isinstance(v.get("value"), str) and isinstance(v.get("unit"), str)
@@ -100,6 +126,13 @@ class Series:
         b[0] += 1.0
         b[1] = min(b[1], x)
         b[2] = max(b[2], x)
+
+    def add_band(self, minute: int, n: int, lo: float, hi: float) -> None:
+        """``n`` readings of one minute, ranging ``lo``..``hi`` (what :meth:`add` does n times)."""
+        self.add(minute, lo)
+        b = self.buckets[minute >> self.k]
+        b[0] += n - 1
+        b[2] = max(b[2], hi)
 
     def _fits(self, key: int) -> bool:
         lo, hi = min(self.buckets), max(self.buckets)
@@ -210,6 +243,33 @@ class Channel:
         if minute is not None:
             self.series.add(minute, x)
 
+    def add_many(
+        self,
+        xs: list[float],
+        values: list[str],
+        last_unit: str,
+        times: list[str],
+        limits: list[Any],
+        bands: list[tuple[int, int, float, float]],
+    ) -> None:
+        """:meth:`add` for finite values with valid times, in bulk (see Telemetry.add_run);
+        ``bands``: (minute, count, min, max) of each minute's readings, in order."""
+        n = len(xs)
+        self.count += n
+        self.excursions += n - limits.count("ok") - limits.count(None)
+        if self.first is None:
+            self.first, self.first_at = values[0], times[0]
+        self.last, self.last_at, self.unit = values[-1], times[-1], last_unit
+        lo = min(xs)
+        if lo < self._min_f:  # the first occurrence, as one at a time would keep it
+            self._min_f, self.min = lo, values[xs.index(lo)]
+        hi = max(xs)
+        if hi > self._max_f:
+            self._max_f, self.max = hi, values[xs.index(hi)]
+        add_band = self.series.add_band
+        for minute, k, b_lo, b_hi in bands:
+            add_band(minute, k, b_lo, b_hi)
+
     def merge(self, later: Channel) -> None:
         """Add the summary of readings that came after this one's."""
         if later.count == 0:
@@ -283,7 +343,7 @@ class Telemetry:
         dt = payload.get("device_time")
         at = dt if isinstance(dt, str) and minute_of(dt) is not None else recorded_at
         minute = minute_of(at)
-        excursion = payload.get("limit", "ok") != "ok"
+        excursion = payload.get("limit") not in ("ok", None)  # absent or null: not judged
         v = payload.get("value")
         if v is not None:
             if _is_quantity(v):
@@ -294,6 +354,63 @@ class Telemetry:
             if _is_quantity(q):
                 name = f"{channel}.{key}"
                 self._channel(name, q["unit"]).add(q["value"], q["unit"], at, minute, excursion)
+
+    def add_run(
+        self, payloads: Sequence[Mapping[str, Any]], recorded_at: Sequence[str], first_seq: int
+    ) -> None:
+        """:meth:`add` for consecutive readings (seqs from ``first_seq``), the same result in
+        bulk: per channel, the values are parsed with one ``map`` and each minute's readings
+        fold into the series at once.  Anything unusual in the run takes the one-at-a-time
+        path."""
+        n = len(payloads)
+        if n == 0:
+            return
+        xs: list[float] = []
+        try:
+            chans = list(map(_CHANNEL, payloads))
+            qs = list(map(_VALUE, payloads))
+            vals = list(map(_VALUE, qs))
+            units = list(map(_UNIT, qs))
+            times = list(map(_DEVICE_TIME, payloads))
+            names = set(chans)
+            if set(map(type, vals)) == {str} and set(map(type, names)) == {str}:
+                xs = list(map(float, vals))
+        except (KeyError, TypeError, ValueError):
+            xs = []
+        if len(xs) != n or not all(map(isfinite, xs)):
+            self._add_each(payloads, recorded_at, first_seq)
+            return
+        limits: list[Any] = list(map(dict.get, payloads, repeat("limit", n)))  # type: ignore[arg-type]
+        if len(names) == 1:
+            groups: list[tuple[str, list[int] | None]] = [(chans[0], None)]
+        else:  # a stable sort by channel keeps each channel's readings in seq order
+            order = sorted(range(n), key=chans.__getitem__)
+            groups = [(ch, list(g)) for ch, g in groupby(order, key=chans.__getitem__)]
+        done: list[tuple[Channel, tuple[Any, ...]]] = []
+        for ch, idx in groups:
+            part: tuple[list[Any], ...]
+            if idx is None:
+                part = (xs, vals, units, times, limits)
+            else:
+                part = tuple(
+                    list(map(a.__getitem__, idx)) for a in (xs, vals, units, times, limits)
+                )
+            bands = _bands(part[3], part[0])
+            if bands is None:  # a device time that is not one: the one-at-a-time path
+                self._add_each(payloads, recorded_at, first_seq)
+                return
+            done.append((self._channel(ch, part[2][0]), (*part, bands)))
+        # every channel checked: now count (so a fallback above never counts twice)
+        self.readings += n
+        self.last_seq = first_seq + n - 1
+        for c, (cx, cv, cu, ct, cl, bands) in done:
+            c.add_many(cx, cv, cu[-1], ct, cl, bands)
+
+    def _add_each(
+        self, payloads: Sequence[Mapping[str, Any]], recorded_at: Sequence[str], first_seq: int
+    ) -> None:
+        for i, (p, at) in enumerate(zip(payloads, recorded_at, strict=True)):
+            self.add(p, at, first_seq + i)
 
     def _channel(self, name: str, unit: str) -> Channel:
         c = self.channels.get(name)
@@ -328,19 +445,10 @@ class Telemetry:
         )
 
     def digest(self) -> str:
-        """SHA-256 over the canonical summary (floats as their shortest repr strings)."""
-        body = _stringify(self.to_json())
-        return hashlib.sha256(b"ctgtp/telemetry/v1\x00" + canonical(body)).hexdigest()
-
-
-def _stringify(x: Any) -> Any:
-    if isinstance(x, float):
-        return repr(x)
-    if isinstance(x, dict):
-        return {k: _stringify(v) for k, v in x.items()}
-    if isinstance(x, list):
-        return [_stringify(v) for v in x]
-    return x
+        """SHA-256 over the summary's JSON (sorted keys; floats in orjson's shortest round-trip
+        form, the same on every machine)."""
+        body = orjson.dumps(self.to_json(), option=orjson.OPT_SORT_KEYS)
+        return hashlib.sha256(b"ctgtp/telemetry/v1\x00" + body).hexdigest()
 
 
 def summarise(events: Iterable[Any], into: Telemetry | None = None) -> Telemetry:

@@ -113,9 +113,7 @@ def tally_run(
     d.last_seq, d.last_hash = first_seq + n - 1, hashes[-1]
     if kind == READING:
         d.readings += n
-        add = d.telemetry.add
-        for i, (p, at) in enumerate(zip(payloads, recorded_at, strict=True)):
-            add(p, at, first_seq + i)
+        d.telemetry.add_run(payloads, recorded_at, first_seq)
         return
     d.step_events += n
     if kind in EXCEPTION_KINDS:
@@ -279,14 +277,20 @@ def _head(db: Session, batch_id: str) -> tuple[str, int, int]:
 
 
 def rebuild(db: Session, batch_id: str) -> Projection:
-    """The projection computed from the stored events (the check every stored one must pass)."""
-    unit_id, events, last_seq = _head(db, batch_id)
+    """The projection computed from the stored events (the check every stored one must pass);
+    it counts the events it read, whatever the queue row says."""
+    unit_id, _count, _last = _head(db, batch_id)
     p = Projection(0, 0, None, [], [], Telemetry())
+    last = 0
     for ev in _events(db, batch_id, unit_id, 0, steps=True):
         p.apply(ev)
+        p.events += 1
+        last = max(last, ev.seq)
     for ev in _events(db, batch_id, unit_id, 0, steps=False):
         p.telemetry.add(ev.payload, ev.recorded_at, ev.seq)
-    p.upto_seq, p.events = last_seq, events
+        p.events += 1
+        last = max(last, ev.seq)
+    p.upto_seq = last
     return p
 
 

@@ -130,3 +130,42 @@ def test_malformed_times_fall_back_to_the_recorded_time() -> None:
     ev.payload["device_time"] = "not a time"
     c = summarise([ev]).channels["temperature"]
     assert c.last_at == ev.recorded_at
+
+
+odd_payloads = st.one_of(
+    st.builds(
+        lambda ch, v, t, lim: {"channel": ch, "value": v, "device_time": t, "limit": lim},
+        st.sampled_from(["temperature", "ph", 7, None]),
+        st.one_of(
+            values.map(lambda x: {"value": x, "unit": "Cel"}),
+            st.just({"value": "1" * 400, "unit": "Cel"}),  # a decimal too large for a float
+            st.just({"value": 5, "unit": "Cel"}),
+            st.just("37.0"),
+        ),
+        st.one_of(
+            st.integers(0, 3000).map(
+                lambda m: (T0 + timedelta(minutes=m)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            ),
+            st.just("garbage-time-string"),
+            st.just(17),
+        ),
+        st.sampled_from(["ok", "high", None]),
+    ),
+    st.just({"channel": "cell_count", "viability": {"value": "91.5", "unit": "%"}}),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(odd_payloads, max_size=30), max_size=5))
+def test_a_run_in_bulk_equals_its_readings_one_at_a_time(runs: list[list[dict[str, Any]]]) -> None:
+    """The bulk path the server's ingest takes gives what one at a time gives, for any payloads,
+    malformed ones included (they take the slow path whole)."""
+    bulk, single = Telemetry(), Telemetry()
+    seq = 1
+    for run in runs:
+        at = ["2026-11-30T08:00:00.000000Z"] * len(run)
+        bulk.add_run(run, at, seq)
+        for i, p in enumerate(run):
+            single.add(p, at[i], seq + i)
+        seq += len(run)
+    assert bulk.to_json() == single.to_json()
