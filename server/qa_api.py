@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from server import audit, people, reports, review
+from server import audit, people, projections, reports, review
 from server.db import Alert, AuditEntry, BatchSummary, OosCase, Person, SpecRow
 from server.errors import Forbidden, ServerError, Unauthorized
 from server.people import Principal
@@ -39,6 +39,7 @@ ROUTES: list[tuple[str, str, str, str]] = [
     ("POST", "/v1/specs", "spec.publish", "org"),
     ("GET", "/v1/review/queue", "queue.read", "sites"),
     ("GET", "/v1/batches/{batch_id}", "batch.read", "batch"),
+    ("GET", "/v1/batches/{batch_id}/telemetry", "batch.read", "batch"),
     ("POST", "/v1/batches/{batch_id}/results", "results.write", "batch"),
     (
         "POST",
@@ -493,6 +494,21 @@ def add_routes(app: FastAPI, access: Access) -> None:
     ) -> dict[str, Any]:
         r = review.load_review(s, batch_id)  # the guard checked
         return review.batch_view(s, r, clock())
+
+    @app.get("/v1/batches/{batch_id}/telemetry")
+    def batch_telemetry(
+        batch_id: str,
+        who: Annotated[Principal, Depends(g("GET", "/v1/batches/{batch_id}/telemetry"))],
+        s: DB,
+    ) -> dict[str, Any]:
+        """Each channel's summary and its min/max series for plots (from the projection)."""
+        summ = review.summary(s, batch_id)  # the guard checked
+        proj = projections.load(s, summ)
+        return {
+            "batch_id": batch_id,
+            "readings": summ.readings,
+            "channels": review.telemetry_json(proj.telemetry, series=True),
+        }
 
     @app.post("/v1/batches/{batch_id}/results", status_code=201)
     def enter_results(

@@ -190,3 +190,27 @@ def test_a_corrupt_or_stale_projection_is_rebuilt_not_trusted(
         assert stored is not None and stored.telemetry.readings == 51
         assert stored.to_json() == projections.rebuild(s, "B-C").to_json()
     led.close()
+
+
+def test_the_telemetry_route_serves_each_channel_with_its_series(
+    server: Server, tmp_path: Path
+) -> None:
+    unit = UnitSigner.generate("UNIT-T1")
+    server.enrol(unit)
+    led = Ledger.open(tmp_path / "t.db", unit, clock())  # type: ignore[arg-type]
+    led.append("batch.started", {**START, "product": "p"}, batch_id="B-T", actor="op.alice")
+    led.append_many([reading(i, "B-T", f"37.{i % 7}") for i in range(600)])
+    led.append_many([reading(602, "B-T", "39.5")])  # one excursion, in its own commit group
+    SyncClient(led, server.url, server_key=server.key, max_events=100).sync_once()
+    led.close()
+    with server.admin() as c:
+        got = c.get("/v1/batches/B-T/telemetry").json()
+        missing = c.get("/v1/batches/B-NONE/telemetry")
+    assert got["readings"] == 601
+    temp = got["channels"]["temperature"]
+    assert (temp["count"], temp["max"]) == (301, "39.5")
+    assert max(p["max"] for p in temp["series"]) == 39.5
+    assert sum(p["n"] for p in temp["series"]) == 301
+    # about 600 minutes of readings: 512 one-minute buckets are too few, so two-minute ones
+    assert temp["bucket_s"] == 120 and len(temp["series"]) <= 512
+    assert missing.status_code == 404
