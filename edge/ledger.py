@@ -522,11 +522,12 @@ class Ledger:
         out.extend(events[at - lo :])
         return out
 
-    def checkpoint_seqs(self, after_seq: int = 0) -> list[int]:
-        """The seqs of the checkpoints after ``after_seq`` (each ends a commit group)."""
+    def checkpoint_seqs(self, after_seq: int = 0, limit: int | None = None) -> list[int]:
+        """The seqs of the checkpoints after ``after_seq`` (each ends a commit group), the first
+        ``limit`` of them if given (a million single-event groups are paged, not listed)."""
         rows = self._fetch(
-            "SELECT seq FROM checkpoints WHERE seq > ? AND seq <= ? ORDER BY seq",
-            (after_seq, self.head[0]),
+            "SELECT seq FROM checkpoints WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
+            (after_seq, self.head[0], -1 if limit is None else limit),
         )
         return [r[0] for r in rows]
 

@@ -40,6 +40,7 @@ from edge.errors import EdgeError
 from edge.ledger import Ledger
 
 ACKED = "sync.acked_seq"
+CHECKPOINT_PAGE = 10_000  # checkpoint seqs read at a time when cutting segments
 PROGRESS_INTERVAL_S = 0.5  # sync_once calls its progress callback at most this often (+ the end)
 
 
@@ -273,13 +274,18 @@ class SyncClient:
 
     def segments(self, after: int) -> Iterator[tuple[int, bytes]]:
         """(last seq, JSON Lines) for everything after ``after``, cut at the first checkpoint
-        that closes at least ``max_events`` events (seqs are contiguous, so that is a count)."""
-        cps = self.ledger.checkpoint_seqs(after)
+        that closes at least ``max_events`` events (seqs are contiguous, so that is a count).
+        Checkpoints are read a page at a time, so memory stays flat however many there are."""
         lo = after + 1
-        for i, cp in enumerate(cps):
-            if cp - lo + 1 >= self.max_events or i == len(cps) - 1:
-                yield cp, self.ledger.wire_bytes(lo, cp)
-                lo = cp + 1
+        last = after
+        while page := self.ledger.checkpoint_seqs(last, limit=CHECKPOINT_PAGE):
+            for cp in page:
+                if cp - lo + 1 >= self.max_events:
+                    yield cp, self.ledger.wire_bytes(lo, cp)
+                    lo = cp + 1
+            last = page[-1]
+        if lo <= last:  # the rest, up to the last checkpoint
+            yield last, self.ledger.wire_bytes(lo, last)
 
     def _prepared(self, after: int) -> Iterator[tuple[int, bytes]]:
         """The compressed segments, the next one prepared in a thread while the current one is on

@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ebr_core.keys import UnitSigner
+from edge import sync as sync_mod
 from edge.errors import LedgerCorruptError
 from edge.ledger import Append, Ledger
 from edge.sync import SyncClient
@@ -33,14 +34,19 @@ def ledger(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ledger]:
 
 
 @settings(max_examples=60, deadline=None)
-@given(data=st.data(), max_events=st.integers(1, 400))
+@given(data=st.data(), max_events=st.integers(1, 400), page=st.sampled_from([1, 3, 10_000]))
 def test_segments_are_the_ledger_cut_at_checkpoints(
-    ledger: Ledger, data: st.DataObject, max_events: int
+    ledger: Ledger, data: st.DataObject, max_events: int, page: int
 ) -> None:
     cps = ledger.checkpoint_seqs(0)
+    assert ledger.checkpoint_seqs(cps[4], limit=3) == cps[5:8]
     after = data.draw(st.sampled_from([0, *cps]))  # the server's head is always a checkpoint
     client = SyncClient(ledger, "http://127.0.0.1:9", max_events=max_events)
-    segs = list(client.segments(after))
+    saved, sync_mod.CHECKPOINT_PAGE = sync_mod.CHECKPOINT_PAGE, page  # pages of any size
+    try:
+        segs = list(client.segments(after))
+    finally:
+        sync_mod.CHECKPOINT_PAGE = saved
     expected = b"".join(line + b"\n" for line in ledger.lines(after + 1))
     assert b"".join(body for _, body in segs) == expected
     lo = after + 1
