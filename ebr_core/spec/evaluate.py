@@ -73,8 +73,13 @@ class Evaluation:
         }
 
     def hash(self) -> str:
-        """SHA-256 of the canonical evaluation: what a QA e-signature binds to (11.70)."""
-        return hashlib.sha256(b"ctgtp/evaluation/v1\x00" + canonical(self.to_json())).hexdigest()
+        """SHA-256 of the canonical evaluation: what a QA e-signature binds to (11.70).  Computed
+        once per evaluation (it is frozen): a batch view names it for every signature shown."""
+        h: str | None = self.__dict__.get("_hash")
+        if h is None:
+            h = hashlib.sha256(b"ctgtp/evaluation/v1\x00" + canonical(self.to_json())).hexdigest()
+            object.__setattr__(self, "_hash", h)
+        return h
 
     def failed(self) -> list[Verdict]:
         return [v for v in self.verdicts if v.status == "fail"]
