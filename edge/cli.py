@@ -309,8 +309,13 @@ def deviation_link(home: Path, batch_id: str, user_id: str, deviation_id: str, o
 @HOME
 @click.option("--batch", "batch_id", default=None)
 @click.option("--json", "as_json", is_flag=True)
-def status(home: Path, batch_id: str | None, as_json: bool) -> None:
-    """The unit's ledger head and a batch's state."""
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Also fold every event of the batch, readings included, with no cache, and compare.",
+)
+def status(home: Path, batch_id: str | None, as_json: bool, check: bool) -> None:
+    """The unit's ledger head and a batch's state and telemetry."""
     with _agent(home, writer=False) as a:
         seq, head = a.ledger.head
         out: dict[str, Any] = {
@@ -332,7 +337,10 @@ def status(home: Path, batch_id: str | None, as_json: bool) -> None:
                 "deviations": {d.deviation_id: d.reason for d in st.deviations.values()},
                 "rejected_scans": len(st.scans_rejected),
                 "signatures": len(st.signatures),
+                "readings": a.engine.telemetry(batch_id).readings,
             }
+            if check:
+                out["check"] = _check_batch(a, batch_id)
         if as_json:
             click.echo(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())
             return
@@ -344,8 +352,31 @@ def status(home: Path, batch_id: str | None, as_json: bool) -> None:
             click.echo(
                 f"batch {b['batch_id']} (COI {b['coi']}): {b['status']}, step "
                 f"{b['current_step']}, {b['completed_steps']} steps done, "
-                f"{len(b['deviations'])} deviations, {b['rejected_scans']} rejected scans"
+                f"{len(b['deviations'])} deviations, {b['rejected_scans']} rejected scans, "
+                f"{b['readings']} instrument readings"
             )
+            if check:
+                click.echo(f"check: {out['check']}")
+
+
+def _check_batch(a: EdgeAgent, batch_id: str) -> str:
+    """The engine's cached state and telemetry summary against a full fold of the batch."""
+    from ebr_core.telemetry import summarise
+
+    full = a.engine.full_state(batch_id)
+    if full != a.engine.state(batch_id):
+        raise click.ClickException(
+            f"batch {batch_id}: the cached state differs from a full fold of its events; "
+            "nothing is wrong with the record (the cache is rebuilt on the next command): "
+            "report this as a defect"
+        )
+    summary = summarise(a.ledger.batch_events(batch_id, telemetry=True))
+    if summary.to_json() != a.engine.telemetry(batch_id).to_json():
+        raise click.ClickException(
+            f"batch {batch_id}: the telemetry summary differs from one recomputed from its "
+            f"{summary.readings} readings; report this as a defect"
+        )
+    return f"state and telemetry summary match a full fold of {summary.readings} readings"
 
 
 @edge.command()

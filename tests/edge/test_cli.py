@@ -126,6 +126,9 @@ def test_operator_session(tmp_path: Path, published: tuple[Path, Path, Path]) ->
     status = json.loads(st.stdout)
     assert status["batch"]["rejected_scans"] == 1 and len(status["batch"]["deviations"]) == 1
     assert status["sync_lag"] == status["events"] > 0
+    checked = ctgtp("edge", "status", "--batch", "B-7", "--check", home=home)
+    assert checked.returncode == 0, checked.stderr
+    assert "check: state and telemetry summary match a full fold of 0 readings" in checked.stdout
     out = tmp_path / "export" / "ledger.jsonl"
     ex = ctgtp("edge", "export", "--out", str(out), home=home)
     assert ex.returncode == 0, ex.stderr
