@@ -515,6 +515,7 @@ def demo(out_dir: Path) -> None:
         v = export_ledger(agent.ledger, ledger_path, out_dir / "unit.pub")
         edge_events = agent.ledger.head[0]
         st = agent.engine.state(batch)
+        readings = agent.engine.telemetry(batch).readings
         agent.close()
         audit = subprocess.run(
             [sys.executable, "-m", "ctgtp", "verify", str(ledger_path), "--public-key",
@@ -538,7 +539,7 @@ def demo(out_dir: Path) -> None:
             "deviations": {d.deviation_id: d.reason for d in st.deviations.values()},
             "rejected_scans": len(st.scans_rejected),
             "signatures": len(st.signatures),
-            "readings": agent.engine.telemetry(batch).readings,
+            "readings": readings,
             "labels": label_files,
             "custody": {**travel, "holder": timeline["holder"], "closed": timeline["closed"]},
             "seconds": round(time.monotonic() - started, 1),

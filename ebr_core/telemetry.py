@@ -83,16 +83,19 @@ def _bands(times: list[Any], xs: list[float]) -> list[tuple[int, int, float, flo
     is not an ISO 8601 UTC time."""
     out = []
     i = 0
-    for key, group in groupby(map(_MINUTE_KEY, times)):
-        k = len(list(group))
-        m = _MINUTES.get(key)
-        if m is None:
-            m = minute_of(times[i])
+    try:
+        for key, group in groupby(map(_MINUTE_KEY, times)):
+            k = len(list(group))
+            m = _MINUTES.get(key)
             if m is None:
-                return None
-        part = xs[i : i + k]
-        out.append((m, k, min(part), max(part)))
-        i += k
+                m = minute_of(times[i])
+                if m is None:
+                    return None
+            part = xs[i : i + k]
+            out.append((m, k, min(part), max(part)))
+            i += k
+    except TypeError:  # a time that is not a string (a number, a list)
+        return None
     return out
 
 

@@ -8,7 +8,7 @@ from decimal import Decimal
 from types import SimpleNamespace
 from typing import Any
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from ebr_core.telemetry import MAX_BUCKETS, Telemetry, minute_of, summarise
@@ -157,6 +157,8 @@ odd_payloads = st.one_of(
 
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.lists(odd_payloads, max_size=30), max_size=5))
+@example([[{"channel": "temperature", "value": {"value": "1", "unit": "Cel"}, "device_time": 17}]])
+@example([[{"channel": "ph", "value": {"value": "7", "unit": "[pH]"}, "device_time": ["x"]}]])
 def test_a_run_in_bulk_equals_its_readings_one_at_a_time(runs: list[list[dict[str, Any]]]) -> None:
     """The bulk path the server's ingest takes gives what one at a time gives, for any payloads,
     malformed ones included (they take the slow path whole)."""
