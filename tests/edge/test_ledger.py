@@ -270,7 +270,7 @@ def test_a_head_moved_by_another_writer_refuses_the_commit(
 ) -> None:
     # Where file locks do not work, the check inside the write transaction still keeps two
     # writers from building on the same head: the stale one records nothing and closes.
-    monkeypatch.setattr("edge.ledger._lock_file", lambda path, wait: os.open(os.devnull, 0))
+    monkeypatch.setattr("edge.ledger._lock_file", lambda path, wait: (os.open(os.devnull, 0), True))
     db = tmp_path / "edge.db"
     a, b = open_ledger(db), open_ledger(db)
     a.append("batch.started", {"coi": "&/CHA999926ABC123"}, batch_id="B-1", actor="op")
@@ -293,3 +293,34 @@ def test_sigkill_crash_short(tmp_path: Path) -> None:
 @pytest.mark.timeout(1800)  # 200 cold starts of a child process: minutes on a 2-core machine
 def test_sigkill_crash_soak(tmp_path: Path) -> None:
     crash_cycles(tmp_path, 200)
+
+
+def test_every_page_is_checked_after_an_unclean_end_and_not_after_a_clean_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A million-reading ledger takes seconds to check page by page, so a writer does it only
+    when the previous writer did not close cleanly (a crash, a failed write)."""
+    checks: list[bool] = []
+    real = Ledger._open_file.__func__  # type: ignore[attr-defined]
+
+    def spy(cls, *args, integrity: bool, **kw):  # type: ignore[no-untyped-def]
+        checks.append(integrity)
+        return real(cls, *args, integrity=integrity, **kw)
+
+    monkeypatch.setattr(Ledger, "_open_file", classmethod(spy))
+    path = tmp_path / "edge.db"
+    signer = UnitSigner.generate("UNIT-IC")
+    led = Ledger.open(path, signer, clock())  # a new file: checked
+    led.append("note.added", {"i": 1})
+    led.close()
+    assert (tmp_path / "edge.db.lock").read_bytes() == b"closed cleanly"
+    led = Ledger.open(path, signer, clock())  # after a clean close: not checked
+    # a crash: the process ends holding the lock, which still names it
+    detached = led._release_lock.detach()  # type: ignore[attr-defined]
+    os.close(detached[2][0])
+    assert (tmp_path / "edge.db.lock").read_bytes() == str(os.getpid()).encode()
+    led = Ledger.open(path, signer, clock())  # after the crash: checked
+    led.close()
+    reader = Ledger.open(path, signer, clock(), writer=False)  # a reader never checks pages
+    reader.close()
+    assert checks == [True, False, True, False]
