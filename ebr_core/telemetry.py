@@ -43,7 +43,6 @@ READING = "reading.recorded"
 _CHANNEL = itemgetter("channel")
 _VALUE = itemgetter("value")
 _UNIT = itemgetter("unit")
-_DEVICE_TIME = itemgetter("device_time")
 _MINUTE_KEY = itemgetter(slice(0, 16))
 
 # Minute prefix "YYYY-MM-DDTHH:MM" -> the minute's number since the epoch.  Readings arrive in
@@ -374,7 +373,9 @@ class Telemetry:
             qs = list(map(_VALUE, payloads))
             vals = list(map(_VALUE, qs))
             units = list(map(_UNIT, qs))
-            times = list(map(_DEVICE_TIME, payloads))
+            times: list[Any] = list(map(dict.get, payloads, repeat("device_time", n)))  # type: ignore[arg-type]
+            if None in times:  # no device time: the recorded time, as add() takes it
+                times = [at if t is None else t for t, at in zip(times, recorded_at, strict=True)]
             names = set(chans)
             if set(map(type, vals)) == {str} and set(map(type, names)) == {str}:
                 xs = list(map(float, vals))

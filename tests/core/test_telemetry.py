@@ -148,6 +148,7 @@ odd_payloads = st.one_of(
             ),
             st.just("garbage-time-string"),
             st.just(17),
+            st.none(),
         ),
         st.sampled_from(["ok", "high", None]),
     ),
@@ -159,6 +160,7 @@ odd_payloads = st.one_of(
 @given(st.lists(st.lists(odd_payloads, max_size=30), max_size=5))
 @example([[{"channel": "temperature", "value": {"value": "1", "unit": "Cel"}, "device_time": 17}]])
 @example([[{"channel": "ph", "value": {"value": "7", "unit": "[pH]"}, "device_time": ["x"]}]])
+@example([[{"channel": "ph", "value": {"value": "7", "unit": "[pH]"}}] * 3])  # no device time
 def test_a_run_in_bulk_equals_its_readings_one_at_a_time(runs: list[list[dict[str, Any]]]) -> None:
     """The bulk path the server's ingest takes gives what one at a time gives, for any payloads,
     malformed ones included (they take the slow path whole)."""
