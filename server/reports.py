@@ -142,6 +142,22 @@ def batch_report_pdf(view: dict[str, Any]) -> bytes:
                 for k, v in sorted(view["values"].items())
             ],
         ),
+        _p(f"Instrument telemetry ({view.get('readings', 0)} readings)", "Heading3"),
+        _table(
+            ["Channel", "Readings", "Min", "Max", "Last", "Last at", "Excursions"],
+            [
+                [
+                    name,
+                    c["count"],
+                    f"{c['min']} {c['unit']}",
+                    f"{c['max']} {c['unit']}",
+                    f"{c['last']} {c['unit']}",
+                    c["last_at"],
+                    c["excursions"],
+                ]
+                for name, c in view.get("telemetry", {}).items()
+            ],
+        ),
         _p("Rejected scans", "Heading3"),
         _table(
             ["Seq", "Step", "Reason"],

@@ -21,6 +21,8 @@ from server import projections
 from server.db import BatchSummary, make_engine
 
 from .conftest import Server, clock
+from .qa import add_people, login
+from .test_qa import pdf_text
 
 _units = itertools.count(1)
 START = {"coi": "&/CHA999926ABC123", "mbr_id": "M", "mbr_version": "1", "mbr_hash": "0" * 64}
@@ -206,6 +208,12 @@ def test_the_telemetry_route_serves_each_channel_with_its_series(
     with server.admin() as c:
         got = c.get("/v1/batches/B-T/telemetry").json()
         missing = c.get("/v1/batches/B-NONE/telemetry")
+    add_people(server, {"aud.t": ("Aude Auditor", [("auditor", "*")])})
+    with login(server, "aud.t") as auditor:
+        report = pdf_text(auditor.get("/v1/batches/B-T/report.pdf").content)
+    # the batch report shows each channel's summary, the excursion included
+    assert "Instrument telemetry (601 readings)" in report
+    assert "temperature 301 37.0 Cel 39.5 Cel 39.5 Cel" in report
     assert got["readings"] == 601
     temp = got["channels"]["temperature"]
     assert (temp["count"], temp["max"]) == (301, "39.5")
