@@ -2,7 +2,9 @@
 
 Reads whatever is waiting (not byte-at-a-time ``readline``), frames lines with
 :class:`hardware.framing.LineFramer`; a line without its terminator is dropped and logged, never
-delivered.  For scanners, a line that is not printable text or not a readable GS1 / ISBT 128
+delivered.  A scanner whose profile sends symbology identifiers (``symbology_identifiers``) is
+resynchronised on the next identifier too: a scan cut short costs that scan only, never the good
+scan after it.  For scanners, a line that is not printable text or not a readable GS1 / ISBT 128
 message is a device fault: logged and dropped (the operator rescans), never recorded as a scan.
 """
 
@@ -50,7 +52,11 @@ class SerialReader:
         self.deliver = deliver
         self.reconnect = reconnect
         self.retry_s = retry_s
-        self.framer = LineFramer(profile.terminator, profile.prefix)
+        self.framer = LineFramer(
+            profile.terminator,
+            profile.prefix,
+            symbology_identifiers=bool(profile.framing.get("symbology_identifiers", False)),
+        )
         self.stats = SerialStats()
         self.reconnects = 0
         self.ser = self._open()
@@ -82,8 +88,17 @@ class SerialReader:
                     break
                 continue
             if chunk:
-                for line in self.framer.feed(chunk):
+                lines = self.framer.feed(chunk)
+                self._log_fragments()
+                for line in lines:
                     self._frame(line)
+
+    def _log_fragments(self) -> None:
+        for rest in self.framer.take_fragments():
+            self.stats.faults.append(
+                f"line without terminator dropped (resynchronised on the next frame): {rest[:40]!r}"
+            )
+            log.warning("%s: dropped unterminated line %r", self.profile.name, rest[:40])
 
     def _reopen(self) -> bool:
         """Reopen the same port (a USB adapter's by-id path comes back when replugged)."""
