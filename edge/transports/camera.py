@@ -1,12 +1,20 @@
-"""Camera scanning: OpenCV frames decoded with pyzbar (1D: Code 128 / GS1-128) and zxing-cpp
-(GS1 DataMatrix, which zbar cannot read, and QR, which zxing-cpp reads faster here).
+"""Camera scanning: OpenCV frames decoded with pyzbar (1D: Code 128 / GS1-128, the fast first
+pass) and zxing-cpp (the symbology identifier of every Code 128, Code 128 at any rotation, GS1
+DataMatrix, which zbar cannot read, and QR, which zxing-cpp reads faster here).
 
-The same label seen in consecutive frames is one scan; it counts again only after it has left the
-view."""
+The symbology identifier always comes from the decoder that saw the symbol, never from the
+content: zbar does not report whether a Code 128 carries FNC1 in first position (GS1-128, ``]C1``)
+or not (``]C0``), and pyzbar hides what zbar knows, so every Code 128 that pyzbar reads is read
+again by zxing-cpp, which reports the identifier (ISO/IEC 15424). A Code 128 that zxing-cpp cannot
+confirm is not reported (the next frame is another chance), rather than reported with a guess.
+
+A frame may hold several symbols; all are returned. The same label seen in consecutive frames is
+one scan; it counts again only after it has left the view."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import cv2
@@ -14,70 +22,192 @@ import numpy as np
 import zxingcpp
 from pyzbar import pyzbar
 
-# pyzbar reports a type, not a symbology identifier: the ISO/IEC 15424 identifier it implies.
-_ZBAR_SYMBOLOGY = {"CODE128": "]C0", "QRCODE": "]Q1", "EAN13": "]E0", "CODE39": "]A0"}
-
-
 PYZBAR_SCALE = 0.75  # zbar scans every line: 3/4 size keeps 1D labels readable at 2.3x speed
+_REREAD_MARGIN = 24  # pixels (full resolution) around the region pyzbar reports, for the quiet zone
+
+_F = zxingcpp.BarcodeFormat
+# Tuples: the "|" form is deprecated in zxing-cpp 2.3 (its stubs still say BarcodeFormats).
+_CODE128 = (_F.Code128,)
+_TWO_D = (_F.DataMatrix, _F.QRCode)
+
+
+@dataclass(frozen=True)
+class Symbol:
+    """One symbol read in a frame: what the decoder reported, and where."""
+
+    symbology: str  # ISO/IEC 15424 symbology identifier as the decoder reported it, e.g. "]C0"
+    text: str  # content; GS1 separators (FNC1 after the first position) as GS (0x1d)
+    box: tuple[int, int, int, int]  # x, y, width, height in the frame (full resolution)
+
+    @property
+    def scan(self) -> str:
+        """The scan as the rest of the system reads it: identifier followed by the content."""
+        return self.symbology + self.text
+
+
+@dataclass
+class ReadStats:
+    """What the camera path did, for the bench and the logs."""
+
+    frames: int = 0
+    full_res_retries: int = 0
+    unconfirmed_code128: int = 0  # read by pyzbar, identifier not confirmed by zxing-cpp: dropped
+
+
+STATS = ReadStats()
+
+
+def _gray(frame: np.ndarray) -> np.ndarray:
+    if frame.ndim == 3:
+        return cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+    return frame
+
+
+def _box(pos: zxingcpp.Position, dx: int = 0, dy: int = 0) -> tuple[int, int, int, int]:
+    xs = [pos.top_left.x, pos.top_right.x, pos.bottom_left.x, pos.bottom_right.x]
+    ys = [pos.top_left.y, pos.top_right.y, pos.bottom_left.y, pos.bottom_right.y]
+    return (min(xs) + dx, min(ys) + dy, max(xs) - min(xs), max(ys) - min(ys))
+
+
+def _zx_symbol(r: zxingcpp.Barcode, dx: int = 0, dy: int = 0) -> Symbol:
+    sid = r.symbology_identifier
+    if sid.startswith("]d") and sid != "]d2" and r.content_type == zxingcpp.ContentType.GS1:
+        # A GS1 DataMatrix in a DMRE (rectangular extension) shape is reported with another
+        # modifier (e.g. ]d8); the decoder has seen FNC1 in first position, which is what
+        # ]d2 states, so the GS1 parser gets the identifier it expects.
+        sid = "]d2"
+    return Symbol(sid, r.text, _box(r.position, dx, dy))
+
+
+def _zxing(img: np.ndarray, formats: tuple[zxingcpp.BarcodeFormat, ...]) -> list[Symbol]:
+    results = zxingcpp.read_barcodes(
+        img,
+        formats=formats,  # type: ignore[arg-type]
+        text_mode=zxingcpp.TextMode.Plain,
+        try_rotate=True,  # 90 and 270 degrees; 180 is a right-to-left read, always tried
+    )
+    return [_zx_symbol(r) for r in results if r.valid]
+
+
+def _zbar_code128(gray: np.ndarray, scale: float) -> list[tuple[str, tuple[int, int, int, int]]]:
+    """Code 128 texts pyzbar reads, with their regions in full-resolution coordinates."""
+    img = gray
+    if scale != 1.0:
+        img = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    out = []
+    for r in pyzbar.decode(img, symbols=[pyzbar.ZBarSymbol.CODE128]):
+        # zbar may pass GS1-128's leading FNC1 on as GS; zxing-cpp's content never starts with it.
+        text = r.data.decode("latin-1").lstrip("\x1d")
+        x, y, w, h = (round(v / scale) for v in r.rect)
+        out.append((text, (x, y, w, h)))
+    return out
+
+
+def _reread(gray: np.ndarray, text: str, box: tuple[int, int, int, int]) -> Symbol | None:
+    """zxing-cpp on the region where pyzbar read ``text``: the identifier, or None."""
+    x, y, w, h = box
+    m = _REREAD_MARGIN
+    # zbar's rectangle can be a thin line across the bars: take the full height the bars may
+    # have, up to the symbol's width, so zxing-cpp sees enough rows.
+    pad_y = max(m, w // 2)
+    x0, y0 = max(0, x - m), max(0, y - pad_y)
+    crop = gray[y0 : y + h + pad_y, x0 : x + w + m]
+    for img in (crop, cv2.resize(crop, None, fx=2, fy=2, interpolation=cv2.INTER_CUBIC)):
+        for s in _zxing(img, _CODE128):
+            if s.text == text:
+                return Symbol(s.symbology, s.text, box)
+    return None
+
+
+def read_code128(frame: np.ndarray, stats: ReadStats = STATS) -> list[Symbol]:
+    """Every Code 128 in the frame, with the identifier zxing-cpp reports (``]C0`` / ``]C1``).
+
+    pyzbar at 3/4 size is the fast first pass, retried at full resolution when it finds nothing;
+    zxing-cpp reads the whole frame for Code 128 in any of the four orientations (it costs a few
+    milliseconds) and re-reads the region of any pyzbar hit it did not see."""
+    gray = _gray(frame)
+    zx = _zxing(gray, _CODE128)
+    hits = _zbar_code128(gray, PYZBAR_SCALE)
+    if not hits and not zx:
+        stats.full_res_retries += 1
+        hits = _zbar_code128(gray, 1.0)
+    out: list[Symbol] = []
+    for s in zx:  # zxing-cpp may report one symbol twice (rows and columns)
+        if all(s.scan != o.scan for o in out):
+            out.append(s)
+    for text, box in hits:
+        if any(s.text == text for s in out):
+            continue
+        confirmed = _reread(gray, text, box)
+        if confirmed is None:
+            stats.unconfirmed_code128 += 1
+        else:
+            out.append(confirmed)
+    return out
+
+
+def read_2d(frame: np.ndarray) -> list[Symbol]:
+    """GS1 DataMatrix and QR codes in the frame, with zxing-cpp's identifiers."""
+    return _zxing(_gray(frame), _TWO_D)
+
+
+def read_symbols(frame: np.ndarray, stats: ReadStats = STATS) -> list[Symbol]:
+    """Every symbol in the frame (Code 128, DataMatrix, QR), each once."""
+    stats.frames += 1
+    gray = _gray(frame)
+    out: list[Symbol] = []
+    for s in read_code128(gray, stats) + read_2d(gray):
+        if all(s.scan != o.scan for o in out):
+            out.append(s)
+    return out
 
 
 def decode_pyzbar(frame: np.ndarray) -> list[str]:
-    small = cv2.resize(frame, None, fx=PYZBAR_SCALE, fy=PYZBAR_SCALE, interpolation=cv2.INTER_AREA)
-    out = []
-    for r in pyzbar.decode(small, symbols=[pyzbar.ZBarSymbol.CODE128]):
-        text = r.data.decode("latin-1")
-        if r.type == "CODE128" and not text.startswith(("=", "&")):
-            # zbar strips GS1-128's leading FNC1 and pyzbar hides zbar's GS1 flag, so the
-            # content decides: ISBT 128 data starts with '=' or '&'; any other Code 128 label
-            # this system reads is GS1-128 (and must then parse as GS1).
-            out.append("]C1" + text.lstrip("\x1d"))
-        else:
-            out.append(_ZBAR_SYMBOLOGY.get(r.type, "") + text)
-    return out
+    """Code 128 scans (identifier + content), identifiers confirmed by zxing-cpp."""
+    return [s.scan for s in read_code128(frame)]
 
 
 def decode_zxing(frame: np.ndarray) -> list[str]:
-    # A tuple: the "|" form is deprecated in zxing-cpp 2.3 (its stubs still say BarcodeFormats).
-    formats = (zxingcpp.BarcodeFormat.DataMatrix, zxingcpp.BarcodeFormat.QRCode)
-    results = zxingcpp.read_barcodes(
-        frame,
-        formats=formats,  # type: ignore[arg-type]
-        text_mode=zxingcpp.TextMode.Plain,
-    )
-    out = []
-    for r in results:
-        if not r.valid:
-            continue
-        sid = r.symbology_identifier
-        if sid.startswith("]d") and sid != "]d2" and r.content_type == zxingcpp.ContentType.GS1:
-            # A GS1 DataMatrix in a DMRE (rectangular extension) shape is reported with another
-            # modifier (e.g. ]d8); the decoder has seen FNC1 in first position, which is what
-            # ]d2 states, so the GS1 parser gets the identifier it expects.
-            sid = "]d2"
-        out.append(sid + r.text)
-    return out
+    """DataMatrix and QR scans (identifier + content)."""
+    return [s.scan for s in read_2d(frame)]
 
 
 def decode_frame(frame: np.ndarray) -> list[str]:
-    if frame.ndim == 3:
-        frame = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
-    seen = decode_pyzbar(frame)
-    seen += [t for t in decode_zxing(frame) if t not in seen]
-    return seen
+    """Every scan in the frame (identifier + content), each once."""
+    return [s.scan for s in read_symbols(frame)]
 
 
 @dataclass
 class CameraScanner:
-    """Turns a stream of frames into scans (one per label appearance)."""
+    """Turns a stream of frames into scans (one per label appearance).
 
-    _visible: set[str] = field(default_factory=set)
+    A label is in view from the frame it is first read until it has been missing from
+    ``leave_after`` consecutive frames and for at least ``hold_s`` seconds; only its first
+    reading in view is a scan. The defaults (one empty frame, no hold) suit rendered frames; a
+    live camera, where a frame may blur and miss a label still in front of it, wants several
+    frames and a short hold (``CameraScanner.live()``)."""
+
+    leave_after: int = 1
+    hold_s: float = 0.0
+    clock: Callable[[], float] = time.monotonic
     frames: int = 0
+    _visible: dict[str, tuple[int, float]] = field(default_factory=dict)  # scan -> last seen
+
+    @classmethod
+    def live(cls) -> CameraScanner:
+        """Settings for a real camera at 15-30 frames/s: gone after 5 frames and 0.5 s."""
+        return cls(leave_after=5, hold_s=0.5)
 
     def process(self, frame: np.ndarray) -> list[str]:
         self.frames += 1
-        now = set(decode_frame(frame))
-        new = sorted(now - self._visible)
-        self._visible = now
+        now = self.clock()
+        seen = decode_frame(frame)
+        new = sorted({s for s in seen if s not in self._visible})
+        for s in seen:
+            self._visible[s] = (self.frames, now)
+        for s, (n, t) in list(self._visible.items()):
+            if self.frames - n >= self.leave_after and now - t >= self.hold_s:
+                del self._visible[s]
         return new
 
     def from_capture(self, source: int | str) -> Iterator[str]:
