@@ -1,18 +1,23 @@
-"""GS1 element strings as scanned from GS1-128, GS1 DataMatrix and GS1 QR labels.
+"""GS1 data as scanned: element strings (GS1-128, GS1 DataMatrix, GS1 QR, DataBar), GTINs in linear
+symbols (EAN-13, UPC-A, EAN-8, ITF-14) and GS1 Digital Link URIs.
 
-Parsing of each element string is biip's (the AI table is not re-implemented here); this module
-owns what a GMP reader must add on top:
+Parsing of each element string is biip's, through its public API (the AI table is not
+re-implemented here); this module owns what a GMP reader must add on top:
 
-* symbology identifiers (``]d2`` GS1 DataMatrix, ``]C1`` GS1-128, ``]Q3`` GS1 QR, ``]e0`` DataBar)
-  are stripped and reported;
+* symbology identifiers are stripped and reported; the identifier is what the decoder saw and is
+  never guessed from the content (a plain Code 128, ``]C0``, is not GS1: see
+  :mod:`ebr_core.identifiers`);
 * FNC1 arrives as ASCII GS (0x1D) or a configured substitute (``|``, ``^``, ``~``; none of them is
   in GS1's character set 82, so a substitution can never hit data);
 * a scan whose fields cannot be split without guessing is **refused**: a variable-length field
-  followed by more data without a separator, or a final variable-length field whose tail would
-  itself read as valid element strings (a keyboard-wedge scanner that dropped the GS);
+  followed by more data without a separator, or, from a scanner that may drop FNC1 (no separator
+  anywhere in the scan and no substitute configured), a final variable-length value whose tail
+  reads as other element strings the label could carry;
 * AIs 7250-7259 (patient date of birth, names, sex, address ...) are **refused**: patient data must
   not be on a label this system reads;
-* check digits and dates are checked, with messages that say what was expected.
+* every check digit the GS1 General Specifications define for an AI is verified (GTIN, SSCC, GLN,
+  GDTI, GCN, GSIN, GRAI, ITIP, GSRN), and dates are checked, with messages that say what was read
+  and what was expected.
 """
 
 from __future__ import annotations
@@ -20,20 +25,29 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
-from biip import ParseError
-from biip._config import ParseConfig
+from biip import ParseConfig, ParseError
+from biip.checksums import gs1_standard_check_digit
+from biip.gs1_digital_link_uris import GS1DigitalLinkURI
 from biip.gs1_element_strings import GS1ElementString
 
 from ebr_core.errors import IdentifierError
 
 GS = "\x1d"
+# Symbologies whose data is a GS1 element string (FNC1 in first position).
 GS1_SYMBOLOGIES = {
     "]d2": "GS1 DataMatrix",
     "]C1": "GS1-128",
     "]Q3": "GS1 QR Code",
     "]e0": "GS1 DataBar",
 }
+# Linear symbols that carry one GTIN and nothing else (ISO/IEC 15424 identifiers). A scanner sends
+# UPC-A as EAN-13 with a leading 0 under ]E0; some send the 12 digits.
+GTIN_SYMBOLOGIES = {"]E0": "EAN-13 / UPC-A", "]E4": "EAN-8", "]I1": "ITF-14"}
+_GTIN_LENGTHS = {"]E0": (12, 13), "]E4": (8,), "]I1": (14,)}
+# Symbologies that may carry a GS1 Digital Link URI (GS1 Digital Link standard 1.x, section 4).
+DIGITAL_LINK_SYMBOLOGIES = {"]Q1": "QR Code", "]Q3": "GS1 QR Code", "]d1": "Data Matrix"}
 # AIs whose tail after a dropped GS is taken as evidence of a guessed split.
 CORE_AIS = ("01", "10", "11", "17", "21", "7003", "251", "7240")
 _DATE_AIS = {
@@ -42,6 +56,30 @@ _DATE_AIS = {
     "15": "best before date",
     "16": "sell by date",
     "17": "expiry date",
+}
+# GS1 General Specifications (section 3 AI definitions, 7.9.1 check digit): AI -> (length of the
+# key including its check digit, what the key is). AIs 401 (GINC) and 8004 (GIAI) have none.
+CHECK_DIGIT_AIS: dict[str, tuple[int, str]] = {
+    "00": (18, "SSCC"),
+    "01": (14, "GTIN"),
+    "02": (14, "GTIN of the contained items (AI 02)"),
+    "03": (14, "GTIN of the made-to-order item (AI 03)"),
+    "253": (13, "GDTI (AI 253)"),
+    "255": (13, "GCN (AI 255)"),
+    "402": (17, "GSIN (AI 402)"),
+    "410": (13, "ship-to GLN (AI 410)"),
+    "411": (13, "bill-to GLN (AI 411)"),
+    "412": (13, "purchased-from GLN (AI 412)"),
+    "413": (13, "ship-for GLN (AI 413)"),
+    "414": (13, "location GLN (AI 414)"),
+    "415": (13, "invoicing party GLN (AI 415)"),
+    "416": (13, "production or service location GLN (AI 416)"),
+    "417": (13, "party GLN (AI 417)"),
+    "8003": (14, "GRAI (AI 8003)"),
+    "8006": (14, "ITIP (AI 8006)"),
+    "8017": (18, "GSRN of the provider (AI 8017)"),
+    "8018": (18, "GSRN of the recipient (AI 8018)"),
+    "8026": (14, "ITIP of the contained items (AI 8026)"),
 }
 _CONFIG = ParseConfig(separator_chars=(GS,))
 
@@ -58,15 +96,35 @@ class AmbiguousScanError(GS1Error):
     """The fields of the scan cannot be split without guessing."""
 
 
+class CheckDigitError(GS1Error):
+    """A GS1 key's check digit does not match its other digits."""
+
+
 def gs1_check_digit(body: str) -> int:
     """Check digit for a GTIN/SSCC/GLN body (digits without the check digit).
 
-    Weights 3, 1, 3, 1 ... from the rightmost digit; check = (10 - sum mod 10) mod 10.
+    Weights 3, 1, 3, 1 ... from the rightmost digit; check = (10 - sum mod 10) mod 10
+    (GS1 General Specifications 7.9.1; biip's implementation).
     """
-    if not body.isdigit() or not body.isascii():
+    if not body or not body.isdigit() or not body.isascii():
         raise GS1Error(f"{body!r} is not all digits")
-    total = sum(int(d) * (3 if i % 2 == 0 else 1) for i, d in enumerate(reversed(body)))
-    return (10 - total % 10) % 10
+    return gs1_standard_check_digit(body)
+
+
+def check_digit_error(ai: str, value: str) -> str | None:
+    """The refusal for a wrong check digit in the value of ``ai``, or None if it is right (or the
+    AI has no check digit)."""
+    spec = CHECK_DIGIT_AIS.get(ai)
+    if spec is None:
+        return None
+    n, name = spec
+    key = value[:n]
+    if len(key) != n or not key.isdigit() or not key.isascii():
+        return f"{name} {key!r} is not {n} digits"
+    expected = gs1_standard_check_digit(key[:-1])
+    if int(key[-1]) != expected:
+        return f"{name} {key} check digit is {key[-1]}, expected {expected}"
+    return None
 
 
 @dataclass(frozen=True)
@@ -104,9 +162,18 @@ def split_symbology(raw: str) -> tuple[str | None, str]:
     return None, raw
 
 
+def is_digital_link(data: str) -> bool:
+    return data[:8].lower() == "https://" or data[:7].lower() == "http://"
+
+
 def parse_gs1(raw: str, *, gs_substitutes: str = "") -> GS1Data:
-    """Parse a GS1 scan (element string data, optionally with a symbology identifier)."""
+    """Parse a GS1 scan: element string data, a GTIN from a linear symbol, or a GS1 Digital Link
+    URI, optionally with a symbology identifier."""
     symbology, data = split_symbology(raw.strip("\r\n"))
+    if symbology in GTIN_SYMBOLOGIES:
+        return parse_gtin_symbol(symbology, data)
+    if is_digital_link(data) and (symbology is None or symbology in DIGITAL_LINK_SYMBOLOGIES):
+        return parse_digital_link(data, symbology=symbology)
     if symbology is not None and symbology not in GS1_SYMBOLOGIES:
         raise GS1Error(
             f"symbology identifier {symbology} is not a GS1 symbology; expected one of "
@@ -118,6 +185,7 @@ def parse_gs1(raw: str, *, gs_substitutes: str = "") -> GS1Data:
     if not data:
         raise GS1Error("the scan holds no GS1 data")
     elements: list[GS1ElementString] = []
+    separated = False  # a separator was transmitted between two fields
     pos = 0
     while pos < len(data):
         es = _extract(data, pos)
@@ -126,6 +194,7 @@ def parse_gs1(raw: str, *, gs_substitutes: str = "") -> GS1Data:
         if end < len(data):
             if data[end] == GS:
                 end += 1
+                separated = True
             elif _variable(es):
                 raise AmbiguousScanError(
                     f"AI ({es.ai.ai}) is variable-length and is followed by more data without a "
@@ -134,9 +203,53 @@ def parse_gs1(raw: str, *, gs_substitutes: str = "") -> GS1Data:
                 )
         pos = end
     last = elements[-1]
-    if _variable(last):
-        _refuse_hidden_fields(last)
+    # A scanner that transmitted a separator, or that is configured to send a substitute for FNC1,
+    # does not drop FNC1: the last field then ends where the data ends, whatever its value holds.
+    if _variable(last) and not separated and not gs_substitutes:
+        _refuse_hidden_fields(last, {es.ai.ai for es in elements})
     return _collect(symbology, elements)
+
+
+def parse_gtin_symbol(symbology: str, data: str) -> GS1Data:
+    """A GTIN from EAN-13, UPC-A, EAN-8 or ITF-14: check digit verified, reported as GTIN-14."""
+    lengths = _GTIN_LENGTHS[symbology]
+    name = GTIN_SYMBOLOGIES[symbology]
+    if not (data.isdigit() and data.isascii() and len(data) in lengths):
+        want = " or ".join(str(n) for n in lengths)
+        raise GS1Error(f"{name} ({symbology}) data {data!r} is not {want} digits (a GTIN)")
+    gtin = data.zfill(14)
+    expected = gs1_standard_check_digit(gtin[:-1])
+    if int(gtin[-1]) != expected:
+        raise CheckDigitError(f"GTIN {data} check digit is {data[-1]}, expected {expected}")
+    return GS1Data(symbology=symbology, elements=(("01", gtin),), gtin=gtin)
+
+
+def parse_digital_link(uri: str, *, symbology: str | None = None) -> GS1Data:
+    """A GS1 Digital Link URI (``https://id.gs1.org/01/09506000134376/10/ABC?17=261231``) read as
+    the element strings it carries, validated like any other (biip splits the URI)."""
+    parts = urlsplit(uri)
+    keys: dict[str, str] = {}
+    for key, value in [*_path_pairs(parts.path), *parse_qsl(parts.query)]:
+        if not key.isdigit():
+            continue  # other query parameters (linkType, ...) are not element strings
+        _refuse_patient_ai(key)
+        if key in keys and keys[key] != value:
+            raise GS1Error(f"GS1 Digital Link URI gives AI ({key}) twice with different values")
+        keys[key] = value
+    try:
+        link = GS1DigitalLinkURI.parse(uri, config=_CONFIG)
+    except ParseError as e:
+        raise GS1Error(f"{uri!r} is not a valid GS1 Digital Link URI: {e}") from e
+    return _collect(symbology, list(link.element_strings))
+
+
+def _path_pairs(path: str) -> list[tuple[str, str]]:
+    segments = [s for s in path.split("/") if s]
+    return [
+        (segments[i], segments[i + 1])
+        for i in range(len(segments) - 1)
+        if segments[i].isdigit() and 2 <= len(segments[i]) <= 4
+    ]
 
 
 def _variable(es: GS1ElementString) -> bool:
@@ -147,15 +260,19 @@ def _variable(es: GS1ElementString) -> bool:
     return ".." in es.ai.format
 
 
+def _refuse_patient_ai(ai: str) -> None:
+    if len(ai) == 4 and ai.startswith("725") and ai[3].isdigit():
+        raise PatientDataRefusedError(
+            f"AI ({ai}) carries patient data (AIs 7250-7259: name, date of birth, sex, "
+            "address); patient data must not be on a label this system reads"
+        )
+
+
 def _extract(data: str, pos: int) -> GS1ElementString:
     rest = data[pos:]
     if rest.startswith(GS):
         raise GS1Error(f"empty field at position {pos}: two separators in a row")
-    if rest[:3] == "725" and len(rest) >= 4 and rest[3].isdigit():
-        raise PatientDataRefusedError(
-            f"AI ({rest[:4]}) carries patient data (AIs 7250-7259: name, date of birth, sex, "
-            "address); patient data must not be on a label this system reads"
-        )
+    _refuse_patient_ai(rest[:4])
     try:
         return GS1ElementString.extract(rest, config=_CONFIG)
     except ParseError as e:
@@ -180,21 +297,34 @@ def _extract(data: str, pos: int) -> GS1ElementString:
         ) from e
 
 
-def _refuse_hidden_fields(last: GS1ElementString) -> None:
-    """A final variable-length value whose tail reads as valid element strings of the core AIs is
-    what a scan looks like after a keyboard wedge dropped the GS: refuse rather than guess."""
+def _hidden_fields(tail: str, present: set[str]) -> bool:
+    """True if ``tail`` reads in full as valid element strings of AIs the scan does not already
+    carry (a message holds each AI once), each with a correct check digit and a real date."""
+    seen = set(present)
+    pos = 0
+    try:
+        while pos < len(tail):
+            es = GS1ElementString.extract(tail[pos:], config=_CONFIG)
+            if es.ai.ai in seen or check_digit_error(es.ai.ai, es.value):
+                return False
+            seen.add(es.ai.ai)
+            pos += len(es)
+    except ParseError:
+        return False
+    return True
+
+
+def _refuse_hidden_fields(last: GS1ElementString, present: set[str]) -> None:
+    """From a scanner that may drop FNC1, a final variable-length value whose tail reads as other
+    element strings is what a scan looks like after a keyboard wedge dropped the GS: the data
+    would parse differently with the separator, so refuse rather than guess."""
     value = last.value
     for k in range(1, len(value) - 1):
         tail = value[k:]
-        if not tail.startswith(CORE_AIS):
+        if not tail.startswith(CORE_AIS) or not _hidden_fields(tail, present):
             continue
-        try:
-            pos = 0
-            while pos < len(tail):
-                es = GS1ElementString.extract(tail[pos:], config=_CONFIG)
-                if es.gtin_error:
-                    raise ParseError(es.gtin_error)
-                pos += len(es)
+        try:  # the value before the split must itself be valid for the AI
+            GS1ElementString.parse(last.ai.ai + value[:k], config=_CONFIG)
         except ParseError:
             continue
         raise AmbiguousScanError(
@@ -209,15 +339,14 @@ def _collect(symbology: str | None, elements: list[GS1ElementString]) -> GS1Data
     seen: dict[str, str] = {}
     for es in elements:
         ai = es.ai.ai
+        _refuse_patient_ai(ai)
         if ai in seen and seen[ai] != es.value:
             raise GS1Error(f"AI ({ai}) appears twice with different values")
         seen[ai] = es.value
+        error = check_digit_error(ai, es.value)
+        if error is not None:
+            raise CheckDigitError(error)
         if ai == "01":
-            expected = gs1_check_digit(es.value[:-1])
-            if int(es.value[-1]) != expected:
-                raise GS1Error(
-                    f"GTIN {es.value} check digit is {es.value[-1]}, expected {expected}"
-                )
             fields["gtin"] = es.value
         elif ai == "10":
             fields["batch"] = es.value

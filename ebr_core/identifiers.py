@@ -1,4 +1,13 @@
-"""One entry for whatever a scanner sends: GS1 or ISBT 128, recognised by its first characters.
+"""One entry for whatever a scanner sends: GS1, ISBT 128 or a plain code.
+
+The symbology identifier (ISO/IEC 15424, e.g. ``]C1``) is what the decoder saw; it is never guessed
+from the content. A plain Code 128 (``]C0``) is not GS1 even when its data looks like element
+strings (``10064908`` is an in-house code, not lot ``064908``): it is read as ISBT 128 when it
+starts with ``=`` or ``&`` and otherwise refused with :class:`PlainCodeError`, which names the
+symbology and carries the text (no step of a batch record can be satisfied by a plain code: every
+check compares GS1 or ISBT 128 fields). Without an identifier (a scanner not configured to send
+one) the caller may say which symbology the scanner reads; otherwise the content decides between
+ISBT 128 and GS1, and ``symbology`` stays None.
 
 ``parse_scan`` returns a :class:`ScanData` whose fields the step engine compares (patient COI,
 cartridge, reagent lot, equipment) or raises an :class:`~ebr_core.errors.IdentifierError` subclass
@@ -12,10 +21,38 @@ from datetime import date, datetime
 from typing import Any
 
 from ebr_core.errors import IdentifierError
-from ebr_core.gs1 import GS1_SYMBOLOGIES, parse_gs1, split_symbology
-from ebr_core.isbt128 import ISBT_SYMBOLOGIES, parse_isbt128
+from ebr_core.gs1 import (
+    DIGITAL_LINK_SYMBOLOGIES,
+    GS1_SYMBOLOGIES,
+    GTIN_SYMBOLOGIES,
+    is_digital_link,
+    parse_gs1,
+    split_symbology,
+)
+from ebr_core.isbt128 import parse_isbt128
 
 MAX_SCAN = 512  # no label this system reads carries more; longer input is a device fault
+# Symbologies without FNC1 in first position: their data is plain text unless it is ISBT 128
+# (or, in a 2D symbol, a GS1 Digital Link URI).
+PLAIN_SYMBOLOGIES = {
+    "]C0": "Code 128",
+    "]A0": "Code 39",
+    "]d1": "Data Matrix",
+    "]Q1": "QR Code",
+}
+
+
+class PlainCodeError(IdentifierError):
+    """The scan is a plain code (no FNC1, not ISBT 128): data, but not a GS1 or ISBT 128 label."""
+
+    def __init__(self, symbology: str, text: str) -> None:
+        self.symbology = symbology
+        self.text = text
+        super().__init__(
+            f"{PLAIN_SYMBOLOGIES[symbology]} ({symbology}) {text!r} is a plain code: not GS1 (the "
+            "symbol has no FNC1) and not ISBT 128 (data starting with '=' or '&'); expected a GS1 "
+            "or ISBT 128 label"
+        )
 
 
 @dataclass(frozen=True)
@@ -71,8 +108,12 @@ class ScanData:
         return out
 
 
-def parse_scan(raw: str, *, gs_substitutes: str = "") -> ScanData:
-    """Parse one scan as GS1 or ISBT 128."""
+def parse_scan(raw: str, *, gs_substitutes: str = "", symbology: str | None = None) -> ScanData:
+    """Parse one scan as GS1, ISBT 128 or a plain code.
+
+    ``symbology`` is the identifier the decoder reported, for a scanner that does not prefix it to
+    its data (its profile says which symbology it reads); an identifier in ``raw`` must agree.
+    """
     if not isinstance(raw, str):
         raise IdentifierError(f"a scan must be text, got {type(raw).__name__}")
     text = raw.strip("\r\n")
@@ -85,8 +126,15 @@ def parse_scan(raw: str, *, gs_substitutes: str = "") -> ScanData:
         raise IdentifierError(
             f"scan contains the control character {bad!r}; expected printable characters and GS"
         )
-    symbology, body = split_symbology(text)
-    if body[:1] in ("=", "&") and symbology not in GS1_SYMBOLOGIES:
+    sent, body = split_symbology(text)
+    if symbology is not None:
+        if sent is None:
+            text, sent = symbology + text, symbology
+        elif sent != symbology:
+            raise IdentifierError(
+                f"the scan says symbology {sent}, but the scanner reads {symbology}"
+            )
+    if body[:1] in ("=", "&") and sent not in GS1_SYMBOLOGIES and sent not in GTIN_SYMBOLOGIES:
         m = parse_isbt128(text)
         return ScanData(
             standard="isbt128",
@@ -102,11 +150,10 @@ def parse_scan(raw: str, *, gs_substitutes: str = "") -> ScanData:
             production_date=(p.when.date() if (p := m.date("production")) else None),
             elements={s[:2]: s for s in m.structures},
         )
-    if symbology in ISBT_SYMBOLOGIES and symbology not in GS1_SYMBOLOGIES:
-        raise IdentifierError(
-            f"symbology {symbology} carries ISBT 128 data, but the data does not start with "
-            "'=' or '&'"
-        )
+    digital_link = sent in DIGITAL_LINK_SYMBOLOGIES and is_digital_link(body)
+    if sent in PLAIN_SYMBOLOGIES and not digital_link:
+        # No FNC1 in first position: whatever the data looks like, it is not an element string.
+        raise PlainCodeError(sent, body)
     g = parse_gs1(text, gs_substitutes=gs_substitutes)
     return ScanData(
         standard="gs1",
