@@ -1,24 +1,40 @@
-"""ISBT 128 data structures for cellular therapy, written from the standard's published structure.
+"""ISBT 128 data structures on cellular therapy and tissue labels (ICCBBA ST-001, ST-017).
 
-No licensed lookup tables are shipped: this module checks structure and check characters only.
+Owns: reading one ISBT 128 data structure or a compound message (data structure 023) into an
+:class:`IsbtMessage`, the mod 37-2 keyboard check character, and the chain-of-identity (COI)
+identifier.  Does not own: what a scan means for a batch (the engine), the GS1 side
+(``ebr_core.gs1``), or ICCBBA's licensed lookup tables: no product description, facility or
+manufacturer table is shipped; this module checks structure and check characters only.
 
-* DIN, data structure 001: ``=`` + ``αppppyynnnnnn`` + ``ff``.  ``αpppp`` is the facility
-  identification number (α in A-N, P-Z, 1-9; pppp digits), ``yy`` the year, ``nnnnnn`` the
-  sequence, ``ff`` two flag digits; a flag value 60-96 carries 60 + the mod 37-2 check value.
-* Keyboard check character K: ISO/IEC 7064 mod 37-2 over the 13 DIN characters.  It is printed
-  beside the eye-readable DIN and is never part of the barcode data.
-* Product code, data structure 003: ``=<`` + ``αoooo`` + ``t`` + ``ds`` (α = S: cellular therapy;
-  t the collection type; ds the division code).
-* Dates: expiration ``&>cyyjjjhhmm``, collection ``&*cyyjjjhhmm``, production ``&}cyyjjjhhmm``
-  (``jjj`` Julian day, ``hhmm`` 2359 when unspecified).  ``c`` is read as the century digit:
-  ``0`` = 2000-2099, ``1`` = 2100-2199, ``9`` = 1900-1999 (our reading; confirm against the
-  standard before relying on dates outside 2000-2099).
-* Compound message, data structure 023: ``=+aabbb``: ``aa`` structures follow, ``bbb`` is the
-  reference number of the message layout.
-* Chain of Identity identifier, data structure 040: ``&/CH`` + ``αpppp`` + ``yy`` + six
-  characters A-Z / 0-9.  **Our choice** (the reference leaves it unverified): its keyboard check
-  character is mod 37-2 over the 13 characters after ``CH`` (facility, year, serial), the same
-  length and rule as the DIN's.
+Structures read (data identifier, data structure number):
+
+* ``=α`` 001 DIN: ``αppppyynnnnnn`` + ``ff``.  α in A-N, P-Z, 1-9; a flag value 60-96 carries
+  60 + the mod 37-2 check value of the 13 characters.
+* ``=<`` 003 product code ``αoooo t ds``: t the type of donation or collection (every value of
+  ST-001's table, see :data:`COLLECTION_TYPES`), ``ds`` the division code (d in 0, A-Z; s in
+  0, a-z).
+* ``=>`` 004 / ``&>`` 005 expiration date / date and time, ``=*`` 006 / ``&*`` 007 collection,
+  ``=}`` 008 / ``&}`` 009 production: ``cyyjjj`` [``hhmm``].  ``cyy`` is the last three digits of
+  the year (``026`` = 2026; ``999`` = 1999), ``jjj`` the day of the year.  A date without a time
+  (and the time ``2359``) means "the end of that day".
+* ``=)`` 017 container manufacturer and catalogue number, ``&)`` 018 container lot number,
+  ``=-`` 021 manufacturer and catalogue number of items other than containers, ``&-`` 022 lot
+  number of items other than containers.
+* ``=,`` 032 product divisions (six characters).
+* ``&+`` 033 processing facility information code: FIN + six characters.
+* ``=/`` 034 processor product identification code (PPIC): FIN(P) + six-character processor
+  product code + five-character product description code.
+* ``=+`` 023 compound message ``aabbb``: ``aa`` structures follow, ``bbb`` the reference number
+  of the message layout (ST-017).
+* ``&/`` 040 chain-of-identity identifier: ``CH`` + ``αpppp`` + ``yy`` + six characters A-Z / 0-9.
+  **Our choice** (the reference leaves it open): its keyboard check character is mod 37-2 over the
+  13 characters after ``CH`` (facility, year, serial): the same length and rule as the DIN's, and
+  ``CH`` is the same on every COI, so it adds nothing a check could catch.
+
+Refused: patient date of birth (``=#``, 024) and patient identification number (``&#``, 025), as
+GS1 AIs 7250-7259 are: patient data must not be on a label this system reads.  Any other data
+identifier is named as one this system does not read; it is never reported as a bad DIN.
+docs/identifiers.md says which of these layouts were checked against a published source.
 """
 
 from __future__ import annotations
@@ -36,23 +52,102 @@ _VALUE = {c: i for i, c in enumerate(ALPHABET)}
 _FIN = r"[A-NP-Z1-9][0-9]{4}"
 _DIN = re.compile(rf"({_FIN})([0-9]{{2}})([0-9]{{6}})")
 _DIN_DS = re.compile(rf"=({_FIN}[0-9]{{2}}[0-9]{{6}})([0-9]{{2}})")
-_PRODUCT = re.compile(r"=<([A-Z][0-9]{4})([0-9A-Z])([0-9A-Za-z]{2})")
-_DATE = re.compile(r"&([>*}])([0-9])([0-9]{2})([0-9]{3})([0-9]{4})")
+_PRODUCT = re.compile(r"=<([A-Z][0-9]{4})(.)([0A-Z][0a-z])")
+_DATE = re.compile(r"([=&])([>*}])([0-9]{3})([0-9]{3})([0-9]{4})?")
 _COMPOUND = re.compile(r"=\+([0-9]{2})([0-9]{3})")
 _COI = re.compile(rf"&/CH({_FIN})([0-9]{{2}})([A-Z0-9]{{6}})")
+_PPIC = re.compile(rf"=/({_FIN})([0-9A-Z]{{6}})([A-Z][0-9]{{4}})")
+_PFIC = re.compile(rf"&\+({_FIN})([0-9A-Z]{{6}})")
+_DIVISIONS = re.compile(r"=,([0-9A-Za-z]{6})")
 
+# ST-001, "type of donation or collection in the 6th position of the product code".
 COLLECTION_TYPES = {
+    "0": "not specified",
+    "V": "volunteer allogeneic",
+    "R": "volunteer research",
+    "S": "volunteer source",
+    "T": "volunteer therapeutic",
+    "P": "paid allogeneic",
+    "r": "paid research",
+    "s": "paid source",
+    "A": "autologous, eligible for crossover",
     "1": "autologous use only",
     "X": "autologous use only, biohazard",
-    "A": "autologous, eligible for crossover",
-    "V": "volunteer allogeneic",
+    "D": "volunteer directed, eligible for crossover",
+    "d": "paid directed, eligible for crossover",
+    "2": "directed recipient use only",
+    "L": "directed recipient use only, limited exposure",
+    "E": "directed recipient use only, medical exception",
+    "Q": "see special testing",
+    "3": "directed recipient use only, biohazard",
+    "4": "designated",
+    "5": "dedicated",
+    "6": "designated, biohazard",
+    "F": "family reserved",
+    "C": "replacement",
 }
 DATE_KINDS = {">": "expiration", "*": "collection", "}": "production"}
+# ``date("expiry")`` is the name the GS1 side uses for the same thing.
+_KIND_ALIASES = {"expiry": "expiration"}
 ISBT_SYMBOLOGIES = {"]C0": "Code 128", "]d1": "Data Matrix", "]Q1": "QR Code"}
+
+# Patient-identifying structures: refused, as GS1 AIs 7250-7259 are.
+PATIENT_STRUCTURES = {
+    "=#": "patient date of birth, data structure 024",
+    "&#": "patient identification number, data structure 025",
+}
+
+# Structures held as an identifier and a fixed-length value, not interpreted further: the
+# manufacturer, catalogue and lot values are the manufacturer's own.
+_ITEM_STRUCTURES: dict[str, tuple[str, str, int]] = {
+    "=)": ("017", "container manufacturer and catalogue number", 10),
+    "&)": ("018", "container lot number", 10),
+    "=-": ("021", "manufacturer and catalogue number (items other than containers)", 18),
+    "&-": ("022", "lot number (items other than containers)", 18),
+}
+_ITEM_VALUE = re.compile(r"[0-9A-Z]+")
+
+
+@dataclass(frozen=True)
+class StructureSpec:
+    """One data structure this module reads: its identifier, number, name and total length."""
+
+    identifier: str
+    number: str
+    name: str
+    length: int  # identifier included
+
+
+# Every structure a compound message may carry, with its fixed length.  The DIN (``=`` + α) is
+# matched last, as its identifier is one character.
+STRUCTURES: tuple[StructureSpec, ...] = (
+    StructureSpec("=<", "003", "product code", 10),
+    StructureSpec("=>", "004", "expiration date", 8),
+    StructureSpec("&>", "005", "expiration date and time", 12),
+    StructureSpec("=*", "006", "collection date", 8),
+    StructureSpec("&*", "007", "collection date and time", 12),
+    StructureSpec("=}", "008", "production date", 8),
+    StructureSpec("&}", "009", "production date and time", 12),
+    *(StructureSpec(k, n, name, 2 + size) for k, (n, name, size) in _ITEM_STRUCTURES.items()),
+    StructureSpec("=,", "032", "product divisions", 8),
+    StructureSpec("&+", "033", "processing facility information code", 13),
+    StructureSpec("=/", "034", "processor product identification code", 18),
+    StructureSpec("&/", "040", "chain-of-identity identifier", 17),
+    StructureSpec("=", "001", "donation identification number", 16),
+)
+_BY_IDENTIFIER = {s.identifier: s for s in STRUCTURES}
 
 
 class ISBT128Error(IdentifierError):
     """An ISBT 128 data structure is malformed or its check fails."""
+
+
+class IsbtPatientDataError(ISBT128Error):
+    """The scan carries a patient-identifying structure (024, 025)."""
+
+
+class UnknownStructureError(ISBT128Error):
+    """The data identifier is not one of the structures this module reads."""
 
 
 def mod37_2(chars: str) -> str:
@@ -108,12 +203,64 @@ class IsbtDate:
     kind: str  # expiration | collection | production
     when: datetime  # UTC-naive wall time as printed, given tz=UTC for convenience
     time_specified: bool
+    # True for the date-only structures (004, 006, 008): ``when`` is then 23:59 on that day.
+    date_only: bool = False
 
     def data(self) -> str:
         sym = {v: k for k, v in DATE_KINDS.items()}[self.kind]
-        c = (self.when.year // 100 - 20) % 10
-        hhmm = self.when.strftime("%H%M")
-        return f"&{sym}{c}{self.when:%y}{self.when.timetuple().tm_yday:03d}{hhmm}"
+        cyy = f"{self.when.year % 1000:03d}"
+        jjj = f"{self.when.timetuple().tm_yday:03d}"
+        if self.date_only:
+            return f"={sym}{cyy}{jjj}"
+        return f"&{sym}{cyy}{jjj}{self.when:%H%M}"
+
+
+@dataclass(frozen=True)
+class Ppic:
+    """Processor product identification code (034): FIN(P), processor product code, PDC."""
+
+    facility: str
+    product: str
+    description: str
+
+    def data(self) -> str:
+        return f"=/{self.facility}{self.product}{self.description}"
+
+
+@dataclass(frozen=True)
+class Pfic:
+    """Processing facility information code (033): FIN and facility-defined product code."""
+
+    facility: str
+    product: str
+
+    def data(self) -> str:
+        return f"&+{self.facility}{self.product}"
+
+
+@dataclass(frozen=True)
+class Divisions:
+    """Product divisions (032): six characters naming a division of the product."""
+
+    code: str
+
+    def data(self) -> str:
+        return f"=,{self.code}"
+
+
+@dataclass(frozen=True)
+class Item:
+    """A container or supply identifier (017, 018, 021, 022), kept as the manufacturer wrote it."""
+
+    identifier: str
+    value: str
+
+    @property
+    def name(self) -> str:
+        return _ITEM_STRUCTURES[self.identifier][1]
+
+    def data(self) -> str:
+        return f"{self.identifier}{self.value}"
 
 
 @dataclass(frozen=True)
@@ -146,9 +293,18 @@ class IsbtMessage:
     dates: tuple[IsbtDate, ...] = ()
     compound_reference: str | None = None
     structures: tuple[str, ...] = field(default=())
+    ppic: Ppic | None = None
+    pfic: Pfic | None = None
+    divisions: Divisions | None = None
+    items: tuple[Item, ...] = ()
 
     def date(self, kind: str) -> IsbtDate | None:
+        """The date of ``kind``: expiration (or ``expiry``), collection or production."""
+        kind = _KIND_ALIASES.get(kind, kind)
         return next((d for d in self.dates if d.kind == kind), None)
+
+    def item(self, identifier: str) -> Item | None:
+        return next((i for i in self.items if i.identifier == identifier), None)
 
     def to_json(self) -> dict[str, Any]:
         exp = self.date("expiration")
@@ -165,6 +321,10 @@ class IsbtMessage:
             "expiry": exp.when.date().isoformat() if exp else None,
             "dates": {d.kind: d.when.isoformat() for d in self.dates},
             "compound_reference": self.compound_reference,
+            "ppic": self.ppic.data()[2:] if self.ppic else None,
+            "pfic": self.pfic.data()[2:] if self.pfic else None,
+            "divisions": self.divisions.code if self.divisions else None,
+            "items": {i.identifier: i.value for i in self.items},
         }
 
 
@@ -207,34 +367,47 @@ def check_din_with_k(din13: str, k: str) -> Din:
     return d
 
 
-def _date(sym: str, c: str, yy: str, jjj: str, hhmm: str) -> IsbtDate:
-    century = 1900 if c == "9" else 2000 + 100 * int(c)
-    year = century + int(yy)
+def _date(sym: str, cyy: str, jjj: str, hhmm: str | None) -> IsbtDate:
+    # ST-001: cyy are the last three digits of the year; read 9yy as 19yy (dates before 2000).
+    year = 1000 + int(cyy) if cyy.startswith("9") else 2000 + int(cyy)
     day = int(jjj)
     length = 366 if (year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)) else 365
     kind = DATE_KINDS[sym]
     if not 1 <= day <= length:
         raise ISBT128Error(f"{kind} date: Julian day {jjj} does not exist in {year} (1-{length})")
-    hh, mm = int(hhmm[:2]), int(hhmm[2:])
+    hh, mm = (23, 59) if hhmm is None else (int(hhmm[:2]), int(hhmm[2:]))
     if hh > 23 or mm > 59:
         raise ISBT128Error(f"{kind} date: time {hhmm} is not a time of day (0000-2359)")
     when = datetime(year, 1, 1, hh, mm, tzinfo=UTC) + timedelta(days=day - 1)
-    return IsbtDate(kind=kind, when=when, time_specified=hhmm != "2359")
+    return IsbtDate(
+        kind=kind, when=when, time_specified=hhmm not in (None, "2359"), date_only=hhmm is None
+    )
 
 
-# Fixed lengths of the structures a compound message may carry, by data identifier.
-_STRUCTURES: list[tuple[str, int]] = [
-    ("&/", 17),
-    ("=<", 10),
-    ("&>", 12),
-    ("&*", 12),
-    ("&}", 12),
-    ("=", 16),
-]
+def _identifier(text: str) -> str:
+    """The data identifier ``text`` starts with: ``=`` for a DIN, else the first two characters."""
+    if re.match(r"=[A-Z0-9]", text):
+        return "="
+    return text[:2]
+
+
+def _refuse_unknown(ident: str, where: str = "") -> ISBT128Error:
+    if ident in PATIENT_STRUCTURES:
+        return IsbtPatientDataError(
+            f"{where}data structure identifier {ident!r} is {PATIENT_STRUCTURES[ident]}: "
+            "patient data must not be on a label this system reads"
+        )
+    return UnknownStructureError(
+        f"{where}data structure identifier {ident!r} is not one this system reads"
+    )
 
 
 def _one(text: str, msg: dict[str, Any]) -> None:
-    if text.startswith("&/"):
+    ident = _identifier(text)
+    spec = _BY_IDENTIFIER.get(ident)
+    if spec is None:
+        raise _refuse_unknown(ident)
+    if ident == "&/":
         m = _COI.fullmatch(text)
         if not m:
             raise ISBT128Error(
@@ -242,34 +415,102 @@ def _one(text: str, msg: dict[str, Any]) -> None:
                 "2-digit year + 6 characters A-Z or 0-9"
             )
         _set(msg, "coi", Coi(m.group(1), m.group(2), m.group(3)), text)
-    elif text.startswith("=<"):
+    elif ident == "=<":
         m = _PRODUCT.fullmatch(text)
         if not m:
             raise ISBT128Error(
-                f"product code {text!r} is not '=<' + α + 4 digits + collection type + 2-char "
-                "division"
+                f"product code {text!r} is not '=<' + α + 4 digits + collection type + division "
+                "(A-Z or 0, then a-z or 0)"
             )
         if m.group(2) not in COLLECTION_TYPES:
-            known = ", ".join(f"{k} ({v})" for k, v in COLLECTION_TYPES.items())
-            raise ISBT128Error(f"collection type {m.group(2)!r} is not one of {known}")
+            raise ISBT128Error(
+                f"product code {text!r}: collection type {m.group(2)!r} is not one of "
+                f"{''.join(COLLECTION_TYPES)} (ST-001 type of donation or collection)"
+            )
         _set(msg, "product", ProductCode(m.group(1), m.group(2), m.group(3)), text)
-    elif text[:2] in ("&>", "&*", "&}"):
+    elif ident[1:] in DATE_KINDS:
         m = _DATE.fullmatch(text)
+        if not m or (m.group(1) == "=") != (m.group(5) is None):
+            tail = "" if ident[0] == "=" else " + hhmm"
+            raise ISBT128Error(
+                f"{spec.name} {text!r} is not {ident!r} + cyy (last 3 digits of the year) + "
+                f"Julian day jjj{tail}"
+            )
+        d = _date(m.group(2), m.group(3), m.group(4), m.group(5))
+        for other in msg.get("dates", []):
+            if other.kind == d.kind and other.when.date() != d.when.date():
+                raise ISBT128Error(
+                    f"two different {d.kind} dates in one message: {other.when.date()} and "
+                    f"{d.when.date()}"
+                )
+        msg.setdefault("dates", []).append(d)
+    elif ident == "=/":
+        m = _PPIC.fullmatch(text)
         if not m:
             raise ISBT128Error(
-                f"date {text!r} is not '{text[:2]}' + century digit + yy + Julian day jjj + hhmm"
+                f"processor product identification code {text!r} is not '=/' + FIN(P) (α + 4 "
+                "digits) + 6-character product code (A-Z, 0-9) + product description code "
+                "(A-Z + 4 digits)"
             )
-        msg.setdefault("dates", []).append(_date(*m.groups()))
-    elif text.startswith("=") and not text.startswith("=+"):
-        _set(msg, "din", parse_din(text), text)
+        _set(msg, "ppic", Ppic(*m.groups()), text)
+    elif ident == "&+":
+        m = _PFIC.fullmatch(text)
+        if not m:
+            raise ISBT128Error(
+                f"processing facility information code {text!r} is not '&+' + FIN (α + 4 "
+                "digits) + 6-character product code (A-Z, 0-9)"
+            )
+        _set(msg, "pfic", Pfic(*m.groups()), text)
+    elif ident == "=,":
+        m = _DIVISIONS.fullmatch(text)
+        if not m:
+            raise ISBT128Error(
+                f"product divisions {text!r} is not '=,' + 6 characters (A-Z, a-z, 0-9)"
+            )
+        _set(msg, "divisions", Divisions(m.group(1)), text)
+    elif ident in _ITEM_STRUCTURES:
+        value = text[2:]
+        if len(value) != spec.length - 2 or not _ITEM_VALUE.fullmatch(value):
+            raise ISBT128Error(
+                f"{spec.name} {text!r} is not {ident!r} + {spec.length - 2} characters (A-Z, 0-9)"
+            )
+        items = msg.setdefault("items", {})
+        item = Item(ident, value)
+        if ident in items and items[ident] != item:
+            raise ISBT128Error(f"two different {spec.name} structures in one message ({text!r})")
+        items[ident] = item
     else:
-        raise ISBT128Error(f"{text[:12]!r} is not an ISBT 128 data structure this system reads")
+        _set(msg, "din", parse_din(text), text)
 
 
 def _set(msg: dict[str, Any], key: str, value: object, text: str) -> None:
     if key in msg and msg[key] != value:
         raise ISBT128Error(f"two different {key} structures in one message ({text!r})")
     msg[key] = value
+
+
+def _split_compound(text: str) -> tuple[str, list[str]]:
+    m = _COMPOUND.match(text)
+    if not m:
+        raise ISBT128Error(f"compound message header {text[:7]!r} is not '=+aabbb'")
+    count, ref = int(m.group(1)), m.group(2)
+    rest = text[7:]
+    structures: list[str] = []
+    while rest:
+        ident = _identifier(rest)
+        spec = _BY_IDENTIFIER.get(ident)
+        if spec is None:
+            # Its length is unknown, so nothing after it can be read either.
+            raise _refuse_unknown(ident, "compound message: ")
+        if len(rest) < spec.length:
+            raise ISBT128Error(f"compound message: {spec.name} {rest!r} is cut short")
+        structures.append(rest[: spec.length])
+        rest = rest[spec.length :]
+    if len(structures) != count:
+        raise ISBT128Error(
+            f"compound message announces {count} structures but carries {len(structures)}"
+        )
+    return ref, structures
 
 
 def parse_isbt128(raw: str) -> IsbtMessage:
@@ -286,30 +527,10 @@ def parse_isbt128(raw: str) -> IsbtMessage:
     if not text or text[0] not in "=&":
         raise ISBT128Error(f"{text[:12]!r} does not start with '=' or '&' (ISBT 128 data)")
     msg: dict[str, Any] = {}
-    structures: list[str] = []
     if text.startswith("=+"):
-        m = _COMPOUND.match(text)
-        if not m:
-            raise ISBT128Error(f"compound message header {text[:7]!r} is not '=+aabbb'")
-        count, ref = int(m.group(1)), m.group(2)
-        rest = text[7:]
-        while rest:
-            n = next((n for p, n in _STRUCTURES if rest.startswith(p)), None)
-            if n is None:
-                raise ISBT128Error(
-                    f"compound message: {rest[:12]!r} is not a data structure this system reads"
-                )
-            if len(rest) < n:
-                raise ISBT128Error(f"compound message: structure {rest!r} is cut short")
-            structures.append(rest[:n])
-            rest = rest[n:]
-        if len(structures) != count:
-            raise ISBT128Error(
-                f"compound message announces {count} structures but carries {len(structures)}"
-            )
-        msg["compound_reference"] = ref
+        msg["compound_reference"], structures = _split_compound(text)
     else:
-        structures.append(text)
+        structures = [text]
     for s in structures:
         _one(s, msg)
     return IsbtMessage(
@@ -320,7 +541,20 @@ def parse_isbt128(raw: str) -> IsbtMessage:
         dates=tuple(msg.get("dates", ())),
         compound_reference=msg.get("compound_reference"),
         structures=tuple(structures),
+        ppic=msg.get("ppic"),
+        pfic=msg.get("pfic"),
+        divisions=msg.get("divisions"),
+        items=tuple(msg.get("items", {}).values()),
     )
+
+
+def compound(structures: list[str] | tuple[str, ...], reference: str = "000") -> str:
+    """A compound message (023) carrying ``structures``, each one ISBT 128 data structure."""
+    if not re.fullmatch(r"[0-9]{3}", reference):
+        raise ISBT128Error(f"compound message reference {reference!r} is not 3 digits")
+    if not 1 <= len(structures) <= 99:
+        raise ISBT128Error(f"a compound message carries 1-99 structures, not {len(structures)}")
+    return f"=+{len(structures):02d}{reference}{''.join(structures)}"
 
 
 def new_coi(facility: str, year: int, random_bytes: Callable[[int], bytes]) -> Coi:
