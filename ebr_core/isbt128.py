@@ -6,35 +6,38 @@ identifier.  Does not own: what a scan means for a batch (the engine), the GS1 s
 (``ebr_core.gs1``), or ICCBBA's licensed lookup tables: no product description, facility or
 manufacturer table is shipped; this module checks structure and check characters only.
 
-Structures read (data identifier, data structure number):
+Structures read (data identifier, ST-001 data structure number; layouts from ST-001 v6.2.2
+section 2.4 and ST-017 v1.0.0):
 
 * ``=α`` 001 DIN: ``αppppyynnnnnn`` + ``ff``.  α in A-N, P-Z, 1-9; a flag value 60-96 carries
   60 + the mod 37-2 check value of the 13 characters.
-* ``=<`` 003 product code ``αoooo t ds``: t the type of donation or collection (every value of
-  ST-001's table, see :data:`COLLECTION_TYPES`), ``ds`` the division code (d in 0, A-Z; s in
-  0, a-z).
+* ``=<`` 003 product code ``αoooo tds``.  For classes E, F, H, S (cellular therapy), P, X0 and
+  YA-YZ, t is the collection type (every value of ST-001 Table 7, :data:`COLLECTION_TYPES`) and
+  ``ds`` the division code (``99``: Product Divisions, 032, carries it); for the other classes
+  ``tds`` is a three-character division code.
 * ``=>`` 004 / ``&>`` 005 expiration date / date and time, ``=*`` 006 / ``&*`` 007 collection,
-  ``=}`` 008 / ``&}`` 009 production: ``cyyjjj`` [``hhmm``].  ``cyy`` is the last three digits of
-  the year (``026`` = 2026; ``999`` = 1999), ``jjj`` the day of the year.  A date without a time
-  (and the time ``2359``) means "the end of that day".
+  ``=}`` 008 / ``&}`` 009 production: ``cyyjjj`` [``hhmm``]; ``c`` the century, ``yy`` the year in
+  it (``019`` = 2019; we read ``9yy`` as 19yy), ``jjj`` the day of the year.  A date without a
+  time, and the time ``2359``, mean the end of that day (ST-001 2.4.4, 2.4.5).
 * ``=)`` 017 container manufacturer and catalogue number, ``&)`` 018 container lot number,
-  ``=-`` 021 manufacturer and catalogue number of items other than containers, ``&-`` 022 lot
-  number of items other than containers.
-* ``=,`` 032 product divisions (six characters).
-* ``&+`` 033 processing facility information code: FIN + six characters.
-* ``=/`` 034 processor product identification code (PPIC): FIN(P) + six-character processor
-  product code + five-character product description code.
-* ``=+`` 023 compound message ``aabbb``: ``aa`` structures follow, ``bbb`` the reference number
-  of the message layout (ST-017).
+  ``=-`` 021 manufacturer and catalogue number and ``&-`` 022 lot number of items other than
+  containers, ``&,1`` 035 MPHO lot number.
+* ``=,`` 032 product divisions (six characters A-Z, 0-9).
+* ``&+`` 033 processing facility information code: FIN(P) + six characters.
+* ``=/`` 034 processor product identification code (PPIC, the UDI device identifier): FIN(P) +
+  facility-defined product code (6) + product description code (5).
+* ``=+`` 023 compound message ``aabbb``: ``aa`` structures follow; ``bbb`` is ``000`` (order not
+  specified) or an ICCBBA-specified sequence, whose order is verified (only the ST-017 excerpt
+  of RT017 is known here: 034-037).
 * ``&/`` 040 chain-of-identity identifier: ``CH`` + ``αpppp`` + ``yy`` + six characters A-Z / 0-9.
-  **Our choice** (the reference leaves it open): its keyboard check character is mod 37-2 over the
-  13 characters after ``CH`` (facility, year, serial): the same length and rule as the DIN's, and
-  ``CH`` is the same on every COI, so it adds nothing a check could catch.
+  ST-001 2.4.40 defines no check character for it (it refers to ST-028, not read here).
+  **Our choice**: its keyboard check character is mod 37-2 over the 13 characters after ``CH``
+  (facility, year, serial), the same length and rule as the DIN's; ``CH`` is the same on every
+  COI, so covering it would catch nothing more.  docs/identifiers.md gives the reasoning.
 
 Refused: patient date of birth (``=#``, 024) and patient identification number (``&#``, 025), as
 GS1 AIs 7250-7259 are: patient data must not be on a label this system reads.  Any other data
 identifier is named as one this system does not read; it is never reported as a bad DIN.
-docs/identifiers.md says which of these layouts were checked against a published source.
 """
 
 from __future__ import annotations
@@ -51,16 +54,23 @@ ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ*"
 _VALUE = {c: i for i, c in enumerate(ALPHABET)}
 _FIN = r"[A-NP-Z1-9][0-9]{4}"
 _DIN = re.compile(rf"({_FIN})([0-9]{{2}})([0-9]{{6}})")
-_DIN_DS = re.compile(rf"=({_FIN}[0-9]{{2}}[0-9]{{6}})([0-9]{{2}})")
-_PRODUCT = re.compile(r"=<([A-Z][0-9]{4})(.)([0A-Z][0a-z])")
+# ST-001 2.4.1: flag characters are 0-9 and A-H, J-N, P, R-Y; only 60-96 carry a check value.
+_DIN_DS = re.compile(rf"=({_FIN}[0-9]{{2}}[0-9]{{6}})([0-9A-HJ-NPR-Y]{{2}})")
+_PRODUCT = re.compile(r"=<([A-Z][0-9A-Z]{4})([0-9A-Za-z])([0-9A-Z][0-9a-z])")
+# ST-001 2.4.3: for these product classes the 6th character is the collection type and the
+# last two the division code; for the others (M, N, R, T, V, W, X1-X9, national A-D) the last
+# three characters together are the division (or reserved) code.
+_TYPED_CLASSES = re.compile(r"[EFHSP]|X0|Y[A-Z]")
 _DATE = re.compile(r"([=&])([>*}])([0-9]{3})([0-9]{3})([0-9]{4})?")
 _COMPOUND = re.compile(r"=\+([0-9]{2})([0-9]{3})")
 _COI = re.compile(rf"&/CH({_FIN})([0-9]{{2}})([A-Z0-9]{{6}})")
-_PPIC = re.compile(rf"=/({_FIN})([0-9A-Z]{{6}})([A-Z][0-9]{{4}})")
-_PFIC = re.compile(rf"&\+({_FIN})([0-9A-Z]{{6}})")
-_DIVISIONS = re.compile(r"=,([0-9A-Za-z]{6})")
+# FIN(P) in 033 and 034: five characters from A-N, P-Z, 0-9 (ST-001 2.4.33, 2.4.34).
+_FINP = r"[A-NP-Z0-9]{5}"
+_PPIC = re.compile(rf"=/({_FINP})([0-9A-Z]{{6}})([0-9A-Z]{{5}})")
+_PFIC = re.compile(rf"&\+({_FINP})([0-9A-Z]{{6}})")
+_DIVISIONS = re.compile(r"=,([0-9A-Z]{6})")
 
-# ST-001, "type of donation or collection in the 6th position of the product code".
+# ST-001 v6.2.2 Table 7 [RT008], type of collection in the 6th position of the product code.
 COLLECTION_TYPES = {
     "0": "not specified",
     "V": "volunteer allogeneic",
@@ -77,14 +87,20 @@ COLLECTION_TYPES = {
     "d": "paid directed, eligible for crossover",
     "2": "directed recipient use only",
     "L": "directed recipient use only, limited exposure",
-    "E": "directed recipient use only, medical exception",
-    "Q": "see special testing",
+    "E": "medical exception, for specified recipient only",
+    "Q": "see special testing bar code",
     "3": "directed recipient use only, biohazard",
     "4": "designated",
     "5": "dedicated",
     "6": "designated, biohazard",
     "F": "family reserved",
     "C": "replacement",
+    "7": "allogeneic use",
+    "8": "autologous use, contains allogeneic material",
+    "B": "directed/dedicated/designated collection use only",
+    "H": "directed/dedicated/designated collection, biohazard",
+    "J": "directed/dedicated/designated collection, eligible for crossover",
+    "G": "emergency use only",
 }
 DATE_KINDS = {">": "expiration", "*": "collection", "}": "production"}
 # ``date("expiry")`` is the name the GS1 side uses for the same thing.
@@ -98,14 +114,42 @@ PATIENT_STRUCTURES = {
 }
 
 # Structures held as an identifier and a fixed-length value, not interpreted further: the
-# manufacturer, catalogue and lot values are the manufacturer's own.
-_ITEM_STRUCTURES: dict[str, tuple[str, str, int]] = {
-    "=)": ("017", "container manufacturer and catalogue number", 10),
-    "&)": ("018", "container lot number", 10),
-    "=-": ("021", "manufacturer and catalogue number (items other than containers)", 18),
-    "&-": ("022", "lot number (items other than containers)", 18),
+# manufacturer, catalogue and lot values are the manufacturer's own.  Number, name, the value's
+# pattern (ST-001 2.4.17, 2.4.18, 2.4.21, 2.4.22, 2.4.35) and how to say it in an error.
+_ITEM_STRUCTURES: dict[str, tuple[str, str, str, str]] = {
+    "=)": (
+        "017",
+        "container manufacturer and catalogue number",
+        r"[0-9A-Za-z][0-9A-Z]{2}[0-9A-Za-z]{7}",
+        (
+            "container character + 2-character manufacturer code (A-Z, 0-9) + 7-character "
+            "catalogue number"
+        ),
+    ),
+    "&)": ("018", "container lot number", r"[0-9A-Za-z]{10}", "10 characters (A-Z, a-z, 0-9)"),
+    "=-": (
+        "021",
+        "manufacturer and catalogue number (items other than containers)",
+        r"[0-9A-Z]{2}[0-9A-Za-z]{8}",
+        "2-character manufacturer code (A-Z, 0-9) + 8-character catalogue number",
+    ),
+    "&-": (
+        "022",
+        "lot number (items other than containers)",
+        r"[0-9A-Za-z]{10}",
+        "10 characters (A-Z, a-z, 0-9)",
+    ),
+    "&,1": ("035", "MPHO lot number", r"[0-9A-Z]{18}", "18 characters (A-Z, 0-9)"),
 }
-_ITEM_VALUE = re.compile(r"[0-9A-Z]+")
+
+# ST-017 Table 3, the ICCBBA-specified compound messages for MPHO devices (an excerpt of RT017,
+# which is not shipped): reference number -> the structures in their required order.
+SPECIFIED_SEQUENCES: dict[str, tuple[str, ...]] = {
+    "034": ("034", "032", "001"),
+    "035": ("034", "032", "001", "004"),
+    "036": ("034", "032", "001", "008"),
+    "037": ("034", "032", "001", "004", "008"),
+}
 
 
 @dataclass(frozen=True)
@@ -128,7 +172,11 @@ STRUCTURES: tuple[StructureSpec, ...] = (
     StructureSpec("&*", "007", "collection date and time", 12),
     StructureSpec("=}", "008", "production date", 8),
     StructureSpec("&}", "009", "production date and time", 12),
-    *(StructureSpec(k, n, name, 2 + size) for k, (n, name, size) in _ITEM_STRUCTURES.items()),
+    StructureSpec("=)", "017", _ITEM_STRUCTURES["=)"][1], 12),
+    StructureSpec("&)", "018", _ITEM_STRUCTURES["&)"][1], 12),
+    StructureSpec("=-", "021", _ITEM_STRUCTURES["=-"][1], 12),
+    StructureSpec("&-", "022", _ITEM_STRUCTURES["&-"][1], 12),
+    StructureSpec("&,1", "035", _ITEM_STRUCTURES["&,1"][1], 21),
     StructureSpec("=,", "032", "product divisions", 8),
     StructureSpec("&+", "033", "processing facility information code", 13),
     StructureSpec("=/", "034", "processor product identification code", 18),
@@ -186,16 +234,23 @@ class Din:
 
 @dataclass(frozen=True)
 class ProductCode:
-    code: str  # αoooo
-    collection_type: str
-    division: str
+    code: str  # αoooo, the product description code
+    # The 6th character for classes E, F, H, S, P, X0, YA-YZ; None for the others, whose last
+    # three characters are all division code.
+    collection_type: str | None
+    division: str  # ds (2 characters) or tds (3)
 
     @property
-    def collection_type_name(self) -> str:
-        return COLLECTION_TYPES[self.collection_type]
+    def collection_type_name(self) -> str | None:
+        return COLLECTION_TYPES[self.collection_type] if self.collection_type else None
+
+    @property
+    def divisions_follow(self) -> bool:
+        """ST-001 2.4.32: division ``99`` means Product Divisions (032) must be scanned too."""
+        return self.collection_type is not None and self.division == "99"
 
     def data(self) -> str:
-        return f"=<{self.code}{self.collection_type}{self.division}"
+        return f"=<{self.code}{self.collection_type or ''}{self.division}"
 
 
 @dataclass(frozen=True)
@@ -258,6 +313,10 @@ class Item:
     @property
     def name(self) -> str:
         return _ITEM_STRUCTURES[self.identifier][1]
+
+    @property
+    def number(self) -> str:
+        return _ITEM_STRUCTURES[self.identifier][0]
 
     def data(self) -> str:
         return f"{self.identifier}{self.value}"
@@ -335,7 +394,7 @@ def parse_din(text: str) -> Din:
         if not m:
             raise ISBT128Error(
                 f"DIN {text!r} is not '=' + facility (α + 4 digits, α in A-N, P-Z, 1-9) + "
-                "2-digit year + 6-digit sequence + 2 flag digits"
+                "2-digit year + 6-digit sequence + 2 flag characters"
             )
         return _din(m.group(1), m.group(2))
     m = _DIN.fullmatch(text)
@@ -348,7 +407,7 @@ def parse_din(text: str) -> Din:
 
 
 def _din(din: str, flags: str) -> Din:
-    value = int(flags)
+    value = int(flags) if flags.isdigit() else -1
     if 60 <= value <= 96:
         expected = 60 + _VALUE[mod37_2(din)]
         if value != expected:
@@ -385,9 +444,12 @@ def _date(sym: str, cyy: str, jjj: str, hhmm: str | None) -> IsbtDate:
 
 
 def _identifier(text: str) -> str:
-    """The data identifier ``text`` starts with: ``=`` for a DIN, else the first two characters."""
+    """The data identifier ``text`` starts with: ``=`` for a DIN, ``&,`` + one character for
+    035-038, else the first two characters."""
     if re.match(r"=[A-Z0-9]", text):
         return "="
+    if text.startswith("&,"):
+        return text[:3]
     return text[:2]
 
 
@@ -419,15 +481,20 @@ def _one(text: str, msg: dict[str, Any]) -> None:
         m = _PRODUCT.fullmatch(text)
         if not m:
             raise ISBT128Error(
-                f"product code {text!r} is not '=<' + α + 4 digits + collection type + division "
-                "(A-Z or 0, then a-z or 0)"
+                f"product code {text!r} is not '=<' + A-Z + 4 characters (A-Z, 0-9) + 3 "
+                "characters (collection type or division, then A-Z or 0-9, then a-z or 0-9)"
             )
-        if m.group(2) not in COLLECTION_TYPES:
-            raise ISBT128Error(
-                f"product code {text!r}: collection type {m.group(2)!r} is not one of "
-                f"{''.join(COLLECTION_TYPES)} (ST-001 type of donation or collection)"
-            )
-        _set(msg, "product", ProductCode(m.group(1), m.group(2), m.group(3)), text)
+        code, t, ds = m.groups()
+        if _TYPED_CLASSES.match(code):
+            if t not in COLLECTION_TYPES:
+                raise ISBT128Error(
+                    f"product code {text!r}: collection type {t!r} is not one of "
+                    f"{''.join(COLLECTION_TYPES)} (ST-001 Table 7)"
+                )
+            product = ProductCode(code, t, ds)
+        else:
+            product = ProductCode(code, None, t + ds)
+        _set(msg, "product", product, text)
     elif ident[1:] in DATE_KINDS:
         m = _DATE.fullmatch(text)
         if not m or (m.group(1) == "=") != (m.group(5) is None):
@@ -448,32 +515,29 @@ def _one(text: str, msg: dict[str, Any]) -> None:
         m = _PPIC.fullmatch(text)
         if not m:
             raise ISBT128Error(
-                f"processor product identification code {text!r} is not '=/' + FIN(P) (α + 4 "
-                "digits) + 6-character product code (A-Z, 0-9) + product description code "
-                "(A-Z + 4 digits)"
+                f"processor product identification code {text!r} is not '=/' + FIN(P) (5 "
+                "characters A-N, P-Z, 0-9) + 6-character product code + 5-character product "
+                "description code (A-Z, 0-9)"
             )
         _set(msg, "ppic", Ppic(*m.groups()), text)
     elif ident == "&+":
         m = _PFIC.fullmatch(text)
         if not m:
             raise ISBT128Error(
-                f"processing facility information code {text!r} is not '&+' + FIN (α + 4 "
-                "digits) + 6-character product code (A-Z, 0-9)"
+                f"processing facility information code {text!r} is not '&+' + FIN(P) (5 "
+                "characters A-N, P-Z, 0-9) + 6-character product code (A-Z, 0-9)"
             )
         _set(msg, "pfic", Pfic(*m.groups()), text)
     elif ident == "=,":
         m = _DIVISIONS.fullmatch(text)
         if not m:
-            raise ISBT128Error(
-                f"product divisions {text!r} is not '=,' + 6 characters (A-Z, a-z, 0-9)"
-            )
+            raise ISBT128Error(f"product divisions {text!r} is not '=,' + 6 characters (A-Z, 0-9)")
         _set(msg, "divisions", Divisions(m.group(1)), text)
     elif ident in _ITEM_STRUCTURES:
-        value = text[2:]
-        if len(value) != spec.length - 2 or not _ITEM_VALUE.fullmatch(value):
-            raise ISBT128Error(
-                f"{spec.name} {text!r} is not {ident!r} + {spec.length - 2} characters (A-Z, 0-9)"
-            )
+        _, _, pattern, shape = _ITEM_STRUCTURES[ident]
+        value = text[len(ident) :]
+        if not re.fullmatch(pattern, value):
+            raise ISBT128Error(f"{spec.name} {text!r} is not {ident!r} + {shape}")
         items = msg.setdefault("items", {})
         item = Item(ident, value)
         if ident in items and items[ident] != item:
@@ -510,6 +574,20 @@ def _split_compound(text: str) -> tuple[str, list[str]]:
         raise ISBT128Error(
             f"compound message announces {count} structures but carries {len(structures)}"
         )
+    if ref != "000":
+        # ST-001 2.4.23: a specified sequence is interpreted only once its order is verified.
+        expected = SPECIFIED_SEQUENCES.get(ref)
+        if expected is None:
+            raise ISBT128Error(
+                f"compound message reference {ref} is not one this system can verify; expected "
+                f"000 (unspecified sequence) or one of {', '.join(SPECIFIED_SEQUENCES)}"
+            )
+        got = tuple(_BY_IDENTIFIER[_identifier(s)].number for s in structures)
+        if got != expected:
+            raise ISBT128Error(
+                f"compound message {ref} carries structures {', '.join(got)}; expected "
+                f"{', '.join(expected)} in that order"
+            )
     return ref, structures
 
 

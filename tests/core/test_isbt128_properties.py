@@ -59,10 +59,11 @@ structures = st.one_of(
     ).filter(lambda s: not 60 <= int(s[-2:]) <= 96),
     st.builds(
         lambda code, t, div: f"=<{code}{t}{div}",
-        st.from_regex(r"[A-Z][0-9]{4}", fullmatch=True),
+        st.from_regex(r"[EFHSP][0-9A-Z]{4}", fullmatch=True),
         st.sampled_from(sorted(COLLECTION_TYPES)),
-        st.from_regex(r"[0A-Z][0a-z]", fullmatch=True),
+        st.from_regex(r"[0-9A-Z][0-9a-z]", fullmatch=True),
     ),
+    st.from_regex(r"=<[MNRTVW][0-9A-Z]{4}[0-9]{3}", fullmatch=True),
     st.builds(
         _date_text,
         st.sampled_from(sorted(DATE_KINDS.values())),
@@ -71,17 +72,21 @@ structures = st.one_of(
         ),
         st.booleans(),
     ),
-    st.from_regex(rf"=/{FIN}[0-9A-Z]{{6}}[A-Z][0-9]{{4}}", fullmatch=True),
-    st.from_regex(rf"&\+{FIN}[0-9A-Z]{{6}}", fullmatch=True),
-    st.from_regex(r"=,[0-9A-Za-z]{6}", fullmatch=True),
-    st.from_regex(r"(=\)|&\))[0-9A-Z]{10}", fullmatch=True),
-    st.from_regex(r"(=-|&-)[0-9A-Z]{18}", fullmatch=True),
+    st.from_regex(r"=/[A-NP-Z0-9]{5}[0-9A-Z]{6}[0-9A-Z]{5}", fullmatch=True),
+    st.from_regex(r"&\+[A-NP-Z0-9]{5}[0-9A-Z]{6}", fullmatch=True),
+    st.from_regex(r"=,[0-9A-Z]{6}", fullmatch=True),
+    st.from_regex(r"=\)[0-9A-Za-z][0-9A-Z]{2}[0-9A-Za-z]{7}", fullmatch=True),
+    st.from_regex(r"(&\)|&-)[0-9A-Za-z]{10}", fullmatch=True),
+    st.from_regex(r"=-[0-9A-Z]{2}[0-9A-Za-z]{8}", fullmatch=True),
+    st.from_regex(r"&,1[0-9A-Z]{18}", fullmatch=True),
     st.from_regex(rf"&/CH{FIN}[0-9]{{2}}[0-9A-Z]{{6}}", fullmatch=True),
 )
 
 
 def _identifier(s: str) -> str:
-    return "=" if s[0] == "=" and s[1].isalnum() else s[:2]
+    if s[0] == "=" and s[1].isalnum():
+        return "="
+    return s[:3] if s.startswith("&,") else s[:2]
 
 
 def _data(raw: str) -> str:
