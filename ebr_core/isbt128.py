@@ -162,8 +162,8 @@ class StructureSpec:
     length: int  # identifier included
 
 
-# Every structure a compound message may carry, with its fixed length.  The DIN (``=`` + α) is
-# matched last, as its identifier is one character.
+# Every structure this module reads, with its fixed length (ST-001 Table 2 [RT003]): a compound
+# message is split by these lengths.  The DIN's identifier is recorded as ``=`` alone.
 STRUCTURES: tuple[StructureSpec, ...] = (
     StructureSpec("=<", "003", "product code", 10),
     StructureSpec("=>", "004", "expiration date", 8),
