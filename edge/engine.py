@@ -13,11 +13,14 @@ digest; a snapshot that does not match its digest or the ledger is rebuilt, neve
 Rules enforced here:
 
 * step order (21 CFR 11.10(f)): only the current step accepts scans, values and signatures;
-* required scans: patient material and final product must carry the batch's COI; the cartridge
-  its GTIN, unexpired; reagent lots must be in the local materials list, of the expected material,
-  released and unexpired; equipment must be known and in calibration.  **A mismatch is a hard
-  stop**: a ``scan.rejected`` event and a ``deviation.raised`` are recorded, the step does not
-  advance;
+* required scans: patient material and final product must carry the batch's COI (at the final
+  product, the bag's own printed GS1 DataMatrix, which has no COI, is recognised by its batch/lot,
+  AI 10, being the batch id); the cartridge its GTIN; reagent lots must be in the local materials
+  list, of the expected material, released and unexpired; equipment must be known and in
+  calibration.  Whatever the role, a date read from the label (GS1 AI 17 expiry, 15 best before,
+  12 due date, DD = 00 being the month's last day; the ISBT 128 expiration date) that has passed
+  on the unit's clock refuses the scan.  **A mismatch is a hard stop**: a ``scan.rejected``
+  event and a ``deviation.raised`` are recorded, the step does not advance;
 * in-process limits: a hard or soft breach records the value with its limit status and raises a
   deviation (major / minor);
 * e-signatures (21 CFR 11.50, 11.70, 11.200): printed name, time and meaning, bound to the ledger
@@ -28,11 +31,12 @@ Rules enforced here:
 
 from __future__ import annotations
 
+import calendar
 import hashlib
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -327,8 +331,26 @@ class Engine:
         )
 
     def _check_scan(self, st: BatchState, spec: ScanSpec, d: ScanData) -> dict[str, Any]:
-        today = self.clock().date()
+        now = self.clock()
+        ids = self._check_identity(st, spec, d, now.date())
+        self._check_dates(d, now)  # every role: an expired item is a hard stop
+        return ids
+
+    def _check_identity(
+        self, st: BatchState, spec: ScanSpec, d: ScanData, today: date
+    ) -> dict[str, Any]:
+        """Is this the item the step expects (the right patient, cartridge, lot, equipment)?"""
         ids = d.to_json()
+        if spec.role == "final_product" and d.patient_ref is None and d.standard == "gs1":
+            # The bag's own printed GS1 DataMatrix (edge.labels: GTIN, expiry, batch, serial)
+            # carries no COI: it is this batch's bag when its batch/lot (AI 10) is the batch id.
+            if d.batch != st.batch_id:
+                raise ScanRejected(
+                    f"the label carries no COI and its batch/lot (AI 10) is "
+                    f"{d.batch or '(none)'}; expected COI {st.coi} or this batch's own product "
+                    f"bag label (batch/lot {st.batch_id})"
+                )
+            return ids
         if spec.role in ("patient_material", "final_product"):
             ref = d.patient_ref
             if ref is None:
@@ -345,8 +367,6 @@ class Engine:
                 )
             if d.serial is None:
                 raise ScanRejected("cartridge label has no serial number (AI 21)")
-            if d.expiry is not None and d.expiry < today:
-                raise ScanRejected(f"cartridge expired on {d.expiry.isoformat()}")
             return ids
         if spec.role == "reagent":
             if d.gtin is None or d.batch is None:
@@ -360,9 +380,11 @@ class Engine:
                 raise ScanRejected(f"lot {d.batch} is {lot.material}, expected {spec.material}")
             if lot.status != "released":
                 raise ScanRejected(f"lot {d.batch} is {lot.status}; expected a released lot")
-            expiry = min(lot.expiry, d.expiry) if d.expiry else lot.expiry
-            if expiry < today:
-                raise ScanRejected(f"lot {d.batch} expired on {expiry.isoformat()}")
+            if lot.expiry < today:  # the label's own dates: _check_dates
+                raise ScanRejected(
+                    f"lot {d.batch} expired on {lot.expiry.isoformat()} (materials list); the "
+                    f"unit's date is {today.isoformat()}"
+                )
             return ids | {"material": lot.material}
         # equipment: GS1 GIAI (AI 8004) names the asset
         asset = d.elements.get("8004")
@@ -377,6 +399,40 @@ class Engine:
                 f"{eq.calibration_due.isoformat()}"
             )
         return ids | {"equipment": eq.id}
+
+    @staticmethod
+    def _check_dates(d: ScanData, now: datetime) -> None:
+        """Expiry and use-by dates read from the label against the unit's clock: GS1 AI 17
+        (expiry), 15 (best before) and 12 (due date), and the ISBT 128 expiration date.  The item
+        may be used on the date itself; the day after, it is refused."""
+        today = now.date()
+        for ai, what in GS1_DATES:
+            raw = d.elements.get(ai) if d.standard == "gs1" else None
+            if raw is None:
+                continue
+            when = gs1_date(raw, today)
+            if when is None:
+                raise ScanRejected(f"{what} (AI {ai}) {raw!r} is not a date (YYMMDD)")
+            if when < today:
+                raise ScanRejected(
+                    f"{what} (AI {ai}) {raw} is {when.isoformat()}, which has passed; the "
+                    f"unit's date is {today.isoformat()}"
+                )
+        if d.expiry is None or (d.standard == "gs1" and "17" in d.elements):
+            return
+        label = "ISBT 128 expiration date" if d.standard == "isbt128" else "expiry date"
+        if d.expiry < today:
+            raise ScanRejected(
+                f"{label} {d.expiry.isoformat()} has passed; the unit's date is {today.isoformat()}"
+            )
+        t = d.expiry_time
+        if t is not None and d.expiry == today:
+            local = now.replace(tzinfo=None) if t.tzinfo is None else now
+            if t < local:
+                raise ScanRejected(
+                    f"{label} and time {t.isoformat(timespec='minutes')} has passed; the "
+                    f"unit's time is {local.isoformat(timespec='minutes')}"
+                )
 
     # -- values ---------------------------------------------------------------------------
 
@@ -716,6 +772,29 @@ class Engine:
         if exp.signatures:
             parts.append("signatures " + ", ".join(exp.signatures))
         return "; ".join(parts) or "nothing"
+
+
+GS1_DATES = (("17", "expiry date"), ("15", "best-before date"), ("12", "due date"))
+
+
+def gs1_date(raw: str, today: date) -> date | None:
+    """A GS1 YYMMDD date (GS1 General Specifications 7.12): the century is the one that puts the
+    year within 49 years back and 50 years ahead of ``today``'s; DD = 00 is the last day of the
+    month.  None when it is not a date."""
+    if len(raw) != 6 or not raw.isdigit():
+        return None
+    yy, mm, dd = int(raw[:2]), int(raw[2:4]), int(raw[4:])
+    diff = yy - today.year % 100
+    century = today.year // 100 + (1 if diff <= -50 else -1 if diff >= 51 else 0)
+    year = century * 100 + yy
+    if not 1 <= mm <= 12:
+        return None
+    if dd == 0:
+        dd = calendar.monthrange(year, mm)[1]
+    try:
+        return date(year, mm, dd)
+    except ValueError:
+        return None
 
 
 def _breached(limit: Limit, value: str) -> bool:
