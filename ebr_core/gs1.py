@@ -202,12 +202,13 @@ def parse_gs1(raw: str, *, gs_substitutes: str = "") -> GS1Data:
                     "dropped by a keyboard-wedge scanner?)"
                 )
         pos = end
+    result = _collect(symbology, elements)  # check digits first: the more precise refusal
     last = elements[-1]
     # A scanner that transmitted a separator, or that is configured to send a substitute for FNC1,
     # does not drop FNC1: the last field then ends where the data ends, whatever its value holds.
     if _variable(last) and not separated and not gs_substitutes:
         _refuse_hidden_fields(last, {es.ai.ai for es in elements})
-    return _collect(symbology, elements)
+    return result
 
 
 def parse_gtin_symbol(symbology: str, data: str) -> GS1Data:
