@@ -10,9 +10,10 @@ re-implemented here); this module owns what a GMP reader must add on top:
 * FNC1 arrives as ASCII GS (0x1D) or a configured substitute (``|``, ``^``, ``~``; none of them is
   in GS1's character set 82, so a substitution can never hit data);
 * a scan whose fields cannot be split without guessing is **refused**: a variable-length field
-  followed by more data without a separator, or, from a scanner that may drop FNC1 (no separator
-  anywhere in the scan and no substitute configured), a final variable-length value whose tail
-  reads as other element strings the label could carry;
+  followed by more data without a separator, or, from a scanner that may drop FNC1 (no symbology
+  identifier, no separator anywhere in the scan and no substitute configured: a keyboard wedge),
+  a final variable-length value whose tail reads as other element strings the label could carry
+  (AIs it does not already hold, valid check digits and dates);
 * AIs 7250-7259 (patient date of birth, names, sex, address ...) are **refused**: patient data must
   not be on a label this system reads;
 * every check digit the GS1 General Specifications define for an AI is verified (GTIN, SSCC, GLN,
@@ -204,9 +205,12 @@ def parse_gs1(raw: str, *, gs_substitutes: str = "") -> GS1Data:
         pos = end
     result = _collect(symbology, elements)  # check digits first: the more precise refusal
     last = elements[-1]
-    # A scanner that transmitted a separator, or that is configured to send a substitute for FNC1,
-    # does not drop FNC1: the last field then ends where the data ends, whatever its value holds.
-    if _variable(last) and not separated and not gs_substitutes:
+    # Only a scanner that may drop FNC1 leaves a guess to make. One that transmitted a separator,
+    # that sends a configured substitute for FNC1, or that prefixes a GS1 symbology identifier
+    # (with which GS1 transmits every separator FNC1 as GS) does not: its last field ends where
+    # the data ends, whatever its value holds.
+    may_drop_fnc1 = not (separated or gs_substitutes or symbology in GS1_SYMBOLOGIES)
+    if _variable(last) and may_drop_fnc1:
         _refuse_hidden_fields(last, {es.ai.ai for es in elements})
     return result
 

@@ -2,8 +2,10 @@
 
 * A valid element string with a separator after every field that needs one is never refused, and
   reads back as the fields it was built from (300 examples here, 100,000 in the soak).
-* From a scanner configured to send a substitute for FNC1, the same holds for every message.
-* A keyboard wedge that drops every FNC1 between fields the labels carry is always refused.
+* From a scanner configured to send a substitute for FNC1, or one that prefixes a GS1 symbology
+  identifier, the same holds for every valid message, separators or not.
+* A keyboard wedge (no identifier) that drops every FNC1 between fields the labels carry is always
+  refused.
 * A single-digit substitution in any field with a check digit is always caught.
 """
 
@@ -116,6 +118,7 @@ def test_separated_valid_element_strings_are_never_refused(
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # 100,000 examples: about ten minutes on a 2-core machine
 @settings(
     max_examples=100_000,
     deadline=None,
@@ -138,11 +141,19 @@ def test_any_valid_message_from_a_scanner_with_a_gs_substitute_is_never_refused(
 
 
 @settings(max_examples=300, deadline=None)
+@given(messages(), st.sampled_from(["]d2", "]C1", "]Q3", "]e0"]))
+def test_any_valid_message_with_a_gs1_symbology_identifier_is_never_refused(
+    fields: list[tuple[str, str]], prefix: str
+) -> None:
+    assert parse_scan(prefix + encode(fields)).elements == dict(fields)
+
+
+@settings(max_examples=300, deadline=None)
 @given(st.text("0123456789", min_size=12, max_size=12))
-def test_a_random_12_digit_serial_after_a_separated_lot_is_never_refused(serial: str) -> None:
+def test_a_random_12_digit_serial_is_never_refused(serial: str) -> None:
     # Issue 17: about 1 scan in 6 was refused when the serial held '10', '21' or a date.
-    raw = f"]d2010950110153000310LOT-7{GS}21{serial}"
-    assert parse_scan(raw).serial == serial
+    assert parse_scan(f"]d2010950110153000310LOT-7{GS}21{serial}").serial == serial
+    assert parse_scan(f"]d201095011015300031726063021{serial}").serial == serial
 
 
 CORE = ["01", "10", "11", "17", "21", "251", "7240"]
