@@ -153,8 +153,8 @@ def test_isbt_compound_message() -> None:
         ("&*0261652460", "collection date: time 2460 is not a time of day (0000-2359)"),
         (
             "=<S1234900",
-            "collection type '9' is not one of 1 (autologous use only), X (autologous "
-            "use only, biohazard), A (autologous, eligible for crossover), V (volunteer allogeneic)",
+            "product code '=<S1234900': collection type '9' is not one of "
+            "0VRSTPrsA1XDd2LEQ3456FC78BHJG (ST-001 Table 7)",
         ),
         ("=+02000=G12341765432100", "compound message announces 2 structures but carries 1"),
         (
