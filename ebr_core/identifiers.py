@@ -109,10 +109,12 @@ class ScanData:
 
 
 def parse_scan(raw: str, *, gs_substitutes: str = "", symbology: str | None = None) -> ScanData:
-    """Parse one scan as GS1, ISBT 128 or a plain code.
+    """Parse one scan as GS1 or ISBT 128; a plain code is refused with :class:`PlainCodeError`.
 
     ``symbology`` is the identifier the decoder reported, for a scanner that does not prefix it to
-    its data (its profile says which symbology it reads); an identifier in ``raw`` must agree.
+    its data (its profile says which symbology it reads); an identifier in ``raw`` must agree. A
+    GS1 symbology identifier, sent or declared, vouches that the scanner transmits every separator
+    FNC1 (as GS or ``gs_substitutes``), so the last field is never split by guessing.
     """
     if not isinstance(raw, str):
         raise IdentifierError(f"a scan must be text, got {type(raw).__name__}")
