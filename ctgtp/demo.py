@@ -209,7 +209,7 @@ def _run_batch(station: Station) -> list[str]:
     sign("op.bob", "verified")
     engine.record_value(batch, "apheresis_volume", "220", "mL", "op.alice")
     sign("op.alice")
-    station.camera_scan("(01)09506000134376(17)271231(21)CART-0001", "op.alice")
+    station.camera_scan(f"(01)09506000134376(17){_expiry(365)}(21)CART-0001", "op.alice")
     station.scan("8004UNIT-0001", "op.alice")
     sign("op.alice")
     station.scan("010950600013435210TM2611", "op.alice")
@@ -245,7 +245,8 @@ def _run_batch(station: Station) -> list[str]:
     engine.raise_deviation(
         batch, "final bag label printed twice; spare label destroyed", "op.alice"
     )
-    station.scan(f"01{GTIN_BAG}1725123121BAG1{GS}251{COI}", "op.alice")
+    # The bag carries the patient's COI (AI 251) and an expiry ahead of the unit's date.
+    station.scan(f"01{GTIN_BAG}17{_expiry(14)}21BAG1{GS}251{COI}", "op.alice")
     sign("op.alice")
     sign("op.chen", "verified")
     engine.record_value(batch, "end_temperature", "-90", "Cel", "op.alice")
@@ -253,6 +254,12 @@ def _run_batch(station: Station) -> list[str]:
     engine.record_value(batch, "qc_samples_taken", "5", "1", "op.alice")
     sign("op.alice")
     return refused
+
+
+def _expiry(days: int) -> str:
+    """A GS1 date (YYMMDD) ``days`` after today: the demo runs on the real clock, and the engine
+    refuses an item whose expiry has passed."""
+    return (datetime.now(UTC) + timedelta(days=days)).strftime("%y%m%d")
 
 
 def _labels(engine: Any, batch: str, out: Path) -> list[str]:

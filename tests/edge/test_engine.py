@@ -253,7 +253,7 @@ def test_final_product_label_must_carry_the_coi(started: Engine) -> None:
     sign(e, "op.chen", "verified")
     with pytest.raises(SR, match="COI &/CHA999926ZZZ999 does not match"):
         e.scan("B1", "01095060001343451725123121BAG1" + GS + "251&/CHA999926ZZZ999", "op.alice")
-    e.scan("B1", "01095060001343451725123121BAG1" + GS + "251" + COI, "op.alice")
+    e.scan("B1", "01095060001343451727053121BAG1" + GS + "251" + COI, "op.alice")
     sign(e, "op.alice")
     sign(e, "op.chen", "verified")
     e.record_value("B1", "end_temperature", "-90", "Cel", "op.alice")

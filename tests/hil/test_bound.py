@@ -45,7 +45,7 @@ def test_camera_counter_and_bioreactor_into_the_running_batch(
     # Camera: the apheresis bag's COI on Code 128 would be ISBT; here a GS1-128 bag label with
     # AI 251 carrying the COI, seen in three consecutive frames: one scan, accepted.
     cam = CameraScanner()
-    label = gs1_128("0109506000134345" + "17251231" + "21BAG1\x1d251" + COI)
+    label = gs1_128("0109506000134345" + "17271231" + "21BAG1\x1d251" + COI)
     scans = []
     for i in range(3):
         scans += cam.process(frame(label, FrameStyle(angle=3, noise=4, seed=i)))
