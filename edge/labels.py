@@ -74,7 +74,9 @@ class LabelData:
             es += f"17{self.expiry:%y%m%d}10{self.batch}\x1d"
         es += f"21{self.serial}"
         try:
-            got = parse_scan("]C1" + es)
+            # Without a symbology identifier: the strictest reading, a keyboard wedge that may
+            # drop the separators (a scan with ]d2 or ]C1 carries them and is trusted).
+            got = parse_scan(es)
         except IdentifierError as e:
             raise LabelError(f"{self.kind} label would not scan back: {e}") from e
         want = (self.gtin, self.serial, self.batch if self.kind == "product_bag" else None)
