@@ -35,6 +35,12 @@ class Profile:
     def gs_substitute(self) -> str:
         return str(self.framing.get("gs_substitute", ""))
 
+    @property
+    def symbology(self) -> str | None:
+        """The one symbology identifier (``]d2``) a scanner that sends none is set to read."""
+        v = self.framing.get("symbology")
+        return None if v is None else str(v)
+
 
 def _unescape(s: str) -> bytes:
     return s.encode("ascii").decode("unicode_escape").encode("latin-1")
@@ -51,13 +57,31 @@ def parse_profile(text: str) -> Profile:
             raise ProfileError(f"profile [device] is missing {key!r}")
     if dev["kind"] not in KINDS:
         raise ProfileError(f"device kind {dev['kind']!r} is not one of {', '.join(KINDS)}")
+    framing = doc.get("framing", {})
+    if dev["kind"] == "barcode_scanner" and dev["transport"] == "serial":
+        # The symbology identifier must come from the decoder, never from the content: a scanner
+        # that does not prefix it must be set to read one symbology, named here.
+        sym = framing.get("symbology")
+        if not framing.get("symbology_identifiers", False) and sym is None:
+            raise ProfileError(
+                f"scanner profile {dev['name']!r} sends no symbology identifiers, so it must name "
+                "the one symbology it is set to read: [framing] symbology = \"]d2\" (GS1 "
+                "DataMatrix), \"]C1\" (GS1-128), \"]C0\" (Code 128) or \"]Q3\" (GS1 QR)"
+            )
+        if sym is not None and not (
+            isinstance(sym, str) and len(sym) == 3 and sym[0] == "]" and sym[1].isalpha()
+        ):
+            raise ProfileError(
+                f"scanner profile {dev['name']!r}: symbology {sym!r} is not an AIM symbology "
+                "identifier such as ]d2"
+            )
     return Profile(
         name=str(dev["name"]),
         kind=str(dev["kind"]),
         transport=str(dev["transport"]),
         protocol=str(dev["protocol"]),
         serial=dict(doc.get("serial", {})),
-        framing=dict(doc.get("framing", {})),
+        framing=dict(framing),
         mqtt=dict(doc.get("mqtt", {})),
         capabilities=dict(doc.get("capabilities", {})),
     )

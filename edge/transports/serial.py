@@ -131,7 +131,10 @@ class SerialReader:
         if any(b >= 0x7F or (b < 0x20 and b != 0x1D) for b in line):
             raise FrameError(f"scan holds non-printable bytes (line noise): {line[:40]!r}")
         text = line.decode("ascii")
-        parse_scan(text, gs_substitutes=self.profile.gs_substitute)  # device-level sanity
+        sym = self.profile.symbology  # what the scanner is set to read (profile), never a guess
+        parse_scan(text, gs_substitutes=self.profile.gs_substitute, symbology=sym)  # sanity
+        if sym is not None and not text.startswith(sym):
+            text = sym + text  # the step engine sees the identifier the device vouched for
         return text
 
     def stop(self) -> None:
