@@ -79,14 +79,30 @@ def _zx_symbol(r: zxingcpp.Barcode, dx: int = 0, dy: int = 0) -> Symbol:
     return Symbol(sid, r.text, _box(r.position, dx, dy))
 
 
-def _zxing(img: np.ndarray, formats: tuple[zxingcpp.BarcodeFormat, ...]) -> list[Symbol]:
+def _zxing(
+    img: np.ndarray, formats: tuple[zxingcpp.BarcodeFormat, ...], *, rotate: bool = True
+) -> list[Symbol]:
     results = zxingcpp.read_barcodes(
         img,
         formats=formats,  # type: ignore[arg-type]
         text_mode=zxingcpp.TextMode.Plain,
-        try_rotate=True,  # 90 and 270 degrees; 180 is a right-to-left read, always tried
+        try_rotate=rotate,  # 90 and 270 degrees; 180 is a right-to-left read, always tried
     )
     return [_zx_symbol(r) for r in results if r.valid]
+
+
+def _sweep_code128(gray: np.ndarray) -> list[Symbol]:
+    """zxing-cpp over the whole frame upright and turned a quarter (its own ``try_rotate`` turns
+    the frame only when the upright pass finds nothing, which misses a turned label beside an
+    upright one); boxes in the frame's coordinates."""
+    out = []
+    for s in _zxing(gray, _CODE128, rotate=False):
+        out.append(s)
+    width = gray.shape[1]
+    for s in _zxing(np.ascontiguousarray(np.rot90(gray)), _CODE128, rotate=False):
+        x, y, w, h = s.box  # in the turned frame: x runs down the frame, y right to left
+        out.append(Symbol(s.symbology, s.text, (width - y - h, x, h, w)))
+    return out
 
 
 def reduce(gray: np.ndarray, scale: float = PYZBAR_SCALE) -> np.ndarray:
@@ -123,15 +139,23 @@ def _reread(gray: np.ndarray, text: str, box: tuple[int, int, int, int]) -> Symb
     return None
 
 
-def read_code128(frame: np.ndarray, stats: ReadStats = STATS) -> list[Symbol]:
+def read_code128(
+    frame: np.ndarray, stats: ReadStats = STATS, *, sweep: bool = True
+) -> list[Symbol]:
     """Every Code 128 in the frame, with the identifier zxing-cpp reports (``]C0`` / ``]C1``).
 
     pyzbar at 3/4 size is the fast first pass; zxing-cpp re-reads the region of each hit for its
     identifier. When that pass finds nothing, zxing-cpp reads the whole frame (Code 128 in any
-    of the four orientations, a few milliseconds), and then pyzbar at full resolution."""
+    of the four orientations, a few milliseconds), and then pyzbar at full resolution.  With
+    ``sweep`` (the default; about 2 ms a frame here), zxing-cpp reads the whole frame even when
+    pyzbar found something, so a second Code 128 at another quarter turn is read too."""
     gray = _gray(frame)
     hits = _zbar_code128(gray, PYZBAR_SCALE)
     out: list[Symbol] = []
+    if sweep and hits:
+        for s in _sweep_code128(gray):
+            if all(s.scan != o.scan for o in out):
+                out.append(s)
     if not hits:
         for s in _zxing(gray, _CODE128):  # zxing-cpp may report one symbol twice
             if all(s.scan != o.scan for o in out):
@@ -156,12 +180,15 @@ def read_2d(frame: np.ndarray) -> list[Symbol]:
     return _zxing(_gray(frame), _TWO_D)
 
 
-def read_symbols(frame: np.ndarray, stats: ReadStats = STATS) -> list[Symbol]:
-    """Every symbol in the frame (Code 128, DataMatrix, QR), each once."""
+def read_symbols(
+    frame: np.ndarray, stats: ReadStats = STATS, *, sweep: bool = True
+) -> list[Symbol]:
+    """Every symbol in the frame (Code 128, DataMatrix, QR), each once (``sweep``: see
+    :func:`read_code128`)."""
     stats.frames += 1
     gray = _gray(frame)
     out: list[Symbol] = []
-    for s in read_code128(gray, stats) + read_2d(gray):
+    for s in read_code128(gray, stats, sweep=sweep) + read_2d(gray):
         if all(s.scan != o.scan for o in out):
             out.append(s)
     return out
@@ -194,6 +221,9 @@ class CameraScanner:
 
     leave_after: int = 1
     hold_s: float = 0.0
+    # Every this many frames, zxing-cpp also sweeps the whole frame for Code 128 when pyzbar
+    # found one, so a second label at another quarter turn is read (1: every frame).
+    sweep_every: int = 1
     clock: Callable[[], float] = time.monotonic
     frames: int = 0
     _visible: dict[str, tuple[int, float]] = field(default_factory=dict)  # scan -> last seen
@@ -206,7 +236,8 @@ class CameraScanner:
     def process(self, frame: np.ndarray) -> list[str]:
         self.frames += 1
         now = self.clock()
-        seen = decode_frame(frame)
+        sweep = self.frames % self.sweep_every == 0
+        seen = [s.scan for s in read_symbols(frame, sweep=sweep)]
         new = sorted({s for s in seen if s not in self._visible})
         for s in seen:
             self._visible[s] = (self.frames, now)

@@ -82,7 +82,7 @@ def test_a_code128_only_the_full_resolution_pass_reads_is_read(monkeypatch) -> N
 
 
 def test_a_code128_zxing_cannot_confirm_is_dropped_not_guessed(monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    monkeypatch.setattr(camera, "_zxing", lambda img, formats: [])
+    monkeypatch.setattr(camera, "_zxing", lambda img, formats, rotate=True: [])
     stats = ReadStats()
     assert camera.read_code128(frame(code128("10064908")), stats) == []
     assert stats.unconfirmed_code128 == 1
@@ -111,3 +111,24 @@ def test_two_labels_in_view_are_two_scans_once() -> None:
     scans = [cam.process(canvas) for _ in range(4)]
     assert scans[0] == sorted(["]d2010950600013435210TM2611", f"]Q1{COI}"])
     assert scans[1:] == [[], [], []]
+
+
+def test_a_stream_reads_a_second_code128_at_another_quarter_turn(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """When pyzbar reads one label and misses a turned one (as it does on some photos), the
+    periodic zxing-cpp sweep of a stream still finds the turned one, and each is one scan."""
+    canvas = frame(None, FrameStyle())
+    flat = code128(COI)
+    turned = np.rot90(code128("&/CHA999926XYZ789")).copy()
+    turned = cv2.resize(turned, (turned.shape[1] * 2 // 3, turned.shape[0] * 2 // 3))
+    canvas[20 : 20 + flat.shape[0], 20 : 20 + flat.shape[1]] = flat
+    canvas[200 : 200 + turned.shape[0], 1000 : 1000 + turned.shape[1]] = turned
+    real = camera._zbar_code128
+    monkeypatch.setattr(
+        camera, "_zbar_code128", lambda g, sc: [h for h in real(g, sc) if h[0] == COI]
+    )
+    fast = camera.read_code128(canvas, sweep=False)
+    assert [s.scan for s in fast] == [f"]C0{COI}"]  # the fast pass alone misses it
+    assert len(camera.read_code128(canvas)) == 2  # one frame, swept, reads both
+    cam = CameraScanner(sweep_every=3)
+    scans = [s for _ in range(cam.sweep_every) for s in cam.process(canvas)]
+    assert sorted(scans) == sorted([f"]C0{COI}", "]C0&/CHA999926XYZ789"])  # each once
