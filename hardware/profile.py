@@ -65,8 +65,8 @@ def parse_profile(text: str) -> Profile:
         if not framing.get("symbology_identifiers", False) and sym is None:
             raise ProfileError(
                 f"scanner profile {dev['name']!r} sends no symbology identifiers, so it must name "
-                "the one symbology it is set to read: [framing] symbology = \"]d2\" (GS1 "
-                "DataMatrix), \"]C1\" (GS1-128), \"]C0\" (Code 128) or \"]Q3\" (GS1 QR)"
+                'the one symbology it is set to read: [framing] symbology = "]d2" (GS1 '
+                'DataMatrix), "]C1" (GS1-128), "]C0" (Code 128) or "]Q3" (GS1 QR)'
             )
         if sym is not None and not (
             isinstance(sym, str) and len(sym) == 3 and sym[0] == "]" and sym[1].isalpha()
