@@ -10,7 +10,9 @@ from typing import TYPE_CHECKING
 import click
 
 if TYPE_CHECKING:
+    from firmware_sim.bioreactor import BioreactorSim
     from firmware_sim.profiles import Message
+    from firmware_sim.pty import PtyDevice
 
 
 @click.group()
@@ -59,7 +61,6 @@ def unit(
     """Run a whole simulated production unit: broker, bioreactor, scanner and cell counter."""
     from firmware_sim.bioreactor import BioreactorSim
     from firmware_sim.broker import Broker
-    from firmware_sim.devices import CellCounterSim, ScannerSim
     from firmware_sim.profiles import car_t_10d, paced
     from firmware_sim.pty import PtyDevice
 
@@ -80,41 +81,16 @@ def unit(
             click.echo(
                 f"profile  {profile}: {days:g} days at {speed:g}x, {days * 86_400 / speed:.1f} s"
             )
-            start = time.monotonic()
-            try:
+        start = time.monotonic()
+        try:
+            if run is not None:
                 # Device time is the run's simulated clock, so a plot of t shows the ten days.
                 bio.play(
                     _echo_states(paced(run, speed, clock=time.monotonic, sleep=time.sleep)),
                     datetime.now(UTC),
                 )
-            except KeyboardInterrupt:
-                pass
-            finally:
-                bio.wait_published()
-                bio.close()
-                scanner.close()
-                counter.close()
-            took = time.monotonic() - start
-            click.echo(
-                f"published {bio.sent} MQTT messages in {took:.1f} s "
-                f"({bio.sent / max(took, 1e-9):.0f}/s)"
-            )
-            return
-        start = time.monotonic()
-        n = 0
-        alarmed = False
-        try:
-            while duration == 0 or time.monotonic() - start < duration:
-                n += 1
-                bio.reading("temperature", f"37.{n % 10}", "Cel")
-                bio.reading("ph", f"7.{20 + n % 5}", "[pH]")
-                if n % 20 == 0:
-                    scanner.write(ScannerSim().frame("&/CHA999926ABC123", "]C0"))
-                    counter.write(CellCounterSim().frame(f"S-{n}", 2_000_000 + n, 1_840_000))
-                if alarm_after and not alarmed and time.monotonic() - start >= alarm_after:
-                    bio.alarm("DO_LOW", "dissolved oxygen below 20 %")
-                    alarmed = True
-                time.sleep(1 / rate)
+            else:
+                _flat(bio, scanner, counter, start, duration, rate, alarm_after)
         except KeyboardInterrupt:
             pass
         finally:
@@ -122,7 +98,41 @@ def unit(
             bio.close()
             scanner.close()
             counter.close()
-        click.echo(f"published {bio.sent} MQTT messages")
+        if run is not None:
+            took = time.monotonic() - start
+            click.echo(
+                f"published {bio.sent} MQTT messages in {took:.1f} s "
+                f"({bio.sent / max(took, 1e-9):.0f}/s)"
+            )
+        else:
+            click.echo(f"published {bio.sent} MQTT messages")
+
+
+def _flat(
+    bio: BioreactorSim,
+    scanner: PtyDevice,
+    counter: PtyDevice,
+    start: float,
+    duration: float,
+    rate: float,
+    alarm_after: float,
+) -> None:
+    """The flat signal: a temperature/pH pair at ``rate``, a scan and a count now and then."""
+    from firmware_sim.devices import CellCounterSim, ScannerSim
+
+    n = 0
+    alarmed = False
+    while duration == 0 or time.monotonic() - start < duration:
+        n += 1
+        bio.reading("temperature", f"37.{n % 10}", "Cel")
+        bio.reading("ph", f"7.{20 + n % 5}", "[pH]")
+        if n % 20 == 0:
+            scanner.write(ScannerSim().frame("&/CHA999926ABC123", "]C0"))
+            counter.write(CellCounterSim().frame(f"S-{n}", 2_000_000 + n, 1_840_000))
+        if alarm_after and not alarmed and time.monotonic() - start >= alarm_after:
+            bio.alarm("DO_LOW", "dissolved oxygen below 20 %")
+            alarmed = True
+        time.sleep(1 / rate)
 
 
 def _echo_states(messages: Iterator[Message]) -> Iterator[Message]:

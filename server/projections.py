@@ -294,25 +294,19 @@ def rebuild(db: Session, batch_id: str) -> Projection:
     return p
 
 
-def _store(db: Session, batch_id: str, p: Projection, *, new: bool) -> None:
+_UPSERT_PROJECTION = text(
+    "INSERT INTO batch_projections (batch_id, upto_seq, body, digest) VALUES (:b, :u, :body, :d) "
+    "ON CONFLICT (batch_id) DO UPDATE SET upto_seq = excluded.upto_seq, body = excluded.body, "
+    "digest = excluded.digest"
+)
+
+
+def _store(db: Session, batch_id: str, p: Projection) -> None:
     body = orjson.dumps(p.to_json())
-    row = {"b": batch_id, "u": p.upto_seq, "body": body.decode(), "d": _digest(body)}
-    if new:
-        db.execute(
-            text(
-                "INSERT INTO batch_projections (batch_id, upto_seq, body, digest) "
-                "VALUES (:b, :u, :body, :d)"
-            ),
-            row,
-        )
-    else:
-        db.execute(
-            text(
-                "UPDATE batch_projections SET upto_seq = :u, body = :body, digest = :d "
-                "WHERE batch_id = :b"
-            ),
-            row,
-        )
+    db.execute(
+        _UPSERT_PROJECTION,
+        {"b": batch_id, "u": p.upto_seq, "body": body.decode(), "d": _digest(body)},
+    )
 
 
 def _stored(db: Session, batch_id: str) -> Projection | None:
@@ -337,17 +331,11 @@ def advance(db: Session, batch_id: str, d: Delta) -> None:
     """Advance the batch's projection by one segment's delta (inside the ingest transaction,
     after the segment's rows and the queue row are written)."""
     unit_id, events, _last = _head(db, batch_id)
-    exists = (
-        db.execute(
-            text("SELECT 1 FROM batch_projections WHERE batch_id = :b"), {"b": batch_id}
-        ).first()
-        is not None
-    )
     p = _stored(db, batch_id)
     if p is None or p.events + d.events != events:
-        if exists or d.events != events:
+        if d.events != events:
             # missing or unsound while the batch has earlier events: from the (stored) events
-            _store(db, batch_id, rebuild(db, batch_id), new=not exists)
+            _store(db, batch_id, rebuild(db, batch_id))
             return
         p = Projection(0, 0, None, [], [], Telemetry())  # the batch's first segment
     if d.step_events:
@@ -355,7 +343,7 @@ def advance(db: Session, batch_id: str, d: Delta) -> None:
             p.apply(ev)
     p.telemetry.merge(d.telemetry)
     p.upto_seq, p.events = d.last_seq, events
-    _store(db, batch_id, p, new=not exists)
+    _store(db, batch_id, p)
 
 
 def load(db: Session, summ: BatchSummary) -> Projection:
