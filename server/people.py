@@ -20,7 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from server import audit
-from server.db import Alert, Person, RoleGrant, Token
+from server.db import Alert, AuditEntry, Person, RoleGrant, Token
 from server.errors import Conflict, Forbidden, NotFound, Unauthorized, Unprocessable
 
 ROLES = ("operator", "qa_reviewer", "qa_approver", "admin", "auditor")
@@ -405,6 +405,45 @@ def principal_for_token(db: Session, token: str, *, at: datetime) -> Principal:
     if p is None or p.status != "active":
         raise Unauthorized(f"account {t.user_id} is not active")
     return Principal(p.user_id, p.printed_name, grants_of(db, p.user_id))
+
+
+# Audit actions by which a person administers someone's access (password, roles, status).
+ACCESS_ACTIONS = (
+    "person.created",
+    "person.password_reset",
+    "role.granted",
+    "role.revoked",
+    "person.disabled",
+    "person.unlocked",
+    "person.locked",
+)
+
+
+def _audit_time(t: datetime) -> str:
+    """The audit trail's own time format (UTC, fixed width), so strings compare as times."""
+    from datetime import UTC
+
+    t = t.astimezone(UTC) if t.tzinfo else t
+    return t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def administered_access(db: Session, user_id: str, since: datetime) -> bool:
+    """True if ``user_id`` set anyone's password (creation or reset), granted or revoked anyone's
+    role, or changed anyone's status at or after ``since``.  Read from the hash-chained audit
+    trail, which no one can edit: whoever administered access during a batch's review window
+    could have given themselves, or an account they control, the means to sign it, so they may
+    not sign that batch (separation of duties, issue 18).  The bootstrap ``system`` actor and
+    the automatic lockout (actor ``system``) are never a signer."""
+    hit = db.scalar(
+        select(AuditEntry.seq)
+        .where(
+            AuditEntry.actor == user_id,
+            AuditEntry.action.in_(ACCESS_ACTIONS),
+            AuditEntry.at >= _audit_time(since),
+        )
+        .limit(1)
+    )
+    return hit is not None
 
 
 def end_session(db: Session, token: str, *, at: datetime) -> None:
