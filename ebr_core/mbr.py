@@ -4,21 +4,43 @@ phase) that drives the edge's step engine.  Pure: parses and validates the docum
 A phase (one step the operator performs) may declare:
 
 * ``scans``: required scans, each a ``role`` (``patient_material``, ``cartridge``, ``reagent``,
-  ``equipment``, ``final_product``) and for reagents the ``material`` name expected;
+  ``equipment``, ``final_product``) and for reagents (only) the ``material`` name expected;
 * ``values``: values to record, each with a ``unit`` (UCUM) and optional ``limits``
-  (``hard``/``soft`` with ``min``/``max`` as decimal strings);
+  (``hard``/``soft`` with ``min``/``max`` as decimal strings; a soft bound lies within the hard
+  limit);
 * ``calculation``: ``dose`` (computed from recorded values and the MBR's ``dosing`` rule);
 * ``signature``: the meaning of the operator's signature (default ``performed``);
 * ``critical``: true when a second, different person must sign ``verified``.
+
+The document is validated strictly (pydantic models with ``extra="forbid"``): a misspelt key
+(``critcal: true``) would otherwise drop a rule without a word, here second-person verification,
+so every unknown key is refused with the allowed ones; units must be valid UCUM
+(:mod:`ebr_core.ucum`); numbers are integers or decimal strings, never YAML booleans.
 """
 
 from __future__ import annotations
 
+import difflib
+import re
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
-from typing import Any
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from ebr_core.errors import EbrError
+from ebr_core.gs1 import gs1_check_digit
+from ebr_core.ucum import UcumError, check_ucum
 
 SCAN_ROLES = ("patient_material", "cartridge", "reagent", "equipment", "final_product")
 
@@ -118,107 +140,334 @@ class Mbr:
         raise MbrError(f"step {step_id!r} is not in {self.mbr_id} v{self.version}")
 
 
-def _dec(v: Any, where: str) -> Decimal:
-    try:
-        if isinstance(v, bool) or not isinstance(v, str | int):
-            raise InvalidOperation
-        return Decimal(str(v))
-    except InvalidOperation as e:
-        raise MbrError(f"{where}: {v!r} is not a decimal number") from e
+class _Strict(BaseModel):
+    """A mapping of the MBR: unknown keys are refused (a typo such as ``critcal`` must never
+    silently drop a rule), naming the key, the allowed keys and the closest one."""
 
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
-def _limit(d: Any, where: str) -> Limit | None:
-    if d is None:
-        return None
-    if not isinstance(d, dict) or not d.keys() <= {"min", "max"} or not d:
-        raise MbrError(f"{where}: a limit is a mapping with min and/or max")
-    lo = _dec(d["min"], f"{where}.min") if "min" in d else None
-    hi = _dec(d["max"], f"{where}.max") if "max" in d else None
-    if lo is not None and hi is not None and lo > hi:
-        raise MbrError(f"{where}: min {lo} is above max {hi}")
-    return Limit(lo, hi)
-
-
-def _req(d: dict[str, Any], key: str, where: str) -> Any:
-    if key not in d:
-        raise MbrError(f"{where}: missing {key!r}")
-    return d[key]
-
-
-def parse_mbr(content: dict[str, Any]) -> Mbr:
-    """Build and validate an :class:`Mbr` from a document's content."""
-    proc = _req(content, "procedure", "mbr")
-    steps: list[Step] = []
-    for up in _req(proc, "unit_procedures", "procedure"):
-        for op in _req(up, "operations", f"unit procedure {up.get('id')}"):
-            for ph in _req(op, "phases", f"operation {op.get('id')}"):
-                sid = f"{up['id']}/{op['id']}/{ph['id']}"
-                scans = []
-                for sc in ph.get("scans", []):
-                    role = _req(sc, "role", sid)
-                    if role not in SCAN_ROLES:
-                        raise MbrError(f"{sid}: scan role {role!r} is not one of {SCAN_ROLES}")
-                    if role == "reagent" and "material" not in sc:
-                        raise MbrError(f"{sid}: a reagent scan names its material")
-                    scans.append(ScanSpec(role, sc.get("material")))
-                values = []
-                for v in ph.get("values", []):
-                    lim = v.get("limits", {})
-                    values.append(
-                        ValueSpec(
-                            _req(v, "name", sid),
-                            _req(v, "unit", sid),
-                            _limit(lim.get("hard"), f"{sid}.{v['name']}.hard"),
-                            _limit(lim.get("soft"), f"{sid}.{v['name']}.soft"),
-                        )
-                    )
-                steps.append(
-                    Step(
-                        id=sid,
-                        name=_req(ph, "name", sid),
-                        instruction=ph.get("instruction", ""),
-                        scans=tuple(scans),
-                        values=tuple(values),
-                        calculation=ph.get("calculation"),
-                        signature=ph.get("signature", "performed"),
-                        critical=bool(ph.get("critical", False)),
-                    )
+    @model_validator(mode="before")
+    @classmethod
+    def _known_keys(cls, data: Any) -> Any:
+        allowed = list(cls.model_fields)
+        if not isinstance(data, dict):
+            raise ValueError(
+                f"expected a mapping with the keys {', '.join(allowed)}; got "
+                f"{type(data).__name__} {_show(data)}"
+            )
+        for key in data:
+            if key not in cls.model_fields:
+                close = difflib.get_close_matches(str(key), allowed, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise ValueError(
+                    f"unknown key {key!r}{hint}; the allowed keys are {', '.join(allowed)}"
                 )
-    if not steps:
-        raise MbrError("the procedure has no phases")
-    ids = [s.id for s in steps]
-    if len(set(ids)) != len(ids):
-        raise MbrError("step ids are not unique")
-    dosing = None
-    if "dosing" in content:
-        d = content["dosing"]
-        dosing = DosingRule(
-            target_per_kg=_dec(_req(d, "target_per_kg", "dosing"), "dosing.target_per_kg"),
-            max_total=_dec(_req(d, "max_total", "dosing"), "dosing.max_total"),
-            min_per_kg=_dec(_req(d, "min_per_kg", "dosing"), "dosing.min_per_kg"),
-            max_per_kg=_dec(_req(d, "max_per_kg", "dosing"), "dosing.max_per_kg"),
+        return data
+
+
+def _show(v: Any) -> str:
+    text = repr(v)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+
+
+def _decimal(v: Any) -> Decimal:
+    """A decimal written as an integer or a string ("0.5"; YAML floats arrive as strings)."""
+    if isinstance(v, bool) or not isinstance(v, str | int) or not _NUMBER.fullmatch(str(v)):
+        raise ValueError(f"{_show(v)} is not a decimal number; expected one such as 50 or '0.5'")
+    return Decimal(str(v))
+
+
+def _ucum(v: Any) -> str:
+    if not isinstance(v, str):
+        raise ValueError(f"{_show(v)} is not a UCUM unit code; expected one such as 'mL'")
+    try:
+        check_ucum(v)
+    except UcumError as e:
+        raise ValueError(str(e)) from e
+    return v
+
+
+def _text_id(v: Any) -> Any:
+    """An id or version written as a YAML integer (``version: 3``) is the string '3'."""
+    return str(v) if isinstance(v, int) and not isinstance(v, bool) else v
+
+
+Dec = Annotated[Decimal, BeforeValidator(_decimal)]
+Ucum = Annotated[str, BeforeValidator(_ucum)]
+Text = Annotated[str, StringConstraints(min_length=1, max_length=500)]
+Id = Annotated[
+    str,
+    BeforeValidator(_text_id),
+    StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"),
+]
+Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z][A-Za-z0-9_]{0,63}$")]
+Channel = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
+
+
+class _Limit(_Strict):
+    min: Dec | None = None
+    max: Dec | None = None
+
+    @model_validator(mode="after")
+    def _bounded(self) -> _Limit:
+        if self.min is None and self.max is None:
+            raise ValueError("a limit needs min and/or max")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min {self.min} is above max {self.max}; expected min <= max")
+        return self
+
+    def limit(self) -> Limit:
+        return Limit(self.min, self.max)
+
+
+class _Limits(_Strict):
+    hard: _Limit | None = None
+    soft: _Limit | None = None
+
+    @field_validator("soft")
+    @classmethod
+    def _soft_within_hard(cls, soft: _Limit | None, info: ValidationInfo) -> _Limit | None:
+        hard: _Limit | None = info.data.get("hard")
+        if soft is None or hard is None:
+            return soft
+        problem = _outside(soft, hard)
+        if problem:
+            raise ValueError(
+                f"the soft limit {soft.limit().describe()} does not lie within the hard limit "
+                f"{hard.limit().describe()}: {problem}; expected soft limits within the hard limits"
+            )
+        return soft
+
+
+def _outside(soft: _Limit, hard: _Limit) -> str | None:
+    """Which bound of ``soft`` lies outside ``hard`` (None when every bound lies within)."""
+    for which, v in (("min", soft.min), ("max", soft.max)):
+        if v is None:
+            continue
+        if hard.min is not None and v < hard.min:
+            return f"soft {which} {v} is below hard min {hard.min}"
+        if hard.max is not None and v > hard.max:
+            return f"soft {which} {v} is above hard max {hard.max}"
+    return None
+
+
+class _Value(_Strict):
+    name: Name
+    unit: Ucum
+    limits: _Limits | None = None
+
+
+class _Scan(_Strict):
+    role: Literal["patient_material", "cartridge", "reagent", "equipment", "final_product"]
+    material: Text | None = None
+
+    @model_validator(mode="after")
+    def _material_for_reagents(self) -> _Scan:
+        if self.role == "reagent" and self.material is None:
+            raise ValueError("a reagent scan names its material (material: ...)")
+        if self.role != "reagent" and self.material is not None:
+            raise ValueError(f"only a reagent scan names a material, not a {self.role} scan")
+        return self
+
+
+class _Phase(_Strict):
+    id: Id
+    name: Text
+    instruction: str = ""
+    scans: list[_Scan] = Field(default_factory=list)
+    values: list[_Value] = Field(default_factory=list)
+    calculation: Literal["dose"] | None = None
+    signature: Literal["performed", "verified"] = "performed"
+    critical: bool = False
+
+    @model_validator(mode="after")
+    def _coherent(self) -> _Phase:
+        names = [v.name for v in self.values]
+        dup = next((n for n in names if names.count(n) > 1), None)
+        if dup is not None:
+            raise ValueError(f"value {dup!r} is listed twice; expected unique value names")
+        if self.critical and self.signature == "verified":
+            raise ValueError(
+                "a critical phase is signed 'performed' and then 'verified' by a second person; "
+                "expected signature: performed"
+            )
+        return self
+
+
+class _Operation(_Strict):
+    id: Id
+    name: Text | None = None
+    phases: Annotated[list[_Phase], Field(min_length=1)]
+
+
+class _UnitProcedure(_Strict):
+    id: Id
+    name: Text | None = None
+    operations: Annotated[list[_Operation], Field(min_length=1)]
+
+
+class _Procedure(_Strict):
+    id: Id
+    name: Text | None = None
+    unit_procedures: Annotated[list[_UnitProcedure], Field(min_length=1)]
+
+
+class _Dosing(_Strict):
+    target_per_kg: Dec
+    max_total: Dec
+    min_per_kg: Dec
+    max_per_kg: Dec
+
+    @model_validator(mode="after")
+    def _ordered(self) -> _Dosing:
+        if min(self.target_per_kg, self.max_total, self.min_per_kg, self.max_per_kg) <= 0:
+            raise ValueError("every dosing figure is a positive number of cells")
+        if not self.min_per_kg <= self.target_per_kg <= self.max_per_kg:
+            raise ValueError(
+                f"target_per_kg {self.target_per_kg} is not within min_per_kg "
+                f"{self.min_per_kg} and max_per_kg {self.max_per_kg}"
+            )
+        return self
+
+
+class _Telemetry(_Limit):
+    unit: Ucum
+
+
+class _Mbr(_Strict):
+    mbr_id: Id
+    version: Id
+    product: str = ""
+    cartridge_gtin: Annotated[str, StringConstraints(pattern=r"^[0-9]{14}$")] | None = None
+    dosing: _Dosing | None = None
+    telemetry: dict[Channel, _Telemetry] = Field(default_factory=dict)
+    procedure: _Procedure
+
+    @field_validator("cartridge_gtin")
+    @classmethod
+    def _gtin_check_digit(cls, v: str | None) -> str | None:
+        if v is not None and str(gs1_check_digit(v[:13])) != v[13]:
+            raise ValueError(
+                f"GTIN {v} has a wrong check digit (expected {gs1_check_digit(v[:13])})"
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _coherent(self) -> _Mbr:
+        phases = [
+            (f"{up.id}/{op.id}/{ph.id}", ph)
+            for up in self.procedure.unit_procedures
+            for op in up.operations
+            for ph in op.phases
+        ]
+        ids = [sid for sid, _ in phases]
+        dup = next((i for i in ids if ids.count(i) > 1), None)
+        if dup is not None:
+            raise ValueError(f"step {dup} is listed twice; expected unique step ids")
+        if self.dosing is None and any(ph.calculation == "dose" for _, ph in phases):
+            raise ValueError("a phase calculates a dose but the MBR has no dosing rule (dosing:)")
+        if self.cartridge_gtin is None and any(
+            sc.role == "cartridge" for _, ph in phases for sc in ph.scans
+        ):
+            raise ValueError("a phase scans a cartridge but the MBR names no cartridge_gtin")
+        return self
+
+
+def parse_mbr(content: dict[str, Any], source: str = "MBR") -> Mbr:
+    """Build and validate an :class:`Mbr` from a document's content.
+
+    Every problem is reported at once, each as ``source: path: what is wrong; what is
+    expected``, the path being where it sits in the document (``procedure.unit_procedures[0]
+    .operations[0].phases[1].values[0].limits.soft``) followed by the step it belongs to.
+    """
+    try:
+        m = _Mbr.model_validate(content)
+    except ValidationError as e:
+        raise MbrError(_describe(e, content, source)) from None
+    steps = tuple(
+        Step(
+            id=f"{up.id}/{op.id}/{ph.id}",
+            name=ph.name,
+            instruction=ph.instruction,
+            scans=tuple(ScanSpec(sc.role, sc.material) for sc in ph.scans),
+            values=tuple(
+                ValueSpec(
+                    v.name,
+                    v.unit,
+                    v.limits.hard.limit() if v.limits and v.limits.hard else None,
+                    v.limits.soft.limit() if v.limits and v.limits.soft else None,
+                )
+                for v in ph.values
+            ),
+            calculation=ph.calculation,
+            signature=ph.signature,
+            critical=ph.critical,
         )
-    if any(s.calculation == "dose" for s in steps) and dosing is None:
-        raise MbrError("a phase calculates a dose but the MBR has no dosing rule")
-    telemetry: dict[str, TelemetryLimit] = {}
-    tel = content.get("telemetry", {})
-    if not isinstance(tel, dict):
-        raise MbrError("telemetry: a mapping of channel -> {unit, min, max}")
-    for ch, d in tel.items():
-        if not isinstance(d, dict) or not isinstance(d.get("unit"), str):
-            raise MbrError(f"telemetry.{ch}: a mapping with a UCUM unit and min and/or max")
-        lim = _limit({k: v for k, v in d.items() if k != "unit"}, f"telemetry.{ch}")
-        assert lim is not None
-        telemetry[str(ch)] = TelemetryLimit(str(ch), d["unit"], lim)
-    return Mbr(
-        mbr_id=str(_req(content, "mbr_id", "mbr")),
-        version=str(_req(content, "version", "mbr")),
-        product=str(content.get("product", "")),
-        cartridge_gtin=content.get("cartridge_gtin"),
-        dosing=dosing,
-        steps=tuple(steps),
-        telemetry=telemetry,
+        for up in m.procedure.unit_procedures
+        for op in up.operations
+        for ph in op.phases
     )
+    d = m.dosing
+    return Mbr(
+        mbr_id=m.mbr_id,
+        version=m.version,
+        product=m.product,
+        cartridge_gtin=m.cartridge_gtin,
+        dosing=DosingRule(d.target_per_kg, d.max_total, d.min_per_kg, d.max_per_kg) if d else None,
+        steps=steps,
+        telemetry={ch: TelemetryLimit(ch, t.unit, t.limit()) for ch, t in m.telemetry.items()},
+    )
+
+
+MAX_REPORTED = 10
+
+
+def _describe(e: ValidationError, content: Any, source: str) -> str:
+    errors = e.errors(include_url=False)
+    lines = [_line(err, content) for err in errors[:MAX_REPORTED]]
+    if len(errors) > MAX_REPORTED:
+        lines.append(f"... and {len(errors) - MAX_REPORTED} more")
+    head = f"{source} is not a valid master batch record"
+    if len(lines) == 1:
+        return f"{head}: {lines[0]}"
+    return f"{head} ({len(errors)} problems):\n  " + "\n  ".join(lines)
+
+
+def _line(err: Any, content: Any) -> str:
+    loc = tuple(err["loc"])
+    path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
+    if err["type"] == "missing":
+        where, what = path.rpartition(".")[0] or path.rpartition("[")[0], f"missing key {loc[-1]!r}"
+        path = where
+    else:
+        what = str(err["msg"]).removeprefix("Value error, ")
+        if err["type"] not in ("value_error", "assertion_error") and not isinstance(
+            err.get("input"), dict | list
+        ):
+            what += f" (got {_show(err.get('input'))})"
+    step = _step_of(loc, content)
+    return f"{path or '(top level)'}: {what}" + (f" [{step}]" if step else "")
+
+
+def _step_of(loc: tuple[Any, ...], content: Any) -> str:
+    """The ids met along ``loc`` (``receipt/apheresis/inspect``, then a value's name)."""
+    ids: list[str] = []
+    node = content
+    for part in loc:
+        try:
+            node = node[part]
+        except (KeyError, IndexError, TypeError):
+            break
+        if isinstance(part, int) and isinstance(node, dict):
+            label = node.get("id", node.get("name"))
+            if isinstance(label, str | int) and not isinstance(label, bool):
+                ids.append(str(label))
+    if len(ids) > 3:
+        return "step " + "/".join(ids[:3]) + ", value " + ids[3]
+    return ("step " if len(ids) == 3 else "") + "/".join(ids)
 
 
 @dataclass(frozen=True)
