@@ -86,6 +86,11 @@ SCHEMA = [
         "CREATE INDEX IF NOT EXISTS events_batch_steps ON events (batch_id, seq) "
         "WHERE kind <> 'reading.recorded'"
     ),
+    # Events of one kind but telemetry (refused messages, clock jumps), without a scan.
+    (
+        "CREATE INDEX IF NOT EXISTS events_kind ON events (kind, seq) "
+        "WHERE kind <> 'reading.recorded'"
+    ),
     """CREATE TABLE IF NOT EXISTS checkpoints (
         seq INTEGER PRIMARY KEY,
         line BLOB NOT NULL
@@ -589,6 +594,22 @@ class Ledger:
                 "SELECT line FROM events WHERE seq BETWEEN ? AND ? ORDER BY seq", (lo, hi)
             ):
                 yield event_from_line(line)
+
+    def events_of_kind(self, kind: str) -> Iterator[Event]:
+        """The committed events of ``kind`` (not ``reading.recorded``) in seq order, read
+        through their own index."""
+        after, end = 0, self.head[0]
+        sql = (
+            "SELECT seq, line FROM events INDEXED BY events_kind WHERE kind = ? "
+            "AND kind <> 'reading.recorded' AND seq > ? AND seq <= ? ORDER BY seq LIMIT ?"
+        )
+        while True:
+            rows = self._fetch(sql, (kind, after, end, _READ_WINDOW))
+            for _seq, line in rows:
+                yield event_from_line(line)
+            if len(rows) < _READ_WINDOW:
+                return
+            after = rows[-1][0]
 
     def has_batch(self, batch_id: str) -> bool:
         """Whether any committed event belongs to ``batch_id``."""
