@@ -1,15 +1,19 @@
 """A cartridge production unit publishing telemetry, process state and alarms over MQTT (QoS 1).
 
-Each message carries the device's own message id (``msg_id``): MQTT packet ids are reused, so the
-edge deduplicates on this identity.  Faults: ``duplicate`` republishes a message, ``drift_s``
-skews the device clock.  ``play`` publishes a process profile (``firmware_sim.profiles``) with the
-device time ``t`` taken from the profile's simulated clock instead of the wall clock.
+Each message carries the device's own message id (``msg_id``, counted from 1 at every start) and
+its boot id (``boot``, drawn anew at every start), as ``hardware/README.md`` asks of a device:
+MQTT packet ids are reused, so the edge deduplicates on the topic, boot and message id.
+``restart`` starts a new boot with the counter reset, as a power cycle does.  Faults:
+``duplicate`` republishes a message, ``drift_s`` skews the device clock.  ``play`` publishes a
+process profile (``firmware_sim.profiles``) with the device time ``t`` taken from the profile's
+simulated clock instead of the wall clock.
 """
 
 from __future__ import annotations
 
 import json
 import random
+import secrets
 import time
 from collections import deque
 from collections.abc import Iterable
@@ -33,6 +37,12 @@ class BioreactorSim:
     drift_s: float = 0.0
     rng: random.Random = field(default_factory=lambda: random.Random(5))
     sent: int = 0
+    boot: str = field(default_factory=lambda: secrets.token_hex(8))
+
+    def restart(self) -> None:
+        """A power cycle: a new boot id and the message counter from 1 again."""
+        self.boot = secrets.token_hex(8)
+        self.sent = 0
 
     def __post_init__(self) -> None:
         self.client = mqtt.Client(
@@ -67,6 +77,7 @@ class BioreactorSim:
             f"units/{self.unit_id}/telemetry/{channel}",
             {
                 "msg_id": f"{self.unit_id}-{self.sent}",
+                "boot": self.boot,
                 "channel": channel,
                 "value": value,
                 "unit": unit,
@@ -79,7 +90,12 @@ class BioreactorSim:
         self.sent += 1
         return self._publish(
             f"units/{self.unit_id}/state",
-            {"msg_id": f"{self.unit_id}-{self.sent}", "state": state, "t": self.now(t)},
+            {
+                "msg_id": f"{self.unit_id}-{self.sent}",
+                "boot": self.boot,
+                "state": state,
+                "t": self.now(t),
+            },
         )
 
     def alarm(self, code: str, message: str, *, t: datetime | None = None) -> mqtt.MQTTMessageInfo:
@@ -88,6 +104,7 @@ class BioreactorSim:
             f"units/{self.unit_id}/alarms",
             {
                 "msg_id": f"{self.unit_id}-{self.sent}",
+                "boot": self.boot,
                 "code": code,
                 "message": message,
                 "t": self.now(t),
