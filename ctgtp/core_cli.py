@@ -69,6 +69,10 @@ def verify(ledger: Path, public_keys: tuple[Path, ...], as_json: bool) -> None:
         else:
             click.echo(msg, err=True)
         sys.exit(1)
+    except (EbrError, RecursionError, MemoryError) as e:
+        # Not expected (the verifier names every bad line), but never a traceback.
+        click.echo(f"INVALID {ledger.name}: {type(e).__name__}: {str(e)[:200]}", err=True)
+        sys.exit(1)
     problems, checked = _custody(ledger)
     if problems:
         for batch_id, pr in problems:

@@ -21,16 +21,26 @@ from ebr_core.errors import CanonicalError
 _OPTS = orjson.OPT_SORT_KEYS
 _INT_MIN = -(2**63)
 _INT_MAX = 2**63 - 1
+# Containers nested in one value (the value itself is level 1).  Real records nest three or four
+# levels (event, payload, quantity); 64 leaves room for any document and stays far below both
+# Python's recursion limit and orjson's encoder limit (255).
+MAX_DEPTH = 64
 
 JSONValue = None | bool | int | str | list["JSONValue"] | dict[str, "JSONValue"]
 
 
-def _ok(value: Any) -> bool:
-    """Fast check, no messages (the hot path of building and verifying events)."""
+def _ok(value: Any, depth: int = 2) -> bool:
+    """Fast check, no messages (the hot path of building and verifying events).  ``depth`` is the
+    nesting level of ``value`` (the default: a value inside a payload); a container deeper than
+    :data:`MAX_DEPTH` fails."""
     t = type(value)
     if t is str or value is None or t is bool:
         return True
     if t is dict:
+        if depth >= MAX_DEPTH:  # rare: no inlined level below, every child checked by a call
+            return depth == MAX_DEPTH and all(
+                type(k) is str and _ok(v, depth + 1) for k, v in value.items()
+            )
         for k, v in value.items():
             if type(k) is not str:
                 return False
@@ -39,29 +49,37 @@ def _ok(value: Any) -> bool:
                 continue
             if tv is dict:  # one level of nesting (quantities) without a call
                 for k2, v2 in v.items():
-                    if type(k2) is not str or (type(v2) is not str and not _ok(v2)):
+                    if type(k2) is not str or (type(v2) is not str and not _ok(v2, depth + 2)):
                         return False
-            elif not _ok(v):
+            elif not _ok(v, depth + 1):
                 return False
         return True
     if t is int:
         return bool(_INT_MIN <= value <= _INT_MAX)
     if t is list:
-        return all(type(v) is str or _ok(v) for v in value)
+        return depth <= MAX_DEPTH and all(type(v) is str or _ok(v, depth + 1) for v in value)
     return False
+
+
+_CONTAINERS = (dict, list)
 
 
 def check_value(value: Any, path: str = "$") -> None:
     """Raise :class:`CanonicalError` if ``value`` holds anything but canonical JSON types."""
-    if _ok(value):
+    if _ok(value, 1):
         return
-    _explain(value, path)
+    _explain(value, path, 1)
 
 
-def _explain(value: Any, path: str) -> None:
+def _explain(value: Any, path: str, depth: int) -> None:
     t = type(value)
     if t is str or value is None or t is bool:
         return
+    if (t is dict or t is list) and depth > MAX_DEPTH:
+        raise CanonicalError(
+            f"{path}: nested deeper than {MAX_DEPTH} levels (objects and arrays within one "
+            "another); expected a flatter value"
+        )
     if t is int:
         if not _INT_MIN <= value <= _INT_MAX:
             raise CanonicalError(f"{path}: integer {value} is outside the signed 64-bit range")
@@ -70,11 +88,11 @@ def _explain(value: Any, path: str) -> None:
         for k, v in value.items():
             if type(k) is not str:
                 raise CanonicalError(f"{path}: key {k!r} is not a string")
-            _explain(v, f"{path}.{k}")
+            _explain(v, f"{path}.{k}", depth + 1)
         return
     if t is list:
         for i, v in enumerate(value):
-            _explain(v, f"{path}[{i}]")
+            _explain(v, f"{path}[{i}]", depth + 1)
         return
     if t is float:
         raise CanonicalError(
@@ -106,6 +124,34 @@ def reference_canonical(obj: Mapping[str, Any]) -> bytes:
     )
 
 
-def loads(data: bytes | str) -> Any:
-    """Parse JSON; a thin wrapper so callers need not import orjson."""
-    return orjson.loads(data)
+def depth(value: Any) -> int:
+    """How deeply ``value`` nests objects and arrays (a scalar is 0, ``[]`` is 1), without
+    recursion, so any parsed value can be measured."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        v, d = stack.pop()
+        t = type(v)
+        if t is dict:
+            items = v.values()
+        elif t is list:
+            items = v
+        else:
+            continue
+        deepest = max(deepest, d)
+        stack.extend((x, d + 1) for x in items if type(x) in _CONTAINERS)
+    return deepest
+
+
+def loads(data: bytes | str, max_depth: int = MAX_DEPTH) -> Any:
+    """Parse JSON, refusing input that is not JSON or nests deeper than ``max_depth`` levels
+    (orjson stops at 1024 on its own; callers then recurse over what they got)."""
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError as e:
+        raise CanonicalError(f"not valid JSON: {e}") from e
+    if depth(value) > max_depth:
+        raise CanonicalError(
+            f"JSON nested deeper than {max_depth} levels (objects and arrays within one another)"
+        )
+    return value

@@ -20,6 +20,9 @@ from ebr_core.keys import PublicKey, UnitSigner
 REQUEST_TAG = b"ctgtp/request/v1\x00"
 HEADERS = ("X-Ctgtp-Unit", "X-Ctgtp-Key", "X-Ctgtp-Time", "X-Ctgtp-Nonce", "X-Ctgtp-Signature")
 _NONCE = re.compile(r"[0-9a-f]{32}")
+# ASCII digits only ("²" and "٢" pass str.isdigit), and few of them: int() of 5,000 digits
+# raises, and no clock is 10**12 seconds on.
+_TIME = re.compile(r"[0-9]{1,12}")
 
 
 class RequestSignatureError(EbrError):
@@ -75,8 +78,11 @@ def parse_headers(headers: dict[str, str]) -> SignedHeaders:
     if missing:
         raise RequestSignatureError(f"unsigned request: missing header(s) {', '.join(missing)}")
     unit, key, ts, nonce, sig = (lower[h.lower()] for h in HEADERS)
-    if not ts.isdigit():
-        raise RequestSignatureError("X-Ctgtp-Time must be unix seconds")
+    if not _TIME.fullmatch(ts):
+        raise RequestSignatureError(
+            f"X-Ctgtp-Time must be unix seconds (1 to 12 ASCII digits), got {ts[:20]!r}"
+            + ("…" if len(ts) > 20 else "")
+        )
     if not _NONCE.fullmatch(nonce):
         raise RequestSignatureError("X-Ctgtp-Nonce must be 32 lower-case hex digits")
     return SignedHeaders(unit, key, int(ts), nonce, sig)

@@ -21,7 +21,7 @@ from typing import Any, NamedTuple, NoReturn
 
 import orjson
 
-from ebr_core.canonical import _ok, check_value
+from ebr_core.canonical import MAX_DEPTH, _ok, check_value
 from ebr_core.errors import (
     CanonicalError,
     ChainBrokenError,
@@ -84,6 +84,36 @@ def _maybe_number(text: bytes) -> bool:
 
 
 _RUN_MAX = 4096
+# A payload nested deeper than MAX_DEPTH needs at least two bytes per level: shorter payloads of a
+# run need no depth check (feed_run).
+_DEEP_BYTES = 2 * MAX_DEPTH
+_MONTH_DAYS = (0, 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+
+
+def real_time(ra: str) -> bool:
+    """True if ``ra``, which matches the timestamp pattern (``YYYY-MM-DDThh:mm:ss.ffffffZ``,
+    ASCII digits), names a real UTC calendar time: month 01-12, a day the month has (29 February
+    in leap years only), hour 00-23, minute and second 00-59, year 0001 or later.  The pattern
+    alone let ``2026-13-45T99:99:99.000000Z`` through; checked once per distinct second."""
+    mo, day = ra[5:7], ra[8:10]
+    if not (
+        "01" <= mo <= "12"
+        and "01" <= day <= "31"
+        and ra[11:13] <= "23"
+        and ra[14:16] <= "59"
+        and ra[17:19] <= "59"
+        and ra[:4] != "0000"
+    ):
+        return False
+    m, d = int(mo), int(day)
+    if d > _MONTH_DAYS[m]:
+        return False
+    if m == 2 and d == 29:
+        y = int(ra[:4])
+        return y % 4 == 0 and (y % 100 != 0 or y % 400 == 0)
+    return True
+
+
 _UNSET = object()
 _NOT_CANONICAL = "line is not in canonical form (sorted keys, no spaces, UTF-8, no floats)"
 
@@ -277,6 +307,9 @@ class ChainVerifier:
         times = b"".join(map(_cut(-t - 27, -t), run))
         if times.translate(_DIGITS_TO_0) != _TIME_ZEROS * m:
             return None
+        # ... and name real calendar times (each distinct second once).
+        if not all(real_time(x.decode()) for x in set(map(_cut(-t - 27, -t - 8), run))):
+            return None
         pb0, pe = shape.payload_at, -t - 122
         payload_bytes = list(map(_cut(pb0, pe), run))
         try:
@@ -287,9 +320,13 @@ class ChainVerifier:
         # "payload":), so the joined slices are a JSON array whose elements are exactly the
         # slices (the grammar is unambiguous): one encoding checks them all canonical.
         joined = b"[" + b",".join(payload_bytes) + b"]"
-        if _dumps(payloads, option=_OPTS) != joined:
+        try:
+            if _dumps(payloads, option=_OPTS) != joined:
+                return None
+        except TypeError:  # nested beyond the encoder's limit: the line-by-line path names it
             return None
-        if _maybe_number(joined):  # as in _event: no floats, 64-bit integers
+        # As in _event: no floats, 64-bit integers, nesting within MAX_DEPTH.
+        if _maybe_number(joined) or max(map(len, payload_bytes)) >= _DEEP_BYTES:
             for p in payloads:
                 for v in p.values():
                     if type(v) is not str and not _ok(v):
@@ -389,7 +426,7 @@ class ChainVerifier:
             or not ra.isascii()
             or not ra[20:26].isdigit()
         ):
-            if type(ra) is not str or not _time_ok(ra):
+            if type(ra) is not str or not _time_ok(ra) or not real_time(ra):
                 self._event_fields(d, seq, i)
             self._second = ra[:20]
         if type(payload) is not dict:
@@ -461,6 +498,13 @@ class ChainVerifier:
         if type(ra) is not str or not _TIME.fullmatch(ra):
             raise MalformedRecordError(
                 f"recorded_at {ra!r} is not a UTC timestamp", seq=seq, index=i
+            )
+        if not real_time(ra):
+            raise MalformedRecordError(
+                f"recorded_at {ra!r} is not a real calendar time (expected month 01-12, a day "
+                "the month has, hour 00-23, minute and second 00-59)",
+                seq=seq,
+                index=i,
             )
         if not kind_ok(kind):
             raise MalformedRecordError(
