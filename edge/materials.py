@@ -1,14 +1,32 @@
 """The station's local materials list: reagent lots (expiry, release status) and equipment
-(calibration due).  Checked offline at every scan."""
+(calibration due).  Checked offline at every scan.
+
+The file is validated strictly (pydantic models with ``extra="forbid"``): a misspelt key
+(``expirey:``) or a second entry for the same lot would otherwise be dropped or win silently,
+and a scan would then be judged against the wrong status or date.  Every problem names the file,
+its path in it (``reagents[2].status``), what was wrong and what is expected.
+"""
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 from datetime import date
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
+from ebr_core.gs1 import gs1_check_digit
 from edge.errors import EdgeError
 
 
@@ -38,30 +56,136 @@ class Materials:
     equipment: dict[str, Equipment]
 
 
-def load_materials(text: str) -> Materials:
+def _show(v: Any) -> str:
+    text = repr(v)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _iso_date(v: Any) -> date:
+    """A calendar date written YYYY-MM-DD (YAML may hand it over already as a date)."""
+    if isinstance(v, date):
+        return v
+    try:
+        if not isinstance(v, str) or len(v) != 10:
+            raise ValueError
+        return date.fromisoformat(v)
+    except ValueError:
+        raise ValueError(
+            f"{_show(v)} is not a date; expected a calendar date YYYY-MM-DD such as '2027-03-31'"
+        ) from None
+
+
+def _text(v: Any) -> Any:
+    """A lot, id or GTIN written as a YAML integer keeps its digits, not its leading zeros."""
+    if isinstance(v, int) and not isinstance(v, bool):
+        raise ValueError(f"{v} is a number; expected text in quotes (leading zeros matter)")
+    return v
+
+
+IsoDate = Annotated[date, BeforeValidator(_iso_date)]
+Text = Annotated[str, BeforeValidator(_text), StringConstraints(min_length=1, max_length=200)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_keys(cls, data: Any) -> Any:
+        allowed = list(cls.model_fields)
+        if not isinstance(data, dict):
+            raise ValueError(
+                f"expected a mapping with the keys {', '.join(allowed)}; got {_show(data)}"
+            )
+        for key in data:
+            if key not in cls.model_fields:
+                close = difflib.get_close_matches(str(key), allowed, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise ValueError(
+                    f"unknown key {key!r}{hint}; the allowed keys are {', '.join(allowed)}"
+                )
+        return data
+
+
+class _Lot(_Strict):
+    material: Text
+    gtin: Annotated[str, BeforeValidator(_text), StringConstraints(pattern=r"^[0-9]{14}$")]
+    batch: Text
+    expiry: IsoDate
+    status: Literal["released", "quarantined", "rejected"]
+
+    @field_validator("gtin")
+    @classmethod
+    def _check_digit(cls, v: str) -> str:
+        want = gs1_check_digit(v[:13])
+        if str(want) != v[13]:
+            raise ValueError(f"GTIN {v} has a wrong check digit (expected {want})")
+        return v
+
+
+class _Equipment(_Strict):
+    id: Text
+    name: Text
+    calibration_due: IsoDate
+
+
+class _Materials(_Strict):
+    reagents: list[_Lot] = Field(default_factory=list)
+    equipment: list[_Equipment] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique(self) -> _Materials:
+        lots = [(r.gtin, r.batch) for r in self.reagents]
+        dup = next((k for k in lots if lots.count(k) > 1), None)
+        if dup is not None:
+            raise ValueError(
+                f"lot {dup[1]} of GTIN {dup[0]} is listed twice; expected one entry per lot"
+            )
+        ids = [e.id for e in self.equipment]
+        twice = next((i for i in ids if ids.count(i) > 1), None)
+        if twice is not None:
+            raise ValueError(f"equipment {twice} is listed twice; expected one entry per item")
+        return self
+
+
+def load_materials(text: str, source: str | None = None) -> Materials:
+    """Parse and validate the materials file named ``source`` (in every error, when given)."""
+    name = source or "the materials list"
     try:
         doc: Any = yaml.safe_load(text)
-        lots = {}
-        for r in doc.get("reagents", []):
-            lot = Lot(
-                str(r["material"]),
-                str(r["gtin"]),
-                str(r["batch"]),
-                date.fromisoformat(str(r["expiry"])),
-                str(r["status"]),
+    except yaml.YAMLError as e:
+        raise MaterialsError(f"{name} is not valid YAML: {e}") from e
+    try:
+        m = _Materials.model_validate({} if doc is None else doc)
+    except ValidationError as e:
+        raise MaterialsError(_describe(e, source)) from None
+    return Materials(
+        {
+            (r.gtin, r.batch): Lot(r.material, r.gtin, r.batch, r.expiry, r.status)
+            for r in m.reagents
+        },
+        {e.id: Equipment(e.id, e.name, e.calibration_due) for e in m.equipment},
+    )
+
+
+def _describe(e: ValidationError, source: str | None) -> str:
+    lines = []
+    for err in e.errors(include_url=False)[:10]:
+        loc = tuple(err["loc"])
+        path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
+        if err["type"] == "missing":
+            path, what = (
+                path.rpartition(".")[0] or path.rpartition("[")[0],
+                (f"missing key {loc[-1]!r}"),
             )
-            if lot.status not in ("released", "quarantined", "rejected"):
-                raise MaterialsError(
-                    f"lot {lot.batch}: status {lot.status!r} is not released, "
-                    "quarantined or rejected"
-                )
-            lots[(lot.gtin, lot.batch)] = lot
-        equipment = {}
-        for e in doc.get("equipment", []):
-            eq = Equipment(
-                str(e["id"]), str(e["name"]), date.fromisoformat(str(e["calibration_due"]))
-            )
-            equipment[eq.id] = eq
-    except (yaml.YAMLError, KeyError, TypeError, ValueError, AttributeError) as e:
-        raise MaterialsError(f"materials list is malformed: {e}") from e
-    return Materials(lots, equipment)
+        else:
+            what = str(err["msg"]).removeprefix("Value error, ")
+            if err["type"] != "value_error":
+                what += f" (got {_show(err.get('input'))})"
+        lines.append(f"{path or '(top level)'}: {what}")
+    head = (
+        f"{source} is not a valid materials list" if source else "the materials list is not valid"
+    )
+    if len(lines) == 1:
+        return f"{head}: {lines[0]}"
+    return f"{head} ({len(e.errors())} problems):\n  " + "\n  ".join(lines)
