@@ -7,6 +7,7 @@ is touched.  Passwords are read from a hidden prompt, or one line of standard in
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -50,6 +51,41 @@ def _password(from_stdin: bool) -> str:
     return str(click.prompt("Password", hide_input=True))
 
 
+_NEGATIVE_NUMBER = re.compile(r"-(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+
+
+class NumberArguments(click.Command):
+    """A command whose arguments may be negative numbers: ``value ... end_temperature -90 Cel``.
+
+    Click takes any word starting with ``-`` for an option, so ``-90`` was refused as an unknown
+    option.  Here the words are sorted before Click parses them: options (with the value each
+    takes) first, then ``--``, then the arguments in their order, so a negative number is an
+    argument and a misspelt option is still refused as one."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        takes_value = {
+            opt
+            for p in self.get_params(ctx)
+            if isinstance(p, click.Option) and not p.is_flag and not p.count
+            for opt in (*p.opts, *p.secondary_opts)
+        }
+        options: list[str] = []
+        arguments: list[str] = []
+        words = iter(args)
+        for word in words:
+            if word == "--":
+                arguments.extend(words)
+                break
+            if word.startswith("-") and not _NEGATIVE_NUMBER.fullmatch(word):
+                options.append(word)
+                value = next(words, None) if word in takes_value else None
+                if value is not None:  # the option's value, whatever it looks like
+                    options.append(value)
+                continue
+            arguments.append(word)
+        return super().parse_args(ctx, [*options, "--", *arguments])
+
+
 @contextmanager
 def _agent(
     home: Path, clock: Callable[[], datetime] = system_clock, *, writer: bool = True
@@ -84,7 +120,7 @@ def mbr_publish(mbr_yaml: Path, key_path: Path, signer: str, out: Path) -> None:
 
     try:
         content = load_yaml(mbr_yaml.read_text())
-        mbr = parse_mbr(content)
+        mbr = parse_mbr(content, mbr_yaml.name)
         key = UnitSigner.from_pem(key_path.read_bytes(), signer)
         doc = sign_document(
             content,
@@ -195,7 +231,7 @@ def scan(home: Path, batch_id: str, user_id: str, gs: str, raw: str) -> None:
         _show(a, batch_id)
 
 
-@edge.command()
+@edge.command(cls=NumberArguments)
 @HOME
 @BATCH
 @USER
@@ -203,17 +239,18 @@ def scan(home: Path, batch_id: str, user_id: str, gs: str, raw: str) -> None:
 @click.argument("value")
 @click.argument("unit")
 def value(home: Path, batch_id: str, user_id: str, name: str, value: str, unit: str) -> None:
-    """Record a value (NAME VALUE UNIT) for the current step."""
+    """Record a value (NAME VALUE UNIT) for the current step; VALUE may be negative (-90)."""
     with _agent(home) as a:
         click.echo(a.engine.record_value(batch_id, name, value, unit, user_id))
 
 
-@edge.command()
+@edge.command(cls=NumberArguments)
 @HOME
 @BATCH
 @USER
 @click.option("--step", "step_id", required=True, help="The step whose value is corrected.")
 @click.option("--reason", required=True, help="Why the value is corrected.")
+@PW_STDIN
 @click.argument("name")
 @click.argument("value")
 @click.argument("unit")
@@ -223,13 +260,18 @@ def correct(
     user_id: str,
     step_id: str,
     reason: str,
+    password_stdin: bool,
     name: str,
     value: str,
     unit: str,
 ) -> None:
-    """Correct a recorded value (a new event; the original stays in the record)."""
+    """Correct a recorded value (a new event; the original stays in the record).  You
+    re-authenticate with your password, as for a signature."""
+    pw = _password(password_stdin)
     with _agent(home) as a:
-        click.echo(a.engine.correct_value(batch_id, step_id, name, value, unit, reason, user_id))
+        click.echo(
+            a.engine.correct_value(batch_id, step_id, name, value, unit, reason, user_id, pw)
+        )
 
 
 @edge.command()
@@ -390,6 +432,19 @@ def export(home: Path, out: Path) -> None:
             f"exported {v.event_count} events (seq {v.first_seq}..{v.head_seq}) to {out}; "
             f"verified; public key {out.with_name('unit.pub')}"
         )
+
+
+@edge.command("users")
+@HOME
+def users_list(home: Path) -> None:
+    """List the station's users: only these, when active, can record anything."""
+    with _agent(home, writer=False) as a:
+        for u in sorted(a.engine.users.values(), key=lambda u: u.user_id):
+            state = "active" if u.active else "inactive"
+            if a.ledger.get_meta(f"locked:{u.user_id}") is not None:
+                state = "locked"
+            roles = ", ".join(u.roles) or "no roles"
+            click.echo(f"{u.user_id}\t{u.printed_name}\t{roles}\t{state}")
 
 
 @edge.command("users-pull")

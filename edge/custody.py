@@ -5,7 +5,9 @@ and the shipper's temperature log.
 **A scan that does not carry the batch's COI stops the hand-off**: a ``custody.refused`` event and
 a major deviation are recorded and nothing is handed over.  Every party re-authenticates with user
 id and password (the station's users, published by the server) and signs the hand-off's content
-hash (:func:`ebr_core.custody.signed_content_hash`).
+hash (:func:`ebr_core.custody.signed_content_hash`).  Every action, labels and shipper logs
+included, names a known, active station user (:meth:`edge.engine.Engine.actor`), checked before
+anything is recorded.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ class Custody:
     def _label_event(
         self, kind: str, batch_id: str, label: str, count: int, user_id: str, **extra: Any
     ) -> None:
+        self.engine.actor(user_id)
         self._state(batch_id)
         if label not in LABELS:
             raise EngineRefusal(f"label {label!r} is not one of {', '.join(LABELS)}")
@@ -79,6 +82,7 @@ class Custody:
 
     def reconcile_labels(self, batch_id: str, user_id: str) -> dict[str, Any]:
         """Printed = applied + destroyed for every label kind; a mismatch is a deviation."""
+        self.engine.actor(user_id)
         st = self._state(batch_id)
         counts = label_counts(self.ledger.batch_events(batch_id, telemetry=False))
         if not counts:
@@ -177,6 +181,8 @@ class Custody:
         giver: Party,
         receiver: Party,
     ) -> dict[str, Any]:
+        self.engine.actor(giver[0])
+        self.engine.actor(receiver[0])
         st = self._state(batch_id)
         chain = self._custody(st)
         holder = next(
@@ -202,6 +208,7 @@ class Custody:
     def receive(
         self, batch_id: str, *, site: str, bag_scan: str, receiver: Party
     ) -> dict[str, Any]:
+        self.engine.actor(receiver[0])
         st = self._state(batch_id)
         self._custody(st)
         bag = self._check_scan(st, bag_scan, "bag", receiver[0])
@@ -213,6 +220,7 @@ class Custody:
     def infuse(
         self, batch_id: str, *, site: str, bag_scan: str, clinician: Party
     ) -> dict[str, Any]:
+        self.engine.actor(clinician[0])
         st = self._state(batch_id)
         chain = self._custody(st)
         if not any(c.get("kind") == "custody.received" for c in chain):
@@ -236,6 +244,7 @@ class Custody:
         user_id: str,
     ) -> list[Excursion]:
         """Record a logger's samples as a summary; each excursion becomes a major deviation."""
+        self.engine.actor(user_id)
         st = self._state(batch_id)
         monitor = ExcursionMonitor(limit_c, allowed)
         found: list[Excursion] = []

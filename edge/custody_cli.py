@@ -51,6 +51,7 @@ def labels_print(
     from edge.labels import LabelData, pdf, png
 
     with _agent(home) as a:
+        a.engine.actor(user_id)  # before any file is written
         st = a.engine.state(batch_id)
         assert st.coi is not None
         exp: date | None = expiry.date() if expiry is not None else None  # type: ignore[attr-defined]

@@ -12,6 +12,9 @@ digest; a snapshot that does not match its digest or the ledger is rebuilt, neve
 
 Rules enforced here:
 
+* every action names a known, active user of the station (``users.yaml``; ``ctgtp edge users``
+  lists them): an unknown, inactive or locked id is refused before anything is recorded, so the
+  actor of every event is a person the station knows;
 * step order (21 CFR 11.10(f)): only the current step accepts scans, values and signatures;
 * required scans: patient material and final product must carry the batch's COI (at the final
   product, the bag's own printed GS1 DataMatrix, which has no COI, is recognised by its batch/lot,
@@ -26,7 +29,10 @@ Rules enforced here:
 * e-signatures (21 CFR 11.50, 11.70, 11.200): printed name, time and meaning, bound to the ledger
   head hash at signing; outside a continuous session both components (user id and password) are
   required, inside one the password alone; critical steps need a ``verified`` signature by a
-  second, different person.  Failed attempts are recorded; three in a row lock the user locally.
+  second, different person.  Failed attempts are recorded; three in a row lock the user locally;
+* corrections (21 CFR 11.10(e)) are re-authenticated like signatures and recorded as a new event
+  carrying who (the actor and printed name), when (the event's time), why, the old value and the
+  new one; the original stays in the record.
 """
 
 from __future__ import annotations
@@ -45,7 +51,7 @@ import orjson
 from ebr_core.batch import BatchState, apply
 from ebr_core.errors import EbrError, IdentifierError
 from ebr_core.identifiers import ScanData, parse_scan
-from ebr_core.mbr import Limit, Mbr, MbrError, ScanSpec, Step, calculate_dose
+from ebr_core.mbr import Limit, Mbr, MbrError, ScanSpec, Step, ValueSpec, calculate_dose
 from ebr_core.quantity import quantity
 from ebr_core.record import format_time, parse_time
 from ebr_core.spec import inprocess_check
@@ -65,6 +71,10 @@ TELEMETRY_SNAPSHOT_EVERY = 20_000
 
 class EngineRefusal(EdgeError):
     """The engine refused an action; the message says what was expected and what was given."""
+
+
+class UnknownUser(EngineRefusal):
+    """The user id given for an action is not a known, active user of this station."""
 
 
 class ScanRejected(EngineRefusal):
@@ -232,6 +242,27 @@ class Engine:
         assert step is not None
         return st, step
 
+    def actor(self, user_id: str) -> User:
+        """The known, active, unlocked station user ``user_id``, or a refusal naming the id and
+        how to list the station's users.  Called before an action records anything."""
+        user = self.users.get(user_id)
+        listing = (
+            "the station's users are listed by 'ctgtp edge users' (users.yaml, published by the "
+            "server with 'ctgtp edge users-pull')"
+        )
+        if user is None:
+            raise UnknownUser(f"user {user_id!r} is not a user of this station; {listing}")
+        if not user.active:
+            raise UnknownUser(
+                f"user {user_id!r} is not active on this station and can record nothing; {listing}"
+            )
+        if self.ledger.get_meta(f"locked:{user_id}") is not None:
+            raise UnknownUser(
+                f"user {user_id} is locked after {MAX_FAILED_SIGNATURES} failed "
+                "attempts; an administrator must unlock the account"
+            )
+        return user
+
     # -- batch ----------------------------------------------------------------------------
 
     def start_batch(self, batch_id: str, coi: str, user_id: str, password: str) -> BatchState:
@@ -263,6 +294,7 @@ class Engine:
     # -- scans ----------------------------------------------------------------------------
 
     def scan(self, batch_id: str, raw: str, user_id: str, *, gs_substitutes: str = "") -> str:
+        self.actor(user_id)
         st, step = self._active(batch_id)
         exp = self.expectation(batch_id)
         if not exp.scans:
@@ -437,6 +469,7 @@ class Engine:
     # -- values ---------------------------------------------------------------------------
 
     def record_value(self, batch_id: str, name: str, value: str, unit: str, user_id: str) -> str:
+        self.actor(user_id)
         st, step = self._active(batch_id)
         exp = self.expectation(batch_id)
         if exp.scans:
@@ -458,11 +491,7 @@ class Engine:
             q = quantity(value, unit)
         except EbrError as e:
             raise EngineRefusal(f"{name}: {value!r} is not a decimal number such as 87.5") from e
-        status = "ok"
-        if spec.hard and _breached(spec.hard, value):
-            status = "hard"
-        elif spec.soft and _breached(spec.soft, value):
-            status = "soft"
+        status = self._limit_status(spec, value)
         items = [
             Append(
                 "value.recorded",
@@ -472,23 +501,7 @@ class Engine:
             )
         ]
         if status != "ok":
-            lim = spec.hard if status == "hard" else spec.soft
-            assert lim is not None
-            reason = f"{name} {value} {unit} is outside the {status} limit {lim.describe()} {unit}"
-            items.append(
-                Append(
-                    "deviation.raised",
-                    {
-                        "deviation_id": self._next_deviation_id(st),
-                        "step": step.id,
-                        "category": "limit_breach",
-                        "reason": reason,
-                        "severity": "major" if status == "hard" else "minor",
-                    },
-                    batch_id,
-                    user_id,
-                )
-            )
+            items.append(self._limit_deviation(st, step.id, spec, q, status, user_id))
         self.ledger.append_many(items)
         return f"{name} = {value} {unit} recorded" + (
             "" if status == "ok" else f" ({status} limit breached: deviation raised)"
@@ -503,20 +516,42 @@ class Engine:
         unit: str,
         reason: str,
         user_id: str,
+        password: str,
     ) -> str:
         """Record a correction: a new event naming the corrected event (nothing is edited).
 
-        21 CFR 11.10(e): the original stays visible; the correction carries who, when and why.
+        21 CFR 11.10(e) and 11.200: the corrector re-authenticates with their password, as for a
+        signature (a failed attempt is recorded and counts towards the lock); the event carries
+        who (actor, ``user_id``, ``printed_name``), when (its own time), why (``reason``), the
+        value it replaces (``old_value``: the original, or the latest correction of it) and the
+        new one, judged against the step's limits like a recorded value (a breach raises a
+        deviation).  ``corrects`` is the seq of the ``value.recorded`` event being corrected.
         """
+        self.actor(user_id)
         st = self.state(batch_id)
-        old = st.values.get(f"{step_id}:{name}")
-        if old is None:
+        if f"{step_id}:{name}" not in st.values:
             raise EngineRefusal(f"no value {name!r} was recorded for step {step_id}")
+        try:
+            spec = self.mbr.step(step_id).value(name)
+        except MbrError as e:
+            raise EngineRefusal(str(e)) from e
+        if spec is None:
+            raise EngineRefusal(
+                f"{name} of step {step_id} is calculated, not recorded: it cannot be corrected "
+                "by hand (raise a deviation)"
+            )
         if not reason.strip():
             raise EngineRefusal("a correction needs a reason")
-        spec = self.mbr.step(step_id).value(name)
-        if spec is not None and unit != spec.unit:
+        if unit != spec.unit:
             raise EngineRefusal(f"{name} is recorded in {spec.unit!r}, got {unit!r}")
+        try:
+            q = quantity(value, unit)
+        except EbrError as e:
+            raise EngineRefusal(f"{name}: {value!r} is not a decimal number such as 87.5") from e
+        old = self._current_value(st, step_id, name)
+        if Decimal(old["value"]) == Decimal(q["value"]):
+            raise EngineRefusal(f"{name} is already {old['value']} {unit}: nothing to correct")
+        user = self._authenticate(user_id, password, batch_id=batch_id, step=step_id)
         corrected = next(
             e.seq
             for e in self.ledger.batch_events(batch_id, telemetry=False)
@@ -524,29 +559,78 @@ class Engine:
             and e.payload.get("step") == step_id
             and e.payload.get("name") == name
         )
-        try:
-            q = quantity(value, unit)
-        except EbrError as e:
-            raise EngineRefusal(f"{name}: {value!r} is not a decimal number such as 87.5") from e
-        self.ledger.append(
-            "correction.recorded",
-            {
-                "corrects": corrected,
-                "step": step_id,
-                "name": name,
-                "old": old["value"],
-                "value": q,
-                "reason": reason,
-            },
-            batch_id=batch_id,
-            actor=user_id,
-        )
+        status = self._limit_status(spec, q["value"])
+        items = [
+            Append(
+                "correction.recorded",
+                {
+                    "corrects": corrected,
+                    "step": step_id,
+                    "name": name,
+                    "old_value": old,
+                    "value": q,
+                    "limit": status,
+                    "reason": reason,
+                    "user_id": user.user_id,
+                    "printed_name": user.printed_name,
+                },
+                batch_id,
+                user.user_id,
+            )
+        ]
+        if status != "ok":
+            items.append(self._limit_deviation(st, step_id, spec, q, status, user.user_id))
+        self.ledger.append_many(items)
         return (
-            f"{name} corrected from {old['value']['value']} to {value} {unit} "
-            f"(correcting seq {corrected}): {reason}"
+            f"{name} corrected from {old['value']} to {q['value']} {unit} by "
+            f"{user.printed_name} ({user.user_id}) (correcting seq {corrected}): {reason}"
+            + ("" if status == "ok" else f" ({status} limit breached: deviation raised)")
+        )
+
+    @staticmethod
+    def _current_value(st: BatchState, step_id: str, name: str) -> dict[str, str]:
+        """The value in force: the latest correction of ``step_id:name``, else the original."""
+        for c in reversed(st.corrections):
+            if c.get("step") == step_id and c.get("name") == name:
+                return dict(c["value"])
+        return dict(st.values[f"{step_id}:{name}"]["value"])
+
+    @staticmethod
+    def _limit_status(spec: ValueSpec, value: str) -> str:
+        if spec.hard and _breached(spec.hard, value):
+            return "hard"
+        if spec.soft and _breached(spec.soft, value):
+            return "soft"
+        return "ok"
+
+    def _limit_deviation(
+        self,
+        st: BatchState,
+        step_id: str,
+        spec: ValueSpec,
+        q: dict[str, str],
+        status: str,
+        user_id: str,
+    ) -> Append:
+        lim = spec.hard if status == "hard" else spec.soft
+        assert lim is not None
+        unit = q["unit"]
+        return Append(
+            "deviation.raised",
+            {
+                "deviation_id": self._next_deviation_id(st),
+                "step": step_id,
+                "category": "limit_breach",
+                "reason": f"{spec.name} {q['value']} {unit} is outside the {status} limit "
+                f"{lim.describe()} {unit}",
+                "severity": "major" if status == "hard" else "minor",
+            },
+            st.batch_id,
+            user_id,
         )
 
     def calculate(self, batch_id: str, user_id: str) -> dict[str, str]:
+        self.actor(user_id)
         st, step = self._active(batch_id)
         if step.calculation != "dose" or self.mbr.dosing is None:
             raise EngineRefusal(f"step {step.id} has no calculation")
@@ -680,17 +764,11 @@ class Engine:
     def _authenticate(
         self, user_id: str, password: str, *, batch_id: str | None, step: str | None
     ) -> User:
-        user = self.users.get(user_id)
-        locked = self.ledger.get_meta(f"locked:{user_id}")
-        if locked is not None:
-            raise EngineRefusal(
-                f"user {user_id} is locked after {MAX_FAILED_SIGNATURES} failed "
-                "attempts; an administrator must unlock the account"
-            )
-        if user is None or not user.check_password(password):
+        user = self.actor(user_id)  # unknown, inactive, locked: refused, nothing recorded
+        if not user.check_password(password):
             fails = int(self.ledger.get_meta(f"fails:{user_id}") or "0") + 1
             self.ledger.set_meta(f"fails:{user_id}", str(fails))
-            reason = "unknown user id or wrong password"
+            reason = f"wrong password for user {user_id}"
             if batch_id is not None and self.ledger.has_batch(batch_id):
                 self.ledger.append(
                     "signature.failed",
@@ -710,6 +788,7 @@ class Engine:
     def raise_deviation(
         self, batch_id: str, reason: str, user_id: str, category: str = "operator"
     ) -> str:
+        self.actor(user_id)
         st = self.state(batch_id)
         if not reason.strip():
             raise EngineRefusal("a deviation needs a reason")
@@ -732,7 +811,10 @@ class Engine:
     def comment_deviation(
         self, batch_id: str, deviation_id: str, comment: str, user_id: str
     ) -> None:
+        self.actor(user_id)
         st = self.state(batch_id)
+        if not comment.strip():
+            raise EngineRefusal("a comment needs text")
         if deviation_id not in st.deviations:
             raise EngineRefusal(f"deviation {deviation_id} does not exist in batch {batch_id}")
         self.ledger.append(
@@ -743,6 +825,7 @@ class Engine:
         )
 
     def link_deviation(self, batch_id: str, deviation_id: str, other: str, user_id: str) -> None:
+        self.actor(user_id)
         st = self.state(batch_id)
         for d in (deviation_id, other):
             if d not in st.deviations:

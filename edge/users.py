@@ -1,4 +1,10 @@
-"""Local operators and their argon2id credential hashes (until the server publishes them)."""
+"""Local operators and their argon2id credential hashes (published by the server with
+``ctgtp edge users-pull``, or written by hand for a demo station).
+
+Every action at the station names one of these users, and only a known, active one may act: an
+entry may say ``active: false`` (a person who left keeps their past records but can record no
+more).  A misspelt key (``actve: false``) or a user listed twice is refused, never guessed at.
+"""
 
 from __future__ import annotations
 
@@ -24,6 +30,7 @@ class User:
     printed_name: str
     roles: tuple[str, ...]
     password_hash: str
+    active: bool = True
 
     def check_password(self, password: str) -> bool:
         try:
@@ -45,19 +52,40 @@ def load_users(text: str) -> dict[str, User]:
         raise UsersError("users file must be a mapping with a 'users' list")
     out: dict[str, User] = {}
     for i, u in enumerate(doc["users"]):
-        try:
-            user = User(
-                str(u["user_id"]),
-                str(u["printed_name"]),
-                tuple(str(r) for r in u.get("roles", [])),
-                str(u["password_hash"]),
-            )
-        except (KeyError, TypeError) as e:
-            raise UsersError(f"user {i + 1}: needs user_id, printed_name, password_hash") from e
-        if not user.password_hash.startswith("$argon2id$"):
-            raise UsersError(f"user {user.user_id}: password_hash is not an argon2id hash")
+        user = _user(i, u)
+        if user.user_id in out:
+            raise UsersError(f"user {user.user_id} is listed twice in the users file")
         out[user.user_id] = user
     return out
+
+
+USER_KEYS = ("user_id", "printed_name", "roles", "password_hash", "active")
+
+
+def _user(i: int, u: Any) -> User:
+    if not isinstance(u, dict):
+        raise UsersError(f"user {i + 1}: expected a mapping with {', '.join(USER_KEYS)}")
+    unknown = sorted(str(k) for k in u if k not in USER_KEYS)
+    if unknown:
+        raise UsersError(
+            f"user {i + 1}: unknown key {unknown[0]!r}; the allowed keys are {', '.join(USER_KEYS)}"
+        )
+    active = u.get("active", True)
+    if not isinstance(active, bool):
+        raise UsersError(f"user {i + 1}: active is {active!r}; expected true or false")
+    try:
+        user = User(
+            str(u["user_id"]),
+            str(u["printed_name"]),
+            tuple(str(r) for r in u.get("roles", [])),
+            str(u["password_hash"]),
+            active,
+        )
+    except (KeyError, TypeError) as e:
+        raise UsersError(f"user {i + 1}: needs user_id, printed_name, password_hash") from e
+    if not user.password_hash.startswith("$argon2id$"):
+        raise UsersError(f"user {user.user_id}: password_hash is not an argon2id hash")
+    return user
 
 
 def users_yaml(users: list[dict[str, Any]]) -> str:

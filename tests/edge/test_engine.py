@@ -103,10 +103,10 @@ def test_wrong_passwords_are_recorded_and_lock_the_user(started: Engine) -> None
     started.scan("B1", COI, "op.alice")
     for _ in range(2):
         assert refusal(started.sign, "B1", "nope", "performed", "op.alice") == (
-            "unknown user id or wrong password"
+            "wrong password for user op.alice"
         )
     assert refusal(started.sign, "B1", "nope", "performed", "op.alice") == (
-        "unknown user id or wrong password; user op.alice is now locked"
+        "wrong password for user op.alice; user op.alice is now locked"
     )
     assert refusal(sign, started, "op.alice") == (
         "user op.alice is locked after 3 failed attempts; an administrator must unlock the account"
@@ -283,10 +283,11 @@ def test_a_correction_is_a_new_event_referencing_the_original(started: Engine) -
         "mL",
         "transcription error",
         "op.alice",
+        PW["op.alice"],
     )
     assert msg == (
-        f"apheresis_volume corrected from 220 to 202 mL (correcting seq "
-        f"{before[0].seq}): transcription error"
+        f"apheresis_volume corrected from 220 to 202 mL by Alice Martin (op.alice) (correcting "
+        f"seq {before[0].seq}): transcription error"
     )
     st = started.state("B1")
     assert st.corrections[0]["corrects"] == before[0].seq
@@ -301,6 +302,7 @@ def test_a_correction_is_a_new_event_referencing_the_original(started: Engine) -
             "mL",
             " ",
             "op.alice",
+            PW["op.alice"],
         )
         == "a correction needs a reason"
     )
