@@ -165,9 +165,15 @@ def _component(part: str, code: str) -> None:
 
 
 def _closes_at_end(part: str) -> bool:
-    """Does the opening parenthesis close at the very end (``(m/s)``, not ``(m).(s)``)?"""
-    depth = 0
+    """Does the opening parenthesis close at the very end (``(m/s)``, not ``(m).(s)``)?
+    Parentheses inside an annotation (``{)}``) or an atom's brackets do not count."""
+    depth, inside = 0, ""
     for i, c in enumerate(part):
+        if inside:
+            inside = "" if c == inside else inside
+            continue
+        if c in "{[":
+            inside = "}" if c == "{" else "]"
         depth += c == "("
         depth -= c == ")"
         if depth == 0:

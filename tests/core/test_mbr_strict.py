@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from ebr_core.document import load_yaml
 from ebr_core.mbr import MbrError, parse_mbr
-from ebr_core.ucum import UcumError, check_ucum, is_ucum
+from ebr_core.ucum import MAX_LENGTH, METRIC, NON_METRIC, PREFIXES, UcumError, check_ucum, is_ucum
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "edge" / "examples" / "car_t_mbr.yaml"
 CONTENT = load_yaml(EXAMPLE.read_text())
@@ -187,3 +187,37 @@ def test_ucum_codes_that_are_not(code: str) -> None:
     assert not is_ucum(code)
     with pytest.raises(UcumError, match="UCUM"):
         check_ucum(code)
+
+
+annotation = st.text(
+    alphabet=[chr(c) for c in range(33, 127) if chr(c) not in "{}"], min_size=0, max_size=6
+).map(lambda s: "{" + s + "}")
+simple = st.sampled_from(sorted(METRIC | NON_METRIC)) | st.builds(
+    str.__add__, st.sampled_from(sorted(PREFIXES)), st.sampled_from(sorted(METRIC))
+)
+exponent = st.just("") | st.from_regex(r"[+-]?[1-9][0-9]?", fullmatch=True)
+component = (
+    st.builds(lambda u, e, a: u + e + a, simple, exponent, st.just("") | annotation)
+    | annotation
+    | st.from_regex(r"[1-9][0-9]{0,3}", fullmatch=True)
+)
+
+
+@st.composite
+def ucum_terms(draw: st.DrawFn, depth: int = 0) -> str:
+    parts = draw(st.lists(component, min_size=1, max_size=3))
+    if depth == 0 and draw(st.booleans()):
+        parts.append("(" + draw(ucum_terms(depth=1)) + ")")
+    ops = draw(st.lists(st.sampled_from("./"), min_size=len(parts), max_size=len(parts)))
+    return "".join(op + p for op, p in zip(ops, parts, strict=True))[1:]
+
+
+@given(term=ucum_terms(), leading=st.sampled_from(["", "/"]))
+def test_any_code_the_ucum_grammar_builds_from_its_atoms_is_valid(term: str, leading: str) -> None:
+    """The law: whatever the grammar (section 2 of UCUM) derives from the atom table is valid;
+    the same code with a space or a non-ASCII character in it is not."""
+    code = leading + term
+    if len(code) > MAX_LENGTH:
+        return
+    check_ucum(code)
+    assert not is_ucum(code + " ") and not is_ucum("µ" + code)
