@@ -24,12 +24,12 @@ readings streamed in windows and summarised), never trusted.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from sqlalchemy import text
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from ebr_core.batch import BatchState, apply, state_from_json, state_to_json
@@ -69,6 +69,10 @@ class Delta:
     step_events: int = 0
     readings: int = 0
     telemetry: Telemetry = field(default_factory=Telemetry)
+    # The batch's first event in this segment: what ownership is checked against (a batch no
+    # unit holds yet must begin with batch.started).
+    first_seq: int = 0
+    first_kind: str = ""
 
     def merge(self, later: Delta) -> None:
         """Add the deltas of the lines that follow (the worker's part) as if tallied in one
@@ -107,7 +111,7 @@ def tally_run(
         return
     d = out.get(batch_id)
     if d is None:
-        d = out[batch_id] = Delta()
+        d = out[batch_id] = Delta(first_seq=first_seq, first_kind=kind)
     n = len(payloads)
     d.events += n
     d.last_seq, d.last_hash = first_seq + n - 1, hashes[-1]
@@ -157,12 +161,32 @@ ON CONFLICT (batch_id) DO UPDATE SET
   last_seq = excluded.last_seq,
   head_hash = excluded.head_hash,
   readings = batches.readings + excluded.readings
+WHERE batches.unit_id = excluded.unit_id
 """
 )
 
 
 def upsert_summaries(db: Session, unit_id: str, site_id: str, deltas: dict[str, Delta]) -> None:
     """Advance the queue rows and the batch projections of the batches a segment touched."""
+    upsert_queue_rows(db, unit_id, site_id, deltas)
+    advance_all(db, deltas)
+
+
+def existing(db: Session, batch_ids: Iterable[str]) -> dict[str, str]:
+    """batch id -> the unit that holds it, for those of ``batch_ids`` that have a queue row."""
+    ids = sorted(batch_ids)
+    if not ids:
+        return {}
+    rows = db.execute(select(BatchSummary.batch_id, BatchSummary.unit_id).where(
+        BatchSummary.batch_id.in_(ids)
+    ))  # fmt: skip
+    return {str(b): str(u) for b, u in rows}
+
+
+def upsert_queue_rows(db: Session, unit_id: str, site_id: str, deltas: dict[str, Delta]) -> None:
+    """Insert or advance the queue rows of the batches a segment touched.  A row another unit
+    holds is left alone (the ``WHERE`` of the upsert): batches of two units never merge; the
+    caller reads the owners back (:func:`existing`) and refuses the segment."""
     if not deltas:
         return
     db.execute(
@@ -185,6 +209,10 @@ def upsert_summaries(db: Session, unit_id: str, site_id: str, deltas: dict[str, 
             for b, d in deltas.items()
         ],
     )
+
+
+def advance_all(db: Session, deltas: dict[str, Delta]) -> None:
+    """Advance the batch projections of the batches a segment touched (after their queue rows)."""
     for b, d in sorted(deltas.items()):
         advance(db, b, d)
 

@@ -4,6 +4,23 @@ Ingest verifies with the one verifier (:class:`ebr_core.verify.ChainVerifier`) c
 the unit's stored head, stores idempotently keyed by ``(unit, seq, hash)``, and refuses a fork
 (same seq, different hash) with 409 while keeping the offered segment as evidence and raising a
 security alert.  Nothing of a refused segment is stored.
+
+Lines at or below the stored head that differ from what is stored are a fork only if they are
+the unit's signed events (they verify as a chain from the stored event before them, under a
+checkpoint signed by the unit's key); anything else is refused with 422 and raises no fork alert.
+
+**A batch belongs to the unit whose ledger started it** (its ``batch.started``, and so to that
+unit's site): events for it from any other unit are refused (403, audited, alerted), and so is
+a ``batch.started`` for a batch id another unit already holds, so two batches never merge; no
+unit may write the event kinds only the server writes (:data:`SERVER_ONLY_KINDS`).  Custody at
+another site does not need another unit to write into the batch: the edge records receipt and
+infusion only for batches started on the same unit (``edge.engine.Engine.state``), and a
+receiving site away from that unit records them through the server's custody API.
+
+Clocks are checked, not trusted: events dated more than ``clock_skew_s`` ahead of the server's
+clock, before the unit's enrolment, or earlier than the event before them raise one alert per
+segment and kind (``clock.ahead``, ``clock.before_enrolment``, ``clock.backwards``), with the
+event's batch; the events are stored (they are what the unit signed).
 """
 
 from __future__ import annotations
@@ -12,12 +29,13 @@ import base64
 import gzip
 import zlib
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from operator import gt, itemgetter
 from typing import Any
 
 import orjson
 import zstandard
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -31,12 +49,13 @@ from ebr_core.requestsig import (
     verify_request,
 )
 from server import audit, projections
-from server.db import Alert, EventRow, Fork, Nonce, Site, Unit, UnitKey
+from server.db import Alert, CheckpointRow, EventRow, Fork, Nonce, Unit, UnitKey
 from server.errors import (
     Conflict,
     Forbidden,
     NotFound,
     Replayed,
+    ServerError,
     TooLarge,
     TooManyRequests,
     Unauthorized,
@@ -52,8 +71,38 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-def alert(db: Session, kind: str, unit_id: str | None, message: str) -> None:
-    db.add(Alert(kind=kind, unit_id=unit_id, message=message, created_at=now()))
+# Event kinds only the server writes: no unit's ledger holds them (the edge never closes a
+# deviation; QA closes it on the server, server.review).  A segment carrying one is refused.
+SERVER_ONLY_KINDS = frozenset({"deviation.closed"})
+
+
+class ForeignBatch(ServerError):
+    """A segment writes into a batch another unit started, or an event kind only the server
+    writes: refused, nothing of it kept."""
+
+    status = 403
+
+
+def alert(
+    db: Session,
+    kind: str,
+    unit_id: str | None,
+    message: str,
+    *,
+    batch_id: str | None = None,
+    site_id: str | None = None,
+    at: datetime | None = None,
+) -> None:
+    db.add(
+        Alert(
+            kind=kind,
+            unit_id=unit_id,
+            message=message,
+            created_at=at or now(),
+            batch_id=batch_id,
+            site_id=site_id,
+        )
+    )
 
 
 # -- units -------------------------------------------------------------------------------------
@@ -78,9 +127,24 @@ def _add_key(db: Session, unit_id: str, key: PublicKey) -> None:
     )
 
 
+_SITE_INSERT = text(
+    "INSERT INTO sites (site_id, name) VALUES (:s, :s) ON CONFLICT (site_id) DO NOTHING"
+)
+
+
 def enrol(
-    db: Session, site_id: str, unit_id: str, public_key_json: bytes, *, actor: str = "system"
+    db: Session,
+    site_id: str,
+    unit_id: str,
+    public_key_json: bytes,
+    *,
+    actor: str = "system",
+    at: datetime | None = None,
 ) -> Unit:
+    """Enrol a unit (and its site, if new).  Idempotent for the site: two units of a new site
+    enrolled at once both succeed (insert-or-ignore; PostgreSQL makes the second insert wait for
+    the first and then do nothing, SQLite serialises writers).  The same unit or key enrolled
+    twice at once: the second gets 409, never 500."""
     key = _read_key(public_key_json)
     if key.unit_id not in (None, unit_id):
         raise Unprocessable(f"the key is bound to unit {key.unit_id!r}, not {unit_id!r}")
@@ -88,8 +152,19 @@ def enrol(
         raise Conflict(f"unit {unit_id} is already enrolled (rotate its key instead)")
     if db.get(UnitKey, key.key_id) is not None:
         raise Conflict(f"key {key.key_id} is already enrolled for another unit")
-    if db.get(Site, site_id) is None:
-        db.add(Site(site_id=site_id, name=site_id))
+    try:
+        return _enrol(db, site_id, unit_id, key, actor, at or now())
+    except IntegrityError as e:
+        db.rollback()
+        raise Conflict(
+            f"unit {unit_id} or key {key.key_id} was enrolled at the same moment by another request"
+        ) from e
+
+
+def _enrol(
+    db: Session, site_id: str, unit_id: str, key: PublicKey, actor: str, at: datetime
+) -> Unit:
+    db.execute(_SITE_INSERT, {"s": site_id})
     unit = Unit(
         unit_id=unit_id,
         site_id=site_id,
@@ -97,14 +172,15 @@ def enrol(
         head_seq=0,
         head_hash=GENESIS_HASH,
         checkpoint_seq=0,
-        enrolled_at=now(),
+        enrolled_at=at,
     )
     db.add(unit)
     db.flush()
     _add_key(db, unit_id, key)
+    db.flush()
     audit.append(
         db,
-        at=now(),
+        at=at,
         actor=actor,
         action="unit.enrolled",
         object_type="unit",
@@ -182,20 +258,36 @@ def key_list_for(db: Session, unit_id: str) -> list[tuple[bytes, str | None]]:
 
 
 class RateLimiter:
-    """Per-unit token bucket (in memory: per API worker)."""
+    """Token buckets by key (in memory: per API worker): per client address before a request's
+    signature is checked, per unit after (so no one without the unit's key can spend the unit's
+    budget).  At most ``max_keys`` buckets: full ones are forgotten first."""
 
-    def __init__(self, rate: float, burst: int) -> None:
-        self.rate, self.burst = rate, burst
+    def __init__(
+        self, rate: float, burst: int, what: str = "unit", max_keys: int = 100_000
+    ) -> None:
+        self.rate, self.burst, self.what, self.max_keys = rate, burst, what, max_keys
         self._state: dict[str, tuple[float, float]] = {}
 
-    def take(self, unit_id: str, t: float) -> None:
-        tokens, last = self._state.get(unit_id, (float(self.burst), t))
+    def take(self, key: str, t: float) -> None:
+        tokens, last = self._state.get(key, (float(self.burst), t))
         tokens = min(self.burst, tokens + (t - last) * self.rate)
         if tokens < 1:
             raise TooManyRequests(
-                f"unit {unit_id} sends more than {self.rate:g} requests/s; retry later"
+                f"{self.what} {key} sends more than {self.rate:g} requests/s; retry later"
             )
-        self._state[unit_id] = (tokens - 1, t)
+        if key not in self._state and len(self._state) >= self.max_keys:
+            self._prune(t)
+        self._state[key] = (tokens - 1, t)
+
+    def _prune(self, t: float) -> None:
+        """Forget buckets that have refilled (forgetting them changes nothing)."""
+        full = [
+            k for k, (n, last) in self._state.items() if n + (t - last) * self.rate >= self.burst
+        ]
+        for k in full:
+            del self._state[k]
+        if len(self._state) >= self.max_keys:  # a flood of distinct keys: start again
+            self._state.clear()
 
 
 def authenticate(
@@ -206,7 +298,11 @@ def authenticate(
     path: str,
     body: bytes,
     path_unit: str,
+    at: datetime | None = None,
 ) -> Unit:
+    """The unit that signed this request, or the refusal (401 bad or unknown signature, 403
+    revoked or signed for another unit's path, 409 replayed nonce); ``at`` is the server's
+    clock."""
     if h.unit_id != path_unit:
         raise Forbidden(f"request signed by unit {h.unit_id} for the path of unit {path_unit}")
     unit = db.get(Unit, h.unit_id)
@@ -219,7 +315,7 @@ def authenticate(
         raise Forbidden(f"unit {h.unit_id} (key {h.key_id}) is revoked")
     if key_row.status != "active":
         raise Unauthorized(f"key {h.key_id} was rotated out; sign with the unit's current key")
-    t = int(now().timestamp())
+    t = int((at or now()).timestamp())
     try:
         verify_request(
             PublicKey(base64.b64decode(key_row.public_key), h.unit_id),
@@ -307,34 +403,22 @@ class IngestResult:
 
 
 def ingest(
-    db: Session, settings: Settings, unit: Unit, data: bytes, verifier: Verifier | None = None
+    db: Session,
+    settings: Settings,
+    unit: Unit,
+    data: bytes,
+    verifier: Verifier | None = None,
+    *,
+    at: datetime | None = None,
 ) -> IngestResult:
+    """Verify and store one segment of ``unit``'s ledger (``at``: the server's clock)."""
+    at = at or now()
     if not data.endswith(b"\n"):
         raise Unprocessable("segment must be JSON Lines, each line ending in a newline")
     lines = data.split(b"\n")[:-1]
     if len(lines) > 2 * settings.max_segment_events + 10:
         raise TooLarge(f"segment holds more than {settings.max_segment_events} events")
-    # Lines at or below the stored head: the same bytes are a retry (idempotent), different ones
-    # are a fork.
-    new_from = 0
-    duplicates = 0
-    for i, line in enumerate(lines):
-        try:
-            rec = orjson.loads(line)
-        except orjson.JSONDecodeError as e:
-            raise Unprocessable(f"line {i + 1}: not valid JSON ({e})") from e
-        if not isinstance(rec, dict) or not isinstance(rec.get("seq"), int):
-            raise Unprocessable(f"line {i + 1}: not an event or checkpoint record")
-        if rec["seq"] > unit.head_seq or (
-            rec.get("type") == "checkpoint" and rec["seq"] > unit.checkpoint_seq
-        ):
-            break
-        new_from = i + 1
-        if rec.get("type") == "event":
-            stored = db.get(EventRow, (unit.unit_id, rec["seq"]))
-            if stored is None or bytes(stored.line) != line:
-                _fork(db, unit, rec, stored, data)
-            duplicates += 1
+    new_from, duplicates = _old_lines(db, unit, lines, data, verifier)
     new = lines[new_from:]
 
     def store(p: Part, plines: list[bytes]) -> None:
@@ -370,11 +454,17 @@ def ingest(
                 f"{verified.checkpoint_seq + 1}..{verified.seq} are not covered by a checkpoint "
                 "(the final checkpoint is missing)"
             )
-    if events:
-        projections.upsert_summaries(db, unit.unit_id, unit.site_id, deltas)
+        _check_kinds(db, unit, events, at)
+        clock_alerts = _clock_alerts(db, settings, unit, events, at)
+        held = projections.existing(db, deltas)
+        projections.upsert_queue_rows(db, unit.unit_id, unit.site_id, deltas)
+        _check_owners(db, unit, deltas, held, at)
+        projections.advance_all(db, deltas)
+        for kind, batch_id, message in clock_alerts:
+            alert(db, kind, unit.unit_id, message, batch_id=batch_id, site_id=unit.site_id, at=at)
         audit.append(
             db,
-            at=now(),
+            at=at,
             actor=unit.unit_id,
             action="segment.stored",
             object_type="unit",
@@ -391,6 +481,227 @@ def ingest(
         unit.head_hash = verified.head_hash
         unit.checkpoint_seq = verified.seq
     return IngestResult(len(events), duplicates, unit.head_seq, unit.head_hash)
+
+
+# -- lines at or below the stored head --------------------------------------------------------
+
+
+def _old_lines(
+    db: Session, unit: Unit, lines: list[bytes], data: bytes, verifier: Verifier | None
+) -> tuple[int, int]:
+    """(index of the first new line, duplicate events) for the lines at or below the stored
+    head.  The same bytes as stored are a retry (idempotent).  Anything else is either junk
+    (refused 422, no fork recorded) or the unit's own signed, divergent history: a fork."""
+    new_from = duplicates = 0
+    differs: tuple[dict[str, Any], EventRow | None] | None = None
+    junk = False
+    for i, line in enumerate(lines):
+        try:
+            rec = orjson.loads(line)
+        except orjson.JSONDecodeError as e:
+            raise Unprocessable(f"line {i + 1}: not valid JSON ({e})") from e
+        if not isinstance(rec, dict) or type(rec.get("seq")) is not int:
+            raise Unprocessable(f"line {i + 1}: not an event or checkpoint record")
+        t = rec.get("type")
+        if rec["seq"] > unit.head_seq or (t == "checkpoint" and rec["seq"] > unit.checkpoint_seq):
+            break
+        new_from = i + 1
+        if t == "event":
+            stored = db.get(EventRow, (unit.unit_id, rec["seq"]))
+            if stored is None or bytes(stored.line) != line:
+                differs = differs or (rec, stored)
+            duplicates += 1
+        elif t == "checkpoint":
+            cp = db.get(CheckpointRow, (unit.unit_id, rec["seq"]))
+            junk = junk or cp is None or bytes(cp.line) != line
+        else:
+            junk = True
+    if differs is not None or junk:
+        _check_signed(db, unit, lines, verifier)
+        if differs is not None:  # the unit's own signed history, not what the server holds
+            _fork(db, unit, differs[0], differs[1], data)
+        # Only a checkpoint re-signed over the same events: nothing differs that matters.
+    return new_from, duplicates
+
+
+def _check_signed(db: Session, unit: Unit, lines: list[bytes], verifier: Verifier | None) -> None:
+    """Refuse (422) a segment whose lines are not this unit's signed chain, verified from the
+    stored event before its first line: only a segment that passes can be evidence of a fork."""
+    first = orjson.loads(lines[0])
+    first_seq = int(first["seq"])
+    start_seq = first_seq - 1 if first.get("type") == "event" else first_seq
+    if start_seq <= 0:
+        start_seq, start_hash = 0, GENESIS_HASH
+    else:
+        before = db.get(EventRow, (unit.unit_id, start_seq))
+        if before is None:
+            raise Unprocessable(f"line 1: seq {first_seq} does not follow a stored event")
+        start_hash = before.hash
+    cp = db.scalar(
+        select(func.max(CheckpointRow.seq)).where(
+            CheckpointRow.unit_id == unit.unit_id, CheckpointRow.seq < first_seq
+        )
+    )
+    part = (verifier or _SERIAL).verify(
+        key_list_for(db, unit.unit_id), unit.unit_id, Start(start_seq, start_hash, cp or 0), lines
+    )
+    expected = (
+        f"lines at or below the stored head (seq {unit.head_seq}) must be this unit's signed "
+        "events; segment refused, nothing stored, no fork recorded"
+    )
+    if part.error is not None:
+        reason, index = part.error
+        raise Unprocessable(f"line {index + 1}: {reason} ({expected})")
+    if part.seal_at is not None:
+        raise Unprocessable(f"line {part.seal_at + 1}: a segment carries no seal ({expected})")
+    if part.end is None or part.end.checkpoint_seq != part.end.seq:
+        raise Unprocessable(
+            f"line {len(lines)}: the segment's events are not covered by a checkpoint ({expected})"
+        )
+
+
+# -- batch ownership and server-only kinds ----------------------------------------------------
+
+
+def _check_kinds(db: Session, unit: Unit, events: list[tuple[Any, ...]], at: datetime) -> None:
+    """Refuse a segment carrying an event kind only the server writes."""
+    if SERVER_ONLY_KINDS.isdisjoint(map(itemgetter(4), events)):
+        return
+    row = next(r for r in events if r[4] in SERVER_ONLY_KINDS)
+    _refuse(
+        db,
+        unit,
+        at,
+        batch_id=row[3],
+        seq=row[1],
+        why=(
+            f"seq {row[1]} is a {row[4]} event, which only the server records (deviations are "
+            "closed by QA on the server)"
+        ),
+    )
+
+
+def _check_owners(
+    db: Session,
+    unit: Unit,
+    deltas: dict[str, projections.Delta],
+    held: dict[str, str],
+    at: datetime,
+) -> None:
+    """Each batch the segment touches must be this unit's: held by it before (``held``: the
+    owners before the upsert), or started in this segment by its ``batch.started`` (the batch's
+    first event here).  Called after the queue rows are upserted (the upsert never merges another
+    unit's batch): reading the owners back then also settles two units starting one batch id at
+    once (the second one's upsert waits for the first and finds the row taken)."""
+    owners = projections.existing(db, deltas)
+    for batch_id, d in sorted(deltas.items(), key=lambda kv: kv[1].first_seq):
+        owner = owners.get(batch_id)
+        if owner is not None and owner != unit.unit_id:
+            o = db.get(Unit, owner)
+            site = o.site_id if o is not None else "?"
+            _refuse(
+                db,
+                unit,
+                at,
+                batch_id=batch_id,
+                seq=d.first_seq,
+                why=(
+                    f"batch {batch_id} belongs to unit {owner} at site {site}, which started it; "
+                    f"seq {d.first_seq} ({d.first_kind}) would write into it"
+                    + (" (a batch id is used once: start this batch under a new id)"
+                       if d.first_kind == "batch.started" else "")
+                ),
+                owner_site=site,
+            )  # fmt: skip
+        if batch_id not in held and d.first_kind != "batch.started":
+            _refuse(
+                db,
+                unit,
+                at,
+                batch_id=batch_id,
+                seq=d.first_seq,
+                why=(
+                    f"batch {batch_id} was never started: its first event, seq {d.first_seq}, "
+                    f"is {d.first_kind}, not batch.started (a batch belongs to the unit whose "
+                    "ledger started it)"
+                ),
+            )
+
+
+def _refuse(
+    db: Session,
+    unit: Unit,
+    at: datetime,
+    *,
+    batch_id: str | None,
+    seq: int,
+    why: str,
+    owner_site: str | None = None,
+) -> None:
+    """Roll the segment back, audit and alert the refusal, and raise 403."""
+    db.rollback()
+    message = f"segment from unit {unit.unit_id} (site {unit.site_id}) refused: {why}"
+    audit.append(
+        db,
+        at=at,
+        actor=unit.unit_id,
+        action="segment.refused",
+        object_type="batch" if batch_id else "unit",
+        object_id=batch_id or unit.unit_id,
+        new={"unit_id": unit.unit_id, "site_id": unit.site_id, "seq": seq, "batch_id": batch_id},
+        reason=why,
+    )
+    sites = {unit.site_id} | ({owner_site} if owner_site and owner_site != "?" else set())
+    for site in sorted(sites):
+        alert(
+            db, "security.foreign_batch", unit.unit_id, message, batch_id=batch_id, site_id=site,
+            at=at,
+        )  # fmt: skip
+    db.commit()
+    raise ForeignBatch(f"{why}; segment refused, nothing stored")
+
+
+# -- clocks -----------------------------------------------------------------------------------
+
+
+def _iso(t: datetime) -> str:
+    if t.tzinfo is None:  # SQLite hands back naive UTC
+        t = t.replace(tzinfo=UTC)
+    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _clock_alerts(
+    db: Session, settings: Settings, unit: Unit, events: list[tuple[Any, ...]], at: datetime
+) -> list[tuple[str, str | None, str]]:
+    """(kind, batch_id, message) of the clock alerts this segment raises: at most one per kind.
+    Timestamps of one format compare as strings, so the checks are C-speed over the segment."""
+    out: list[tuple[str, str | None, str]] = []
+    times = list(map(itemgetter(5), events))
+    ahead = _iso(at + timedelta(seconds=settings.clock_skew_s))
+    if max(times) > ahead:
+        r = next(r for r in events if r[5] > ahead)
+        out.append(("clock.ahead", r[3], (
+            f"unit {unit.unit_id}: seq {r[1]} is dated {r[5]}, more than "
+            f"{settings.clock_skew_s} s ahead of the server's clock ({_iso(at)}); "
+            f"{sum(1 for t in times if t > ahead)} event(s) of this segment"
+        )))  # fmt: skip
+    enrolled = _iso(unit.enrolled_at)
+    if min(times) < enrolled:
+        r = next(r for r in events if r[5] < enrolled)
+        out.append(("clock.before_enrolment", r[3], (
+            f"unit {unit.unit_id}: seq {r[1]} is dated {r[5]}, before the unit was enrolled "
+            f"({enrolled}); {sum(1 for t in times if t < enrolled)} event(s) of this segment"
+        )))  # fmt: skip
+    prev = db.get(EventRow, (unit.unit_id, unit.head_seq)) if unit.head_seq else None
+    chain = ([prev.recorded_at] if prev is not None else []) + times
+    if any(map(gt, chain, chain[1:])):
+        k = next(i for i in range(1, len(chain)) if chain[i - 1] > chain[i])
+        r = events[k - (len(chain) - len(times))]
+        out.append(("clock.backwards", r[3], (
+            f"unit {unit.unit_id}: seq {r[1]} is dated {r[5]}, earlier than seq {r[1] - 1} "
+            f"({chain[k - 1]}): the unit's clock went backwards"
+        )))  # fmt: skip
+    return out
 
 
 _EVENT_COPY_TYPES = ["varchar", "int8", "varchar", "varchar", "varchar", "varchar", "bytea"]

@@ -29,3 +29,15 @@ class Settings(BaseSettings):
     token_ttl_s: int = 900  # a person's session token lives 15 minutes
     licence_warning_days: int = 30  # alert this long before a transfer licence expires
     max_failed_logins: int = 5  # consecutive failures (login or e-signature) that lock an account
+    # -- unit API and ingest hardening (issue 18) --
+    # Events dated more than this ahead of the server's clock raise a clock.ahead alert.
+    clock_skew_s: int = 300
+    # Requests per client address per second before a unit's signature is checked (429 beyond);
+    # the per-unit limit above applies once the signature has verified.
+    address_rate_per_second: float = 200.0
+    address_rate_burst: int = 400
+    # Request body of every route but the unit API (413 beyond; the unit API: max_body_bytes).
+    max_api_body_bytes: int = 1024 * 1024
+    # Refused unit signatures and replays: at most one audit row per (unit or address, kind) in
+    # this many seconds, counting the others.
+    failure_audit_interval_s: int = 60

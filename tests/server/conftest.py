@@ -21,7 +21,7 @@ from server.app import create_app
 from server.pgcluster import PgCluster, free_port
 from server.settings import Settings
 
-ADMIN = "test-admin-token"
+ADMIN = "test-admin-token-0123456789abcdef-32+"
 
 
 @pytest.fixture(scope="session")
@@ -110,8 +110,11 @@ def start_server(
         t.join(5)
 
 
-def clock() -> object:
-    t = [datetime(2026, 11, 24, 8, tzinfo=UTC)]
+def clock(start: datetime | None = None) -> object:
+    """A unit's clock from ``start`` (default: now), 250 ms a reading.  The server flags events
+    dated before the unit's enrolment or ahead of its own clock (``clock.*`` alerts), so test
+    units keep real time; a test that needs the same timestamps twice passes a fixed start."""
+    t = [start or datetime.now(UTC)]
 
     def now() -> datetime:
         t[0] += timedelta(milliseconds=250)
