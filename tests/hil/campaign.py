@@ -608,6 +608,45 @@ def writer_main(home: Path, unit: str, broker_port: int) -> int:
     return code
 
 
+def syncer_main(home: Path, url: str, key: Path) -> int:
+    """The syncing edge of a unit whose host clock jumps: :class:`edge.sync.BackgroundSync`
+    signing its requests with the unit's clock (``UnitClock``), so a jump beyond the server's
+    window is refused as clock skew, and must be recovered from once the clock is right.
+
+    Exit 1 when the background loop stopped (only a fork or a revoked key may stop it)."""
+    import inspect
+
+    from ebr_core.keys import PublicKey
+    from edge.agent import open_agent
+    from edge.sync import BackgroundSync, SyncClient
+
+    stop = threading.Event()
+
+    def on_signal(_s: int, _f: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    clock = UnitClock(home)
+    agent = open_agent(home, clock, writer=False)
+    kw: dict[str, Any] = {}
+    if "wall" in inspect.signature(SyncClient).parameters:
+        kw["wall"] = lambda: clock().timestamp()
+    client = SyncClient(agent.ledger, url, server_key=PublicKey.from_bytes(key.read_bytes()), **kw)
+    bkw: dict[str, Any] = {}
+    if "max_backoff" in inspect.signature(BackgroundSync).parameters:
+        bkw["max_backoff"] = 5.0
+    bg = BackgroundSync(client, 0.5, **bkw).start()
+    while bg.wait(0.5) and not stop.is_set():
+        pass
+    bg.stop()
+    agent.close()
+    if bg.error is not None:
+        print(f"background sync stopped: {bg.error}", file=sys.stderr, flush=True)
+        return 1
+    return 0
+
+
 class Child:
     """A supervised child process of one role for one unit; a death the campaign did not cause
     is kept in ``exits`` with the last lines of its log."""
@@ -618,6 +657,7 @@ class Child:
         self.exits: list[str] = []
         self.kills = 0
         self.restart_at = 0.0
+        self.retired = False  # stopped for good by the campaign: not restarted
 
     def start(self) -> None:
         with self.log.open("ab") as log:
@@ -634,6 +674,8 @@ class Child:
 
     def check(self, now: float) -> None:
         """Note a death nobody caused, and start it again (after a second)."""
+        if self.retired:
+            return
         if self.proc is not None and (rc := self.proc.poll()) is not None:
             self.exits.append(f"exit {rc}: {_tail(self.log)}")
             self.proc = None
@@ -642,6 +684,7 @@ class Child:
             self.start()
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int | None:
+        self.retired = True
         if self.proc is None:
             return None
         if self.proc.poll() is None:
@@ -808,6 +851,8 @@ class Campaign:
         self.broker_kills: list[float] = []  # monotonic times of broker SIGKILLs
         self.began = time.monotonic()
         self.timeline: list[str] = []  # what was injected when (kept in the work folder)
+        self.poison_order: list[str] = []
+        self.side_procs: list[subprocess.Popen[str]] = []  # second syncs (killed at the end)
         self.ended_wall = datetime.now(UTC)  # the wall time when the units stopped recording
         self.env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
 
@@ -839,13 +884,14 @@ class Campaign:
                 self.work / uid / "writer.log",
                 self.env,
             )
-            sync = [*py, "ctgtp", "edge", "sync", "--home", str(home), "--server"]
-            syncer = Child(
-                "sync",
-                [*sync, self.proxy.url, "--server-key", str(key), "--watch", "0.5", "-q"],
-                self.work / uid / "sync.log",
-                self.env,
-            )
+            # The first unit syncs with the CLI's background mode; the others with a
+            # BackgroundSync whose request clock is the unit's (jumps become clock skew).
+            if uid == self.unit_ids[0]:
+                argv = [*py, "ctgtp", "edge", "sync", "--home", str(home), "--server"]
+                argv += [self.proxy.url, "--server-key", str(key), "--watch", "0.5", "-q"]
+            else:
+                argv = [*py, "tests.hil.campaign", "syncer", str(home), self.proxy.url, str(key)]
+            syncer = Child("sync", argv, self.work / uid / "sync.log", self.env)
             port = self.broker.port
             devices = [Device(self.book, uid, f"bio-{c}", port) for c in "AB"]
             prober = Device(self.book, uid, "bio-P", port)
@@ -906,7 +952,9 @@ class Campaign:
             self._kill_broker()
             r.kills["broker"] += 1
         elif kind == "poison":
-            p = self.rng.choice(POISON_KINDS)
+            if not self.poison_order:  # every kind once, in a random order, then again
+                self.poison_order = self.rng.sample(POISON_KINDS, len(POISON_KINDS))
+            p = self.poison_order.pop()
             u.prober.poison(p, self.rng)
             u.prober.reading()  # a good reading right after: it must be recorded
             r.faults[f"poison.{p}"] += 1
@@ -935,20 +983,18 @@ class Campaign:
         key = self.server.data / "server.pub"
         argv = [sys.executable, "-m", "ctgtp", "edge", "sync", "--home", str(u.home)]
         argv += ["--server", self.proxy.url, "--server-key", str(key), "-q", "--attempts", "3"]
+        p = subprocess.Popen(
+            argv, cwd=REPO, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        self.side_procs.append(p)
         try:
-            p = subprocess.run(
-                argv,
-                check=False,
-                cwd=REPO,
-                env=self.env,
-                capture_output=True,
-                text=True,
-                timeout=120,
-            )
+            _out, err = p.communicate(timeout=120)
         except subprocess.TimeoutExpired:
+            p.kill()
+            p.communicate()
             u.second_syncs.append("did not finish in 120 s")
             return
-        msg = (p.stderr.strip().splitlines() or [""])[-1]
+        msg = (err.strip().splitlines() or [""])[-1]
         ok = p.returncode == 0 or "another sync is running" in msg or "unreachable" in msg
         if not ok:
             u.second_syncs.append(f"exit {p.returncode}: {msg[:300]}")
@@ -984,13 +1030,20 @@ class Campaign:
             self.supervise()
             time.sleep(0.1)
         self._wait_recorded()
+        for u in self.units:  # NTP sets the clocks right: sync must resume by itself
+            u.clock_offset = 0.0
+            (u.home / "clock_offset_s").write_text("0.0")
         for u in self.units:
             rc = u.writer.stop(signal.SIGTERM)
             if rc not in (0, None):
                 u.writer.exits.append(f"exit {rc} at the end: {_tail(u.writer.log)}")
-            u.syncer.stop(signal.SIGINT)
             for d in (*u.devices, u.prober):
                 d.close()
+        self._wait_synced()
+        for u in self.units:
+            rc = u.syncer.stop(signal.SIGINT)
+            if rc not in (0, None):
+                u.syncer.exits.append(f"exit {rc} at the end: {_tail(u.syncer.log)}")
         key = self.server.data / "server.pub"
         for u in self.units:
             argv = [sys.executable, "-m", "ctgtp", "edge", "sync", "--home", str(u.home)]
@@ -1008,6 +1061,36 @@ class Campaign:
                 self.result.fail(
                     "final sync", f"{u.unit_id}: exit {p.returncode}: {p.stderr.strip()[-400:]}"
                 )
+
+    def _wait_synced(self, limit_s: float = 120.0) -> None:
+        """Until the background syncs (faults off, clocks right, writers stopped) have brought
+        the server to each edge's head by themselves; a unit they leave behind fails."""
+        deadline = time.monotonic() + limit_s
+        behind: dict[str, tuple[int, int]] = {}
+        while time.monotonic() < deadline:
+            self.supervise()
+            behind = {}
+            for u in self.units:
+                con = sqlite3.connect(f"file:{u.home / 'edge.db'}?mode=ro", uri=True)
+                try:
+                    edge_head = int(con.execute("SELECT max(seq) FROM events").fetchone()[0] or 0)
+                finally:
+                    con.close()
+                try:
+                    with self.server.admin() as c:
+                        server_head = int(c.get(f"/admin/units/{u.unit_id}").json()["head_seq"])
+                except (httpx.HTTPError, KeyError, ValueError):
+                    server_head = -1
+                if server_head != edge_head:
+                    behind[u.unit_id] = (server_head, edge_head)
+            if not behind:
+                return
+            time.sleep(1.0)
+        for uid, (srv, edge) in behind.items():
+            self.result.fail(
+                "background sync catches up once faults stop",
+                f"{uid}: server head {srv}, edge head {edge} after {limit_s:g} s",
+            )
 
     def _wait_recorded(self, stall_s: float = 30.0, limit_s: float = 180.0) -> None:
         """Until every broker-acked publication is in its unit's edge ledger, or none of them
@@ -1118,6 +1201,7 @@ class Campaign:
         lost: list[int] = []
         twice: list[int] = []
         accepted: Counter[str] = Counter()  # poison recorded as a reading, by kind
+        refused_good: list[int] = []  # good readings the edge refused
         for s in sorted(acked):
             hits = found.get(s, [])
             if s in poison:
@@ -1126,12 +1210,19 @@ class Campaign:
                     accepted[poison[s]] += 1
             else:
                 r.acked_readings += 1
+                if hits and all(k == "reading.refused" for _seq, k in hits):
+                    refused_good.append(s)
             if not hits:
                 lost.append(s)
             elif len(hits) > 1:
                 twice.append(s)
         r.lost += len(lost)
         r.duplicated += len(twice)
+        if refused_good:
+            r.fail(
+                "a good reading is recorded, not refused",
+                f"{uid}: {len(refused_good)} refused, e.g. serials {refused_good[:5]}",
+            )
         if accepted:
             r.fail(
                 "poison quarantined as reading.refused",
@@ -1252,6 +1343,10 @@ class Campaign:
         return self.result
 
     def teardown(self) -> None:
+        for p in self.side_procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
         for u in self.units:
             u.runner.stop()
             for d in (*u.devices, u.prober):
@@ -1294,6 +1389,8 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if args[:1] == ["writer"]:
         return writer_main(Path(args[1]), args[2], int(args[3]))
+    if args[:1] == ["syncer"]:
+        return syncer_main(Path(args[1]), args[2], Path(args[3]))
     p = argparse.ArgumentParser(prog="python -m tests.hil.campaign", description=__doc__)
     p.add_argument(
         "--seconds", type=float, default=float(os.environ.get("CAMPAIGN_SECONDS", "300"))
