@@ -27,6 +27,17 @@ What this module promises:
   ``writer=False`` opens for reading (sync, status, export) without the lock, alongside the
   writer: appends are refused, and :meth:`Ledger.refresh` moves the head to what the writer has
   committed since.
+* **Clock jumps are recorded, not hidden.**  ``recorded_at`` is what the unit's clock said when
+  the commit group was made: times are **not** forced to be non-decreasing (a clock set back a
+  year would otherwise stamp a year of events with one frozen time), and the order of events is
+  their ``seq``.  Instead, a commit group whose clock reading is more than ``clock_back_s``
+  seconds (default 60) *before* the head's ``recorded_at``, or, when ``clock_leap_s`` is set,
+  more than that many seconds further ahead of this process's previous group than the monotonic
+  clock has advanced, starts with a ``clock.jumped`` event (``old_time``, ``new_time``,
+  ``delta_s``, ``direction``) and a ``deviation.raised`` (category ``clock``, severity major) on
+  each running batch (started, not completed), all in the same transaction.  So every time that
+  runs backwards in the record is preceded by the event that says so, and the batch record shows
+  it as a deviation to review.
 * **Shared by the agent's threads.** Instrument readers (serial, MQTT) append from their own
   threads while the operator's steps append from the main one.  One lock serialises commit groups
   and every query on the one connection; readers fetch in bounded seq windows under the lock, so a
@@ -43,7 +54,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -55,7 +66,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from ebr_core.chain import ChainBuilder
 from ebr_core.errors import VerificationError
 from ebr_core.keys import Keyring, PublicKey, UnitSigner
-from ebr_core.record import GENESIS_HASH, Checkpoint, Event
+from ebr_core.record import GENESIS_HASH, Checkpoint, Event, format_time, parse_time
 from ebr_core.verify import ChainVerifier, Verified
 from edge.errors import (
     LedgerBusyError,
@@ -67,6 +78,7 @@ from edge.errors import (
 
 _SORT = orjson.OPT_SORT_KEYS
 _READ_WINDOW = 2000  # seqs fetched per lock hold by the readers
+CLOCK_BACK_S = 60.0  # a clock reading this far before the head's time is a jump back
 # The condition of the events_batch_steps index, written the same way so SQLite uses it.
 _STEP_KINDS = "AND kind <> 'reading.recorded' "
 
@@ -208,6 +220,7 @@ class Ledger:
     ) -> None:
         self._engine = engine
         self._conn = conn
+        self.path: Path | None = None  # the file, once opened (sync takes its lock beside it)
         self.signer = signer
         self.unit_id = signer.unit_id
         self.clock = clock
@@ -219,6 +232,12 @@ class Ledger:
         self._release_lock: Callable[[], object] = lambda: None
         self._builder = ChainBuilder(signer, clock)
         self._head: tuple[int, str] = (0, GENESIS_HASH)  # last committed (seq, hash)
+        # Clock jumps (see the module docstring): the head's recorded_at, and the monotonic time
+        # of this process's last commit group.
+        self.clock_back_s = CLOCK_BACK_S
+        self.clock_leap_s: float | None = None
+        self._last_time: datetime | None = None
+        self._last_mono: float | None = None
         # After a key rotation the history stays signed by the retired keys.
         self.keyring = Keyring([signer.public, *previous_keys])
 
@@ -234,7 +253,11 @@ class Ledger:
         *,
         writer: bool = True,
         lock_wait: float = 10.0,
+        clock_back_s: float = CLOCK_BACK_S,
+        clock_leap_s: float | None = None,
     ) -> Ledger:
+        """Open (or create) the ledger at ``path``; see the module docstring for ``writer`` and
+        for ``clock_back_s`` and ``clock_leap_s`` (the clock jumps recorded)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         if not writer:
@@ -250,6 +273,7 @@ class Ledger:
             os.close(lock)  # not marked clean: the next writer checks the file again
             raise
         ledger._release_lock = weakref.finalize(ledger, _release, lock)
+        ledger.clock_back_s, ledger.clock_leap_s = clock_back_s, clock_leap_s
         return ledger
 
     @classmethod
@@ -279,6 +303,7 @@ class Ledger:
         except DBAPIError as e:
             raise LedgerError(f"cannot open ledger {path.name}: {e.orig}") from e
         ledger = cls(engine, conn, signer, clock, previous_keys)
+        ledger.path = path
         try:
             ledger._resume()
         except BaseException:
@@ -315,6 +340,7 @@ class Ledger:
             self.signer, self.clock, seq=row[0], head_hash=row[1], checkpoint_seq=row[0]
         )
         self._head = (row[0], row[1])
+        self._last_time = parse_time(first.recorded_at)
 
     def _verify_range(self, after_seq: int, upto_seq: int, checkpoint_seq: int) -> Verified:
         """Verify events after_seq+1..upto_seq (with their checkpoints) from the stored head."""
@@ -404,17 +430,27 @@ class Ledger:
                 seen.add(key)
             new.append(it)
             slots.append(None)
+        now: datetime | None = None
+        mono = 0.0
+        jumped: list[Append] = []
+        if new:  # (all duplicates: no clock reading)
+            now, mono = self.clock(), time.monotonic()
+            jumped = self._clock_events(now, mono, seq0)
+            at = now
+            b.clock = lambda: at  # the one reading, for the events and for the jump check
         try:
             # One call for the group: next_events refuses it whole, head unmoved, if any item
             # is invalid.
-            made = b.next_events(new) if new else []  # all duplicates: no clock reading
+            group = [*jumped, *new]
+            made_all = b.next_events(group) if new else []
             rows = [
                 (ev.seq, ev.hash, ev.batch_id, ev.kind, it.dedupe_key, event_line(ev))
-                for ev, it in zip(made, new, strict=True)
+                for ev, it in zip(made_all, group, strict=True)
             ]
         except Exception:
             b.seq, b.head_hash, b.checkpoint_seq = seq0, head0, cp0
             raise
+        made = made_all[len(jumped) :]
         made_in_order = iter(made)
         events = [next(made_in_order) if ev is None else ev for ev in slots]
         if not rows:
@@ -436,7 +472,73 @@ class Ledger:
                 "it was NOT recorded and the ledger now refuses new events"
             ) from e
         self._head = (b.seq, b.head_hash)
+        if now is not None:
+            self._last_time, self._last_mono = now, mono
         return events
+
+    def _clock_events(self, now: datetime, mono: float, seq0: int) -> list[Append]:
+        """``clock.jumped`` and a deviation on each running batch, if the clock reading ``now``
+        jumped (see the module docstring); else nothing."""
+        last, last_mono = self._last_time, self._last_mono
+        if last is None:
+            return []
+        delta = (now - last).total_seconds()
+        if -delta > self.clock_back_s:
+            direction = "back"
+        elif (
+            self.clock_leap_s is not None
+            and last_mono is not None
+            and delta - (mono - last_mono) > self.clock_leap_s
+        ):
+            direction = "forward"
+        else:
+            return []
+        old_t, new_t = format_time(last.astimezone(UTC)), format_time(now.astimezone(UTC))
+        out = [
+            Append(
+                "clock.jumped",
+                {
+                    "old_time": old_t,
+                    "new_time": new_t,
+                    "delta_s": f"{delta:.6f}",
+                    "direction": direction,
+                    "monotonic_s": None if last_mono is None else f"{mono - last_mono:.6f}",
+                },
+                None,
+                "system",
+            )
+        ]
+        what = "back" if direction == "back" else "forward"
+        for batch_id in self._running_batches():
+            out.append(
+                Append(
+                    "deviation.raised",
+                    {
+                        "deviation_id": f"DEV-{batch_id}-CLK-{seq0 + 1}",
+                        "step": None,
+                        "category": "clock",
+                        "severity": "major",
+                        "reason": (
+                            f"the unit's clock jumped {what} by {abs(delta):.0f} s (from {old_t} "
+                            f"to {new_t}, event {seq0 + 1}): the times recorded around it are "
+                            "not reliable; review the batch's timeline by event order"
+                        ),
+                    },
+                    batch_id,
+                    "system",
+                )
+            )
+        return out
+
+    def _running_batches(self) -> list[str]:
+        """Batches started and not completed, through the events_kind index."""
+        rows = self._conn.exec_driver_sql(
+            "SELECT batch_id FROM events WHERE kind = 'batch.started' "
+            "AND kind <> 'reading.recorded' AND batch_id IS NOT NULL "
+            "EXCEPT SELECT batch_id FROM events WHERE kind = 'batch.completed' "
+            "AND kind <> 'reading.recorded' ORDER BY 1"
+        ).all()
+        return [str(r[0]) for r in rows]
 
     def _raw(self) -> sqlite3.Connection:
         raw = self._conn.connection.dbapi_connection

@@ -10,7 +10,18 @@
   body digest).
 * A receipt counts only if the server's signature on it verifies; then ``sync.acked_seq``
   advances.  Network errors, 5xx and 429 are retried with exponential backoff and full jitter;
-  any other refusal (tampering, fork, revoked unit) stops with the server's message.
+  any other refusal (tampering, fork, revoked unit) ends the run with the server's message.
+* **One writer per unit.**  A run holds ``<ledger>.sync.lock`` (``fcntl.flock``, the holder's pid
+  inside): a second sync process waits for it, up to ``lock_wait`` seconds, then stops with
+  "another sync is running (pid N)" (:class:`SyncBusy`).  Should two runs still meet (a file
+  system without locks), a server head or a receipt ahead of what this run knew is reconciled: the
+  ledger is read again and the server's head compared with this ledger's event at that seq.  Only
+  a head this ledger does not hold, or holds with another hash, is a fork (:class:`SyncFork`).
+* **Clock skew.**  The server refuses a request signed more than its window (300 s) from its own
+  clock with 401; that is :class:`SyncClockSkew`, transient: the background loop backs off, raises
+  a "clock skew" alarm (ledger meta ``sync.alarm``, shown by ``ctgtp edge status``) and resumes by
+  itself once the clock is right.  Only a verified fork or a revoked key (:class:`SyncFatal`)
+  stops the background loop.
 * One run drains the whole backlog it found at its start, however large: there is no cap on
   segments per run and no deadline on the run (only each request has a timeout, and each is
   retried).  The ledger is read a segment at a time (at most the segment on the wire and the next
@@ -21,14 +32,21 @@
 
 from __future__ import annotations
 
+import fcntl
 import gzip
+import json
+import logging
+import os
 import random
 import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+from pathlib import Path
 from typing import Any, TextIO
 
 import httpx
@@ -39,7 +57,9 @@ from ebr_core.requestsig import sign_request, verify_receipt
 from edge.errors import EdgeError
 from edge.ledger import Ledger
 
+log = logging.getLogger("ctgtp.edge.sync")
 ACKED = "sync.acked_seq"
+ALARM = "sync.alarm"  # ledger meta: the background sync's standing problem (JSON), if any
 CHECKPOINT_PAGE = 10_000  # checkpoint seqs read at a time when cutting segments
 PROGRESS_INTERVAL_S = 0.5  # sync_once calls its progress callback at most this often (+ the end)
 
@@ -49,7 +69,59 @@ class SyncError(EdgeError):
 
 
 class SyncRefused(SyncError):
-    """The server refused a segment (its message says why); retrying will not help."""
+    """The server refused a request (its message says why); retrying at once will not help."""
+
+
+class SyncFatal(SyncRefused):
+    """A refusal that stops background sync: a verified fork, or a revoked unit or key."""
+
+
+class SyncFork(SyncFatal):
+    """The server holds another history for this unit than this ledger (a verified fork)."""
+
+
+class SyncRevoked(SyncFatal):
+    """The server has revoked this unit or its key."""
+
+
+class SyncClockSkew(SyncError):
+    """The server refused the request's time: this unit's clock is off by more than the server
+    allows.  Transient: sync resumes once the clock is right."""
+
+
+class SyncBusy(SyncError):
+    """Another sync of this unit holds the sync lock."""
+
+
+@contextmanager
+def sync_lock(ledger_path: Path, wait: float) -> Iterator[None]:
+    """Hold ``<ledger>.sync.lock`` (with this process's pid in it) for one sync run, waiting up to
+    ``wait`` seconds for another run to finish (:class:`SyncBusy` after that).  The lock goes
+    with the process, however it ends."""
+    path = ledger_path.with_name(ledger_path.name + ".sync.lock")
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as e:
+        raise SyncError(f"cannot open the sync lock {path}: {e.strerror}") from e
+    try:
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+                    raise SyncBusy(
+                        f"another sync is running (pid {holder}) for {ledger_path.name}; one "
+                        f"sync at a time per unit: it did not finish within {wait:g} s"
+                    ) from None
+                time.sleep(0.05)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 @dataclass
@@ -156,6 +228,48 @@ def _error_type(r: httpx.Response) -> str | None:
     return body.get("error") if isinstance(body, dict) else None
 
 
+def _detail(r: httpx.Response) -> str:
+    try:
+        body = r.json()
+    except ValueError:
+        return r.text[:500]
+    if isinstance(body, dict) and isinstance(body.get("detail"), str):
+        return str(body["detail"])
+    return r.text[:500]
+
+
+def _server_offset(r: httpx.Response, sent_at: float) -> float | None:
+    """How far the server's clock (its ``Date`` header) is ahead of ours, in seconds."""
+    date = r.headers.get("date")
+    if date is None:
+        return None
+    try:
+        return parsedate_to_datetime(date).timestamp() - sent_at
+    except (TypeError, ValueError):
+        return None
+
+
+def refusal(what: str, r: httpx.Response, sent_at: float) -> SyncError:
+    """The error for a refused request, classified: clock skew (transient), fork and revocation
+    (fatal), or another refusal."""
+    detail = _detail(r)
+    msg = f"server refused {what}: {r.status_code} {detail}"
+    if r.status_code == 401 and "from the server's clock" in detail:
+        off = _server_offset(r, sent_at)
+        by = ""
+        if off is not None:
+            side = "ahead of" if off < 0 else "behind"
+            by = f" (this unit's clock is about {abs(off):.0f} s {side} the server's)"
+        return SyncClockSkew(
+            f"clock skew: {detail}{by}; set this unit's clock right (NTP); sync resumes by itself"
+        )
+    if r.status_code == 403 and "revoked" in detail:
+        return SyncRevoked(msg)
+    if r.status_code == 409 and detail.startswith("fork"):
+        return SyncFork(msg)
+    return SyncRefused(msg)
+
+
 def _zstd(data: bytes) -> bytes:
     # compress() returns its output in the allocation it made for the worst case (about the
     # input's size); copied, a segment's body holds only its own bytes (a tenth of the input
@@ -185,6 +299,9 @@ class SyncClient:
         base_delay: float = 0.2,
         max_delay: float = 30.0,
         encoding: str = "zstd",
+        wall: Callable[[], float] = time.time,
+        lock_wait: float = 60.0,
+        exclusive: bool = True,
     ) -> None:
         if encoding not in COMPRESSORS:
             raise ValueError(f"encoding {encoding!r} is not one of {sorted(COMPRESSORS)}")
@@ -197,6 +314,12 @@ class SyncClient:
         self.rng = rng or random.Random()  # noqa: S311 - backoff jitter, not a secret
         self.base_delay, self.max_delay = base_delay, max_delay
         self.unit_id = ledger.unit_id
+        self.wall = wall  # the clock requests are signed with (this host's)
+        self.lock_wait = lock_wait
+        # Whether a run takes the sync lock (see the module docstring); off only to show that
+        # two runs that meet anyway still converge.
+        self.exclusive = exclusive
+        self._sent_at = 0.0  # when the last request was signed (for clock skew messages)
 
     def _send(
         self, method: str, path: str, body: bytes = b"", extra: dict[str, str] | None = None
@@ -206,7 +329,7 @@ class SyncClient:
             method,
             path,
             body,
-            timestamp=int(time.time()),
+            timestamp=int(self._stamp()),
             nonce=secrets.token_hex(16),
         )
         headers = h.as_dict() | (extra or {})
@@ -219,6 +342,10 @@ class SyncClient:
         # are the same: Content-Length framing, never chunked.)
         headers["Content-Length"] = str(len(body))
         return self.http.request(method, path, content=iter((body,)), headers=headers)
+
+    def _stamp(self) -> float:
+        self._sent_at = self.wall()
+        return self._sent_at
 
     def _retrying(
         self, fn: Callable[[], httpx.Response], report: SyncReport, attempts: int
@@ -247,18 +374,37 @@ class SyncClient:
         raise AssertionError("unreachable")
 
     def server_head(self, report: SyncReport, attempts: int = 8) -> int:
+        """The server's head for this unit, checked against this ledger: a head this ledger
+        does not hold even after reading it again, or holds with another hash, is a fork."""
         path = f"/v1/units/{self.unit_id}/head"
         r = self._retrying(lambda: self._send("GET", path), report, attempts)
         if r.status_code != 200:
-            raise SyncRefused(f"server refused the head request: {r.status_code} {r.text}")
-        seq = int(r.json()["head_seq"])
+            raise refusal("the head request", r, self._sent_at)
+        body = r.json()
+        seq = int(body["head_seq"])
+        self._check_head(seq, body.get("head_hash"))
+        return seq
+
+    def _check_head(self, seq: int, head_hash: Any) -> None:
         local = self.ledger.head[0]
+        if seq > local:  # another sync may have sent what this one has not read yet
+            local = self.ledger.refresh()[0]
         if seq > local:
-            raise SyncRefused(
+            raise SyncFork(
                 f"the server holds seq {seq} but this ledger ends at {local}: "
                 "this is not the ledger the server knows for the unit"
             )
-        return seq
+        if seq > 0 and isinstance(head_hash, str) and self.ledger.hash_at(seq) != head_hash:
+            raise SyncFork(
+                f"the server's event {seq} has hash {head_hash[:16]}…, this ledger's has "
+                f"{(self.ledger.hash_at(seq) or '')[:16]}…: this is not the ledger the server "
+                "knows for the unit (a fork)"
+            )
+
+    def _advance_acked(self, seq: int) -> None:
+        """Record what the server holds; never moves back (another run may have gone further)."""
+        if seq > int(self.ledger.get_meta(ACKED) or 0):
+            self.ledger.set_meta(ACKED, str(seq))
 
     def fetch_operators(self, attempts: int = 8) -> list[dict[str, Any]]:
         """The operators the server publishes for this unit's site, with their argon2id hashes
@@ -266,7 +412,7 @@ class SyncClient:
         path = f"/v1/units/{self.unit_id}/operators"
         r = self._retrying(lambda: self._send("GET", path), SyncReport(), attempts)
         if r.status_code != 200:
-            raise SyncRefused(f"server refused the operators request: {r.status_code} {r.text}")
+            raise refusal("the operators request", r, self._sent_at)
         users = r.json().get("users")
         if not isinstance(users, list):
             raise SyncRefused("server answered the operators request without a users list")
@@ -304,18 +450,31 @@ class SyncClient:
                 yield item
 
     def sync_once(
-        self, attempts: int = 8, progress: Callable[[SyncProgress], None] | None = None
+        self,
+        attempts: int = 8,
+        progress: Callable[[SyncProgress], None] | None = None,
+        *,
+        lock_wait: float | None = None,
     ) -> SyncReport:
         """Send everything the ledger holds beyond the server's head, in one run.
 
         ``attempts`` bounds the tries of each request, not the run.  ``progress`` is called after
         a stored segment (at most every :data:`PROGRESS_INTERVAL_S` seconds) and once at the end.
+        The run holds the unit's sync lock, waiting up to ``lock_wait`` seconds for it (default
+        the client's ``lock_wait``).
         """
+        path = self.ledger.path
+        if not self.exclusive or path is None:
+            return self._run(attempts, progress)
+        with sync_lock(path, self.lock_wait if lock_wait is None else lock_wait):
+            return self._run(attempts, progress)
+
+    def _run(self, attempts: int, progress: Callable[[SyncProgress], None] | None) -> SyncReport:
         started = time.perf_counter()
         # A sync process reads the ledger alongside its writer: first, what it has committed.
         report = SyncReport(local_head=self.ledger.refresh()[0])
         acked = self.server_head(report, attempts)
-        self.ledger.set_meta(ACKED, str(acked))
+        self._advance_acked(acked)
         backlog = report.local_head - acked
         next_report = 0.0  # perf_counter time of the next progress call (the first: at once)
 
@@ -340,22 +499,30 @@ class SyncClient:
                 attempts,
             )
             if r.status_code != 200:
-                raise SyncRefused(
-                    f"server refused the segment ending at seq {last}: "
-                    f"{r.status_code} {r.json().get('detail', r.text)}"
-                )
+                raise refusal(f"the segment ending at seq {last}", r, self._sent_at)
             receipt = r.json()
             if self.server_key is not None and not verify_receipt(self.server_key, receipt):
                 raise SyncRefused("the receipt's server signature does not verify")
-            if int(receipt["head_seq"]) != last:
-                raise SyncRefused(f"receipt head {receipt['head_seq']} is not seq {last}")
-            self.ledger.set_meta(ACKED, str(last))
+            head = int(receipt["head_seq"])
+            if head != last:
+                # Another run stored more (or the receipt is odd): what counts is the server's
+                # head, checked against this ledger.
+                head = self.server_head(report, attempts)
+                if head < last:
+                    raise SyncError(
+                        f"the receipt for the segment ending at seq {last} says head "
+                        f"{receipt['head_seq']} and the server's head is {head}; nothing is "
+                        "lost, the next sync resumes from the server's head"
+                    )
+            else:
+                self._check_head(head, receipt.get("head_hash"))
+            self._advance_acked(head)
             report.segment_ms.append((time.perf_counter() - t0) * 1000)
             report.server_ms.append(int(receipt.get("ingest_us", 0)) / 1000)
             report.pushed += int(receipt["stored"])
             report.duplicates += int(receipt["duplicates"])
             report.segments += 1
-            report.server_head = last
+            report.server_head = max(report.server_head, head)
             # (The last segment's report is the final one, below.)
             end = last == report.local_head
             if progress is not None and not end and (now := time.perf_counter()) >= next_report:
@@ -370,34 +537,97 @@ class SyncClient:
 class BackgroundSync:
     """The agent's background mode: sync every ``interval`` seconds until stopped.
 
-    An unreachable server is retried on the next round (nothing is lost: the ledger is the
-    outbox); a refusal (tampering, fork, revoked unit) stops the loop and is kept in ``error``
-    for the operator, because retrying cannot help.
+    It stops only on a verified fork or a revoked unit or key (:class:`SyncFatal`, kept in
+    ``error``), because retrying cannot help.  Everything else is retried: an unreachable server
+    on the next round (nothing is lost: the ledger is the outbox), another sync holding the lock
+    likewise, and a refusal (clock skew above all) with exponential backoff up to ``max_backoff``
+    seconds, while ``alarm`` (and the ledger meta ``sync.alarm``, which ``ctgtp edge status``
+    shows) says what is wrong; a round that succeeds clears it.
     """
 
-    def __init__(self, client: SyncClient, interval: float = 30.0) -> None:
+    def __init__(
+        self,
+        client: SyncClient,
+        interval: float = 30.0,
+        *,
+        max_backoff: float = 300.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.client = client
         self.interval = interval
+        self.max_backoff = max_backoff
+        self.clock = clock
         self.stop_event = threading.Event()
         self.reports: list[SyncReport] = []
-        self.error: str | None = None
+        self.error: str | None = None  # why the loop stopped (fork, revocation)
+        self.alarm: str | None = None  # what keeps it from syncing now (it retries)
         self.unreachable = 0
+        self.busy = 0  # rounds skipped because another sync held the lock
+        self.skewed = 0  # rounds refused for clock skew
+        self.refused = 0  # rounds refused otherwise (retried with backoff)
+        self._failures = 0  # refusals in a row (the backoff's exponent)
         self._thread = threading.Thread(target=self._run, daemon=True, name="edge-sync")
 
     def start(self) -> BackgroundSync:
         self._thread.start()
         return self
 
+    def _round(self) -> bool:
+        """One round; False when the loop must stop."""
+        try:
+            self.reports.append(self.client.sync_once(attempts=3, lock_wait=0))
+        except SyncFatal as e:
+            self.error = str(e)
+            self._raise_alarm("stopped", str(e))
+            return False
+        except SyncBusy:
+            self.busy += 1
+        except SyncClockSkew as e:
+            self.skewed += 1
+            self._failures += 1
+            self._raise_alarm("clock_skew", str(e))
+        except SyncRefused as e:
+            self.refused += 1
+            self._failures += 1
+            self._raise_alarm("refused", str(e))
+        except SyncError:
+            self.unreachable += 1
+        else:
+            self._failures = 0
+            if self.alarm is not None:
+                self._clear_alarm()
+        return True
+
     def _run(self) -> None:
         while not self.stop_event.is_set():
-            try:
-                self.reports.append(self.client.sync_once(attempts=3))
-            except SyncRefused as e:
-                self.error = str(e)
+            if not self._round():
                 return
-            except SyncError:
-                self.unreachable += 1
-            self.stop_event.wait(self.interval)
+            self.stop_event.wait(self._delay())
+
+    def _delay(self) -> float:
+        if self._failures == 0:
+            return self.interval
+        top = min(self.max_backoff, self.interval * 2 ** min(self._failures, 20))
+        return max(self.interval, self.client.rng.uniform(top / 2, top))
+
+    def _raise_alarm(self, kind: str, message: str) -> None:
+        self.alarm = message
+        since = self.clock()
+        try:
+            old = json.loads(self.client.ledger.get_meta(ALARM) or "null")
+            if isinstance(old, dict) and old.get("kind") == kind:
+                since = float(old.get("since", since))
+            doc = {"kind": kind, "message": message, "since": since, "updated": self.clock()}
+            self.client.ledger.set_meta(ALARM, json.dumps(doc))
+        except Exception as e:  # the alarm in memory stands; the ledger may be closing
+            log.warning("sync alarm not stored in the ledger: %s", e)
+
+    def _clear_alarm(self) -> None:
+        self.alarm = None
+        try:
+            self.client.ledger.set_meta(ALARM, "null")
+        except Exception as e:
+            log.warning("sync alarm not cleared in the ledger: %s", e)
 
     def wait(self, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds; True while the loop is still running."""
@@ -407,3 +637,10 @@ class BackgroundSync:
     def stop(self) -> None:
         self.stop_event.set()
         self._thread.join(10)
+
+
+def sync_alarm(ledger: Ledger) -> dict[str, Any] | None:
+    """The background sync's standing alarm (``kind``: ``clock_skew``, ``refused`` or
+    ``stopped``; ``message``; ``since``), or None when the last round succeeded."""
+    doc = json.loads(ledger.get_meta(ALARM) or "null")
+    return doc if isinstance(doc, dict) else None

@@ -41,7 +41,7 @@ from server.process import serve_subprocess
 from .conftest import EXAMPLES
 from .test_cli import ctgtp
 
-ADMIN = "progress-admin"
+ADMIN = "progress-admin-token-for-tests-0123456789"  # 32+ characters, as the server asks
 SEGMENT = 5_000  # the sync client's default max_events
 PROGRESS = re.compile(
     r"sync: (?P<sent>[\d,]+) / (?P<backlog>[\d,]+) events sent \((?P<pct>\d+) %\), "
@@ -107,7 +107,7 @@ def fill(led: Ledger, n: int, group: int = 2_500) -> None:
                 Append(
                     "reading.recorded",
                     {"channel": "DO", "i": start + g + i, "value": {"value": "41.5", "unit": "%"}},
-                    "B-1",
+                    None,  # no batch: the server takes a batch's events only after its start
                 )
                 for i in range(min(group, n - g))
             ]
