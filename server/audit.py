@@ -11,8 +11,9 @@ all.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
-from dataclasses import dataclass
+import threading
+from collections.abc import Hashable, Iterator
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -86,6 +87,83 @@ def append(
     db.add(e)
     db.execute(text("UPDATE audit_head SET hash = :h WHERE id = 1"), {"h": e.hash})
     return e
+
+
+@dataclass
+class _Window:
+    start: float  # seconds since the epoch of the row that opened the window
+    count: int = 0  # refusals since that row, not yet written
+
+
+@dataclass
+class RefusalLimiter:
+    """Decides which refusals (bad tokens, 403s, logins for unknown or locked accounts) get an
+    audit row: the first of a key (kind, principal or address) in each window does, carrying how
+    many refusals of that key came since the key's previous row.  A flood therefore writes at most
+    one row per key per window, in this process, and costs no database work in between.  Keys are
+    bounded: beyond ``max_keys`` live keys, refusals share one overflow key."""
+
+    window_s: float = 60.0
+    max_keys: int = 10_000
+    _keys: dict[Hashable, _Window] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def take(self, key: Hashable, now: float) -> int:
+        """0: do not write; n > 0: write one row standing for n refusals (this one included)."""
+        with self._lock:
+            w = self._keys.get(key)
+            if w is None:
+                if len(self._keys) >= self.max_keys:
+                    self._prune(now)
+                if len(self._keys) >= self.max_keys:
+                    key = ("(overflow)",)
+                    w = self._keys.get(key)
+                if w is None:
+                    self._keys[key] = _Window(now)
+                    return 1
+            w.count += 1
+            if now - w.start < self.window_s:
+                return 0
+            n, w.start, w.count = w.count, now, 0
+            return n
+
+    def _prune(self, now: float) -> None:
+        """Forget keys idle for a window: what they held is lost only if they had unwritten
+        refusals, which are then counted nowhere (bounded memory wins over an exact count)."""
+        for k in [k for k, w in self._keys.items() if now - w.start >= self.window_s]:
+            del self._keys[k]
+
+
+LIMITER = RefusalLimiter()
+
+
+def append_limited(
+    db: Session,
+    *,
+    at: datetime,
+    key: Hashable,
+    actor: str,
+    action: str,
+    object_type: str,
+    object_id: str,
+    reason: str | None = None,
+    limiter: RefusalLimiter | None = None,
+) -> AuditEntry | None:
+    """Append a refusal, rate-limited by ``key`` (see :class:`RefusalLimiter`): the row's ``new``
+    says how many refusals it stands for.  None when this one is only counted."""
+    n = (limiter or LIMITER).take(key, at.timestamp())
+    if n == 0:
+        return None
+    return append(
+        db,
+        at=at,
+        actor=actor[:64],
+        action=action[:64],
+        object_type=object_type[:32],
+        object_id=object_id[:128],
+        new={"refusals": n, "window_s": int((limiter or LIMITER).window_s)},
+        reason=None if reason is None else reason[:2000],
+    )
 
 
 @dataclass(frozen=True)

@@ -131,6 +131,11 @@ class Person(Base):
     status: Mapped[str] = mapped_column(String(16), default="active")  # active|locked|disabled
     failed_logins: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # since 0006: a password set by someone else (creation, reset) must be changed by its owner
+    # before the account does anything else; the id's confusable skeleton is unique
+    must_change_password: Mapped[bool] = mapped_column(Boolean, default=False)
+    id_skeleton: Mapped[str | None] = mapped_column(String(128))
+    __table_args__ = (Index("people_id_skeleton", "id_skeleton", unique=True),)
 
 
 class RoleGrant(Base):

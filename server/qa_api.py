@@ -6,18 +6,19 @@ authorization-matrix test walks every route in :data:`ROUTES` for every role and
 
 import hmac
 from collections.abc import Callable, Iterator
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Header, Path, Query
-from fastapi.responses import Response
+from fastapi import Depends, FastAPI, Header, Path, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from server import audit, people, projections, reports, review
 from server.db import Alert, AuditEntry, BatchSummary, OosCase, Person, SpecRow
-from server.errors import Forbidden, ServerError, Unauthorized
+from server.errors import Forbidden, ServerError, Unauthorized, Unprocessable
 from server.people import Principal
 from server.settings import Settings
 
@@ -67,141 +68,231 @@ ROUTES: list[tuple[str, str, str, str]] = [
     ("POST", "/admin/units/{unit_id}/revoke", "units.manage", "unit"),
     ("GET", "/admin/units/{unit_id}", "units.manage", "unit"),
     ("GET", "/admin/alerts", "alerts.read", "org"),
+    ("POST", "/v1/alerts/acknowledgements", "deviation.review", "sites"),
 ]
 MAX_ID = 2**62  # ids and sequence numbers fit a signed 64-bit column
 _INDEX = {(m, p): (perm, scope) for m, p, perm, scope in ROUTES}
 
 
+# Text bounds (issue 18): a reason, comment or other free text is at most TEXT characters, a
+# name NAME, an identifier ID; over them a 422 names the field and the bound.  Passwords are
+# plain strings checked in code (people.password_argument), so that no error repeats them.
+TEXT = 2000
+NAME = 200
+ID = 64
+HASH = 64
+Reason = Annotated[str, Field(min_length=1, max_length=TEXT)]
+Ident = Annotated[str, Field(min_length=1, max_length=ID)]
+
+
 class TokenBody(BaseModel):
-    user_id: str = Field(max_length=64)
-    password: str = Field(max_length=1024)
+    user_id: str = Field(max_length=ID)
+    password: str
+
+
+class FirstPasswordBody(BaseModel):
+    user_id: str = Field(max_length=ID)
+    current_password: str
+    new_password: str
 
 
 class GrantBody(BaseModel):
-    role: str
-    site_id: str = Field(max_length=64)
+    role: str = Field(max_length=32)
+    site_id: Ident
 
 
 class PersonBody(BaseModel):
-    user_id: str = Field(max_length=64)
-    printed_name: str = Field(max_length=200)
-    password: str = Field(max_length=1024)
-    roles: list[GrantBody] = []
-    reason: str = Field(min_length=1)
+    user_id: str = Field(max_length=ID)
+    printed_name: str = Field(max_length=NAME)
+    password: str
+    roles: list[GrantBody] = Field(default=[], max_length=50)
+    reason: Reason
 
 
 class GrantChange(GrantBody):
-    reason: str = Field(min_length=1)
+    reason: Reason
 
 
 class OwnPasswordBody(BaseModel):
-    current_password: str = Field(max_length=1024)
-    new_password: str = Field(max_length=1024)
+    current_password: str
+    new_password: str
 
 
 class ResetBody(BaseModel):
-    password: str = Field(max_length=1024)
-    reason: str = Field(min_length=1)
+    password: str
+    reason: Reason
 
 
 class StatusBody(BaseModel):
     status: str = Field(pattern="^(active|disabled)$")
-    reason: str = Field(min_length=1)
+    reason: Reason
 
 
 class SpecBody(BaseModel):
     content: dict[str, Any]
-    reason: str = Field(min_length=1)
+    reason: Reason
 
 
 class ResultsBody(BaseModel):
-    spec_id: str
-    spec_version: str
+    spec_id: Ident
+    spec_version: str = Field(min_length=1, max_length=32)
     results: dict[str, Any]
-    reason: str = Field(min_length=1)
+    reason: Reason
 
 
 class CommentBody(BaseModel):
-    comment: str = Field(min_length=1)
+    comment: Reason
 
 
 class CloseBody(BaseModel):
-    reason: str = Field(min_length=1)
+    reason: Reason
 
 
 class SignBody(BaseModel):
-    user_id: str = Field(max_length=64)
-    password: str = Field(max_length=1024)
-    meaning: str
-    reason: str = Field(min_length=1)
-    jurisdiction: str
-    record_hash: str
-    evaluation_hash: str
+    user_id: str = Field(max_length=ID)
+    password: str
+    meaning: str = Field(max_length=32)
+    reason: Reason
+    jurisdiction: str = Field(max_length=16)
+    record_hash: str = Field(max_length=HASH)
+    evaluation_hash: str = Field(max_length=HASH)
 
 
 class OosBody(BaseModel):
-    jurisdiction: str
-    physician: str = Field(min_length=1, max_length=200)
-    request: str = Field(min_length=1)
+    jurisdiction: str = Field(max_length=16)
+    physician: str = Field(min_length=1, max_length=NAME)
+    request: Reason
 
 
 class StepBody(BaseModel):
-    text: str = Field(min_length=1)
+    text: Reason
 
 
 class PartyBody(BaseModel):
-    user_id: str = Field(max_length=64)
-    password: str = Field(max_length=1024)
+    user_id: str = Field(max_length=ID)
+    password: str
     meaning: str = Field(pattern="^(handed_over|received|administered)$")
 
 
 class CustodyBody(BaseModel):
     kind: str = Field(pattern="^(handoff|received|infused)$")
-    from_party: str | None = Field(default=None, max_length=64)
-    to_party: str = Field(min_length=1, max_length=64)
-    place: str = Field(min_length=1, max_length=200)
-    bag_scan: str = Field(min_length=1, max_length=200)
-    shipper_scan: str | None = Field(default=None, max_length=200)
+    from_party: str | None = Field(default=None, max_length=ID)
+    to_party: str = Field(min_length=1, max_length=ID)
+    place: str = Field(min_length=1, max_length=NAME)
+    bag_scan: str = Field(min_length=1, max_length=NAME)
+    shipper_scan: str | None = Field(default=None, max_length=NAME)
     parties: list[PartyBody] = Field(min_length=1, max_length=2)
-    licence_id: str | None = Field(default=None, max_length=64)
+    licence_id: str | None = Field(default=None, max_length=ID)
 
 
 class LinkBody(BaseModel):
-    object_type: str
+    object_type: str = Field(max_length=16)
     object_id: str = Field(min_length=1, max_length=128)
 
 
 class LicenceBody(BaseModel):
-    licence_id: str = Field(min_length=1, max_length=64)
-    classification: str = Field(min_length=1, max_length=64)
+    licence_id: str = Field(min_length=1, max_length=ID)
+    classification: str = Field(min_length=1, max_length=ID)
     authority: str = Field(min_length=1, max_length=120)
-    holder: str = Field(min_length=1, max_length=200)
+    holder: str = Field(min_length=1, max_length=NAME)
     valid_until: date
-    links: list[LinkBody] = []
-    reason: str = Field(min_length=1)
+    links: list[LinkBody] = Field(default=[], max_length=100)
+    reason: Reason
+
+
+# What a session whose password someone else set may still do: change it, see who it is, leave.
+SELF_SERVICE = {("POST", "/v1/me/password"), ("GET", "/v1/me"), ("POST", "/v1/auth/logout")}
+PathId = Annotated[str, Path(max_length=ID)]
+PathCoi = Annotated[str, Path(max_length=128)]
+
+
+def _address(request: Request) -> str:
+    return request.client.host if request.client else "(unknown)"
 
 
 class Access:
-    """Resolves the caller (bearer token of a person, or the bootstrap admin token) and makes the
-    per-route guards from :data:`ROUTES`."""
+    """Resolves the caller (bearer token of a person, or the bootstrap admin token), makes the
+    per-route guards from :data:`ROUTES`, runs password checks through the bounded
+    :class:`people.PasswordGate` outside any database transaction, and audits refusals
+    (rate-limited per kind and principal or address)."""
 
     def __init__(
         self, sessions: sessionmaker[Session], settings: Settings, clock: Callable[[], datetime]
     ) -> None:
         self.sessions, self.settings, self.clock = sessions, settings, clock
+        self.gate = people.PasswordGate(settings.password_checks_max)
+        self.refusals = audit.RefusalLimiter()
 
-    def principal(self, authorization: str | None) -> Principal:
+    def principal(self, authorization: str | None, request: Request | None = None) -> Principal:
         given = (authorization or "").removeprefix("Bearer ").strip()
         token = self.settings.admin_token
         if token and hmac.compare_digest(given.encode(), token.encode()):
             return people.SYSTEM
         if not given:
             raise Unauthorized("a bearer token is required: POST /v1/auth/token")
+        try:
+            with self.sessions() as s:
+                return people.principal_for_token(s, given, at=self.clock())
+        except Unauthorized as e:
+            self.audit_refusal(
+                "token.refused", _address(request) if request else "(unknown)", e.message
+            )
+            raise
+
+    def audit_refusal(self, kind: str, who: str, reason: str, object_id: str = "") -> None:
+        """One audit row per kind and principal (or address) per minute, with a count."""
+        at = self.clock()
         with self.sessions() as s:
-            return people.principal_for_token(s, given, at=self.clock())
+            row = audit.append_limited(
+                s, at=at, key=(kind, who), actor=who, action=kind, object_type="access",
+                object_id=object_id or who, reason=reason, limiter=self.refusals,
+            )  # fmt: skip
+            if row is not None:
+                s.commit()
+
+    def check_password(self, user_id: str, password: str, *, purpose: str) -> Person:
+        """Check a password: a slot taken in one short transaction, argon2 outside any (at most
+        ``password_checks_max`` at once, else 503 at once), the outcome in another."""
+        password = people.password_argument("password", password)
+        mx = self.settings.max_failed_logins
+        with self.gate.slot():
+            with self.sessions() as s:
+                a = people.begin_attempt(s, user_id=user_id, max_failures=mx)
+                s.commit()
+            ok = people.check_attempt(a, password)
+        with self.sessions() as s:
+            try:
+                return people.finish_attempt(
+                    s, a, ok, at=self.clock(), purpose=purpose, max_failures=mx,
+                    limiter=self.refusals,
+                )  # fmt: skip
+            finally:
+                s.commit()
+
+    def new_hash(self, user_id: str, password: str, *, other_than: str | None = None) -> str:
+        """The hash of a new password after the policy, computed outside any transaction;
+        ``other_than``: the current hash, which the new password must not match."""
+        people.check_policy(user_id, password)
+        with self.gate.slot():
+            if other_than is not None and people.check_password_hash(other_than, password):
+                raise Unprocessable(
+                    "password policy: the new password must differ from the current one"
+                )
+            return people.hash_password(password)
 
     def guard(self, method: str, path: str) -> Callable[..., Principal]:
         perm, scope = _INDEX[(method, path)]
+        self_service = (method, path) in SELF_SERVICE
+
+        def caller(authorization: str | None, request: Request) -> Principal:
+            who = self.principal(authorization, request)
+            if who.password_change_required and not self_service:
+                raise Forbidden(
+                    f"the password of {who.user_id} was set by an administrator: change it first "
+                    "(POST /v1/me/password); until then this session may only change it"
+                )
+            request.state.principal = who
+            return who
 
         def site_of(fn: Callable[[Session], str]) -> str:
             with self.sessions() as s:
@@ -210,9 +301,11 @@ class Access:
         if scope == "batch":
 
             def by_batch(
-                batch_id: str, authorization: Annotated[str | None, Header()] = None
+                batch_id: PathId,
+                request: Request,
+                authorization: Annotated[str | None, Header()] = None,
             ) -> Principal:
-                who = self.principal(authorization)
+                who = caller(authorization, request)
                 who.require(perm, site_of(lambda s: review.summary(s, batch_id).site_id))
                 return who
 
@@ -221,9 +314,10 @@ class Access:
 
             def by_case(
                 case_id: Annotated[int, Path(ge=1, le=MAX_ID)],
+                request: Request,
                 authorization: Annotated[str | None, Header()] = None,
             ) -> Principal:
-                who = self.principal(authorization)
+                who = caller(authorization, request)
                 who.require(perm, site_of(lambda s: review.case_site(s, case_id)))
                 return who
 
@@ -231,11 +325,13 @@ class Access:
         if scope == "coi":
 
             def by_coi(
-                coi: str, authorization: Annotated[str | None, Header()] = None
+                coi: PathCoi,
+                request: Request,
+                authorization: Annotated[str | None, Header()] = None,
             ) -> Principal:
                 from server import custody
 
-                who = self.principal(authorization)
+                who = caller(authorization, request)
                 with self.sessions() as s:
                     sites = custody.sites_involved(s, custody.coi_from_path(coi))
                 if not any(who.can(perm, site) for site in sites):
@@ -246,23 +342,38 @@ class Access:
         if scope == "unit":
 
             def by_unit(
-                unit_id: str, authorization: Annotated[str | None, Header()] = None
+                unit_id: PathId,
+                request: Request,
+                authorization: Annotated[str | None, Header()] = None,
             ) -> Principal:
                 from server.service import _unit
 
-                who = self.principal(authorization)
+                who = caller(authorization, request)
                 who.require(perm, site_of(lambda s: _unit(s, unit_id).site_id))
                 return who
 
             return by_unit
 
-        def general(authorization: Annotated[str | None, Header()] = None) -> Principal:
-            who = self.principal(authorization)
+        def general(
+            request: Request, authorization: Annotated[str | None, Header()] = None
+        ) -> Principal:
+            who = caller(authorization, request)
             if scope == "org" or (scope == "sites" and who.sites(perm) == set()):
                 who.require(perm, None)
             return who
 
         return general
+
+
+def batch_start(db: Session, batch_id: str) -> datetime | None:
+    """When the batch began (its ``batch.started`` event): the start of its review window for
+    the separation-of-duties rules.  Raises 404 for an unknown batch."""
+    summ = review.summary(db, batch_id)
+    state = projections.load(db, summ).state
+    if state is None or not state.started_at:
+        return None
+    t = datetime.fromisoformat(state.started_at.replace("Z", "+00:00"))
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
 def add_routes(app: FastAPI, access: Access) -> None:
@@ -289,23 +400,69 @@ def add_routes(app: FastAPI, access: Access) -> None:
         s.commit()
         return out
 
-    @app.post("/v1/auth/token")
-    def login(body: TokenBody, s: DB) -> dict[str, Any]:
+    @app.exception_handler(people.Busy)
+    async def _busy(_req: Request, e: people.Busy) -> JSONResponse:
+        return JSONResponse(
+            {"error": "Busy", "detail": e.message},
+            status_code=e.status,
+            headers={"Retry-After": str(e.retry_after_s)},
+        )
+
+    @app.exception_handler(Forbidden)
+    async def _forbidden(request: Request, e: Forbidden) -> JSONResponse:
+        """Every refused authorization is audited (rate-limited), then answered as usual."""
+        who = getattr(request.state, "principal", None)
+        name = who.user_id if isinstance(who, Principal) else _address(request)
+        route = f"{request.method} {request.url.path}"[:128]
+        await run_in_threadpool(access.audit_refusal, "authz.refused", name, e.message, route)
+        return JSONResponse({"error": "Forbidden", "detail": e.message}, status_code=e.status)
+
+    def login_result(p: Person) -> dict[str, Any]:
         at = clock()
-
-        def go() -> dict[str, Any]:
-            p = people.authenticate_password(
-                s,
-                at=at,
-                user_id=body.user_id,
-                password=body.password,
-                max_failures=settings.max_failed_logins,
-                purpose="login",
-            )
+        with sessions() as s:
             tok, exp = people.issue_token(s, p, at=at, ttl_s=settings.token_ttl_s)
-            return {"token": tok, "expires_at": exp.isoformat(), "user_id": p.user_id}
+            s.commit()
+        return {
+            "token": tok,
+            "expires_at": exp.isoformat(),
+            "user_id": p.user_id,
+            "password_change_required": bool(p.must_change_password),
+        }
 
-        return committed(s, go)  # type: ignore[no-any-return]
+    @app.post("/v1/auth/token")
+    def login(body: TokenBody) -> dict[str, Any]:
+        """A session token.  The password is checked outside any database transaction; an
+        account whose password someone else set gets a session that may only change it."""
+        return login_result(access.check_password(body.user_id, body.password, purpose="login"))
+
+    @app.post("/v1/auth/password")
+    def change_password_at_login(body: FirstPasswordBody) -> dict[str, Any]:
+        """Change one's password with the current one, without a session first (the usual step
+        after an administrator set it); answers with a session token."""
+        p = access.check_password(body.user_id, body.current_password, purpose="password_change")
+        return own_password(p.user_id, body.current_password, body.new_password, keep=None)
+
+    def own_password(user_id: str, current: str, new: str, keep: str | None) -> dict[str, Any]:
+        new = people.password_argument("new_password", new)
+        if new == current:
+            raise Unprocessable(
+                "password policy: the new password must differ from the current one"
+            )
+        h = access.new_hash(user_id, new)
+        with sessions() as s:
+            people.change_own_password(
+                s, Principal(user_id, "", frozenset()), at=clock(), password_hash=h,
+                keep_token=keep,
+            )  # fmt: skip
+            s.commit()
+            p = people.person(s, user_id)
+        out: dict[str, Any] = {
+            "user_id": user_id,
+            "status": "password changed; other sessions ended",
+        }
+        if keep is None:
+            out |= login_result(p)
+        return out
 
     @app.post("/v1/auth/logout")
     def logout(
@@ -323,44 +480,44 @@ def add_routes(app: FastAPI, access: Access) -> None:
             "user_id": who.user_id,
             "printed_name": who.printed_name,
             "roles": [{"role": r, "site_id": st} for r, st in sorted(who.grants)],
+            "password_change_required": who.password_change_required,
         }
 
     @app.post("/v1/me/password")
     def change_own_password(
         body: OwnPasswordBody,
         who: Annotated[Principal, Depends(g("POST", "/v1/me/password"))],
-        s: DB,
         authorization: Annotated[str | None, Header()] = None,
-    ) -> dict[str, str]:
-        at = clock()
-
-        def go() -> dict[str, str]:
-            people.authenticate_password(
-                s, at=at, user_id=who.user_id, password=body.current_password,
-                max_failures=settings.max_failed_logins, purpose="password_change",
-            )  # fmt: skip
-            people.set_password(
-                s, who, at=at, user_id=who.user_id, password=body.new_password,
-                reason="changed by the person", keep_token=bearer(authorization),
-            )  # fmt: skip
-            return {"user_id": who.user_id, "status": "password changed; other sessions ended"}
-
-        return committed(s, go)  # type: ignore[no-any-return]
+    ) -> dict[str, Any]:
+        if who is people.SYSTEM:
+            raise Forbidden("the bootstrap token has no password to change")
+        access.check_password(who.user_id, body.current_password, purpose="password_change")
+        return own_password(
+            who.user_id, body.current_password, body.new_password, keep=bearer(authorization)
+        )
 
     # -- people ---------------------------------------------------------------------------
 
     @app.post("/v1/people/{user_id}/password")
     def reset_password(
-        user_id: str,
+        user_id: PathId,
         body: ResetBody,
         who: Annotated[Principal, Depends(g("POST", "/v1/people/{user_id}/password"))],
-        s: DB,
     ) -> dict[str, str]:
-        people.set_password(
-            s, who, at=clock(), user_id=user_id, password=body.password, reason=body.reason
-        )
-        s.commit()
-        return {"user_id": user_id, "status": "password reset; sessions ended"}
+        with sessions() as s:
+            uid, current = people.current_hash(s, user_id)
+        if uid == who.user_id:
+            raise Forbidden(
+                f"{who.user_id} may not reset their own password through the administrator's "
+                "route: use POST /v1/me/password with the current one (separation of duties)"
+            )
+        h = access.new_hash(uid, people.password_argument("password", body.password),
+                            other_than=current)  # fmt: skip
+        with sessions() as s:
+            people.reset_password(s, who, at=clock(), user_id=uid, password_hash=h,
+                                  reason=body.reason)  # fmt: skip
+            s.commit()
+        return {"user_id": uid, "status": "password reset; sessions ended; owner must change it"}
 
     @app.get("/v1/people")
     def list_people(
@@ -371,6 +528,7 @@ def add_routes(app: FastAPI, access: Access) -> None:
                 "user_id": p.user_id,
                 "printed_name": p.printed_name,
                 "status": p.status,
+                "password_change_required": bool(p.must_change_password),
                 "roles": [
                     {"role": r, "site_id": st} for r, st in sorted(people.grants_of(s, p.user_id))
                 ],
@@ -380,24 +538,22 @@ def add_routes(app: FastAPI, access: Access) -> None:
 
     @app.post("/v1/people", status_code=201)
     def create_person(
-        body: PersonBody, who: Annotated[Principal, Depends(g("POST", "/v1/people"))], s: DB
+        body: PersonBody, who: Annotated[Principal, Depends(g("POST", "/v1/people"))]
     ) -> dict[str, Any]:
-        p = people.create_person(
-            s,
-            who,
-            at=clock(),
-            user_id=body.user_id,
-            printed_name=body.printed_name,
-            password=body.password,
-            grants=[(g.role, g.site_id) for g in body.roles],
-            reason=body.reason,
-        )
-        s.commit()
-        return {"user_id": p.user_id, "status": p.status}
+        uid = people.new_user_id(body.user_id)
+        h = access.new_hash(uid, people.password_argument("password", body.password))
+        with sessions() as s:
+            p = people.create_person(
+                s, who, at=clock(), user_id=uid, printed_name=body.printed_name,
+                password=body.password, password_hash=h,
+                grants=[(g.role, g.site_id) for g in body.roles], reason=body.reason,
+            )  # fmt: skip
+            s.commit()
+        return {"user_id": p.user_id, "status": p.status, "password_change_required": True}
 
     @app.post("/v1/people/{user_id}/roles")
     def grant_role(
-        user_id: str,
+        user_id: PathId,
         body: GrantChange,
         who: Annotated[Principal, Depends(g("POST", "/v1/people/{user_id}/roles"))],
         s: DB,
@@ -416,7 +572,7 @@ def add_routes(app: FastAPI, access: Access) -> None:
 
     @app.post("/v1/people/{user_id}/roles/revoke")
     def revoke_role(
-        user_id: str,
+        user_id: PathId,
         body: GrantChange,
         who: Annotated[Principal, Depends(g("POST", "/v1/people/{user_id}/roles/revoke"))],
         s: DB,
@@ -435,7 +591,7 @@ def add_routes(app: FastAPI, access: Access) -> None:
 
     @app.post("/v1/people/{user_id}/status")
     def set_status(
-        user_id: str,
+        user_id: PathId,
         body: StatusBody,
         who: Annotated[Principal, Depends(g("POST", "/v1/people/{user_id}/status"))],
         s: DB,
@@ -483,21 +639,23 @@ def add_routes(app: FastAPI, access: Access) -> None:
         who: Annotated[Principal, Depends(g("GET", "/v1/review/queue"))],
         s: DB,
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
     ) -> dict[str, Any]:
         sites = who.sites("queue.read")
         return review.queue(s, sites, limit=limit, offset=offset)
 
     @app.get("/v1/batches/{batch_id}")
     def batch_view(
-        batch_id: str, who: Annotated[Principal, Depends(g("GET", "/v1/batches/{batch_id}"))], s: DB
+        batch_id: PathId,
+        who: Annotated[Principal, Depends(g("GET", "/v1/batches/{batch_id}"))],
+        s: DB,
     ) -> dict[str, Any]:
         r = review.load_review(s, batch_id)  # the guard checked
         return review.batch_view(s, r, clock())
 
     @app.get("/v1/batches/{batch_id}/telemetry")
     def batch_telemetry(
-        batch_id: str,
+        batch_id: PathId,
         who: Annotated[Principal, Depends(g("GET", "/v1/batches/{batch_id}/telemetry"))],
         s: DB,
     ) -> dict[str, Any]:
@@ -512,7 +670,7 @@ def add_routes(app: FastAPI, access: Access) -> None:
 
     @app.post("/v1/batches/{batch_id}/results", status_code=201)
     def enter_results(
-        batch_id: str,
+        batch_id: PathId,
         body: ResultsBody,
         who: Annotated[Principal, Depends(g("POST", "/v1/batches/{batch_id}/results"))],
         s: DB,
@@ -532,8 +690,8 @@ def add_routes(app: FastAPI, access: Access) -> None:
 
     @app.post("/v1/batches/{batch_id}/deviations/{deviation_id}/comments", status_code=201)
     def comment(
-        batch_id: str,
-        deviation_id: str,
+        batch_id: PathId,
+        deviation_id: PathId,
         body: CommentBody,
         who: Annotated[
             Principal,
@@ -555,8 +713,8 @@ def add_routes(app: FastAPI, access: Access) -> None:
 
     @app.post("/v1/batches/{batch_id}/deviations/{deviation_id}/close")
     def close(
-        batch_id: str,
-        deviation_id: str,
+        batch_id: PathId,
+        deviation_id: PathId,
         body: CloseBody,
         who: Annotated[
             Principal, Depends(g("POST", "/v1/batches/{batch_id}/deviations/{deviation_id}/close"))
@@ -577,30 +735,24 @@ def add_routes(app: FastAPI, access: Access) -> None:
 
     @app.post("/v1/batches/{batch_id}/signatures", status_code=201)
     def sign(
-        batch_id: str,
+        batch_id: PathId,
         body: SignBody,
         who: Annotated[Principal, Depends(g("POST", "/v1/batches/{batch_id}/signatures"))],
         s: DB,
     ) -> dict[str, Any]:
-        at = clock()
-        if body.user_id != who.user_id:
+        if body.user_id.lower() != who.user_id.lower():
             raise Forbidden(
                 f"signed in as {who.user_id}: an e-signature is given by the signed-in person "
                 "with their own user id and password"
             )
-        review.summary(s, batch_id)  # 404 before counting a password attempt
-        try:
-            people.authenticate_password(
-                s,
-                at=at,
-                user_id=body.user_id,
-                password=body.password,
-                max_failures=settings.max_failed_logins,
-                purpose="signature",
-            )
-        except Unauthorized:
-            s.commit()  # keep the failed attempt (and a lockout)
-            raise
+        with sessions() as s0:
+            since = batch_start(s0, batch_id)  # 404 before counting a password attempt
+        access.check_password(who.user_id, body.password, purpose="signature")
+        at = clock()
+        if since is not None:
+            why = people.signing_barred(s, who.user_id, since)
+            if why is not None:
+                raise Forbidden(why)
         sig, disp = review.sign(
             s,
             who,
@@ -626,7 +778,7 @@ def add_routes(app: FastAPI, access: Access) -> None:
 
     @app.post("/v1/batches/{batch_id}/oos", status_code=201)
     def open_oos(
-        batch_id: str,
+        batch_id: PathId,
         body: OosBody,
         who: Annotated[Principal, Depends(g("POST", "/v1/batches/{batch_id}/oos"))],
         s: DB,
@@ -646,7 +798,7 @@ def add_routes(app: FastAPI, access: Access) -> None:
     @app.post("/v1/oos/{case_id}/{step}")
     def oos_step(
         case_id: Annotated[int, Path(ge=1, le=MAX_ID)],
-        step: str,
+        step: Annotated[str, Path(max_length=32)],
         body: StepBody,
         who: Annotated[Principal, Depends(g("POST", "/v1/oos/{case_id}/{step}"))],
         s: DB,
@@ -678,7 +830,7 @@ def add_routes(app: FastAPI, access: Access) -> None:
 
     @app.get("/v1/batches/{batch_id}/report.pdf")
     def report_pdf(
-        batch_id: str,
+        batch_id: PathId,
         who: Annotated[Principal, Depends(g("GET", "/v1/batches/{batch_id}/report.pdf"))],
         s: DB,
     ) -> Response:
@@ -688,8 +840,8 @@ def add_routes(app: FastAPI, access: Access) -> None:
 
     @app.get("/v1/batches/{batch_id}/coa.pdf")
     def coa_pdf(
-        batch_id: str,
-        jurisdiction: str,
+        batch_id: PathId,
+        jurisdiction: Annotated[str, Query(max_length=16)],
         who: Annotated[Principal, Depends(g("GET", "/v1/batches/{batch_id}/coa.pdf"))],
         s: DB,
     ) -> Response:
@@ -699,8 +851,8 @@ def add_routes(app: FastAPI, access: Access) -> None:
 
     @app.get("/v1/batches/{batch_id}/fhir")
     def fhir(
-        batch_id: str,
-        jurisdiction: str,
+        batch_id: PathId,
+        jurisdiction: Annotated[str, Query(max_length=16)],
         who: Annotated[Principal, Depends(g("GET", "/v1/batches/{batch_id}/fhir"))],
         s: DB,
     ) -> Response:
@@ -716,7 +868,7 @@ def add_routes(app: FastAPI, access: Access) -> None:
 
     @app.get("/v1/custody/{coi}")
     def custody_timeline(
-        coi: str, who: Annotated[Principal, Depends(g("GET", "/v1/custody/{coi}"))], s: DB
+        coi: PathCoi, who: Annotated[Principal, Depends(g("GET", "/v1/custody/{coi}"))], s: DB
     ) -> dict[str, Any]:
         from server import custody
 
@@ -724,7 +876,7 @@ def add_routes(app: FastAPI, access: Access) -> None:
 
     @app.post("/v1/custody/{coi}/events", status_code=201)
     def custody_event(
-        coi: str,
+        coi: PathCoi,
         body: CustodyBody,
         who: Annotated[Principal, Depends(g("POST", "/v1/custody/{coi}/events"))],
         s: DB,
@@ -790,9 +942,9 @@ def add_routes(app: FastAPI, access: Access) -> None:
     def audit_query(
         who: Annotated[Principal, Depends(g("GET", "/v1/audit"))],
         s: DB,
-        object_type: str | None = None,
-        object_id: str | None = None,
-        actor: str | None = None,
+        object_type: Annotated[str | None, Query(max_length=32)] = None,
+        object_id: Annotated[str | None, Query(max_length=128)] = None,
+        actor: Annotated[str | None, Query(max_length=ID)] = None,
         after: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> dict[str, Any]:
@@ -818,3 +970,21 @@ def add_routes(app: FastAPI, access: Access) -> None:
         if sites is not None:
             q = q.where(Alert.site_id.in_(sorted(sites)))
         return [review.alert_json(a) for a in s.scalars(q)]
+
+    # -- acknowledging an alert (a new row; alerts are append-only: server.alerts) -------------
+
+    class AckBody(BaseModel):
+        alert_id: int = Field(ge=1, le=MAX_ID)
+        note: str = Field(min_length=1, max_length=2000)
+
+    @app.post("/v1/alerts/acknowledgements", status_code=201)
+    def acknowledge_alert(
+        body: AckBody,
+        who: Annotated[Principal, Depends(g("POST", "/v1/alerts/acknowledgements"))],
+        s: DB,
+    ) -> dict[str, object]:
+        from server import alerts
+
+        ack = alerts.acknowledge(s, who, at=clock(), alert_id=body.alert_id, note=body.note)
+        s.commit()
+        return alerts.ack_json(ack)

@@ -41,3 +41,6 @@ class Settings(BaseSettings):
     # Refused unit signatures and replays: at most one audit row per (unit or address, kind) in
     # this many seconds, counting the others.
     failure_audit_interval_s: int = 60
+    # Password checks (argon2id, ~0.1 s and 64 MiB each) running at once, over login, e-signature
+    # and password changes; a request that finds them all busy is answered 503 with Retry-After.
+    password_checks_max: int = 4

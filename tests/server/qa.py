@@ -46,9 +46,15 @@ def example_results() -> dict[str, Any]:
     return dict(json_of(EXAMPLES / "results_example.yaml"))
 
 
+TEMPORARY = "Temp-Lighthouse-2026?"  # what the administrator sets; the owner changes it
+
+
 def add_people(
     server: Server, people: dict[str, tuple[str, list[tuple[str, str]]]] = PEOPLE
 ) -> None:
+    """Create each person through the admin API, then, as the person, change the password the
+    administrator set to :data:`PASSWORD` (a password set by someone else cannot be used for
+    anything else)."""
     with server.admin() as c:
         for uid, (name, grants) in people.items():
             r = c.post(
@@ -56,12 +62,24 @@ def add_people(
                 json={
                     "user_id": uid,
                     "printed_name": name,
-                    "password": PASSWORD,
+                    "password": TEMPORARY,
                     "roles": [{"role": r, "site_id": s} for r, s in grants],
                     "reason": "test set-up",
                 },
             )
             assert r.status_code == 201, r.text
+    for uid in people:
+        take_over(server, uid)
+
+
+def take_over(server: Server, user_id: str, given: str = TEMPORARY, own: str = PASSWORD) -> None:
+    """The person changes the password an administrator gave them to their own."""
+    r = httpx.post(
+        server.url + "/v1/auth/password",
+        json={"user_id": user_id, "current_password": given, "new_password": own},
+        timeout=30,
+    )
+    assert r.status_code == 200, r.text
 
 
 def login(server: Server, user_id: str, password: str = PASSWORD) -> httpx.Client:
