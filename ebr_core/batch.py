@@ -43,6 +43,7 @@ the head they folded up to and advance it by the new events only.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
@@ -196,6 +197,41 @@ def apply(state: BatchState | None, ev: Event) -> BatchState:
     if k == "batch.completed":
         return replace(s, status="completed")
     return s
+
+
+def current_values(
+    values: dict[str, dict[str, Any]], corrections: Iterable[dict[str, Any]]
+) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
+    """The values as they stand after ``corrections`` (in seq order), and each correction with
+    the value it replaced.
+
+    The fold keeps ``values`` as recorded (a correction is a new event; nothing is edited), so
+    whoever shows or uses a value asks this for the current one.  A corrected entry keeps its
+    recorded payload with ``value`` replaced, plus ``recorded_value`` (the value first recorded)
+    and ``corrected_by`` (the seq of its last correction).  Each correction comes back with
+    ``key`` (``step:name``, None if it names no recorded value: then nothing is applied) and
+    ``old_value``: the value it replaced, taken from the record, not from the correction's own
+    claim (``old_value`` or, from older edges, ``old``), which is kept as ``claimed_old_value``.
+    """
+    out = dict(values)
+    applied: list[dict[str, Any]] = []
+    for c in corrections:
+        key = f"{c.get('step')}:{c.get('name')}"
+        claimed = c.get("old_value", c.get("old"))
+        entry = out.get(key)
+        if entry is None or not isinstance(c.get("value"), dict):
+            applied.append({**c, "key": None, "old_value": claimed, "claimed_old_value": claimed})
+            continue
+        out[key] = {
+            **entry,
+            "value": c["value"],
+            "recorded_value": values[key].get("value"),
+            "corrected_by": c.get("seq"),
+        }
+        applied.append(
+            {**c, "key": key, "old_value": entry.get("value"), "claimed_old_value": claimed}
+        )
+    return out, applied
 
 
 def fold(events: list[Event] | Any) -> dict[str, BatchState]:

@@ -26,7 +26,7 @@ from server import audit, people
 from server.db import Alert, BatchSummary, CustodyEventRow, EventRow, Licence, LicenceLink
 from server.errors import Conflict, NotFound, Unprocessable
 from server.people import Principal
-from server.review import iso
+from server.review import iso, lock_batch
 
 KINDS = ("handoff", "received", "infused")
 
@@ -160,9 +160,14 @@ def record(
     licence_id: str | None,
     max_failures: int,
 ) -> CustodyEventRow:
-    """Record a hand-off, receipt or infusion (the caller commits, also when this raises)."""
+    """Record a hand-off, receipt or infusion (the caller commits, also when this raises).
+
+    The custody state (holder, receipt, infusion) is read and extended under the batch's row
+    lock (:func:`server.review.lock_batch`): two hand-offs of one bag at once are decided one
+    after the other, and the second finds the bag already handed over."""
     if kind not in KINDS:
         raise Unprocessable(f"kind {kind!r} is not one of {', '.join(KINDS)}")
+    lock_batch(db, batch_for(db, coi).batch_id)
     tl = timeline(db, coi)
     if tl["closed"]:
         raise Conflict(f"COI {coi} was infused: its custody chain is closed")

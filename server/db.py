@@ -26,7 +26,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
 class Base(DeclarativeBase):
@@ -110,6 +110,9 @@ class Fork(Base):
 
 
 class Alert(Base):
+    """A raised alert.  Append-only (since 0007): nothing ever marks one as handled in place;
+    acknowledging it adds an :class:`AlertAck` (server.alerts)."""
+
     __tablename__ = "alerts"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     kind: Mapped[str] = mapped_column(String(64))
@@ -117,7 +120,21 @@ class Alert(Base):
     message: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     site_id: Mapped[str | None] = mapped_column(String(64), index=True)  # since 0002
-    batch_id: Mapped[str | None] = mapped_column(String(64))
+    batch_id: Mapped[str | None] = mapped_column(String(64), index=True)  # indexed since 0007
+    acks: Mapped[list[AlertAck]] = relationship(lazy="selectin", order_by="AlertAck.id")
+
+
+class AlertAck(Base):
+    """Someone took note of an alert: who, when, and what they noted (migration 0007).
+    Append-only; one per alert."""
+
+    __tablename__ = "alert_acks"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    alert_id: Mapped[int] = mapped_column(ForeignKey("alerts.id"))
+    user_id: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    note: Mapped[str] = mapped_column(Text)
+    __table_args__ = (Index("alert_acks_alert", "alert_id", unique=True),)
 
 
 # -- people, quality review and the audit trail (migration 0002) -------------------------------
@@ -346,6 +363,7 @@ APPEND_ONLY_0002 = (
     "dispositions",
 )
 APPEND_ONLY_0003 = ("custody_events",)
+APPEND_ONLY_0007 = ("alerts", "alert_acks")
 
 
 def _sqlite_guards(tables: tuple[str, ...]) -> list[str]:

@@ -16,22 +16,22 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select, text
 from sqlalchemy.orm import Session
 
-from ebr_core.batch import BatchState
+from ebr_core.batch import BatchState, current_values
 from ebr_core.canonical import canonical
 from ebr_core.errors import EbrError
 from ebr_core.spec import evaluate, parse_spec
 from ebr_core.spec.evaluate import Evaluation, late_result_alerts
 from ebr_core.spec.model import Spec
 from ebr_core.telemetry import BASE_WIDTH_S, Telemetry
-from server import audit, projections
+from server import audit, people, projections
 from server.db import (
     Alert,
     BatchSummary,
@@ -58,6 +58,30 @@ NOTIFICATION_WINDOW = timedelta(hours=48)
 
 def summary(db: Session, batch_id: str) -> BatchSummary:
     b = db.get(BatchSummary, batch_id)
+    if b is None:
+        raise NotFound(f"batch {batch_id} has no events on this server")
+    return b
+
+
+def lock_batch(db: Session, batch_id: str) -> BatchSummary:
+    """Take the batch's row lock until the transaction ends and return its row as stored now.
+
+    Every review and custody write on a batch calls this before it reads the state it checks
+    (dispositions, signatures, cases, custody steps), so two requests on one batch are decided
+    one after the other, each on the state the other left: one decision per state.  PostgreSQL
+    locks the ``batches`` row (``SELECT ... FOR UPDATE``); SQLite has one writer at a time, so a
+    no-op UPDATE of the row takes the database's write lock (waiting up to the busy timeout) and
+    every read after it sees the latest commit.  Ingest's upsert of the same row waits too.
+    """
+    if db.get_bind().dialect.name == "sqlite":
+        db.execute(
+            text("UPDATE batches SET review_state = review_state WHERE batch_id = :b"),
+            {"b": batch_id},
+        )
+        q = select(BatchSummary).where(BatchSummary.batch_id == batch_id)
+    else:
+        q = select(BatchSummary).where(BatchSummary.batch_id == batch_id).with_for_update()
+    b = db.scalars(q.execution_options(populate_existing=True)).first()
     if b is None:
         raise NotFound(f"batch {batch_id} has no events on this server")
     return b
@@ -128,25 +152,69 @@ class Review:
     evaluations: dict[str, Evaluation]
     actions: list[DeviationAction]
     record_hash: str
+    notes: dict[int, EdgeNote] = field(default_factory=dict)
+    clock_alerts: list[Alert] = field(default_factory=list)
 
     @property
     def operators(self) -> set[str]:
         return {s.user_id for s in self.state.signatures}
 
+    def _by(self, seq: int | None) -> str:
+        """Who recorded an edge event: its actor, or the unit when no person did."""
+        n = self.notes.get(seq) if seq is not None else None
+        if n is not None and n.actor:
+            return n.actor
+        return f"unit {self.state.unit_id}"
+
     def deviations(self) -> list[dict[str, Any]]:
         out = []
         for d in self.state.deviations.values():
-            comments: list[dict[str, str | None]] = [{"by": "edge", "text": c} for c in d.comments]
-            closed: dict[str, str | None] | None = (
-                None if d.open else {"by": "edge", "reason": d.closed_reason}
+            seqs = [
+                seq
+                for seq, n in sorted(self.notes.items())
+                if n.deviation_id == d.deviation_id and n.kind == "deviation.commented"
+            ]
+            closes = [
+                seq
+                for seq, n in sorted(self.notes.items())
+                if n.deviation_id == d.deviation_id and n.kind == "deviation.closed"
+            ]
+            comments: list[dict[str, Any]] = [
+                {
+                    "by": self._by(seq),
+                    "text": c,
+                    "at": self.notes[seq].at if seq is not None else None,
+                    "seq": seq,
+                    "source": "edge",
+                }
+                for c, seq in zip(d.comments, _pad(seqs, len(d.comments)), strict=True)
+            ]
+            last_close = closes[-1] if closes else None
+            closed: dict[str, Any] | None = (
+                None
+                if d.open
+                else {
+                    "by": self._by(last_close),
+                    "reason": d.closed_reason,
+                    "at": self.notes[last_close].at if last_close is not None else None,
+                    "seq": last_close,
+                    "source": "edge",
+                }
             )
             for a in self.actions:
                 if a.deviation_id != d.deviation_id:
                     continue
                 if a.action == "comment":
-                    comments.append({"by": a.user_id, "text": a.text, "at": iso(a.at)})
+                    comments.append(
+                        {"by": a.user_id, "text": a.text, "at": iso(a.at), "source": "server"}
+                    )
                 elif closed is None:
-                    closed = {"by": a.user_id, "reason": a.text, "at": iso(a.at)}
+                    closed = {
+                        "by": a.user_id,
+                        "reason": a.text,
+                        "at": iso(a.at),
+                        "source": "server",
+                    }
             out.append(
                 {
                     "deviation_id": d.deviation_id,
@@ -162,6 +230,115 @@ class Review:
                 }
             )
         return out
+
+    def corrections(self) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
+        """The batch's current values (corrections applied) and its corrections: the old
+        value, the new value, who, when and why.  A correction is applied only if the event it
+        names (``corrects``) is the recording of the value it corrects in this batch; one that
+        is not is listed with the problem and changes nothing."""
+        recorded = {seq: (kind, step) for seq, _at, kind, step in self.projection.timeline}
+        problems: dict[int, str] = {}
+        for c in self.state.corrections:
+            if recorded.get(c.get("corrects")) != ("value.recorded", c.get("step")):
+                problems[int(c["seq"])] = (
+                    f"names seq {c.get('corrects')!r}, which is not the recording of "
+                    f"{c.get('step')}:{c.get('name')} in this batch: not applied"
+                )
+        sound = [c for c in self.state.corrections if int(c["seq"]) not in problems]
+        values, applied = current_values(self.state.values, sound)
+        by_seq = {int(a["seq"]): a for a in applied}
+        return values, [self._correction(c, by_seq, problems) for c in self.state.corrections]
+
+    def _correction(
+        self, c: dict[str, Any], applied: dict[int, dict[str, Any]], problems: dict[int, str]
+    ) -> dict[str, Any]:
+        seq = int(c["seq"])
+        claimed = c.get("old_value", c.get("old"))
+        a = applied.get(seq)
+        problem = problems.get(seq)
+        if a is not None and a["key"] is None:
+            problem = f"names {c.get('step')}:{c.get('name')}, which was never recorded"
+        elif a is not None and claimed is not None and claimed != a["old_value"]:
+            problem = (
+                f"says the old value was {_quantity(claimed)}; the record shows "
+                f"{_quantity(a['old_value'])}"
+            )
+        note = self.notes.get(seq)
+        return {
+            "seq": seq,
+            "corrects": c.get("corrects"),
+            "step": c.get("step"),
+            "name": c.get("name"),
+            "old_value": claimed if a is None or a["key"] is None else a["old_value"],
+            "new_value": c.get("value"),
+            "reason": c.get("reason"),
+            "by": self._by(seq),
+            "at": note.at if note is not None else None,
+            "applied": a is not None and a["key"] is not None,
+            "problem": problem,
+        }
+
+
+@dataclass(frozen=True)
+class EdgeNote:
+    """Who recorded an edge event the fold keeps without its author (comments, closures,
+    corrections), and when."""
+
+    kind: str
+    actor: str | None
+    at: str | None
+    deviation_id: str | None
+
+
+_NOTES = text(
+    "SELECT seq, line FROM events WHERE batch_id = :b AND unit_id = :u "
+    "AND kind <> 'reading.recorded' "  # the partial index of step events (projections)
+    "AND kind IN ('deviation.commented', 'deviation.closed', 'correction.recorded') ORDER BY seq"
+)
+
+
+def _notes(db: Session, summ: BatchSummary) -> dict[int, EdgeNote]:
+    out = {}
+    for seq, line in db.execute(_NOTES, {"b": summ.batch_id, "u": summ.unit_id}).all():
+        d = orjson.loads(bytes(line))
+        p = d.get("payload") if isinstance(d.get("payload"), dict) else {}
+        actor, at, dev = d.get("actor"), d.get("recorded_at"), p.get("deviation_id")
+        out[int(seq)] = EdgeNote(
+            str(d.get("kind")),
+            actor if isinstance(actor, str) else None,
+            at if isinstance(at, str) else None,
+            None if dev is None else str(dev),
+        )
+    return out
+
+
+def _pad(seqs: list[int], n: int) -> list[int | None]:
+    """The comment events' seqs, one per comment the fold kept (None if the events disagree)."""
+    return list(seqs) if len(seqs) == n else [None] * n
+
+
+def _quantity(v: Any) -> str:
+    if isinstance(v, dict):
+        return f"{v.get('value')} {v.get('unit', '')}".strip()
+    return str(v)
+
+
+CLOCK_ALERTS = "clock.%"  # clock.ahead, clock.before_enrolment, clock.backwards (ingest)
+
+
+def clock_alerts(db: Session, summ: BatchSummary) -> list[Alert]:
+    """The batch's clock alerts: exceptions for review, acknowledged or not."""
+    return list(
+        db.scalars(
+            select(Alert)
+            .where(
+                Alert.batch_id == summ.batch_id,
+                Alert.kind.like(CLOCK_ALERTS),
+                or_(Alert.site_id == summ.site_id, Alert.site_id.is_(None)),
+            )
+            .order_by(Alert.id)
+        )
+    )
 
 
 def load_review(db: Session, batch_id: str) -> Review:
@@ -179,7 +356,16 @@ def load_review(db: Session, batch_id: str) -> Review:
         evaluations = {j: evaluate(spec, results, j) for j in sorted(spec.overlays)}
     actions = _actions(db, batch_id)
     return Review(
-        summ, proj, st, rs, spec, evaluations, actions, record_hash(summ, proj, rs, actions)
+        summ,
+        proj,
+        st,
+        rs,
+        spec,
+        evaluations,
+        actions,
+        record_hash(summ, proj, rs, actions),
+        _notes(db, summ),
+        clock_alerts(db, summ),
     )
 
 
@@ -212,7 +398,9 @@ def batch_view(db: Session, r: Review, now: datetime) -> dict[str, Any]:
     )
     devs = r.deviations()
     failed_sigs = r.projection.failed_signatures
+    # Excursions as recorded (a correction does not undo what was seen at the station).
     excursions = {k: v for k, v in st.values.items() if v.get("limit", "ok") != "ok"}
+    values, corrections = r.corrections()
     failing = {j: [v.attribute for v in ev.failed()] for j, ev in r.evaluations.items()}
     return {
         "batch_id": st.batch_id,
@@ -232,6 +420,7 @@ def batch_view(db: Session, r: Review, now: datetime) -> dict[str, Any]:
             "failed_signatures": len(failed_sigs),
             "limit_excursions": len(excursions),
             "corrections": len(st.corrections),
+            "clock_alerts": len(r.clock_alerts),
             "failing_attributes": failing,
         },
         "timeline": [
@@ -240,11 +429,12 @@ def batch_view(db: Session, r: Review, now: datetime) -> dict[str, Any]:
         ],
         "readings": r.summary.readings,
         "telemetry": telemetry_json(r.projection.telemetry, series=False),
-        "values": st.values,
+        "values": values,
         "limit_excursions": excursions,
         "rejected_scans": [dict(x) for x in st.scans_rejected],
         "alarms": [dict(x) for x in st.alarms],
-        "corrections": [dict(x) for x in st.corrections],
+        "corrections": corrections,
+        "clock_alerts": [alert_json(a) for a in r.clock_alerts],
         "deviations": devs,
         "edge_signatures": [
             {
@@ -321,6 +511,9 @@ def alert_json(a: Alert) -> dict[str, Any]:
         "unit_id": a.unit_id,
         "message": a.message,
         "created_at": iso(a.created_at),
+        "acknowledged": None
+        if not a.acks
+        else {"by": a.acks[0].user_id, "at": iso(a.acks[0].at), "note": a.acks[0].note},
     }
 
 
@@ -369,8 +562,18 @@ def case_json(c: OosCase, now: datetime) -> dict[str, Any]:
 
 
 def queue(db: Session, sites: set[str] | None, *, limit: int, offset: int) -> dict[str, Any]:
-    q = select(BatchSummary).where(
-        BatchSummary.review_state.in_(("awaiting_review", "in_review", "changed"))
+    # Review by exception: a batch's clock alerts (raised by ingest) count with its exceptions.
+    clock = (
+        select(Alert.batch_id, func.count().label("n"))
+        .where(Alert.batch_id.is_not(None), Alert.kind.like(CLOCK_ALERTS))
+        .group_by(Alert.batch_id)
+        .subquery()
+    )
+    exceptions = BatchSummary.exceptions + func.coalesce(clock.c.n, 0)
+    q = (
+        select(BatchSummary, exceptions)
+        .outerjoin(clock, clock.c.batch_id == BatchSummary.batch_id)
+        .where(BatchSummary.review_state.in_(("awaiting_review", "in_review", "changed")))
     )
     n = (
         select(func.count())
@@ -380,11 +583,11 @@ def queue(db: Session, sites: set[str] | None, *, limit: int, offset: int) -> di
     if sites is not None:
         q = q.where(BatchSummary.site_id.in_(sorted(sites)))
         n = n.where(BatchSummary.site_id.in_(sorted(sites)))
-    rows = db.scalars(
-        q.order_by(BatchSummary.exceptions.desc(), BatchSummary.completed_at, BatchSummary.batch_id)
+    rows = db.execute(
+        q.order_by(exceptions.desc(), BatchSummary.completed_at, BatchSummary.batch_id)
         .limit(limit)
         .offset(offset)
-    )
+    ).all()
     return {
         "total": db.scalar(n),
         "batches": [
@@ -395,10 +598,10 @@ def queue(db: Session, sites: set[str] | None, *, limit: int, offset: int) -> di
                 "coi": b.coi,
                 "completed_at": b.completed_at,
                 "events": b.events,
-                "exceptions": b.exceptions,
+                "exceptions": int(n),
                 "review_state": b.review_state,
             }
-            for b in rows
+            for b, n in rows
         ],
     }
 
@@ -458,7 +661,7 @@ def enter_results(
     results: Any,
     reason: str,
 ) -> ResultSet:
-    summ = summary(db, batch_id)
+    summ = lock_batch(db, batch_id)
     actor.require("results.write", summ.site_id)
     _need_reason(reason)
     _, spec = load_spec(db, spec_id, spec_version)
@@ -561,7 +764,7 @@ def deviation_action(
     action: str,
     text_: str,
 ) -> DeviationAction:
-    summ = summary(db, batch_id)
+    summ = lock_batch(db, batch_id)
     actor.require("deviation.review", summ.site_id)
     r = load_review(db, batch_id)
     dev = {d["deviation_id"]: d for d in r.deviations()}.get(deviation_id)
@@ -604,6 +807,61 @@ def _latest_dispositions(db: Session, batch_id: str) -> dict[str, Disposition]:
     return out
 
 
+def _time(t: object) -> datetime | None:
+    """A recorded time (ISO 8601) as an aware datetime, or None if it is not a real time."""
+    if not isinstance(t, str):
+        return None
+    try:
+        d = datetime.fromisoformat(t)
+    except ValueError:
+        return None
+    return d if d.tzinfo else d.replace(tzinfo=UTC)
+
+
+def _event_times(r: Review) -> list[tuple[str, object]]:
+    """(what, recorded time) of the batch's step events and of its first and last reading per
+    channel, from the projection (no event is read)."""
+    out: list[tuple[str, object]] = [
+        (f"event seq {seq} ({kind})", at) for seq, at, kind, _step in r.projection.timeline
+    ]
+    for name, c in r.projection.telemetry.channels.items():
+        out += [(f"first {name} reading", c.first_at), (f"last {name} reading", c.last_at)]
+    return [(w, t) for w, t in out if t is not None]
+
+
+def batch_start(r: Review) -> datetime:
+    """When the batch began: its ``batch.started`` time or its earliest event time, whichever
+    is earlier (a unit's clock may run ahead).  If no time of the batch is a real time, the
+    earliest possible time, so that a rule "since the batch began" errs on the strict side."""
+    times = [t for _, raw in _event_times(r) if (t := _time(raw)) is not None]
+    start = _time(r.state.started_at)
+    if start is not None:
+        times.append(start)
+    return min(times, default=datetime.min.replace(tzinfo=UTC))
+
+
+def _not_before_events(r: Review, at: datetime) -> None:
+    """Refuse a signature dated before an event it signs (the unit's clock ahead of the
+    server's): a signature can never precede what it signs."""
+    latest: tuple[datetime, str] | None = None
+    for what, raw in _event_times(r):
+        t = _time(raw)
+        if t is None:
+            raise Conflict(
+                f"batch {r.state.batch_id}: the {what} has no valid recorded time ({raw!r}); a "
+                "signature cannot be shown to follow it: investigate the unit's clock and record"
+            )
+        if latest is None or t > latest[0]:
+            latest = (t, what)
+    if latest is not None and _aware(at, latest[0]) < latest[0]:
+        raise Conflict(
+            f"cannot sign batch {r.state.batch_id} at {iso(at)}: its {latest[1]} is recorded at "
+            f"{latest[0].isoformat()}, later than this signature. The unit's clock is ahead of "
+            "the server's; a signature can never be earlier than the events it signs: correct "
+            "the unit's clock, investigate, and sign after the batch's last event time"
+        )
+
+
 @dataclass(frozen=True)
 class SignRequest:
     meaning: str
@@ -620,7 +878,7 @@ def sign(
     if req.meaning not in MEANINGS:
         raise Unprocessable(f"meaning {req.meaning!r} is not one of {', '.join(MEANINGS)}")
     _need_reason(req.reason)
-    summ = summary(db, batch_id)
+    summ = lock_batch(db, batch_id)
     decides = req.meaning != "reviewed"
     actor.require("release" if decides else "sign.review", summ.site_id)
     if decides and "admin" in actor.roles():
@@ -634,6 +892,15 @@ def sign(
             f"{actor.user_id} signed steps of batch {batch_id} as an operator and cannot sign its "
             "QA review or disposition (separation of duties)"
         )
+    since = batch_start(r)
+    if people.administered_access(db, actor.user_id, since):
+        raise Forbidden(
+            f"{actor.user_id} administered people's access (a password, a role grant or revoke, "
+            f"or a status change) since {since.isoformat()}, when batch {batch_id} began, and "
+            "cannot sign it (separation of duties: whoever administers access during a batch's "
+            "review window does not sign that batch)"
+        )
+    _not_before_events(r, at)
     if r.results is None:
         raise Conflict(f"batch {batch_id} has no results entered yet: nothing to evaluate")
     ev = r.evaluations.get(req.jurisdiction)
@@ -799,7 +1066,7 @@ def open_oos(
     physician: str,
     request_text: str,
 ) -> OosCase:
-    summ = summary(db, batch_id)
+    summ = lock_batch(db, batch_id)
     actor.require("release", summ.site_id)
     r = load_review(db, batch_id)
     ev = r.evaluations.get(jurisdiction)
@@ -867,7 +1134,8 @@ def oos_step(
     c = db.get(OosCase, case_id)
     if c is None:
         raise NotFound(f"exceptional-release case {case_id} does not exist")
-    actor.require("release", summary(db, c.batch_id).site_id)
+    actor.require("release", lock_batch(db, c.batch_id).site_id)
+    db.refresh(c)  # the case as the lock holder left it
     if step not in _OOS_STEPS:
         raise NotFound(f"unknown step {step!r}; steps: {', '.join(_OOS_STEPS)}")
     before, after = _OOS_STEPS[step]

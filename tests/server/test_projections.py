@@ -4,6 +4,8 @@ segments, checked on read, and a record hash that changes whenever any event of 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -114,10 +116,23 @@ def test_the_projection_after_any_ingests_equals_a_full_recomputation(
     led.close()
 
 
-def _batch_with(tmp_path: Path, server: Server, name: str, values: list[str]) -> str:
+def stepping(start: datetime) -> Callable[[], datetime]:
+    """A clock from ``start``, 250 ms a call: the same events get the same times on every run."""
+    t = [start]
+
+    def now() -> datetime:
+        t[0] += timedelta(milliseconds=250)
+        return t[0]
+
+    return now
+
+
+def _batch_with(
+    tmp_path: Path, server: Server, name: str, values: list[str], start: datetime
+) -> str:
     unit = UnitSigner.generate(f"UNIT-{name}")
     server.enrol(unit)
-    led = Ledger.open(tmp_path / f"{name}.db", unit, clock())  # type: ignore[arg-type]
+    led = Ledger.open(tmp_path / f"{name}.db", unit, stepping(start))
     led.append("batch.started", {**START, "product": "p"}, batch_id="B-H", actor="op.alice")
     led.append_many([reading(i, "B-H", v) for i, v in enumerate(values)])
     SyncClient(led, server.url, server_key=server.key).sync_once()
@@ -144,12 +159,13 @@ def test_the_record_hash_changes_whenever_any_reading_does(
         "removed": base[:-1],
     }
     hashes = {}
+    start = datetime.now(UTC)
     for name, values in variants.items():
         with start_server(
             server_settings("sqlite", request, tmp_path / name),
-            clock(),  # type: ignore[arg-type]
+            stepping(start - timedelta(minutes=1)),  # enrolled before the batch starts
         ) as srv:
-            hashes[name] = _batch_with(tmp_path / name, srv, "H", values)
+            hashes[name] = _batch_with(tmp_path / name, srv, "H", values, start)
     # the same events give the same hash (so each difference below comes from the change)
     assert hashes["same"] == hashes["same again"]
     assert len({hashes["same"], hashes["changed"], hashes["added"], hashes["removed"]}) == 4
