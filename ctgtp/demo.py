@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import queue
+import secrets
 import shutil
 import subprocess
 import sys
@@ -48,11 +49,16 @@ WRONG_COI = "&/CHA999926XYZ789"
 DIN = "=A99992612345600"
 GTIN_BAG = "09506000134345"
 GS = "\x1d"
-DEMO_ADMIN = "demo-admin"
+# The demo server's bootstrap admin token: random per run (the server refuses one shorter than 32
+# characters).
+DEMO_ADMIN = secrets.token_urlsafe(32)
 UNIT = "UNIT-DEMO-01"
 SITE = "HOSPITAL-A"
 PW = {"op.alice": "alice-demo-pass", "op.bob": "bob-demo-pass", "op.chen": "chen-demo-pass"}
 QA_PW = "Demo-Release-2026!"  # DEMO ONLY: the QA people created on the demo server
+# DEMO ONLY: the password the administrator gives them, which each changes to QA_PW before
+# anything else (a password an administrator set cannot sign).
+QA_TEMPORARY = "Demo-Temporary-2026!"
 QA = {
     "qa.gina": ("Gina Global", "qa_approver", "*"),
     "qa.rita": ("Rita Reviewer", "qa_reviewer", SITE),
@@ -65,13 +71,16 @@ def _say(msg: str) -> None:
 
 
 class DemoClock:
-    """Operator actions a minute apart, starting now (the demo compresses a two-week batch)."""
+    """The unit's clock: real time, never repeating a reading.  It once ran a minute ahead per
+    action, so the batch report showed the EU release signed before the batch started; the
+    server now flags a unit clock ahead of its own (``clock.ahead``) and refuses a signature
+    earlier than the events it signs, so the demo's unit and server keep the same time."""
 
     def __init__(self) -> None:
-        self.t = datetime.now(UTC).replace(microsecond=0)
+        self.t = datetime.now(UTC)
 
     def __call__(self) -> datetime:
-        self.t += timedelta(seconds=60)
+        self.t = max(datetime.now(UTC), self.t + timedelta(microseconds=1))
         return self.t
 
 
@@ -332,8 +341,10 @@ def _qa_release(url: str, batch: str, dose: str, out_dir: Path) -> dict[str, Any
     admin = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {DEMO_ADMIN}"})
     for uid, (name, role, site) in QA.items():
         _ok(admin.post("/v1/people", json={
-            "user_id": uid, "printed_name": name, "password": QA_PW,
+            "user_id": uid, "printed_name": name, "password": QA_TEMPORARY,
             "roles": [{"role": role, "site_id": site}], "reason": "demo QA staff"}))  # fmt: skip
+        _ok(httpx.post(url + "/v1/auth/password", json={
+            "user_id": uid, "current_password": QA_TEMPORARY, "new_password": QA_PW}))  # fmt: skip
 
     gina, rita, paul = _session(url, "qa.gina"), _session(url, "qa.rita"), _session(url, "qa.paul")
     spec = orjson.loads(canonical(load_yaml((SPECS / "cd19_commercial.yaml").read_text())))
@@ -554,6 +565,12 @@ def demo(out_dir: Path) -> None:
         (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         if edge_events != info["events"]:
             raise click.ClickException("the server does not hold every edge event")
+        alerts = _ok(
+            httpx.get(f"{url}/admin/alerts", headers={"Authorization": f"Bearer {DEMO_ADMIN}"})
+        )
+        clock_alerts = [a for a in alerts if a["kind"].startswith("clock.")]
+        if clock_alerts:
+            raise click.ClickException(f"the unit's and the server's clocks differ: {clock_alerts}")
     finally:
         if station is not None:
             station.close()

@@ -20,7 +20,7 @@ from typing import Any
 import click
 import httpx
 
-ADMIN = "fleet-admin"
+ADMIN = "fleet-admin-token-local-runs-only-0123"  # 32+ characters: the server refuses less
 
 
 @dataclass
