@@ -75,9 +75,32 @@ def init_home(
     (home / "config.json").write_text(json.dumps({"unit_id": unit_id}) + "\n")
 
 
-def open_agent(home: Path, clock: Callable[[], datetime], *, writer: bool = True) -> EdgeAgent:
-    """Open the unit's home; ``writer=False`` for commands that record nothing (see
-    :meth:`edge.ledger.Ledger.open`)."""
+def open_agent(
+    home: Path,
+    clock: Callable[[], datetime],
+    *,
+    writer: bool = True,
+    readonly: bool = False,
+    clock_leap_s: float | None = None,
+) -> EdgeAgent:
+    """Open the unit's home; ``writer=False`` for commands that record nothing, ``readonly``
+    for those that must write nothing at all, not even beside the ledger (``status``,
+    ``export``), and ``clock_leap_s`` for a process that records a leap of its clock (see
+    :meth:`edge.ledger.Ledger.open`).  A file it cannot read is a one-line error naming it."""
+    try:
+        return _open_agent(home, clock, writer, readonly, clock_leap_s)
+    except OSError as e:
+        where = e.filename if e.filename is not None else home
+        raise AgentError(f"cannot read {where}: {e.strerror or e}") from e
+
+
+def _open_agent(
+    home: Path,
+    clock: Callable[[], datetime],
+    writer: bool,
+    readonly: bool,
+    clock_leap_s: float | None,
+) -> EdgeAgent:
     cfg = home / "config.json"
     if not cfg.exists():
         raise AgentError(f"{home} is not an edge home; run 'ctgtp edge init' first")
@@ -85,7 +108,14 @@ def open_agent(home: Path, clock: Callable[[], datetime], *, writer: bool = True
     content, mbr_hash = _load_mbr(home / "mbr.signed.json", home / "publisher.pub")
     try:
         signer = load_or_create_unit_key(home, unit_id)
-        ledger = Ledger.open(home / "edge.db", signer, clock, writer=writer)
+        ledger = Ledger.open(
+            home / "edge.db",
+            signer,
+            clock,
+            writer=writer and not readonly,
+            readonly=readonly,
+            clock_leap_s=clock_leap_s,
+        )
         engine = Engine(
             ledger,
             parse_mbr(content),

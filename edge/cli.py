@@ -357,8 +357,13 @@ def deviation_link(home: Path, batch_id: str, user_id: str, deviation_id: str, o
     help="Also fold every event of the batch, readings included, with no cache, and compare.",
 )
 def status(home: Path, batch_id: str | None, as_json: bool, check: bool) -> None:
-    """The unit's ledger head and a batch's state and telemetry."""
-    with _agent(home, writer=False) as a:
+    """The unit's ledger head, its alarms (refused instrument messages, sync, clock) and a
+    batch's state and telemetry.  Reads the ledger read-only: it works where the ledger cannot
+    be written (a read-only file system, another user's files)."""
+    from edge.sync import sync_alarm
+    from edge.transports.mqtt import refused_counts
+
+    with _reading_agent(home) as a:
         seq, head = a.ledger.head
         out: dict[str, Any] = {
             "unit_id": a.unit_id,
@@ -367,6 +372,12 @@ def status(home: Path, batch_id: str | None, as_json: bool, check: bool) -> None
             "synced_seq": int(a.ledger.get_meta("sync.acked_seq") or 0),
         }
         out["sync_lag"] = seq - out["synced_seq"]
+        out["sync_alarm"] = sync_alarm(a.ledger)
+        out["refused_messages"] = refused_counts(a.ledger)
+        out["clock_jumps"] = [
+            {k: e.payload.get(k) for k in ("old_time", "new_time", "delta_s")} | {"seq": e.seq}
+            for e in a.ledger.events_of_kind("clock.jumped")
+        ]
         if batch_id:
             st = a.engine.state(batch_id)
             exp = a.engine.expectation(batch_id)
@@ -389,6 +400,7 @@ def status(home: Path, batch_id: str | None, as_json: bool, check: bool) -> None
         click.echo(
             f"unit {a.unit_id}: {seq} events, head {head[:16]}…, not yet synced: {out['sync_lag']}"
         )
+        _show_alarms(out)
         if batch_id:
             b = out["batch"]
             click.echo(
@@ -399,6 +411,36 @@ def status(home: Path, batch_id: str | None, as_json: bool, check: bool) -> None
             )
             if check:
                 click.echo(f"check: {out['check']}")
+
+
+@contextmanager
+def _reading_agent(home: Path) -> Iterator[EdgeAgent]:
+    """The agent opened read-only (status, export): nothing is written, not even a lock file."""
+    try:
+        agent = open_agent(home, system_clock, writer=False, readonly=True)
+    except (EdgeError, EbrError) as e:
+        raise click.ClickException(str(e)) from e
+    try:
+        yield agent
+    except (EdgeError, EbrError) as e:
+        raise click.ClickException(str(e)) from e
+    finally:
+        agent.close()
+
+
+def _show_alarms(out: dict[str, Any]) -> None:
+    """The unit's standing alarms, one line each (status)."""
+    alarm = out["sync_alarm"]
+    if alarm is not None:
+        kind = {"clock_skew": "CLOCK SKEW", "stopped": "SYNC STOPPED"}.get(alarm["kind"], "SYNC")
+        click.echo(f"alarm: {kind}: {alarm['message']}")
+    for topic, n in sorted(out["refused_messages"].items()):
+        click.echo(f"alarm: {n} instrument message(s) refused on {topic} (reading.refused)")
+    for j in out["clock_jumps"]:
+        click.echo(
+            f"alarm: the clock jumped from {j['old_time']} to {j['new_time']} "
+            f"(event {j['seq']}): deviations raised on the batches then running"
+        )
 
 
 def _check_batch(a: EdgeAgent, batch_id: str) -> str:
@@ -425,8 +467,9 @@ def _check_batch(a: EdgeAgent, batch_id: str) -> str:
 @HOME
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path))
 def export(home: Path, out: Path) -> None:
-    """Export the ledger (JSON Lines with seal) and the unit's public key beside it."""
-    with _agent(home, writer=False) as a:
+    """Export the ledger (JSON Lines with seal) and the unit's public key beside it.  Reads the
+    ledger read-only; the file appears whole or not at all."""
+    with _reading_agent(home) as a:
         v = export_ledger(a.ledger, out)
         click.echo(
             f"exported {v.event_count} events (seq {v.first_seq}..{v.head_seq}) to {out}; "
@@ -503,6 +546,13 @@ def users_pull(home: Path, server_url: str) -> None:
 @click.option(
     "--quiet", "-q", is_flag=True, help="No progress on stderr (the summary is still printed)."
 )
+@click.option(
+    "--lock-wait",
+    type=click.FloatRange(min=0),
+    default=60.0,
+    show_default=True,
+    help="Seconds to wait for another sync of this unit to finish (one sync at a time).",
+)
 def sync_cmd(
     home: Path,
     server_url: str,
@@ -510,6 +560,7 @@ def sync_cmd(
     attempts: int,
     watch: float | None,
     quiet: bool,
+    lock_wait: float,
 ) -> None:
     """Push every unsynced event to the server (resumes from the server's head).
 
@@ -521,8 +572,11 @@ def sync_cmd(
 
     with _agent(home, writer=False) as a:
         key = PublicKey.from_bytes(server_key.read_bytes()) if server_key else None
-        client = SyncClient(a.ledger, server_url, server_key=key)
+        client = SyncClient(a.ledger, server_url, server_key=key, lock_wait=lock_wait)
         if watch is not None:
+            # Each round takes the sync lock without waiting (a manual sync may hold it); a
+            # refusal backs off and shows as an alarm in status; only a fork or a revoked key
+            # ends the loop.
             bg = BackgroundSync(client, watch).start()
             try:
                 while bg.wait(1):

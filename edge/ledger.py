@@ -26,7 +26,12 @@ What this module promises:
   built on; if not (a file system without locks), nothing is written and the ledger closes.
   ``writer=False`` opens for reading (sync, status, export) without the lock, alongside the
   writer: appends are refused, and :meth:`Ledger.refresh` moves the head to what the writer has
-  committed since.
+  committed since.  ``readonly=True`` opens for reading through SQLite's ``mode=ro`` and writes
+  nothing at all (no lock file, no schema, no meta), so ``status`` and ``export`` work on a
+  ledger they may not write (a read-only file system, another user's files).
+* **Clean failures.**  A path that cannot be created, opened or locked (permissions, a read-only
+  file system) is a :class:`~edge.errors.LedgerError` naming the path and the reason, never a
+  traceback.
 * **Clock jumps are recorded, not hidden.**  ``recorded_at`` is what the unit's clock said when
   the commit group was made: times are **not** forced to be non-decreasing (a clock set back a
   year would otherwise stamp a year of events with one frozen time), and the order of events is
@@ -47,6 +52,7 @@ What this module promises:
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import sqlite3
@@ -54,9 +60,11 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
+from urllib.parse import quote
 
 import orjson
 from sqlalchemy import Connection, create_engine, event
@@ -166,7 +174,43 @@ def _pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
+def _ro_engine(path: Path) -> Engine:
+    """An engine that reads ``path`` through SQLite's ``mode=ro``.  A WAL database needs its
+    shared-memory file; where that cannot be created (a read-only folder) and no writer has one
+    (no ``-wal`` file: nobody is writing), the file is read as ``immutable``."""
+    uri = f"file:{quote(str(path.resolve()))}?mode=ro"
+    wal = path.with_name(path.name + "-wal")
+    try:
+        with closing(sqlite3.connect(uri, uri=True)) as probe:
+            probe.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.OperationalError:
+        if not wal.exists():
+            uri += "&immutable=1"
+    engine = create_engine(
+        "sqlite://", creator=lambda: sqlite3.connect(uri, uri=True, check_same_thread=False)
+    )
+    event.listen(engine, "connect", _ro_pragmas)
+    return engine
+
+
+def _ro_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA query_only=1")
+    cur.execute("PRAGMA busy_timeout=5000")
+    cur.close()
+
+
 _CLEAN = b"closed cleanly"  # what a writer leaves in the lock file when it closes the ledger
+
+
+def _os_error(what: str, path: Path, e: OSError) -> LedgerError:
+    """A one-line error for a file the ledger cannot use."""
+    hint = ""
+    if isinstance(e, PermissionError) or e.errno in (errno.EACCES, errno.EPERM):
+        hint = "; run as the user that owns it, or read it with a reading command (status, export)"
+    elif e.errno == errno.EROFS:
+        hint = "; the file system is read-only: reading commands (status, export) still work"
+    return LedgerError(f"cannot {what} {path}: {e.strerror or e}{hint}")
 
 
 def _lock_file(path: Path, wait: float) -> tuple[int, bool]:
@@ -174,7 +218,18 @@ def _lock_file(path: Path, wait: float) -> tuple[int, bool]:
     (closing it releases the lock, as does the process's end, however it ends) and whether the
     previous writer closed the ledger cleanly."""
     lock_path = path.with_name(path.name + ".lock")
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as e:
+        raise _os_error("open the ledger's lock file", lock_path, e) from e
+    try:
+        return _take_lock(fd, path, wait)
+    except OSError as e:
+        os.close(fd)
+        raise _os_error("write the ledger's lock file", lock_path, e) from e
+
+
+def _take_lock(fd: int, path: Path, wait: float) -> tuple[int, bool]:
     deadline = time.monotonic() + wait
     while True:
         try:
@@ -227,6 +282,7 @@ class Ledger:
         self._closed_reason: str | None = None
         self._lock = threading.RLock()
         self._reader = False  # opened with writer=False (see open() and refresh())
+        self._readonly = False  # opened with readonly=True: writes nothing, meta included
         self._write_failed = False
         # Releases the writer lock (see open()) on close(), or when the ledger is dropped.
         self._release_lock: Callable[[], object] = lambda: None
@@ -252,14 +308,24 @@ class Ledger:
         previous_keys: Sequence[PublicKey] = (),
         *,
         writer: bool = True,
+        readonly: bool = False,
         lock_wait: float = 10.0,
         clock_back_s: float = CLOCK_BACK_S,
         clock_leap_s: float | None = None,
     ) -> Ledger:
-        """Open (or create) the ledger at ``path``; see the module docstring for ``writer`` and
-        for ``clock_back_s`` and ``clock_leap_s`` (the clock jumps recorded)."""
+        """Open (or create) the ledger at ``path``; see the module docstring for ``writer``,
+        ``readonly``, and ``clock_back_s`` and ``clock_leap_s`` (the clock jumps recorded)."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if readonly:
+            if not path.is_file():
+                raise LedgerError(f"there is no ledger at {path}")
+            ledger = cls._open_file(path, signer, clock, previous_keys, integrity=False, ro=True)
+            ledger._reader = ledger._readonly = True
+            return ledger
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise _os_error("create the ledger's folder", path.parent, e) from e
         if not writer:
             # A reader checks no pages: the writer does after an unclean end, and a page a
             # reader cannot read fails its query.
@@ -285,9 +351,13 @@ class Ledger:
         previous_keys: Sequence[PublicKey],
         *,
         integrity: bool,
+        ro: bool = False,
     ) -> Ledger:
-        engine = create_engine(f"sqlite:///{path}")
-        event.listen(engine, "connect", _pragmas)
+        if ro:
+            engine = _ro_engine(path)
+        else:
+            engine = create_engine(f"sqlite:///{path}")
+            event.listen(engine, "connect", _pragmas)
         try:
             conn = engine.connect()
             # Autobegin off: we issue BEGIN IMMEDIATE ourselves so a commit group is one write
@@ -298,14 +368,23 @@ class Ledger:
             ok = conn.exec_driver_sql("PRAGMA integrity_check").scalar() if integrity else "ok"
             if ok != "ok":
                 raise LedgerCorruptError(f"{path.name}: SQLite integrity check failed: {ok}")
-            for stmt in SCHEMA:
+            for stmt in SCHEMA if not ro else ():
                 conn.exec_driver_sql(stmt)
         except DBAPIError as e:
-            raise LedgerError(f"cannot open ledger {path.name}: {e.orig}") from e
+            engine.dispose()
+            how = "read-only " if ro else ""
+            raise LedgerError(f"cannot open the ledger {path} {how}({e.orig})") from e
+        except OSError as e:
+            engine.dispose()
+            raise _os_error("open the ledger", path, e) from e
         ledger = cls(engine, conn, signer, clock, previous_keys)
         ledger.path = path
         try:
             ledger._resume()
+        except DBAPIError as e:
+            conn.close()
+            engine.dispose()
+            raise LedgerError(f"cannot read the ledger {path} ({e.orig})") from e
         except BaseException:
             conn.close()
             engine.dispose()
@@ -702,7 +781,7 @@ class Ledger:
         through their own index."""
         after, end = 0, self.head[0]
         sql = (
-            "SELECT seq, line FROM events INDEXED BY events_kind WHERE kind = ? "
+            "SELECT seq, line FROM events WHERE kind = ? "
             "AND kind <> 'reading.recorded' AND seq > ? AND seq <= ? ORDER BY seq LIMIT ?"
         )
         while True:
@@ -769,6 +848,10 @@ class Ledger:
     def set_meta(self, key: str, value: str) -> None:
         with self._lock:
             self._check_open()
+            if self._readonly:
+                raise LedgerClosedError(
+                    f"this ledger was opened read-only (status, export): {key} not stored"
+                )
             self._conn.exec_driver_sql(
                 "INSERT INTO meta (key, value) VALUES (?, ?) "
                 "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
