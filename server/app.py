@@ -317,7 +317,9 @@ def create_app(
         }
 
     def refused(kind: str, address: str, unit_id: str, reason: str) -> None:
-        """Audit a refused unit request: one row per address and kind a window, counting."""
+        """Spend from the address's budget and audit a refused unit request: one row per address
+        and kind a window, counting."""
+        by_address.spend(address, service.rate_clock())
         with sessions() as s:
             row = audit.append_limited(
                 s,
@@ -335,7 +337,9 @@ def create_app(
 
     async def signed_body(request: Request, unit_id: str) -> tuple[Unit, bytes]:
         address = request.client.host if request.client else "unknown"
-        by_address.take(address, service.rate_clock())
+        # Checked before the signature, spent by refused requests only: a flood of bad ones is
+        # stopped before any key is read, and good units behind one address (NAT) never are.
+        by_address.check(address, service.rate_clock())
         length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > settings.max_body_bytes:
             raise TooLarge(f"request body over {settings.max_body_bytes} bytes")

@@ -65,6 +65,7 @@ from server.settings import Settings
 from server.verifying import Part, Start, Verifier, with_lines
 
 _SERIAL = Verifier(0, 0)
+_REVOKED_ALERTS = audit.RefusalLimiter(window_s=60.0)
 
 
 def now() -> datetime:
@@ -268,6 +269,22 @@ class RateLimiter:
         self.rate, self.burst, self.what, self.max_keys = rate, burst, what, max_keys
         self._state: dict[str, tuple[float, float]] = {}
 
+    def check(self, key: str, t: float) -> None:
+        """Refuse (429) if ``key``'s bucket is empty, without spending from it."""
+        tokens, last = self._state.get(key, (float(self.burst), t))
+        if min(self.burst, tokens + (t - last) * self.rate) < 1:
+            raise TooManyRequests(
+                f"{self.what} {key} sends more than {self.rate:g} refused requests/s; retry later"
+            )
+
+    def spend(self, key: str, t: float) -> None:
+        """Spend one token from ``key``'s bucket, never below empty (a refused request)."""
+        tokens, last = self._state.get(key, (float(self.burst), t))
+        tokens = min(self.burst, tokens + (t - last) * self.rate)
+        if key not in self._state and len(self._state) >= self.max_keys:
+            self._prune(t)
+        self._state[key] = (max(0.0, tokens - 1), t)
+
     def take(self, key: str, t: float) -> None:
         tokens, last = self._state.get(key, (float(self.burst), t))
         tokens = min(self.burst, tokens + (t - last) * self.rate)
@@ -309,11 +326,8 @@ def authenticate(
     key_row = db.get(UnitKey, h.key_id)
     if unit is None or key_row is None or key_row.unit_id != h.unit_id:
         raise Unauthorized(f"unit {h.unit_id} with key {h.key_id} is not enrolled")
-    if unit.status == "revoked" or key_row.status == "revoked":
-        alert(db, "unit.revoked_request", h.unit_id, f"request from revoked unit/key {h.key_id}")
-        db.commit()
-        raise Forbidden(f"unit {h.unit_id} (key {h.key_id}) is revoked")
-    if key_row.status != "active":
+    revoked = unit.status == "revoked" or key_row.status == "revoked"
+    if not revoked and key_row.status != "active":
         raise Unauthorized(f"key {h.key_id} was rotated out; sign with the unit's current key")
     t = int((at or now()).timestamp())
     try:
@@ -328,6 +342,15 @@ def authenticate(
         )
     except RequestSignatureError as e:
         raise Unauthorized(str(e)) from e
+    if revoked:
+        # Alerted only once the revoked key's own signature verifies (anyone can name a revoked
+        # key), and at most once a minute per unit, counting: a flood raises no alert flood.
+        n = _REVOKED_ALERTS.take(h.unit_id, float(t))
+        if n:
+            alert(db, "unit.revoked_request", h.unit_id,
+                  f"{n} request(s) from revoked unit {h.unit_id} (key {h.key_id})")  # fmt: skip
+            db.commit()
+        raise Forbidden(f"unit {h.unit_id} (key {h.key_id}) is revoked")
     db.execute(delete(Nonce).where(Nonce.seen_at < t - 2 * settings.clock_window_s))
     db.add(Nonce(unit_id=h.unit_id, nonce=h.nonce, seen_at=t))
     try:

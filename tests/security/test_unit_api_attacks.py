@@ -70,13 +70,36 @@ def test_nobody_without_the_key_can_spend_a_units_budget(limited: Server) -> Non
     assert r.status_code == 429 and "unit UNIT-R sends more than" in r.json()["detail"]
 
 
-def test_unsigned_floods_are_limited_per_address(request: pytest.FixtureRequest,
-                                                 tmp_path: Path) -> None:  # fmt: skip
+def test_refused_requests_are_limited_per_address(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """Checked before the signature, spent only by refused requests: good units behind one
+    address (NAT) are never stopped by it, a flood of bad requests is."""
     settings = server_settings("sqlite", request, tmp_path, address_rate_burst=5,
                                address_rate_per_second=0.01)  # fmt: skip
     with start_server(settings) as srv, httpx.Client(base_url=srv.url) as c:
+        unit = UnitSigner.generate("UNIT-NAT")
+        srv.enrol(unit)
+        assert [send(signed_get(srv, unit)).status_code for _ in range(10)] == [200] * 10
         codes = [c.get("/v1/units/UNIT-X/head").status_code for _ in range(8)]
-    assert codes == [401] * 5 + [429] * 3
+        assert codes == [401] * 5 + [429] * 3
+        r = send(signed_get(srv, unit))
+        assert r.status_code == 429 and "client address" in r.json()["detail"]
+
+
+def test_naming_a_revoked_key_raises_no_alert_flood(server: Server) -> None:
+    unit = UnitSigner.generate("UNIT-RV")
+    server.enrol(unit)
+    with server.admin() as c:
+        assert c.post("/admin/units/UNIT-RV/revoke", json={"reason": "stolen"}).status_code == 200
+    forger = UnitSigner.generate("UNIT-RV")
+    assert [send(signed_get(server, forger, claim=unit)).status_code for _ in range(10)] == [
+        401
+    ] * 10
+    assert [send(signed_get(server, unit)).status_code for _ in range(5)] == [403] * 5
+    with server.admin() as c:
+        kinds = [a["kind"] for a in c.get("/admin/alerts").json()]
+    assert kinds.count("unit.revoked_request") == 1
 
 
 # -- 8. refused signatures and replays are audited, rate-limited --------------------------------
