@@ -974,8 +974,8 @@ def add_routes(app: FastAPI, access: Access) -> None:
     # -- acknowledging an alert (a new row; alerts are append-only: server.alerts) -------------
 
     class AckBody(BaseModel):
-        alert_id: int = Field(ge=1, le=MAX_ID)
-        note: str = Field(min_length=1, max_length=2000)
+        alert_id: int = Field(ge=1, le=2**31 - 1)  # alerts.id is a 32-bit column
+        note: str = Field(min_length=1, max_length=TEXT)
 
     @app.post("/v1/alerts/acknowledgements", status_code=201)
     def acknowledge_alert(

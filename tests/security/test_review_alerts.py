@@ -55,6 +55,7 @@ def test_alerts_are_append_only_and_acknowledged_by_a_new_row(
         ("rev.b", note, 403),  # another site's reviewer
         ("rev.a", {**note, "note": " "}, 422),
         ("rev.a", {**note, "alert_id": 999}, 404),
+        ("rev.a", {**note, "alert_id": 2**40}, 422),  # beyond the column: refused, not a 500
     ):
         r = login(server, who).post(ACK, json=body)
         assert r.status_code == code, (who, r.text)
