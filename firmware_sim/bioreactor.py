@@ -36,7 +36,8 @@ class BioreactorSim:
     duplicate: float = 0.0
     drift_s: float = 0.0
     rng: random.Random = field(default_factory=lambda: random.Random(5))
-    sent: int = 0
+    sent: int = 0  # messages of this boot (the last msg_id)
+    published: int = 0  # messages of all boots
     boot: str = field(default_factory=lambda: secrets.token_hex(8))
 
     def restart(self) -> None:
@@ -60,6 +61,7 @@ class BioreactorSim:
     def _publish(self, topic: str, doc: dict[str, object]) -> mqtt.MQTTMessageInfo:
         payload = json.dumps(doc, separators=(",", ":"))
         info = self.client.publish(topic, payload, qos=1)
+        self.published += 1
         if self.duplicate and self.rng.random() < self.duplicate:
             self.client.publish(topic, payload, qos=1)  # a duplicate delivery
         return info

@@ -47,6 +47,12 @@ def sim() -> None:
 @click.option("--alarm-after", default=0.0, help="flat: raise a DO_LOW alarm after this many s.")
 @click.option("--drift", default=0.0, help="Device clock drift in seconds (fault).")
 @click.option("--duplicate", default=0.0, help="Probability of a duplicate delivery (fault).")
+@click.option(
+    "--reboot-every",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    help="flat: restart the bioreactor every N seconds (fault): a new boot id, msg_id from 1.",
+)
 def unit(
     unit_id: str,
     profile: str,
@@ -57,8 +63,15 @@ def unit(
     alarm_after: float,
     drift: float,
     duplicate: float,
+    reboot_every: float,
 ) -> None:
-    """Run a whole simulated production unit: broker, bioreactor, scanner and cell counter."""
+    """Run a whole simulated production unit: broker, bioreactor, scanner and cell counter.
+
+    The bioreactor sends what ``hardware/README.md`` asks of an MQTT device: its ``msg_id``
+    (counted from 1 at each start) and its ``boot`` id (drawn anew at each start).  The broker
+    keeps QoS 1 messages for an offline edge across its own restart and crash (persistence,
+    autosave every second); its log is printed at the start.
+    """
     from firmware_sim.bioreactor import BioreactorSim
     from firmware_sim.broker import Broker
     from firmware_sim.profiles import car_t_10d, paced
@@ -75,6 +88,7 @@ def unit(
         scanner, counter = PtyDevice(), PtyDevice()
         bio = BioreactorSim("127.0.0.1", broker.port, unit_id, duplicate=duplicate, drift_s=drift)
         click.echo(f"broker   mqtt://127.0.0.1:{broker.port}  topics units/{unit_id}/#")
+        click.echo(f"         log {broker.log}")
         click.echo(f"scanner  {scanner.port}  (CR LF, symbology ids)")
         click.echo(f"counter  {counter.port}  (CC1 protocol)")
         if run is not None:
@@ -90,7 +104,7 @@ def unit(
                     datetime.now(UTC),
                 )
             else:
-                _flat(bio, scanner, counter, start, duration, rate, alarm_after)
+                _flat(bio, scanner, counter, start, duration, rate, alarm_after, reboot_every)
         except KeyboardInterrupt:
             pass
         finally:
@@ -101,11 +115,11 @@ def unit(
         if run is not None:
             took = time.monotonic() - start
             click.echo(
-                f"published {bio.sent} MQTT messages in {took:.1f} s "
-                f"({bio.sent / max(took, 1e-9):.0f}/s)"
+                f"published {bio.published} MQTT messages in {took:.1f} s "
+                f"({bio.published / max(took, 1e-9):.0f}/s)"
             )
         else:
-            click.echo(f"published {bio.sent} MQTT messages")
+            click.echo(f"published {bio.published} MQTT messages")
 
 
 def _flat(
@@ -116,14 +130,22 @@ def _flat(
     duration: float,
     rate: float,
     alarm_after: float,
+    reboot_every: float = 0.0,
 ) -> None:
-    """The flat signal: a temperature/pH pair at ``rate``, a scan and a count now and then."""
+    """The flat signal: a temperature/pH pair at ``rate``, a scan and a count now and then;
+    with ``reboot_every``, the bioreactor restarts that often (its message ids start over under
+    a new boot id, which the edge records as new messages)."""
     from firmware_sim.devices import CellCounterSim, ScannerSim
 
     n = 0
     alarmed = False
+    booted = start
     while duration == 0 or time.monotonic() - start < duration:
         n += 1
+        if reboot_every and time.monotonic() - booted >= reboot_every:
+            bio.restart()
+            booted = time.monotonic()
+            click.echo(f"bioreactor restarted: boot {bio.boot}")
         bio.reading("temperature", f"37.{n % 10}", "Cel")
         bio.reading("ph", f"7.{20 + n % 5}", "[pH]")
         if n % 20 == 0:
