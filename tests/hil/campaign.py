@@ -45,6 +45,7 @@ import argparse
 import base64
 import binascii
 import contextlib
+import inspect
 import json
 import os
 import random
@@ -92,6 +93,7 @@ BATCH_STARTED = {
     "mbr_hash": "0" * 64,
     "product": "p",
 }
+CLOCK_LEAP_S = 60.0  # the writing edge's bound on a forward leap of its clock
 LEAP_S = 600.0  # a gap in recorded time beyond this, within a campaign, is a clock leap
 TOPIC = "units/{unit}/telemetry/" + CHANNEL  # every device of a unit publishes here, named
 BROKER_WINDOW_S = 1.0  # mosquitto's autosave_interval: what a broker SIGKILL may lose
@@ -562,7 +564,10 @@ def writer_main(home: Path, unit: str, broker_port: int) -> int:
         stop.set()
 
     signal.signal(signal.SIGTERM, on_term)
-    agent = open_agent(home, UnitClock(home))
+    kw: dict[str, Any] = {}
+    if "clock_leap_s" in inspect.signature(open_agent).parameters:
+        kw["clock_leap_s"] = CLOCK_LEAP_S  # a long-running agent watches its clock leap
+    agent = open_agent(home, UnitClock(home), **kw)
     batch = f"B-{unit}"
     if not agent.ledger.has_batch(batch):  # readings go to a running batch
         agent.ledger.append("batch.started", BATCH_STARTED, batch_id=batch, actor="op.alice")
@@ -614,8 +619,6 @@ def syncer_main(home: Path, url: str, key: Path) -> int:
     window is refused as clock skew, and must be recovered from once the clock is right.
 
     Exit 1 when the background loop stopped (only a fork or a revoked key may stop it)."""
-    import inspect
-
     from ebr_core.keys import PublicKey
     from edge.agent import open_agent
     from edge.sync import BackgroundSync, SyncClient
@@ -793,6 +796,24 @@ def server_rows(db: Path, unit: str) -> tuple[list[tuple[int, bytes]], list[tupl
     return [(s, bytes(x)) for s, x in ev], [(s, bytes(x)) for s, x in cp]
 
 
+def stored_segments(db: Path) -> dict[str, list[tuple[int, int]]]:
+    """unit -> the (head before, head after) of each segment the server stored, from its audit
+    trail."""
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+    try:
+        rows = con.execute(
+            "SELECT object_id, old, new FROM audit_trail WHERE action = 'segment.stored' "
+            "ORDER BY seq"
+        ).fetchall()
+    finally:
+        con.close()
+    out: dict[str, list[tuple[int, int]]] = {}
+    for unit, old, new in rows:
+        lo, hi = json.loads(old)["head_seq"], json.loads(new)["head_seq"]
+        out.setdefault(unit, []).append((int(lo), int(hi)))
+    return out
+
+
 # -- the campaign ----------------------------------------------------------------------------
 
 
@@ -861,8 +882,6 @@ class Campaign:
     # -- setup ----------------------------------------------------------------------------
 
     def setup(self) -> None:
-        import inspect
-
         from edge.sync import SyncClient
 
         if "wall" not in inspect.signature(SyncClient).parameters:
@@ -1321,8 +1340,10 @@ class Campaign:
             )
 
     def _check_alerts(self) -> None:
-        """The server raised a clock alert naming each event where a unit's recorded time runs
-        backwards, and the first event dated ahead of the server's clock beyond its window."""
+        """The server raised a clock alert for each segment where a unit's recorded time runs
+        backwards (naming the first such event of the segment: one alert per segment and kind,
+        as ``server/service.py`` says), and for the first event dated ahead of its clock."""
+        segments = stored_segments(self.server.db)
         self.server.start()
         try:
             with self.server.admin() as c:
@@ -1334,7 +1355,14 @@ class Campaign:
             for a in alerts:
                 if a.get("unit_id") == u.unit_id and "clock" in str(a.get("kind", "")).lower():
                     named.update(int(x) for x in re.findall(r"\bseq (\d+)", str(a["message"])))
-            missing = [s for s in u.backward_steps if s not in named]
+            starts = sorted(lo for lo, _hi in segments.get(u.unit_id, []))
+
+            def segment_start(seq: int, starts: list[int] = starts) -> int:
+                return max((lo for lo in starts if lo < seq), default=0)
+
+            missing = [
+                s for s in u.backward_steps if not any(segment_start(s) < x <= s for x in named)
+            ]
             # The server names the first event of a segment dated ahead of its clock, which is
             # after the last one that cannot have been, and at or before the first that was.
             ahead = u.first_ahead
