@@ -257,109 +257,31 @@ class ShipperWatch:
     seen: set[str] = field(default_factory=set)  # message identities fed to the monitor
 
 
-class MqttIngest:
+class MessageReader:
+    """Turns one MQTT message into its events, or into its ``reading.refused`` event: the checks
+    and the identity of the module docstring, with no broker and no ledger (the ingest commits
+    what it returns)."""
+
     def __init__(
         self,
-        ledger: Ledger,
-        host: str,
-        port: int,
         unit_id: str,
-        context: Context = lambda: (None, None),
-        max_batch: int = 500,
-        shippers: dict[str, ShipperWatch] | None = None,
-        limits: dict[str, TelemetryLimit] | None = None,
+        limits: dict[str, TelemetryLimit],
+        shippers: dict[str, ShipperWatch],
+        stats: MqttStats | None = None,
     ) -> None:
-        self.ledger = ledger
-        self.limits = limits or {}
-        self.shippers = shippers or {}
         self.unit_id = unit_id
-        self.context = context
-        self.max_batch = max_batch
-        self.stats = MqttStats()
-        self._q: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
-        self._stop = threading.Event()
-        # Set once the broker has granted the subscription: from then on, what devices publish
-        # reaches this unit (or its session, while it is away).
-        self.subscribed = threading.Event()
-        # Why recording stopped (the ledger refused a commit group), or None while it runs.
-        self.error: str | None = None
-        self.client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=f"edge-{unit_id}",
-            protocol=mqtt.MQTTv5,
-            manual_ack=True,
-        )
-        self.client.reconnect_delay_set(1, 2)
-        self.client.on_connect = self._on_connect
-        self.client.on_subscribe = self._on_subscribe
-        self.client.on_message = lambda _c, _u, msg: self._q.put(msg)
-        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        props.SessionExpiryInterval = SESSION_EXPIRY_S
-        self.client.connect(host, port, clean_start=False, properties=props)
-        self._writer = threading.Thread(target=self._write_loop, daemon=True)
+        self.limits = limits
+        self.shippers = shippers
+        self.stats = stats or MqttStats()
 
-    def _on_connect(self, client: mqtt.Client, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
-        client.subscribe(f"units/{self.unit_id}/#", qos=1)
-
-    def _on_subscribe(self, _c: Any, _u: Any, _mid: Any, codes: list[Any], _p: Any) -> None:
-        if all(not c.is_failure for c in codes):
-            self.subscribed.set()
-        else:
-            log.error("the broker refused the subscription to units/%s/#: %s", self.unit_id, codes)
-
-    def start(self) -> MqttIngest:
-        self.client.loop_start()
-        self._writer.start()
-        return self
-
-    def _write_loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                first = self._q.get(timeout=0.05)
-            except queue.Empty:
-                continue
-            batch = [first]
-            while len(batch) < self.max_batch:
-                try:
-                    batch.append(self._q.get_nowait())
-                except queue.Empty:
-                    break
-            try:
-                self._commit(batch)
-            except Exception as e:  # the ledger refused the group (closed, disk): stop, loudly
-                # Nothing of this group was acked, so the broker keeps it for this unit's
-                # session and delivers it again to the next ingest.
-                self.error = f"recording stopped, nothing after it acknowledged: {e}"
-                log.error("MQTT ingest for %s: %s", self.unit_id, self.error)
-                self._stop.set()
-                return
-
-    def _commit(self, msgs: list[mqtt.MQTTMessage]) -> None:
-        ctx = self.context()  # once per group (see the module docstring)
-        per_msg = [self._events_or_refusal(m, ctx) for m in msgs]
-        items = [it for evs in per_msg for it in evs]
-        try:
-            recorded = self.ledger.append_many(items) if items else []  # durable before any ack
-        except LedgerError:
-            raise  # the ledger itself refused: stop, ack nothing (see _write_loop)
-        except Exception as e:  # one message the checks missed: find it
-            log.error("commit group refused (%s); recording its messages one by one", e)
-            recorded = self._one_by_one(msgs, per_msg, ctx)
-        delivered = sum(1 for it in items if it.kind == "reading.recorded")
-        new = sum(1 for e in recorded if e.kind == "reading.recorded")
-        self.stats.recorded += new
-        self.stats.duplicates += max(0, delivered - new)
-        for m in msgs:
-            self.client.ack(m.mid, m.qos)
-
-    def _events_or_refusal(
+    def events_or_refusal(
         self, m: mqtt.MQTTMessage, ctx: tuple[str | None, str | None]
     ) -> list[Append]:
         """The events of one message, or its ``reading.refused`` event: whatever a message
         holds, it can make neither its group nor the ingest fail."""
         self.stats.received += 1
         try:
-            items = self._to_events(m, ctx)
+            items = self.to_events(m, ctx)
             for it in items:  # the canonical bytes and the stored key must exist
                 orjson.dumps(it.payload, option=_SORT)
                 if it.dedupe_key is not None:
@@ -367,9 +289,9 @@ class MqttIngest:
             return items
         except Exception as e:  # RecursionError, encoding errors, all others
             reason = str(e) if isinstance(e, PoisonMessage) else f"{type(e).__name__}: {e}"
-            return [self._refuse(m, reason, ctx)]
+            return [self.refuse(m, reason, ctx)]
 
-    def _refuse(
+    def refuse(
         self, m: mqtt.MQTTMessage, reason: str, ctx: tuple[str | None, str | None]
     ) -> Append:
         self.stats.malformed += 1
@@ -380,27 +302,7 @@ class MqttIngest:
         )
         return refusal(m, reason, *ctx)
 
-    def _one_by_one(
-        self,
-        msgs: list[mqtt.MQTTMessage],
-        per_msg: list[list[Append]],
-        ctx: tuple[str | None, str | None],
-    ) -> list[Any]:
-        """Record a refused group a message at a time; a message whose events the ledger
-        refuses is recorded as ``reading.refused`` instead (a ledger error still stops all)."""
-        out: list[Any] = []
-        for m, items in zip(msgs, per_msg, strict=True):
-            try:
-                out += self.ledger.append_many(items)
-            except LedgerError:
-                raise
-            except Exception as e:
-                out += self.ledger.append_many(
-                    [self._refuse(m, f"the ledger refused it: {e}", ctx)]
-                )
-        return out
-
-    def _to_events(self, m: mqtt.MQTTMessage, ctx: tuple[str | None, str | None]) -> list[Append]:
+    def to_events(self, m: mqtt.MQTTMessage, ctx: tuple[str | None, str | None]) -> list[Append]:
         topic = _topic(m)
         doc = parse_message(bytes(m.payload))
         key = identity(topic, doc)
@@ -514,6 +416,126 @@ class MqttIngest:
                 )
             )
         return out
+
+
+class MqttIngest:
+    def __init__(
+        self,
+        ledger: Ledger,
+        host: str,
+        port: int,
+        unit_id: str,
+        context: Context = lambda: (None, None),
+        max_batch: int = 500,
+        shippers: dict[str, ShipperWatch] | None = None,
+        limits: dict[str, TelemetryLimit] | None = None,
+    ) -> None:
+        self.ledger = ledger
+        self.limits = limits or {}
+        self.shippers = shippers or {}
+        self.unit_id = unit_id
+        self.context = context
+        self.max_batch = max_batch
+        self.stats = MqttStats()
+        self.reader = MessageReader(unit_id, self.limits, self.shippers, self.stats)
+        self._q: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
+        self._stop = threading.Event()
+        # Set once the broker has granted the subscription: from then on, what devices publish
+        # reaches this unit (or its session, while it is away).
+        self.subscribed = threading.Event()
+        # Why recording stopped (the ledger refused a commit group), or None while it runs.
+        self.error: str | None = None
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=f"edge-{unit_id}",
+            protocol=mqtt.MQTTv5,
+            manual_ack=True,
+        )
+        self.client.reconnect_delay_set(1, 2)
+        self.client.on_connect = self._on_connect
+        self.client.on_subscribe = self._on_subscribe
+        self.client.on_message = lambda _c, _u, msg: self._q.put(msg)
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = SESSION_EXPIRY_S
+        self.client.connect(host, port, clean_start=False, properties=props)
+        self._writer = threading.Thread(target=self._write_loop, daemon=True)
+
+    def _on_connect(self, client: mqtt.Client, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
+        client.subscribe(f"units/{self.unit_id}/#", qos=1)
+
+    def _on_subscribe(self, _c: Any, _u: Any, _mid: Any, codes: list[Any], _p: Any) -> None:
+        if all(not c.is_failure for c in codes):
+            self.subscribed.set()
+        else:
+            log.error("the broker refused the subscription to units/%s/#: %s", self.unit_id, codes)
+
+    def start(self) -> MqttIngest:
+        self.client.loop_start()
+        self._writer.start()
+        return self
+
+    def _write_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                first = self._q.get(timeout=0.05)
+            except queue.Empty:
+                continue
+            batch = [first]
+            while len(batch) < self.max_batch:
+                try:
+                    batch.append(self._q.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                self._commit(batch)
+            except Exception as e:  # the ledger refused the group (closed, disk): stop, loudly
+                # Nothing of this group was acked, so the broker keeps it for this unit's
+                # session and delivers it again to the next ingest.
+                self.error = f"recording stopped, nothing after it acknowledged: {e}"
+                log.error("MQTT ingest for %s: %s", self.unit_id, self.error)
+                self._stop.set()
+                return
+
+    def _commit(self, msgs: list[mqtt.MQTTMessage]) -> None:
+        ctx = self.context()  # once per group (see the module docstring)
+        per_msg = [self.reader.events_or_refusal(m, ctx) for m in msgs]
+        items = [it for evs in per_msg for it in evs]
+        try:
+            recorded = self.ledger.append_many(items) if items else []  # durable before any ack
+        except LedgerError:
+            raise  # the ledger itself refused: stop, ack nothing (see _write_loop)
+        except Exception as e:  # one message the checks missed: find it
+            log.error("commit group refused (%s); recording its messages one by one", e)
+            recorded = self._one_by_one(msgs, per_msg, ctx)
+        delivered = sum(1 for it in items if it.kind == "reading.recorded")
+        new = sum(1 for e in recorded if e.kind == "reading.recorded")
+        self.stats.recorded += new
+        self.stats.duplicates += max(0, delivered - new)
+        for m in msgs:
+            self.client.ack(m.mid, m.qos)
+
+    def _one_by_one(
+        self,
+        msgs: list[mqtt.MQTTMessage],
+        per_msg: list[list[Append]],
+        ctx: tuple[str | None, str | None],
+    ) -> list[Any]:
+        """Record a refused group a message at a time; a message whose events the ledger
+        refuses is recorded as ``reading.refused`` instead (a ledger error still stops all)."""
+        out: list[Any] = []
+        for m, items in zip(msgs, per_msg, strict=True):
+            try:
+                out += self.ledger.append_many(items)
+            except LedgerError:
+                raise
+            except Exception as e:
+                out += self.ledger.append_many(
+                    [self.reader.refuse(m, f"the ledger refused it: {e}", ctx)]
+                )
+        return out
+
+    def _to_events(self, m: mqtt.MQTTMessage, ctx: tuple[str | None, str | None]) -> list[Append]:
+        return self.reader.to_events(m, ctx)
 
     def stop(self, *, ack_pending: bool = True) -> None:
         self._stop.set()
