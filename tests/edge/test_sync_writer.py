@@ -166,6 +166,45 @@ def test_a_second_sync_process_waits_or_names_the_one_running(
     assert waiting.returncode == 0 and out.decode().strip() == f"pushed {led.head[0]}"
 
 
+LOOP_SCRIPT = """
+import sys, time
+from datetime import UTC, datetime
+from pathlib import Path
+from ebr_core.keys import UnitSigner
+from edge.ledger import Ledger
+from edge.sync import SyncClient
+signer = UnitSigner.from_pem(Path(sys.argv[2]).read_bytes(), sys.argv[3])
+led = Ledger.open(Path(sys.argv[1]), signer, lambda: datetime.now(UTC), writer=False)
+c = SyncClient(led, sys.argv[4], lock_wait=30, max_events=7)
+end = time.monotonic() + float(sys.argv[5])
+rounds = 0
+while time.monotonic() < end:
+    c.sync_once(attempts=5)  # a refusal ends the process with a traceback: the test fails
+    rounds += 1
+print(rounds)
+"""
+
+
+def test_two_sync_processes_converge_with_nothing_stuck(server: Server, tmp_path: Path) -> None:
+    unit = UnitSigner.generate("UNIT-PP")
+    server.enrol(unit)
+    writer = make_ledger(tmp_path / "e.db", unit, groups=2, per_group=5)
+    key = tmp_path / "unit.key"
+    key.write_bytes(unit.to_pem())
+    argv = [sys.executable, "-c", LOOP_SCRIPT, str(tmp_path / "e.db"), str(key), "UNIT-PP"]
+    env = os.environ | {"PYTHONPATH": str(ROOT)}
+    procs = [
+        subprocess.Popen([*argv, server.url, "4"], stdout=subprocess.PIPE, env=env)
+        for _ in range(2)
+    ]
+    write(writer, 150)
+    for p in procs:
+        out, _ = p.communicate(timeout=120)
+        assert p.returncode == 0 and int(out) > 0
+    SyncClient(writer, server.url).sync_once()
+    assert server.events("UNIT-PP") == writer.head[0]
+
+
 def test_clock_skew_backs_off_with_an_alarm_and_resumes(server: Server, tmp_path: Path) -> None:
     unit = UnitSigner.generate("UNIT-SK")
     server.enrol(unit)
