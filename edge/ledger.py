@@ -87,6 +87,15 @@ from edge.errors import (
 _SORT = orjson.OPT_SORT_KEYS
 _READ_WINDOW = 2000  # seqs fetched per lock hold by the readers
 CLOCK_BACK_S = 60.0  # a clock reading this far before the head's time is a jump back
+# What the wall clock is compared with for a leap: time since boot, suspend included (Linux), so
+# a host that slept is not taken for a clock that leapt.
+_BOOTTIME = getattr(time, "CLOCK_BOOTTIME", time.CLOCK_MONOTONIC)
+
+
+def _elapsed() -> float:
+    return time.clock_gettime(_BOOTTIME)
+
+
 # The condition of the events_batch_steps index, written the same way so SQLite uses it.
 _STEP_KINDS = "AND kind <> 'reading.recorded' "
 
@@ -513,7 +522,7 @@ class Ledger:
         mono = 0.0
         jumped: list[Append] = []
         if new:  # (all duplicates: no clock reading)
-            now, mono = self.clock(), time.monotonic()
+            now, mono = self.clock(), _elapsed()
             jumped = self._clock_events(now, mono, seq0)
             at = now
             b.clock = lambda: at  # the one reading, for the events and for the jump check

@@ -592,6 +592,10 @@ class BackgroundSync:
             self._raise_alarm("refused", str(e))
         except SyncError:
             self.unreachable += 1
+        except Exception as e:  # a defect or the ledger (locked, closing): never end silently
+            log.exception("background sync round failed")
+            self._failures += 1
+            self._raise_alarm("refused", f"sync round failed: {type(e).__name__}: {e}")
         else:
             self._failures = 0
             if self.alarm is not None:
