@@ -579,8 +579,11 @@ def sync_cmd(
             # ends the loop.
             bg = BackgroundSync(client, watch).start()
             try:
+                shown: str | None = None
                 while bg.wait(1):
-                    pass
+                    if bg.alarm != shown:  # the alarm on stderr as it comes and goes
+                        shown = bg.alarm
+                        click.echo(f"alarm: {shown}" if shown else "sync resumed", err=True)
             except KeyboardInterrupt:
                 bg.stop()
             if bg.error:
