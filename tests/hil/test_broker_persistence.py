@@ -63,7 +63,10 @@ def test_queued_messages_survive_a_broker_sigkill_and_a_restart(
         sim.close()
     again = MqttIngest(led, "127.0.0.1", broker.port, "UNIT-Q").start()
     try:
-        got = lambda: sum(1 for e in led.events() if e.kind == "reading.recorded")  # noqa: E731
+
+        def got() -> int:
+            return sum(1 for e in led.events() if e.kind == "reading.recorded")
+
         assert wait_for(lambda: got() >= 2 * N), (got(), broker.log_tail())
         time.sleep(0.3)
         assert got() == 2 * N
