@@ -101,7 +101,9 @@ def test_a_crash_between_commit_and_ack_records_each_reading_once(
         assert wait_for(lambda: len(readings(led)) == 100)
         first._stop.set()
         first.client.loop_stop()
-        first.client.socket().close()  # killed: no DISCONNECT, no acks
+        sock = first.client.socket()
+        assert sock is not None
+        sock.close()  # killed: no DISCONNECT, no acks
         second = MqttIngest(led, "127.0.0.1", broker.port, "UNIT-C").start()
         assert wait_for(lambda: second.stats.received >= 100), second.stats
         second.stop()
