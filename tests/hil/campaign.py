@@ -822,6 +822,7 @@ class Result:
     seconds: float
     seed: int
     units: int
+    without: frozenset[str] = frozenset()
     kills: Counter[str] = field(default_factory=Counter)
     faults: Counter[str] = field(default_factory=Counter)
     acked_events: int = 0
@@ -841,7 +842,8 @@ class Result:
         f = ", ".join(f"{n} {c}" for n, c in sorted(self.faults.items()))
         acked = self.acked_events + self.acked_readings + self.acked_poison
         out = [
-            f"fault campaign: seed {self.seed}, {self.seconds:g} s of faults, {self.units} units",
+            f"fault campaign: seed {self.seed}, {self.seconds:g} s of faults, {self.units} units"
+            + (f", without {', '.join(sorted(self.without))}" if self.without else ""),
             f"kills survived: {sum(self.kills.values())} ({k})",
             f"faults injected: {sum(self.faults.values())} ({f})",
             f"colliding message ids published: {self.colliding_ids}",
@@ -857,13 +859,19 @@ class Result:
 
 
 class Campaign:
-    def __init__(self, seconds: float, seed: int, units: int, work: Path) -> None:
+    def __init__(
+        self, seconds: float, seed: int, units: int, work: Path, without: frozenset[str]
+    ) -> None:
         from firmware_sim.broker import Broker
 
+        unknown = without - {n for n, _ in self.FAULTS} - {"proxy"}
+        if unknown:
+            raise ValueError(f"no such fault: {sorted(unknown)}; see Campaign.FAULTS and 'proxy'")
         self.seconds, self.seed = seconds, seed
+        self.without = without
         self.rng = random.Random(seed)
         self.work = work
-        self.result = Result(seconds, seed, units)
+        self.result = Result(seconds, seed, units, without)
         self.book = Ledgerbook()
         self.server = ServerProc(work / "server", work / "server.log")
         self.broker = Broker()
@@ -958,8 +966,10 @@ class Campaign:
     )
 
     def inject(self) -> None:
-        names = [n for n, _ in self.FAULTS]
-        kind = self.rng.choices(names, weights=[w for _, w in self.FAULTS])[0]
+        faults = [(n, w) for n, w in self.FAULTS if n not in self.without]
+        if not faults:
+            return
+        kind = self.rng.choices([n for n, _ in faults], weights=[w for _, w in faults])[0]
         u = self.rng.choice(self.units)
         r = self.result
         self.timeline.append(f"{time.monotonic() - self.began:8.2f} {kind} {u.unit_id}")
@@ -1037,7 +1047,8 @@ class Campaign:
             u.syncer.check(now)
 
     def run_faults(self) -> None:
-        self.proxy.enabled.set()
+        if "proxy" not in self.without:
+            self.proxy.enabled.set()
         end = time.monotonic() + self.seconds
         while time.monotonic() < end:
             self.inject()
@@ -1250,9 +1261,12 @@ class Campaign:
         r.lost += len(lost)
         r.duplicated += len(twice)
         if refused_good:
+            lines = dict(events)
+            first = orjson.loads(lines[found[refused_good[0]][0][0]])
             r.fail(
                 "a good reading is recorded, not refused",
-                f"{uid}: {len(refused_good)} refused, e.g. serials {refused_good[:5]}",
+                f"{uid}: {len(refused_good)} refused, e.g. serials {refused_good[:5]}; the "
+                f"first at seq {first['seq']}: {str(first['payload'].get('reason'))[:300]}",
             )
         if accepted:
             r.fail(
@@ -1419,13 +1433,21 @@ def _wire(events: list[tuple[int, bytes]], cps: list[tuple[int, bytes]]) -> list
     return out
 
 
-def run_campaign(seconds: float, seed: int, units: int = 2, work: Path | None = None) -> Result:
-    """Run the whole campaign in ``work`` (a temporary folder by default, removed after)."""
+def run_campaign(
+    seconds: float,
+    seed: int,
+    units: int = 2,
+    work: Path | None = None,
+    without: frozenset[str] = frozenset(),
+) -> Result:
+    """Run the whole campaign in ``work`` (a temporary folder by default, removed after),
+    leaving out the faults named in ``without`` (to look into one defect at a time; the
+    `make soak` run leaves out none)."""
     tmp = None
     if work is None:
         tmp = work = Path(tempfile.mkdtemp(prefix="ctgtp-campaign-"))
     try:
-        return Campaign(seconds, seed, units, work).run()
+        return Campaign(seconds, seed, units, work, without).run()
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -1444,11 +1466,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--units", type=int, default=2)
     p.add_argument("--keep", type=Path, default=None, help="Work in this folder and keep it.")
+    p.add_argument(
+        "--without",
+        default="",
+        help="Faults to leave out, comma-separated (e.g. kill.broker,proxy).",
+    )
     a = p.parse_args(args)
     seed = a.seed if a.seed is not None else random.SystemRandom().randrange(1_000_000)
     if a.keep is not None:
         a.keep.mkdir(parents=True, exist_ok=True)
-    result = run_campaign(a.seconds, seed, a.units, a.keep)
+    without = frozenset(x.strip() for x in a.without.split(",") if x.strip())
+    result = run_campaign(a.seconds, seed, a.units, a.keep, without)
     print(result.figures(), flush=True)
     return 1 if result.failures or result.lost or result.duplicated else 0
 

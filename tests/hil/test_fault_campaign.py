@@ -3,7 +3,9 @@
 Kills of writing and syncing edges, server and broker; TCP faults between edge and server;
 poison MQTT messages, colliding message ids and clock jumps, mixed at random for
 ``CAMPAIGN_SECONDS`` seconds (default 300) with a fixed seed (``CAMPAIGN_SEED``, default 19), then
-an exactly-once check per unit.  ``pytest -s`` shows the figures.
+an exactly-once check per unit.  ``pytest -s`` shows the figures.  ``CAMPAIGN_KEEP`` names a
+folder to work in and keep (logs of every process, ledgers, the server's database, the timeline of
+faults), for a failure to be looked into; pytest's own temporary folders are recycled.
 """
 
 from __future__ import annotations
@@ -28,9 +30,10 @@ pytestmark = [
 
 
 def test_fault_campaign_loses_and_duplicates_nothing(tmp_path: Path) -> None:
-    # The work folder (logs of every process, ledgers, the server's database, the timeline of
-    # faults) stays in pytest's temporary folder for a failure to be looked into.
-    result = run_campaign(SECONDS, SEED, work=tmp_path)
+    keep = os.environ.get("CAMPAIGN_KEEP")
+    work = Path(keep) / f"seed-{SEED}" if keep else tmp_path
+    work.mkdir(parents=True, exist_ok=False)
+    result = run_campaign(SECONDS, SEED, work=work)
     print("\n" + result.figures())
     passed = result.lost == 0 and result.duplicated == 0 and not result.failures
     assert passed, result.figures()
