@@ -591,15 +591,18 @@ def _check_kinds(db: Session, unit: Unit, events: list[tuple[Any, ...]], at: dat
     if SERVER_ONLY_KINDS.isdisjoint(map(itemgetter(4), events)):
         return
     row = next(r for r in events if r[4] in SERVER_ONLY_KINDS)
+    batch = row[3]
+    owner = projections.existing(db, [batch]).get(batch, unit.unit_id) if batch else None
+    where = f"batch {batch} (held by unit {owner}): " if batch else ""
     _refuse(
         db,
         unit,
         at,
-        batch_id=row[3],
+        batch_id=batch,
         seq=row[1],
         why=(
-            f"seq {row[1]} is a {row[4]} event, which only the server records (deviations are "
-            "closed by QA on the server)"
+            f"{where}seq {row[1]} is a {row[4]} event, which only the server records "
+            "(deviations are closed by QA on the server)"
         ),
     )
 

@@ -129,7 +129,9 @@ def test_no_unit_writes_a_kind_only_the_server_writes(server: Server, tmp_path: 
                actor="op.bob")  # fmt: skip
     r = post(server, b, segment(led))
     assert r.status_code == 403, r.text
-    assert "seq 3 is a deviation.closed event, which only the server records" in r.json()["detail"]
+    detail = r.json()["detail"]
+    assert "batch B-1 (held by unit UNIT-B): seq 3 is a deviation.closed event" in detail
+    assert "which only the server records" in detail
     assert server.events("UNIT-B") == 0
     assert len(alerts(server, "security.foreign_batch")) == 1
 
