@@ -39,7 +39,6 @@ from datetime import UTC, datetime, timedelta
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import case, select, update
-from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -175,17 +174,31 @@ class PasswordGate:
         self.size = size
         self._sem = threading.BoundedSemaphore(size)
 
-    @contextmanager
-    def slot(self) -> Iterator[None]:
+    def acquire(self) -> None:
+        """Take a slot now or raise :class:`Busy`; may be released from another thread (an
+        async route takes it in the event loop, so a busy answer costs no worker thread)."""
         if not self._sem.acquire(blocking=False):
             raise Busy(
                 f"the server is checking {self.size} passwords already; try again in "
                 f"{Busy.retry_after_s} s"
             )
+
+    def release(self) -> None:
+        self._sem.release()
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        """Release a slot taken with :meth:`acquire` when the block ends, however it ends."""
         try:
             yield
         finally:
             self._sem.release()
+
+    @contextmanager
+    def slot(self) -> Iterator[None]:
+        self.acquire()
+        with self.held():
+            yield
 
 
 # -- user ids ----------------------------------------------------------------------------------
@@ -709,21 +722,15 @@ def _failed(db: Session, a: Attempt, *, at: datetime, purpose: str, max_failures
 def authenticate_password(
     db: Session, *, at: datetime, user_id: str, password: str, max_failures: int, purpose: str
 ) -> Person:
-    """Check a user id and password (an e-signature in a session, e.g. custody) and record the
-    outcome in the caller's transaction; the caller must commit even when this raises, so the
-    failure is kept.  The attempt slot is taken and committed in its own short transaction first
-    (the caller must not have written yet: SQLite has one writer), so that the argon2 check never
-    runs while holding a write lock; the ``max_failures``-th consecutive failure locks the account
-    and raises a security alert.  Routes reachable without a session use :func:`begin_attempt`,
-    :func:`check_attempt` and :func:`finish_attempt` with a :class:`PasswordGate` instead."""
+    """Check a user id and password (an e-signature in a session, e.g. custody) within the
+    caller's transaction; the caller must commit even when this raises, so the failure is kept.
+    The attempt slot is taken atomically before the check, so parallel attempts never share one;
+    the ``max_failures``-th consecutive failure locks the account and raises a security alert.
+    The argon2 check runs inside the caller's transaction, holding its row lock (PostgreSQL) or
+    the write lock (SQLite): routes use :func:`begin_attempt`, :func:`check_attempt` and
+    :func:`finish_attempt` with a :class:`PasswordGate` instead (``qa_api.Access``)."""
     password = password_argument("password", password)
-    bind = db.get_bind()
-    if isinstance(bind, Engine):
-        with Session(bind) as side:
-            a = begin_attempt(side, user_id=user_id, max_failures=max_failures)
-            side.commit()
-    else:
-        a = begin_attempt(db, user_id=user_id, max_failures=max_failures)
+    a = begin_attempt(db, user_id=user_id, max_failures=max_failures)
     ok = check_attempt(a, password)
     return finish_attempt(db, a, ok, at=at, purpose=purpose, max_failures=max_failures)
 

@@ -250,12 +250,16 @@ class Access:
             if row is not None:
                 s.commit()
 
-    def check_password(self, user_id: str, password: str, *, purpose: str) -> Person:
+    def check_password(
+        self, user_id: str, password: str, *, purpose: str, reserved: bool = False
+    ) -> Person:
         """Check a password: a slot taken in one short transaction, argon2 outside any (at most
-        ``password_checks_max`` at once, else 503 at once), the outcome in another."""
-        password = people.password_argument("password", password)
+        ``password_checks_max`` at once, else 503 at once), the outcome in another.
+        ``reserved``: the caller already took a gate slot (:meth:`people.PasswordGate.acquire`),
+        released here."""
         mx = self.settings.max_failed_logins
-        with self.gate.slot():
+        with self.gate.held() if reserved else self.gate.slot():
+            password = people.password_argument("password", password)
             with self.sessions() as s:
                 a = people.begin_attempt(s, user_id=user_id, max_failures=mx)
                 s.commit()
@@ -429,18 +433,47 @@ def add_routes(app: FastAPI, access: Access) -> None:
             "password_change_required": bool(p.must_change_password),
         }
 
+    async def gated(fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """Take a password-gate slot here, in the event loop, so that a flood answered 503
+        occupies no worker thread; ``fn`` releases it (``check_password(reserved=True)``), or
+        this does if ``fn`` never started."""
+        access.gate.acquire()
+        started = False
+
+        def run() -> dict[str, Any]:
+            nonlocal started
+            started = True
+            return fn()
+
+        try:
+            return await run_in_threadpool(run)
+        finally:
+            if not started:
+                access.gate.release()
+
     @app.post("/v1/auth/token")
-    def login(body: TokenBody) -> dict[str, Any]:
+    async def login(body: TokenBody) -> dict[str, Any]:
         """A session token.  The password is checked outside any database transaction; an
         account whose password someone else set gets a session that may only change it."""
-        return login_result(access.check_password(body.user_id, body.password, purpose="login"))
+
+        def go() -> dict[str, Any]:
+            p = access.check_password(body.user_id, body.password, purpose="login", reserved=True)
+            return login_result(p)
+
+        return await gated(go)
 
     @app.post("/v1/auth/password")
-    def change_password_at_login(body: FirstPasswordBody) -> dict[str, Any]:
+    async def change_password_at_login(body: FirstPasswordBody) -> dict[str, Any]:
         """Change one's password with the current one, without a session first (the usual step
         after an administrator set it); answers with a session token."""
-        p = access.check_password(body.user_id, body.current_password, purpose="password_change")
-        return own_password(p.user_id, body.current_password, body.new_password, keep=None)
+
+        def go() -> dict[str, Any]:
+            p = access.check_password(
+                body.user_id, body.current_password, purpose="password_change", reserved=True
+            )
+            return own_password(p.user_id, body.current_password, body.new_password, keep=None)
+
+        return await gated(go)
 
     def own_password(user_id: str, current: str, new: str, keep: str | None) -> dict[str, Any]:
         new = people.password_argument("new_password", new)

@@ -1,0 +1,85 @@
+"""Issue 18, item 6 (first part): unauthenticated resource exhaustion.  Login held a pooled
+database connection while argon2 ran: 200 parallel bad logins made other users' requests fail
+with 500 or wait 59 s.  Now passwords are checked outside any database transaction, at most
+``password_checks_max`` at once; a login that finds them all busy is answered 503 with
+Retry-After at once, taking no worker thread, and everyone else's requests go on."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.server.conftest import BACKENDS, server_settings, start_server
+from tests.server.qa import add_people, login
+
+FLOOD = 200
+GATE = 2  # password checks at once
+# The attacker is another machine: its own process, 200 threads each sending a bad login, then
+# another half a second after its answer, until its stdin closes; then it reports the statuses.
+ATTACKER = r"""
+import json, sys, threading, time
+from concurrent.futures import ThreadPoolExecutor
+import httpx
+url, threads = sys.argv[1], int(sys.argv[2])
+codes, retry = {}, set()
+lock, stop = threading.Lock(), threading.Event()
+threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
+def flood(i):
+    with httpx.Client(base_url=url, timeout=120) as c:
+        while not stop.is_set():
+            r = c.post("/v1/auth/token",
+                       json={"user_id": f"nobody.{i}", "password": "Not-The-One-2026!"})
+            with lock:
+                codes[r.status_code] = codes.get(r.status_code, 0) + 1
+                if r.status_code == 503:
+                    retry.add(r.headers.get("retry-after"))
+            stop.wait(0.5)
+with ThreadPoolExecutor(threads) as pool:
+    list(pool.map(flood, range(threads)))
+print(json.dumps({"codes": codes, "retry_after": sorted(map(str, retry))}))
+"""
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_login_flood_does_not_starve_other_users(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    settings = server_settings(backend, request, tmp_path, password_checks_max=GATE)
+    with start_server(settings) as server:
+        add_people(server, {"aud.x": ("Aude Auditor", [("auditor", "*")])})
+        auditor = login(server, "aud.x")
+        attacker = subprocess.Popen(
+            [sys.executable, "-c", ATTACKER, server.url, str(FLOOD)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        pool = server.app.state.engine.pool
+        try:
+            time.sleep(3.0)  # the flood is on
+            waits, held = [], [pool.checkedout()]
+            for _ in range(15):
+                t0 = time.perf_counter()
+                r = auditor.get("/v1/audit", params={"limit": 5})
+                waits.append(time.perf_counter() - t0)
+                assert r.status_code == 200, r.text
+                for _ in range(20):
+                    held.append(pool.checkedout())
+                    time.sleep(0.01)
+            out, _ = attacker.communicate("", timeout=300)
+        finally:
+            attacker.kill()
+        report = json.loads(out)
+        # Before: every bad login held a pooled connection through argon2, so the pool ran dry
+        # (15 of 15 held) and other requests waited or failed.  Now at most the checks in the
+        # gate and the auditor's own hold one, for a short transaction each.
+        assert max(held) <= GATE + 3, held
+        assert statistics.median(waits) < 3.0 and max(waits) < 15.0, waits
+        assert set(report["codes"]) <= {"401", "503"}, report
+        assert report["codes"].get("503", 0) > 0 and report["retry_after"] == ["1"], report
