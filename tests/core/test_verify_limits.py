@@ -21,7 +21,7 @@ from ebr_core.errors import CanonicalError, MalformedRecordError
 from ebr_core.keys import Keyring, UnitSigner
 from ebr_core.ledgerfile import encode_record
 from ebr_core.record import GENESIS_HASH, Event, event_hash
-from ebr_core.verify import ChainVerifier, real_time
+from ebr_core.verify import ChainVerifier, _real_times, real_time
 
 
 def forged(signer: UnitSigner, times: list[str], payload: dict[str, Any] | None = None) -> bytes:
@@ -158,3 +158,22 @@ def test_times_near_now_still_pass(signer: UnitSigner) -> None:
     t = datetime.now(UTC)
     times = [(t + timedelta(microseconds=i)).strftime("%Y-%m-%dT%H:%M:%S.%fZ") for i in range(5)]
     assert verdict(signer, forged(signer, times)) == "ok"
+
+
+_STAMP = st.from_regex(r"\A[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z\Z")
+_REAL = st.datetimes(min_value=datetime(2020, 1, 1), max_value=datetime(2030, 12, 31)).map(
+    lambda t: t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+)
+
+
+@given(st.lists(_REAL | _STAMP, min_size=1, max_size=40), st.data())
+def test_a_run_of_times_is_checked_as_each_time_alone(
+    times: list[str], data: st.DataObject
+) -> None:
+    """The bulk check of a run (strided, no step per timestamp) gives the verdict of checking
+    every timestamp alone, in runs sharing one hour or not."""
+    if data.draw(st.booleans()):  # most runs: one hour, one bad timestamp at most
+        head = times[0][:13]
+        times = [head + t[13:] for t in times]
+    joined = "".join(times).encode()
+    assert _real_times(joined, len(times)) is all(real_time(t) for t in times)
