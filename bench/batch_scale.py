@@ -66,7 +66,7 @@ from ebr_core.quantity import quantity
 from edge.engine import Engine, ScanRejected
 from edge.ledger import Append, Ledger
 from edge.materials import load_materials
-from edge.transports.mqtt import MqttIngest
+from edge.transports.mqtt import MqttIngest, identity
 from edge.users import User, load_users
 from firmware_sim.bioreactor import BioreactorSim
 from firmware_sim.broker import Broker
@@ -86,6 +86,8 @@ FILL_GROUP = 5_000
 MQTT_ROUNDS = 2  # of MQTT_N readings each, per level
 RUN_READINGS = 1_000_000  # a 10-day run: the curves below span this many readings
 UNIT = "UNIT-SCALE"
+TOPIC = f"ctgtp/{UNIT}/bioreactor/telemetry"  # the dedupe key of a reading names its device
+BOOT = "boot-1"
 BATCH = "B-SCALE-1"
 WRONG_COI = "&/CHA999926ZZZ999"
 BAG = "01095060001343451725123121BAG1" + GS + "251"
@@ -196,7 +198,8 @@ class Readings:
         }
         if judged is not None:
             payload["limit"] = judged
-        return Append("reading.recorded", payload, batch_id, None, f"mqtt:{msg_id}:r")
+        key = identity(TOPIC, {"msg_id": msg_id, "boot": BOOT})  # as the ingest keys a message
+        return Append("reading.recorded", payload, batch_id, None, f"mqtt:{key}:r")
 
 
 # -- the edge ---------------------------------------------------------------------------------
@@ -631,7 +634,8 @@ def filler_batch(b: int) -> list[Append]:
             "step": None,
             "limit": "ok",
         }
-        items.append(Append("reading.recorded", reading, bid, None, f"mqtt:F{b}-{k}:r"))
+        key = identity(TOPIC, {"msg_id": f"F{b}-{k}", "boot": BOOT})
+        items.append(Append("reading.recorded", reading, bid, None, f"mqtt:{key}:r"))
     value = {
         "step": step,
         "name": "apheresis_volume",
