@@ -217,6 +217,7 @@ def create_app(
         settings.address_rate_per_second, settings.address_rate_burst, "client address"
     )
     refusals = audit.RefusalLimiter(window_s=settings.failure_audit_interval_s)
+    revoked_alerts = audit.RefusalLimiter(window_s=60.0)
     verifier = Verifier(
         settings.verify_workers, settings.parallel_verify_min_lines, settings.verify_worker_share
     )
@@ -360,7 +361,14 @@ def create_app(
             try:
                 with sessions() as s:
                     u = service.authenticate(
-                        s, settings, h, request.method, request.url.path, body, unit_id
+                        s,
+                        settings,
+                        h,
+                        request.method,
+                        request.url.path,
+                        body,
+                        unit_id,
+                        revoked_alerts=revoked_alerts,
                     )
                     s.commit()
                     return u

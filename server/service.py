@@ -65,7 +65,6 @@ from server.settings import Settings
 from server.verifying import Part, Start, Verifier, with_lines
 
 _SERIAL = Verifier(0, 0)
-_REVOKED_ALERTS = audit.RefusalLimiter(window_s=60.0)
 
 
 def now() -> datetime:
@@ -316,10 +315,12 @@ def authenticate(
     body: bytes,
     path_unit: str,
     at: datetime | None = None,
+    revoked_alerts: audit.RefusalLimiter | None = None,
 ) -> Unit:
     """The unit that signed this request, or the refusal (401 bad or unknown signature, 403
     revoked or signed for another unit's path, 409 replayed nonce); ``at`` is the server's
-    clock."""
+    clock; ``revoked_alerts`` limits the alerts for requests of a revoked unit (one per unit a
+    minute without it)."""
     if h.unit_id != path_unit:
         raise Forbidden(f"request signed by unit {h.unit_id} for the path of unit {path_unit}")
     unit = db.get(Unit, h.unit_id)
@@ -345,7 +346,7 @@ def authenticate(
     if revoked:
         # Alerted only once the revoked key's own signature verifies (anyone can name a revoked
         # key), and at most once a minute per unit, counting: a flood raises no alert flood.
-        n = _REVOKED_ALERTS.take(h.unit_id, float(t))
+        n = (revoked_alerts or audit.RefusalLimiter()).take(h.unit_id, float(t))
         if n:
             alert(db, "unit.revoked_request", h.unit_id,
                   f"{n} request(s) from revoked unit {h.unit_id} (key {h.key_id})")  # fmt: skip
