@@ -162,36 +162,33 @@ def record(
 ) -> CustodyEventRow:
     """Record a hand-off, receipt or infusion (the caller commits, also when this raises).
 
-    The custody state (holder, receipt, infusion) is read and extended under the batch's row
-    lock (:func:`server.review.lock_batch`): two hand-offs of one bag at once are decided one
-    after the other, and the second finds the bag already handed over."""
+    The parties' passwords are checked first, each in its own short transaction (kept whatever
+    follows), while this session holds no lock: SQLite has one writer, and a password check
+    waiting for this request's own lock would wait forever.  Then the custody state (holder,
+    receipt, infusion) is read and extended under the batch's row lock
+    (:func:`server.review.lock_batch`): two hand-offs of one bag at once are decided one after
+    the other, and the second finds the bag already handed over."""
     if kind not in KINDS:
         raise Unprocessable(f"kind {kind!r} is not one of {', '.join(KINDS)}")
-    lock_batch(db, batch_for(db, coi).batch_id)
-    tl = timeline(db, coi)
-    if tl["closed"]:
-        raise Conflict(f"COI {coi} was infused: its custody chain is closed")
+    _check_parties(kind, parties)
+    b = batch_for(db, coi)
     allowed_sites = actor.sites("custody.record")
     if (
         allowed_sites is not None
         and to_party not in allowed_sites
-        and tl["site_id"] not in allowed_sites
+        and b.site_id not in allowed_sites
     ):
         mine = ", ".join(sorted(allowed_sites))
         raise Conflict(f"{actor.user_id} records custody only for their sites ({mine})")
-    if kind == "handoff":
-        if from_party != tl["holder"]:
-            raise Conflict(f"custody of {coi} is with {tl['holder']!r}, not {from_party!r}")
-        meanings = sorted(m for _, _, m in parties)
-        if meanings != ["handed_over", "received"] or parties[0][0] == parties[1][0]:
-            raise Unprocessable(
-                "a hand-off is signed by two different people: one 'handed_over', one 'received'"
-            )
-    else:
-        if kind == "infused" and not any(i["kind"] == "received" for i in tl["events"]):
-            raise Conflict(f"COI {coi} was not received at the infusion site")
-        if len(parties) != 1:
-            raise Unprocessable(f"a {kind} event is signed by one person")
+    signers = _authenticate(db, parties, at=at, max_failures=max_failures)
+    lock_batch(db, b.batch_id)
+    tl = timeline(db, coi)
+    if tl["closed"]:
+        raise Conflict(f"COI {coi} was infused: its custody chain is closed")
+    if kind == "handoff" and from_party != tl["holder"]:
+        raise Conflict(f"custody of {coi} is with {tl['holder']!r}, not {from_party!r}")
+    if kind == "infused" and not any(i["kind"] == "received" for i in tl["events"]):
+        raise Conflict(f"COI {coi} was not received at the infusion site")
     if licence_id is not None:
         lic = db.get(Licence, licence_id)
         if lic is None:
@@ -227,13 +224,6 @@ def record(
                 object_id=coi, new={"scanned": raw, "role": role}, reason=reason,
             )  # fmt: skip
             raise Conflict(f"STOP: {reason}; nothing was handed over, recorded and alerted")
-    signers = []
-    for user_id, password, meaning in parties:
-        p = people.authenticate_password(
-            db, at=at, user_id=user_id, password=password, max_failures=max_failures,
-            purpose="custody",
-        )  # fmt: skip
-        signers.append({"user_id": p.user_id, "printed_name": p.printed_name, "meaning": meaning})
     payload: dict[str, Any] = {
         "coi": coi, "from": from_party, "to": to_party, "place": place, "bag": coi,
         "shipper": coi if shipper_scan else None, "licence": licence_id, "at": iso(at),
@@ -252,6 +242,39 @@ def record(
                             "signed_by": [s["user_id"] for s in signers]},
     )  # fmt: skip
     return row
+
+
+def _check_parties(kind: str, parties: list[tuple[str, str, str]]) -> None:
+    if kind == "handoff":
+        meanings = sorted(m for _, _, m in parties)
+        if meanings != ["handed_over", "received"] or parties[0][0] == parties[1][0]:
+            raise Unprocessable(
+                "a hand-off is signed by two different people: one 'handed_over', one 'received'"
+            )
+    elif len(parties) != 1:
+        raise Unprocessable(f"a {kind} event is signed by one person")
+
+
+def _authenticate(
+    db: Session, parties: list[tuple[str, str, str]], *, at: datetime, max_failures: int
+) -> list[dict[str, str]]:
+    """Each party re-authenticates by password, each in a transaction of its own that is
+    committed whatever the outcome (a failure counts towards the lockout even when the hand-off
+    is refused later); the first refusal is raised."""
+    signers = []
+    for user_id, password, meaning in parties:
+        with Session(db.get_bind()) as own:
+            try:
+                p = people.authenticate_password(
+                    own, at=at, user_id=user_id, password=password, max_failures=max_failures,
+                    purpose="custody",
+                )  # fmt: skip
+                signers.append(
+                    {"user_id": p.user_id, "printed_name": p.printed_name, "meaning": meaning}
+                )
+            finally:
+                own.commit()
+    return signers
 
 
 # -- transfer licences ----------------------------------------------------------------------

@@ -13,9 +13,13 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.exc import DBAPIError
 
 from tests.server.conftest import Server
-from tests.server.qa import PEOPLE, add_people, login, push_batch
+from tests.server.qa import PASSWORD, PEOPLE, add_people, login, push_batch
 
 ACK = "/v1/alerts/acknowledgements"
+CUSTODY = {
+    "op.ana": ("Ana Operator", [("operator", "SITE-A")]),
+    "nurse.lee": ("Lee Nurse", [("operator", "HOSP-1")]),
+}
 
 
 def raise_custody_alert(server: Server, tmp_path: Path) -> dict[str, object]:
@@ -25,8 +29,9 @@ def raise_custody_alert(server: Server, tmp_path: Path) -> dict[str, object]:
         "/v1/custody/CHA999926ABC123/events",
         json={"kind": "handoff", "from_party": "SITE-A", "to_party": "HOSP-1", "place": "dock",
               "bag_scan": "]C0&/CHA999926ZZZ999",
-              "parties": [{"user_id": "op.ana", "password": "x", "meaning": "handed_over"},
-                          {"user_id": "nurse", "password": "x", "meaning": "received"}]},
+              "parties": [{"user_id": "op.ana", "password": PASSWORD, "meaning": "handed_over"},
+                          {"user_id": "nurse.lee", "password": PASSWORD,
+                           "meaning": "received"}]},
     )  # fmt: skip
     assert r.status_code == 409, r.text
     (alert,) = login(server, "rev.a").get("/v1/alerts").json()
@@ -38,9 +43,7 @@ def test_alerts_are_append_only_and_acknowledged_by_a_new_row(
     server: Server, tmp_path: Path
 ) -> None:
     names = ("rev.a", "appr.a", "rev.b", "aud")
-    add_people(
-        server, {u: PEOPLE[u] for u in names} | {"op.ana": ("Ana", [("operator", "SITE-A")])}
-    )
+    add_people(server, {u: PEOPLE[u] for u in names} | CUSTODY)
     alert = raise_custody_alert(server, tmp_path)
     engine = create_engine(server.settings.database_url)
     for sql in ("UPDATE alerts SET message = 'all clear'", "DELETE FROM alerts"):
@@ -82,7 +85,7 @@ def test_two_people_acknowledging_at_once_make_one_acknowledgement(
 ) -> None:
     add_people(
         server,
-        {u: PEOPLE[u] for u in ("rev.a", "appr.a")} | {"op.ana": ("Ana", [("operator", "SITE-A")])},
+        {u: PEOPLE[u] for u in ("rev.a", "appr.a")} | CUSTODY,
     )
     alert = raise_custody_alert(server, tmp_path)
     clients = [login(server, "rev.a"), login(server, "appr.a")] * 3

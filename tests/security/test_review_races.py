@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 
+from tests.security.test_review_record import settled_push_batch as push_batch
 from tests.server.conftest import Server
 from tests.server.qa import (
     PASSWORD,
@@ -21,7 +22,6 @@ from tests.server.qa import (
     example_results,
     login,
     publish_spec,
-    push_batch,
     sign,
 )
 

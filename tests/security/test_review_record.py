@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import re
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,6 +23,7 @@ from pypdf import PdfReader
 from ebr_core.keys import UnitSigner
 from edge.ledger import Ledger
 from edge.sync import SyncClient
+from tests.server import qa
 from tests.server.conftest import Server
 from tests.server.qa import (
     PEOPLE,
@@ -48,6 +50,18 @@ def real_clock() -> Callable[[], datetime]:
         return t[0]
 
     return now
+
+
+def settled_push_batch(*args: Any, **kwargs: Any) -> tuple[Ledger, SyncClient]:
+    """:func:`tests.server.qa.push_batch`, returning once the batch's last event time has passed
+    on this machine's clock: a test unit's clock steps 250 ms an event, so right after a push
+    its last events are dated a little ahead, and a QA signature is never earlier than the
+    events it signs."""
+    led, client = qa.push_batch(*args, **kwargs)
+    last = max(datetime.fromisoformat(e.recorded_at) for e in led.events())
+    while datetime.now(UTC) <= last:
+        time.sleep(0.05)
+    return led, client
 
 
 def push(

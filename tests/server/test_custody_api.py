@@ -11,6 +11,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from ctgtp.cli import cli
+from tests.security.test_review_record import settled_push_batch as push_batch
 
 from .conftest import Server
 from .qa import (
@@ -20,7 +21,6 @@ from .qa import (
     example_results,
     login,
     publish_spec,
-    push_batch,
     sign,
 )
 

@@ -17,6 +17,7 @@ from pypdf import PdfReader
 
 from ctgtp.cli import cli
 from server.settings import Settings
+from tests.security.test_review_record import settled_push_batch as push_batch
 
 from .conftest import ADMIN, Server, start_server
 from .qa import (
@@ -26,7 +27,6 @@ from .qa import (
     example_results,
     login,
     publish_spec,
-    push_batch,
     sign,
 )
 
