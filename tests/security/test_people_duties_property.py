@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from tests.server.conftest import Server, server_settings, start_server
@@ -219,13 +219,28 @@ SETTINGS = settings(
 )
 
 
+# The attack of the issue, and the shortest one: a puppet approver after the admin's review.
+ISSUE = [
+    ("reset", "real0"),
+    ("take_over", "real0"),
+    ("sign", "real0", "reviewed"),
+    ("grant", "self", 1),
+    ("revoke", "self", 2),
+    ("sign", "self", "released"),
+]
+PUPPET = [("create", [1]), ("sign", "self", "reviewed"), ("sign", "pup0", "released")]
+
+
 @settings(SETTINGS, max_examples=4)
 @given(st.lists(ACTIONS, min_size=2, max_size=6))
+@example(ISSUE)
+@example(PUPPET)
 def test_one_administrator_never_reaches_a_disposition(live: Any, actions: list[Action]) -> None:
     run_example(live, actions)
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)
 @settings(SETTINGS, max_examples=60)
 @given(st.lists(ACTIONS, min_size=2, max_size=12))
 def test_one_administrator_never_reaches_a_disposition_soak(
