@@ -376,7 +376,10 @@ def batch_start(db: Session, batch_id: str) -> datetime | None:
     state = projections.load(db, summ).state
     if state is None or not state.started_at:
         return None
-    t = datetime.fromisoformat(state.started_at.replace("Z", "+00:00"))
+    try:
+        t = datetime.fromisoformat(state.started_at.replace("Z", "+00:00"))
+    except ValueError:  # unreadable: the window is taken as all time (fail closed)
+        return datetime.min.replace(tzinfo=UTC)
     return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
