@@ -21,7 +21,7 @@ from server import audit
 from server.db import Alert, AlertAck
 from server.errors import Conflict, NotFound, Unprocessable
 from server.people import Principal
-from server.review import iso
+from server.review import iso, storable
 
 PERMISSION = "deviation.review"
 MAX_NOTE = 2000
@@ -33,7 +33,7 @@ def _note(note: str) -> str:
         raise Unprocessable("an acknowledgement needs a note: what was checked or done")
     if len(n) > MAX_NOTE:
         raise Unprocessable(f"the note is {len(n)} characters; at most {MAX_NOTE} are kept")
-    return n
+    return storable("note", n)
 
 
 def acknowledge(

@@ -26,7 +26,7 @@ from server import audit, people
 from server.db import Alert, BatchSummary, CustodyEventRow, EventRow, Licence, LicenceLink
 from server.errors import Conflict, NotFound, Unprocessable
 from server.people import Principal
-from server.review import iso, lock_batch
+from server.review import iso, lock_batch, storable
 
 KINDS = ("handoff", "received", "infused")
 
@@ -171,6 +171,9 @@ def record(
     if kind not in KINDS:
         raise Unprocessable(f"kind {kind!r} is not one of {', '.join(KINDS)}")
     _check_parties(kind, parties)
+    for field_, value in (("place", place), ("to_party", to_party), ("from_party", from_party)):
+        if value is not None:
+            storable(field_, value)
     b = batch_for(db, coi)
     allowed_sites = actor.sites("custody.record")
     if (

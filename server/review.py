@@ -612,6 +612,7 @@ def queue(db: Session, sites: set[str] | None, *, limit: int, offset: int) -> di
 def publish_spec(
     db: Session, actor: Principal, *, at: datetime, content: Any, reason: str
 ) -> tuple[SpecRow, bool]:
+    storable("reason", reason)
     if not isinstance(content, dict):
         raise Unprocessable("specification content must be a JSON object")
     try:
@@ -749,9 +750,21 @@ def _set_state(db: Session, summ: BatchSummary, state: str, actor: Principal, at
     )
 
 
-def _need_reason(reason: str) -> None:
+def storable(field_: str, value: str) -> str:
+    """Refuse free text a record cannot hold as given: a NUL character (PostgreSQL text refuses
+    it; SQLite would keep it and every reader after would see a cut string), named by field."""
+    if "\x00" in value:
+        raise Unprocessable(
+            f"the {field_} contains a NUL character (\\x00), which a record cannot hold: "
+            "send the text without it"
+        )
+    return value
+
+
+def _need_reason(reason: str, field_: str = "reason") -> None:
     if not reason or not reason.strip():
         raise Unprocessable("a reason is required")
+    storable(field_, reason)
 
 
 def deviation_action(
@@ -772,6 +785,7 @@ def deviation_action(
         raise NotFound(f"batch {batch_id} has no deviation {deviation_id}")
     if not text_.strip():
         raise Unprocessable(f"a {'reason' if action == 'close' else 'comment'} is required")
+    storable("reason" if action == "close" else "comment", text_)
     if action == "close" and not dev["open"]:
         raise Conflict(f"deviation {deviation_id} is already closed")
     a = DeviationAction(
@@ -877,7 +891,7 @@ def sign(
     """Apply a QA e-signature (the caller has re-authenticated ``actor`` by password)."""
     if req.meaning not in MEANINGS:
         raise Unprocessable(f"meaning {req.meaning!r} is not one of {', '.join(MEANINGS)}")
-    _need_reason(req.reason)
+    _need_reason(req.reason, "signature reason")
     summ = lock_batch(db, batch_id)
     decides = req.meaning != "reviewed"
     actor.require("release" if decides else "sign.review", summ.site_id)
@@ -1077,6 +1091,8 @@ def open_oos(
         )
     if not physician.strip() or not request_text.strip():
         raise Unprocessable("the treating physician's name and written request are required")
+    storable("physician", physician)
+    storable("request", request_text)
     if db.scalars(
         select(OosCase).where(
             OosCase.batch_id == batch_id,
@@ -1143,6 +1159,7 @@ def oos_step(
         raise Conflict(f"case {case_id} is {c.state}; {step} needs it to be {before}")
     if not text_.strip():
         raise Unprocessable(f"{step}: the text (evaluation, acceptance or reference) is required")
+    storable(f"{step} text", text_)
     if step == "risk-evaluation":
         c.risk_evaluation, c.evaluated_by, c.evaluated_at = text_, actor.user_id, at
     elif step == "physician-acceptance":

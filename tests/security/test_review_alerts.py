@@ -57,6 +57,7 @@ def test_alerts_are_append_only_and_acknowledged_by_a_new_row(
         ("aud", note, 403),  # auditors write nothing
         ("rev.b", note, 403),  # another site's reviewer
         ("rev.a", {**note, "note": " "}, 422),
+        ("rev.a", {**note, "note": "seen\x00"}, 422),  # a NUL: refused by name, not a 500
         ("rev.a", {**note, "alert_id": 999}, 404),
         ("rev.a", {**note, "alert_id": 2**40}, 422),  # beyond the column: refused, not a 500
     ):
