@@ -640,8 +640,14 @@ def syncer_main(home: Path, url: str, key: Path) -> int:
     if "max_backoff" in inspect.signature(BackgroundSync).parameters:
         bkw["max_backoff"] = 5.0
     bg = BackgroundSync(client, 0.5, **bkw).start()
-    while bg.wait(0.5) and not stop.is_set():
-        pass
+    skewed = 0
+    with (home / "skew.log").open("a") as log:
+        while bg.wait(0.5) and not stop.is_set():
+            now = int(getattr(bg, "skewed", 0))  # rounds refused for clock skew so far
+            if now > skewed:
+                log.write(f"{now - skewed}\n")  # counted by the campaign
+                log.flush()
+                skewed = now
     bg.stop()
     agent.close()
     if bg.error is not None:
@@ -831,6 +837,7 @@ class Result:
     lost: int = 0
     duplicated: int = 0
     colliding_ids: int = 0
+    skew_rounds: int = 0  # background sync rounds the server refused for clock skew
     failures: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -847,6 +854,7 @@ class Result:
             f"kills survived: {sum(self.kills.values())} ({k})",
             f"faults injected: {sum(self.faults.values())} ({f})",
             f"colliding message ids published: {self.colliding_ids}",
+            f"sync rounds refused for clock skew (then resumed): {self.skew_rounds}",
             f"events acknowledged: {acked} (ledger {self.acked_events}, broker-acked readings "
             f"{self.acked_readings}, broker-acked poison {self.acked_poison})",
             f"lost: {self.lost} (must be 0)",
@@ -1167,6 +1175,9 @@ class Campaign:
             poison = dict(self.book.poison)
             r.colliding_ids = sum(n - 1 for n in self.book.msg_ids.values() if n > 1)
         for u in self.units:
+            skew = u.home / "skew.log"
+            if skew.exists():
+                r.skew_rounds += sum(int(x) for x in skew.read_text().split())
             self._check_unit(u, {s for s, uid in acked.items() if uid == u.unit_id}, poison)
         self._check_alerts()
 
