@@ -15,6 +15,7 @@ from server import review
 from server.db import make_engine
 from server.errors import Forbidden
 from server.people import Principal
+from tests.security.test_review_record import settled_push_batch as push_batch
 from tests.server.conftest import Server
 from tests.server.qa import (
     PEOPLE,
@@ -23,7 +24,6 @@ from tests.server.qa import (
     example_results,
     login,
     publish_spec,
-    push_batch,
     sign,
 )
 
