@@ -28,15 +28,23 @@ Then faults stop, everything is brought back, every unit syncs, and the campaign
 * the edge ledger and the server's copy verify with the one verifier, and hold the same lines;
 * background sync never stopped and the ingest never stopped (only a real fork or a revoked key
   may stop sync);
-* each backward step or forward leap of the recorded time is explained by a ``clock.jumped``
-  event in its commit group, and the server raised a clock alert for the unit.
+* each backward step of the recorded time, and each forward leap one writing process lived
+  through, is explained by a ``clock.jumped`` event in its commit group; the server raised a
+  clock alert for each segment that runs backwards and for the first event dated ahead of it;
+* a second ``ctgtp edge sync`` waits for the running one or says another sync is running;
+* once faults stop and clocks are set right, the background syncs catch up by themselves.
+
+A broker SIGKILL loses what mosquitto had not autosaved yet: a lost message's failure says how
+long before a SIGKILL it was acknowledged, so that loss is told apart from any other.
 
 Every message a device publishes carries a campaign-wide serial in its value (``37.0000042``),
 and poison messages carry it at the start of their raw bytes, so an event on the server is
 matched to the publication it came from whatever key the ingest deduplicates on.
 
 Run: ``.venv/bin/python -m tests.hil.campaign --seconds 120 --seed 7`` (exit 1 if a check
-fails); ``tests/hil/test_fault_campaign.py`` runs it in ``make soak`` (``CAMPAIGN_SECONDS``).
+fails; ``--keep DIR`` keeps every log, ledger and database, ``--without kill.broker,proxy``
+leaves faults out); ``tests/hil/test_fault_campaign.py`` runs it in ``make soak``
+(``CAMPAIGN_SECONDS``, default 300).
 """
 
 from __future__ import annotations
