@@ -39,12 +39,13 @@ def _unit(base: str, key: Any, home: Path, run: UnitRun, batches: int, readings:
     from edge.ledger import Append, Ledger
     from edge.sync import SyncClient
 
-    t0 = datetime(2026, 11, 25, tzinfo=UTC)
-    n = [0]
+    last = [datetime.now(UTC)]
 
     def clock() -> datetime:
-        n[0] += 1
-        return t0 + timedelta(milliseconds=n[0])
+        # real time, strictly increasing: the server flags events dated before the unit's
+        # enrolment or ahead of its own clock
+        last[0] = max(datetime.now(UTC), last[0] + timedelta(milliseconds=1))
+        return last[0]
 
     try:
         led = Ledger.open(home / f"{run.unit_id}.db", key, clock)

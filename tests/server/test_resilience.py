@@ -42,7 +42,7 @@ def offline_ledger(path: Path, unit: UnitSigner, n: int) -> Ledger:
                 Append(
                     "reading.recorded",
                     {"channel": "pH", "i": g + j, "value": {"value": "7.20", "unit": "1"}},
-                    "B-1",
+                    None,  # no batch: a batch's events need its batch.started first
                 )
                 for j in range(min(500, n - g))
             ]
