@@ -46,7 +46,7 @@ def _load_mbr(path: Path, publisher: Path) -> tuple[dict[str, object], str]:
     try:
         key = PublicKey.from_bytes(publisher.read_bytes())
         doc = open_document(path.read_bytes(), Keyring([key]), doc_type="mbr")
-        parse_mbr(doc.content)
+        parse_mbr(doc.content, path.name)
     except (DocumentError, MbrError, KeyFormatError) as e:
         raise AgentError(f"master batch record {path.name} refused: {e}") from e
     except FileNotFoundError as e:
@@ -63,7 +63,7 @@ def init_home(
     _load_mbr(mbr, publisher_key)
     try:
         load_users(users.read_text())
-        load_materials(materials.read_text())
+        load_materials(materials.read_text(), materials.name)
     except FileNotFoundError as e:
         raise AgentError(f"missing {e.filename}") from e
     home.mkdir(parents=True, exist_ok=True)
@@ -118,10 +118,10 @@ def _open_agent(
         )
         engine = Engine(
             ledger,
-            parse_mbr(content),
+            parse_mbr(content, "mbr.signed.json"),
             mbr_hash,
             load_users((home / "users.yaml").read_text()),
-            load_materials((home / "materials.yaml").read_text()),
+            load_materials((home / "materials.yaml").read_text(), "materials.yaml"),
             clock,
         )
     except EbrError as e:
