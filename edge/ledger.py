@@ -401,12 +401,15 @@ class Ledger:
         return ledger
 
     def _resume(self) -> None:
-        row = self._conn.exec_driver_sql(
-            "SELECT seq, hash, line FROM events ORDER BY seq DESC LIMIT 1"
-        ).first()
-        cp_row = self._conn.exec_driver_sql(
-            "SELECT seq, line FROM checkpoints ORDER BY seq DESC LIMIT 1"
-        ).first()
+        # The last event and the last checkpoint in one statement, so one read snapshot: read in
+        # two, a writer's commit between them looked like events no checkpoint covers.
+        both = self._conn.exec_driver_sql(
+            "SELECT e.seq, e.hash, e.line, c.seq, c.line FROM (SELECT 1) AS one "
+            "LEFT JOIN (SELECT seq, hash, line FROM events ORDER BY seq DESC LIMIT 1) AS e ON 1 "
+            "LEFT JOIN (SELECT seq, line FROM checkpoints ORDER BY seq DESC LIMIT 1) AS c ON 1"
+        ).one()
+        row = None if both[0] is None else (both[0], both[1], both[2])
+        cp_row = None if both[3] is None else (both[3], both[4])
         if row is None:
             if cp_row is not None:
                 raise LedgerCorruptError("the ledger has checkpoints but no events")
