@@ -401,7 +401,8 @@ def create_app(
         Only people whose every role, at every site, is ``operator``: a unit is a device on the
         shop floor, and the hash of someone who also reviews, approves, audits or administers
         would let whoever holds the unit attack a password that signs releases.  Such a person
-        signs at the station with a separate operator account."""
+        signs at the station with a separate operator account.  Nor anyone whose password was
+        set by someone else and not yet changed by its owner."""
         unit, _ = await signed_body(request, unit_id)
 
         def read() -> dict[str, Any]:
@@ -414,6 +415,9 @@ def create_app(
                         RoleGrant.role == "operator",
                         RoleGrant.site_id.in_((unit.site_id, "*")),
                         Person.status == "active",
+                        # a password someone else set is the setter's knowledge until its
+                        # owner changes it: it does not reach the stations before then
+                        Person.must_change_password.is_(False),
                         Person.user_id.not_in(other_roles),
                     )
                     .distinct()

@@ -11,7 +11,7 @@ from ctgtp.cli import cli
 from edge.users import load_users
 
 from .conftest import Server
-from .qa import PASSWORD, add_people
+from .qa import PASSWORD, TEMPORARY, add_people
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "edge" / "examples"
 
@@ -36,6 +36,18 @@ def test_station_pulls_its_sites_operators(server: Server, tmp_path: Path) -> No
     with server.admin() as c:
         r = c.post("/v1/people/op.dan/status", json={"status": "disabled", "reason": "left"})
         assert r.status_code == 200
+        # an operator whose password the administrator set, not yet changed by her
+        r = c.post(
+            "/v1/people",
+            json={
+                "user_id": "op.eve",
+                "printed_name": "Eve New",
+                "password": TEMPORARY,
+                "roles": [{"role": "operator", "site_id": "SITE-A"}],
+                "reason": "test set-up",
+            },
+        )
+        assert r.status_code == 201, r.text
     pub = tmp_path / "pub"
     run("keys", "new", "qa.approver", "--out", str(pub))
     run(
