@@ -91,7 +91,6 @@ BOOT = "boot-1"
 BATCH = "B-SCALE-1"
 WRONG_COI = "&/CHA999926ZZZ999"
 BAG = "01095060001343451725123121BAG1" + GS + "251"
-ADMIN = "bench"  # the admin token bench/sync.py's serve() starts the server with
 T0 = datetime(2026, 11, 24, 8, tzinfo=UTC)  # the example materials hold at this date
 GOAL_ACTION_P99_MS = 50
 GOAL_SERVER_P99_MS = 300
@@ -734,10 +733,17 @@ def run_server(
     label: str, db_url: str, tmp: Path, edge: Edge, fillers: list[tuple[Ledger, str]], b: Budget
 ) -> None:
     import httpx
-    from sync import serve
+    from sync import ADMIN, serve
 
     from edge.sync import SyncClient
-    from tests.server.qa import PASSWORD, PEOPLE, enter_results, example_results, spec_content
+    from tests.server.qa import (
+        PASSWORD,
+        PEOPLE,
+        TEMPORARY,
+        enter_results,
+        example_results,
+        spec_content,
+    )
     from tests.server.qa import sign as qa_sign
 
     base, proc = serve(db_url, tmp / f"srv-{label}")
@@ -764,9 +770,12 @@ def run_server(
             for uid in ("rev.a", "qa.global"):
                 name, grants = PEOPLE[uid]
                 ok(admin.post("/v1/people", json={
-                    "user_id": uid, "printed_name": name, "password": PASSWORD,
+                    "user_id": uid, "printed_name": name, "password": TEMPORARY,
                     "roles": [{"role": r, "site_id": s} for r, s in grants], "reason": "bench",
                 }), 201)  # fmt: skip
+                ok(admin.post("/v1/auth/password", json={  # its owner makes it their own
+                    "user_id": uid, "current_password": TEMPORARY, "new_password": PASSWORD,
+                }))  # fmt: skip
         with login(base, "qa.global") as qa:
             ok(qa.post("/v1/specs", json={"content": spec_content(), "reason": "bench"}), 201)
         with login(base, "rev.a") as rev:

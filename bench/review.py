@@ -55,10 +55,14 @@ def seed(db_url: str) -> None:
     results = canonical(load_yaml((EXAMPLES / "results_example.yaml").read_text())).decode()
     sites = [f"SITE-{i}" for i in range(10)]
     with Session(engine) as s:
-        people.create_person(
+        reviewer = people.create_person(
             s, people.SYSTEM, at=clock(), user_id="bench.reviewer", printed_name="Bench Reviewer",
             password=PASSWORD, grants=[("qa_reviewer", "*")], reason="bench",
         )  # fmt: skip
+        # a password someone else set signs nothing until its owner changes it
+        people.change_own_password(
+            s, reviewer, at=clock(), password_hash=people.hash_password(PASSWORD), keep_token=None
+        )
         review.publish_spec(s, people.SYSTEM, at=clock(), content=spec, reason="bench")
         per_unit = BATCHES // len(sites)
         for u, site in enumerate(sites):

@@ -35,10 +35,13 @@ N = 100_000
 SEGMENT = 10_000
 
 
+ADMIN = "bench-admin-token-at-least-32-characters"  # the server refuses shorter ones
+
+
 def serve(url: str, data_dir: Path) -> tuple[str, subprocess.Popen[bytes]]:
     """The server in its own process, as in production (edge and server never share a GIL)."""
     return serve_subprocess(
-        url, data_dir, "bench", rate_per_second="10000", rate_burst="10000",
+        url, data_dir, ADMIN, rate_per_second="10000", rate_burst="10000",
         max_body_bytes=str(64 << 20),
     )  # fmt: skip
 
