@@ -485,7 +485,7 @@ def demo(out_dir: Path) -> None:
             headers={"Authorization": f"Bearer {DEMO_ADMIN}"},
             json={"site_id": SITE, "unit_id": UNIT, "public_key": (home / "unit.pub").read_text()},
         ))  # fmt: skip
-        agent = open_agent(home, clock)
+        agent = open_agent(home, clock, clock_leap_s=60)  # a long-running station watches its clock
         batch = "B-2026-0042"
         station = Station(agent.engine, batch, broker.port)
         _say(f"2. server on {url} (unit {UNIT} enrolled for {SITE}); mosquitto on port "
