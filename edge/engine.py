@@ -48,7 +48,7 @@ from typing import Any
 
 import orjson
 
-from ebr_core.batch import BatchState, apply
+from ebr_core.batch import BatchState, apply, current_values
 from ebr_core.errors import EbrError, IdentifierError
 from ebr_core.identifiers import ScanData, parse_scan
 from ebr_core.mbr import Limit, Mbr, MbrError, ScanSpec, Step, ValueSpec, calculate_dose
@@ -589,11 +589,10 @@ class Engine:
 
     @staticmethod
     def _current_value(st: BatchState, step_id: str, name: str) -> dict[str, str]:
-        """The value in force: the latest correction of ``step_id:name``, else the original."""
-        for c in reversed(st.corrections):
-            if c.get("step") == step_id and c.get("name") == name:
-                return dict(c["value"])
-        return dict(st.values[f"{step_id}:{name}"]["value"])
+        """The value in force: the latest correction of ``step_id:name``, else the original
+        (one rule for the station, the batch view and the report: ``current_values``)."""
+        values, _ = current_values(st.values, st.corrections)
+        return dict(values[f"{step_id}:{name}"]["value"])
 
     @staticmethod
     def _limit_status(spec: ValueSpec, value: str) -> str:
@@ -637,8 +636,10 @@ class Engine:
         if f"{step.id}:dose" in st.values:
             raise EngineRefusal("the dose is already calculated for this batch")
 
+        values, _ = current_values(st.values, st.corrections)  # corrected values, not as recorded
+
         def val(name: str) -> Decimal:
-            for key, p in st.values.items():
+            for key, p in values.items():
                 if key.endswith(f":{name}"):
                     return Decimal(p["value"]["value"])
             raise EngineRefusal(f"the dose needs {name}, which has not been recorded")

@@ -210,6 +210,50 @@ def test_batch_cannot_start_twice_or_with_a_bad_coi(engine: Engine) -> None:
     )
 
 
+def to_harvest_count(e: Engine) -> None:
+    """Walk a started batch to the harvest-count step (the dose's inputs come next)."""
+    finish_receipt(e)
+    e.scan("B1", "010950600013437617271231" + "21CART-0001", "op.alice")
+    e.scan("B1", "8004UNIT-0001", "op.alice")
+    sign(e, "op.alice")
+    e.scan("B1", "010950600013435210TM2611", "op.alice")
+    e.scan("B1", "010950600013436910IL2-0042", "op.alice")
+    sign(e, "op.alice")
+    e.scan("B1", "010950600013438310ACT-7731", "op.alice")
+    e.scan("B1", COI, "op.alice")
+    sign(e, "op.alice")
+    sign(e, "op.chen", "verified")
+    e.scan("B1", "010950600013439010LV-19-0007", "op.alice")
+    e.record_value("B1", "moi", "3", "1", "op.alice")
+    sign(e, "op.alice")
+    sign(e, "op.chen", "verified")
+    e.record_value("B1", "expansion_days", "9", "d", "op.alice")
+    sign(e, "op.alice")
+    e.record_value("B1", "viable_cell_density", "2.1", "10*6/mL", "op.alice")
+    e.record_value("B1", "viability", "91.5", "%", "op.alice")
+    sign(e, "op.alice")
+
+
+def test_the_dose_uses_corrected_values(started: Engine) -> None:
+    """A patient weight corrected before the dose is calculated: the dose is the corrected
+    weight's (the fold keeps values as recorded; the engine must read the value in force)."""
+    e = started
+    to_harvest_count(e)
+    for n, v, u in [
+        ("viable_per_ml", "25000000", "/mL"),
+        ("harvest_volume", "60", "mL"),
+        ("car_percent", "40", "%"),
+        ("patient_weight", "80", "kg"),  # misread
+    ]:
+        e.record_value("B1", n, v, u, "op.alice")
+    e.correct_value(
+        "B1", "formulation/harvest/harvest-count", "patient_weight", "72.5", "kg", "misread",
+        "op.alice", PW["op.alice"],
+    )  # fmt: skip
+    sign(e, "op.alice")
+    assert e.calculate("B1", "op.alice")["cells_to_infuse"] == "145000000"  # 72.5 kg, not 80
+
+
 def test_final_product_label_must_carry_the_coi(started: Engine) -> None:
     from edge.engine import ScanRejected as SR
 

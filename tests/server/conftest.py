@@ -111,14 +111,23 @@ def start_server(
 
 
 def clock(start: datetime | None = None) -> object:
-    """A unit's clock from ``start`` (default: now), 250 ms a reading.  The server flags events
-    dated before the unit's enrolment or ahead of its own clock (``clock.*`` alerts), so test
-    units keep real time; a test that needs the same timestamps twice passes a fixed start."""
-    t = [start or datetime.now(UTC)]
+    """A unit's clock.  By default real time, strictly increasing: the server flags events dated
+    before the unit's enrolment or ahead of its own clock (``clock.*`` alerts), and refuses a QA
+    signature dated before a batch's last event, so test units keep real time.  A test that
+    needs the same timestamps twice passes a fixed ``start``: 250 ms a reading from there."""
+    if start is not None:
+        t = [start]
+
+        def fixed() -> datetime:
+            t[0] += timedelta(milliseconds=250)
+            return t[0]
+
+        return fixed
+    last = [datetime.now(UTC)]
 
     def now() -> datetime:
-        t[0] += timedelta(milliseconds=250)
-        return t[0]
+        last[0] = max(datetime.now(UTC), last[0] + timedelta(microseconds=1))
+        return last[0]
 
     return now
 
