@@ -255,14 +255,17 @@ def test_a_compressed_run_arrives_whole_with_simulated_device_time(broker: Broke
     assert time.monotonic() - began < 15
     by_id = {doc["msg_id"]: (topic, doc) for topic, doc in sub.docs}
     assert len(by_id) == len(expected)  # each once
+    boots = {doc.get("boot") for _, doc in sub.docs}
+    assert len(boots) == 1 and isinstance(next(iter(boots)), str)  # one boot of one device
     for n, m in enumerate(expected, 1):
         topic, doc = by_id[f"UNIT-P-{n}"]
         assert device_time(doc["t"]) == start + timedelta(seconds=m.at_s)
         if m.kind is Kind.READING:
             assert topic == f"units/UNIT-P/telemetry/{m.channel}"
-            # The message format is unchanged: the same five fields as a live reading.
+            # The message format is a live reading's: the same six fields.
             assert doc == {
                 "msg_id": f"UNIT-P-{n}",
+                "boot": doc["boot"],
                 "channel": m.channel,
                 "value": m.value,
                 "unit": m.unit,
