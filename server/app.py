@@ -167,6 +167,32 @@ def _json_problem(body: bytes) -> str | None:
         return None
     if depth(value) > MAX_DEPTH:
         return f"JSON nested deeper than {MAX_DEPTH} levels"
+    where = _nul_at(value, "body")
+    if where is not None:
+        return (
+            f"{where} contains a NUL character (\\u0000), which no record can hold "
+            "(PostgreSQL text refuses it); send the text without it"
+        )
+    return None
+
+
+def _nul_at(value: Any, path: str) -> str | None:
+    """Where the first NUL character is in a parsed JSON value (a key or a string), or None.
+    Any route's text may end up in a record or the audit trail, so it is refused at the door."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if "\x00" in k:
+                return f"a key of {path}"
+            found = _nul_at(v, f"{path}.{k}")
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            found = _nul_at(v, f"{path}[{i}]")
+            if found is not None:
+                return found
     return None
 
 
