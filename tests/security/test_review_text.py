@@ -40,7 +40,7 @@ def test_a_nul_in_review_text_is_refused_by_name(server: Server, tmp_path: Path)
         "physician": appr.post(
             "/v1/batches/B-NUL/oos", json={"jurisdiction": "EU", "physician": NUL, "request": "r"}
         ),
-        "signature reason": sign(rev, "B-NUL", "rev.a", "reviewed", reason=NUL),
+        "body.reason": sign(rev, "B-NUL", "rev.a", "reviewed", reason=NUL),
     }
     for field, r in calls.items():
         assert r.status_code == 422, (field, r.status_code, r.text)
