@@ -20,16 +20,13 @@ so every unknown key is refused with the allowed ones; units must be valid UCUM
 
 from __future__ import annotations
 
-import difflib
 import re
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     StringConstraints,
     ValidationError,
@@ -40,6 +37,7 @@ from pydantic import (
 
 from ebr_core.errors import EbrError
 from ebr_core.gs1 import gs1_check_digit
+from ebr_core.strict import StrictModel, loc_path, missing_key, show
 from ebr_core.ucum import UcumError, check_ucum
 
 SCAN_ROLES = ("patient_material", "cartridge", "reagent", "equipment", "final_product")
@@ -140,49 +138,19 @@ class Mbr:
         raise MbrError(f"step {step_id!r} is not in {self.mbr_id} v{self.version}")
 
 
-class _Strict(BaseModel):
-    """A mapping of the MBR: unknown keys are refused (a typo such as ``critcal`` must never
-    silently drop a rule), naming the key, the allowed keys and the closest one."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _known_keys(cls, data: Any) -> Any:
-        allowed = list(cls.model_fields)
-        if not isinstance(data, dict):
-            raise ValueError(
-                f"expected a mapping with the keys {', '.join(allowed)}; got "
-                f"{type(data).__name__} {_show(data)}"
-            )
-        for key in data:
-            if key not in cls.model_fields:
-                close = difflib.get_close_matches(str(key), allowed, n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
-                raise ValueError(
-                    f"unknown key {key!r}{hint}; the allowed keys are {', '.join(allowed)}"
-                )
-        return data
-
-
-def _show(v: Any) -> str:
-    text = repr(v)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
 _NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 
 
 def _decimal(v: Any) -> Decimal:
     """A decimal written as an integer or a string ("0.5"; YAML floats arrive as strings)."""
     if isinstance(v, bool) or not isinstance(v, str | int) or not _NUMBER.fullmatch(str(v)):
-        raise ValueError(f"{_show(v)} is not a decimal number; expected one such as 50 or '0.5'")
+        raise ValueError(f"{show(v)} is not a decimal number; expected one such as 50 or '0.5'")
     return Decimal(str(v))
 
 
 def _ucum(v: Any) -> str:
     if not isinstance(v, str):
-        raise ValueError(f"{_show(v)} is not a UCUM unit code; expected one such as 'mL'")
+        raise ValueError(f"{show(v)} is not a UCUM unit code; expected one such as 'mL'")
     try:
         check_ucum(v)
     except UcumError as e:
@@ -207,7 +175,7 @@ Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 Channel = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
 
 
-class _Limit(_Strict):
+class _Limit(StrictModel):
     min: Dec | None = None
     max: Dec | None = None
 
@@ -223,7 +191,7 @@ class _Limit(_Strict):
         return Limit(self.min, self.max)
 
 
-class _Limits(_Strict):
+class _Limits(StrictModel):
     hard: _Limit | None = None
     soft: _Limit | None = None
 
@@ -254,13 +222,13 @@ def _outside(soft: _Limit, hard: _Limit) -> str | None:
     return None
 
 
-class _Value(_Strict):
+class _Value(StrictModel):
     name: Name
     unit: Ucum
     limits: _Limits | None = None
 
 
-class _Scan(_Strict):
+class _Scan(StrictModel):
     role: Literal["patient_material", "cartridge", "reagent", "equipment", "final_product"]
     material: Text | None = None
 
@@ -273,7 +241,7 @@ class _Scan(_Strict):
         return self
 
 
-class _Phase(_Strict):
+class _Phase(StrictModel):
     id: Id
     name: Text
     instruction: str = ""
@@ -297,25 +265,25 @@ class _Phase(_Strict):
         return self
 
 
-class _Operation(_Strict):
+class _Operation(StrictModel):
     id: Id
     name: Text | None = None
     phases: Annotated[list[_Phase], Field(min_length=1)]
 
 
-class _UnitProcedure(_Strict):
+class _UnitProcedure(StrictModel):
     id: Id
     name: Text | None = None
     operations: Annotated[list[_Operation], Field(min_length=1)]
 
 
-class _Procedure(_Strict):
+class _Procedure(StrictModel):
     id: Id
     name: Text | None = None
     unit_procedures: Annotated[list[_UnitProcedure], Field(min_length=1)]
 
 
-class _Dosing(_Strict):
+class _Dosing(StrictModel):
     target_per_kg: Dec
     max_total: Dec
     min_per_kg: Dec
@@ -337,7 +305,7 @@ class _Telemetry(_Limit):
     unit: Ucum
 
 
-class _Mbr(_Strict):
+class _Mbr(StrictModel):
     mbr_id: Id
     version: Id
     product: str = ""
@@ -438,16 +406,15 @@ def _describe(e: ValidationError, content: Any, source: str) -> str:
 
 def _line(err: Any, content: Any) -> str:
     loc = tuple(err["loc"])
-    path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
+    path = loc_path(loc)
     if err["type"] == "missing":
-        where, what = path.rpartition(".")[0] or path.rpartition("[")[0], f"missing key {loc[-1]!r}"
-        path = where
+        path, what = missing_key(loc)
     else:
         what = str(err["msg"]).removeprefix("Value error, ")
         if err["type"] not in ("value_error", "assertion_error") and not isinstance(
             err.get("input"), dict | list
         ):
-            what += f" (got {_show(err.get('input'))})"
+            what += f" (got {show(err.get('input'))})"
     step = _step_of(loc, content)
     return f"{path or '(top level)'}: {what}" + (f" [{step}]" if step else "")
 

@@ -9,16 +9,13 @@ its path in it (``reagents[2].status``), what was wrong and what is expected.
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from datetime import date
 from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
-    BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     StringConstraints,
     ValidationError,
@@ -27,6 +24,7 @@ from pydantic import (
 )
 
 from ebr_core.gs1 import gs1_check_digit
+from ebr_core.strict import StrictModel, loc_path, missing_key, show
 from edge.errors import EdgeError
 
 
@@ -56,11 +54,6 @@ class Materials:
     equipment: dict[str, Equipment]
 
 
-def _show(v: Any) -> str:
-    text = repr(v)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
 def _iso_date(v: Any) -> date:
     """A calendar date written YYYY-MM-DD (YAML may hand it over already as a date)."""
     if isinstance(v, date):
@@ -71,7 +64,7 @@ def _iso_date(v: Any) -> date:
         return date.fromisoformat(v)
     except ValueError:
         raise ValueError(
-            f"{_show(v)} is not a date; expected a calendar date YYYY-MM-DD such as '2027-03-31'"
+            f"{show(v)} is not a date; expected a calendar date YYYY-MM-DD such as '2027-03-31'"
         ) from None
 
 
@@ -86,28 +79,7 @@ IsoDate = Annotated[date, BeforeValidator(_iso_date)]
 Text = Annotated[str, BeforeValidator(_text), StringConstraints(min_length=1, max_length=200)]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _known_keys(cls, data: Any) -> Any:
-        allowed = list(cls.model_fields)
-        if not isinstance(data, dict):
-            raise ValueError(
-                f"expected a mapping with the keys {', '.join(allowed)}; got {_show(data)}"
-            )
-        for key in data:
-            if key not in cls.model_fields:
-                close = difflib.get_close_matches(str(key), allowed, n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
-                raise ValueError(
-                    f"unknown key {key!r}{hint}; the allowed keys are {', '.join(allowed)}"
-                )
-        return data
-
-
-class _Lot(_Strict):
+class _Lot(StrictModel):
     material: Text
     gtin: Annotated[str, BeforeValidator(_text), StringConstraints(pattern=r"^[0-9]{14}$")]
     batch: Text
@@ -123,13 +95,13 @@ class _Lot(_Strict):
         return v
 
 
-class _Equipment(_Strict):
+class _Equipment(StrictModel):
     id: Text
     name: Text
     calibration_due: IsoDate
 
 
-class _Materials(_Strict):
+class _Materials(StrictModel):
     reagents: list[_Lot] = Field(default_factory=list)
     equipment: list[_Equipment] = Field(default_factory=list)
 
@@ -172,16 +144,13 @@ def _describe(e: ValidationError, source: str | None) -> str:
     lines = []
     for err in e.errors(include_url=False)[:10]:
         loc = tuple(err["loc"])
-        path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
+        path = loc_path(loc)
         if err["type"] == "missing":
-            path, what = (
-                path.rpartition(".")[0] or path.rpartition("[")[0],
-                (f"missing key {loc[-1]!r}"),
-            )
+            path, what = missing_key(loc)
         else:
             what = str(err["msg"]).removeprefix("Value error, ")
             if err["type"] != "value_error":
-                what += f" (got {_show(err.get('input'))})"
+                what += f" (got {show(err.get('input'))})"
         lines.append(f"{path or '(top level)'}: {what}")
     head = (
         f"{source} is not a valid materials list" if source else "the materials list is not valid"

@@ -258,26 +258,7 @@ def test_final_product_label_must_carry_the_coi(started: Engine) -> None:
     from edge.engine import ScanRejected as SR
 
     e = started
-    finish_receipt(e)
-    e.scan("B1", "010950600013437617271231" + "21CART-0001", "op.alice")
-    e.scan("B1", "8004UNIT-0001", "op.alice")
-    sign(e, "op.alice")
-    e.scan("B1", "010950600013435210TM2611", "op.alice")
-    e.scan("B1", "010950600013436910IL2-0042", "op.alice")
-    sign(e, "op.alice")
-    e.scan("B1", "010950600013438310ACT-7731", "op.alice")
-    e.scan("B1", COI, "op.alice")
-    sign(e, "op.alice")
-    sign(e, "op.chen", "verified")
-    e.scan("B1", "010950600013439010LV-19-0007", "op.alice")
-    e.record_value("B1", "moi", "3", "1", "op.alice")
-    sign(e, "op.alice")
-    sign(e, "op.chen", "verified")
-    e.record_value("B1", "expansion_days", "9", "d", "op.alice")
-    sign(e, "op.alice")
-    e.record_value("B1", "viable_cell_density", "2.1", "10*6/mL", "op.alice")
-    e.record_value("B1", "viability", "91.5", "%", "op.alice")
-    sign(e, "op.alice")
+    to_harvest_count(e)
     for n, v, u in [
         ("viable_per_ml", "25000000", "/mL"),
         ("harvest_volume", "60", "mL"),
