@@ -606,3 +606,9 @@ def sync_cmd(
 from edge import custody_cli as _custody_cli  # noqa: E402  (registers the custody commands)
 
 __all__ = ["_custody_cli", "edge"]
+
+from edge.station.cli import run as _run  # noqa: E402
+from edge.station.cli import station_check as _station_check  # noqa: E402
+
+edge.add_command(_run)
+edge.add_command(_station_check)
