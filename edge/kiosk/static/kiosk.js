@@ -1,0 +1,40 @@
+// The kiosk's only script: codes from a scanner reach the screen's scan form without a touch.
+// A keyboard-wedge scanner types fast and ends with Enter: when no field has the focus, such a
+// burst is put into the form marked data-scan-target and submitted.  The attached scanner's
+// codes arrive as the SSE event "scan" (see edge/kiosk/live.py) and go the same way.
+(function () {
+  "use strict";
+  var MAX_GAP_MS = 80; // a person types slower than this between keys; a scanner faster
+  var buffer = "";
+  var last = 0;
+
+  function deliver(code) {
+    var form = document.querySelector("[data-scan-target]");
+    if (!form) { return; }
+    var input = form.querySelector("[data-scan-input]");
+    if (!input) { return; }
+    input.value = code;
+    if (form.requestSubmit) { form.requestSubmit(); } else { form.submit(); }
+  }
+
+  document.addEventListener("keydown", function (e) {
+    var el = e.target;
+    if (el && el.closest && el.closest("input, textarea, select, [contenteditable]")) {
+      return; // a focused field takes the scanner's keys itself; Enter submits its form
+    }
+    var now = Date.now();
+    if (now - last > MAX_GAP_MS) { buffer = ""; }
+    last = now;
+    if (e.key === "Enter") {
+      if (buffer.length >= 3) { e.preventDefault(); deliver(buffer); }
+      buffer = "";
+    } else if (e.key.length === 1) {
+      buffer += e.key;
+    }
+  });
+
+  document.addEventListener("htmx:sseMessage", function (e) {
+    var msg = e.detail;
+    if (msg && msg.type === "scan") { deliver(JSON.parse(msg.data)); }
+  });
+})();
