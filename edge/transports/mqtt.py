@@ -41,6 +41,7 @@ import logging
 import queue
 import re
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -56,6 +57,7 @@ from paho.mqtt.properties import Properties
 from ebr_core.custody import ExcursionMonitor
 from ebr_core.mbr import TelemetryLimit
 from ebr_core.quantity import quantity
+from ebr_core.record import Event
 from edge.errors import EdgeError, LedgerError
 from edge.ledger import Append, Ledger
 
@@ -429,7 +431,16 @@ class MqttIngest:
         max_batch: int = 500,
         shippers: dict[str, ShipperWatch] | None = None,
         limits: dict[str, TelemetryLimit] | None = None,
+        *,
+        wait_for_broker: bool = False,
+        username: str | None = None,
+        password: str | None = None,
+        tls: bool = False,
+        on_recorded: Callable[[list[Event]], None] | None = None,
     ) -> None:
+        """``wait_for_broker``: a broker not reachable yet is retried in the background (a
+        station starting before its broker) instead of raising here.  ``on_recorded`` is
+        called with each committed group's new events (a station's device panel)."""
         self.ledger = ledger
         self.limits = limits or {}
         self.shippers = shippers or {}
@@ -445,6 +456,15 @@ class MqttIngest:
         self.subscribed = threading.Event()
         # Why recording stopped (the ledger refused a commit group), or None while it runs.
         self.error: str | None = None
+        self.on_recorded = on_recorded
+        # Whether the broker connection is up now, and why not when it is not.
+        self.connected = False
+        self.last_error: str | None = None
+        self._accepting = True  # False once drain() began: new messages stay with the broker
+        # Messages taken (network thread) and finished (writer thread): drain() waits until
+        # they are equal.
+        self._taken = 0
+        self._finished = 0
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=f"edge-{unit_id}",
@@ -452,16 +472,37 @@ class MqttIngest:
             manual_ack=True,
         )
         self.client.reconnect_delay_set(1, 2)
+        if username is not None:
+            self.client.username_pw_set(username, password)
+        if tls:
+            self.client.tls_set()
         self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
         self.client.on_subscribe = self._on_subscribe
-        self.client.on_message = lambda _c, _u, msg: self._q.put(msg)
+        self.client.on_message = self._on_message
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = SESSION_EXPIRY_S
-        self.client.connect(host, port, clean_start=False, properties=props)
+        if wait_for_broker:
+            self.client.connect_async(host, port, clean_start=False, properties=props)
+        else:
+            self.client.connect(host, port, clean_start=False, properties=props)
         self._writer = threading.Thread(target=self._write_loop, daemon=True)
 
+    def _on_message(self, _c: Any, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        if self._accepting:  # else never acked: the broker keeps it for the next session
+            self._taken += 1
+            self._q.put(msg)
+
     def _on_connect(self, client: mqtt.Client, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
+        if rc.is_failure:
+            self.connected, self.last_error = False, f"the broker refused the connection: {rc}"
+            return
+        self.connected, self.last_error = True, None
         client.subscribe(f"units/{self.unit_id}/#", qos=1)
+
+    def _on_disconnect(self, _c: Any, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
+        self.connected = False
+        self.last_error = f"disconnected from the broker: {rc}"
 
     def _on_subscribe(self, _c: Any, _u: Any, _mid: Any, codes: list[Any], _p: Any) -> None:
         if all(not c.is_failure for c in codes):
@@ -495,6 +536,7 @@ class MqttIngest:
                 log.error("MQTT ingest for %s: %s", self.unit_id, self.error)
                 self._stop.set()
                 return
+            self._finished += len(batch)
 
     def _commit(self, msgs: list[mqtt.MQTTMessage]) -> None:
         ctx = self.context()  # once per group (see the module docstring)
@@ -513,6 +555,11 @@ class MqttIngest:
         self.stats.duplicates += max(0, delivered - new)
         for m in msgs:
             self.client.ack(m.mid, m.qos)
+        if self.on_recorded is not None and recorded:
+            try:
+                self.on_recorded(recorded)
+            except Exception:  # an observer's defect never stops recording
+                log.exception("on_recorded observer failed")
 
     def _one_by_one(
         self,
@@ -536,6 +583,26 @@ class MqttIngest:
 
     def _to_events(self, m: mqtt.MQTTMessage, ctx: tuple[str | None, str | None]) -> list[Append]:
         return self.reader.to_events(m, ctx)
+
+    def drain(self, timeout: float = 10.0) -> bool:
+        """Stop taking messages, commit (and ack) those already received, then stop: what
+        arrives meanwhile is never acked, so the broker keeps it for the next session.  True
+        when everything received was committed within ``timeout`` seconds."""
+        self._accepting = False
+        end = time.monotonic() + timeout
+        done = False
+        while time.monotonic() < end and not self._stop.is_set():
+            if self._finished == self._taken:
+                done = True
+                break
+            time.sleep(0.01)
+        self._stop.set()
+        self._writer.join(5)
+        # DISCONNECT goes after the acks already queued; then the network loop ends.
+        self.client.disconnect()
+        self.client.loop_stop()
+        self.connected = False
+        return done
 
     def stop(self, *, ack_pending: bool = True) -> None:
         self._stop.set()

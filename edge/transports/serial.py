@@ -46,7 +46,10 @@ class SerialReader:
         *,
         reconnect: bool = True,
         retry_s: float = 0.2,
+        wait_for_port: bool = False,
     ) -> None:
+        """``wait_for_port``: a port that cannot be opened now is retried by the reader's thread
+        (a station starting before its scanner is plugged in) instead of raising here."""
         self.port = port
         self.profile = profile
         self.deliver = deliver
@@ -59,9 +62,19 @@ class SerialReader:
         )
         self.stats = SerialStats()
         self.reconnects = 0
-        self.ser = self._open()
+        # Whether the port is open now, and why not when it is not (for a station's devices).
+        self.connected = False
+        self.last_error: str | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
+        self.ser: serial.Serial | None = None
+        try:
+            self.ser = self._open()
+            self.connected = True
+        except (serial.SerialException, OSError) as e:
+            if not wait_for_port:
+                raise
+            self.last_error = f"cannot open {port}: {e}"
 
     def _open(self) -> serial.Serial:
         # serial_for_url returns a Serial or a URL handler's Serial subclass (sim://, loop://).
@@ -74,10 +87,14 @@ class SerialReader:
         return self
 
     def _run(self) -> None:
+        if self.ser is None and not self._reopen():
+            return
         while not self._stop.is_set():
+            assert self.ser is not None
             try:
                 chunk = self.ser.read(max(1, self.ser.in_waiting))
             except (serial.SerialException, OSError) as e:
+                self.connected, self.last_error = False, f"port error: {e}"
                 self.stats.faults.append(f"port error: {e}")
                 log.warning("serial port error on %s: %s", self.profile.name, e)
                 # A partial line from before the unplug must not be glued to the next frame.
@@ -102,15 +119,20 @@ class SerialReader:
 
     def _reopen(self) -> bool:
         """Reopen the same port (a USB adapter's by-id path comes back when replugged)."""
-        with contextlib.suppress(serial.SerialException, OSError):
-            self.ser.close()
+        first = self.ser is None  # never opened: the first open is not a reconnection
+        if self.ser is not None:
+            with contextlib.suppress(serial.SerialException, OSError):
+                self.ser.close()
         while not self._stop.wait(self.retry_s):
             try:
                 self.ser = self._open()
-            except (serial.SerialException, OSError):
+            except (serial.SerialException, OSError) as e:
+                self.last_error = f"cannot open {self.port}: {e}"
                 continue
-            self.reconnects += 1
-            log.info("%s: reconnected to %s", self.profile.name, self.port)
+            self.connected, self.last_error = True, None
+            if not first:
+                self.reconnects += 1
+                log.info("%s: reconnected to %s", self.profile.name, self.port)
             return True
         return False
 
@@ -144,7 +166,9 @@ class SerialReader:
         if rest:
             self.stats.faults.append(f"line without terminator dropped: {rest[:40]!r}")
             log.warning("%s: dropped unterminated line %r", self.profile.name, rest[:40])
-        self.ser.close()
+        if self.ser is not None:
+            self.ser.close()
+        self.connected = False
 
 
 __all__ = ["CellCount", "SerialReader", "SerialStats"]

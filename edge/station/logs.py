@@ -1,0 +1,54 @@
+"""The station agent's structured log: one JSON object per line, one line per event.
+
+Every line has ``ts`` (UTC, ISO 8601), ``level``, ``logger``, ``event`` (``device.connected``,
+``device.lost``, ``sync.round``, ``scan.received``, ``error``…; ``log`` for a library's plain
+message) and ``msg``; an event's own fields follow.  Passwords never reach it: URLs are logged
+through :func:`edge.station.config.redact`, and no field carries a password or a secret.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+log = logging.getLogger("ctgtp.edge.station")
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        doc: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "event": getattr(record, "event", "log"),
+            "msg": record.getMessage(),
+        }
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            doc.update({k: v for k, v in fields.items() if k not in doc})
+        if record.exc_info:
+            doc["error"] = self.formatException(record.exc_info)
+        return json.dumps(doc, ensure_ascii=False, default=str)
+
+
+def event(name: str, msg: str, *, level: int = logging.INFO, **fields: Any) -> None:
+    """Log the event ``name`` with its fields."""
+    log.log(level, msg, extra={"event": name, "fields": fields})
+
+
+def configure(stream: TextIO | None = None, level: int = logging.INFO) -> logging.Handler:
+    """Send every logger's records (the transports', uvicorn's, the agent's) as JSON lines to
+    ``stream`` (standard error by default); returns the handler, for :func:`unconfigure`."""
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(level)
+    return handler
+
+
+def unconfigure(handler: logging.Handler) -> None:
+    logging.getLogger().removeHandler(handler)

@@ -1,0 +1,243 @@
+"""The station agent in-process, with real simulated devices: a scanner and a cell counter on
+pseudo-terminals behind a ``/dev/serial/by-id``-style link, a simulated ``sim://`` scanner, a
+bioreactor over a real mosquitto, ``/health`` over real HTTP."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from edge.station.agent import StationAgent, StationError
+from edge.station.config import StationFileError
+from firmware_sim.bioreactor import BioreactorSim
+from firmware_sim.broker import Broker
+from firmware_sim.devices import CellCounterSim, ScannerSim
+from firmware_sim.pty import PtyDevice
+from firmware_sim.urlhandler import protocol_sim
+from tests.station.conftest import COI, PW, UNIT
+
+pytestmark = pytest.mark.hil
+
+
+def wait_for(cond: Callable[[], object], timeout: float = 10.0) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(0.02)
+    return bool(cond())
+
+
+class Plug:
+    """A USB-serial device behind a stable link (as udev's /dev/serial/by-id/ links are): it
+    can be unplugged (the pty closes, the link goes) and plugged back (a new pty, same link)."""
+
+    def __init__(self, link: Path) -> None:
+        self.link = link
+        self.dev: PtyDevice | None = None
+        self.plug()
+
+    def plug(self) -> None:
+        self.dev = PtyDevice()
+        self.link.symlink_to(self.dev.port)
+
+    def unplug(self) -> None:
+        assert self.dev is not None
+        self.link.unlink()
+        self.dev.close()
+        self.dev = None
+
+    def write(self, data: bytes) -> None:
+        assert self.dev is not None
+        self.dev.write(data)
+
+
+@pytest.fixture
+def plugs(tmp_path: Path) -> Iterator[dict[str, Plug]]:
+    by_id = tmp_path / "by-id"
+    by_id.mkdir()
+    p = {"scanner": Plug(by_id / "usb-Scanner-if00"), "counter": Plug(by_id / "usb-CC1-if00")}
+    yield p
+    for plug in p.values():
+        if plug.dev is not None:
+            plug.dev.close()
+
+
+def station_file(home: Path, plugs: dict[str, Plug], broker: Broker, extra: str = "") -> Path:
+    f = home / "station.toml"
+    f.write_text(
+        f"""
+unit_id = "{UNIT}"
+
+[devices.scanner]
+profile = "scanner_serial_generic"
+port = "{plugs["scanner"].link}"
+
+[devices.cell_counter]
+profile = "cell_counter_cc1"
+port = "{plugs["counter"].link}"
+
+[devices.bioreactor]
+profile = "bioreactor_cartridge"
+broker = "mqtt://127.0.0.1:{broker.port}"
+
+[kiosk]
+bind = "127.0.0.1:0"
+{extra}"""
+    )
+    return f
+
+
+def readings(
+    agent: StationAgent, batch: str, channel: str | None = None
+) -> list[dict[str, object]]:
+    return [
+        e.payload
+        for e in agent.agent.ledger.batch_events(batch, telemetry=True)
+        if channel is None or e.payload.get("channel") == channel
+    ]
+
+
+def test_devices_readings_scans_and_health(
+    home: Path, plugs: dict[str, Plug], broker: Broker
+) -> None:
+    agent = StationAgent.from_file(station_file(home, plugs, broker)).start()
+    bio = BioreactorSim("127.0.0.1", broker.port, UNIT)
+    try:
+        got: list[str] = []
+        agent.set_scan_sink(got.append)
+        assert wait_for(lambda: all(d.connected for d in agent.devices()))
+        # Before any batch: a reading belongs to no batch.
+        plugs["counter"].write(CellCounterSim().frame("S-0", 2_000_000, 1_800_000))
+        assert wait_for(lambda: agent.devices()[1].last_reading is not None)
+        agent.engine.start_batch("B1", COI, "op.alice", PW["op.alice"])
+        plugs["scanner"].write(ScannerSim().frame(COI, "]C0"))
+        plugs["counter"].write(CellCounterSim().frame("S-1", 2_000_000, 1_840_000))
+        bio.reading("temperature", "37.1", "Cel")
+        bio.alarm("DO_LOW", "dissolved oxygen below 20 %")
+        assert wait_for(lambda: got == [f"]C0{COI}"])
+        assert wait_for(lambda: len(readings(agent, "B1")) == 2)
+        step = agent.engine.running("B1")[1]
+        assert {(r["channel"], r["step"]) for r in readings(agent, "B1")} == {
+            ("cell_count", step),
+            ("temperature", step),
+        }
+        assert agent.running() == ("B1", step)
+        states = {d.name: d for d in agent.devices()}
+        assert states["scanner"].last_reading == f"scan ]C0{COI}"
+        assert states["bioreactor"].last_reading == "temperature 37.1 Cel"
+        assert wait_for(
+            lambda: agent.devices()[2].alarms == ("DO_LOW: dissolved oxygen below 20 %",)
+        )
+        h = httpx.get(f"{agent.kiosk_url}/health").json()
+        assert h["status"] == "ok" and h["unit_id"] == UNIT and h["running_batch"] == "B1"
+        assert [(d["name"], d["connected"]) for d in h["devices"]] == [
+            ("scanner", True),
+            ("cell_counter", True),
+            ("bioreactor", True),
+        ]
+        assert h["sync"]["configured"] is False
+        # The kiosk detached: a scan is received and dropped, never recorded.
+        agent.set_scan_sink(None)
+        plugs["scanner"].write(ScannerSim().frame(COI, "]C0"))
+        assert wait_for(lambda: agent.scans == 2)
+        assert got == [f"]C0{COI}"]
+    finally:
+        bio.close()
+        agent.stop()
+    assert agent.agent.ledger._closed_reason is not None  # closed cleanly by stop()
+
+
+def test_devices_reconnect_after_an_unplug_and_a_broker_restart(
+    home: Path, plugs: dict[str, Plug], broker: Broker
+) -> None:
+    agent = StationAgent.from_file(station_file(home, plugs, broker)).start()
+    bio = BioreactorSim("127.0.0.1", broker.port, UNIT)
+    try:
+        agent.engine.start_batch("B1", COI, "op.alice", PW["op.alice"])
+        assert wait_for(lambda: all(d.connected for d in agent.devices()))
+        plugs["counter"].unplug()
+        plugs["scanner"].unplug()
+        assert wait_for(lambda: not any(d.connected for d in agent.devices()[:2]))
+        assert "port error" in agent.devices()[1].detail
+        assert wait_for(lambda: "cannot open" in agent.devices()[1].detail)
+        assert httpx.get(f"{agent.kiosk_url}/health").json()["status"] == "degraded"
+        plugs["counter"].plug()
+        plugs["scanner"].plug()
+        assert wait_for(lambda: all(d.connected for d in agent.devices()[:2]))
+        plugs["counter"].write(CellCounterSim().frame("S-2", 2_000_000, 1_840_000))
+        assert wait_for(lambda: len(readings(agent, "B1", "cell_count")) == 1)
+
+        broker.restart()
+        bio.reading("temperature", "37.2", "Cel")  # queued by the device while the broker is down
+        assert wait_for(lambda: len(readings(agent, "B1", "temperature")) == 1, 20)
+        assert wait_for(lambda: agent.devices()[2].connected)
+    finally:
+        bio.close()
+        agent.stop()
+
+
+def test_a_station_starts_before_its_devices_are_there(
+    home: Path, tmp_path: Path, broker: Broker
+) -> None:
+    link = tmp_path / "usb-CC1-late"
+    f = home / "station.toml"
+    broker.stop()
+    f.write_text(
+        f'[devices.cc]\nprofile = "cell_counter_cc1"\nport = "{link}"\n'
+        f'[devices.bio]\nprofile = "bioreactor_cartridge"\nbroker = "mqtt://127.0.0.1:{broker.port}"\n'
+        '[kiosk]\nbind = "127.0.0.1:0"\n'
+    )
+    agent = StationAgent.from_file(f).start()
+    try:
+        assert wait_for(lambda: "cannot open" in agent.devices()[0].detail)
+        assert not agent.devices()[1].connected
+        late = Plug(link)
+        broker.start()
+        assert wait_for(lambda: all(d.connected for d in agent.devices()), 20)
+        assert agent.device("cc").reader.reconnects == 0  # type: ignore[attr-defined]
+        late.dev.close()  # type: ignore[union-attr]
+    finally:
+        agent.stop()
+
+
+def test_a_scan_from_a_sim_url_scanner(home: Path) -> None:
+    f = home / "station.toml"
+    f.write_text(
+        '[devices.scanner]\nprofile = "scanner_serial_generic"\nport = "sim://scanner/st-agent"\n'
+        '[kiosk]\nbind = "127.0.0.1:0"\n'
+    )
+    with StationAgent.from_file(f).start() as agent:
+        got: list[str] = []
+        agent.set_scan_sink(got.append)
+        assert wait_for(lambda: agent.devices()[0].connected)
+        protocol_sim.scan("st-agent", "010950600013435210TM2611")
+        assert wait_for(lambda: got == ["]d2010950600013435210TM2611"])
+
+
+def test_refusals_at_start(home: Path, tmp_path: Path) -> None:
+    f = home / "station.toml"
+    f.write_text('unit_id = "UNIT-OTHER"\n')
+    with pytest.raises(StationFileError, match="unit_id 'UNIT-OTHER' does not match the home"):
+        StationAgent.from_file(f)
+    f.write_text("")
+    with pytest.raises(StationError, match="is not an edge home"):
+        StationAgent.from_file(f, tmp_path / "nowhere")
+    taken = StationAgent.from_file(f).start()
+    try:
+        port = taken.kiosk_url.rsplit(":", 1)[1]  # type: ignore[union-attr]
+        other = home.parent / "other"
+        from tests.station.conftest import make_home
+
+        h2 = make_home(other, "UNIT-ST-02")
+        (h2 / "station.toml").write_text(f'[kiosk]\nbind = "127.0.0.1:{port}"\n')
+        second = StationAgent.from_file(h2 / "station.toml")
+        with pytest.raises(StationError, match=f"kiosk.bind '127.0.0.1:{port}': cannot listen"):
+            second.start()
+        second.stop()
+    finally:
+        taken.stop()
