@@ -220,12 +220,23 @@ class ProgressPrinter:
             self._open = False
 
 
-def _error_type(r: httpx.Response) -> str | None:
+# The server answers every refusal as an RFC 9457 problem document; its ``type`` is stable (the
+# list: docs/api-problems.md) and is what this client branches on, never the prose of ``detail``.
+PROBLEMS = "https://ctgtp.dev/problems/"
+REPLAYED = PROBLEMS + "replayed"
+CLOCK_SKEW = PROBLEMS + "clock-skew"
+UNIT_REVOKED = PROBLEMS + "unit-revoked"
+FORK = PROBLEMS + "fork"
+
+
+def problem_type(r: httpx.Response) -> str | None:
+    """The problem ``type`` of a refusal, or None when the body is not a problem document."""
     try:
         body = r.json()
     except ValueError:
         return None
-    return body.get("error") if isinstance(body, dict) else None
+    t = body.get("type") if isinstance(body, dict) else None
+    return t if isinstance(t, str) else None
 
 
 def _detail(r: httpx.Response) -> str:
@@ -252,9 +263,9 @@ def _server_offset(r: httpx.Response, sent_at: float) -> float | None:
 def refusal(what: str, r: httpx.Response, sent_at: float) -> SyncError:
     """The error for a refused request, classified: clock skew (transient), fork and revocation
     (fatal), or another refusal."""
-    detail = _detail(r)
+    detail, kind = _detail(r), problem_type(r)
     msg = f"server refused {what}: {r.status_code} {detail}"
-    if r.status_code == 401 and "from the server's clock" in detail:
+    if kind == CLOCK_SKEW:
         off = _server_offset(r, sent_at)
         by = ""
         if off is not None:
@@ -263,9 +274,9 @@ def refusal(what: str, r: httpx.Response, sent_at: float) -> SyncError:
         return SyncClockSkew(
             f"clock skew: {detail}{by}; set this unit's clock right (NTP); sync resumes by itself"
         )
-    if r.status_code == 403 and "revoked" in detail:
+    if kind == UNIT_REVOKED:
         return SyncRevoked(msg)
-    if r.status_code == 409 and detail.startswith("fork"):
+    if kind == FORK:
         return SyncFork(msg)
     return SyncRefused(msg)
 
@@ -359,7 +370,7 @@ class SyncClient:
                 # A duplicated delivery of our own request reaches the server as a replay: the
                 # original may or may not have been applied, so re-sign and ask again (the
                 # server's head makes that idempotent).
-                replayed = r.status_code == 409 and _error_type(r) == "Replayed"
+                replayed = problem_type(r) == REPLAYED
                 if r.status_code < 500 and r.status_code != 429 and not replayed:
                     return r
                 err = f"HTTP {r.status_code}: {r.text[:200]}"

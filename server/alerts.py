@@ -21,7 +21,7 @@ from server import audit
 from server.db import Alert, AlertAck
 from server.errors import Conflict, NotFound, Unprocessable
 from server.people import Principal
-from server.review import iso, storable
+from server.text import iso, storable
 
 PERMISSION = "deviation.review"
 MAX_NOTE = 2000

@@ -22,8 +22,7 @@ from typing import Annotated, Any
 import orjson
 from fastapi import Depends, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from pydantic import BaseModel
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -33,9 +32,22 @@ from ebr_core.canonical import MAX_DEPTH, depth
 from ebr_core.errors import EbrError
 from ebr_core.keys import UnitSigner
 from ebr_core.requestsig import RequestSignatureError, parse_headers
-from server import audit, qa_api, review, service
+from server import audit, errors, qa_api, review, service
 from server.db import Alert, EventRow, Person, RoleGrant, Unit, create_schema, make_engine
-from server.errors import Forbidden, Replayed, ServerError, TooLarge, Unauthorized
+from server.errors import (
+    MEDIA_TYPE,
+    Forbidden,
+    InvalidSegment,
+    NulCharacter,
+    Replayed,
+    ServerError,
+    TooDeep,
+    TooLarge,
+    Unauthorized,
+    Unavailable,
+    Unprocessable,
+    problem_json,
+)
 from server.keys import load_server_key
 from server.people import Principal
 from server.settings import Settings
@@ -55,14 +67,15 @@ class _BodyTooLarge(Exception):
     pass
 
 
-async def _answer(send: Send, status: int, error: str, detail: str) -> None:
-    body = orjson.dumps({"error": error, "detail": detail})
+async def _answer(send: Send, e: ServerError) -> None:
+    """Answer at the door with the same problem document the app's handler gives."""
+    body = problem_json(e)
     await send(
         {
             "type": "http.response.start",
-            "status": status,
+            "status": e.status,
             "headers": [
-                (b"content-type", b"application/json"),
+                (b"content-type", MEDIA_TYPE.encode()),
                 (b"content-length", str(len(body)).encode()),
             ],
         }
@@ -91,10 +104,10 @@ class BodyLimit:
         headers = dict(scope.get("headers") or [])
         length = headers.get(b"content-length")
         if length is not None and (not length.isdigit() or len(length) > 18):
-            await _answer(send, 400, "BadRequest", "Content-Length is not a byte count")
+            await _answer(send, ServerError("Content-Length is not a byte count"))
             return
         if length is not None and int(length) > limit:
-            await _answer(send, 413, "TooLarge", too_large)
+            await _answer(send, TooLarge(too_large))
             return
         if unit_api:
             await self._counted(scope, receive, send, limit, too_large)
@@ -108,7 +121,7 @@ class BodyLimit:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
-                await _answer(send, 413, "TooLarge", too_large)
+                await _answer(send, TooLarge(too_large))
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
@@ -117,7 +130,7 @@ class BodyLimit:
         if body and b"json" in headers.get(b"content-type", b""):
             problem = _json_problem(body)
             if problem is not None:
-                await _answer(send, 422, "Unprocessable", problem)
+                await _answer(send, problem)
                 return
         replayed = False
 
@@ -153,23 +166,23 @@ class BodyLimit:
             await self.app(scope, counting, watching)
         except _BodyTooLarge:
             if not started:
-                await _answer(send, 413, "TooLarge", too_large)
+                await _answer(send, TooLarge(too_large))
 
 
-def _json_problem(body: bytes) -> str | None:
+def _json_problem(body: bytes) -> Unprocessable | None:
     """Why a JSON body is refused before parsing (nesting), or None: invalid JSON is left to the
     route's own validation, which names the problem."""
     try:
         value = orjson.loads(body)
     except orjson.JSONDecodeError as e:
         if "recursion" in str(e).lower() or "depth" in str(e).lower():
-            return f"JSON nested deeper than {MAX_DEPTH} levels"
+            return TooDeep(f"JSON nested deeper than {MAX_DEPTH} levels")
         return None
     if depth(value) > MAX_DEPTH:
-        return f"JSON nested deeper than {MAX_DEPTH} levels"
+        return TooDeep(f"JSON nested deeper than {MAX_DEPTH} levels")
     where = _nul_at(value, "body")
     if where is not None:
-        return (
+        return NulCharacter(
             f"{where} contains a NUL character (\\u0000), which no record can hold "
             "(PostgreSQL text refuses it); send the text without it"
         )
@@ -194,16 +207,6 @@ def _nul_at(value: Any, path: str) -> str | None:
             if found is not None:
                 return found
     return None
-
-
-def _validation_errors(e: RequestValidationError) -> list[dict[str, Any]]:
-    """Where and what, never the submitted value: ``input`` and ``ctx`` are dropped (a 422 once
-    echoed the submitted password)."""
-    return [
-        {"loc": [str(x) for x in err.get("loc", ())], "msg": str(err.get("msg", "")),
-         "type": str(err.get("type", ""))}
-        for err in e.errors()
-    ]  # fmt: skip
 
 
 class EnrolBody(BaseModel):
@@ -261,25 +264,13 @@ def create_app(
     app.state.verifier = verifier
     app.add_middleware(BodyLimit, settings=settings)
 
-    @app.exception_handler(ServerError)
-    async def _server_error(_req: Request, e: ServerError) -> JSONResponse:
-        retry = {"Retry-After": "1"} if e.status in (429, 503) else None
-        return JSONResponse(
-            {"error": type(e).__name__, "detail": e.message}, status_code=e.status, headers=retry
-        )
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(_req: Request, e: RequestValidationError) -> JSONResponse:
-        return JSONResponse(
-            {"error": "ValidationError", "detail": _validation_errors(e)}, status_code=422
-        )
-
     def db() -> Iterator[Session]:
         with sessions() as s:
             yield s
 
     DB = Annotated[Session, Depends(db)]
     access = qa_api.Access(sessions, settings, clock)
+    errors.install(app, access.audit_forbidden)
     qa_api.add_routes(app, access)
     g = access.guard
 
@@ -474,7 +465,7 @@ def create_app(
                 try:
                     r = service.ingest(s, settings, u, data, verifier)
                 except EbrError as e:
-                    raise ServerError(str(e), status=422) from e
+                    raise InvalidSegment(str(e)) from e
                 s.commit()
                 return r
 
@@ -490,10 +481,9 @@ def create_app(
                     break
                 except (IntegrityError, OperationalError) as e:
                     if attempt == 2:
-                        raise ServerError(
+                        raise Unavailable(
                             f"unit {unit_id}: another request stored events at the same moment "
                             f"({type(e).__name__}); nothing of this segment was stored, retry",
-                            status=503,
                         ) from e
                     time.sleep(0.02 * (attempt + 1))
             # How long this segment took here (lock, verify, store, commit): fleet latency.

@@ -26,7 +26,8 @@ from server import audit, people
 from server.db import Alert, BatchSummary, CustodyEventRow, EventRow, Licence, LicenceLink
 from server.errors import Conflict, NotFound, Unprocessable
 from server.people import Principal
-from server.review import iso, lock_batch, storable
+from server.review import lock_batch
+from server.text import iso, storable
 
 KINDS = ("handoff", "received", "infused")
 

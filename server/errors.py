@@ -1,12 +1,44 @@
-"""One error type for the server, mapped to HTTP in one handler (see app.py)."""
+"""The server's errors and their one wire format: RFC 9457 problem details.
+
+Every refusal is a :class:`ServerError` subclass; one handler (:func:`install`) answers each as
+``application/problem+json``::
+
+    {"type": "https://ctgtp.dev/problems/replayed", "title": "Request replayed",
+     "status": 409, "detail": "replayed request: nonce ... was already used"}
+
+``type`` is stable: clients (the edge's sync client among them) branch on it, never on
+``detail``, which is prose for people.  The HTTP status of each refusal is the one the server
+always gave.  The same handler answers FastAPI's validation errors (``type`` ``validation``,
+with ``errors``: where and what, never the submitted value, so a password never comes back in a
+422) and Starlette's own 404/405, and :class:`server.app.BodyLimit` answers its refusals at the
+door with the same shape.  The list of types is ``docs/api-problems.md``.
+
+This module owns the types and the format, not the decision to refuse.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from typing import Any, ClassVar
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException
+
+PROBLEM_BASE = "https://ctgtp.dev/problems/"
+MEDIA_TYPE = "application/problem+json"
+
 
 class ServerError(Exception):
-    """An error with the HTTP status and the message a client should see."""
+    """An error with the HTTP status, the problem type and the message a client should see."""
 
     status = 400
+    slug: ClassVar[str] = "bad-request"
+    title: ClassVar[str] = "Bad request"
+    retry_after_s: ClassVar[int | None] = None
 
     def __init__(self, message: str, *, status: int | None = None) -> None:
         super().__init__(message)
@@ -14,36 +46,232 @@ class ServerError(Exception):
         if status is not None:
             self.status = status
 
+    @property
+    def type(self) -> str:
+        return PROBLEM_BASE + self.slug
+
+    def extensions(self) -> dict[str, Any]:
+        """Extension members of the problem document (RFC 9457 section 3.2)."""
+        return {}
+
+    def headers(self) -> dict[str, str] | None:
+        return None if self.retry_after_s is None else {"Retry-After": str(self.retry_after_s)}
+
 
 class Unauthorized(ServerError):
     status = 401
+    slug = "unauthenticated"
+    title = "Not authenticated"
+
+
+class ClockSkew(Unauthorized):
+    """A unit's signed request is dated outside the server's window: set the unit's clock."""
+
+    slug = "clock-skew"
+    title = "Request time outside the server's window"
 
 
 class Forbidden(ServerError):
     status = 403
+    slug = "forbidden"
+    title = "Not permitted"
+
+
+class UnitRevoked(Forbidden):
+    slug = "unit-revoked"
+    title = "Unit revoked"
+
+
+class ForeignBatch(Forbidden):
+    """A segment writes into a batch another unit started, or an event kind only the server
+    writes: refused, nothing of it kept."""
+
+    slug = "foreign-batch"
+    title = "Segment writes into a batch this unit does not own"
 
 
 class NotFound(ServerError):
     status = 404
+    slug = "not-found"
+    title = "Not found"
+
+
+class MethodNotAllowed(ServerError):
+    status = 405
+    slug = "method-not-allowed"
+    title = "Method not allowed"
 
 
 class Conflict(ServerError):
     status = 409
+    slug = "conflict"
+    title = "Conflicts with the stored state"
+
+
+class Replayed(Conflict):
+    """A request whose nonce was already used: refused; the client may re-sign and retry."""
+
+    slug = "replayed"
+    title = "Request replayed"
+
+
+class HistoryFork(Conflict):
+    """A segment rewrites history the server holds: refused, kept as evidence, alerted."""
+
+    slug = "fork"
+    title = "History rewritten"
 
 
 class TooLarge(ServerError):
     status = 413
+    slug = "too-large"
+    title = "Request too large"
 
 
 class Unprocessable(ServerError):
     status = 422
+    slug = "unprocessable"
+    title = "Request refused"
+
+
+class InvalidSegment(Unprocessable):
+    """A segment line is not a well-formed record of this unit's chain."""
+
+    slug = "invalid-segment"
+    title = "Segment malformed"
+
+
+class SignatureInvalid(Unprocessable):
+    """A segment's records are well formed but a signature or hash link does not verify."""
+
+    slug = "signature-invalid"
+    title = "Segment signature or chain does not verify"
+
+
+class TooDeep(Unprocessable):
+    slug = "nesting-too-deep"
+    title = "JSON nested too deeply"
+
+
+class NulCharacter(Unprocessable):
+    slug = "nul-character"
+    title = "Text contains a NUL character"
+
+
+class ValidationFailed(Unprocessable):
+    """The body, path or query does not match the route's schema."""
+
+    slug = "validation"
+    title = "Request does not match the schema"
+
+    def __init__(self, errors: list[dict[str, Any]]) -> None:
+        where = "; ".join(f"{'.'.join(e['loc'])}: {e['msg']}" for e in errors[:10])
+        super().__init__(f"{len(errors)} error(s): {where}")
+        self.errors = errors
+
+    def extensions(self) -> dict[str, Any]:
+        return {"errors": self.errors}
 
 
 class TooManyRequests(ServerError):
     status = 429
+    slug = "rate-limited"
+    title = "Too many requests"
+    retry_after_s = 1
 
 
-class Replayed(ServerError):
-    """A request whose nonce was already used: refused; the client may re-sign and retry."""
+class Unavailable(ServerError):
+    """Try again shortly: nothing of the request was kept."""
 
-    status = 409
+    status = 503
+    slug = "unavailable"
+    title = "Try again shortly"
+    retry_after_s = 1
+
+
+class Busy(Unavailable):
+    """Every password-check slot is taken: try again shortly (answered 503 with Retry-After)."""
+
+    slug = "busy"
+    title = "Password checks busy"
+
+
+class ValidationItem(BaseModel):
+    loc: list[str]
+    msg: str
+    type: str
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem details document (the body of every error response)."""
+
+    model_config = ConfigDict(extra="allow")
+    type: str = Field(examples=[PROBLEM_BASE + "not-found"])
+    title: str
+    status: int
+    detail: str
+    errors: list[ValidationItem] | None = None
+
+
+def problem_json(e: ServerError) -> bytes:
+    return orjson.dumps(
+        {"type": e.type, "title": e.title, "status": e.status, "detail": e.message} | e.extensions()
+    )
+
+
+def problem_response(e: ServerError) -> Response:
+    return Response(problem_json(e), status_code=e.status, media_type=MEDIA_TYPE,
+                    headers=e.headers())  # fmt: skip
+
+
+def validation_errors(e: RequestValidationError) -> list[dict[str, Any]]:
+    """Where and what, never the submitted value: ``input`` and ``ctx`` are dropped (a 422 once
+    echoed the submitted password)."""
+    return [
+        {"loc": [str(x) for x in err.get("loc", ())], "msg": str(err.get("msg", "")),
+         "type": str(err.get("type", ""))}
+        for err in e.errors()
+    ]  # fmt: skip
+
+
+_STARLETTE = {404: NotFound, 405: MethodNotAllowed}
+
+
+def install(app: FastAPI, on_forbidden: Callable[[Request, Forbidden], Awaitable[None]]) -> None:
+    """The one handler: every refusal leaves as a problem document.  ``on_forbidden`` runs before
+    a 403 is answered (the audit of refused authorizations)."""
+
+    async def server_error(request: Request, e: Exception) -> Response:
+        assert isinstance(e, ServerError)
+        if isinstance(e, Forbidden):
+            await on_forbidden(request, e)
+        return problem_response(e)
+
+    async def invalid(_request: Request, e: Exception) -> Response:
+        assert isinstance(e, RequestValidationError)
+        return problem_response(ValidationFailed(validation_errors(e)))
+
+    async def http(_request: Request, e: Exception) -> Response:
+        assert isinstance(e, HTTPException)
+        cls = _STARLETTE.get(e.status_code, ServerError)
+        return problem_response(cls(str(e.detail), status=e.status_code))
+
+    app.add_exception_handler(ServerError, server_error)
+    app.add_exception_handler(RequestValidationError, invalid)
+    app.add_exception_handler(HTTPException, http)
+
+
+# The error responses every route may give, for the OpenAPI document.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": Problem, "description": d, "content": {MEDIA_TYPE: {}}}
+    for status, d in (
+        (401, "Not authenticated (problem details)"),
+        (403, "Not permitted (problem details)"),
+        (404, "Not found (problem details)"),
+        (409, "Conflicts with the stored state (problem details)"),
+        (413, "Request too large (problem details)"),
+        (422, "Refused or invalid request (problem details; `errors` for schema errors)"),
+        (429, "Too many requests (problem details)"),
+        (503, "Try again shortly (problem details)"),
+    )
+}

@@ -45,10 +45,10 @@ from sqlalchemy.orm import Session
 from server import audit
 from server.db import Alert, AuditEntry, Person, RoleGrant, Token
 from server.errors import (
+    Busy,
     Conflict,
     Forbidden,
     NotFound,
-    ServerError,
     Unauthorized,
     Unprocessable,
 )
@@ -153,13 +153,6 @@ def check_policy(user_id: str, password: str) -> None:
 
 
 # -- bounded password work -----------------------------------------------------------------
-
-
-class Busy(ServerError):
-    """Every password-check slot is taken: try again shortly (answered 503 with Retry-After)."""
-
-    status = 503
-    retry_after_s = 1
 
 
 class PasswordGate:

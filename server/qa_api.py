@@ -11,12 +11,12 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from server import audit, people, projections, reports, review
+from server import audit, people, projections, reports, review, text
 from server.db import Alert, AuditEntry, BatchSummary, OosCase, Person, SpecRow
 from server.errors import Forbidden, ServerError, Unauthorized, Unprocessable
 from server.people import Principal
@@ -250,6 +250,13 @@ class Access:
             if row is not None:
                 s.commit()
 
+    async def audit_forbidden(self, request: Request, e: Forbidden) -> None:
+        """Every refused authorization is audited (rate-limited), then answered as usual."""
+        who = getattr(request.state, "principal", None)
+        name = who.user_id if isinstance(who, Principal) else _address(request)
+        route = f"{request.method} {request.url.path}"[:128]
+        await run_in_threadpool(self.audit_refusal, "authz.refused", name, e.message, route)
+
     def check_password(
         self, user_id: str, password: str, *, purpose: str, reserved: bool = False
     ) -> Person:
@@ -406,23 +413,6 @@ def add_routes(app: FastAPI, access: Access) -> None:
             raise
         s.commit()
         return out
-
-    @app.exception_handler(people.Busy)
-    async def _busy(_req: Request, e: people.Busy) -> JSONResponse:
-        return JSONResponse(
-            {"error": "Busy", "detail": e.message},
-            status_code=e.status,
-            headers={"Retry-After": str(e.retry_after_s)},
-        )
-
-    @app.exception_handler(Forbidden)
-    async def _forbidden(request: Request, e: Forbidden) -> JSONResponse:
-        """Every refused authorization is audited (rate-limited), then answered as usual."""
-        who = getattr(request.state, "principal", None)
-        name = who.user_id if isinstance(who, Principal) else _address(request)
-        route = f"{request.method} {request.url.path}"[:128]
-        await run_in_threadpool(access.audit_refusal, "authz.refused", name, e.message, route)
-        return JSONResponse({"error": "Forbidden", "detail": e.message}, status_code=e.status)
 
     def login_result(p: Person) -> dict[str, Any]:
         at = clock()
@@ -650,7 +640,7 @@ def add_routes(app: FastAPI, access: Access) -> None:
                 "version": r.version,
                 "sha256": r.content_hash,
                 "published_by": r.published_by,
-                "published_at": review.iso(r.published_at),
+                "published_at": text.iso(r.published_at),
             }
             for r in s.scalars(select(SpecRow).order_by(SpecRow.spec_id, SpecRow.version))
         ]

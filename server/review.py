@@ -45,6 +45,7 @@ from server.db import (
 from server.errors import Conflict, Forbidden, NotFound, Unprocessable
 from server.people import Principal
 from server.projections import Projection
+from server.text import iso, need_reason, storable
 
 Clock = Callable[[], datetime]
 
@@ -369,13 +370,6 @@ def load_review(db: Session, batch_id: str) -> Review:
     )
 
 
-def iso(t: datetime | None) -> str | None:
-    """ISO 8601 in UTC (SQLite hands back naive datetimes; every stored time is UTC)."""
-    if t is None:
-        return None
-    return (t if t.tzinfo else t.replace(tzinfo=UTC)).isoformat()
-
-
 def _aware(t: datetime, ref: datetime) -> datetime:
     return t if t.tzinfo else t.replace(tzinfo=ref.tzinfo or UTC)
 
@@ -664,7 +658,7 @@ def enter_results(
 ) -> ResultSet:
     summ = lock_batch(db, batch_id)
     actor.require("results.write", summ.site_id)
-    _need_reason(reason)
+    need_reason(reason)
     _, spec = load_spec(db, spec_id, spec_version)
     if not isinstance(results, dict) or not results:
         raise Unprocessable("results must be a non-empty object: attribute -> {value, unit, ...}")
@@ -748,23 +742,6 @@ def _set_state(db: Session, summ: BatchSummary, state: str, actor: Principal, at
         old={"review_state": old},
         new={"review_state": state},
     )
-
-
-def storable(field_: str, value: str) -> str:
-    """Refuse free text a record cannot hold as given: a NUL character (PostgreSQL text refuses
-    it; SQLite would keep it and every reader after would see a cut string), named by field."""
-    if "\x00" in value:
-        raise Unprocessable(
-            f"the {field_} contains a NUL character (\\x00), which a record cannot hold: "
-            "send the text without it"
-        )
-    return value
-
-
-def _need_reason(reason: str, field_: str = "reason") -> None:
-    if not reason or not reason.strip():
-        raise Unprocessable("a reason is required")
-    storable(field_, reason)
 
 
 def deviation_action(
@@ -891,7 +868,7 @@ def sign(
     """Apply a QA e-signature (the caller has re-authenticated ``actor`` by password)."""
     if req.meaning not in MEANINGS:
         raise Unprocessable(f"meaning {req.meaning!r} is not one of {', '.join(MEANINGS)}")
-    _need_reason(req.reason, "signature reason")
+    need_reason(req.reason, "signature reason")
     summ = lock_batch(db, batch_id)
     decides = req.meaning != "reviewed"
     actor.require("release" if decides else "sign.review", summ.site_id)

@@ -51,14 +51,17 @@ from ebr_core.requestsig import (
 from server import audit, projections
 from server.db import Alert, CheckpointRow, EventRow, Fork, Nonce, Unit, UnitKey
 from server.errors import (
+    ClockSkew,
     Conflict,
     Forbidden,
+    ForeignBatch,
+    HistoryFork,
     NotFound,
     Replayed,
-    ServerError,
     TooLarge,
     TooManyRequests,
     Unauthorized,
+    UnitRevoked,
     Unprocessable,
 )
 from server.settings import Settings
@@ -74,13 +77,6 @@ def now() -> datetime:
 # Event kinds only the server writes: no unit's ledger holds them (the edge never closes a
 # deviation; QA closes it on the server, server.review).  A segment carrying one is refused.
 SERVER_ONLY_KINDS = frozenset({"deviation.closed"})
-
-
-class ForeignBatch(ServerError):
-    """A segment writes into a batch another unit started, or an event kind only the server
-    writes: refused, nothing of it kept."""
-
-    status = 403
 
 
 def alert(
@@ -331,6 +327,12 @@ def authenticate(
     if not revoked and key_row.status != "active":
         raise Unauthorized(f"key {h.key_id} was rotated out; sign with the unit's current key")
     t = int((at or now()).timestamp())
+    if abs(t - h.timestamp) > settings.clock_window_s:
+        # the same check verify_request makes first, typed so that a unit can tell it apart
+        raise ClockSkew(
+            f"request time {h.timestamp} is {abs(t - h.timestamp)} s from the server's clock "
+            f"(at most {settings.clock_window_s} s allowed)"
+        )
     try:
         verify_request(
             PublicKey(base64.b64decode(key_row.public_key), h.unit_id),
@@ -351,7 +353,7 @@ def authenticate(
             alert(db, "unit.revoked_request", h.unit_id,
                   f"{n} request(s) from revoked unit {h.unit_id} (key {h.key_id})")  # fmt: skip
             db.commit()
-        raise Forbidden(f"unit {h.unit_id} (key {h.key_id}) is revoked")
+        raise UnitRevoked(f"unit {h.unit_id} (key {h.key_id}) is revoked")
     db.execute(delete(Nonce).where(Nonce.seen_at < t - 2 * settings.clock_window_s))
     db.add(Nonce(unit_id=h.unit_id, nonce=h.nonce, seen_at=t))
     try:
@@ -804,7 +806,7 @@ def _fork(
         "as evidence",
     )
     db.commit()
-    raise Conflict(
+    raise HistoryFork(
         f"fork: seq {rec['seq']} differs from the stored event (hash "
         f"{stored_hash[:16]}…); segment refused, kept as evidence, alert raised"
     )

@@ -177,7 +177,9 @@ def test_validation_errors_never_echo_the_input(server: Server) -> None:
             r = c.post("/v1/auth/token", json=body)
             assert r.status_code == 422, r.text
             assert SECRET not in r.text
-            errors = r.json()["detail"]
+            problem = r.json()
+            assert problem["type"] == "https://ctgtp.dev/problems/validation", problem
+            errors = problem["errors"]
             assert errors and all(set(e) == {"loc", "msg", "type"} for e in errors), errors
         with server.admin() as admin:
             r = admin.post("/v1/people", json={"user_id": "x.y", "printed_name": ["X"],

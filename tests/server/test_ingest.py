@@ -17,6 +17,7 @@ from ebr_core.requestsig import sign_request
 from edge.errors import LedgerClosedError
 from edge.ledger import Append, Ledger
 from edge.sync import BackgroundSync, SyncClient, SyncRefused
+from server.errors import PROBLEM_BASE as PROBLEMS
 
 from .conftest import BACKENDS, Server, clock, make_ledger, server_settings, start_server
 
@@ -153,7 +154,7 @@ def test_fork_is_refused_kept_as_evidence_and_alerted(server: Server, tmp_path: 
     fork = Ledger.open(tmp_path / "fork.db", unit, clock())  # type: ignore[arg-type]
     fork.append_many([Append("reading.recorded", {"rewritten": i}, "B-1") for i in range(8)])
     r = post_segment(server, unit, b"".join(lines(fork)))
-    assert r.status_code == 409
+    assert r.status_code == 409 and r.json()["type"] == PROBLEMS + "fork"
     assert r.json()["detail"].startswith("fork: seq 1 differs from the stored event")
     assert server.events("UNIT-F1") == 6
     with server.admin() as c:
@@ -174,7 +175,7 @@ def test_replay_reroute_revoked_and_limits(server: Server, tmp_path: Path) -> No
     ).as_dict() | {"Content-Encoding": "gzip"}
     assert httpx.post(server.url + path, content=body, headers=h).status_code == 200
     replay = httpx.post(server.url + path, content=body, headers=h)
-    assert replay.status_code == 409 and replay.json()["error"] == "Replayed"
+    assert replay.status_code == 409 and replay.json()["type"] == PROBLEMS + "replayed"
     assert "replayed request" in replay.json()["detail"]
     assert server.events("UNIT-R1") == 4
     other_path = "/v1/units/UNIT-R1/head"
