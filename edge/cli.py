@@ -281,8 +281,7 @@ def correct(
 def calc(home: Path, batch_id: str, user_id: str) -> None:
     """Run the current step's calculation (the dose)."""
     with _agent(home) as a:
-        for k, v in a.engine.calculate(batch_id, user_id).items():
-            click.echo(f"{k}: {v}")
+        click.echo(a.engine.calculate(batch_id, user_id))
 
 
 @edge.command()

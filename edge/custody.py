@@ -13,9 +13,10 @@ anything is recorded.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, ClassVar
 
 from ebr_core.batch import BatchState
 from ebr_core.custody import (
@@ -28,7 +29,7 @@ from ebr_core.custody import (
 from ebr_core.errors import IdentifierError
 from ebr_core.identifiers import parse_scan
 from ebr_core.record import format_time
-from edge.engine import Engine, EngineRefusal
+from edge.engine import Engine, EngineRefusal, Outcome
 from edge.ledger import Append
 
 
@@ -39,59 +40,161 @@ class CustodyRefused(EngineRefusal):
 Party = tuple[str, str]  # (user id, password)
 
 
+# -- outcomes (str() is the line the command printed before outcomes) --------------------------
+
+
+@dataclass(frozen=True)
+class LabelsPrinted(Outcome):
+    kind: ClassVar[str] = "labels_printed"
+    label: str
+    count: int
+    coi: str
+
+    @property
+    def message(self) -> str:
+        return f"printed {self.count} {self.label} label(s) for {self.coi}"
+
+
+@dataclass(frozen=True)
+class LabelsApplied(Outcome):
+    kind: ClassVar[str] = "labels_applied"
+    label: str
+    count: int
+
+    @property
+    def message(self) -> str:
+        return f"{self.count} {self.label} label(s) applied"
+
+
+@dataclass(frozen=True)
+class LabelsDestroyed(Outcome):
+    kind: ClassVar[str] = "labels_destroyed"
+    label: str
+    count: int
+    reason: str
+
+    @property
+    def message(self) -> str:
+        return f"{self.count} {self.label} label(s) destroyed: {self.reason}"
+
+
+@dataclass(frozen=True)
+class LabelsReconciled(Outcome):
+    """Recorded whether or not the counts balance; an imbalance also raised ``deviation_id``."""
+
+    kind: ClassVar[str] = "labels_reconciled"
+    balanced: bool
+    counts: dict[str, dict[str, Any]]  # label kind -> printed, applied, destroyed, balanced
+    deviation_id: str | None
+
+    @property
+    def message(self) -> str:
+        return "\n".join(
+            f"{k}: printed {c['printed']}, applied {c['applied']}, destroyed {c['destroyed']}"
+            + ("" if c["balanced"] else "  MISMATCH")
+            for k, c in self.counts.items()
+        )
+
+
+@dataclass(frozen=True)
+class CustodyRecorded(Outcome):
+    """A signed custody event; ``record`` is its payload (parties' signatures included)."""
+
+    coi: str
+    record: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class HandedOver(CustodyRecorded):
+    kind: ClassVar[str] = "handed_over"
+
+    @property
+    def message(self) -> str:
+        r = self.record
+        return f"handed over {self.coi} from {r['from']} to {r['to']} at {r['place']}"
+
+
+@dataclass(frozen=True)
+class Received(CustodyRecorded):
+    kind: ClassVar[str] = "received"
+
+    @property
+    def message(self) -> str:
+        return f"{self.coi} received at {self.record['site']}"
+
+
+@dataclass(frozen=True)
+class Infused(CustodyRecorded):
+    kind: ClassVar[str] = "infused"
+
+    @property
+    def message(self) -> str:
+        return f"{self.coi} infused at {self.record['site']}: custody chain closed"
+
+
 class Custody:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.ledger = engine.ledger
 
-    def _state(self, batch_id: str) -> BatchState:
+    def _state(self, batch_id: str) -> tuple[BatchState, str]:
         st = self.engine.state(batch_id)
         if st.coi is None:
             raise EngineRefusal(f"batch {batch_id} has no COI")
-        return st
+        return st, st.coi
 
     # -- labels -----------------------------------------------------------------------------
 
     def _label_event(
         self, kind: str, batch_id: str, label: str, count: int, user_id: str, **extra: Any
-    ) -> None:
+    ) -> tuple[int, str]:
+        """Record a label event; return its seq and the batch's COI."""
         self.engine.actor(user_id)
-        self._state(batch_id)
+        _, coi = self._state(batch_id)
         if label not in LABELS:
             raise EngineRefusal(f"label {label!r} is not one of {', '.join(LABELS)}")
         if count < 1:
             raise EngineRefusal(f"label count must be 1 or more, got {count}")
-        self.ledger.append(
+        ev = self.ledger.append(
             kind, {"label": label, "count": count, **extra}, batch_id=batch_id, actor=user_id
         )
+        return ev.seq, coi
 
     def labels_printed(
         self, batch_id: str, label: str, count: int, user_id: str, content: dict[str, Any]
-    ) -> None:
-        self._label_event("label.printed", batch_id, label, count, user_id, content=content)
+    ) -> LabelsPrinted:
+        seq, coi = self._label_event(
+            "label.printed", batch_id, label, count, user_id, content=content
+        )
+        return LabelsPrinted(batch_id, seq, label, count, coi)
 
-    def labels_applied(self, batch_id: str, label: str, count: int, user_id: str) -> None:
-        self._label_event("label.applied", batch_id, label, count, user_id)
+    def labels_applied(self, batch_id: str, label: str, count: int, user_id: str) -> LabelsApplied:
+        seq, _ = self._label_event("label.applied", batch_id, label, count, user_id)
+        return LabelsApplied(batch_id, seq, label, count)
 
     def labels_destroyed(
         self, batch_id: str, label: str, count: int, reason: str, user_id: str
-    ) -> None:
+    ) -> LabelsDestroyed:
         if not reason.strip():
             raise EngineRefusal("destroying labels needs a reason")
-        self._label_event("label.destroyed", batch_id, label, count, user_id, reason=reason)
+        seq, _ = self._label_event(
+            "label.destroyed", batch_id, label, count, user_id, reason=reason
+        )
+        return LabelsDestroyed(batch_id, seq, label, count, reason)
 
-    def reconcile_labels(self, batch_id: str, user_id: str) -> dict[str, Any]:
+    def reconcile_labels(self, batch_id: str, user_id: str) -> LabelsReconciled:
         """Printed = applied + destroyed for every label kind; a mismatch is a deviation."""
         self.engine.actor(user_id)
-        st = self._state(batch_id)
+        st, _ = self._state(batch_id)
         counts = label_counts(self.ledger.batch_events(batch_id, telemetry=False))
         if not counts:
             raise EngineRefusal(f"batch {batch_id} has printed no labels: nothing to reconcile")
         balanced = all(c.balanced for c in counts.values())
+        table = {k: c.to_json() for k, c in counts.items()}
         items = [
             Append(
                 "label.reconciled",
-                {"counts": {k: c.to_json() for k, c in counts.items()}, "balanced": balanced},
+                {"counts": table, "balanced": balanced},
                 batch_id,
                 user_id,
             )
@@ -103,8 +206,9 @@ class Custody:
                 if not c.balanced
             )
             items.append(self._deviation(st, "labeling", f"label reconciliation: {off}", user_id))
-        self.ledger.append_many(items)
-        return {"balanced": balanced, "counts": {k: c.to_json() for k, c in counts.items()}}
+        events = self.ledger.append_many(items)
+        raised = events[1].payload["deviation_id"] if len(events) > 1 else None
+        return LabelsReconciled(batch_id, events[0].seq, balanced, table, raised)
 
     def _deviation(
         self, st: BatchState, category: str, reason: str, user_id: str, offset: int = 0
@@ -113,7 +217,7 @@ class Custody:
         return Append(
             "deviation.raised",
             {
-                "deviation_id": self.engine._next_deviation_id(st, offset),
+                "deviation_id": self.engine.next_deviation_id(st, offset),
                 "step": None,
                 "category": category,
                 "reason": reason,
@@ -151,18 +255,18 @@ class Custody:
     def _sign(self, batch_id: str, parties: list[tuple[Party, str]]) -> list[dict[str, Any]]:
         out = []
         for (user_id, password), meaning in parties:
-            u = self.engine._authenticate(user_id, password, batch_id=batch_id, step="custody")
+            u = self.engine.authenticate(user_id, password, batch_id=batch_id, step="custody")
             out.append({"user_id": u.user_id, "printed_name": u.printed_name, "meaning": meaning})
         return out
 
     def _record(
         self, kind: str, batch_id: str, payload: dict[str, Any], sigs: list[dict[str, Any]]
-    ) -> dict[str, Any]:
+    ) -> tuple[int, dict[str, Any]]:
         payload["at"] = format_time(self.engine.clock())
         h = signed_content_hash(payload)
         payload["signatures"] = [{**s, "signed_hash": h} for s in sigs]
-        self.ledger.append(kind, payload, batch_id=batch_id, actor=sigs[-1]["user_id"])
-        return payload
+        ev = self.ledger.append(kind, payload, batch_id=batch_id, actor=sigs[-1]["user_id"])
+        return ev.seq, payload
 
     def _custody(self, st: BatchState) -> tuple[dict[str, Any], ...]:
         if any(c.get("kind") == "custody.infused" for c in st.custody):
@@ -180,10 +284,10 @@ class Custody:
         shipper_scan: str | None,
         giver: Party,
         receiver: Party,
-    ) -> dict[str, Any]:
+    ) -> HandedOver:
         self.engine.actor(giver[0])
         self.engine.actor(receiver[0])
-        st = self._state(batch_id)
+        st, coi = self._state(batch_id)
         chain = self._custody(st)
         holder = next(
             (c["to"] for c in reversed(chain) if c.get("kind") == "custody.handoff"), None
@@ -197,39 +301,38 @@ class Custody:
         bag = self._check_scan(st, bag_scan, "bag", giver[0])
         shipper = self._check_scan(st, shipper_scan, "shipper", giver[0]) if shipper_scan else None
         sigs = self._sign(batch_id, [(giver, "handed_over"), (receiver, "received")])
-        return self._record(
+        seq, record = self._record(
             "custody.handoff",
             batch_id,
-            {"coi": st.coi, "from": from_party, "to": to_party, "place": place, "bag": bag,
+            {"coi": coi, "from": from_party, "to": to_party, "place": place, "bag": bag,
              "shipper": shipper},
             sigs,
         )  # fmt: skip
+        return HandedOver(batch_id, seq, coi, record)
 
-    def receive(
-        self, batch_id: str, *, site: str, bag_scan: str, receiver: Party
-    ) -> dict[str, Any]:
+    def receive(self, batch_id: str, *, site: str, bag_scan: str, receiver: Party) -> Received:
         self.engine.actor(receiver[0])
-        st = self._state(batch_id)
+        st, coi = self._state(batch_id)
         self._custody(st)
         bag = self._check_scan(st, bag_scan, "bag", receiver[0])
         sigs = self._sign(batch_id, [(receiver, "received")])
-        return self._record(
-            "custody.received", batch_id, {"coi": st.coi, "site": site, "bag": bag}, sigs
+        seq, record = self._record(
+            "custody.received", batch_id, {"coi": coi, "site": site, "bag": bag}, sigs
         )
+        return Received(batch_id, seq, coi, record)
 
-    def infuse(
-        self, batch_id: str, *, site: str, bag_scan: str, clinician: Party
-    ) -> dict[str, Any]:
+    def infuse(self, batch_id: str, *, site: str, bag_scan: str, clinician: Party) -> Infused:
         self.engine.actor(clinician[0])
-        st = self._state(batch_id)
+        st, coi = self._state(batch_id)
         chain = self._custody(st)
         if not any(c.get("kind") == "custody.received" for c in chain):
             raise EngineRefusal(f"batch {batch_id} was not received at the infusion site")
         bag = self._check_scan(st, bag_scan, "bag", clinician[0])
         sigs = self._sign(batch_id, [(clinician, "administered")])
-        return self._record(
-            "custody.infused", batch_id, {"coi": st.coi, "site": site, "bag": bag}, sigs
+        seq, record = self._record(
+            "custody.infused", batch_id, {"coi": coi, "site": site, "bag": bag}, sigs
         )
+        return Infused(batch_id, seq, coi, record)
 
     # -- shipping temperature -----------------------------------------------------------------
 
@@ -245,7 +348,7 @@ class Custody:
     ) -> list[Excursion]:
         """Record a logger's samples as a summary; each excursion becomes a major deviation."""
         self.engine.actor(user_id)
-        st = self._state(batch_id)
+        st, _ = self._state(batch_id)
         monitor = ExcursionMonitor(limit_c, allowed)
         found: list[Excursion] = []
         n, first, last, warmest = 0, None, None, None

@@ -106,12 +106,8 @@ def labels_reconcile(home: Path, batch_id: str, user_id: str) -> None:
     """Printed = applied + destroyed per label kind; a mismatch raises a deviation (exit 1)."""
     with _agent(home) as a:
         r = Custody(a.engine).reconcile_labels(batch_id, user_id)
-    for k, c in r["counts"].items():
-        click.echo(
-            f"{k}: printed {c['printed']}, applied {c['applied']}, destroyed {c['destroyed']}"
-            + ("" if c["balanced"] else "  MISMATCH")
-        )
-    if not r["balanced"]:
+    click.echo(r)
+    if not r.balanced:
         raise click.ClickException("labels do not reconcile: recorded with a deviation")
 
 
@@ -145,7 +141,7 @@ def handoff(
             batch_id, from_party=from_party, to_party=to_party, place=place, bag_scan=bag_scan,
             shipper_scan=shipper_scan, giver=(giver, pw1), receiver=(receiver, pw2),
         )  # fmt: skip
-    click.echo(f"handed over {r['coi']} from {from_party} to {to_party} at {place}")
+    click.echo(r)
 
 
 @edge.command()
@@ -164,7 +160,7 @@ def receive(
         r = Custody(a.engine).receive(
             batch_id, site=site, bag_scan=bag_scan, receiver=(user_id, pw)
         )
-    click.echo(f"{r['coi']} received at {site}")
+    click.echo(r)
 
 
 @edge.command()
@@ -183,7 +179,7 @@ def infuse(
         r = Custody(a.engine).infuse(
             batch_id, site=site, bag_scan=bag_scan, clinician=(user_id, pw)
         )
-    click.echo(f"{r['coi']} infused at {site}: custody chain closed")
+    click.echo(r)
 
 
 @edge.command("shipper-log")

@@ -41,10 +41,10 @@ import calendar
 import hashlib
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, ClassVar
 
 import orjson
 
@@ -53,7 +53,7 @@ from ebr_core.errors import EbrError, IdentifierError
 from ebr_core.identifiers import ScanData, parse_scan
 from ebr_core.mbr import Limit, Mbr, MbrError, ScanSpec, Step, ValueSpec, calculate_dose
 from ebr_core.quantity import quantity
-from ebr_core.record import format_time, parse_time
+from ebr_core.record import Event, format_time, parse_time
 from ebr_core.spec import inprocess_check
 from ebr_core.spec.model import Bound
 from ebr_core.telemetry import Telemetry
@@ -105,6 +105,187 @@ class Expectation:
     values: tuple[str, ...]
     calculation: str | None
     signatures: tuple[str, ...]
+
+
+# -- outcomes -----------------------------------------------------------------------------------
+# Actions return what they recorded as data; the CLI renders it as text or JSON, the kiosk as a
+# screen (one rule, one message, many screens).  ``str()`` of an outcome is the message the
+# action returned before outcomes existed, so a caller that showed that text shows the same.
+
+
+def _breach(limit: str) -> str:
+    return "" if limit == "ok" else f" ({limit} limit breached: deviation raised)"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What an action recorded in ``batch_id``; ``seq`` is the ledger seq of its main event."""
+
+    kind: ClassVar[str]  # the ``outcome`` field of the JSON form
+    batch_id: str
+    seq: int
+
+    @property
+    def message(self) -> str:
+        """The line an operator reads."""
+        raise NotImplementedError
+
+    def __str__(self) -> str:
+        return self.message
+
+    def to_json(self) -> dict[str, Any]:
+        return {"outcome": self.kind, **asdict(self), "message": self.message}
+
+
+@dataclass(frozen=True)
+class BatchStarted(Outcome):
+    kind: ClassVar[str] = "batch_started"
+    coi: str
+    mbr_id: str
+    mbr_version: str
+
+    @property
+    def message(self) -> str:
+        return (
+            f"batch {self.batch_id} started for COI {self.coi} on MBR {self.mbr_id} "
+            f"v{self.mbr_version}"
+        )
+
+
+@dataclass(frozen=True)
+class ScanAccepted(Outcome):
+    kind: ClassVar[str] = "scan_accepted"
+    step_id: str
+    role: str
+    identifiers: dict[str, Any]
+
+    @property
+    def message(self) -> str:
+        return f"{self.role.replace('_', ' ')} accepted"
+
+
+@dataclass(frozen=True)
+class ValueRecorded(Outcome):
+    kind: ClassVar[str] = "value_recorded"
+    step_id: str
+    name: str
+    value: str  # as entered
+    unit: str
+    limit: str  # ok | soft | hard
+    deviation_id: str | None  # raised for a breach
+
+    @property
+    def message(self) -> str:
+        return f"{self.name} = {self.value} {self.unit} recorded" + _breach(self.limit)
+
+
+@dataclass(frozen=True)
+class ValueCorrected(Outcome):
+    kind: ClassVar[str] = "value_corrected"
+    step_id: str
+    name: str
+    old_value: str
+    value: str
+    unit: str
+    reason: str
+    user_id: str
+    printed_name: str
+    corrects: int  # the seq of the value.recorded event corrected
+    limit: str
+    deviation_id: str | None
+
+    @property
+    def message(self) -> str:
+        return (
+            f"{self.name} corrected from {self.old_value} to {self.value} {self.unit} by "
+            f"{self.printed_name} ({self.user_id}) (correcting seq {self.corrects}): "
+            f"{self.reason}" + _breach(self.limit)
+        )
+
+
+@dataclass(frozen=True)
+class DoseCalculated(Outcome):
+    kind: ClassVar[str] = "dose_calculated"
+    step_id: str
+    cells_to_infuse: str
+    per_kg: str
+    volume_to_infuse_ml: str
+    total_viable_car_cells: str
+    within_range: bool
+    deviation_id: str | None  # raised when the dose is outside the MBR's range
+
+    def detail(self) -> dict[str, str]:
+        """The four figures, as recorded in the event (and returned before outcomes)."""
+        return {
+            "cells_to_infuse": self.cells_to_infuse,
+            "per_kg": self.per_kg,
+            "volume_to_infuse_ml": self.volume_to_infuse_ml,
+            "total_viable_car_cells": self.total_viable_car_cells,
+        }
+
+    @property
+    def message(self) -> str:
+        return "\n".join(f"{k}: {v}" for k, v in self.detail().items())
+
+
+@dataclass(frozen=True)
+class Signed(Outcome):
+    kind: ClassVar[str] = "signed"
+    step_id: str
+    meaning: str
+    user_id: str
+    printed_name: str
+    signed_at: str
+    signed_hash: str
+    step_completed: bool
+    batch_completed: bool
+
+    @property
+    def message(self) -> str:
+        done = f"; step {self.step_id} completed" if self.step_completed else ""
+        return (
+            f"signed {self.meaning!r} by {self.printed_name} ({self.user_id}) at "
+            f"{self.signed_at}{done}"
+        )
+
+
+@dataclass(frozen=True)
+class DeviationRaised(Outcome):
+    """``str()`` is the deviation id (what :meth:`Engine.raise_deviation` returned before)."""
+
+    kind: ClassVar[str] = "deviation_raised"
+    deviation_id: str
+    step_id: str | None
+    reason: str
+
+    @property
+    def message(self) -> str:
+        return f"deviation {self.deviation_id} raised"
+
+    def __str__(self) -> str:
+        return self.deviation_id
+
+
+@dataclass(frozen=True)
+class DeviationCommented(Outcome):
+    kind: ClassVar[str] = "deviation_commented"
+    deviation_id: str
+    comment: str
+
+    @property
+    def message(self) -> str:
+        return f"comment added to {self.deviation_id}"
+
+
+@dataclass(frozen=True)
+class DeviationLinked(Outcome):
+    kind: ClassVar[str] = "deviation_linked"
+    deviation_id: str
+    linked_to: str
+
+    @property
+    def message(self) -> str:
+        return f"{self.deviation_id} linked to {self.linked_to}"
 
 
 class Engine:
@@ -265,8 +446,8 @@ class Engine:
 
     # -- batch ----------------------------------------------------------------------------
 
-    def start_batch(self, batch_id: str, coi: str, user_id: str, password: str) -> BatchState:
-        user = self._authenticate(user_id, password, batch_id=batch_id, step=None)
+    def start_batch(self, batch_id: str, coi: str, user_id: str, password: str) -> BatchStarted:
+        user = self.authenticate(user_id, password, batch_id=batch_id, step=None)
         if self.ledger.has_batch(batch_id):
             raise EngineRefusal(f"batch {batch_id} already exists on this unit")
         try:
@@ -277,7 +458,7 @@ class Engine:
             ) from e
         if scan.coi is None:
             raise EngineRefusal(f"{coi!r} is not a chain-of-identity identifier (&/CH…)")
-        self.ledger.append(
+        ev = self.ledger.append(
             "batch.started",
             {
                 "coi": scan.coi,
@@ -289,11 +470,13 @@ class Engine:
             batch_id=batch_id,
             actor=user.user_id,
         )
-        return self.state(batch_id)
+        return BatchStarted(batch_id, ev.seq, scan.coi, self.mbr.mbr_id, self.mbr.version)
 
     # -- scans ----------------------------------------------------------------------------
 
-    def scan(self, batch_id: str, raw: str, user_id: str, *, gs_substitutes: str = "") -> str:
+    def scan(
+        self, batch_id: str, raw: str, user_id: str, *, gs_substitutes: str = ""
+    ) -> ScanAccepted:
         self.actor(user_id)
         st, step = self._active(batch_id)
         exp = self.expectation(batch_id)
@@ -313,7 +496,7 @@ class Engine:
                 f"scan refused for {spec.role.replace('_', ' ')}: {reason}. Recorded as a "
                 "rejected scan with a deviation; the step does not advance."
             ) from e
-        self.ledger.append(
+        ev = self.ledger.append(
             "scan.accepted",
             {
                 "step": step.id,
@@ -324,7 +507,7 @@ class Engine:
             batch_id=batch_id,
             actor=user_id,
         )
-        return f"{spec.role.replace('_', ' ')} accepted"
+        return ScanAccepted(batch_id, ev.seq, step.id, spec.role, accepted)
 
     def _reject(
         self, st: BatchState, step: Step, spec: ScanSpec, raw: str, user_id: str, reason: str
@@ -332,7 +515,7 @@ class Engine:
         expected = spec.material or (
             st.coi if spec.role in ("patient_material", "final_product") else spec.role
         )
-        did = self._next_deviation_id(st)
+        did = self.next_deviation_id(st)
         self.ledger.append_many(
             [
                 Append(
@@ -468,7 +651,9 @@ class Engine:
 
     # -- values ---------------------------------------------------------------------------
 
-    def record_value(self, batch_id: str, name: str, value: str, unit: str, user_id: str) -> str:
+    def record_value(
+        self, batch_id: str, name: str, value: str, unit: str, user_id: str
+    ) -> ValueRecorded:
         self.actor(user_id)
         st, step = self._active(batch_id)
         exp = self.expectation(batch_id)
@@ -502,9 +687,9 @@ class Engine:
         ]
         if status != "ok":
             items.append(self._limit_deviation(st, step.id, spec, q, status, user_id))
-        self.ledger.append_many(items)
-        return f"{name} = {value} {unit} recorded" + (
-            "" if status == "ok" else f" ({status} limit breached: deviation raised)"
+        events = self.ledger.append_many(items)
+        return ValueRecorded(
+            batch_id, events[0].seq, step.id, name, value, unit, status, _raised(events)
         )
 
     def correct_value(
@@ -517,7 +702,7 @@ class Engine:
         reason: str,
         user_id: str,
         password: str,
-    ) -> str:
+    ) -> ValueCorrected:
         """Record a correction: a new event naming the corrected event (nothing is edited).
 
         21 CFR 11.10(e) and 11.200: the corrector re-authenticates with their password, as for a
@@ -551,7 +736,7 @@ class Engine:
         old = self._current_value(st, step_id, name)
         if Decimal(old["value"]) == Decimal(q["value"]):
             raise EngineRefusal(f"{name} is already {old['value']} {unit}: nothing to correct")
-        user = self._authenticate(user_id, password, batch_id=batch_id, step=step_id)
+        user = self.authenticate(user_id, password, batch_id=batch_id, step=step_id)
         corrected = next(
             e.seq
             for e in self.ledger.batch_events(batch_id, telemetry=False)
@@ -580,11 +765,21 @@ class Engine:
         ]
         if status != "ok":
             items.append(self._limit_deviation(st, step_id, spec, q, status, user.user_id))
-        self.ledger.append_many(items)
-        return (
-            f"{name} corrected from {old['value']} to {q['value']} {unit} by "
-            f"{user.printed_name} ({user.user_id}) (correcting seq {corrected}): {reason}"
-            + ("" if status == "ok" else f" ({status} limit breached: deviation raised)")
+        events = self.ledger.append_many(items)
+        return ValueCorrected(
+            batch_id,
+            events[0].seq,
+            step_id,
+            name,
+            old["value"],
+            q["value"],
+            unit,
+            reason,
+            user.user_id,
+            user.printed_name,
+            corrected,
+            status,
+            _raised(events),
         )
 
     @staticmethod
@@ -617,7 +812,7 @@ class Engine:
         return Append(
             "deviation.raised",
             {
-                "deviation_id": self._next_deviation_id(st),
+                "deviation_id": self.next_deviation_id(st),
                 "step": step_id,
                 "category": "limit_breach",
                 "reason": f"{spec.name} {q['value']} {unit} is outside the {status} limit "
@@ -628,7 +823,7 @@ class Engine:
             user_id,
         )
 
-    def calculate(self, batch_id: str, user_id: str) -> dict[str, str]:
+    def calculate(self, batch_id: str, user_id: str) -> DoseCalculated:
         self.actor(user_id)
         st, step = self._active(batch_id)
         if step.calculation != "dose" or self.mbr.dosing is None:
@@ -654,7 +849,7 @@ class Engine:
             )
         except MbrError as e:
             raise EngineRefusal(str(e)) from e
-        out = {
+        figures = {
             "cells_to_infuse": str(dose.cells_to_infuse),
             "per_kg": str(dose.per_kg),
             "volume_to_infuse_ml": str(dose.volume_to_infuse_ml),
@@ -667,8 +862,8 @@ class Engine:
                     "step": step.id,
                     "name": "dose",
                     "calculated": True,
-                    "value": quantity(out["per_kg"], "/kg"),
-                    "detail": out,
+                    "value": quantity(figures["per_kg"], "/kg"),
+                    "detail": figures,
                     "limit": "ok" if dose.within_range else "hard",
                 },
                 batch_id,
@@ -680,7 +875,7 @@ class Engine:
                 Append(
                     "deviation.raised",
                     {
-                        "deviation_id": self._next_deviation_id(st),
+                        "deviation_id": self.next_deviation_id(st),
                         "step": step.id,
                         "category": "limit_breach",
                         "severity": "major",
@@ -691,12 +886,21 @@ class Engine:
                     user_id,
                 )
             )
-        self.ledger.append_many(items)
-        return out
+        events = self.ledger.append_many(items)
+        return DoseCalculated(
+            batch_id,
+            events[0].seq,
+            step.id,
+            **figures,
+            within_range=dose.within_range,
+            deviation_id=_raised(events),
+        )
 
     # -- signatures -----------------------------------------------------------------------
 
-    def sign(self, batch_id: str, password: str, meaning: str, user_id: str | None = None) -> str:
+    def sign(
+        self, batch_id: str, password: str, meaning: str, user_id: str | None = None
+    ) -> Signed:
         st, step = self._active(batch_id)
         if meaning not in MEANINGS:
             raise EngineRefusal(f"meaning {meaning!r} is not one of {', '.join(MEANINGS)}")
@@ -707,7 +911,7 @@ class Engine:
                     "the session is not continuous: enter your user id and password "
                     "(21 CFR 11.200(a)(1)(ii))"
                 )
-        user = self._authenticate(user_id, password, batch_id=batch_id, step=step.id)
+        user = self.authenticate(user_id, password, batch_id=batch_id, step=step.id)
         exp = self.expectation(batch_id)
         if exp.scans or exp.values or exp.calculation:
             raise EngineRefusal(f"step {step.id} is not finished: it expects {self._describe(exp)}")
@@ -727,7 +931,7 @@ class Engine:
                     f"{user.user_id} performed step {step.id}; a second, different person must "
                     "verify it"
                 )
-        now = self.clock()
+        signed_at, signed_hash = format_time(self.clock()), self.ledger.head[1]
         items = [
             Append(
                 "signature.applied",
@@ -736,8 +940,8 @@ class Engine:
                     "user_id": user.user_id,
                     "printed_name": user.printed_name,
                     "meaning": meaning,
-                    "signed_hash": self.ledger.head[1],
-                    "signed_at": format_time(now),
+                    "signed_hash": signed_hash,
+                    "signed_at": signed_at,
                 },
                 batch_id,
                 user.user_id,
@@ -747,10 +951,18 @@ class Engine:
             items.append(Append("step.completed", {"step": step.id}, batch_id, user.user_id))
             if step is self.mbr.steps[-1]:
                 items.append(Append("batch.completed", {}, batch_id, user.user_id))
-        self.ledger.append_many(items)
-        return (
-            f"signed {meaning!r} by {user.printed_name} ({user.user_id}) at "
-            f"{format_time(now)}" + (f"; step {step.id} completed" if len(items) > 1 else "")
+        events = self.ledger.append_many(items)
+        return Signed(
+            batch_id,
+            events[0].seq,
+            step.id,
+            meaning,
+            user.user_id,
+            user.printed_name,
+            signed_at,
+            signed_hash,
+            step_completed=len(items) > 1,
+            batch_completed=len(items) > 2,
         )
 
     def _continuous_session_user(self) -> str | None:
@@ -762,9 +974,12 @@ class Engine:
             return None
         return user_id
 
-    def _authenticate(
+    def authenticate(
         self, user_id: str, password: str, *, batch_id: str | None, step: str | None
     ) -> User:
+        """Re-authenticate ``user_id`` (a signature, a correction, a custody party): a wrong
+        password is counted (recorded as ``signature.failed`` in a started batch) and the third
+        in a row locks the user; a success starts the continuous session (21 CFR 11.200)."""
         user = self.actor(user_id)  # unknown, inactive, locked: refused, nothing recorded
         if not user.check_password(password):
             fails = int(self.ledger.get_meta(f"fails:{user_id}") or "0") + 1
@@ -788,18 +1003,19 @@ class Engine:
 
     def raise_deviation(
         self, batch_id: str, reason: str, user_id: str, category: str = "operator"
-    ) -> str:
+    ) -> DeviationRaised:
         self.actor(user_id)
         st = self.state(batch_id)
         if not reason.strip():
             raise EngineRefusal("a deviation needs a reason")
-        did = self._next_deviation_id(st)
+        did = self.next_deviation_id(st)
         step = self.current_step(st)
-        self.ledger.append(
+        step_id = step.id if step else None
+        ev = self.ledger.append(
             "deviation.raised",
             {
                 "deviation_id": did,
-                "step": step.id if step else None,
+                "step": step_id,
                 "category": category,
                 "reason": reason,
                 "severity": "minor",
@@ -807,39 +1023,43 @@ class Engine:
             batch_id=batch_id,
             actor=user_id,
         )
-        return did
+        return DeviationRaised(batch_id, ev.seq, did, step_id, reason)
 
     def comment_deviation(
         self, batch_id: str, deviation_id: str, comment: str, user_id: str
-    ) -> None:
+    ) -> DeviationCommented:
         self.actor(user_id)
         st = self.state(batch_id)
         if not comment.strip():
             raise EngineRefusal("a comment needs text")
         if deviation_id not in st.deviations:
             raise EngineRefusal(f"deviation {deviation_id} does not exist in batch {batch_id}")
-        self.ledger.append(
+        ev = self.ledger.append(
             "deviation.commented",
             {"deviation_id": deviation_id, "comment": comment},
             batch_id=batch_id,
             actor=user_id,
         )
+        return DeviationCommented(batch_id, ev.seq, deviation_id, comment)
 
-    def link_deviation(self, batch_id: str, deviation_id: str, other: str, user_id: str) -> None:
+    def link_deviation(
+        self, batch_id: str, deviation_id: str, other: str, user_id: str
+    ) -> DeviationLinked:
         self.actor(user_id)
         st = self.state(batch_id)
         for d in (deviation_id, other):
             if d not in st.deviations:
                 raise EngineRefusal(f"deviation {d} does not exist in batch {batch_id}")
-        self.ledger.append(
+        ev = self.ledger.append(
             "deviation.linked",
             {"deviation_id": deviation_id, "linked_to": other},
             batch_id=batch_id,
             actor=user_id,
         )
+        return DeviationLinked(batch_id, ev.seq, deviation_id, other)
 
     @staticmethod
-    def _next_deviation_id(st: BatchState, offset: int = 0) -> str:
+    def next_deviation_id(st: BatchState, offset: int = 0) -> str:
         """The id of the next deviation (``offset``: more raised in the same commit group)."""
         return f"DEV-{st.batch_id}-{len(st.deviations) + 1 + offset:03d}"
 
@@ -856,6 +1076,13 @@ class Engine:
         if exp.signatures:
             parts.append("signatures " + ", ".join(exp.signatures))
         return "; ".join(parts) or "nothing"
+
+
+def _raised(events: list[Event]) -> str | None:
+    """The id of the deviation a commit group raised along with its main event, if any."""
+    return next(
+        (str(e.payload["deviation_id"]) for e in events if e.kind == "deviation.raised"), None
+    )
 
 
 GS1_DATES = (("17", "expiry date"), ("15", "best-before date"), ("12", "due date"))

@@ -95,15 +95,20 @@ def test_label_pdf_has_a_page_per_label_and_bad_data_is_refused() -> None:
 
 def test_label_reconciliation(started: Engine) -> None:
     c = Custody(started)
-    c.labels_printed("B1", "product_bag", 3, "op.alice", {"coi": COI})
-    c.labels_applied("B1", "product_bag", 2, "op.alice")
+    printed = c.labels_printed("B1", "product_bag", 3, "op.alice", {"coi": COI})
+    assert str(printed) == f"printed 3 product_bag label(s) for {COI}"
+    applied = c.labels_applied("B1", "product_bag", 2, "op.alice")
+    assert (str(applied), applied.seq) == ("2 product_bag label(s) applied", printed.seq + 1)
     r = c.reconcile_labels("B1", "op.alice")
-    assert not r["balanced"] and r["counts"]["product_bag"]["printed"] == 3
+    assert not r.balanced and r.counts["product_bag"]["printed"] == 3
+    assert str(r) == "product_bag: printed 3, applied 2, destroyed 0  MISMATCH"
     st_ = started.state("B1")
     (dev,) = [d for d in st_.deviations.values() if d.category == "labeling"]
-    assert "printed 3, applied 2, destroyed 0" in dev.reason
-    c.labels_destroyed("B1", "product_bag", 1, "misprint", "op.alice")
-    assert c.reconcile_labels("B1", "op.alice")["balanced"]
+    assert "printed 3, applied 2, destroyed 0" in dev.reason and r.deviation_id == dev.deviation_id
+    destroyed = c.labels_destroyed("B1", "product_bag", 1, "misprint", "op.alice")
+    assert str(destroyed) == "1 product_bag label(s) destroyed: misprint"
+    again = c.reconcile_labels("B1", "op.alice")
+    assert again.balanced and again.deviation_id is None
     assert len(started.state("B1").deviations) == 1
 
 
@@ -148,8 +153,11 @@ def test_full_chain_verifies_offline(started: Engine, tmp_path: Path) -> None:
     with pytest.raises(EngineRefusal, match="custody is with 'courier-7'"):
         c.handoff("B1", from_party="UNIT-T", to_party="x", place="p", bag_scan=BAG,
                   shipper_scan=None, giver=a, receiver=b)  # fmt: skip
-    c.handoff("B1", from_party="courier-7", to_party="HOSP-1", place="pharmacy", bag_scan=BAG,
-              shipper_scan=None, giver=b, receiver=ch)  # fmt: skip
+    handed = c.handoff("B1", from_party="courier-7", to_party="HOSP-1", place="pharmacy",
+                       bag_scan=BAG, shipper_scan=None, giver=b, receiver=ch)  # fmt: skip
+    assert str(handed) == f"handed over {COI} from courier-7 to HOSP-1 at pharmacy"
+    assert [s["meaning"] for s in handed.record["signatures"]] == ["handed_over", "received"]
+    assert handed.to_json()["outcome"] == "handed_over"
     log = "timestamp,temperature_c\n" + "".join(
         f"2026-11-25T08:{m:02d}:00Z,{-190 if m < 10 or m > 17 else -140}\n" for m in range(30)
     )
@@ -160,8 +168,12 @@ def test_full_chain_verifies_offline(started: Engine, tmp_path: Path) -> None:
     assert any(
         d.category == "shipping_temperature" for d in started.state("B1").deviations.values()
     )
-    c.receive("B1", site="HOSP-1", bag_scan=BAG, receiver=ch)
-    c.infuse("B1", site="HOSP-1", bag_scan=BAG, clinician=a)
+    assert str(c.receive("B1", site="HOSP-1", bag_scan=BAG, receiver=ch)) == (
+        f"{COI} received at HOSP-1"
+    )
+    infused = c.infuse("B1", site="HOSP-1", bag_scan=BAG, clinician=a)
+    assert str(infused) == f"{COI} infused at HOSP-1: custody chain closed"
+    assert infused.seq == started.ledger.head[0]
     with pytest.raises(EngineRefusal, match="custody chain is closed"):
         c.receive("B1", site="HOSP-1", bag_scan=BAG, receiver=ch)
     kinds = [x["kind"] for x in started.state("B1").custody]

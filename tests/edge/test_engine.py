@@ -5,12 +5,22 @@ from __future__ import annotations
 import pytest
 
 from ebr_core.batch import fold
-from edge.engine import Engine, EngineRefusal, ScanRejected
+from edge.engine import (
+    DeviationRaised,
+    DoseCalculated,
+    Engine,
+    EngineRefusal,
+    ScanAccepted,
+    ScanRejected,
+    Signed,
+    ValueCorrected,
+    ValueRecorded,
+)
 
 from .conftest import COI, GS, PW, Clock
 
 
-def sign(e: Engine, user: str, meaning: str = "performed") -> str:
+def sign(e: Engine, user: str, meaning: str = "performed") -> Signed:
     return e.sign("B1", PW[user], meaning, user)
 
 
@@ -71,7 +81,12 @@ def test_second_person_must_verify_critical_steps(started: Engine) -> None:
         "op.alice performed step receipt/apheresis/coi-scan; a second, different person must "
         "verify it"
     )
-    assert "step receipt/apheresis/coi-scan completed" in sign(started, "op.bob", "verified")
+    done = sign(started, "op.bob", "verified")
+    assert str(done).endswith("; step receipt/apheresis/coi-scan completed")
+    assert (done.step_id, done.meaning, done.user_id) == (
+        "receipt/apheresis/coi-scan", "verified", "op.bob"
+    )  # fmt: skip
+    assert done.step_completed and not done.batch_completed
     sigs = started.state("B1").signatures
     assert [(s.user_id, s.printed_name, s.meaning) for s in sigs] == [
         ("op.alice", "Alice Martin", "performed"),
@@ -81,10 +96,14 @@ def test_second_person_must_verify_critical_steps(started: Engine) -> None:
 
 
 def test_signature_is_bound_to_the_record_head(started: Engine) -> None:
-    started.scan("B1", COI, "op.alice")
+    accepted = started.scan("B1", COI, "op.alice")
+    assert isinstance(accepted, ScanAccepted) and str(accepted) == "patient material accepted"
+    assert (accepted.step_id, accepted.role, accepted.seq) == (
+        "receipt/apheresis/coi-scan", "patient_material", started.ledger.head[0]
+    )  # fmt: skip
     head = started.ledger.head[1]
-    sign(started, "op.alice")
-    assert started.state("B1").signatures[0].signed_hash == head
+    signed = sign(started, "op.alice")
+    assert started.state("B1").signatures[0].signed_hash == head == signed.signed_hash
 
 
 def test_continuous_session_needs_one_component_otherwise_two(
@@ -92,7 +111,9 @@ def test_continuous_session_needs_one_component_otherwise_two(
 ) -> None:
     started.scan("B1", COI, "op.alice")
     # op.alice authenticated with both components when starting the batch: session continues.
-    assert "Alice Martin" in started.sign("B1", PW["op.alice"], "performed")
+    signed = started.sign("B1", PW["op.alice"], "performed")
+    assert (signed.user_id, signed.printed_name) == ("op.alice", "Alice Martin")
+    assert str(signed) == f"signed 'performed' by Alice Martin (op.alice) at {signed.signed_at}"
     clock.advance(minutes=16)
     assert refusal(started.sign, "B1", PW["op.bob"], "verified") == (
         "the session is not continuous: enter your user id and password (21 CFR 11.200(a)(1)(ii))"
@@ -169,7 +190,11 @@ def test_limits_raise_deviations(started: Engine) -> None:
         "apheresis_volume: 'lots' is not a decimal number such as 87.5"
     )
     msg = started.record_value("B1", "apheresis_volume", "501", "mL", "op.alice")
-    assert msg == "apheresis_volume = 501 mL recorded (hard limit breached: deviation raised)"
+    assert str(msg) == "apheresis_volume = 501 mL recorded (hard limit breached: deviation raised)"
+    assert msg == ValueRecorded(
+        "B1", msg.seq, "receipt/apheresis/inspect", "apheresis_volume", "501", "mL", "hard",
+        "DEV-B1-001",
+    )  # fmt: skip
     d = started.state("B1").deviations["DEV-B1-001"]
     assert (d.severity, d.reason) == (
         "major",
@@ -182,10 +207,16 @@ def test_limits_raise_deviations(started: Engine) -> None:
 
 
 def test_deviations_are_commented_and_linked_never_edited(started: Engine) -> None:
-    a = started.raise_deviation("B1", "bag label smudged", "op.alice")
-    b = started.raise_deviation("B1", "second label smudged", "op.alice")
-    started.comment_deviation("B1", a, "label re-printed from the system", "op.bob")
-    started.link_deviation("B1", b, a, "op.bob")
+    raised = started.raise_deviation("B1", "bag label smudged", "op.alice")
+    assert raised == DeviationRaised(
+        "B1", raised.seq, "DEV-B1-001", "receipt/apheresis/coi-scan", "bag label smudged"
+    )
+    assert str(raised) == "DEV-B1-001" and raised.message == "deviation DEV-B1-001 raised"
+    a = raised.deviation_id
+    b = started.raise_deviation("B1", "second label smudged", "op.alice").deviation_id
+    commented = started.comment_deviation("B1", a, "label re-printed from the system", "op.bob")
+    assert str(commented) == "comment added to DEV-B1-001"
+    assert str(started.link_deviation("B1", b, a, "op.bob")) == "DEV-B1-002 linked to DEV-B1-001"
     st = started.state("B1")
     assert st.deviations[a].comments == ("label re-printed from the system",)
     assert st.deviations[b].links == (a,)
@@ -204,7 +235,17 @@ def test_batch_cannot_start_twice_or_with_a_bad_coi(engine: Engine) -> None:
     assert refusal(
         engine.start_batch, "B1", "&/CHO999926ABC123", "op.alice", PW["op.alice"]
     ).startswith("COI '&/CHO999926ABC123' is not a valid chain-of-")
-    engine.start_batch("B1", COI, "op.alice", PW["op.alice"])
+    started = engine.start_batch("B1", COI, "op.alice", PW["op.alice"])
+    assert str(started) == f"batch B1 started for COI {COI} on MBR CAR-T-CARTRIDGE v3"
+    assert started.to_json() == {
+        "outcome": "batch_started",
+        "batch_id": "B1",
+        "seq": 1,
+        "coi": COI,
+        "mbr_id": "CAR-T-CARTRIDGE",
+        "mbr_version": "3",
+        "message": str(started),
+    }
     assert refusal(engine.start_batch, "B1", COI, "op.alice", PW["op.alice"]) == (
         "batch B1 already exists on this unit"
     )
@@ -251,7 +292,7 @@ def test_the_dose_uses_corrected_values(started: Engine) -> None:
         "op.alice", PW["op.alice"],
     )  # fmt: skip
     sign(e, "op.alice")
-    assert e.calculate("B1", "op.alice")["cells_to_infuse"] == "145000000"  # 72.5 kg, not 80
+    assert e.calculate("B1", "op.alice").cells_to_infuse == "145000000"  # 72.5 kg, not 80
 
 
 def test_final_product_label_must_carry_the_coi(started: Engine) -> None:
@@ -268,12 +309,16 @@ def test_final_product_label_must_carry_the_coi(started: Engine) -> None:
         e.record_value("B1", n, v, u, "op.alice")
     sign(e, "op.alice")
     dose = e.calculate("B1", "op.alice")
-    assert dose == {
+    assert dose.detail() == {
         "cells_to_infuse": "145000000",
         "per_kg": "2000000",
         "volume_to_infuse_ml": "14.5",
         "total_viable_car_cells": "600000000",
     }
+    assert isinstance(dose, DoseCalculated) and dose.within_range and dose.deviation_id is None
+    assert str(dose).splitlines()[0] == "cells_to_infuse: 145000000"
+    recorded = e.ledger.batch_events("B1", dose.seq - 1, dose.seq, telemetry=False)
+    assert [ev.payload["detail"] for ev in recorded] == [dose.detail()]
     sign(e, "op.alice")
     sign(e, "op.chen", "verified")
     with pytest.raises(SR, match="COI &/CHA999926ZZZ999 does not match"):
@@ -310,9 +355,16 @@ def test_a_correction_is_a_new_event_referencing_the_original(started: Engine) -
         "op.alice",
         PW["op.alice"],
     )
-    assert msg == (
+    assert str(msg) == (
         f"apheresis_volume corrected from 220 to 202 mL by Alice Martin (op.alice) (correcting "
         f"seq {before[0].seq}): transcription error"
+    )
+    assert isinstance(msg, ValueCorrected)
+    assert (msg.old_value, msg.value, msg.corrects, msg.limit) == (
+        "220",
+        "202",
+        before[0].seq,
+        "ok",
     )
     st = started.state("B1")
     assert st.corrections[0]["corrects"] == before[0].seq
