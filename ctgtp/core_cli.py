@@ -15,7 +15,7 @@ from ebr_core.custody import CUSTODY_KINDS, CustodyProblem, check_custody
 from ebr_core.errors import EbrError, VerificationError
 from ebr_core.keys import Keyring, PublicKey, UnitSigner
 from ebr_core.ledgerfile import verify_ledger_chunks
-from ebr_core.record import Event
+from ebr_core.record import Event, decode_record
 
 CHUNK = 1 << 20
 
@@ -121,8 +121,7 @@ def _custody(ledger: Path) -> tuple[list[tuple[str, CustodyProblem]], int]:
             if d.get("type") != "event" or d.get("batch_id") is None:
                 continue
             if d["kind"] == "batch.started" or d["kind"] in CUSTODY_KINDS:
-                del d["type"]
-                per_batch.setdefault(d["batch_id"], []).append(Event(**d))
+                per_batch.setdefault(d["batch_id"], []).append(decode_record(d, Event))
                 checked += d["kind"] in CUSTODY_KINDS
     problems = [
         (b, p)

@@ -21,9 +21,11 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import re
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
-from typing import Any, NamedTuple
+from operator import itemgetter
+from typing import Any, NamedTuple, TypeVar, overload
 
 import orjson
 
@@ -246,12 +248,6 @@ class Event(NamedTuple):
     def time(self) -> datetime:
         return parse_time(self.recorded_at)
 
-    @classmethod
-    def from_dict(cls, d: Any) -> Event:
-        """Parse and check the shape of an event (not its hash; that is the verifier's job)."""
-        check_event_shape(d)
-        return cls(**d)
-
 
 @dataclass(frozen=True, slots=True)
 class Checkpoint:
@@ -277,11 +273,6 @@ class Checkpoint:
             self.unit_id, self.seq, self.prev_seq, self.head_hash, self.key_id
         )
 
-    @classmethod
-    def from_dict(cls, d: Any) -> Checkpoint:
-        check_signed_shape(d, CHECKPOINT_FIELDS, "checkpoint")
-        return cls(**d)
-
 
 @dataclass(frozen=True, slots=True)
 class Seal:
@@ -305,10 +296,71 @@ class Seal:
     def message(self) -> bytes:
         return seal_message(self.unit_id, self.first_seq, self.seq, self.head_hash, self.key_id)
 
-    @classmethod
-    def from_dict(cls, d: Any) -> Seal:
-        check_signed_shape(d, SEAL_FIELDS, "seal")
-        return cls(**d)
+
+Record = Event | Checkpoint | Seal
+_R = TypeVar("_R", Event, Checkpoint, Seal)
+Source = bytes | bytearray | memoryview | str | dict[str, Any]
+"""What :func:`decode_record` takes: a line of the exchange format, or the dict it parses to."""
+
+
+class _Decoding(NamedTuple):
+    cls: type[Record]
+    names: frozenset[str]
+    # The field values in the class's order, picked from the dict as they are: no copy of it,
+    # no "type" to delete first.
+    values: Callable[[dict[str, Any]], tuple[Any, ...]]
+
+
+def _decoding(cls: type[Record], names: tuple[str, ...]) -> _Decoding:
+    return _Decoding(cls, frozenset(names), itemgetter(*names))
+
+
+_DECODING = {
+    "event": _decoding(Event, Event._fields),
+    "checkpoint": _decoding(Checkpoint, tuple(f.name for f in fields(Checkpoint))),
+    "seal": _decoding(Seal, tuple(f.name for f in fields(Seal))),
+}
+_TYPE_NAMES = {Event: "event", Checkpoint: "checkpoint", Seal: "seal"}
+
+
+@overload
+def decode_record(src: Source) -> Record: ...
+@overload
+def decode_record(src: Source, expect: type[_R]) -> _R: ...
+def decode_record(src: Source, expect: type[Any] | None = None) -> Record:
+    """The :class:`Event`, :class:`Checkpoint` or :class:`Seal` a record of the exchange format
+    (:mod:`ebr_core.ledgerfile`) holds, given as its line or as the dict the line parses to.
+
+    The one decoder of records that were verified before (a stored line, a file checked by
+    ``ctgtp verify``).  It checks the form, not the content: the line is a JSON object, its
+    ``type`` is one of the three (``expect``'s, when given) and its fields are exactly that
+    type's; anything else is a :class:`RecordFormatError` naming what was wrong and what was
+    expected.  Hashes, links, signatures and field values are the verifier's
+    (:mod:`ebr_core.verify`).  The dict is not changed.
+    """
+    if isinstance(src, dict):
+        d = src
+    else:
+        try:
+            d = orjson.loads(src)
+        except orjson.JSONDecodeError as e:
+            raise RecordFormatError(f"a record is not valid JSON ({e})") from e
+        if type(d) is not dict:
+            raise RecordFormatError(f"a record must be a JSON object, got {type(d).__name__}")
+    t = d.get("type")
+    decoding = _DECODING.get(t) if type(t) is str else None
+    if decoding is None:
+        raise RecordFormatError(f"record type {t!r} is not one of 'event', 'checkpoint', 'seal'")
+    cls, names, values = decoding
+    if expect is not None and cls is not expect:
+        raise RecordFormatError(f"record type is {t!r}, expected {_TYPE_NAMES[expect]!r}")
+    if len(d) == len(names) + 1:  # the fields and "type": all present if the getter finds them
+        with contextlib.suppress(KeyError):
+            return cls(*values(d))
+    keys = d.keys() - {"type"}
+    raise RecordFormatError(
+        f"{t} fields wrong: missing {sorted(names - keys)}, unexpected {sorted(keys - names)}"
+    )
 
 
 def new_event_body(
@@ -397,41 +449,6 @@ def kind_ok(s: Any) -> bool:
         _valid_kinds.add(s)
         return True
     return False
-
-
-def check_event_shape(d: Any) -> None:
-    """Raise :class:`RecordFormatError` naming the first field that is wrong."""
-    if type(d) is not dict:
-        raise RecordFormatError(f"an event must be a JSON object, got {type(d).__name__}")
-    keys = d.keys()
-    if keys != EVENT_FIELDS:
-        missing = sorted(EVENT_FIELDS - keys)
-        extra = sorted(keys - EVENT_FIELDS)
-        raise RecordFormatError(f"event fields wrong: missing {missing}, unexpected {extra}")
-    if type(d["unit_id"]) is not str or not _ID.fullmatch(d["unit_id"]):
-        raise RecordFormatError(f"unit_id {d['unit_id']!r} is not a valid unit id")
-    if type(d["seq"]) is not int or d["seq"] < 1:
-        raise RecordFormatError(f"seq {d['seq']!r} is not a positive integer")
-    for k in ("prev_hash", "hash"):
-        if type(d[k]) is not str or not _HEX64.fullmatch(d[k]):
-            raise RecordFormatError(f"{k} {d[k]!r} is not 64 lower-case hex digits")
-    if type(d["recorded_at"]) is not str:
-        raise RecordFormatError("recorded_at is not a string")
-    parse_time(d["recorded_at"])
-    if d["batch_id"] is not None and (
-        type(d["batch_id"]) is not str or not _ID.fullmatch(d["batch_id"])
-    ):
-        raise RecordFormatError(f"batch_id {d['batch_id']!r} is not a valid batch id or null")
-    if type(d["kind"]) is not str or not _KIND.fullmatch(d["kind"]):
-        raise RecordFormatError(f"kind {d['kind']!r} is not dotted lower-case words")
-    if d["actor"] is not None and (type(d["actor"]) is not str or not d["actor"]):
-        raise RecordFormatError("actor must be a non-empty string or null")
-    if type(d["payload"]) is not dict:
-        raise RecordFormatError("payload is not a JSON object")
-    try:
-        check_value(d["payload"], "payload")
-    except CanonicalError as e:
-        raise RecordFormatError(str(e)) from e
 
 
 _B64SIG = re.compile(r"[A-Za-z0-9+/]{86}==")

@@ -74,7 +74,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from ebr_core.chain import ChainBuilder
 from ebr_core.errors import VerificationError
 from ebr_core.keys import Keyring, PublicKey, UnitSigner
-from ebr_core.record import GENESIS_HASH, Checkpoint, Event, format_time, parse_time
+from ebr_core.record import GENESIS_HASH, Checkpoint, Event, decode_record, format_time, parse_time
 from ebr_core.verify import ChainVerifier, Verified
 from edge.errors import (
     LedgerBusyError,
@@ -158,15 +158,11 @@ def checkpoint_line(cp: Checkpoint) -> bytes:
 
 
 def event_from_line(line: bytes) -> Event:
-    d = orjson.loads(line)
-    del d["type"]
-    return Event(**d)
+    return decode_record(line, Event)
 
 
 def checkpoint_from_line(line: bytes) -> Checkpoint:
-    d = orjson.loads(line)
-    del d["type"]
-    return Checkpoint(**d)
+    return decode_record(line, Checkpoint)
 
 
 def _line_bytes(line: Any) -> bytes:
