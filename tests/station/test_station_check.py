@@ -1,0 +1,117 @@
+"""``ctgtp edge station-check`` on real simulated devices and a real server; and the agent's
+background sync to that server."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from click.testing import CliRunner
+
+from edge.station.agent import StationAgent
+from edge.station.cli import station_check
+from firmware_sim.broker import Broker
+from firmware_sim.pty import PtyDevice
+from tests.server.conftest import ADMIN, server_settings, start_server
+from tests.station.conftest import COI, PW, UNIT
+
+pytestmark = pytest.mark.hil
+
+
+def test_a_good_file_with_every_device_opens_each_once(
+    tmp_path: Path, broker: Broker, request: pytest.FixtureRequest
+) -> None:
+    counter = PtyDevice()
+    f = tmp_path / "station.toml"
+    try:
+        with start_server(server_settings("sqlite", request, tmp_path)) as srv:
+            (tmp_path / "server.pub").write_bytes(srv.key.to_json())
+            f.write_text(
+                '[devices.scanner]\nprofile = "scanner_serial_generic"\n'
+                'port = "sim://scanner/check-1"\n'
+                f'[devices.counter]\nprofile = "cell_counter_cc1"\nport = "{counter.port}"\n'
+                '[devices.camera]\nprofile = "camera_scanner"\ncamera = "sim://camera"\n'
+                '[devices.bioreactor]\nprofile = "bioreactor_cartridge"\n'
+                f'broker = "mqtt://edge:pw-never-shown@127.0.0.1:{broker.port}"\n'
+                f'[server]\nurl = "{srv.url}"\nkey = "server.pub"\n'
+            )
+            r = CliRunner().invoke(station_check, [str(f)])
+    finally:
+        counter.close()
+    assert r.exit_code == 0, r.output
+    lines = r.output.splitlines()
+    assert lines[0] == f"{f}: valid (4 devices)"
+    assert lines[1:] == [
+        "ok    scanner (serial_scanner): opened sim://scanner/check-1 at 9600 baud",
+        f"ok    counter (serial_instrument): opened {counter.port} at 19200 baud",
+        "ok    camera (camera): frames are fed by the program running the agent; nothing to open",
+        f"ok    bioreactor (mqtt): connected to mqtt://edge:***@127.0.0.1:{broker.port}",
+        f"ok    server (sync): {srv.url} answers with the key in server.pub ({srv.key.key_id})",
+    ]
+    assert "pw-never-shown" not in r.output
+
+
+def test_devices_that_cannot_be_opened_are_each_named(tmp_path: Path, broker: Broker) -> None:
+    port = broker.port
+    broker.stop()
+    f = tmp_path / "station.toml"
+    f.write_text(
+        f'[devices.scanner]\nprofile = "scanner_serial_generic"\nport = "{tmp_path}/ttyNONE"\n'
+        '[devices.camera]\nprofile = "camera_scanner"\ncamera = "no-such-video.mp4"\n'
+        f'[devices.bio]\nprofile = "bioreactor_cartridge"\nbroker = "mqtt://127.0.0.1:{port}"\n'
+    )
+    r = CliRunner().invoke(station_check, [str(f)])
+    assert r.exit_code == 1
+    lines = r.output.splitlines()
+    assert lines[1].startswith(f"FAIL  scanner (serial_scanner): cannot open {tmp_path}/ttyNONE")
+    assert lines[2] == f"FAIL  camera (camera): cannot open camera {tmp_path}/no-such-video.mp4"
+    assert lines[3].startswith(f"FAIL  bio (mqtt): cannot reach the broker mqtt://127.0.0.1:{port}")
+    assert lines[-1] == "Error: 3 could not be opened: scanner, camera, bio"
+
+
+def test_a_wrong_file_is_refused_before_anything_is_opened(tmp_path: Path) -> None:
+    f = tmp_path / "station.toml"
+    f.write_text('[devices.scanner]\nprofile = "scanner_serial_generic"\nprot = "/dev/ttyUSB0"\n')
+    r = CliRunner().invoke(station_check, [str(f)])
+    assert r.exit_code == 1
+    assert r.output == (
+        f"Error: {f} is not a valid station file: devices.scanner: unknown key 'prot' (did you "
+        "mean 'port'?); the allowed keys are profile, port, camera, broker\n"
+    )
+
+
+def test_the_agent_syncs_in_the_background(
+    home: Path, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    with start_server(server_settings("sqlite", request, tmp_path)) as srv:
+        r = httpx.post(
+            f"{srv.url}/admin/units",
+            headers={"Authorization": f"Bearer {ADMIN}"},
+            json={"site_id": "SITE-1", "unit_id": UNIT, "public_key": (home / "unit.pub").read_text()},
+        )  # fmt: skip
+        assert r.status_code < 300, r.text
+        (home / "server.pub").write_bytes(srv.key.to_json())
+        (home / "station.toml").write_text(
+            f'[server]\nurl = "{srv.url}"\nkey = "server.pub"\ninterval_s = 1\n'
+            '[kiosk]\nbind = "127.0.0.1:0"\n'
+        )
+        agent = StationAgent.from_file(home / "station.toml").start()
+        try:
+            agent.engine.start_batch("B1", COI, "op.alice", PW["op.alice"])
+            head = agent.agent.ledger.head[0]
+            end = time.monotonic() + 20
+            while time.monotonic() < end and (agent.sync_state().server_head or 0) < head:
+                time.sleep(0.1)
+            s = agent.sync_state()
+            assert s.server_head == head and s.unsynced_events == 0, s
+            assert s.last_receipt_at is not None and s.alarm is None
+            h = httpx.get(f"{agent.kiosk_url}/health").json()
+            assert h["sync"]["configured"] is True and h["sync"]["server_head"] == head
+        finally:
+            agent.stop()
+        info = httpx.get(
+            f"{srv.url}/admin/units/{UNIT}", headers={"Authorization": f"Bearer {ADMIN}"}
+        ).json()
+        assert info["events"] == head
