@@ -141,17 +141,3 @@ def depth(value: Any) -> int:
         deepest = max(deepest, d)
         stack.extend((x, d + 1) for x in items if type(x) in _CONTAINERS)
     return deepest
-
-
-def loads(data: bytes | str, max_depth: int = MAX_DEPTH) -> Any:
-    """Parse JSON, refusing input that is not JSON or nests deeper than ``max_depth`` levels
-    (orjson stops at 1024 on its own; callers then recurse over what they got)."""
-    try:
-        value = orjson.loads(data)
-    except orjson.JSONDecodeError as e:
-        raise CanonicalError(f"not valid JSON: {e}") from e
-    if depth(value) > max_depth:
-        raise CanonicalError(
-            f"JSON nested deeper than {max_depth} levels (objects and arrays within one another)"
-        )
-    return value

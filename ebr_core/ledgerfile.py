@@ -14,10 +14,8 @@ chunked, so a reader may feed a file in any block size.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any
-
-import orjson
 
 from ebr_core.canonical import canonical
 from ebr_core.errors import MalformedRecordError
@@ -37,10 +35,6 @@ def encode_record(record: Event | Checkpoint | Seal) -> bytes:
     d: dict[str, Any] = record.to_dict()
     d["type"] = t
     return canonical(d) + b"\n"
-
-
-def encode_ledger(records: Iterable[Event | Checkpoint | Seal]) -> bytes:
-    return b"".join(encode_record(r) for r in records)
 
 
 class LineSplitter:
@@ -78,12 +72,3 @@ def verify_ledger_chunks(
             "last line has no newline terminator: the file was truncated", index=v.index
         )
     return v.finish(require_seal=True)
-
-
-def iter_records(data: bytes) -> Iterator[Any]:
-    """Parse the lines of a ledger file (no verification)."""
-    for n, line in enumerate(data.split(b"\n")[:-1]):
-        try:
-            yield orjson.loads(line)
-        except orjson.JSONDecodeError as e:
-            raise MalformedRecordError(f"not valid JSON ({e})", index=n) from e

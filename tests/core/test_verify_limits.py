@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ebr_core.canonical import MAX_DEPTH, check_value, depth, loads
+from ebr_core.canonical import MAX_DEPTH, check_value, depth
 from ebr_core.chain import sign_checkpoint
 from ebr_core.errors import CanonicalError, MalformedRecordError
 from ebr_core.keys import Keyring, UnitSigner
@@ -99,16 +99,13 @@ def nested(n: int) -> Any:
     return v
 
 
-def test_depth_limit_in_canonical_values_and_decoding() -> None:
+def test_depth_limit_in_canonical_values() -> None:
     check_value(nested(MAX_DEPTH))
     for n in (MAX_DEPTH + 1, 900, 5000):
         with pytest.raises(CanonicalError, match=f"nested deeper than {MAX_DEPTH} levels"):
             check_value(nested(n))
-    assert depth(loads(orjson.dumps(nested(MAX_DEPTH)))) == MAX_DEPTH
-    with pytest.raises(CanonicalError, match=f"JSON nested deeper than {MAX_DEPTH} levels"):
-        loads(b"[" * 900 + b"]" * 900)
-    with pytest.raises(CanonicalError, match="not valid JSON"):
-        loads(b"[" * 5000 + b"]" * 5000)
+    assert depth(orjson.loads(orjson.dumps(nested(MAX_DEPTH)))) == MAX_DEPTH
+    assert depth(orjson.loads(b"[" * 900 + b"]" * 900)) == 900
 
 
 def deep_line(signer: UnitSigner, n: int, seq: int = 1, prev: str = GENESIS_HASH) -> bytes:
