@@ -166,3 +166,42 @@ def _echo_states(messages: Iterator[Message]) -> Iterator[Message]:
             what = m.state if m.kind is Kind.STATE else f"{m.code}: {m.message}"
             click.echo(f"day {m.at_s / 86_400:6.3f}  {m.kind:<5}  {what}")
         yield m
+
+
+@sim.command("scan")
+@click.option(
+    "--unit",
+    "unit_id",
+    required=True,
+    help="The unit whose simulated scanner reads the label (the demo's: UNIT-DEMO-01).",
+)
+@click.option(
+    "--scanner",
+    default=None,
+    help="The simulated scanner's name, when it is not the unit's id (sim://scanner/NAME).",
+)
+@click.option(
+    "--symbology",
+    default="]d2",
+    show_default=True,
+    help="The AIM identifier the scanner reports: ]d2 GS1 DataMatrix, ]C1 GS1-128, "
+    "]C0 Code 128 (ISBT 128), ]Q3 GS1 QR.  A CODE starting with one carries its own.",
+)
+@click.argument("code")
+def scan_cmd(unit_id: str, scanner: str | None, symbology: str, code: str) -> None:
+    """Pull the trigger of a running simulated unit's scanner (the demo's, with ``ctgtp demo
+    --serve``) on a label holding CODE.  Write the GS between GS1 fields as <GS>, e.g.
+    ``ctgtp sim scan --unit UNIT-DEMO-01 '010950600013435210TM2611'`` or
+    ``ctgtp sim scan --unit UNIT-DEMO-01 ']C0&/CHA999926ABC123'``."""
+    from firmware_sim.urlhandler.remote import RemoteError, send_scan
+
+    data = code.replace("<GS>", "\x1d")
+    if len(data) > 3 and data[0] == "]":
+        symbology, data = data[:3], data[3:]
+    name = scanner or unit_id
+    try:
+        send_scan(name, data, symbology)
+    except RemoteError as e:
+        raise click.ClickException(str(e)) from e
+    shown = data.replace("\x1d", "<GS>")
+    click.echo(f"{name}: scanned {symbology}{shown}")

@@ -1,9 +1,10 @@
-"""``sim://scanner/NAME?suffix=crlf&gs=|&symbology=1&wedge=0&garble=0.1&seed=1``
+"""``sim://scanner/NAME?suffix=crlf&gs=|&symbology=1&wedge=0&garble=0.1&seed=1&remote=1``
 
 A simulated serial scanner addressed by URL, so a test opens the "device" exactly the way
 production opens a port.  Labels are fed with :func:`scan` (``scan("NAME", data)``); the port
 returns the bytes the configured scanner would send, faults included.  ``disconnect("NAME")``
-makes reads fail as an unplugged USB adapter does.
+makes reads fail as an unplugged USB adapter does.  With ``remote=1`` another process can feed
+it too, while it is open (``ctgtp sim scan``; see :mod:`firmware_sim.urlhandler.remote`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 from serial.serialutil import PortNotOpenError, SerialBase, SerialException
 
 from firmware_sim.devices import Faults, ScannerSim
+from firmware_sim.urlhandler.remote import Listener, RemoteError
 
 _PORTS: dict[str, Serial] = {}
 _SUFFIX = {"crlf": b"\r\n", "cr": b"\r", "lf": b"\n"}
@@ -38,6 +40,14 @@ class Serial(SerialBase):
         self._cond = threading.Condition()
         self.unplugged = False
         self.name_key, self.device = self.from_url(str(self.port))
+        self.listener: Listener | None = None
+        if self._remote:
+            try:
+                self.listener = Listener(
+                    self.name_key, lambda data, sym: self.feed(self.device.frame(data, sym))
+                )
+            except (RemoteError, OSError) as e:
+                raise SerialException(f"cannot open {self.port}: {e}") from e
         _PORTS[self.name_key] = self
         self.is_open = True
 
@@ -46,6 +56,7 @@ class Serial(SerialBase):
         if parts.scheme != "sim" or parts.netloc != "scanner":
             raise SerialException(f"expected sim://scanner/NAME?..., got {url!r}")
         q = {k: v[-1] for k, v in urllib.parse.parse_qs(parts.query).items()}
+        self._remote = q.get("remote", "0") == "1"
         try:
             faults = Faults(garble=float(q.get("garble", 0)), truncate=float(q.get("truncate", 0)))
             if "seed" in q:
@@ -67,7 +78,12 @@ class Serial(SerialBase):
 
     def close(self) -> None:
         self.is_open = False
-        _PORTS.pop(getattr(self, "name_key", ""), None)
+        listener = getattr(self, "listener", None)
+        if listener is not None:
+            listener.close()
+            self.listener = None
+        if _PORTS.get(getattr(self, "name_key", "")) is self:
+            _PORTS.pop(self.name_key, None)
 
     def _reconfigure_port(self) -> None:
         pass

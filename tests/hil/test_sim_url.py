@@ -84,3 +84,66 @@ def test_the_reader_reopens_the_same_port_after_an_unplug() -> None:
     assert wait_for(lambda: len(got) == 2)
     r.stop()
     assert any("device disconnected" in f for f in r.stats.faults)
+
+
+def test_ctgtp_sim_scan_reaches_a_remote_sim_scanner_from_another_process() -> None:
+    """``sim://scanner/NAME?remote=1`` listens while open; ``ctgtp sim scan`` (a separate
+    process) pulls its trigger; the bytes arrive through the reader like any scan."""
+    import subprocess
+    import sys
+
+    register()
+    got: list[str] = []
+    r = SerialReader(
+        "sim://scanner/remote-t1?remote=1",
+        shipped_profile("scanner_serial_generic"),
+        lambda s: got.append(str(s)),
+    ).start()
+    try:
+        cmd = [sys.executable, "-m", "ctgtp", "sim", "scan", "--unit", "remote-t1"]
+        out = subprocess.run(
+            [*cmd, "010950600013435210TM2611<GS>17270331"], capture_output=True, text=True
+        )
+        assert out.returncode == 0, out.stderr
+        assert out.stdout == "remote-t1: scanned ]d2010950600013435210TM2611<GS>17270331\n"
+        out = subprocess.run([*cmd, f"]C0{COI}"], capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+        assert wait_for(lambda: len(got) == 2)
+        assert got == ["]d2010950600013435210TM2611\x1d17270331", f"]C0{COI}"]
+        bad = subprocess.run([*cmd, "--symbology", "d2", "X"], capture_output=True, text=True)
+        assert bad.returncode == 1
+        assert "symbology 'd2' is not an AIM identifier such as ]d2 or ]C0" in bad.stderr
+    finally:
+        r.stop()
+    gone = subprocess.run(
+        [sys.executable, "-m", "ctgtp", "sim", "scan", "--unit", "remote-t1", "X"],
+        capture_output=True,
+        text=True,
+    )
+    assert gone.returncode == 1
+    assert "no simulated scanner 'remote-t1' is running" in gone.stderr
+    assert got == ["]d2010950600013435210TM2611\x1d17270331", f"]C0{COI}"]
+
+
+def test_a_remote_request_that_is_not_a_scan_is_refused() -> None:
+    import socket
+
+    from firmware_sim.urlhandler.remote import socket_path
+
+    register()
+    r = SerialReader(
+        "sim://scanner/remote-t2?remote=1", shipped_profile("scanner_serial_generic"), print
+    ).start()
+    try:
+        for request, answer in [
+            (b"not json\n", "Expecting value"),
+            (b'["x"]\n', "expected a JSON object"),
+            (b'{"data": 5, "symbology": "]d2"}\n', "expected data and symbology as text"),
+            (b'{"data": "A\\u0000", "symbology": "]C0"}\n', "the code holds U+0000"),
+        ]:
+            with socket.socket(socket.AF_UNIX) as s:
+                s.connect(str(socket_path("remote-t2")))
+                s.sendall(request)
+                assert answer in s.recv(4096).decode()
+    finally:
+        r.stop()
