@@ -102,15 +102,20 @@ def test_ctgtp_sim_scan_reaches_a_remote_sim_scanner_from_another_process() -> N
     try:
         cmd = [sys.executable, "-m", "ctgtp", "sim", "scan", "--unit", "remote-t1"]
         out = subprocess.run(
-            [*cmd, "010950600013435210TM2611<GS>17270331"], capture_output=True, text=True
+            [*cmd, "010950600013435210TM2611<GS>17270331"],
+            capture_output=True,
+            text=True,
+            check=False,
         )
         assert out.returncode == 0, out.stderr
         assert out.stdout == "remote-t1: scanned ]d2010950600013435210TM2611<GS>17270331\n"
-        out = subprocess.run([*cmd, f"]C0{COI}"], capture_output=True, text=True)
+        out = subprocess.run([*cmd, f"]C0{COI}"], capture_output=True, text=True, check=False)
         assert out.returncode == 0, out.stderr
         assert wait_for(lambda: len(got) == 2)
         assert got == ["]d2010950600013435210TM2611\x1d17270331", f"]C0{COI}"]
-        bad = subprocess.run([*cmd, "--symbology", "d2", "X"], capture_output=True, text=True)
+        bad = subprocess.run(
+            [*cmd, "--symbology", "d2", "X"], capture_output=True, text=True, check=False
+        )
         assert bad.returncode == 1
         assert "symbology 'd2' is not an AIM identifier such as ]d2 or ]C0" in bad.stderr
     finally:
@@ -119,6 +124,7 @@ def test_ctgtp_sim_scan_reaches_a_remote_sim_scanner_from_another_process() -> N
         [sys.executable, "-m", "ctgtp", "sim", "scan", "--unit", "remote-t1", "X"],
         capture_output=True,
         text=True,
+        check=False,
     )
     assert gone.returncode == 1
     assert "no simulated scanner 'remote-t1' is running" in gone.stderr
