@@ -16,6 +16,11 @@ sensitive ``c/s`` codes)::
     exponent    ::= ["+" | "-"] digits        factor ::= digits     (digits: 1-9 then 0-9)
     annotation  ::= "{" ASCII 33-126 except curly braces "}"
 
+As UCUM's table of example codes (and NLM's implementation) does, a parenthesised term may carry
+an annotation too (``g/(8.h){shift}``).  The tests check this module against that table and the
+atoms of ``ucum-essence.xml`` as the ``ucumvert`` package ships them, and against ``ucumvert``'s
+parser on generated codes.
+
 The atom tables below are UCUM 2.2's (``ucum-essence.xml``): :data:`METRIC` atoms take a prefix
 (``mL``, ``kg``, ``ug``), :data:`NON_METRIC` ones do not (``%``, ``h``, ``[pH]``, ``10*``).
 ``10*6/mL`` is the atom ``10*`` to the power 6 per millilitre.
@@ -133,9 +138,6 @@ def _split(text: str, code: str) -> list[str]:
 
 
 def _component(part: str, code: str) -> None:
-    if part.startswith("(") and part.endswith(")") and _closes_at_end(part):
-        _term(part[1:-1], code)
-        return
     annotation = re.search(r"\{[^{}]*\}$", part)
     if annotation:
         if not _ANNOTATION.fullmatch(annotation.group()):
@@ -143,6 +145,11 @@ def _component(part: str, code: str) -> None:
         part = part[: annotation.start()]
         if not part:
             return  # an annotation alone, e.g. {cells}
+    # A parenthesised term, annotated or not: UCUM's own table of example codes writes
+    # ``g/(8.h){shift}`` and ``U/(10.g){feces}``.
+    if part.startswith("(") and part.endswith(")") and _closes_at_end(part):
+        _term(part[1:-1], code)
+        return
     if _FACTOR.fullmatch(part):
         return  # a factor, e.g. 1 or 1000
     m = _EXPONENT.fullmatch(part)

@@ -23,8 +23,8 @@ YAML shape (values exact: decimals are strings or YAML numbers kept as written):
       sterility: {EU: [ph-eur-2.6.27], US: [usp-71, 21cfr610.12], UK: [ph-eur-2.6.27]}
     dosing:                           # weight bands (for kind: dose)
       bands:
-        - {max_weight_kg: "50", per_kg: {min: "200000", max: "5000000"}}
-        - {above_weight_kg: "50", total: {min: "10000000", max: "250000000"}}
+        - {max_weight_kg: "50", per_kg: {min: "0.2", max: "5", unit: "10*6{cells}/kg"}}
+        - {above_weight_kg: "50", total: {min: "10", max: "250", unit: "10*6{cells}"}}
     overlays:
       EU:
         clause: "EU GMP for ATMPs"
@@ -44,7 +44,8 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from ebr_core.errors import SpecificationError
-from ebr_core.spec.units import convert, known
+from ebr_core.spec.units import convert, dimension
+from ebr_core.ucum import UcumError, check_ucum
 
 KINDS = ("numeric", "qualitative", "dose")
 TIMINGS = ("before_release", "after_release")
@@ -201,11 +202,22 @@ def _attribute(aid: str, d: Any, where: str) -> Attribute:
     unit = str(d.get("unit", ""))
     lower = upper = None
     accepted: tuple[str, ...] = ()
-    if kind == "numeric":
-        if not known(unit):
+    if kind in ("numeric", "dose"):
+        try:
+            dim = dimension(unit if unit or kind == "numeric" else "1")
+        except SpecificationError as e:
+            raise SpecificationError(f"{where}: {e}") from e
+        if kind == "dose" and dim[0] != "count":
             raise SpecificationError(
-                f"{where}: unit {unit!r} is not a UCUM unit this system converts"
+                f"{where}: a dose is a number of cells ('{{cells}}', '10*6{{cells}}'), "
+                f"not {unit!r} ({dim[0]})"
             )
+    elif unit:
+        try:
+            check_ucum(unit)
+        except UcumError as e:
+            raise SpecificationError(f"{where}: {e}") from e
+    if kind == "numeric":
         lower, upper = _bounds(d.get("limit") or {}, f"{where}.limit")
         if lower is None and upper is None:
             raise SpecificationError(f"{where}: a numeric attribute needs a limit")
@@ -303,6 +315,28 @@ def _apply_tighten(base: Attribute, change: dict[str, Any], ov: Overlay) -> Attr
     return new
 
 
+def _dose_range(d: Any, base: str, where: str) -> tuple[Decimal, Decimal] | None:
+    """A band's ``{min, max, unit}`` in cells (``total``) or cells per kg (``per_kg``).  The unit
+    is optional (bare figures are cells, as before units were written: ``{cells}`` and
+    ``{cells}/kg``); given, it is any count of that dimension, e.g. ``10*6{cells}/kg``."""
+    if d is None:
+        return None
+    if not isinstance(d, dict) or "min" not in d or "max" not in d:
+        raise SpecificationError(f"{where}: give {{min, max}} and, optionally, unit")
+    unknown = set(d) - {"min", "max", "unit"}
+    if unknown:
+        raise SpecificationError(f"{where}: unknown keys {sorted(unknown)}; use min, max, unit")
+    unit = str(d.get("unit", base))
+    try:
+        lo = convert(_dec(d["min"], where), unit, base)
+        hi = convert(_dec(d["max"], where), unit, base)
+    except SpecificationError as e:
+        raise SpecificationError(f"{where}: {e}") from e
+    if lo > hi:
+        raise SpecificationError(f"{where}: min {d['min']} is above max {d['max']}")
+    return lo, hi
+
+
 def parse_spec(content: dict[str, Any]) -> Spec:
     """Validate a specification document's content; refuse loosening overlays."""
     for key in ("spec_id", "version", "attributes", "overlays"):
@@ -340,16 +374,8 @@ def parse_spec(content: dict[str, Any]) -> Spec:
             if "below_weight_kg" in b
             else None
         )
-        per_kg = (
-            (_dec(b["per_kg"]["min"], where), _dec(b["per_kg"]["max"], where))
-            if "per_kg" in b
-            else None
-        )
-        total = (
-            (_dec(b["total"]["min"], where), _dec(b["total"]["max"], where))
-            if "total" in b
-            else None
-        )
+        per_kg = _dose_range(b.get("per_kg"), "/kg", f"{where} per_kg")
+        total = _dose_range(b.get("total"), "1", f"{where} total")
         if (per_kg is None) == (total is None):
             raise SpecificationError(f"{where}: give per_kg or total")
         bands.append(DoseBand(lo, hi, per_kg, total))
