@@ -73,8 +73,12 @@ def chart(ch: Channel, limit: Limit | None, title: str) -> Markup:
         f'<line class="axis" x1="{LEFT}" y1="{TOP}" x2="{LEFT}" y2="{TOP + ph}"/>',
     ]
     if pts:
-        upper = [(x(float(p["t"]) + width / 2), y(h)) for p, h in zip(pts, highs, strict=True)]
-        lower = [(x(float(p["t"]) + width / 2), y(lo)) for p, lo in zip(pts, lows, strict=True)]
+        upper: list[tuple[float, float]] = []
+        lower: list[tuple[float, float]] = []
+        for p, lo, hi in zip(pts, lows, highs, strict=True):
+            a, b = x(float(p["t"])), x(float(p["t"]) + width)
+            upper += [(a, y(hi)), (b, y(hi))]
+            lower += [(a, y(lo)), (b, y(lo))]
         band = " ".join(f"{_num(a)},{_num(b)}" for a, b in upper + lower[::-1])
         mid = " ".join(
             f"{_num(a)},{_num((b + c) / 2)}" for (a, b), (_, c) in zip(upper, lower, strict=True)

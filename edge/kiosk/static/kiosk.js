@@ -38,3 +38,6 @@
     if (msg && msg.type === "scan") { deliver(JSON.parse(msg.data)); }
   });
 })();
+document.addEventListener("htmx:sseOpen", function () {
+  document.body.setAttribute("data-live", "1"); // the page's event stream is open
+});

@@ -1,0 +1,58 @@
+"""The step screen in a real Chromium: a batch started by scanning the COI, the wrong patient
+refused in a red full-width banner, a code from the attached scanner (the station's scan sink,
+pushed over SSE) and from a keyboard-wedge scanner reaching the step without a touch."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.kiosk.conftest import COI, PW, WRONG_COI, Served, sign_in
+
+
+def start(page: Any, base: str, batch: str = "B1") -> None:
+    page.fill("#f-batch_id", batch)
+    page.fill("#f-coi", COI)
+    page.fill("#f-password", PW["op.alice"])
+    page.click("#start-batch button[type=submit]")
+    page.wait_for_url(f"{base}/b/{batch}/step")
+
+
+def test_wrong_patient_is_a_red_full_width_stop(page: Any, kiosk: Served, station: Any) -> None:
+    sign_in(page, kiosk.url, "op.alice")
+    page.screens.check("batches")
+    start(page, kiosk.url)
+    assert page.inner_text("#h-step").startswith("Step 1 of 13")
+    assert "ISBT 128" in page.inner_text("#h-expects + h3 + p")
+    page.screens.check("step")
+    page.fill("#f-code", WRONG_COI)
+    page.press("#f-code", "Enter")
+    banner = page.locator("#banner.refusal.stop")
+    banner.wait_for()
+    text = banner.inner_text()
+    assert "STOP" in text and "(wrong patient)" in text
+    colour = banner.evaluate("e => getComputedStyle(e).backgroundColor")
+    assert colour == "rgb(176, 0, 32)"
+    box, main = banner.bounding_box(), page.locator("#main").bounding_box()
+    assert box["width"] >= main["width"] - 40  # full width of the content
+    page.screens.check("step-refused")
+    st = station.engine.state("B1")
+    assert len(st.scans_rejected) == 1 and not st.completed_steps
+
+
+def test_scanner_and_wedge_reach_the_step(page: Any, kiosk: Served, station: Any) -> None:
+    sign_in(page, kiosk.url, "op.alice")
+    start(page, kiosk.url)
+    # The attached scanner: the station's reader thread hands the code to the kiosk's sink.
+    page.wait_for_function("document.querySelector('#live') && htmx !== undefined")
+    page.wait_for_timeout(300)  # the page's event stream is open
+    station.scan(COI)
+    page.locator("#banner.ok", has_text="patient material accepted").wait_for()
+    assert station.engine.state("B1").step_scans("receipt/apheresis/coi-scan")
+    # Sign, verify, then the wedge on the cartridge step (no field focused: keys to the page).
+    page.fill("#f-password-sign", PW["op.alice"])
+    page.press("#f-password-sign", "Enter")
+    page.click("#open-verify")
+    page.fill("#f-user_id-verifier", "op.bob")
+    page.fill("#f-password-verifier", PW["op.bob"])
+    page.click("#verify-form button[type=submit]")
+    page.locator("#banner.ok", has_text="step receipt/apheresis/coi-scan completed").wait_for()
