@@ -29,7 +29,6 @@ EN: dict[str, str] = {
     "nav.label": "Screens",
     "banner.stop": "STOP",
     "banner.refused": "Refused",
-    "banner.recorded": "Recorded",
     # sign in
     "signin.title": "Sign in",
     "signin.lead": "Scan your badge, or enter your user id.",
@@ -41,14 +40,12 @@ EN: dict[str, str] = {
     "signin.other_user": "Not you? Start again",
     "signin.expired": "Your session ended after {minutes} minutes without activity. Sign in again.",
     "signin.signed_out": "Signed out.",
-    "signin.needed": "Sign in first.",
     # batches
     "batches.title": "Batches on unit {unit}",
     "batches.none": "No batch has been started on this unit.",
     "batches.batch": "Batch",
     "batches.coi": "Chain of identity",
     "batches.progress": "Progress",
-    "batches.status": "Status",
     "batches.open": "Open",
     "batches.start": "Start a batch",
     "batches.start_lead": "Scan the chain-of-identity label on the patient's apheresis bag.",
@@ -56,14 +53,12 @@ EN: dict[str, str] = {
     "batches.scan_coi": "Patient's COI (scan)",
     "batches.password": "Your password (e-signature)",
     "batches.start_button": "Start batch",
-    "batches.started": "Batch {batch} started for COI {coi}.",
     "batches.bad_id": (
         "batch id {given!r} is not valid: use 1 to 64 letters, digits, '.', '_' or '-', "
         "such as B-2026-0042"
     ),
     "batches.step_of": "step {n} of {total}",
     "batches.completed": "completed",
-    "batches.in_progress": "in progress",
     # step
     "step.title": "Batch {batch}: current step",
     "step.header": "Step {n} of {total}",
@@ -90,9 +85,6 @@ EN: dict[str, str] = {
         "right value."
     ),
     "step.reenter_label": "Enter {name} again, in {unit}",
-    "step.reenter_mismatch": (
-        "The two entries differ ({first} and {second}): nothing was recorded. Enter {name} again."
-    ),
     "step.calculation": "Calculation: {what}",
     "step.calculate_button": "Calculate",
     "step.sign_performed": "Sign: performed by {name}",
@@ -123,8 +115,6 @@ EN: dict[str, str] = {
     "step.correct_reason": "Reason",
     "step.correct_password": "Your password (e-signature)",
     "step.correct_submit": "Record correction",
-    "step.dose": "Dose",
-    "step.telemetry": "Telemetry of this batch",
     # scan formats (examples of each barcode the station reads)
     "fmt.patient_material": "ISBT 128 chain of identity, &/CH then 13 characters",
     "fmt.final_product": (
@@ -159,7 +149,6 @@ EN: dict[str, str] = {
     "dev.closed": "closed: {reason}",
     "dev.raise": "Raise a deviation",
     "dev.raise_button": "Raise",
-    "dev.raised": "Deviation {id} raised.",
     "dev.comment": "Comment on a deviation",
     "dev.comment_text": "Comment",
     "dev.comment_button": "Add comment",
@@ -276,7 +265,6 @@ EN: dict[str, str] = {
     "err.missing": "{field} is required",
     "err.count": "the number of labels must be a whole number from 1 to 1000, got {given!r}",
     "err.expiry": "expiry {given!r} is not a date (YYYY-MM-DD)",
-    "err.unknown_value": "step {step} records no value {name!r}",
     "err.not_found": "Not found: {path}",
 }
 
