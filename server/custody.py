@@ -21,7 +21,7 @@ from ebr_core.custody import check_custody, signed_content_hash
 from ebr_core.errors import IdentifierError
 from ebr_core.identifiers import parse_scan
 from ebr_core.isbt128 import coi_from_text
-from ebr_core.record import Event
+from ebr_core.record import Event, decode_record
 from server import audit, people
 from server.db import Alert, BatchSummary, CustodyEventRow, EventRow, Licence, LicenceLink
 from server.errors import Conflict, NotFound, Unprocessable
@@ -61,12 +61,7 @@ def _edge_events(db: Session, batch_id: str) -> list[Event]:
         )
         .order_by(EventRow.unit_id, EventRow.seq)
     )
-    out = []
-    for line in rows:
-        d = orjson.loads(line)
-        del d["type"]
-        out.append(Event(**d))
-    return out
+    return [decode_record(line, Event) for line in rows]
 
 
 def _server_rows(db: Session, coi: str) -> list[CustodyEventRow]:

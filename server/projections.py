@@ -35,7 +35,7 @@ from sqlalchemy.orm import Session
 from ebr_core.batch import BatchState, apply, state_from_json, state_to_json
 from ebr_core.canonical import canonical
 from ebr_core.errors import EbrError
-from ebr_core.record import Event
+from ebr_core.record import Event, decode_record
 from ebr_core.telemetry import READING, Telemetry
 from server.db import BatchSummary
 
@@ -271,9 +271,7 @@ def _digest(body: bytes) -> str:
 
 
 def _event(line: bytes) -> Event:
-    d = orjson.loads(line)
-    del d["type"]
-    return Event(**d)
+    return decode_record(line, Event)
 
 
 def _events(

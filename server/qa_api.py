@@ -20,6 +20,7 @@ from server import audit, people, projections, reports, review, text
 from server.db import Alert, AuditEntry, BatchSummary, OosCase, Person, SpecRow
 from server.errors import Forbidden, ServerError, Unauthorized, Unprocessable
 from server.people import Principal
+from server.quality import release
 from server.settings import Settings
 
 # (method, path, permission, scope): scope "batch" = the batch's site, "oos" = the site of the
@@ -779,19 +780,11 @@ def add_routes(app: FastAPI, access: Access) -> None:
             why = people.signing_barred(s, who.user_id, since)
             if why is not None:
                 raise Forbidden(why)
-        sig, disp = review.sign(
-            s,
-            who,
+        req = release.Signing(
+            body.meaning, body.reason, body.jurisdiction, body.record_hash, body.evaluation_hash,
             at=at,
-            batch_id=batch_id,
-            req=review.SignRequest(
-                body.meaning,
-                body.reason,
-                body.jurisdiction,
-                body.record_hash,
-                body.evaluation_hash,
-            ),
-        )
+        )  # fmt: skip
+        sig, disp = review.sign(s, who, batch_id=batch_id, req=req)
         s.commit()
         return {
             "signature": sig.id,

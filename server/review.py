@@ -31,6 +31,7 @@ from ebr_core.spec import evaluate, parse_spec
 from ebr_core.spec.evaluate import Evaluation, late_result_alerts
 from ebr_core.spec.model import Spec
 from ebr_core.telemetry import BASE_WIDTH_S, Telemetry
+from ebr_core.vocab import Meaning, OosState, Readiness
 from server import audit, people, projections
 from server.db import (
     Alert,
@@ -42,15 +43,14 @@ from server.db import (
     ResultSet,
     SpecRow,
 )
-from server.errors import Conflict, Forbidden, NotFound, Unprocessable
+from server.errors import Conflict, NotFound, Unprocessable
 from server.people import Principal
 from server.projections import Projection
+from server.quality import release
 from server.text import iso, need_reason, storable
 
 Clock = Callable[[], datetime]
 
-MEANINGS = ("reviewed", "approved", "released", "rejected")
-FINAL = ("released", "exceptional_release", "rejected")
 NOTIFICATION_WINDOW = timedelta(hours=48)
 
 
@@ -798,17 +798,6 @@ def _latest_dispositions(db: Session, batch_id: str) -> dict[str, Disposition]:
     return out
 
 
-def _time(t: object) -> datetime | None:
-    """A recorded time (ISO 8601) as an aware datetime, or None if it is not a real time."""
-    if not isinstance(t, str):
-        return None
-    try:
-        d = datetime.fromisoformat(t)
-    except ValueError:
-        return None
-    return d if d.tzinfo else d.replace(tzinfo=UTC)
-
-
 def _event_times(r: Review) -> list[tuple[str, object]]:
     """(what, recorded time) of the batch's step events and of its first and last reading per
     channel, from the projection (no event is read)."""
@@ -824,157 +813,80 @@ def batch_start(r: Review) -> datetime:
     """When the batch began: its ``batch.started`` time or its earliest event time, whichever
     is earlier (a unit's clock may run ahead).  If no time of the batch is a real time, the
     earliest possible time, so that a rule "since the batch began" errs on the strict side."""
-    times = [t for _, raw in _event_times(r) if (t := _time(raw)) is not None]
-    start = _time(r.state.started_at)
+    times = [t for _, raw in _event_times(r) if (t := release.recorded_time(raw)) is not None]
+    start = release.recorded_time(r.state.started_at)
     if start is not None:
         times.append(start)
     return min(times, default=datetime.min.replace(tzinfo=UTC))
 
 
-def _not_before_events(r: Review, at: datetime) -> None:
-    """Refuse a signature dated before an event it signs (the unit's clock ahead of the
-    server's): a signature can never precede what it signs."""
-    latest: tuple[datetime, str] | None = None
-    for what, raw in _event_times(r):
-        t = _time(raw)
-        if t is None:
-            raise Conflict(
-                f"batch {r.state.batch_id}: the {what} has no valid recorded time ({raw!r}); a "
-                "signature cannot be shown to follow it: investigate the unit's clock and record"
-            )
-        if latest is None or t > latest[0]:
-            latest = (t, what)
-    if latest is not None and _aware(at, latest[0]) < latest[0]:
-        raise Conflict(
-            f"cannot sign batch {r.state.batch_id} at {iso(at)}: its {latest[1]} is recorded at "
-            f"{latest[0].isoformat()}, later than this signature. The unit's clock is ahead of "
-            "the server's; a signature can never be earlier than the events it signs: correct "
-            "the unit's clock, investigate, and sign after the batch's last event time"
-        )
-
-
-@dataclass(frozen=True)
-class SignRequest:
-    meaning: str
-    reason: str
-    jurisdiction: str
-    record_hash: str
-    evaluation_hash: str
-
-
 def sign(
-    db: Session, actor: Principal, *, at: datetime, batch_id: str, req: SignRequest
+    db: Session, actor: Principal, *, batch_id: str, req: release.Signing
 ) -> tuple[QaSignature, Disposition | None]:
-    """Apply a QA e-signature (the caller has re-authenticated ``actor`` by password)."""
-    if req.meaning not in MEANINGS:
-        raise Unprocessable(f"meaning {req.meaning!r} is not one of {', '.join(MEANINGS)}")
-    need_reason(req.reason, "signature reason")
+    """Apply a QA e-signature (the caller has re-authenticated ``actor`` by password): gather
+    what the release rules need under the batch's lock, let :func:`release.decide` decide, and
+    record the signature, the disposition, the released case and the review state."""
+    meaning = release.check_request(req.meaning, req.reason)
     summ = lock_batch(db, batch_id)
-    decides = req.meaning != "reviewed"
+    decides = meaning != Meaning.REVIEWED
     actor.require("release" if decides else "sign.review", summ.site_id)
-    if decides and "admin" in actor.roles():
-        raise Forbidden(
-            f"{actor.user_id} holds the admin role: an administrator cannot approve, release or "
-            "reject a batch (separation of duties)"
-        )
     r = load_review(db, batch_id)
-    if actor.user_id in r.operators:
-        raise Forbidden(
-            f"{actor.user_id} signed steps of batch {batch_id} as an operator and cannot sign its "
-            "QA review or disposition (separation of duties)"
-        )
     since = batch_start(r)
-    if people.administered_access(db, actor.user_id, since):
-        raise Forbidden(
-            f"{actor.user_id} administered people's access (a password, a role grant or revoke, "
-            f"or a status change) since {since.isoformat()}, when batch {batch_id} began, and "
-            "cannot sign it (separation of duties: whoever administers access during a batch's "
-            "review window does not sign that batch)"
-        )
-    _not_before_events(r, at)
-    if r.results is None:
-        raise Conflict(f"batch {batch_id} has no results entered yet: nothing to evaluate")
-    ev = r.evaluations.get(req.jurisdiction)
-    if ev is None:
-        raise Unprocessable(
-            f"jurisdiction {req.jurisdiction!r} is not covered by the specification; it covers "
-            f"{', '.join(sorted(r.evaluations))}"
-        )
-    if req.record_hash != r.record_hash or req.evaluation_hash != ev.hash():
-        raise Conflict(
-            "the record or its evaluation changed since it was reviewed: reload the batch and "
-            f"sign the current state (record {r.record_hash}, evaluation {ev.hash()})"
-        )
-    disposition: str | None = None
-    pending: list[str] = []
-    case: OosCase | None = None
     latest = _latest_dispositions(db, batch_id)
-    prev = latest.get(req.jurisdiction)
-    if decides and prev is not None and prev.disposition in FINAL:
-        raise Conflict(
-            f"batch {batch_id} is already {prev.disposition} for {req.jurisdiction}; a final "
-            "disposition is not signed again"
+    ev = r.evaluations.get(req.jurisdiction)
+    batch = release.Batch(
+        batch_id=batch_id,
+        record_hash=r.record_hash,
+        has_results=r.results is not None,
+        evaluations=r.evaluations,
+        open_deviations=[d["deviation_id"] for d in r.deviations() if d["open"]],
+        operators=r.operators,
+        event_times=_event_times(r),
+        review_state=summ.review_state,
+    )
+    signatures = [
+        release.PriorSignature(
+            s.user_id, s.jurisdiction, s.meaning, s.record_hash, s.evaluation_hash
         )
-    if req.meaning in ("released", "approved"):
-        open_devs = [d["deviation_id"] for d in r.deviations() if d["open"]]
-        if open_devs:
-            raise Conflict(f"open deviations must be closed first: {', '.join(open_devs)}")
-        reviewers = {
-            s.user_id
-            for s in db.scalars(
-                select(QaSignature).where(
-                    QaSignature.batch_id == batch_id,
-                    QaSignature.jurisdiction == req.jurisdiction,
-                    QaSignature.meaning == "reviewed",
-                    QaSignature.record_hash == r.record_hash,
-                    QaSignature.evaluation_hash == ev.hash(),
-                )
+        for s in db.scalars(
+            select(QaSignature).where(
+                QaSignature.batch_id == batch_id, QaSignature.jurisdiction == req.jurisdiction
             )
-        } - {actor.user_id}
-        if not reviewers:
-            raise Conflict(
-                f"a QA review signature by another person on the current record is required "
-                f"before {req.meaning} ({req.jurisdiction})"
+        )
+    ]
+    case = None
+    if ev is not None and ev.disposition == Readiness.NOT_RELEASABLE:
+        case = db.scalars(
+            select(OosCase).where(
+                OosCase.batch_id == batch_id,
+                OosCase.jurisdiction == req.jurisdiction,
+                OosCase.state == OosState.ACCEPTED,
             )
-    if req.meaning == "released":
-        if ev.disposition == "releasable":
-            disposition = "released"
-        elif ev.disposition == "conditional":
-            if prev is not None and prev.disposition == "conditional_release":
-                raise Conflict(
-                    f"batch {batch_id} is already conditionally released for {req.jurisdiction}; "
-                    "the final release is signed when the pending results are final"
-                )
-            disposition = "conditional_release"
-            pending = [v.attribute for v in ev.verdicts if v.status == "pending"]
-        elif ev.disposition == "incomplete":
-            missing = [
-                v.attribute
-                for v in ev.verdicts
-                if v.status == "missing" or (v.status == "pending" and v.timing == "before_release")
-            ]
-            raise Conflict(
-                f"cannot release in {req.jurisdiction}: results due before release are missing "
-                f"or pending: {', '.join(missing)}"
-            )
-        else:
-            case = db.scalars(
-                select(OosCase).where(
-                    OosCase.batch_id == batch_id,
-                    OosCase.jurisdiction == req.jurisdiction,
-                    OosCase.state == "accepted",
-                )
-            ).first()
-            if case is None:
-                raise Conflict(
-                    f"batch {batch_id} is out of specification in {req.jurisdiction} "
-                    f"({', '.join(v.attribute for v in ev.failed())}): release needs the "
-                    "exceptional-release workflow (physician request, risk evaluation, physician "
-                    "acceptance) first"
-                )
-            disposition = "exceptional_release"
-    elif req.meaning == "rejected":
-        disposition = "rejected"
+        ).first()
+    who = release.Signer(
+        user_id=actor.user_id,
+        roles=frozenset(actor.roles()),
+        administered_access=people.administered_access(db, actor.user_id, since),
+        batch_began=since,
+    )
+    d = release.decide(
+        batch, {j: x.disposition for j, x in latest.items()}, signatures, who, req,
+        accepted_case=case is not None,
+    )  # fmt: skip
+    return _record_signature(db, actor, summ, r, req, d, latest.get(req.jurisdiction), case)
+
+
+def _record_signature(
+    db: Session,
+    actor: Principal,
+    summ: BatchSummary,
+    r: Review,
+    req: release.Signing,
+    d: release.Decision,
+    prev: Disposition | None,
+    case: OosCase | None,
+) -> tuple[QaSignature, Disposition | None]:
+    batch_id, at = summ.batch_id, req.at
     sig = QaSignature(
         batch_id=batch_id,
         jurisdiction=req.jurisdiction,
@@ -983,7 +895,7 @@ def sign(
         meaning=req.meaning,
         reason=req.reason,
         record_hash=r.record_hash,
-        evaluation_hash=ev.hash(),
+        evaluation_hash=d.evaluation_hash,
         signed_at=at,
     )
     db.add(sig)
@@ -1001,23 +913,24 @@ def sign(
             "meaning": req.meaning,
             "jurisdiction": req.jurisdiction,
             "record_hash": r.record_hash,
-            "evaluation_hash": ev.hash(),
+            "evaluation_hash": d.evaluation_hash,
         },
         reason=req.reason,
     )
     disp = None
-    if disposition is not None:
+    if d.disposition is not None:
+        pending = list(d.pending)
         disp = Disposition(
             batch_id=batch_id,
             jurisdiction=req.jurisdiction,
-            disposition=disposition,
+            disposition=d.disposition,
             signature_id=sig.id,
             pending=orjson.dumps(pending).decode(),
             decided_at=at,
         )
         db.add(disp)
-        if case is not None:
-            case.state = "released"
+        if d.releases_case and case is not None:
+            case.state = OosState.RELEASED
             case.released_at = at
             case.notification_due_at = at + NOTIFICATION_WINDOW
         audit.append(
@@ -1028,19 +941,11 @@ def sign(
             object_type="batch",
             object_id=batch_id,
             old=None if prev is None else {req.jurisdiction: prev.disposition},
-            new={req.jurisdiction: disposition, "pending": pending},
+            new={req.jurisdiction: d.disposition, "pending": pending},
             reason=req.reason,
         )
-        decided = set(latest) | {req.jurisdiction}
-        _set_state(
-            db,
-            summ,
-            "decided" if decided >= set(r.evaluations) else "in_review",
-            actor,
-            at,
-        )
-    elif summ.review_state in ("awaiting_review", "changed"):
-        _set_state(db, summ, "in_review", actor, at)
+    if d.review_state is not None:
+        _set_state(db, summ, d.review_state, actor, at)
     return sig, disp
 
 

@@ -15,6 +15,7 @@ from server import review
 from server.db import make_engine
 from server.errors import Forbidden
 from server.people import Principal
+from server.quality import release
 from tests.security.test_review_record import settled_push_batch as push_batch
 from tests.server.conftest import Server
 from tests.server.qa import (
@@ -59,17 +60,17 @@ def test_who_administered_access_since_the_batch_began_cannot_sign_it(
     engine = make_engine(server.settings.database_url)
     with Session(engine) as db:
         r_ = review.load_review(db, "B-SOD")
-        req = review.SignRequest(
-            "reviewed", "reviewed", "EU", r_.record_hash, r_.evaluations["EU"].hash()
+        later = datetime.now(UTC) + timedelta(minutes=1)
+        req = release.Signing(
+            "reviewed", "reviewed", "EU", r_.record_hash, r_.evaluations["EU"].hash(), at=later
         )
         who = Principal("adm.rev", "Ada Both", frozenset(STAFF["adm.rev"][1]))
-        later = datetime.now(UTC) + timedelta(minutes=1)
         with pytest.raises(Forbidden, match=r"administered people's access .* since"):
-            review.sign(db, who, at=later, batch_id="B-SOD", req=req)
+            review.sign(db, who, batch_id="B-SOD", req=req)
         db.rollback()
         # ... while a reviewer who administered nothing signs.
         rita = Principal("rev.a", "Rita Reviewer", frozenset(STAFF["rev.a"][1]))
-        sig, _ = review.sign(db, rita, at=later, batch_id="B-SOD", req=req)
+        sig, _ = review.sign(db, rita, batch_id="B-SOD", req=req)
         assert sig.user_id == "rev.a"
         db.rollback()
     engine.dispose()
