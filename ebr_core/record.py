@@ -95,6 +95,33 @@ def parse_time(s: str) -> datetime:
         raise RecordFormatError(f"time {s!r} is not a real date and time") from e
 
 
+_MONTH_DAYS = (0, 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+
+
+def real_time(ra: str) -> bool:
+    """True if ``ra``, which matches the timestamp pattern (``YYYY-MM-DDThh:mm:ss.ffffffZ``,
+    ASCII digits), names a real UTC calendar time: month 01-12, a day the month has (29 February
+    in leap years only), hour 00-23, minute and second 00-59, year 0001 or later.  The pattern
+    alone let ``2026-13-45T99:99:99.000000Z`` through; checked once per distinct second."""
+    mo, day = ra[5:7], ra[8:10]
+    if not (
+        "01" <= mo <= "12"
+        and "01" <= day <= "31"
+        and ra[11:13] <= "23"
+        and ra[14:16] <= "59"
+        and ra[17:19] <= "59"
+        and ra[:4] != "0000"
+    ):
+        return False
+    m, d = int(mo), int(day)
+    if d > _MONTH_DAYS[m]:
+        return False
+    if m == 2 and d == 29:
+        y = int(ra[:4])
+        return y % 4 == 0 and (y % 100 != 0 or y % 400 == 0)
+    return True
+
+
 def event_hash(body: dict[str, Any]) -> str:
     """Hash of an event's fields without ``hash`` (``body`` must not contain the key)."""
     return hashlib.sha256(EVENT_TAG + canonical(body)).hexdigest()

@@ -14,14 +14,14 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from operator import itemgetter
 from typing import Any, NamedTuple, NoReturn
 
 import orjson
 
-from ebr_core.canonical import MAX_DEPTH, _ok, check_value
+from ebr_core._verify_run import check_run
+from ebr_core.canonical import _ok, check_value
 from ebr_core.errors import (
     CanonicalError,
     ChainBrokenError,
@@ -51,6 +51,7 @@ from ebr_core.record import (
     event_template,
     id_ok,
     kind_ok,
+    real_time,
     seal_message,
 )
 
@@ -60,75 +61,7 @@ _SEAL_LINE = SEAL_FIELDS | {"type"}
 _OPTS = orjson.OPT_SORT_KEYS
 _sha256 = hashlib.sha256
 _dumps = orjson.dumps
-_loads = orjson.loads
 _time_ok = _TIME.fullmatch
-# Runs of event lines (feed_run): timestamps with their digits mapped to 0 (_TIME's pattern),
-# and the prev_hash fields of a run, one after another.
-_DIGITS_TO_0 = bytes.maketrans(b"0123456789", b"0" * 10)
-_TIME_ZEROS = b"0000-00-00T00:00:00.000000Z"
-_PREV_OPEN = ',"prev_hash":"'
-_PREV_CLOSE = '","recorded_at":"'
-_PREV_SEP = _PREV_CLOSE + _PREV_OPEN
-# A number in canonical JSON starts with "-" or a digit right after ":", "[" or ",": with those
-# three mapped to ":" and a number's first character to "0", text without ':0' holds no number.
-_NUMBER_START = bytes.maketrans(b",[-0123456789", b"::" + b"0" * 11)
-
-
-def _cut(start: int, stop: int | None) -> Callable[[bytes], bytes]:
-    """``line[start:stop]`` as a function, for map() over a run (no bytecode per line)."""
-    return itemgetter(slice(start, stop))
-
-
-def _maybe_number(text: bytes) -> bool:
-    return b":0" in text.translate(_NUMBER_START)
-
-
-_RUN_MAX = 4096
-# A payload nested deeper than MAX_DEPTH needs at least two bytes per level: shorter payloads of a
-# run need no depth check (feed_run).
-_DEEP_BYTES = 2 * MAX_DEPTH
-_MONTH_DAYS = (0, 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
-
-
-def real_time(ra: str) -> bool:
-    """True if ``ra``, which matches the timestamp pattern (``YYYY-MM-DDThh:mm:ss.ffffffZ``,
-    ASCII digits), names a real UTC calendar time: month 01-12, a day the month has (29 February
-    in leap years only), hour 00-23, minute and second 00-59, year 0001 or later.  The pattern
-    alone let ``2026-13-45T99:99:99.000000Z`` through; checked once per distinct second."""
-    mo, day = ra[5:7], ra[8:10]
-    if not (
-        "01" <= mo <= "12"
-        and "01" <= day <= "31"
-        and ra[11:13] <= "23"
-        and ra[14:16] <= "59"
-        and ra[17:19] <= "59"
-        and ra[:4] != "0000"
-    ):
-        return False
-    m, d = int(mo), int(day)
-    if d > _MONTH_DAYS[m]:
-        return False
-    if m == 2 and d == 29:
-        y = int(ra[:4])
-        return y % 4 == 0 and (y % 100 != 0 or y % 400 == 0)
-    return True
-
-
-def _real_times(times: bytes, m: int) -> bool:
-    """:func:`real_time` for ``m`` timestamps of 27 bytes each, joined, that match the pattern:
-    without a Python step per timestamp.  Minutes and seconds are real when their tens digits
-    are 0-5 (one strided slice each); the ``YYYY-MM-DDThh`` before them is checked once when
-    every timestamp shares the first one's (a run rarely crosses an hour), else once per
-    distinct value."""
-    if times[14::27].translate(None, b"012345") or times[17::27].translate(None, b"012345"):
-        return False
-    head = times[:13]
-    if all(times[k::27] == head[k : k + 1] * m for k in range(13)):
-        return real_time(head.decode() + ":00:00")
-    heads = {times[i : i + 13] for i in range(0, 27 * m, 27)}
-    return all(real_time(h.decode() + ":00:00") for h in heads)
-
-
 _UNSET = object()
 _NOT_CANONICAL = "line is not in canonical form (sorted keys, no spaces, UTF-8, no floats)"
 
@@ -275,97 +208,31 @@ class ChainVerifier:
         """Verify, in bulk, the run of event lines from ``lines[i]`` that have the previous
         event's (kind, batch_id, actor).
 
-        Each line is checked against the fixed bytes of its :class:`~ebr_core.record.LineShape`:
-        only the payloads are parsed (each alone) and re-encoded (all at once), the hash input is
-        each line's own bytes without ``hash`` and ``type``, and the links, seqs, timestamps and
-        stored hashes are compared run by run.  A run that passes is, line for line, the
-        canonical line of a well-formed event that links to the one before and matches its hash:
-        exactly what :meth:`feed_line` accepts (tests/core/test_verify_runs.py holds the two to
-        the same verdicts).  Returns None when ``lines[i]`` starts no run of two or more, or when
-        anything in the run is wrong; nothing is changed then, and the caller feeds the lines
-        one by one, so every error is named by the line-by-line path.  ``decode=False`` leaves
-        the run's ``recorded_at`` list empty.
+        Each line is checked against the fixed bytes of its :class:`~ebr_core.record.LineShape`
+        (:func:`ebr_core._verify_run.check_run`, where the byte layout is).  A run that passes
+        is, line for line, the canonical line of a well-formed event that links to the one
+        before and matches its hash: exactly what :meth:`feed_line` accepts
+        (tests/core/test_verify_runs.py holds the two to the same verdicts).  Returns None when
+        ``lines[i]`` starts no run of two or more, or when anything in the run is wrong; nothing
+        is changed then, and the caller feeds the lines one by one, so every error is named by
+        the line-by-line path.  ``decode=False`` leaves the run's ``recorded_at`` list empty.
         """
         shape = self._shape
         if shape is None or self.sealed:
             return None
-        s0 = self.seq + 1
-        head, mid, hp = shape.head, shape.mid + b"{", len(shape.head)
-        # A run stops before the seq that needs one more digit (the seq field's width is fixed
-        # within a run) and at _RUN_MAX lines.
-        j, end = i, min(len(lines), i + _RUN_MAX, i + 10 ** len(str(s0)) - s0)
-        # Windows of lines that all match, compared at once (each window twice the last), then
-        # line by line within the first window that does not.
-        w, heads, mids = 2, _cut(0, hp), _cut(hp + 64, hp + 64 + len(mid))
-        while j < end:
-            window = lines[j : min(end, j + w)]
-            n = len(window)
-            if b"".join(map(heads, window)) == head * n and b"".join(map(mids, window)) == mid * n:
-                j += n
-                w *= 2
-                continue
-            for line in window:
-                if not line.startswith(head) or not line.startswith(mid, hp + 64):
-                    break
-                j += 1
-            break
-        m = j - i
-        if m < 2:
+        r = check_run(shape, self.seq, self.head_hash, lines, i, decode)
+        if r is None:
             return None
-        run = lines[i:j]
-        tail = shape.seq_tail % s0
-        t = len(tail)  # ","seq":SEQ,"type":"event","unit_id":U}
-        if b"".join(map(_cut(-t, None), run)) != (shape.seq_tail * m) % tuple(range(s0, s0 + m)):
-            return None
-        # ,"prev_hash":"PREV","recorded_at":"TIME: 122 bytes before the seq tail, PREV checked
-        # below with the hashes; TIME's digits mapped to 0 must give the timestamp pattern.
-        times = b"".join(map(_cut(-t - 27, -t), run))
-        if times.translate(_DIGITS_TO_0) != _TIME_ZEROS * m:
-            return None
-        if not _real_times(times, m):  # ... and name real calendar times
-            return None
-        pb0, pe = shape.payload_at, -t - 122
-        payload_bytes = list(map(_cut(pb0, pe), run))
-        try:
-            payloads = list(map(_loads, payload_bytes))
-        except orjson.JSONDecodeError:
-            return None
-        # Each slice parsed alone as one value (an object: the run's lines have "{" after
-        # "payload":), so the joined slices are a JSON array whose elements are exactly the
-        # slices (the grammar is unambiguous): one encoding checks them all canonical.
-        joined = b"[" + b",".join(payload_bytes) + b"]"
-        try:
-            if _dumps(payloads, option=_OPTS) != joined:
-                return None
-        except TypeError:  # nested beyond the encoder's limit: the line-by-line path names it
-            return None
-        # As in _event: no floats, 64-bit integers, nesting within MAX_DEPTH.
-        if _maybe_number(joined) or max(map(len, payload_bytes)) >= _DEEP_BYTES:
-            for p in payloads:
-                for v in p.values():
-                    if type(v) is not str and not _ok(v):
-                        return None
-        bh, bt, a, e = shape.body_head, shape.body_tail, hp + 66, -shape.suffix_len
-        hashes = [_sha256(bh + x[a:e] + bt).hexdigest() for x in run]
-        if b"".join(map(_cut(hp, hp + 64), run)) != "".join(hashes).encode():
-            return None
-        # Each prev_hash is the hash before it: the head, then the run's own but the last.
-        prev = self.head_hash
-        if (
-            b"".join(map(_cut(-t - 122, -t - 27), run))
-            != (_PREV_OPEN + _PREV_SEP.join([prev, *hashes[:-1]]) + _PREV_CLOSE).encode()
-        ):
-            return None
+        s0, m = self.seq + 1, len(r.hashes)
         self.seq = s0 + m - 1
-        self.head_hash = hashes[-1]
+        self.head_hash = r.hashes[-1]
         self.index += m
-        assert self.unit_id is not None
         return EventRun(
             first_seq=s0,
             size=m,
-            hashes=hashes,
-            payloads=payloads,
-            recorded_at=[x[-t - 27 : -t].decode() for x in run] if decode else [],
+            hashes=r.hashes,
+            payloads=r.payloads,
+            recorded_at=r.recorded_at,
             kind=self._kind,
             batch_id=self._batch,
             actor=self._actor,

@@ -15,13 +15,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from ebr_core._verify_run import real_times
 from ebr_core.canonical import MAX_DEPTH, check_value, depth
 from ebr_core.chain import sign_checkpoint
 from ebr_core.errors import CanonicalError, MalformedRecordError
 from ebr_core.keys import Keyring, UnitSigner
 from ebr_core.ledgerfile import encode_record
 from ebr_core.record import GENESIS_HASH, Event, event_hash
-from ebr_core.verify import ChainVerifier, _real_times, real_time
+from ebr_core.verify import ChainVerifier, real_time
 
 
 def forged(signer: UnitSigner, times: list[str], payload: dict[str, Any] | None = None) -> bytes:
@@ -173,4 +174,4 @@ def test_a_run_of_times_is_checked_as_each_time_alone(
         head = times[0][:13]
         times = [head + t[13:] for t in times]
     joined = "".join(times).encode()
-    assert _real_times(joined, len(times)) is all(real_time(t) for t in times)
+    assert real_times(joined, len(times)) is all(real_time(t) for t in times)
