@@ -8,12 +8,15 @@ the MBR's signature and the ledger, every time: an altered MBR or ledger stops t
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from ebr_core.document import DocumentError, open_document
 from ebr_core.errors import EbrError, KeyFormatError
@@ -24,7 +27,7 @@ from edge.errors import EdgeError
 from edge.keys import load_or_create_unit_key
 from edge.ledger import Ledger
 from edge.materials import load_materials
-from edge.users import load_users
+from edge.users import User, load_users, users_yaml
 
 
 class AgentError(EdgeError):
@@ -40,6 +43,33 @@ class EdgeAgent:
 
     def close(self) -> None:
         self.ledger.close()
+
+    def replace_users(self, operators: list[dict[str, Any]], source: str) -> dict[str, User]:
+        """Replace the station's ``users.yaml`` with the operators a server published (their
+        argon2id hashes, for offline re-authentication): validated first, written beside it and
+        synced, the change recorded in the ledger (``users.updated``: source, ids, digest), then
+        renamed into place.  The engine of this agent keeps the users it was opened with."""
+        try:
+            text = users_yaml(operators)
+        except KeyError as e:
+            raise AgentError(f"server published an operator without {e}") from e
+        users = load_users(text)
+        target = self.home / "users.yaml"
+        tmp = target.with_suffix(".tmp")
+        tmp.write_text(text)
+        with tmp.open("rb") as f:
+            os.fsync(f.fileno())
+        self.ledger.append(
+            "users.updated",
+            {
+                "source": source,
+                "user_ids": sorted(users),
+                "sha256": hashlib.sha256(text.encode()).hexdigest(),
+            },
+            actor="system",
+        )
+        tmp.replace(target)
+        return users
 
 
 def _load_mbr(path: Path, publisher: Path) -> tuple[dict[str, object], str]:

@@ -106,6 +106,20 @@ class Expectation:
     calculation: str | None
     signatures: tuple[str, ...]
 
+    def to_json(self) -> dict[str, Any]:
+        step = self.step
+        specs = [step.value(v) if step else None for v in self.values]
+        return {
+            "step": None if step is None else {"id": step.id, "name": step.name},
+            "scans": [{"role": s.role, "material": s.material} for s in self.scans],
+            "values": [
+                {"name": v, "unit": spec.unit if spec else None}
+                for v, spec in zip(self.values, specs, strict=True)
+            ],
+            "calculation": self.calculation,
+            "signatures": list(self.signatures),
+        }
+
 
 # -- outcomes -----------------------------------------------------------------------------------
 # Actions return what they recorded as data; the CLI renders it as text or JSON, the kiosk as a

@@ -4,18 +4,24 @@ with ``--password-stdin``: the giver's first)."""
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from collections.abc import Callable
+from datetime import date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 import click
 
 from ebr_core.custody import LABELS, parse_logger_csv
-from edge.cli import BATCH, HOME, PW_STDIN, USER, _agent, _password, edge
-from edge.custody import Custody
+from edge.custody import Custody, CustodyRecorded, Party
+
+from .options import BATCH, HOME, JSON, PW_STDIN, USER, password
+from .render import emit, emit_outcome, opened
+
+LABEL = click.option("--label", type=click.Choice(LABELS), required=True)
+COUNT = click.option("--count", type=click.IntRange(1, 50), default=1, show_default=True)
 
 
-@edge.group()
+@click.group()
 def labels() -> None:
     """Print, apply, destroy and reconcile labels."""
 
@@ -24,8 +30,8 @@ def labels() -> None:
 @HOME
 @BATCH
 @USER
-@click.option("--label", type=click.Choice(LABELS), required=True)
-@click.option("--count", type=click.IntRange(1, 50), default=1, show_default=True)
+@LABEL
+@COUNT
 @click.option("--din", default=None, help="ISBT 128 DIN as data, e.g. =A99992612345600")
 @click.option("--gtin", default=None)
 @click.option("--lot", default=None, help="GS1 batch/lot (product bag)")
@@ -33,6 +39,7 @@ def labels() -> None:
 @click.option("--serial", default=None)
 @click.option("--product", default="", help="Product name printed on the label")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
+@JSON
 def labels_print(
     home: Path,
     batch_id: str,
@@ -42,7 +49,7 @@ def labels_print(
     din: str | None,
     gtin: str | None,
     lot: str | None,
-    expiry: object,
+    expiry: datetime | None,
     serial: str | None,
     product: str,
     out: Path,
@@ -50,17 +57,17 @@ def labels_print(
     """Make the label (PNG and PDF) for the batch's COI and record how many were printed."""
     from edge.labels import LabelData, pdf, png
 
-    with _agent(home) as a:
+    with opened(home) as a:
         a.engine.actor(user_id)  # before any file is written
         st = a.engine.state(batch_id)
         assert st.coi is not None
-        exp: date | None = expiry.date() if expiry is not None else None  # type: ignore[attr-defined]
+        exp: date | None = expiry.date() if expiry is not None else None
         data = LabelData(label, st.coi, din, gtin, lot, exp, serial, product)
         image = png(data)  # validates before anything is recorded
         out.mkdir(parents=True, exist_ok=True)
         (out / f"{batch_id}-{label}.png").write_bytes(image)
         (out / f"{batch_id}-{label}.pdf").write_bytes(pdf([data] * count))
-        Custody(a.engine).labels_printed(
+        printed = Custody(a.engine).labels_printed(
             batch_id,
             label,
             count,
@@ -68,50 +75,53 @@ def labels_print(
             {"coi": st.coi, "din": din, "gtin": gtin, "lot": lot, "serial": serial,
              "expiry": exp.isoformat() if exp else None},
         )  # fmt: skip
-        click.echo(f"printed {count} {label} label(s) for {st.coi} to {out}")
+    emit_outcome(printed, text=f"{printed} to {out}", out=str(out))
 
 
 @labels.command("apply")
 @HOME
 @BATCH
 @USER
-@click.option("--label", type=click.Choice(LABELS), required=True)
-@click.option("--count", type=click.IntRange(1, 50), default=1, show_default=True)
+@LABEL
+@COUNT
+@JSON
 def labels_apply(home: Path, batch_id: str, user_id: str, label: str, count: int) -> None:
-    with _agent(home) as a:
-        Custody(a.engine).labels_applied(batch_id, label, count, user_id)
-        click.echo(f"{count} {label} label(s) applied")
+    """Record labels applied to the bags or the shipper."""
+    with opened(home) as a:
+        emit_outcome(Custody(a.engine).labels_applied(batch_id, label, count, user_id))
 
 
 @labels.command("destroy")
 @HOME
 @BATCH
 @USER
-@click.option("--label", type=click.Choice(LABELS), required=True)
-@click.option("--count", type=click.IntRange(1, 50), default=1, show_default=True)
+@LABEL
+@COUNT
 @click.option("--reason", required=True)
+@JSON
 def labels_destroy(
     home: Path, batch_id: str, user_id: str, label: str, count: int, reason: str
 ) -> None:
-    with _agent(home) as a:
-        Custody(a.engine).labels_destroyed(batch_id, label, count, reason, user_id)
-        click.echo(f"{count} {label} label(s) destroyed: {reason}")
+    """Record labels destroyed, and why."""
+    with opened(home) as a:
+        emit_outcome(Custody(a.engine).labels_destroyed(batch_id, label, count, reason, user_id))
 
 
 @labels.command("reconcile")
 @HOME
 @BATCH
 @USER
+@JSON
 def labels_reconcile(home: Path, batch_id: str, user_id: str) -> None:
     """Printed = applied + destroyed per label kind; a mismatch raises a deviation (exit 1)."""
-    with _agent(home) as a:
+    with opened(home) as a:
         r = Custody(a.engine).reconcile_labels(batch_id, user_id)
-    click.echo(r)
+    emit_outcome(r)
     if not r.balanced:
         raise click.ClickException("labels do not reconcile: recorded with a deviation")
 
 
-@edge.command()
+@click.command()
 @HOME
 @BATCH
 @click.option("--from", "from_party", required=True, help="Who hands over (site or courier id)")
@@ -122,6 +132,7 @@ def labels_reconcile(home: Path, batch_id: str, user_id: str) -> None:
 @click.option("--giver", required=True, help="User id of the person handing over")
 @click.option("--receiver", required=True, help="User id of the person receiving")
 @PW_STDIN
+@JSON
 def handoff(
     home: Path,
     batch_id: str,
@@ -135,54 +146,57 @@ def handoff(
     password_stdin: bool,
 ) -> None:
     """Hand the material over: both scans must carry the batch's COI; both people sign."""
-    pw1, pw2 = _password(password_stdin), _password(password_stdin)
-    with _agent(home) as a:
+    pw1, pw2 = password(password_stdin), password(password_stdin)
+    with opened(home) as a:
         r = Custody(a.engine).handoff(
             batch_id, from_party=from_party, to_party=to_party, place=place, bag_scan=bag_scan,
             shipper_scan=shipper_scan, giver=(giver, pw1), receiver=(receiver, pw2),
         )  # fmt: skip
-    click.echo(r)
+    emit_outcome(r)
 
 
-@edge.command()
-@HOME
-@BATCH
-@USER
-@click.option("--site", required=True)
-@click.option("--bag-scan", required=True)
-@PW_STDIN
-def receive(
-    home: Path, batch_id: str, user_id: str, site: str, bag_scan: str, password_stdin: bool
-) -> None:
-    """Receipt at the infusion site, verified by a scan of the bag."""
-    pw = _password(password_stdin)
-    with _agent(home) as a:
-        r = Custody(a.engine).receive(
-            batch_id, site=site, bag_scan=bag_scan, receiver=(user_id, pw)
-        )
-    click.echo(r)
+SiteAction = Callable[[Custody, str, str, str, Party], CustodyRecorded]
 
 
-@edge.command()
-@HOME
-@BATCH
-@USER
-@click.option("--site", required=True)
-@click.option("--bag-scan", required=True)
-@PW_STDIN
-def infuse(
-    home: Path, batch_id: str, user_id: str, site: str, bag_scan: str, password_stdin: bool
-) -> None:
-    """Infusion confirmed at the bedside: closes the custody chain."""
-    pw = _password(password_stdin)
-    with _agent(home) as a:
-        r = Custody(a.engine).infuse(
-            batch_id, site=site, bag_scan=bag_scan, clinician=(user_id, pw)
-        )
-    click.echo(r)
+def _at_the_site(name: str, help_text: str, action: SiteAction) -> click.Command:
+    """``receive`` and ``infuse``: one person at the treating site, verified by a bag scan."""
+
+    @click.command(name, help=help_text)
+    @HOME
+    @BATCH
+    @USER
+    @click.option("--site", required=True)
+    @click.option("--bag-scan", required=True)
+    @PW_STDIN
+    @JSON
+    def command(
+        home: Path, batch_id: str, user_id: str, site: str, bag_scan: str, password_stdin: bool
+    ) -> None:
+        party = (user_id, password(password_stdin))
+        with opened(home) as a:
+            recorded = action(Custody(a.engine), batch_id, site, bag_scan, party)
+        emit_outcome(recorded)
+
+    return command
 
 
-@edge.command("shipper-log")
+receive = _at_the_site(
+    "receive",
+    "Receipt at the infusion site, verified by a scan of the bag.",
+    lambda c, batch_id, site, scan, party: c.receive(
+        batch_id, site=site, bag_scan=scan, receiver=party
+    ),
+)
+infuse = _at_the_site(
+    "infuse",
+    "Infusion confirmed at the bedside: closes the custody chain.",
+    lambda c, batch_id, site, scan, party: c.infuse(
+        batch_id, site=site, bag_scan=scan, clinician=party
+    ),
+)
+
+
+@click.command("shipper-log")
 @HOME
 @BATCH
 @USER
@@ -191,6 +205,7 @@ def infuse(
               required=True)  # fmt: skip
 @click.option("--limit", "limit_c", default="-150", show_default=True, help="°C")
 @click.option("--allowed-seconds", default=300, show_default=True, type=click.IntRange(0))
+@JSON
 def shipper_log(
     home: Path,
     batch_id: str,
@@ -205,13 +220,23 @@ def shipper_log(
         limit = Decimal(limit_c)
     except InvalidOperation as e:
         raise click.BadParameter(f"--limit {limit_c!r} is not a number of °C") from e
-    with _agent(home) as a:
+    allowed = timedelta(seconds=allowed_seconds)
+    with opened(home) as a:
         found = Custody(a.engine).shipper_log(
             batch_id, list(parse_logger_csv(csv_file.read_text())), shipper=shipper,
-            limit_c=limit, allowed=timedelta(seconds=allowed_seconds), user_id=user_id,
+            limit_c=limit, allowed=allowed, user_id=user_id,
         )  # fmt: skip
-    for x in found:
-        click.echo(f"EXCURSION: {x.describe(limit, timedelta(seconds=allowed_seconds))}")
+    lines = [f"EXCURSION: {x.describe(limit, allowed)}" for x in found]
+    if not found:
+        lines.append(f"shipper {shipper}: no excursion (limit {limit} °C, {allowed_seconds} s)")
+    emit(
+        "\n".join(lines),
+        {"outcome": "shipper_logged", "batch_id": batch_id, "shipper": shipper,
+         "limit_c": str(limit), "allowed_s": allowed_seconds,
+         "excursions": [x.describe(limit, allowed) for x in found]},
+    )  # fmt: skip
     if found:
         raise click.ClickException(f"{len(found)} temperature excursion(s): deviations raised")
-    click.echo(f"shipper {shipper}: no excursion (limit {limit} °C, {allowed_seconds} s)")
+
+
+COMMANDS = (labels, handoff, receive, infuse, shipper_log)
