@@ -2,8 +2,10 @@
 
 1. A QA approver's key publishes (signs) the CAR-T master batch record and the specification.
 2. A production unit's edge agent is set up; a server starts on 127.0.0.1 and enrols the unit;
-   mosquitto starts, and a simulated unit: a barcode scanner and a cell counter on
-   pseudo-terminals, a camera (frames of rendered labels), a bioreactor publishing over MQTT.
+   mosquitto starts, and the station agent (``edge.station``, what ``ctgtp edge run`` runs) with
+   a simulated unit: a barcode scanner (``sim://``, reachable by ``ctgtp sim scan``), a cell
+   counter on a pseudo-terminal, a camera (frames of rendered labels), a bioreactor publishing
+   over MQTT; the station binds their readings to the running batch.
 3. Operators run the whole autologous CAR-T batch from the signed MBR through those devices, with
    e-signatures and a second-person verification on critical steps; a wrong-patient scan is
    refused (hard stop, recorded with a deviation) and an operator raises a deviation.  The
@@ -16,7 +18,9 @@
    cryoshipper log, receipt and infusion at the hospital; the unit syncs again.
 7. The ledger is exported and verified offline as an auditor would (chain and custody).
 
-Everything is written to ``demo-output/``; everything started is stopped.
+Everything is written to ``demo-output/``; everything started is stopped.  With ``--serve`` the
+station (its kiosk and simulated devices) and the server keep running until Ctrl-C or SIGTERM,
+for a second batch by hand.
 """
 
 from __future__ import annotations
@@ -84,51 +88,48 @@ class DemoClock:
         return self.t
 
 
-class Station:
-    """The simulated production unit wired to the edge agent the way real devices are: the
-    scanner and the cell counter on pseudo-terminals read by the serial transport, camera frames
-    decoded by the camera transport, the bioreactor publishing to mosquitto read by the MQTT
-    transport; readings are bound to the running batch and step."""
+def _station_toml(counter_port: str, broker_port: int, server: str | None) -> str:
+    """The demo unit's station file: its scanner a simulated ``sim://`` one that ``ctgtp sim
+    scan`` can reach from a shell, the cell counter on a pseudo-terminal, the camera fed frames
+    by the demo, the bioreactor over mosquitto; the kiosk on a free loopback port."""
+    sync = f'[server]\nurl = "{server}"\nkey = "server.pub"\ninterval_s = 5\n' if server else ""
+    return (
+        f'unit_id = "{UNIT}"\n\n'
+        f'[devices.scanner]\nprofile = "scanner_serial_generic"\n'
+        f'port = "sim://scanner/{UNIT}?remote=1"\n\n'
+        f'[devices.cell_counter]\nprofile = "cell_counter_cc1"\nport = "{counter_port}"\n\n'
+        f'[devices.camera]\nprofile = "camera_scanner"\ncamera = "sim://camera"\n\n'
+        f'[devices.bioreactor]\nprofile = "bioreactor_cartridge"\n'
+        f'broker = "mqtt://127.0.0.1:{broker_port}"\n\n'
+        f"{sync}"
+        '[kiosk]\nbind = "127.0.0.1:0"\n\n[clock]\nleap_s = 60\n'
+    )
 
-    def __init__(self, engine: Any, batch: str, broker_port: int) -> None:
-        from edge.transports.camera import CameraScanner
-        from edge.transports.mqtt import MqttIngest
-        from edge.transports.record import record_cell_count
-        from edge.transports.serial import SerialReader
+
+class SimulatedUnit:
+    """The simulated production unit around the station agent (``edge.station``, the code
+    ``ctgtp edge run`` runs): the demo pulls the scanner's trigger (``sim://``), writes the cell
+    counter's results to its pseudo-terminal, holds labels under the camera and runs the
+    bioreactor; the agent reads them through the transports and binds readings to the running
+    batch.  The demo takes the scans the agent hands on, as the kiosk does for an operator."""
+
+    def __init__(self, station: Any, counter: Any, broker_port: int, batch: str) -> None:
         from firmware_sim.bioreactor import BioreactorSim
-        from firmware_sim.devices import CellCounterSim, ScannerSim
-        from firmware_sim.pty import PtyDevice
-        from hardware.profile import shipped_profile
+        from firmware_sim.devices import CellCounterSim
 
-        self.engine, self.batch = engine, batch
-        led = engine.ledger
-        ctx = lambda: engine.running(batch)  # noqa: E731
+        self.station, self.counter, self.batch = station, counter, batch
+        self.engine = station.engine
         self.scans: queue.Queue[str] = queue.Queue()
-        self.scanner_dev, self.counter_dev = PtyDevice(), PtyDevice()
-        self.scanner_sim, self.counter_sim = ScannerSim(), CellCounterSim()
-        self.scanner = SerialReader(
-            self.scanner_dev.port, shipped_profile("scanner_serial_generic"), self._scanned
-        ).start()
-        self.counter = SerialReader(
-            self.counter_dev.port,
-            shipped_profile("cell_counter_cc1"),
-            lambda c: record_cell_count(led, c, ctx),  # type: ignore[arg-type]
-        ).start()
-        self.camera = CameraScanner()
-        self.ingest = MqttIngest(
-            led, "127.0.0.1", broker_port, UNIT, context=ctx, limits=engine.mbr.telemetry
-        ).start()
-        if not self.ingest.subscribed.wait(10):
-            raise RuntimeError(f"the MQTT broker on port {broker_port} granted no subscription")
+        self.kiosk_sink = station.swap_scan_sink(self.scans.put)
+        self.counter_sim = CellCounterSim()
         self.bioreactor = BioreactorSim("127.0.0.1", broker_port, UNIT)
         self.devices = {"scanner": 0, "camera": 0, "cell_counter": 0, "bioreactor": 0}
 
-    def _scanned(self, raw: object) -> None:
-        self.scans.put(str(raw))
-
     def scan(self, data: str, user: str, symbology: str = "]d2") -> str:
         """The operator pulls the trigger: the scanner sends bytes over its serial line."""
-        self.scanner_dev.write(self.scanner_sim.frame(data, symbology))
+        from firmware_sim.urlhandler import protocol_sim
+
+        protocol_sim.scan(UNIT, data, symbology)
         raw = self.scans.get(timeout=10)
         self.devices["scanner"] += 1
         return str(self.engine.scan(self.batch, raw, user))
@@ -137,18 +138,18 @@ class Station:
         """The label held under the station camera: frames until it is read once."""
         from firmware_sim.camera import FrameStyle, frame, gs1_datamatrix
 
+        camera = self.station.device("camera")
         label = gs1_datamatrix(hri)
         for i in range(5):
-            seen = self.camera.process(frame(label, FrameStyle(angle=2, noise=3, seed=i)))
-            if seen:
+            if camera.feed(frame(label, FrameStyle(angle=2, noise=3, seed=i))):
                 self.devices["camera"] += 1
-                self.camera.process(frame(None))  # the label leaves the view
-                return str(self.engine.scan(self.batch, seen[0], user))
+                camera.feed(frame(None))  # the label leaves the view
+                return str(self.engine.scan(self.batch, self.scans.get(timeout=10), user))
         raise click.ClickException("the camera did not read the label")
 
     def count_cells(self, sample: str, total: int, viable: int) -> None:
         before = self._readings("cell_count")
-        self.counter_dev.write(self.counter_sim.frame(sample, total, viable))
+        self.counter.write(self.counter_sim.frame(sample, total, viable))
         self._wait(lambda: self._readings("cell_count") > before)
         self.devices["cell_counter"] += 1
 
@@ -177,16 +178,15 @@ class Station:
                 raise click.ClickException("a simulated device did not deliver in time")
             time.sleep(0.02)
 
+    def hand_back(self) -> None:
+        """The scripted batch is done: the scanner's codes go to the kiosk again."""
+        self.station.set_scan_sink(self.kiosk_sink)
+
     def close(self) -> None:
         self.bioreactor.close()
-        self.ingest.stop()
-        self.scanner.stop()
-        self.counter.stop()
-        self.scanner_dev.close()
-        self.counter_dev.close()
 
 
-def _run_batch(station: Station) -> list[str]:
+def _run_batch(station: SimulatedUnit) -> list[str]:
     """Scripted operator input for the whole MBR; returns what was refused."""
     from edge.custody import Custody
     from edge.engine import EngineRefusal
@@ -294,7 +294,7 @@ def _labels(engine: Any, batch: str, out: Path) -> list[str]:
         c.labels_applied(batch, d.kind, 1, "op.alice")
     c.labels_destroyed(batch, "product_bag", 1, "spare label, printed twice", "op.alice")
     r = c.reconcile_labels(batch, "op.bob")
-    if not r["balanced"]:
+    if not r.balanced:
         raise click.ClickException(f"labels do not reconcile: {r}")
     return sorted(p.name for p in out.glob("*.png"))
 
@@ -437,14 +437,32 @@ def _travel(engine: Any, batch: str) -> dict[str, Any]:
     default=Path("demo-output"),
     show_default=True,
 )
-def demo(out_dir: Path) -> None:
+@click.option(
+    "--serve",
+    is_flag=True,
+    help="After the demo, keep the station (its simulated devices and kiosk) and the server "
+    "running until Ctrl-C or SIGTERM, for a second batch by hand.",
+)
+@click.option(
+    "--urls-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help='With --serve: write {"kiosk": URL, "console": URL} there as JSON.',
+)
+def demo(out_dir: Path, serve: bool, urls_file: Path | None) -> None:
     """Run the end-to-end demonstration."""
     from ebr_core.keys import PublicKey
     from edge.agent import init_home, open_agent
     from edge.export import export_ledger
+    from edge.station.agent import StationAgent
+    from edge.station.config import load_station
     from edge.sync import SyncClient
     from firmware_sim.broker import Broker
+    from firmware_sim.pty import PtyDevice
+    from firmware_sim.urlhandler import register
 
+    if urls_file is not None and not serve:
+        raise click.UsageError("--urls-file goes with --serve")
     started = time.monotonic()
     if out_dir.exists():
         shutil.rmtree(out_dir)
@@ -478,21 +496,35 @@ def demo(out_dir: Path) -> None:
     )
     url, srv, thread = _start_server(work / "server")
     broker = Broker().start()
-    station: Station | None = None
+    counter = PtyDevice()
+    register()  # sim:// ports: the demo's scanner
+    station: Any = None
+    unit: SimulatedUnit | None = None
     try:
         _ok(httpx.post(
             url + "/admin/units",
             headers={"Authorization": f"Bearer {DEMO_ADMIN}"},
             json={"site_id": SITE, "unit_id": UNIT, "public_key": (home / "unit.pub").read_text()},
         ))  # fmt: skip
+        (home / "server.pub").write_bytes(httpx.get(url + "/server-key").content)
+        # The station file says where the simulated devices are (ctgtp sim scan finds the
+        # scanner by the unit's id).
+        (home / "station.toml").write_text(_station_toml(counter.port, broker.port, url))
         agent = open_agent(home, clock, clock_leap_s=60)  # a long-running station watches its clock
+        station = StationAgent(agent, load_station(home / "station.toml"), clock=clock)
+        # The scripted batch syncs by hand (step 4); sync and the kiosk start with --serve.
+        station.start(kiosk=False, sync=False)
+        down = station.wait_connected(10)
+        if down:
+            raise click.ClickException(f"simulated devices did not connect: {down}")
         batch = "B-2026-0042"
-        station = Station(agent.engine, batch, broker.port)
+        unit = SimulatedUnit(station, counter, broker.port, batch)
         _say(f"2. server on {url} (unit {UNIT} enrolled for {SITE}); mosquitto on port "
-             f"{broker.port}; simulated scanner {station.scanner_dev.port} and cell counter "
-             f"{station.counter_dev.port}, camera, bioreactor on MQTT")  # fmt: skip
+             f"{broker.port}; station agent {home / 'station.toml'}: simulated scanner "
+             f"sim://scanner/{UNIT}, cell counter {counter.port}, camera, bioreactor on "
+             "MQTT")  # fmt: skip
 
-        refused = _run_batch(station)
+        refused = _run_batch(unit)
         label_files = _labels(agent.engine, batch, out_dir / "labels")
         st = agent.engine.state(batch)
         _say(
@@ -500,17 +532,15 @@ def demo(out_dir: Path) -> None:
             f"{len(st.signatures)} e-signatures, "
             f"{agent.engine.telemetry(batch).readings} instrument readings, "
             f"status {st.status}; devices: "
-            + ", ".join(f"{k} {v}" for k, v in station.devices.items())
+            + ", ".join(f"{k} {v}" for k, v in unit.devices.items())
         )
         for r in refused:
             _say(f"   refused: {r}")
         for d in st.deviations.values():
             _say(f"   deviation {d.deviation_id} ({d.severity}): {d.reason}")
         _say(f"   labels printed, applied and reconciled: {', '.join(label_files)}")
-        station.close()
-        station = None
 
-        server_key = PublicKey.from_bytes(httpx.get(url + "/server-key").content)
+        server_key = PublicKey.from_bytes((home / "server.pub").read_bytes())
         sync = SyncClient(agent.ledger, url, server_key=server_key)
         report = sync.sync_once()
         _say(f"4. synced {report.pushed} events in {report.segments} signed segments "
@@ -534,7 +564,6 @@ def demo(out_dir: Path) -> None:
         edge_events = agent.ledger.head[0]
         st = agent.engine.state(batch)
         readings = agent.engine.telemetry(batch).readings
-        agent.close()
         audit = subprocess.run(
             [sys.executable, "-m", "ctgtp", "verify", str(ledger_path), "--public-key",
              str(out_dir / "unit.pub")],
@@ -571,10 +600,53 @@ def demo(out_dir: Path) -> None:
         clock_alerts = [a for a in alerts if a["kind"].startswith("clock.")]
         if clock_alerts:
             raise click.ClickException(f"the unit's and the server's clocks differ: {clock_alerts}")
+        _say(f"demo finished in {time.monotonic() - started:.1f} s: {out_dir / 'summary.json'}")
+        if serve:
+            unit.hand_back()
+            _serve(station, url, urls_file)
     finally:
+        if unit is not None:
+            unit.close()
         if station is not None:
-            station.close()
+            station.stop()
+            station.agent.close()
+        counter.close()
         broker.stop()
         srv.should_exit = True
         thread.join(5)
-    _say(f"demo finished in {time.monotonic() - started:.1f} s: {out_dir / 'summary.json'}")
+
+
+def _serve(station: Any, console: str, urls_file: Path | None) -> None:
+    """Keep the station (its kiosk, devices and background sync) and the server running until
+    Ctrl-C or SIGTERM."""
+    import signal
+
+    station.start_kiosk()
+    station.start_sync()
+    urls = {"kiosk": station.kiosk_url, "console": console}
+    if urls_file is not None:
+        urls_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = urls_file.with_name(urls_file.name + ".tmp")
+        tmp.write_text(json.dumps(urls) + "\n")
+        tmp.replace(urls_file)
+    _say(f"\nkiosk:   {station.kiosk_url}")
+    _say(f"console: {console} (the server's API; the QA console once it exists)")
+    _say("operators at the kiosk (DEMO ONLY passwords):")
+    for uid, pw in PW.items():
+        _say(f"  {uid:<9} {pw}")
+    _say("QA on the server:")
+    for uid, (name, role, _site) in QA.items():
+        _say(f"  {uid:<9} {QA_PW}   ({name}, {role})")
+    _say(f"scan into the simulated scanner: ctgtp sim scan --unit {UNIT} ']C0{COI}'")
+    _say("serving until Ctrl-C or SIGTERM")
+    stop = threading.Event()
+    previous = {
+        sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)
+    }
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    _say("stopping")

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import httpx
 import numpy as np
 from fhir.resources.bundle import Bundle
 from PIL import Image
@@ -16,16 +19,32 @@ from ebr_core.identifiers import parse_scan
 from edge.transports.camera import decode_frame
 
 
-def test_demo_runs_end_to_end(tmp_path: Path) -> None:
+def test_demo_runs_end_to_end_then_serves_its_station(tmp_path: Path) -> None:
+    """One run of ``ctgtp demo --serve``: the scripted batch through the station agent, then the
+    station and the server kept running (kiosk URL, a scan from ``ctgtp sim scan``) until
+    SIGTERM, which it ends with exit 0."""
     out = tmp_path / "demo-output"
-    r = subprocess.run(
-        [sys.executable, "-m", "ctgtp", "demo", "--out", str(out)],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=300,
-    )
-    assert r.returncode == 0, r.stderr
+    urls_file = tmp_path / "urls.json"
+    log = (tmp_path / "demo.log").open("w+")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ctgtp", "demo", "--out", str(out), "--serve",
+         "--urls-file", str(urls_file)],
+        stdout=log, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        end = time.monotonic() + 300
+        while not urls_file.exists() and proc.poll() is None and time.monotonic() < end:
+            time.sleep(0.2)
+        assert urls_file.exists(), (tmp_path / "demo.log").read_text()
+        served(json.loads(urls_file.read_text()))
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0, (tmp_path / "demo.log").read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        log.close()
+    output = (tmp_path / "demo.log").read_text()
+    assert "demo finished in" in output and "op.alice" in output and "stopping" in output
     s = json.loads((out / "summary.json").read_text())
     assert s["coi"] == "&/CHA999926ABC123" and s["batch_id"] == "B-2026-0042"
     assert s["edge_events"] == s["server_events"] > 90
@@ -54,3 +73,34 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
         raws = decode_frame(np.asarray(Image.open(png).convert("L")))
         assert any(parse_scan(x).coi == s["coi"] for x in raws), png.name
     assert len(list((out / "labels").glob("*.png"))) == 3
+
+
+def served(urls: dict[str, str]) -> None:
+    """The served station: its health over HTTP, every simulated device connected, a scan sent
+    from a shell reaching its scanner; the server answering."""
+    assert set(urls) == {"kiosk", "console"}
+    assert urls["kiosk"].startswith("http://127.0.0.1:")
+    h = httpx.get(urls["kiosk"] + "/health", timeout=10).json()
+    assert h["unit_id"] == "UNIT-DEMO-01"
+    assert {d["name"]: d["connected"] for d in h["devices"]} == {
+        "scanner": True,
+        "cell_counter": True,
+        "camera": True,
+        "bioreactor": True,
+    }
+    r = subprocess.run(
+        [sys.executable, "-m", "ctgtp", "sim", "scan", "--unit", "UNIT-DEMO-01",
+         "]C0&/CHA999926ABC123"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    end = time.monotonic() + 10
+    scanner: dict[str, object] = {}
+    while time.monotonic() < end:
+        h = httpx.get(urls["kiosk"] + "/health", timeout=10).json()
+        scanner = next(d for d in h["devices"] if d["name"] == "scanner")
+        if scanner["last_reading"] == "scan ]C0&/CHA999926ABC123":
+            break
+        time.sleep(0.1)
+    assert scanner["last_reading"] == "scan ]C0&/CHA999926ABC123"
+    assert httpx.get(urls["console"] + "/server-key", timeout=10).status_code == 200

@@ -218,7 +218,15 @@ class StationAgent:
             "ledger_seq": self.agent.ledger.head[0],
             "running_batch": self.running_batch(),
             "devices": [
-                {"name": d.name, "kind": d.kind, "connected": d.connected, "detail": d.detail}
+                {
+                    "name": d.name,
+                    "kind": d.kind,
+                    "connected": d.connected,
+                    "detail": d.detail,
+                    "last_reading": d.last_reading,
+                    "last_at": None if d.last_at is None else d.last_at.isoformat(),
+                    "alarms": list(d.alarms),
+                }
                 for d in devs
             ],
             "sync": {
@@ -236,9 +244,11 @@ class StationAgent:
 
     # -- running ----------------------------------------------------------------------------
 
-    def start(self, *, kiosk: bool = True) -> StationAgent:
-        """Open the devices, start background sync and the kiosk; returns once the kiosk
-        listens (devices connect in the background)."""
+    def start(self, *, kiosk: bool = True, sync: bool = True) -> StationAgent:
+        """Open the devices, start background sync (when a server is named) and the kiosk;
+        returns once the kiosk listens (devices connect in the background).  The demo starts
+        without the kiosk and sync for its scripted batch, then :meth:`start_kiosk` and
+        :meth:`start_sync`."""
         cfg = self.station.config
         event(
             "station.starting",
@@ -249,17 +259,18 @@ class StationAgent:
         )
         for d in self.devices_by_name.values():
             d.start()
-        if cfg.server is not None:
-            self._start_sync()
-        if kiosk:
-            self._start_kiosk()
         self._monitor.start()
+        if sync and cfg.server is not None:
+            self.start_sync()
+        if kiosk:
+            self.start_kiosk()
         event("station.started", "station started", unit_id=self.unit_id, kiosk=self.kiosk_url)
         return self
 
-    def _start_sync(self) -> None:
+    def start_sync(self) -> None:
         server = self.station.config.server
-        assert server is not None
+        if server is None or self.sync is not None:
+            return
         key_path = self.station.server_key()
         assert key_path is not None
         try:
@@ -287,9 +298,11 @@ class StationAgent:
             log.exception(self.kiosk_error, extra={"event": "error", "fields": {}})
             return _health_app(self)
 
-    def _start_kiosk(self) -> None:
+    def start_kiosk(self) -> None:
         import uvicorn
 
+        if self._server is not None:
+            return
         k = self.station.config.kiosk
         host = "127.0.0.1" if k.host == "localhost" else k.host
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -381,6 +394,15 @@ class StationAgent:
         if self._owns_agent:
             self.agent.close()
         event("station.stopped", f"station stopped; ledger at seq {seq}", ledger_seq=seq)
+
+    def wait_connected(self, timeout: float = 10.0) -> list[DeviceState]:
+        """Wait until every device is connected; returns those still not connected."""
+        end = time.monotonic() + timeout
+        while True:
+            down = [d for d in self.devices() if not d.connected]
+            if not down or time.monotonic() > end:
+                return down
+            time.sleep(0.02)
 
     def __enter__(self) -> StationAgent:
         return self

@@ -135,10 +135,10 @@ def test_devices_readings_scans_and_health(
         )
         h = httpx.get(f"{agent.kiosk_url}/health").json()
         assert h["status"] == "ok" and h["unit_id"] == UNIT and h["running_batch"] == "B1"
-        assert [(d["name"], d["connected"]) for d in h["devices"]] == [
-            ("scanner", True),
-            ("cell_counter", True),
-            ("bioreactor", True),
+        assert [(d["name"], d["connected"], d["last_reading"]) for d in h["devices"]] == [
+            ("scanner", True, f"scan ]C0{COI}"),
+            ("cell_counter", True, "cell count S-1: 1840000 viable /mL, 92.0 %"),
+            ("bioreactor", True, "temperature 37.1 Cel"),
         ]
         assert h["sync"]["configured"] is False
         # The kiosk detached: a scan is received and dropped, never recorded.
