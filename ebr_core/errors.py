@@ -6,6 +6,8 @@ agent, server) can catch one type at its boundary and turn it into a clear messa
 
 from __future__ import annotations
 
+from typing import Self
+
 
 class EbrError(Exception):
     """Root of every error raised by ebr_core."""
@@ -41,6 +43,14 @@ class VerificationError(EbrError):
             where.append(f"seq {seq}")
         prefix = f"{', '.join(where)}: " if where else ""
         super().__init__(f"{prefix}{reason}")
+
+    def shifted(self, by: int) -> Self:
+        """The same error (class, reason, seq) with its index moved ``by`` records: an error
+        found in a part of an input, placed in the whole input (the part starts at ``by``)."""
+        index = None if self.index is None else self.index + by
+        moved = type(self)(self.reason, seq=self.seq, index=index)
+        moved.__cause__ = self.__cause__
+        return moved
 
 
 class MalformedRecordError(VerificationError):

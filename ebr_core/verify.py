@@ -80,6 +80,21 @@ class EventRun(NamedTuple):
     actor: Any
 
 
+class ChainHead(NamedTuple):
+    """A point of a unit's chain that verification starts from or reaches: the last event's
+    ``seq`` and ``head_hash``, and the ``seq`` of the last checkpoint (0: none yet)."""
+
+    seq: int
+    head_hash: str
+    checkpoint_seq: int
+
+
+GENESIS = ChainHead(0, GENESIS_HASH, 0)
+# Canonical key order puts "head_hash" first in a checkpoint line ('{"head_hash":'); an event
+# line starts with '{"actor":', a seal with '{"first_seq":'.
+_CHECKPOINT_START = b'{"' + min(_CHECKPOINT_LINE).encode() + b'":'
+
+
 @dataclass(frozen=True)
 class Verified:
     """What was proven: events ``first_seq..head_seq`` of ``unit_id`` are intact and signed."""
@@ -98,7 +113,9 @@ class ChainVerifier:
     """Streaming verification of one unit's records.
 
     ``start_seq``/``start_hash``/``start_checkpoint_seq`` continue from a head already verified
-    (the server's stored head); the defaults verify a ledger from its first event.
+    (the server's stored head); the defaults verify a ledger from its first event.  A verifier
+    that takes the later part of an input cut in two (:meth:`split_at_checkpoint`) is given the
+    whole input's ``first_seq``, which a seal must cover (the default: ``start_seq + 1``).
     """
 
     def __init__(
@@ -109,10 +126,11 @@ class ChainVerifier:
         start_seq: int = 0,
         start_hash: str = GENESIS_HASH,
         start_checkpoint_seq: int = 0,
+        first_seq: int | None = None,
     ) -> None:
         self.keyring = keyring
         self.unit_id = unit_id
-        self.first_seq = start_seq + 1
+        self.first_seq = start_seq + 1 if first_seq is None else first_seq
         self.seq = start_seq
         self.head_hash = start_hash
         self.checkpoint_seq = start_checkpoint_seq
@@ -474,19 +492,46 @@ class ChainVerifier:
             raise SignatureError("seal signature is invalid", seq=seq, index=i)
         self.sealed = True
 
+    # -- parts ----------------------------------------------------------------------------
+
+    @property
+    def head(self) -> ChainHead:
+        """Where the chain stands after the records fed so far."""
+        return ChainHead(self.seq, self.head_hash, self.checkpoint_seq)
+
+    @staticmethod
+    def split_at_checkpoint(
+        lines: Sequence[bytes], at: float = 0.5
+    ) -> tuple[int, ChainHead] | None:
+        """Where to cut ``lines`` so that two verifiers can take one part each (the server's
+        parallel ingest): the index just after the checkpoint line nearest ``at`` (a fraction
+        of the lines; never the first or the last line), and the chain state that checkpoint
+        claims, for the second part's verifier to start from (``start_seq`` etc.).
+
+        Sound because the first part ends with that checkpoint line, which its verifier checks
+        against the chain (signature, seq, head hash, the previous checkpoint): a false claim
+        fails there, before any line of the second part.  So the first error in line order, the
+        second part's shifted by the cut (:meth:`VerificationError.shifted`), or else the
+        second part's end, is exactly what one verifier over all the lines gives
+        (tests/core/test_verify_split.py).  None when no checkpoint line is found, or the line
+        found is odd (not a checkpoint record after all): verify in one part, which names what
+        is wrong.
+        """
+        n = len(lines)
+        mid = min(max(int(n * at), 1), n - 2) if n > 2 else 0
+        for d in range(n):
+            for i in (mid - d, mid + d):
+                if 0 < i < n - 1 and lines[i].startswith(_CHECKPOINT_START):
+                    return _after_checkpoint(lines, i)
+        return None
+
     # -- end ------------------------------------------------------------------------------
 
     def finish(self, *, require_seal: bool = False) -> Verified:
         """Check the end of the input and return what was verified."""
         if self.seq < self.first_seq:
             raise EmptyLedgerError("no events to verify", index=self.index)
-        if self.checkpoint_seq != self.seq:
-            raise UnsignedTailError(
-                f"events {self.checkpoint_seq + 1}..{self.seq} are not covered by a checkpoint "
-                "(the final checkpoint is missing)",
-                seq=self.checkpoint_seq + 1,
-                index=self.index,
-            )
+        check_signed_head(self.head, index=self.index)
         if require_seal and not self.sealed:
             raise UnsignedTailError(
                 "the file has no seal record at its end: it was truncated or is not a complete "
@@ -504,6 +549,34 @@ class ChainVerifier:
             sealed=self.sealed,
             key_ids=frozenset(self.key_ids),
         )
+
+
+def check_signed_head(head: ChainHead, *, index: int) -> None:
+    """Raise :class:`UnsignedTailError` if events after ``head``'s last checkpoint are not
+    covered by one (``index``: the record after the input's last, where the checkpoint is
+    missing).  The end check of :meth:`ChainVerifier.finish`, for inputs verified in parts."""
+    if head.checkpoint_seq != head.seq:
+        raise UnsignedTailError(
+            f"events {head.checkpoint_seq + 1}..{head.seq} are not covered by a checkpoint "
+            "(the final checkpoint is missing)",
+            seq=head.checkpoint_seq + 1,
+            index=index,
+        )
+
+
+def _after_checkpoint(lines: Sequence[bytes], i: int) -> tuple[int, ChainHead] | None:
+    try:
+        cp = orjson.loads(lines[i])
+    except orjson.JSONDecodeError:
+        return None
+    if (
+        type(cp) is not dict
+        or cp.get("type") != "checkpoint"
+        or type(cp.get("seq")) is not int
+        or type(cp.get("head_hash")) is not str
+    ):
+        return None
+    return i + 1, ChainHead(cp["seq"], cp["head_hash"], cp["seq"])
 
 
 def verify(

@@ -3,11 +3,13 @@
 Verification is the larger half of ingest (a SHA-256 and a canonical check per event, in
 Python).  The chain is sequential, but a checkpoint line fixes the state the next line starts
 from (its ``seq`` and ``head_hash``), so a large segment is cut after a checkpoint near its
-middle: this process verifies the first part *including that checkpoint* (which proves the
-checkpoint's state is the chain's true state there), while a worker process verifies the second
-part starting from the checkpoint's claimed state.  Both must pass; the first error in line
-order is reported, with its line number in the whole segment, exactly as serial verification
-reports it.
+middle (:meth:`~ebr_core.verify.ChainVerifier.split_at_checkpoint`, the verifier's rule): this
+process verifies the first part *including that checkpoint* (which proves the checkpoint's
+state is the chain's true state there), while a worker process verifies the second part
+starting from the checkpoint's claimed state.  Both must pass; the first error in line order is
+reported, typed (its :class:`~ebr_core.errors.VerificationError` subclass, so a bad signature
+and a malformed line stay apart) and with its line index in the whole segment, exactly as
+serial verification reports it; :meth:`Part.finish` is the verifier's end check.
 
 The caller may store each part as soon as it has passed (``on_part``), inside its transaction:
 the first part's rows are written while the worker is still verifying the second, and if the
@@ -30,21 +32,13 @@ from dataclasses import dataclass, field
 from itertools import repeat
 from typing import Any
 
-import orjson
-
-from ebr_core.errors import VerificationError
+from ebr_core.errors import CheckpointError, MalformedRecordError, VerificationError
 from ebr_core.keys import Keyring, PublicKey
-from ebr_core.verify import ChainVerifier
+from ebr_core.verify import ChainHead, ChainVerifier, check_signed_head
 from server import projections
 
-
-@dataclass
-class Start:
-    """The chain state a part continues from."""
-
-    seq: int
-    head_hash: str
-    checkpoint_seq: int
+Start = ChainHead
+"""The chain state a part continues from (the verifier's :class:`~ebr_core.verify.ChainHead`)."""
 
 
 @dataclass
@@ -58,22 +52,62 @@ class Part:
     checkpoints: list[tuple[Any, ...]] = field(default_factory=list)
     deltas: dict[str, projections.Delta] = field(default_factory=dict)
     end: Start | None = None  # the state after the last line (None if nothing verified)
-    error: tuple[str, int] | None = None  # (reason, index of the line within the part)
+    # The first error, typed (SignatureError, MalformedRecordError, ...), its ``index`` the
+    # line's within the part (within the whole segment once Verifier.verify has merged).
+    failure: VerificationError | None = None
     seal_at: int | None = None  # index of a seal line (segments carry none)
+    start: Start | None = None  # the state the part continued from
+    size: int = 0  # the lines it was given
+
+    @property
+    def error(self) -> tuple[str, int] | None:
+        """``(reason, line index)`` of :attr:`failure`: its text without its class."""
+        if self.failure is None:
+            return None
+        return self.failure.reason, self.failure.index or 0
+
+    def finish(self) -> Start:
+        """The chain head the lines verified to, or raise the typed
+        :class:`~ebr_core.errors.VerificationError` that refuses them, its ``index`` the line's
+        (``len(lines)`` for what is missing after the last one).
+
+        The end check of :meth:`ebr_core.verify.ChainVerifier.finish`, for a segment: the
+        part's :attr:`failure`; a seal line (a segment is not a whole exported file, so it
+        carries none); events after the last checkpoint (every stored event must be signed).
+        A segment with nothing new (all of it stored before) verifies to where it started.
+        """
+        if self.failure is not None:
+            raise self.failure
+        if self.seal_at is not None:
+            raise MalformedRecordError(
+                "a segment carries no seal (a seal ends an exported ledger file)",
+                index=self.seal_at,
+            )
+        head = self.end or self.start
+        if head is None:
+            raise ValueError("Part.finish() on a part that verify_lines() did not make")
+        check_signed_head(head, index=self.size)
+        return head
 
 
 def verify_lines(
-    keys: list[tuple[bytes, str | None]], unit_id: str, start: Start, lines: list[bytes]
+    keys: list[tuple[bytes, str | None]],
+    unit_id: str,
+    start: Start,
+    lines: list[bytes],
+    first_seq: int | None = None,
 ) -> Part:
-    """Verify ``lines`` from ``start``; collect the rows to store and the review deltas."""
+    """Verify ``lines`` from ``start``; collect the rows to store and the review deltas.
+    ``first_seq``: the segment's, when these lines are its second part."""
     v = ChainVerifier(
         Keyring([PublicKey(raw, uid) for raw, uid in keys]),
         unit_id=unit_id,
         start_seq=start.seq,
         start_hash=start.head_hash,
         start_checkpoint_seq=start.checkpoint_seq,
+        first_seq=first_seq,
     )
-    out = Part()
+    out = Part(start=start, size=len(lines))
     events, event_at, checkpoints, deltas = out.events, out.event_at, out.checkpoints, out.deltas
     tally, tally_run = projections.tally, projections.tally_run
     feed_line, feed_run = v.feed_line, v.feed_run
@@ -123,10 +157,10 @@ def verify_lines(
                 return out
             i += 1
     except VerificationError as e:
-        out.error = (e.reason, e.index or 0)
+        out.failure = e
         return out
     if v.seq > start.seq or v.checkpoint_seq > start.checkpoint_seq:
-        out.end = Start(v.seq, v.head_hash, v.checkpoint_seq)
+        out.end = v.head
     return out
 
 
@@ -140,31 +174,8 @@ merge_deltas = projections.merge_deltas
 
 def split_point(lines: list[bytes], at: float = 0.5) -> tuple[int, Start] | None:
     """Index just after the checkpoint line nearest ``at`` (a fraction of the lines), and the
-    state it claims."""
-    n = len(lines)
-    mid = min(max(int(n * at), 1), n - 2) if n > 2 else 0
-    for d in range(n):
-        for i in (mid - d, mid + d):
-            if 0 < i < n - 1 and lines[i].startswith(b'{"head_hash":'):
-                return _after_checkpoint(lines, i)
-    return None
-
-
-def _after_checkpoint(lines: list[bytes], i: int) -> tuple[int, Start] | None:
-    # '{"head_hash":' is how a checkpoint line starts (canonical key order); events start
-    # with '{"actor":'.  Anything odd here: verify serially, which reports it properly.
-    try:
-        cp = orjson.loads(lines[i])
-    except orjson.JSONDecodeError:
-        return None
-    if (
-        type(cp) is not dict
-        or cp.get("type") != "checkpoint"
-        or type(cp.get("seq")) is not int
-        or type(cp.get("head_hash")) is not str
-    ):
-        return None
-    return i + 1, Start(cp["seq"], cp["head_hash"], cp["seq"])
+    state it claims (:meth:`ebr_core.verify.ChainVerifier.split_at_checkpoint`)."""
+    return ChainVerifier.split_at_checkpoint(lines, at)
 
 
 class Verifier:
@@ -247,23 +258,25 @@ class Verifier:
         pool = self._claim() if cut is not None else None
         if cut is None or pool is None:
             whole = verify_lines(keys, unit_id, start, lines)
-            if on_part is not None and whole.error is None and whole.seal_at is None:
+            if on_part is not None and whole.failure is None and whole.seal_at is None:
                 on_part(whole, lines)
             return whole
         at, mid = cut
         try:
             try:
                 future: Future[Part] | None = pool.submit(
-                    verify_lines, keys, unit_id, mid, lines[at:]
+                    verify_lines, keys, unit_id, mid, lines[at:], start.seq + 1
                 )
             except (BrokenProcessPool, RuntimeError):  # broken, or shut down: verify here
                 future = None
                 self._restart()
             first = verify_lines(keys, unit_id, start, lines[:at])
-            if first.error is None and first.end != mid:
+            if first.failure is None and first.end != mid:
                 # Cannot happen: the first part verified that checkpoint against the chain.
-                first.error = ("checkpoint does not match the chain head", at - 1)
-            if first.error is not None or first.seal_at is not None:
+                first.failure = CheckpointError(
+                    "checkpoint does not match the chain head", index=at - 1
+                )
+            if first.failure is not None or first.seal_at is not None:
                 if future is not None:
                     future.cancel()
                 return first
@@ -277,13 +290,13 @@ class Verifier:
                 except BrokenProcessPool:
                     self._restart()
             if second is None:
-                second = verify_lines(keys, unit_id, mid, lines[at:])
+                second = verify_lines(keys, unit_id, mid, lines[at:], start.seq + 1)
         finally:
             self._release()
-        if on_part is not None and second.error is None and second.seal_at is None:
+        if on_part is not None and second.failure is None and second.seal_at is None:
             on_part(second, lines[at:])
-        if second.error is not None:
-            first.error = (second.error[0], second.error[1] + at)
+        if second.failure is not None:
+            first.failure = second.failure.shifted(at)
         if second.seal_at is not None:
             first.seal_at = second.seal_at + at
         first.events.extend(second.events)
@@ -291,6 +304,7 @@ class Verifier:
         first.checkpoints.extend(second.checkpoints)
         merge_deltas(first.deltas, second.deltas)
         first.end = second.end or first.end
+        first.size += second.size
         return first
 
     def _restart(self) -> None:

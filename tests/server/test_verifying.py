@@ -10,10 +10,13 @@ from collections.abc import Iterator
 
 import pytest
 
-from ebr_core.chain import ChainBuilder
-from ebr_core.keys import UnitSigner
+from ebr_core.chain import ChainBuilder, sign_seal
+from ebr_core.errors import MalformedRecordError, SignatureError, UnsignedTailError
+from ebr_core.keys import Keyring, UnitSigner
 from ebr_core.ledgerfile import encode_record
 from ebr_core.record import GENESIS_HASH
+from ebr_core.verify import ChainVerifier
+from server import projections
 from server.verifying import Part, Start, Verifier, split_point, verify_lines, with_lines
 
 from .conftest import clock
@@ -52,6 +55,13 @@ def verifier() -> Iterator[Verifier]:
 
 def same(a: Part, b: Part, lines: list[bytes]) -> None:
     assert a.error == b.error
+    assert type(a.failure) is type(b.failure)  # the class travels with the part
+    if a.failure is not None and b.failure is not None:
+        assert (a.failure.index, a.failure.seq, str(a.failure)) == (
+            b.failure.index,
+            b.failure.seq,
+            str(b.failure),
+        )
     assert a.seal_at == b.seal_at
     if a.error is None:
         assert with_lines(a, lines) == with_lines(b, lines)
@@ -173,9 +183,6 @@ def runs_segment() -> list[bytes]:
 
 
 def test_runs_give_the_rows_and_deltas_of_one_event_at_a_time() -> None:
-    from ebr_core.keys import Keyring
-    from ebr_core.verify import ChainVerifier
-    from server import projections
 
     lines = runs_segment()
     got = verify_lines(KEYS, UNIT.unit_id, START, lines)
@@ -192,3 +199,73 @@ def test_runs_give_the_rows_and_deltas_of_one_event_at_a_time() -> None:
     assert got.deltas == deltas
     assert deltas["B-1"].exceptions == 3 + 5 and deltas["B-1"].coi == "COI-2"
     assert got.end == Start(v.seq, v.head_hash, v.checkpoint_seq)
+
+
+def bad_signature(line: bytes) -> bytes:
+    k = line.index(b'"signature":"') + len(b'"signature":"') + 3
+    return line[:k] + (b"B" if line[k : k + 1] == b"A" else b"A") + line[k + 1 :]
+
+
+def test_a_bad_signature_and_a_malformed_line_keep_their_class(verifier: Verifier) -> None:
+    """Whichever part they fall in, a forged checkpoint signature and a line that is not in
+    canonical form come back as their own error classes, on their line of the whole segment,
+    as serial verification gives them (so the server can answer them differently)."""
+    lines = segment()
+    cut = split_point(lines, 1 - verifier.worker_share)
+    assert cut is not None
+    at = cut[0]
+    cps = [i for i, x in enumerate(lines) if b'"type":"checkpoint"' in x]
+    evs = [i for i, x in enumerate(lines) if b'"type":"event"' in x]
+    cases = [
+        (SignatureError, min(cps), bad_signature),  # in this process's part
+        (SignatureError, max(i for i in cps if i != at - 1), bad_signature),  # the worker's
+        (MalformedRecordError, evs[2], lambda x: x.replace(b'{"actor"', b'{ "actor"')),
+        (MalformedRecordError, evs[-2], lambda x: x.replace(b'{"actor"', b'{ "actor"')),
+    ]
+    before = verifier.worker_parts
+    for cls, i, spoil in cases:
+        bad = [*lines[:i], spoil(lines[i]), *lines[i + 1 :]]
+        serial = verify_lines(KEYS, UNIT.unit_id, START, bad)
+        parallel = verifier.verify(KEYS, UNIT.unit_id, START, bad)
+        assert type(parallel.failure) is cls and parallel.failure.index == i, (cls, i)
+        same(parallel, serial, bad)
+        with pytest.raises(cls) as raised:
+            parallel.finish()
+        assert raised.value.index == i
+    assert verifier.worker_parts == before + 2  # the errors after the cut came from the worker
+
+
+def test_finish_is_the_verifiers_end_check(verifier: Verifier) -> None:
+    lines = segment()
+    for part in (
+        verify_lines(KEYS, UNIT.unit_id, START, lines),
+        verifier.verify(KEYS, UNIT.unit_id, START, lines),
+    ):
+        assert part.finish() == part.end and part.end is not None and part.end.seq == 60
+    # Nothing new: the head it started from.
+    head = verify_lines(KEYS, UNIT.unit_id, START, lines).end
+    assert head is not None
+    assert verify_lines(KEYS, UNIT.unit_id, head, []).finish() == head
+    # The last checkpoint missing: the line after the last, with ChainVerifier.finish's text.
+    unsigned = lines[:-1]
+    v = ChainVerifier(Keyring([UNIT.public]), unit_id=UNIT.unit_id)
+    v.check_lines(unsigned)
+    with pytest.raises(UnsignedTailError) as want:
+        v.finish()
+    for part in (
+        verify_lines(KEYS, UNIT.unit_id, START, unsigned),
+        verifier.verify(KEYS, UNIT.unit_id, START, unsigned),
+    ):
+        with pytest.raises(UnsignedTailError) as got:
+            part.finish()
+        assert (got.value.index, str(got.value)) == (len(unsigned), str(want.value))
+    # A seal line: refused on its line, typed as a malformed segment.
+    b = ChainBuilder(UNIT, clock())  # type: ignore[arg-type]
+    sealed = [encode_record(b.next_event("reading.recorded", {"i": 1}))[:-1]]
+    sealed.append(encode_record(b.checkpoint())[:-1])
+    sealed.append(encode_record(sign_seal(UNIT, 1, b.seq, b.head_hash))[:-1])
+    part = verify_lines(KEYS, UNIT.unit_id, START, sealed)
+    assert part.seal_at == 2
+    with pytest.raises(MalformedRecordError, match="a segment carries no seal") as raised:
+        part.finish()
+    assert raised.value.index == 2
