@@ -9,6 +9,8 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from ebr_core.chain import ChainBuilder, sign_seal
 from ebr_core.errors import MalformedRecordError, SignatureError, UnsignedTailError
@@ -269,3 +271,22 @@ def test_finish_is_the_verifiers_end_check(verifier: Verifier) -> None:
     with pytest.raises(MalformedRecordError, match="a segment carries no seal") as raised:
         part.finish()
     assert raised.value.index == 2
+
+
+SEGMENTS = {every: b"\n".join(segment(40, every)) + b"\n" for every in (3, 5, 8)}
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.sampled_from(sorted(SEGMENTS)), st.data())
+def test_two_parts_equal_one_whatever_single_byte_changed(
+    verifier: Verifier, every: int, data: st.DataObject
+) -> None:
+    """The law behind the split, through the worker: for cuts after checkpoints placed every
+    3, 5 or 8 events, and any one byte of the segment set to any value, the two-part result is
+    the serial one (rows, deltas, head, or the first error with its class and line)."""
+    whole = SEGMENTS[every]
+    where = data.draw(st.integers(0, len(whole) - 1))
+    value = data.draw(st.integers(0, 255))
+    lines = (whole[:where] + bytes([value]) + whole[where + 1 :]).split(b"\n")[:-1]
+    serial = verify_lines(KEYS, UNIT.unit_id, START, lines)
+    same(verifier.verify(KEYS, UNIT.unit_id, START, lines), serial, lines)
