@@ -109,25 +109,50 @@ def _check_complete(store: HashStore, level: int, index: int) -> None:
         )
 
 
+_PAIR = 1 + 2 * HASH_SIZE  # one node input: 0x01 || left || right
+_digest = type(hashlib.sha256()).digest
+
+
+def _pos(index: int) -> int:
+    """Where hash ``index`` of a level starts in the level's interleaved buffer."""
+    return _PAIR * (index >> 1) + 1 + HASH_SIZE * (index & 1)
+
+
+def _interleave(hashes: Sequence[bytes], odd_start: bool) -> bytes:
+    """The bytes to add to a level holding an odd (``odd_start``) or even count of hashes."""
+    out = b""
+    if odd_start:
+        out, hashes = hashes[0], hashes[1:]
+    m = len(hashes)
+    if not m:
+        return out
+    # [0x01, h0, h1, 0x01, h2, h3, ...] filled by slice assignment (no per-hash Python step).
+    parts: list[bytes] = [NODE_PREFIX, b"", b""] * ((m + 1) // 2)
+    parts[1::3] = hashes[0::2]
+    parts[2::3] = [*hashes[1::2], *([b""] if m % 2 else [])]
+    return out + b"".join(parts)
+
+
 class MerkleTree:
     """An in-memory log tree that keeps every complete subtree, level by level.
 
-    ``append`` costs one leaf's worth of node hashes amortised (one per append on average);
-    ``append_many`` adds a commit group level by level, which is the fast path.  Level l is kept
-    as one bytearray of 32-byte hashes, so a tile is a slice of it.
+    ``append`` costs one node hash amortised; ``append_many`` adds a commit group level by level,
+    which is the fast path.  Each level is one bytearray in which every pair of hashes is
+    stored behind a 0x01 byte (``0x01 || h0 || h1 || 0x01 || h2 || h3 ...``), so a parent's
+    input is one slice of it: the tree costs the ceiling's SHA-256 calls plus one slice each.
     """
 
     def __init__(self, leaf_hashes: Iterable[bytes] = ()) -> None:
         self._levels: list[bytearray] = [bytearray()]
-        self._size = 0
+        self._counts: list[int] = [0]
         self.append_many(list(leaf_hashes))
 
     def size(self) -> int:
-        return self._size
+        return self._counts[0]
 
     def node_hash(self, level: int, index: int) -> bytes:
         _check_complete(self, level, index)
-        off = index * HASH_SIZE
+        off = _pos(index)
         return bytes(self._levels[level][off : off + HASH_SIZE])
 
     def leaf_hash(self, index: int) -> bytes:
@@ -135,59 +160,66 @@ class MerkleTree:
 
     def level_bytes(self, level: int, start: int, end: int) -> bytes:
         """Concatenated complete-subtree hashes ``[start, end)`` of one level (tiles read this)."""
-        if end > (self._size >> level) or start < 0 or start > end:
+        have = self.size() >> level
+        if end > have or start < 0 or start > end:
             raise TreeError(
-                f"level {level} holds {self._size >> level} complete nodes, "
-                f"asked for [{start}, {end})"
+                f"level {level} holds {have} complete nodes, asked for [{start}, {end})"
             )
-        return bytes(self._levels[level][start * HASH_SIZE : end * HASH_SIZE])
+        buf = self._levels[level]
+        return b"".join([buf[_pos(i) : _pos(i) + HASH_SIZE] for i in range(start, end)])
+
+    def _add(self, level: int, hashes: Sequence[bytes]) -> None:
+        if level == len(self._levels):
+            self._levels.append(bytearray())
+            self._counts.append(0)
+        self._levels[level] += _interleave(hashes, bool(self._counts[level] & 1))
+        self._counts[level] += len(hashes)
 
     def append(self, leaf_hash_: bytes) -> int:
         """Add one entry by its leaf hash; return its index."""
         _check_hash(leaf_hash_, "leaf hash")
-        index = self._size
-        self._levels[0] += leaf_hash_
-        self._size += 1
-        level, n = 0, self._size
-        # Each time the count at a level becomes even, its last two nodes complete a parent.
-        while n % 2 == 0:
-            below = self._levels[level]
-            if level + 1 == len(self._levels):
+        index, h, level = self.size(), leaf_hash_, 0
+        while True:
+            if level == len(self._levels):
                 self._levels.append(bytearray())
-            self._levels[level + 1] += _sha256(NODE_PREFIX + below[-64:]).digest()
-            level, n = level + 1, n // 2
-        return index
+                self._counts.append(0)
+            buf, odd = self._levels[level], self._counts[level] & 1
+            buf += h if odd else NODE_PREFIX + h
+            self._counts[level] += 1
+            if not odd:
+                return index
+            # The hash completes a pair: its parent's input is the level's last 65 bytes.
+            h = _sha256(buf[-_PAIR:]).digest()
+            level += 1
 
     def append_many(self, leaf_hashes: Sequence[bytes]) -> int:
         """Add a group of entries by their leaf hashes; return the index of the first.
 
-        Level by level: the new nodes of a level are its new pairs, hashed in one pass.
+        Level by level: the new nodes of a level are its newly completed pairs, hashed in one
+        pass over one copy of their bytes.
         """
-        first = self._size
+        first = self.size()
         if not leaf_hashes:
             return first
-        for h in leaf_hashes:
-            _check_hash(h, "leaf hash")
-        self._levels[0] += b"".join(leaf_hashes)
-        self._size += len(leaf_hashes)
-        sha, prefix = _sha256, NODE_PREFIX
-        level = 0
-        while self._size >> (level + 1):
-            if level + 1 == len(self._levels):
-                self._levels.append(bytearray())
-            below, above = self._levels[level], self._levels[level + 1]
-            have, want = len(above) // HASH_SIZE, self._size >> (level + 1)
-            if have == want:
+        if set(map(len, leaf_hashes)) != {HASH_SIZE}:
+            bad = next(h for h in leaf_hashes if len(h) != HASH_SIZE)
+            _check_hash(bad, "leaf hash")
+        self._add(0, leaf_hashes)
+        sha, digest, level = _sha256, _digest, 0
+        while True:
+            have = self._counts[level + 1] if level + 1 < len(self._counts) else 0
+            want = self._counts[level] >> 1
+            if want == have:
                 break  # no new node at this level: none above it either
-            above += b"".join(
-                [sha(prefix + below[o : o + 64]).digest() for o in range(have * 64, want * 64, 64)]
-            )
+            seg = bytes(self._levels[level][_PAIR * have : _PAIR * want])
+            inputs = [seg[o : o + _PAIR] for o in range(0, len(seg), _PAIR)]
+            self._add(level + 1, list(map(digest, map(sha, inputs))))
             level += 1
         return first
 
     def root(self, size: int | None = None) -> bytes:
         """MTH(D[size]) (the current size by default)."""
-        return root_hash(self, self._size if size is None else size)
+        return root_hash(self, self.size() if size is None else size)
 
     def frontier(self) -> Frontier:
         """The compact range of the current tree (to continue appending with O(log n) memory)."""
