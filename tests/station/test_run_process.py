@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from edge.agent import open_agent
-from edge.cli import system_clock
+from edge.station.agent import system_clock
 from firmware_sim.bioreactor import BioreactorSim
 from firmware_sim.broker import Broker
 from firmware_sim.devices import CellCounterSim, ScannerSim
@@ -28,6 +28,7 @@ from tests.station.conftest import COI, PW, UNIT
 
 pytestmark = pytest.mark.hil
 REPO = Path(__file__).resolve().parents[2]
+SECRET = "pw-never-logged-7"  # the broker password in the station file
 
 
 def wait_for(cond: Callable[[], object], timeout: float = 20.0) -> bool:
@@ -67,8 +68,8 @@ class Run:
     def connected(self) -> set[str]:
         return {e["device"] for e in self.events("device.connected")}
 
-    def terminate(self) -> int:
-        self.proc.send_signal(signal.SIGTERM)
+    def terminate(self, sig: int = signal.SIGTERM) -> int:
+        self.proc.send_signal(sig)
         try:
             return self.proc.wait(30)
         finally:
@@ -125,7 +126,7 @@ def test_sigterm_mid_batch_loses_nothing_acknowledged_and_restarts(
         f'[devices.scanner]\nprofile = "scanner_serial_generic"\nport = "{scanner.port}"\n'
         f'[devices.counter]\nprofile = "cell_counter_cc1"\nport = "{counter.port}"\n'
         f'[devices.bioreactor]\nprofile = "bioreactor_cartridge"\n'
-        f'broker = "mqtt://127.0.0.1:{broker.port}"\n'
+        f'broker = "mqtt://edge:{SECRET}@127.0.0.1:{broker.port}"\n'
         '[kiosk]\nbind = "127.0.0.1:0"\n'
     )
     pub: Publisher | None = None
@@ -175,7 +176,7 @@ def test_sigterm_mid_batch_loses_nothing_acknowledged_and_restarts(
         counter.write(CellCounterSim().frame("S-5", 2_000_005, 1_800_000))
         assert wait_for(lambda: len(second.events("scan.received")) == 1)
         assert wait_for(lambda: len(second.events("reading.recorded")) == 1)
-        assert second.terminate() == 0
+        assert second.terminate(signal.SIGINT) == 0  # Ctrl-C ends it the same way
     finally:
         if second.proc.poll() is None:
             second.proc.kill()
@@ -218,3 +219,20 @@ def test_sigterm_mid_batch_loses_nothing_acknowledged_and_restarts(
     # The log is JSON throughout, and no line of it is a traceback.
     for run in (first, second):
         assert all(e["event"] != "(not JSON)" for e in run.lines()), run.lines()
+        assert SECRET not in run.log.read_text()
+        assert f"mqtt://edge:***@127.0.0.1:{broker.port}" in run.log.read_text()
+    assert second.events("signal")[0]["msg"] == "SIGINT received"
+
+
+def test_a_station_that_cannot_start_says_why_and_exits_1(home: Path) -> None:
+    (home / "station.toml").write_text('[kiosk]\nbind = "0.0.0.0:8470"\n')
+    r = subprocess.run(
+        [sys.executable, "-m", "ctgtp", "edge", "run", "--home", str(home)],
+        capture_output=True, text=True, cwd=REPO, check=False, timeout=60,
+    )  # fmt: skip
+    assert r.returncode == 1
+    assert r.stderr.splitlines()[-1] == (
+        f"Error: {home / 'station.toml'} is not a valid station file: kiosk: bind "
+        "'0.0.0.0:8470' is reachable from other machines; the kiosk binds to 127.0.0.1 unless "
+        "the station file also says allow_remote = true"
+    )
