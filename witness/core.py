@@ -26,7 +26,6 @@ from ebr_core.tlog import (
     Checkpoint,
     Cosigner,
     Ed25519NoteVerifier,
-    ProofError,
     SignedNote,
     TileError,
     TileReader,
@@ -35,8 +34,8 @@ from ebr_core.tlog import (
     consistency_proof,
     open_checkpoint,
     root_hash,
-    verify_consistency,
 )
+from ebr_core.tlog.monitor import ViewError, check_extends
 from ebr_core.tlog.tiles import TileFetch
 from witness.errors import UncheckableError
 from witness.state import Alert, StateDir
@@ -110,38 +109,16 @@ class Witness:
                 )
             return self._cosign(opened.note, cp, None, 0)
         old = last.checkpoint
-        if cp.size < old.size:
-            return self._alert(
-                "rewound",
-                f"the log {cp.origin} shows {cp.size} entries, fewer than the {old.size} this "
-                "witness cosigned: history was removed, or this is a stale or forked view",
-                opened.note,
-                old.size,
-            )
-        if cp.size == old.size:
-            if cp.root != old.root:
-                return self._alert(
-                    "split-view",
-                    f"two trees of size {cp.size} for {cp.origin}: root {cp.root.hex()} now, "
-                    f"{old.root.hex()} cosigned before",
-                    opened.note,
-                    old.size,
-                )
-            return self._cosign(opened.note, cp, old.size, 0)
+        proof: list[bytes] = []
+        if cp.size > old.size > 0:
+            try:
+                proof = consistency_proof(reader, old.size, cp.size)
+            except TileError as e:
+                raise UncheckableError(f"the log's tiles could not be read: {e}") from e
         try:
-            proof = consistency_proof(reader, old.size, cp.size)
-        except TileError as e:
-            raise UncheckableError(f"the log's tiles could not be read: {e}") from e
-        try:
-            verify_consistency(old.size, cp.size, old.root, cp.root, proof)
-        except ProofError as e:
-            return self._alert(
-                "split-view",
-                f"the log's tree of size {cp.size} does not extend the tree of size "
-                f"{old.size} this witness cosigned (a fork): {e}",
-                opened.note,
-                old.size,
-            )
+            check_extends(old, cp, proof)
+        except ViewError as e:
+            return self._alert(str(e.kind), str(e), opened.note, old.size)
         return self._cosign(opened.note, cp, old.size, len(proof))
 
     def _cosign(

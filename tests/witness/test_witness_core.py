@@ -52,7 +52,7 @@ def test_a_rewound_log_is_refused(tmp_path: Path, log_signer: Ed25519NoteSigner,
     before = (tmp_path / "checkpoint").read_bytes()
     out = look(w, TiledLog(log_signer, entries(290)))
     assert out.status == "alert" and out.alert is not None and out.alert.kind == "rewound"
-    assert "shows 290 entries, fewer than the 300 this witness cosigned" in out.line()
+    assert "shows 290 entries, fewer than the 300 already trusted" in out.line()
     assert (tmp_path / "checkpoint").read_bytes() == before
     row = json.loads((tmp_path / "alerts.jsonl").read_text())
     assert row["kind"] == "rewound"
@@ -81,7 +81,7 @@ def test_a_fork_that_grows_is_caught_by_the_consistency_proof(
     fork = TiledLog(log_signer, [*history, *entries(500, "later")])
     out = look(w, fork)
     assert out.alert is not None and out.alert.kind == "split-view"
-    assert "does not extend the tree of size 300 this witness cosigned (a fork)" in out.line()
+    assert "does not extend the tree of size 300 already trusted (a fork)" in out.line()
     # Nothing is cosigned after an alert: the honest log, grown, is still consistent.
     honest.add(entries(10, "more"))
     assert look(w, honest).status == "cosigned"
