@@ -241,3 +241,29 @@ def test_refusals_at_start(home: Path, tmp_path: Path) -> None:
         second.stop()
     finally:
         taken.stop()
+
+
+def test_a_camera_reads_labels_from_a_video_file(home: Path, tmp_path: Path) -> None:
+    """A camera given a video file: its frames are read in a thread, each label that comes into
+    view is one scan handed on; at the end of the file the camera says so."""
+    import cv2
+
+    from firmware_sim.camera import FrameStyle, frame, gs1_datamatrix
+
+    video = tmp_path / "labels.avi"
+    w = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (1280, 720), False)
+    label = gs1_datamatrix("(01)09506000134376(17)271231(21)CART-0001")
+    for i in range(3):  # one label held for three frames, then gone: one scan
+        w.write(frame(label, FrameStyle(angle=2, seed=i)))
+    w.write(frame(None))
+    w.release()
+    f = home / "station.toml"
+    f.write_text(f'[devices.camera]\nprofile = "camera_scanner"\ncamera = "{video.name}"\n')
+    (home / video.name).write_bytes(video.read_bytes())  # relative to the station file
+    agent = StationAgent.from_file(f)
+    got: list[str] = []
+    agent.set_scan_sink(got.append)
+    with agent.start(kiosk=False):  # a kiosk would attach its own sink
+        assert wait_for(lambda: agent.devices()[0].detail == "the video file has ended")
+        assert got == ["]d2010950600013437617271231" + "21CART-0001"]
+        assert not agent.devices()[0].connected
