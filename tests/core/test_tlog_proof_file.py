@@ -66,6 +66,7 @@ def test_wrong_entries_and_wrong_keys_are_refused(setup: tuple[MerkleTree, Ed255
         (lambda t: t.replace("index 417", "index 0417"), "'0417' is not a decimal number"),
         (lambda t: t.replace("index 417", "idx 417"), "no 'index <n>' line"),
         (lambda t: t.replace("\n\n", "\n", 1), "hash 11 is not valid standard base64: 'log.example/ebr'"),
+        (lambda t: t.replace("\n\n", "\n"), "no blank line before its checkpoint"),
         (lambda t: t.replace("extra ", "extra !"), "extra data is not valid standard base64"),
         (lambda t: t.replace("index 417\n", "index 417\nAAAA\n"), "hash 1 is 3 bytes, expected 32"),
     ],
