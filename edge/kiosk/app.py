@@ -20,6 +20,7 @@ import contextlib
 import json
 import re
 import secrets
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
@@ -183,6 +184,8 @@ class Kiosk:
         idle = settings.session_idle or self.engine.session_idle
         self.sessions = Sessions(idle.total_seconds(), settings.monotonic)
         self.hub = Hub()
+        self._charts: dict[str, tuple[tuple[int, str], dict[str, Any]]] = {}
+        self._charts_lock = threading.Lock()
         self.env = Environment(
             loader=FileSystemLoader([str(HERE / "templates"), str(webui.TEMPLATES)]),
             autoescape=True,
@@ -423,6 +426,18 @@ class Kiosk:
         return {"sync": self.station.sync_state()}
 
     def telemetry_ctx(self, batch: str) -> dict[str, Any]:
+        """The charts of ``batch``, drawn again only when the ledger has moved on."""
+        head = self.engine.ledger.head
+        with self._charts_lock:
+            cached = self._charts.get(batch)
+        if cached is not None and cached[0] == head:
+            return cached[1]
+        ctx = self._telemetry_ctx(batch)
+        with self._charts_lock:
+            self._charts[batch] = (head, ctx)
+        return ctx
+
+    def _telemetry_ctx(self, batch: str) -> dict[str, Any]:
         tel = self.engine.telemetry(batch)
         limits = self.engine.mbr.telemetry
         out = []

@@ -2,8 +2,9 @@
 
 Each channel's series (:mod:`ebr_core.telemetry`) holds at most 512 min/max buckets however many
 readings the batch has, so a chart of a million readings costs the same as one of a hundred.
-The band spans each bucket's minimum and maximum (an excursion is never hidden by averaging);
-the limits of the MBR are dashed lines.  No JavaScript library.
+The band spans each bucket's minimum and maximum (an excursion is never hidden by averaging),
+outlined so that a flat series still shows as a line; the limits of the MBR are dashed lines.
+No JavaScript library.
 """
 
 from __future__ import annotations
@@ -32,8 +33,8 @@ def _fmt_time(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M")
 
 
-def _num(x: float) -> str:
-    return f"{x:.1f}"
+def _num(v: float) -> str:
+    return f"{v:.1f}"
 
 
 def chart(ch: Channel, limit: Limit | None, title: str) -> Markup:
@@ -73,18 +74,16 @@ def chart(ch: Channel, limit: Limit | None, title: str) -> Markup:
         f'<line class="axis" x1="{LEFT}" y1="{TOP}" x2="{LEFT}" y2="{TOP + ph}"/>',
     ]
     if pts:
-        upper: list[tuple[float, float]] = []
-        lower: list[tuple[float, float]] = []
-        for p, lo, hi in zip(pts, lows, highs, strict=True):
-            a, b = x(float(p["t"])), x(float(p["t"]) + width)
-            upper += [(a, y(hi)), (b, y(hi))]
-            lower += [(a, y(lo)), (b, y(lo))]
-        band = " ".join(f"{_num(a)},{_num(b)}" for a, b in upper + lower[::-1])
-        mid = " ".join(
-            f"{_num(a)},{_num((b + c) / 2)}" for (a, b), (_, c) in zip(upper, lower, strict=True)
+        # One point per bucket at its middle (two for a lone bucket, so it has a width): at
+        # most 512 a side, under the plot's width in pixels.
+        ts = [float(p["t"]) + width / 2 for p in pts] if len(pts) > 1 else [t0, t1]
+        if len(pts) == 1:
+            lows, highs = lows * 2, highs * 2
+        upper = " ".join(f"{x(a):.1f},{y(b):.1f}" for a, b in zip(ts, highs, strict=True))
+        lower = " ".join(
+            f"{x(a):.1f},{y(b):.1f}" for a, b in zip(reversed(ts), reversed(lows), strict=True)
         )
-        out.append(f'<polygon class="band" points="{band}"/>')
-        out.append(f'<polyline class="line" points="{mid}"/>')
+        out.append(f'<polygon class="band" points="{upper} {lower}"/>')
     for v in bounds:
         out.append(
             f'<line class="limit" x1="{LEFT}" y1="{_num(y(v))}" x2="{LEFT + pw}" '

@@ -43,8 +43,7 @@ def test_scanner_and_wedge_reach_the_step(page: Any, kiosk: Served, station: Any
     sign_in(page, kiosk.url, "op.alice")
     start(page, kiosk.url)
     # The attached scanner: the station's reader thread hands the code to the kiosk's sink.
-    page.wait_for_function("document.querySelector('#live') && htmx !== undefined")
-    page.wait_for_timeout(300)  # the page's event stream is open
+    page.locator("body[data-live]").wait_for(state="attached")  # its event stream is open
     station.scan(COI)
     page.locator("#banner.ok", has_text="patient material accepted").wait_for()
     assert station.engine.state("B1").step_scans("receipt/apheresis/coi-scan")
