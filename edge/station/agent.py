@@ -18,7 +18,6 @@ It implements :class:`edge.kiosk.port.StationPort`.  Its structured log is descr
 
 from __future__ import annotations
 
-import importlib
 import logging
 import socket
 import threading
@@ -284,15 +283,13 @@ class StationAgent:
         event("sync.started", f"background sync to {redact(server.url)}", server=server.url)
 
     def _kiosk_app(self, host: str, port: int) -> Any:
-        """The kiosk (``edge.kiosk.app``) when it is installed; else only ``GET /health``.  A
-        kiosk that fails to build is an error in the log and in ``/health``, and the station
-        goes on recording its instruments (their readings matter more than the screen)."""
+        """The kiosk (``edge.kiosk.app``).  A kiosk that fails to build is an error in the log
+        and in ``/health`` (served alone then), and the station goes on recording its
+        instruments: their readings matter more than the screen."""
         try:
-            kiosk = importlib.import_module("edge.kiosk.app")
-        except ModuleNotFoundError:
-            return _health_app(self)
-        try:
-            return kiosk.create_app(self, kiosk.KioskSettings(host=host, port=port))
+            from edge.kiosk.app import KioskSettings, create_app
+
+            return create_app(self, KioskSettings(host=host, port=port))
         except Exception as e:
             self.kiosk_error = f"the kiosk failed to start: {type(e).__name__}: {e}"
             log.exception(self.kiosk_error, extra={"event": "error", "fields": {}})
@@ -412,7 +409,7 @@ class StationAgent:
 
 
 def _health_app(station: StationAgent) -> Any:
-    """``GET /health`` alone, while the kiosk is not installed."""
+    """``GET /health`` alone, when the kiosk cannot be built."""
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import JSONResponse

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import threading
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
@@ -47,7 +48,22 @@ def configure(stream: TextIO | None = None, level: int = logging.INFO) -> loggin
     root = logging.getLogger()
     root.addHandler(handler)
     root.setLevel(level)
+    threading.excepthook = _thread_error
     return handler
+
+
+def _thread_error(args: threading.ExceptHookArgs) -> None:
+    """A thread's uncaught exception: an ``error`` line like any other, not a bare traceback."""
+    if args.exc_type is SystemExit:
+        return
+    where = args.thread.name if args.thread is not None else "a thread"
+    log.error(
+        "uncaught in %s: %s",
+        where,
+        args.exc_value,
+        exc_info=(args.exc_type, args.exc_value, args.exc_traceback),  # type: ignore[arg-type]
+        extra={"event": "error", "fields": {"thread": where}},
+    )
 
 
 def unconfigure(handler: logging.Handler) -> None:

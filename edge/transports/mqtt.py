@@ -597,7 +597,8 @@ class MqttIngest:
                 break
             time.sleep(0.01)
         self._stop.set()
-        self._writer.join(5)
+        if self._writer.is_alive():
+            self._writer.join(5)
         # DISCONNECT goes after the acks already queued; then the network loop ends.
         self.client.disconnect()
         self.client.loop_stop()

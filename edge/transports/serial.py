@@ -161,7 +161,8 @@ class SerialReader:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(2)
+        if self._thread.is_alive():
+            self._thread.join(2)
         rest = self.framer.close()
         if rest:
             self.stats.faults.append(f"line without terminator dropped: {rest[:40]!r}")

@@ -141,6 +141,10 @@ def test_devices_readings_scans_and_health(
             ("bioreactor", True, "temperature 37.1 Cel"),
         ]
         assert h["sync"]["configured"] is False
+        # The kiosk is the agent's: its sign-in page, served on the station file's address.
+        assert h["kiosk_error"] is None
+        page = httpx.get(f"{agent.kiosk_url}/signin")
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
         # The kiosk detached: a scan is received and dropped, never recorded.
         agent.set_scan_sink(None)
         plugs["scanner"].write(ScannerSim().frame(COI, "]C0"))
