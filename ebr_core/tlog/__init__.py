@@ -5,7 +5,10 @@
 * :mod:`~ebr_core.tlog.proof`: inclusion and consistency proof verification;
 * :mod:`~ebr_core.tlog.note`, :mod:`~ebr_core.tlog.checkpoint`,
   :mod:`~ebr_core.tlog.cosignature`: signed notes, checkpoints, witness cosignatures;
-* :mod:`~ebr_core.tlog.tiles`: tile paths and bytes, and proofs read from tiles.
+* :mod:`~ebr_core.tlog.tiles`: tile paths and bytes, and proofs read from tiles;
+* :mod:`~ebr_core.tlog.monitor`: whether a new checkpoint extends a trusted one (the one rule);
+* :mod:`~ebr_core.tlog.tlogproof`: offline ``.tlog-proof`` files (entry, proof, checkpoint);
+* :mod:`~ebr_core.tlog.entries`: the typed entries the server's log holds, as leaf bytes.
 
 No I/O: stores and tile fetchers are passed in.  The design and who catches what are in
 docs/transparency.md.
@@ -19,6 +22,7 @@ from ebr_core.tlog.checkpoint import (
     sign_checkpoint,
 )
 from ebr_core.tlog.cosignature import Cosignature, CosignatureVerifier, Cosigner
+from ebr_core.tlog.entries import EntryFormatError, EntryKind, LogEntry
 from ebr_core.tlog.errors import (
     NoteFormatError,
     NoteSignatureError,
@@ -40,6 +44,7 @@ from ebr_core.tlog.merkle import (
     node_hash,
     root_hash,
 )
+from ebr_core.tlog.monitor import ViewError, ViewKind, check_extends
 from ebr_core.tlog.note import (
     Ed25519NoteSigner,
     Ed25519NoteVerifier,
@@ -50,6 +55,7 @@ from ebr_core.tlog.note import (
 )
 from ebr_core.tlog.proof import root_from_inclusion_proof, verify_consistency, verify_inclusion
 from ebr_core.tlog.tiles import Tile, TileReader, parse_tile_path, tile_bytes, tile_files
+from ebr_core.tlog.tlogproof import TlogProof, make_tlog_proof
 
 __all__ = [
     "EMPTY_ROOT",
@@ -59,10 +65,13 @@ __all__ = [
     "Cosigner",
     "Ed25519NoteSigner",
     "Ed25519NoteVerifier",
+    "EntryFormatError",
+    "EntryKind",
     "Frontier",
     "HashStore",
     "LeafHashStore",
     "LeafHashes",
+    "LogEntry",
     "MerkleTree",
     "NoteFormatError",
     "NoteSignature",
@@ -74,11 +83,16 @@ __all__ = [
     "TileError",
     "TileReader",
     "TlogError",
+    "TlogProof",
     "TreeError",
+    "ViewError",
+    "ViewKind",
     "add_signatures",
+    "check_extends",
     "consistency_proof",
     "inclusion_proof",
     "leaf_hash",
+    "make_tlog_proof",
     "node_hash",
     "open_checkpoint",
     "open_note",
