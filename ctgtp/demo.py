@@ -311,6 +311,14 @@ def _start_server(data: Path) -> tuple[str, Any, threading.Thread]:
         data_dir=data,
         admin_token=DEMO_ADMIN,
     )
+    # The deploy step (``ctgtp server migrate``) before the server starts, where the server has
+    # one (a server that migrates nothing itself refuses an empty database).
+    from server import db as server_db
+
+    migrate = getattr(server_db, "migrate", None)
+    if migrate is not None:
+        data.mkdir(parents=True, exist_ok=True)
+        migrate(server_db.make_engine(settings.database_url))
     port = free_port()
     srv = uvicorn.Server(
         uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="error")
