@@ -4,7 +4,8 @@ Ceiling: the raw primitives over the same event bodies in the same run: orjson c
 plus SHA-256 (building), and orjson parse + encode + SHA-256 (verifying a file).  The file
 ceiling is what a verifier that parses and re-encodes each line needs; the project's verifier
 checks runs of like lines against their fixed bytes and parses only the payloads
-(ebr_core.verify.ChainVerifier.feed_run), so its ratio can pass 1.
+(ebr_core.verify.ChainVerifier.feed_run, the bytes in ebr_core._verify_run), so its ratio can
+pass 1.
 Building goes as the edge ledger builds (Ledger.append_many): a commit group of 1,000 events at
 once (ChainBuilder.next_events, one clock reading for the group), then its checkpoint.
 Floors (issue 2): build ratio >= 0.5, verification >= 300k events/s.

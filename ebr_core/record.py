@@ -12,8 +12,10 @@ under its own domain tag, so a file cut short at a checkpoint boundary is still 
 Domain tags keep an event hash, a checkpoint message and any other hash of this project from ever
 being confused with one another (the reason RFC 6962 uses 0x00 / 0x01 for leaves and nodes).
 
-This module owns the byte definitions only; building is in :mod:`ebr_core.chain`, checking in
-:mod:`ebr_core.verify`.
+This module owns the byte definitions only, and :func:`decode_record`, the one way back from a
+stored line to its record; building is in :mod:`ebr_core.chain`, checking in
+:mod:`ebr_core.verify`.  It is about 500 lines because the record formats, their time form and
+the line shapes that the builder and the verifier fill all change together when the format does.
 """
 
 from __future__ import annotations

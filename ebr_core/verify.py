@@ -6,7 +6,14 @@ Records are the wire form: JSON objects with a ``type`` of ``event``, ``checkpoi
 cannot depend on how a file or a request body was chunked; :func:`verify` is the whole-input form.
 
 Per event the cost is one canonical encoding and one SHA-256; signatures are checked once per
-checkpoint, not once per event (the hash links make one signature cover the prefix).
+checkpoint, not once per event (the hash links make one signature cover the prefix).  Runs of
+like event lines are checked in bulk against their fixed bytes (:mod:`ebr_core._verify_run`,
+where the byte offsets are named and held to the layout); a large input can be verified in two
+parts cut after a checkpoint (:meth:`ChainVerifier.split_at_checkpoint`).
+
+Longer than most modules (about 600 lines) on purpose: :class:`ChainVerifier` is one state
+machine whose hot path (``_event``) and the slow paths that name each error share its state
+and must be read side by side; only the stateless byte work is apart.
 """
 
 from __future__ import annotations
