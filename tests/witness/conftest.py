@@ -50,13 +50,18 @@ class TiledLog:
         return out
 
     def publish(self, root: Path) -> None:
-        """Write the log's current view to ``root``, replacing whatever view was there."""
-        if root.exists():
-            shutil.rmtree(root)
+        """Replace the view at ``root`` with the log's current one, written aside first, so a
+        reader sees the old view, no view (404) or the new one, never half of one."""
+        new = root.with_name(root.name + ".new")
         for path, data in self.files().items():
-            p = root / path
+            p = new / path
             p.parent.mkdir(parents=True, exist_ok=True)
             p.write_bytes(data)
+        if root.exists():
+            old = root.with_name(root.name + ".old")
+            root.rename(old)
+            shutil.rmtree(old)
+        new.rename(root)
 
 
 def entries(n: int, tag: str = "entry") -> list[bytes]:

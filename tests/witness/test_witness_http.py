@@ -5,12 +5,16 @@ be read."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from click.testing import CliRunner, Result
 
 from ebr_core.keys import UnitSigner
-from ebr_core.tlog import Cosigner, Ed25519NoteSigner, open_checkpoint
+from ebr_core.tlog import Cosigner, Ed25519NoteSigner, TlogError, open_checkpoint
 from tests.witness.conftest import ORIGIN, TiledLog, entries
 from witness.cli import EXIT_ALERT, EXIT_UNCHECKED, witness
 
@@ -130,3 +134,61 @@ def test_vkey_prints_the_cosignature_key(tmp_path: Path, log_signer: Ed25519Note
     r = CliRunner().invoke(witness, ["vkey", "--key", str(key), "--name", "witness.example/w1"])
     assert r.exit_code == 0
     assert r.output.strip() == cosigner.verifier.vkey()
+
+
+def test_the_running_service_cosigns_growth_and_stops_loudly_on_a_fork(
+    tmp_path: Path,
+    static_server: tuple[str, Path],
+    log_signer: Ed25519NoteSigner,
+    witness_signer: UnitSigner,
+    cosigner: Cosigner,
+) -> None:
+    """The witness as a real process polling a real HTTP server (no --once)."""
+    url, www = static_server
+    log_key, key = setup_keys(tmp_path, log_signer, witness_signer)
+    state = tmp_path / "state"
+    log = TiledLog(log_signer, entries(7))
+    log.publish(www)
+    out, err = (tmp_path / "out").open("wb"), (tmp_path / "err").open("wb")
+    code = "import sys; from witness.cli import witness; sys.exit(witness(prog_name='witness'))"
+    args = ["run", "--log", url, "--log-key", str(log_key), "--key", str(key), "--state", str(state)]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, *args, "--name", "witness.example/w1", "--interval", "0.1"],
+        stdout=out,
+        stderr=err,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+
+    def cosigned_size() -> int | None:
+        try:
+            data = (state / "checkpoint").read_bytes()
+            return open_checkpoint(data, log_signer.verifier, [cosigner.verifier]).checkpoint.size
+        except (OSError, ValueError, TlogError):
+            return None
+
+    def wait_for(cond: Callable[[], bool], what: str) -> None:
+        deadline = time.monotonic() + 60
+        while not cond():
+            assert proc.poll() is None or what == "exit", (tmp_path / "err").read_text()
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            time.sleep(0.05)
+
+    try:
+        wait_for(lambda: cosigned_size() == 7, "the first cosignature")
+        log.add(entries(600, "grown"))
+        log.publish(www)
+        wait_for(lambda: cosigned_size() == 607, "the cosignature of the grown log")
+        history = list(log.entries)
+        history[3] = b"rewritten"
+        TiledLog(log_signer, [*history, *entries(5, "fork")]).publish(www)
+        wait_for(lambda: proc.poll() is not None, "exit")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)
+        out.close()
+        err.close()
+    assert proc.returncode == EXIT_ALERT
+    assert "ALERT split-view: the log's tree of size 612 does not extend" in (tmp_path / "err").read_text()
+    assert cosigned_size() == 607
+    assert "cosigned log.example/ebr size 607" in (tmp_path / "out").read_text()
