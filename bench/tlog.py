@@ -71,7 +71,7 @@ def main() -> None:
             sha(node).digest()
         return N  # leaves built per n - 1 node hashes
 
-    groups, single, raw = best_rates(append_groups, append_one_by_one, ceiling, rounds=5)
+    groups, single, raw = best_rates(append_groups, append_one_by_one, ceiling, rounds=7)
     emit("tlog append, groups of 1,000 leaf hashes (1e6 leaves)", groups, "leaves/s", raw)
     emit("tlog append, one leaf hash at a time", single, "leaves/s", raw)
 
