@@ -7,6 +7,8 @@ import hashlib
 import random
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ebr_core.tlog import (
     MerkleTree,
@@ -167,3 +169,23 @@ def test_entry_bundles_round_trip_and_refuse_damage() -> None:
     assert bundle[0] == b"entry 256"
     # Each entry hashes to the matching hash of the level-0 tile.
     assert b"".join(leaf_hash(e) for e in bundle) == files["tile/0/001.p/44"]
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 70_000), st.integers(0, 70_000))
+def test_publishing_increments_gives_the_same_files_as_publishing_at_once(a: int, b: int) -> None:
+    old, new = min(a, b), max(a, b)
+    t = _SHARED[0]
+    served = dict(tile_files(t, old))
+    added = dict(tile_files(t, new, since=old))
+    served.update(added)
+    at_once = dict(tile_files(t, new))
+    # Everything a reader of the new size needs is served, byte for byte the same.
+    assert {p: served[p] for p in at_once} == at_once
+    # Only tiles that are new or grew were written.
+    assert all(p not in dict(tile_files(t, old)) for p in added)
+    if new:
+        assert root_hash(TileReader(served.get, new), new) == t.root(new)
+
+
+_SHARED = [MerkleTree([leaf_hash(e) for e in entries(70_000)])]
