@@ -7,7 +7,7 @@ import urllib.parse
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from edge.station.config import StationFileError, load_station, parse_station, redact
@@ -229,3 +229,31 @@ _URL_TEXT = st.text(
 def test_redact_keeps_all_but_the_password(user: str, password: str) -> None:
     u, p = urllib.parse.quote(user, safe=""), urllib.parse.quote(password, safe="")
     assert redact(f"mqtt://{u}:{p}@broker.local:1883") == f"mqtt://{u}:***@broker.local:1883"
+
+
+_TABLES = {
+    "": ("unit_id", "devices", "server", "kiosk", "clock"),
+    '[devices.scanner]\nprofile = "scanner_serial_generic"\nport = "/dev/x"\n': (
+        "profile",
+        "port",
+        "camera",
+        "broker",
+    ),
+    '[server]\nurl = "https://control"\nkey = "server.pub"\n': ("url", "key", "interval_s"),
+    '[kiosk]\nbind = "127.0.0.1:8470"\n': ("bind", "allow_remote"),
+    "[clock]\nleap_s = 60\n": ("leap_s",),
+}
+
+
+@given(
+    table=st.sampled_from(sorted(_TABLES)),
+    key=st.from_regex(r"[a-z][a-z0-9_]{0,20}", fullmatch=True),
+)
+def test_any_unknown_key_in_any_table_is_refused_by_name(table: str, key: str) -> None:
+    """Law: a key a table does not have is never silently dropped: refused, named, wherever."""
+    allowed = _TABLES[table]
+    assume(key not in allowed)
+    with pytest.raises(StationFileError) as e:
+        parse_station(f"{table}{key} = 1\n")
+    assert f"unknown key {key!r}" in str(e.value)
+    assert f"the allowed keys are {', '.join(allowed)}" in str(e.value)
