@@ -29,8 +29,11 @@ from ebr_core.chain import ChainBuilder
 from ebr_core.document import load_yaml
 from ebr_core.keys import UnitSigner
 from ebr_core.ledgerfile import encode_record
-from server import people, projections, review, service
-from server.db import create_schema, make_engine
+from server import projections
+from server.db import make_engine, migrate
+from server.people import service as people
+from server.quality import review
+from server.units import service
 
 BATCHES = 10_000
 EVENTS_PER_BATCH = 24
@@ -43,7 +46,7 @@ def seed(db_url: str) -> None:
     from sqlalchemy.orm import Session
 
     engine = make_engine(db_url)
-    create_schema(engine)
+    migrate(engine)
     t0 = datetime(2026, 11, 1, tzinfo=UTC)
     n = [0]
 
@@ -67,7 +70,7 @@ def seed(db_url: str) -> None:
         per_unit = BATCHES // len(sites)
         for u, site in enumerate(sites):
             signer = UnitSigner.generate(f"UNIT-{u}")
-            service.enrol(s, site, signer.unit_id, signer.public.to_json())
+            service.enrol(s, site, signer.unit_id, signer.public.to_json(), at=clock())
             s.flush()
             chain = ChainBuilder(signer, clock)
             rows: list[tuple[Any, ...]] = []

@@ -1,12 +1,27 @@
-"""``ctgtp server``: init, run, and enrol (on the server host, with direct database access)."""
+"""``ctgtp server``: init, migrate, run, and the host's administration commands (enrol,
+add-person, audit verify, licences-check), with direct database access.
+
+Migrating is a deploy step: ``init`` and ``migrate`` bring the database to the migrations'
+head; ``run`` and the administration commands refuse a database that is not at head and name
+the command to run (several workers migrating as they start would race)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import click
 
 from server.settings import Settings
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+CLOCK: Callable[[], datetime] = _now  # the host's real clock, the commands' one time source
 
 DATA = click.option(
     "--data-dir",
@@ -40,18 +55,49 @@ def server() -> None:
 @DATA
 @DB
 def init(data_dir: Path | None, database_url: str | None) -> None:
-    """Create the database and the server's signing key."""
-    from server.db import create_schema, make_engine
+    """Create the database (migrated to head) and the server's signing key."""
+    from server.db import make_engine, migrate
     from server.keys import load_server_key
 
     s = _settings(data_dir, database_url)
     s.data_dir.mkdir(parents=True, exist_ok=True)
-    create_schema(make_engine(s.database_url))
+    migrate(make_engine(s.database_url))
     key = load_server_key(s.data_dir)
     click.echo(
         f"server ready: database {s.database_url.split('@')[-1]}, receipt key "
         f"{key.key_id} ({s.data_dir / 'server.pub'})"
     )
+
+
+@server.command("migrate")
+@DATA
+@DB
+def migrate_(data_dir: Path | None, database_url: str | None) -> None:
+    """Bring the database to the current schema (a deploy step, before `run`)."""
+    from server.db import make_engine, migrate, revisions
+
+    s = _settings(data_dir, database_url)
+    if s.database_url.startswith("sqlite:///"):
+        s.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(s.database_url)
+    before, head = revisions(engine)
+    migrate(engine)
+    where = s.database_url.split("@")[-1]
+    if before == head:
+        click.echo(f"database {where} already at schema revision {head}")
+    else:
+        click.echo(f"database {where} migrated from {before or '(empty)'} to {head}")
+
+
+def _engine_at_head(s: Settings) -> Any:
+    from server.db import SchemaNotAtHead, make_engine, require_head
+
+    engine = make_engine(s.database_url)
+    try:
+        require_head(engine)
+    except SchemaNotAtHead as e:
+        raise click.ClickException(str(e)) from e
+    return engine
 
 
 @server.command()
@@ -60,14 +106,14 @@ def init(data_dir: Path | None, database_url: str | None) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
 def run(data_dir: Path | None, database_url: str | None, host: str, port: int) -> None:
-    """Serve the API (uvicorn)."""
+    """Serve the API (uvicorn); the database must be at head (`ctgtp server migrate`)."""
     import uvicorn
 
     from server.app import create_app
 
-    uvicorn.run(
-        create_app(_settings(data_dir, database_url)), host=host, port=port, log_level="warning"
-    )
+    s = _settings(data_dir, database_url)
+    _engine_at_head(s).dispose()
+    uvicorn.run(create_app(s), host=host, port=port, log_level="warning")
 
 
 @server.command()
@@ -84,16 +130,13 @@ def enrol(
     """Enrol a unit's public key for a site."""
     from sqlalchemy.orm import Session
 
-    from server import service
-    from server.db import create_schema, make_engine
     from server.errors import ServerError
+    from server.units import service
 
-    s = _settings(data_dir, database_url)
-    engine = make_engine(s.database_url)
-    create_schema(engine)
+    engine = _engine_at_head(_settings(data_dir, database_url))
     with Session(engine) as db:
         try:
-            service.enrol(db, site_id, unit_id, public_key.read_bytes())
+            service.enrol(db, site_id, unit_id, public_key.read_bytes(), at=CLOCK())
         except ServerError as e:
             raise click.ClickException(e.message) from e
         db.commit()
@@ -112,7 +155,7 @@ def audit_verify(data_dir: Path | None, database_url: str | None) -> None:
     """Walk the hash-chained audit trail; exit 1 naming the first bad entry."""
     from sqlalchemy.orm import Session
 
-    from server import audit as trail
+    from server.audit import trail
     from server.db import make_engine
 
     s = _settings(data_dir, database_url)
@@ -144,10 +187,8 @@ def add_person(
     """Create a person on the server host (the first administrator, for instance)."""
     from sqlalchemy.orm import Session
 
-    from server import people
-    from server.db import create_schema, make_engine
     from server.errors import ServerError
-    from server.service import now
+    from server.people import service as people
 
     grants = []
     for r in roles:
@@ -155,15 +196,13 @@ def add_person(
         if not sep or not site:
             raise click.BadParameter(f"{r!r}: expected ROLE@SITE (site '*' for every site)")
         grants.append((role, site))
-    s = _settings(data_dir, database_url)
-    engine = make_engine(s.database_url)
-    create_schema(engine)
+    engine = _engine_at_head(_settings(data_dir, database_url))
     with Session(engine) as db:
         try:
             people.create_person(
                 db,
                 people.SYSTEM,
-                at=now(),
+                at=CLOCK(),
                 user_id=user_id,
                 printed_name=printed_name,
                 password=password,
@@ -183,15 +222,12 @@ def licences_check(data_dir: Path | None, database_url: str | None) -> None:
     """Raise the transfer-licence alerts that are due (run it daily, e.g. from cron)."""
     from sqlalchemy.orm import Session
 
-    from server import custody
-    from server.db import create_schema, make_engine
-    from server.service import now
+    from server.custody import service as custody
 
     s = _settings(data_dir, database_url)
-    engine = make_engine(s.database_url)
-    create_schema(engine)
+    engine = _engine_at_head(s)
     with Session(engine) as db:
-        alerts = custody.check_licences(db, at=now(), warn_days=s.licence_warning_days)
+        alerts = custody.check_licences(db, at=CLOCK(), warn_days=s.licence_warning_days)
         lines = [f"ALERT {a.kind}: {a.message}" for a in alerts]
         db.commit()
     for line in lines:

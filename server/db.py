@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -416,14 +417,49 @@ def append_only_guards(dialect: str, tables: tuple[str, ...] = APPEND_ONLY_0001)
     return _sqlite_guards(tables) if dialect == "sqlite" else _pg_guards(tables)
 
 
-def create_schema(engine: Engine) -> None:
-    """Bring the database to the current schema with the Alembic migrations."""
-    from alembic import command
+class SchemaNotAtHead(RuntimeError):
+    """The database is not at the migrations' head: the server does not start on it."""
+
+
+def _alembic(engine: Engine) -> Any:
     from alembic.config import Config
 
     cfg = Config()
     cfg.set_main_option("script_location", str(Path(__file__).with_name("migrations")))
     cfg.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=False))
+    return cfg
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the database to the current schema with the Alembic migrations: a deploy step
+    (``ctgtp server migrate``), run once, never by a starting server (several workers starting
+    at once would race)."""
+    from alembic import command
+
+    cfg = _alembic(engine)
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
+
+
+def revisions(engine: Engine) -> tuple[str | None, str | None]:
+    """(the database's revision, the migrations' head); None: no revision (an empty database)."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory.from_config(_alembic(engine)).get_current_head()
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision(), head
+
+
+def require_head(engine: Engine) -> None:
+    """Raise :class:`SchemaNotAtHead`, naming the command that fixes it, unless the database is
+    at the migrations' head."""
+    current, head = revisions(engine)
+    if current != head:
+        where = engine.url.render_as_string(hide_password=True)
+        raise SchemaNotAtHead(
+            f"the database {where} is at schema revision {current or '(none: empty)'}, this "
+            f"server needs {head}: run `ctgtp server migrate` (with the same --data-dir or "
+            "--database-url) first"
+        )

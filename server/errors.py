@@ -263,7 +263,7 @@ def install(app: FastAPI, on_forbidden: Callable[[Request, Forbidden], Awaitable
 
 # The error responses every route may give, for the OpenAPI document.
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {"model": Problem, "description": d, "content": {MEDIA_TYPE: {}}}
+    status: {"model": Problem, "description": d}
     for status, d in (
         (401, "Not authenticated (problem details)"),
         (403, "Not permitted (problem details)"),

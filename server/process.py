@@ -11,13 +11,18 @@ from pathlib import Path
 
 import httpx
 
+from server.db import make_engine, migrate
 from server.pgcluster import free_port
 
 
 def serve_subprocess(
     database_url: str, data_dir: Path, admin_token: str, **settings: str
 ) -> tuple[str, subprocess.Popen[bytes]]:
-    """(base URL, process) once ``/health`` answers; ``settings`` become CTGTP_SERVER_* vars."""
+    """(base URL, process) once ``/health`` answers; ``settings`` become CTGTP_SERVER_* vars.
+    The database is migrated first, as a deploy would (``ctgtp server migrate``)."""
+    engine = make_engine(database_url)
+    migrate(engine)
+    engine.dispose()
     port = free_port()
     env = {
         **os.environ,

@@ -10,7 +10,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import text
 
-from server.db import create_schema, make_engine
+from server.db import make_engine, migrate
 from server.pgcluster import PgCluster
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "server" / "migrations"
@@ -44,7 +44,7 @@ def check(url: str) -> None:
                  "review_state) VALUES ('B-MIXED', 'UNIT-A', 'SITE-A', 'in_progress', 2, 0, "
                  "'open')")
         )  # fmt: skip
-    create_schema(engine)  # to head: 0005 and on
+    migrate(engine)  # to head: 0005 and on
     with engine.connect() as conn:
         alerts = conn.execute(text("SELECT kind, batch_id, site_id, message FROM alerts")).all()
         assert conn.execute(text("SELECT count(*) FROM events")).scalar() == 5

@@ -12,8 +12,8 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from server.db import create_schema, make_engine
-from server.people import find_person
+from server.db import make_engine, migrate
+from server.people.service import find_person
 from server.pgcluster import PgCluster
 from tests.security.test_ingest_legacy import upgrade
 
@@ -47,7 +47,7 @@ def check(url: str) -> None:
                      "'person', :u, :h, :h)"),
                 {"s": seq, "a": action, "u": uid, "h": f"{seq:064d}"},
             )  # fmt: skip
-    create_schema(engine)  # to head: 0006 and on
+    migrate(engine)  # to head: 0006 and on
     with engine.connect() as conn:
         rows = conn.execute(
             text("SELECT user_id, must_change_password, id_skeleton FROM people ORDER BY user_id")

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy.orm import Session
 
-from server import review
 from server.db import make_engine
 from server.errors import Forbidden
-from server.people import Principal
-from server.quality import release
+from server.people.service import Principal
+from server.quality import release, review
+from server.quality.record import load_review
 from tests.security.test_review_record import settled_push_batch as push_batch
 from tests.server.conftest import Server
 from tests.server.qa import (
@@ -59,7 +59,7 @@ def test_who_administered_access_since_the_batch_began_cannot_sign_it(
     # The review itself refuses, whoever calls it.
     engine = make_engine(server.settings.database_url)
     with Session(engine) as db:
-        r_ = review.load_review(db, "B-SOD")
+        r_ = load_review(db, "B-SOD")
         later = datetime.now(UTC) + timedelta(minutes=1)
         req = release.Signing(
             "reviewed", "reviewed", "EU", r_.record_hash, r_.evaluations["EU"].hash(), at=later

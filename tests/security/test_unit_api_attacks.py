@@ -19,6 +19,7 @@ import pytest
 from ebr_core.keys import UnitSigner
 from ebr_core.requestsig import sign_request
 from server.app import create_app
+from server.db import make_engine, migrate
 from server.settings import Settings
 from tests.server.conftest import BACKENDS, Server, server_settings, start_server
 from tests.server.qa import add_people
@@ -213,6 +214,7 @@ def test_a_short_admin_token_stops_the_server(tmp_path: Path, token: str) -> Non
                         admin_token=token)  # fmt: skip
     with pytest.raises(ValueError, match="at least 32 are required"):
         create_app(settings)
+    migrate(make_engine(settings.database_url))
     create_app(settings.model_copy(update={"admin_token": ""}))  # off: allowed
     create_app(settings.model_copy(update={"admin_token": secrets.token_urlsafe(32)}))
 

@@ -18,6 +18,7 @@ from fastapi import FastAPI
 from ebr_core.keys import PublicKey, UnitSigner
 from edge.ledger import Append, Ledger
 from server.app import create_app
+from server.db import make_engine, migrate
 from server.pgcluster import PgCluster, free_port
 from server.settings import Settings
 
@@ -93,6 +94,9 @@ def start_server(
     settings: Settings, clock: Callable[[], datetime] | None = None
 ) -> Iterator[Server]:
     """Serve ``create_app(settings, clock)`` with uvicorn on a free 127.0.0.1 port."""
+    engine = make_engine(settings.database_url)
+    migrate(engine)  # the deploy step a real server has had before it starts
+    engine.dispose()
     app = create_app(settings, clock)
     port = free_port()
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))

@@ -1,6 +1,7 @@
 """The authorization matrix: every endpoint x every role x own site / other site / every site,
 through the real API.  Bodies are empty, so an allowed call stops at validation (422) and a
-refused one at the guard (403) without changing anything."""
+refused one at the guard (403) without changing anything.  What each route requires is read
+from the app's routes (their ``require(...)`` dependencies), not from a table kept beside them."""
 
 from __future__ import annotations
 
@@ -9,11 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from fastapi.routing import APIRoute
+from fastapi import FastAPI
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute, iter_route_contexts
 
 from server.app import create_app
-from server.people import ROLES, Principal
-from server.qa_api import ROUTES
+from server.db import make_engine, migrate
+from server.people.auth import Requirement, Scope, requirement_of
+from server.people.service import ROLES, Principal
 from server.settings import Settings
 
 from .conftest import Server
@@ -35,18 +39,42 @@ UNSIGNED_PUBLIC = {
 UNIT_SIGNED = re.compile(r"^/v1/units/\{unit_id\}/")
 
 
-def test_every_route_is_in_the_matrix(tmp_path: Path) -> None:
-    app = create_app(
-        Settings(database_url=f"sqlite:///{tmp_path / 's.db'}", data_dir=tmp_path / "d")
-    )
-    served = {
-        (m, r.path)
-        for r in app.routes
-        if isinstance(r, APIRoute)
-        for m in r.methods or ()
-        if not UNIT_SIGNED.match(r.path)
+def _requirements(d: Dependant) -> list[Requirement]:
+    own = requirement_of(d.call)
+    return ([own] if own is not None else []) + [
+        r for sub in d.dependencies for r in _requirements(sub)
+    ]
+
+
+def routes(app: FastAPI) -> dict[tuple[str, str], list[Requirement]]:
+    """(method, path) -> the requirements its dependencies declare, for every API route."""
+    return {
+        (m, r.path): _requirements(r.dependant) for r in api_routes(app) for m in r.methods or ()
     }
-    assert served - UNSIGNED_PUBLIC == {(m, p) for m, p, _, _ in ROUTES}
+
+
+def api_routes(app: FastAPI) -> list[APIRoute]:
+    """Every API route the app serves, those of its included routers too."""
+    found = (c.original_route for c in iter_route_contexts(app.routes))
+    return [r for r in found if isinstance(r, APIRoute)]
+
+
+def _app(tmp_path: Path) -> FastAPI:
+    settings = Settings(database_url=f"sqlite:///{tmp_path / 's.db'}", data_dir=tmp_path / "d")
+    migrate(make_engine(settings.database_url))
+    return create_app(settings)
+
+
+def test_every_route_states_one_requirement(tmp_path: Path) -> None:
+    """Every route a person calls declares exactly one permission dependency; the public routes
+    and the unit API (signed by the unit's key) declare none."""
+    for (method, path), reqs in routes(_app(tmp_path)).items():
+        public = (method, path) in UNSIGNED_PUBLIC or UNIT_SIGNED.match(path)
+        assert len(reqs) == (0 if public else 1), (method, path, reqs)
+    self_service = {k for k, v in routes(_app(tmp_path)).items() if v and v[0].self_service}
+    assert self_service == {
+        ("GET", "/v1/me"), ("POST", "/v1/me/password"), ("POST", "/v1/auth/logout")
+    }  # fmt: skip
 
 
 POLICY = [
@@ -132,11 +160,14 @@ def test_authorization_matrix(server: Server, tmp_path: Path) -> None:
     checked = 0
     failures: list[str] = []
     seen: dict[tuple[str, str, str, str], int] = {}
-    for method, path, perm, scope in ROUTES:
+    matrix = {k: v[0] for k, v in routes(server.app).items() if v}
+    assert len(matrix) == 37, sorted(matrix)
+    for (method, path), req in sorted(matrix.items()):
+        perm, scope = req.permission or "-", req.scope
         if path == "/v1/auth/logout":
             continue  # ends the caller's session: tested on its own below
         targets = ["SITE-A", "SITE-B"] if "{" in path else ["SITE-A"]
-        if scope == "oos":
+        if scope == Scope.OOS:
             targets = ["SITE-A"]
         for target in targets:
             fill: dict[str, Any] = {
@@ -149,11 +180,11 @@ def test_authorization_matrix(server: Server, tmp_path: Path) -> None:
             for name, (who, client) in callers.items():
                 if who is None:
                     expect_allowed: bool | None = None
-                elif scope == "self":
+                elif scope == Scope.SELF:
                     expect_allowed = True
-                elif scope == "org":
+                elif scope == Scope.ORG:
                     expect_allowed = who.can(perm, None)
-                elif scope == "sites":
+                elif scope == Scope.SITES:
                     expect_allowed = who.sites(perm) != set()
                 else:
                     expect_allowed = who.can(perm, target)

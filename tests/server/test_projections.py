@@ -138,7 +138,7 @@ def _batch_with(
     SyncClient(led, server.url, server_key=server.key).sync_once()
     led.close()
     with db_session(server) as s:
-        from server import review
+        from server.quality import record as review
 
         return review.load_review(s, "B-H").record_hash
 

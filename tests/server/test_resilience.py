@@ -19,6 +19,7 @@ import pytest
 from ebr_core.keys import UnitSigner
 from edge.ledger import Append, Ledger
 from edge.sync import SyncClient, SyncError, SyncRefused
+from server.db import make_engine, migrate
 from server.pgcluster import free_port
 
 from .conftest import ADMIN, Server
@@ -97,6 +98,8 @@ def test_server_killed_mid_ingest_keeps_every_acknowledged_segment(
         "CTGTP_SERVER_ADMIN_TOKEN": ADMIN,
     }
     url = f"http://127.0.0.1:{port}"
+    data.mkdir()
+    migrate(make_engine(f"sqlite:///{data / 'server.db'}"))  # the deploy step before `run`
 
     def start() -> subprocess.Popen[bytes]:
         p = subprocess.Popen(

@@ -12,8 +12,8 @@ import pytest
 import zstandard
 
 from server.errors import TooLarge, Unprocessable
-from server.service import read_segment
 from server.settings import Settings
+from server.units.ingest import read_segment
 
 from .conftest import ADMIN
 

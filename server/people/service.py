@@ -42,7 +42,7 @@ from sqlalchemy import case, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from server import audit
+from server.audit import trail as audit
 from server.db import Alert, AuditEntry, Person, RoleGrant, Token
 from server.errors import (
     Busy,

@@ -13,14 +13,15 @@ alert's site, or at every site (``*``) for an alert that belongs to no site (sec
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from server import audit
+from server.audit import trail as audit
 from server.db import Alert, AlertAck
 from server.errors import Conflict, NotFound, Unprocessable
-from server.people import Principal
+from server.people.service import Principal
 from server.text import iso, storable
 
 PERMISSION = "deviation.review"
@@ -78,3 +79,18 @@ def _already(ack: AlertAck) -> str:
 
 def ack_json(ack: AlertAck) -> dict[str, object]:
     return {"alert_id": ack.alert_id, "by": ack.user_id, "at": iso(ack.at), "note": ack.note}
+
+
+def alert_json(a: Alert) -> dict[str, Any]:
+    return {
+        "id": a.id,
+        "kind": a.kind,
+        "site_id": a.site_id,
+        "batch_id": a.batch_id,
+        "unit_id": a.unit_id,
+        "message": a.message,
+        "created_at": iso(a.created_at),
+        "acknowledged": None
+        if not a.acks
+        else {"by": a.acks[0].user_id, "at": iso(a.acks[0].at), "note": a.acks[0].note},
+    }

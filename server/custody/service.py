@@ -22,11 +22,12 @@ from ebr_core.errors import IdentifierError
 from ebr_core.identifiers import parse_scan
 from ebr_core.isbt128 import coi_from_text
 from ebr_core.record import Event, decode_record
-from server import audit, people
+from server.audit import trail as audit
+from server.batches import lock_batch
 from server.db import Alert, BatchSummary, CustodyEventRow, EventRow, Licence, LicenceLink
 from server.errors import Conflict, NotFound, Unprocessable
-from server.people import Principal
-from server.review import lock_batch
+from server.people import service as people
+from server.people.service import Principal
 from server.text import iso, storable
 
 KINDS = ("handoff", "received", "infused")

@@ -1,4 +1,4 @@
-"""Units (enrolment, rotation, revocation), request authentication, and verified ingest.
+"""Verified ingest of a unit's segment.
 
 Ingest verifies with the one verifier (:class:`ebr_core.verify.ChainVerifier`) continuing from
 the unit's stored head, stores idempotently keyed by ``(unit, seq, hash)``, and refuses a fork
@@ -21,11 +21,14 @@ Clocks are checked, not trusted: events dated more than ``clock_skew_s`` ahead o
 clock, before the unit's enrolment, or earlier than the event before them raise one alert per
 segment and kind (``clock.ahead``, ``clock.before_enrolment``, ``clock.backwards``), with the
 event's batch; the events are stored (they are what the unit signed).
+
+Over 400 lines because ingest is one transaction's story, read top to bottom: decode, the lines
+already stored, verification, ownership, clocks, the bulk insert and the fork; its parts share
+the unit's row lock and the segment's lines.
 """
 
 from __future__ import annotations
 
-import base64
 import gzip
 import zlib
 from dataclasses import dataclass
@@ -35,333 +38,28 @@ from typing import Any
 
 import orjson
 import zstandard
-from sqlalchemy import delete, func, select, text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from ebr_core.errors import EbrError
-from ebr_core.keys import PublicKey, UnitSigner
+from ebr_core.keys import UnitSigner
 from ebr_core.record import GENESIS_HASH
 from ebr_core.requestsig import (
-    RequestSignatureError,
-    SignedHeaders,
     sign_receipt,
-    verify_request,
 )
-from server import audit, projections
-from server.db import Alert, CheckpointRow, EventRow, Fork, Nonce, Unit, UnitKey
+from server import projections
+from server.audit import trail as audit
+from server.db import CheckpointRow, EventRow, Fork, Unit
 from server.errors import (
-    ClockSkew,
-    Conflict,
-    Forbidden,
     ForeignBatch,
     HistoryFork,
-    NotFound,
-    Replayed,
     TooLarge,
-    TooManyRequests,
-    Unauthorized,
-    UnitRevoked,
     Unprocessable,
 )
 from server.settings import Settings
+from server.units.service import SERVER_ONLY_KINDS, alert, key_list_for
 from server.verifying import Part, Start, Verifier, with_lines
 
 _SERIAL = Verifier(0, 0)
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
-
-
-# Event kinds only the server writes: no unit's ledger holds them (the edge never closes a
-# deviation; QA closes it on the server, server.review).  A segment carrying one is refused.
-SERVER_ONLY_KINDS = frozenset({"deviation.closed"})
-
-
-def alert(
-    db: Session,
-    kind: str,
-    unit_id: str | None,
-    message: str,
-    *,
-    batch_id: str | None = None,
-    site_id: str | None = None,
-    at: datetime | None = None,
-) -> None:
-    db.add(
-        Alert(
-            kind=kind,
-            unit_id=unit_id,
-            message=message,
-            created_at=at or now(),
-            batch_id=batch_id,
-            site_id=site_id,
-        )
-    )
-
-
-# -- units -------------------------------------------------------------------------------------
-
-
-def _read_key(public_key_json: bytes) -> PublicKey:
-    try:
-        return PublicKey.from_bytes(public_key_json)
-    except EbrError as e:
-        raise Unprocessable(f"public key: {e}") from e
-
-
-def _add_key(db: Session, unit_id: str, key: PublicKey) -> None:
-    db.add(
-        UnitKey(
-            key_id=key.key_id,
-            unit_id=unit_id,
-            public_key=base64.b64encode(key.raw).decode(),
-            status="active",
-            added_at=now(),
-        )
-    )
-
-
-_SITE_INSERT = text(
-    "INSERT INTO sites (site_id, name) VALUES (:s, :s) ON CONFLICT (site_id) DO NOTHING"
-)
-
-
-def enrol(
-    db: Session,
-    site_id: str,
-    unit_id: str,
-    public_key_json: bytes,
-    *,
-    actor: str = "system",
-    at: datetime | None = None,
-) -> Unit:
-    """Enrol a unit (and its site, if new).  Idempotent for the site: two units of a new site
-    enrolled at once both succeed (insert-or-ignore; PostgreSQL makes the second insert wait for
-    the first and then do nothing, SQLite serialises writers).  The same unit or key enrolled
-    twice at once: the second gets 409, never 500."""
-    key = _read_key(public_key_json)
-    if key.unit_id not in (None, unit_id):
-        raise Unprocessable(f"the key is bound to unit {key.unit_id!r}, not {unit_id!r}")
-    if db.get(Unit, unit_id) is not None:
-        raise Conflict(f"unit {unit_id} is already enrolled (rotate its key instead)")
-    if db.get(UnitKey, key.key_id) is not None:
-        raise Conflict(f"key {key.key_id} is already enrolled for another unit")
-    try:
-        return _enrol(db, site_id, unit_id, key, actor, at or now())
-    except IntegrityError as e:
-        db.rollback()
-        raise Conflict(
-            f"unit {unit_id} or key {key.key_id} was enrolled at the same moment by another request"
-        ) from e
-
-
-def _enrol(
-    db: Session, site_id: str, unit_id: str, key: PublicKey, actor: str, at: datetime
-) -> Unit:
-    db.execute(_SITE_INSERT, {"s": site_id})
-    unit = Unit(
-        unit_id=unit_id,
-        site_id=site_id,
-        status="active",
-        head_seq=0,
-        head_hash=GENESIS_HASH,
-        checkpoint_seq=0,
-        enrolled_at=at,
-    )
-    db.add(unit)
-    db.flush()
-    _add_key(db, unit_id, key)
-    db.flush()
-    audit.append(
-        db,
-        at=at,
-        actor=actor,
-        action="unit.enrolled",
-        object_type="unit",
-        object_id=unit_id,
-        new={"site_id": site_id, "key_id": key.key_id},
-    )
-    return unit
-
-
-def rotate(db: Session, unit_id: str, public_key_json: bytes, *, actor: str = "system") -> str:
-    unit = _unit(db, unit_id)
-    key = _read_key(public_key_json)
-    if db.get(UnitKey, key.key_id) is not None:
-        raise Conflict(f"key {key.key_id} is already enrolled")
-    retired = []
-    for k in db.scalars(
-        select(UnitKey).where(UnitKey.unit_id == unit.unit_id, UnitKey.status == "active")
-    ):
-        k.status = "retired"  # still verifies the history it signed; signs no new request
-        retired.append(k.key_id)
-    _add_key(db, unit_id, key)
-    audit.append(
-        db,
-        at=now(),
-        actor=actor,
-        action="unit.key_rotated",
-        object_type="unit",
-        object_id=unit_id,
-        old={"active_keys": retired},
-        new={"active_keys": [key.key_id]},
-    )
-    return key.key_id
-
-
-def revoke(db: Session, unit_id: str, reason: str, *, actor: str = "system") -> None:
-    unit = _unit(db, unit_id)
-    audit.append(
-        db,
-        at=now(),
-        actor=actor,
-        action="unit.revoked",
-        object_type="unit",
-        object_id=unit_id,
-        old={"status": unit.status},
-        new={"status": "revoked"},
-        reason=reason,
-    )
-    unit.status = "revoked"
-    for k in db.scalars(select(UnitKey).where(UnitKey.unit_id == unit_id)):
-        k.status = "revoked"
-    alert(db, "unit.revoked", unit_id, f"unit {unit_id} revoked: {reason}")
-
-
-def _unit(db: Session, unit_id: str) -> Unit:
-    unit = db.get(Unit, unit_id)
-    if unit is None:
-        raise NotFound(f"unit {unit_id} is not enrolled")
-    return unit
-
-
-def key_list_for(db: Session, unit_id: str) -> list[tuple[bytes, str | None]]:
-    """Keys that verify this unit's checkpoints (active and retired, not revoked), as bytes:
-    they may go to a worker process."""
-    return [
-        (base64.b64decode(k), unit_id)
-        for k in db.scalars(
-            select(UnitKey.public_key).where(
-                UnitKey.unit_id == unit_id, UnitKey.status != "revoked"
-            )
-        )
-    ]
-
-
-# -- request authentication -------------------------------------------------------------------
-
-
-class RateLimiter:
-    """Token buckets by key (in memory: per API worker): per client address before a request's
-    signature is checked, per unit after (so no one without the unit's key can spend the unit's
-    budget).  At most ``max_keys`` buckets: full ones are forgotten first."""
-
-    def __init__(
-        self, rate: float, burst: int, what: str = "unit", max_keys: int = 100_000
-    ) -> None:
-        self.rate, self.burst, self.what, self.max_keys = rate, burst, what, max_keys
-        self._state: dict[str, tuple[float, float]] = {}
-
-    def check(self, key: str, t: float) -> None:
-        """Refuse (429) if ``key``'s bucket is empty, without spending from it."""
-        tokens, last = self._state.get(key, (float(self.burst), t))
-        if min(self.burst, tokens + (t - last) * self.rate) < 1:
-            raise TooManyRequests(
-                f"{self.what} {key} sends more than {self.rate:g} refused requests/s; retry later"
-            )
-
-    def spend(self, key: str, t: float) -> None:
-        """Spend one token from ``key``'s bucket, never below empty (a refused request)."""
-        tokens, last = self._state.get(key, (float(self.burst), t))
-        tokens = min(self.burst, tokens + (t - last) * self.rate)
-        if key not in self._state and len(self._state) >= self.max_keys:
-            self._prune(t)
-        self._state[key] = (max(0.0, tokens - 1), t)
-
-    def take(self, key: str, t: float) -> None:
-        tokens, last = self._state.get(key, (float(self.burst), t))
-        tokens = min(self.burst, tokens + (t - last) * self.rate)
-        if tokens < 1:
-            raise TooManyRequests(
-                f"{self.what} {key} sends more than {self.rate:g} requests/s; retry later"
-            )
-        if key not in self._state and len(self._state) >= self.max_keys:
-            self._prune(t)
-        self._state[key] = (tokens - 1, t)
-
-    def _prune(self, t: float) -> None:
-        """Forget buckets that have refilled (forgetting them changes nothing)."""
-        full = [
-            k for k, (n, last) in self._state.items() if n + (t - last) * self.rate >= self.burst
-        ]
-        for k in full:
-            del self._state[k]
-        if len(self._state) >= self.max_keys:  # a flood of distinct keys: start again
-            self._state.clear()
-
-
-def authenticate(
-    db: Session,
-    settings: Settings,
-    h: SignedHeaders,
-    method: str,
-    path: str,
-    body: bytes,
-    path_unit: str,
-    at: datetime | None = None,
-    revoked_alerts: audit.RefusalLimiter | None = None,
-) -> Unit:
-    """The unit that signed this request, or the refusal (401 bad or unknown signature, 403
-    revoked or signed for another unit's path, 409 replayed nonce); ``at`` is the server's
-    clock; ``revoked_alerts`` limits the alerts for requests of a revoked unit (one per unit a
-    minute without it)."""
-    if h.unit_id != path_unit:
-        raise Forbidden(f"request signed by unit {h.unit_id} for the path of unit {path_unit}")
-    unit = db.get(Unit, h.unit_id)
-    key_row = db.get(UnitKey, h.key_id)
-    if unit is None or key_row is None or key_row.unit_id != h.unit_id:
-        raise Unauthorized(f"unit {h.unit_id} with key {h.key_id} is not enrolled")
-    revoked = unit.status == "revoked" or key_row.status == "revoked"
-    if not revoked and key_row.status != "active":
-        raise Unauthorized(f"key {h.key_id} was rotated out; sign with the unit's current key")
-    t = int((at or now()).timestamp())
-    if abs(t - h.timestamp) > settings.clock_window_s:
-        # the same check verify_request makes first, typed so that a unit can tell it apart
-        raise ClockSkew(
-            f"request time {h.timestamp} is {abs(t - h.timestamp)} s from the server's clock "
-            f"(at most {settings.clock_window_s} s allowed)"
-        )
-    try:
-        verify_request(
-            PublicKey(base64.b64decode(key_row.public_key), h.unit_id),
-            h,
-            method,
-            path,
-            body,
-            now=t,
-            window=settings.clock_window_s,
-        )
-    except RequestSignatureError as e:
-        raise Unauthorized(str(e)) from e
-    if revoked:
-        # Alerted only once the revoked key's own signature verifies (anyone can name a revoked
-        # key), and at most once a minute per unit, counting: a flood raises no alert flood.
-        n = (revoked_alerts or audit.RefusalLimiter()).take(h.unit_id, float(t))
-        if n:
-            alert(db, "unit.revoked_request", h.unit_id,
-                  f"{n} request(s) from revoked unit {h.unit_id} (key {h.key_id})")  # fmt: skip
-            db.commit()
-        raise UnitRevoked(f"unit {h.unit_id} (key {h.key_id}) is revoked")
-    db.execute(delete(Nonce).where(Nonce.seen_at < t - 2 * settings.clock_window_s))
-    db.add(Nonce(unit_id=h.unit_id, nonce=h.nonce, seen_at=t))
-    try:
-        db.flush()
-    except IntegrityError as e:
-        db.rollback()
-        raise Replayed(f"replayed request: nonce {h.nonce} was already used") from e
-    return unit
 
 
 # -- ingest -----------------------------------------------------------------------------------
@@ -435,16 +133,15 @@ def ingest(
     data: bytes,
     verifier: Verifier | None = None,
     *,
-    at: datetime | None = None,
+    at: datetime,
 ) -> IngestResult:
     """Verify and store one segment of ``unit``'s ledger (``at``: the server's clock)."""
-    at = at or now()
     if not data.endswith(b"\n"):
         raise Unprocessable("segment must be JSON Lines, each line ending in a newline")
     lines = data.split(b"\n")[:-1]
     if len(lines) > 2 * settings.max_segment_events + 10:
         raise TooLarge(f"segment holds more than {settings.max_segment_events} events")
-    new_from, duplicates = _old_lines(db, unit, lines, data, verifier)
+    new_from, duplicates = _old_lines(db, unit, lines, data, verifier, at)
     new = lines[new_from:]
 
     def store(p: Part, plines: list[bytes]) -> None:
@@ -513,7 +210,12 @@ def ingest(
 
 
 def _old_lines(
-    db: Session, unit: Unit, lines: list[bytes], data: bytes, verifier: Verifier | None
+    db: Session,
+    unit: Unit,
+    lines: list[bytes],
+    data: bytes,
+    verifier: Verifier | None,
+    at: datetime,
 ) -> tuple[int, int]:
     """(index of the first new line, duplicate events) for the lines at or below the stored
     head.  The same bytes as stored are a retry (idempotent).  Anything else is either junk
@@ -545,7 +247,7 @@ def _old_lines(
     if differs is not None or junk:
         _check_signed(db, unit, lines, verifier)
         if differs is not None:  # the unit's own signed history, not what the server holds
-            _fork(db, unit, differs[0], differs[1], data)
+            _fork(db, unit, differs[0], differs[1], data, at)
         # Only a checkpoint re-signed over the same events: nothing differs that matters.
     return new_from, duplicates
 
@@ -772,7 +474,12 @@ def _bulk_insert(
 
 
 def _fork(
-    db: Session, unit: Unit, rec: dict[str, Any], stored: EventRow | None, data: bytes
+    db: Session,
+    unit: Unit,
+    rec: dict[str, Any],
+    stored: EventRow | None,
+    data: bytes,
+    at: datetime,
 ) -> None:
     stored_hash = stored.hash if stored else "(none)"
     offered = str(rec.get("hash"))
@@ -783,13 +490,13 @@ def _fork(
             seq=int(rec["seq"]),
             stored_hash=stored_hash,
             offered_hash=offered[:64],
-            received_at=now(),
+            received_at=at,
             evidence=gzip.compress(data),
         )
     )
     audit.append(
         db,
-        at=now(),
+        at=at,
         actor=unit.unit_id,
         action="segment.fork_refused",
         object_type="unit",
@@ -804,6 +511,7 @@ def _fork(
         f"unit {unit.unit_id} offered seq {rec['seq']} with hash {offered[:16]}… but the "
         f"server holds {stored_hash[:16]}…: history was rewritten; segment refused and kept "
         "as evidence",
+        at=at,
     )
     db.commit()
     raise HistoryFork(
@@ -812,7 +520,9 @@ def _fork(
     )
 
 
-def receipt(server_key: UnitSigner, unit_id: str, r: IngestResult) -> dict[str, Any]:
+def receipt(
+    server_key: UnitSigner, unit_id: str, r: IngestResult, *, at: datetime
+) -> dict[str, Any]:
     body: dict[str, object] = {
         "unit_id": unit_id,
         "head_seq": r.head_seq,
@@ -820,11 +530,7 @@ def receipt(server_key: UnitSigner, unit_id: str, r: IngestResult) -> dict[str, 
         "stored": r.stored,
         "duplicates": r.duplicates,
         "ingest_us": r.ingest_us,
-        "received_at": now().strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "received_at": at.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
         "server_key_id": server_key.key_id,
     }
     return sign_receipt(server_key, body)
-
-
-def rate_clock() -> float:
-    return now().timestamp()

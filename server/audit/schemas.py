@@ -1,0 +1,56 @@
+"""Response and request bodies of the audit-trail and alerts API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from server.schemas import TEXT
+
+
+class AuditEntryOut(BaseModel):
+    seq: int
+    at: str
+    actor: str
+    action: str
+    object_type: str
+    object_id: str
+    old: Any
+    new: Any
+    reason: str | None
+    hash: str
+
+
+class AuditPage(BaseModel):
+    entries: list[AuditEntryOut]
+    next_after: int
+
+
+class Acknowledgement(BaseModel):
+    by: str
+    at: str | None
+    note: str
+
+
+class AlertOut(BaseModel):
+    id: int
+    kind: str
+    site_id: str | None
+    batch_id: str | None
+    unit_id: str | None
+    message: str
+    created_at: str | None
+    acknowledged: Acknowledgement | None
+
+
+class AckBody(BaseModel):
+    alert_id: int = Field(ge=1, le=2**31 - 1)  # alerts.id is a 32-bit column
+    note: str = Field(min_length=1, max_length=TEXT)
+
+
+class AckOut(BaseModel):
+    alert_id: int
+    by: str
+    at: str | None
+    note: str

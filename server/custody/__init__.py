@@ -1,0 +1,1 @@
+"""Custody: the chain of identity (hand-off, receipt, infusion) and transfer licences."""

@@ -1,0 +1,1 @@
+"""People and sign-in: accounts, roles, sessions, passwords, and the access checks of the API."""

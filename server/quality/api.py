@@ -1,0 +1,278 @@
+"""The quality API: specifications, the review queue and batch view, results, deviations, QA
+e-signatures and dispositions, out-of-specification cases, and the batch's reports (PDF and
+FHIR, documented non-JSON responses)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path, Query
+from fastapi.responses import Response
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from server import projections, reports, text
+from server.batches import at_sites, summary
+from server.db import BatchSummary, OosCase, SpecRow
+from server.errors import Forbidden
+from server.people import service as people
+from server.people.auth import DB, AccessDep, Now, Scope, require
+from server.people.service import Principal
+from server.quality import oos, release, views
+from server.quality import review as service
+from server.quality.record import load_review
+from server.quality.schemas import (
+    BatchView,
+    Case,
+    CloseBody,
+    Closed,
+    CommentBody,
+    Commented,
+    OosBody,
+    Queue,
+    ResultsBody,
+    ResultsEntered,
+    SignBody,
+    Signed,
+    SpecBody,
+    SpecOut,
+    SpecPublished,
+    StepBody,
+    Telemetry,
+)
+from server.schemas import MAX_ID, PathId
+
+router = APIRouter(tags=["quality"])
+
+AnyPerson = Annotated[Principal, Depends(require(None, Scope.SELF))]
+PublishSpec = Annotated[Principal, Depends(require("spec.publish", Scope.ORG))]
+ReadQueue = Annotated[Principal, Depends(require("queue.read", Scope.SITES))]
+ReadBatch = Annotated[Principal, Depends(require("batch.read", Scope.BATCH))]
+WriteResults = Annotated[Principal, Depends(require("results.write", Scope.BATCH))]
+ReviewDeviation = Annotated[Principal, Depends(require("deviation.review", Scope.BATCH))]
+SignReview = Annotated[Principal, Depends(require("sign.review", Scope.BATCH))]
+ReleaseBatch = Annotated[Principal, Depends(require("release", Scope.BATCH))]
+ReleaseCase = Annotated[Principal, Depends(require("release", Scope.OOS))]
+ReadReport = Annotated[Principal, Depends(require("report.read", Scope.BATCH))]
+
+Jurisdiction = Annotated[str, Query(max_length=16)]
+
+
+def _document(media_type: str, what: str) -> dict[int | str, dict[str, Any]]:
+    return {200: {"content": {media_type: {}}, "description": what}}
+
+
+# -- specifications ---------------------------------------------------------------------------
+
+
+@router.get("/v1/specs", response_model=list[SpecOut])
+def list_specs(who: AnyPerson, db: DB) -> Any:
+    return [
+        {
+            "spec_id": r.spec_id,
+            "version": r.version,
+            "sha256": r.content_hash,
+            "published_by": r.published_by,
+            "published_at": text.iso(r.published_at),
+        }
+        for r in db.scalars(select(SpecRow).order_by(SpecRow.spec_id, SpecRow.version))
+    ]
+
+
+@router.post("/v1/specs", status_code=201, response_model=SpecPublished)
+def publish_spec(body: SpecBody, who: PublishSpec, db: DB, now: Now) -> Any:
+    row, new = service.publish_spec(db, who, at=now(), content=body.content, reason=body.reason)
+    return {"spec_id": row.spec_id, "version": row.version, "sha256": row.content_hash, "new": new}
+
+
+# -- review -----------------------------------------------------------------------------------
+
+
+@router.get("/v1/review/queue", response_model=Queue)
+def review_queue(
+    who: ReadQueue,
+    db: DB,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
+) -> Any:
+    return views.queue(db, who.sites("queue.read"), limit=limit, offset=offset)
+
+
+@router.get("/v1/batches/{batch_id}", response_model=BatchView)
+def batch_view(batch_id: PathId, who: ReadBatch, db: DB, now: Now) -> Any:
+    return views.batch_view(db, load_review(db, batch_id), now())
+
+
+@router.get("/v1/batches/{batch_id}/telemetry", response_model=Telemetry)
+def batch_telemetry(batch_id: PathId, who: ReadBatch, db: DB) -> Any:
+    """Each channel's summary and its min/max series for plots (from the projection)."""
+    summ = summary(db, batch_id)
+    proj = projections.load(db, summ)
+    return {
+        "batch_id": batch_id,
+        "readings": summ.readings,
+        "channels": views.telemetry_json(proj.telemetry, series=True),
+    }
+
+
+@router.post("/v1/batches/{batch_id}/results", status_code=201, response_model=ResultsEntered)
+def enter_results(batch_id: PathId, body: ResultsBody, who: WriteResults, db: DB, now: Now) -> Any:
+    rs = service.enter_results(
+        db, who, at=now(), batch_id=batch_id, spec_id=body.spec_id,
+        spec_version=body.spec_version, results=body.results, reason=body.reason,
+    )  # fmt: skip
+    return {"batch_id": batch_id, "result_set": rs.id}
+
+
+@router.post(
+    "/v1/batches/{batch_id}/deviations/{deviation_id}/comments",
+    status_code=201,
+    response_model=Commented,
+)
+def comment(
+    batch_id: PathId,
+    deviation_id: PathId,
+    body: CommentBody,
+    who: ReviewDeviation,
+    db: DB,
+    now: Now,
+) -> Any:
+    a = service.deviation_action(
+        db, who, at=now(), batch_id=batch_id, deviation_id=deviation_id, action="comment",
+        text_=body.comment,
+    )  # fmt: skip
+    return {"deviation_id": deviation_id, "action": a.id}
+
+
+@router.post("/v1/batches/{batch_id}/deviations/{deviation_id}/close", response_model=Closed)
+def close(
+    batch_id: PathId,
+    deviation_id: PathId,
+    body: CloseBody,
+    who: ReviewDeviation,
+    db: DB,
+    now: Now,
+) -> Any:
+    a = service.deviation_action(
+        db, who, at=now(), batch_id=batch_id, deviation_id=deviation_id, action="close",
+        text_=body.reason,
+    )  # fmt: skip
+    return {"deviation_id": deviation_id, "closed": True, "action": a.id}
+
+
+def batch_start(db: Session, batch_id: str) -> datetime | None:
+    """When the batch began (its ``batch.started`` event): the start of its review window for
+    the separation-of-duties rules.  Raises 404 for an unknown batch."""
+    state = projections.load(db, summary(db, batch_id)).state
+    if state is None or not state.started_at:
+        return None
+    try:
+        t = datetime.fromisoformat(state.started_at.replace("Z", "+00:00"))
+    except ValueError:  # unreadable: the window is taken as all time (fail closed)
+        return datetime.min.replace(tzinfo=UTC)
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
+@router.post("/v1/batches/{batch_id}/signatures", status_code=201, response_model=Signed)
+def sign(batch_id: PathId, body: SignBody, who: SignReview, db: DB, a: AccessDep, now: Now) -> Any:
+    if body.user_id.lower() != who.user_id.lower():
+        raise Forbidden(
+            f"signed in as {who.user_id}: an e-signature is given by the signed-in person "
+            "with their own user id and password"
+        )
+    since = batch_start(db, batch_id)  # 404 before counting a password attempt
+    db.rollback()  # argon2 runs in no transaction
+    a.check_password(who.user_id, body.password, purpose="signature")
+    at = now()
+    if since is not None:
+        why = people.signing_barred(db, who.user_id, since)
+        if why is not None:
+            raise Forbidden(why)
+    req = release.Signing(
+        body.meaning, body.reason, body.jurisdiction, body.record_hash, body.evaluation_hash,
+        at=at,
+    )  # fmt: skip
+    sig, disp = service.sign(db, who, batch_id=batch_id, req=req)
+    return {
+        "signature": sig.id,
+        "printed_name": sig.printed_name,
+        "meaning": sig.meaning,
+        "signed_at": sig.signed_at.isoformat(),
+        "jurisdiction": sig.jurisdiction,
+        "disposition": None if disp is None else disp.disposition,
+    }
+
+
+# -- out-of-specification exceptional release -------------------------------------------------
+
+
+@router.post("/v1/batches/{batch_id}/oos", status_code=201, response_model=Case)
+def open_oos(batch_id: PathId, body: OosBody, who: ReleaseBatch, db: DB, now: Now) -> Any:
+    c = oos.open_oos(
+        db, who, at=now(), batch_id=batch_id, jurisdiction=body.jurisdiction,
+        physician=body.physician, request_text=body.request,
+    )  # fmt: skip
+    return views.case_json(c, now())
+
+
+@router.post("/v1/oos/{case_id}/{step}", response_model=Case)
+def oos_step(
+    case_id: Annotated[int, Path(ge=1, le=MAX_ID)],
+    step: Annotated[str, Path(max_length=32)],
+    body: StepBody,
+    who: ReleaseCase,
+    db: DB,
+    now: Now,
+) -> Any:
+    c = oos.oos_step(db, who, at=now(), case_id=case_id, step=step, text_=body.text)
+    return views.case_json(c, now())
+
+
+@router.get("/v1/oos", response_model=list[Case])
+def list_oos(who: ReadQueue, db: DB, now: Now, overdue: bool = False) -> Any:
+    q = select(OosCase).join(BatchSummary, BatchSummary.batch_id == OosCase.batch_id)
+    q = at_sites(q, BatchSummary.site_id, who.sites("queue.read"))
+    cases = [views.case_json(c, now()) for c in db.scalars(q.order_by(OosCase.id))]
+    return [c for c in cases if not overdue or c["notification_overdue"]]
+
+
+# -- reports ----------------------------------------------------------------------------------
+
+
+@router.get(
+    "/v1/batches/{batch_id}/report.pdf",
+    response_class=Response,
+    responses=_document("application/pdf", "the batch report (PDF)"),
+)
+def report_pdf(batch_id: PathId, who: ReadReport, db: DB, now: Now) -> Response:
+    view = views.batch_view(db, load_review(db, batch_id), now())
+    return Response(reports.batch_report_pdf(view), media_type="application/pdf")
+
+
+@router.get(
+    "/v1/batches/{batch_id}/coa.pdf",
+    response_class=Response,
+    responses=_document("application/pdf", "the certificate of analysis (PDF)"),
+)
+def coa_pdf(
+    batch_id: PathId, jurisdiction: Jurisdiction, who: ReadReport, db: DB, now: Now
+) -> Response:
+    view = views.batch_view(db, load_review(db, batch_id), now())
+    return Response(reports.coa_pdf(view, jurisdiction), media_type="application/pdf")
+
+
+@router.get(
+    "/v1/batches/{batch_id}/fhir",
+    response_class=Response,
+    responses=_document("application/fhir+json", "the batch as a FHIR R5 Bundle"),
+)
+def fhir(
+    batch_id: PathId, jurisdiction: Jurisdiction, who: ReadReport, db: DB, now: Now
+) -> Response:
+    from server import fhir as fhir_export
+
+    view = views.batch_view(db, load_review(db, batch_id), now())
+    return Response(
+        fhir_export.batch_bundle_json(view, jurisdiction), media_type="application/fhir+json"
+    )

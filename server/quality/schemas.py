@@ -1,0 +1,153 @@
+"""Request and response bodies of the quality API (specifications, results, review, release,
+out-of-specification cases)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from server.schemas import HASH, ID, NAME, Document, Ident, Reason
+
+
+class SpecBody(BaseModel):
+    content: dict[str, Any]
+    reason: Reason
+
+
+class ResultsBody(BaseModel):
+    spec_id: Ident
+    spec_version: str = Field(min_length=1, max_length=32)
+    results: dict[str, Any]
+    reason: Reason
+
+
+class CommentBody(BaseModel):
+    comment: Reason
+
+
+class CloseBody(BaseModel):
+    reason: Reason
+
+
+class SignBody(BaseModel):
+    user_id: str = Field(max_length=ID)
+    password: str
+    # checked against ebr_core.vocab.Meaning by the release rules, which name the allowed words
+    meaning: str = Field(max_length=32)
+    reason: Reason
+    jurisdiction: str = Field(max_length=16)
+    record_hash: str = Field(max_length=HASH)
+    evaluation_hash: str = Field(max_length=HASH)
+
+
+class OosBody(BaseModel):
+    jurisdiction: str = Field(max_length=16)
+    physician: str = Field(min_length=1, max_length=NAME)
+    request: Reason
+
+
+class StepBody(BaseModel):
+    text: Reason
+
+
+class SpecOut(BaseModel):
+    spec_id: str
+    version: str
+    sha256: str
+    published_by: str
+    published_at: str | None
+
+
+class SpecPublished(BaseModel):
+    spec_id: str
+    version: str
+    sha256: str
+    new: bool
+
+
+class QueueItem(BaseModel):
+    batch_id: str
+    site_id: str
+    unit_id: str
+    coi: str | None
+    completed_at: str | None
+    events: int
+    exceptions: int
+    review_state: str
+
+
+class Queue(BaseModel):
+    total: int
+    batches: list[QueueItem]
+
+
+class BatchView(Document):
+    """Everything a reviewer sees of one batch (:func:`server.quality.views.batch_view`)."""
+
+    batch_id: str
+    unit_id: str
+    site_id: str
+    review_state: str
+    record_hash: str
+    exceptions: dict[str, Any]
+    timeline: list[dict[str, Any]]
+    deviations: list[dict[str, Any]]
+    cqa: dict[str, Any]
+    qa_signatures: list[dict[str, Any]]
+    dispositions: list[dict[str, Any]]
+    oos_cases: list[dict[str, Any]]
+
+
+class Telemetry(BaseModel):
+    batch_id: str
+    readings: int
+    channels: dict[str, Any]
+
+
+class ResultsEntered(BaseModel):
+    batch_id: str
+    result_set: int
+
+
+class Commented(BaseModel):
+    deviation_id: str
+    action: int
+
+
+class Closed(BaseModel):
+    deviation_id: str
+    closed: bool
+    action: int
+
+
+class Signed(BaseModel):
+    signature: int
+    printed_name: str
+    meaning: str
+    signed_at: str
+    jurisdiction: str
+    disposition: str | None
+
+
+class Case(BaseModel):
+    """An out-of-specification exceptional-release case."""
+
+    id: int
+    batch_id: str
+    jurisdiction: str
+    state: str
+    physician: str
+    request: str
+    requested_by: str
+    requested_at: str | None
+    risk_evaluation: str | None
+    evaluated_by: str | None
+    evaluated_at: str | None
+    physician_acceptance: str | None
+    accepted_at: str | None
+    released_at: str | None
+    notification_due_at: str | None
+    notified_at: str | None
+    notification_reference: str | None
+    notification_overdue: bool

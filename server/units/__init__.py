@@ -1,0 +1,1 @@
+"""Units: enrolment, key rotation and revocation, the unit API (signed requests) and ingest."""

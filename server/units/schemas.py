@@ -1,0 +1,81 @@
+"""Request and response bodies of the unit administration and unit API."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+
+from server.schemas import Document
+
+
+class EnrolBody(BaseModel):
+    site_id: str
+    unit_id: str
+    public_key: str  # the unit's public key file (JSON document or PEM)
+
+
+class KeyBody(BaseModel):
+    public_key: str
+
+
+class RevokeBody(BaseModel):
+    reason: str
+
+
+class UnitOut(BaseModel):
+    unit_id: str
+    site_id: str
+    status: str
+
+
+class KeyRotated(BaseModel):
+    unit_id: str
+    key_id: str
+
+
+class UnitStatus(BaseModel):
+    unit_id: str
+    status: str
+
+
+class UnitInfo(BaseModel):
+    unit_id: str
+    status: str
+    head_seq: int
+    head_hash: str
+    events: int
+
+
+class Head(BaseModel):
+    unit_id: str
+    head_seq: int
+    head_hash: str
+    checkpoint_seq: int
+
+
+class Operator(BaseModel):
+    user_id: str
+    printed_name: str
+    roles: list[str]
+    password_hash: str
+
+
+class Operators(BaseModel):
+    site_id: str
+    users: list[Operator]
+
+
+class Receipt(Document):
+    """What the server stored of a segment, signed by the server's key (``server.pub``)."""
+
+    unit_id: str
+    head_seq: int
+    head_hash: str
+    stored: int
+    duplicates: int
+    received_at: str
+    server_key_id: str
+    signature: str
+
+
+class Health(BaseModel):
+    status: str
