@@ -13,7 +13,7 @@ from reportlab.lib.styles import getSampleStyleSheet
 from reportlab.lib.units import mm
 from reportlab.platypus import Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
 
-from server.review import cqa_panel
+from server.fhir import cqa_panel
 
 _STYLES = getSampleStyleSheet()
 _GRID = TableStyle(

@@ -115,6 +115,8 @@ class Spec:
     overlays: dict[str, Overlay]
     method_equivalence: dict[str, dict[str, tuple[str, ...]]]
     dose_bands: tuple[DoseBand, ...] = ()
+    strength: str = ""  # as the label and the certificate state it
+    shelf_life_days: int | None = None  # from the end of manufacture
     # The effective attributes per jurisdiction, computed once (the spec is immutable).
     _effective: dict[str, dict[str, Attribute]] = field(
         default_factory=dict, compare=False, repr=False
@@ -315,6 +317,24 @@ def _apply_tighten(base: Attribute, change: dict[str, Any], ov: Overlay) -> Attr
     return new
 
 
+def _shelf_life(d: Any) -> int | None:
+    """``shelf_life: {value: "9", unit: mo}``-style durations, in whole days (UCUM ``d``, ``wk``,
+    ``h``; a month or year is refused: their length in days is not exact)."""
+    if d is None:
+        return None
+    if not isinstance(d, dict) or set(d) != {"value", "unit"}:
+        raise SpecificationError('shelf_life: give {value, unit}, e.g. {value: "270", unit: d}')
+    unit = str(d["unit"])
+    if unit not in ("d", "wk", "h"):
+        raise SpecificationError(
+            f"shelf_life: unit {unit!r} is not one of d, wk, h (months and years vary in length)"
+        )
+    days = convert(_dec(d["value"], "shelf_life"), unit, "d")
+    if days <= 0 or days != days.to_integral_value():
+        raise SpecificationError(f"shelf_life: {d['value']} {unit} is not a whole number of days")
+    return int(days)
+
+
 def _dose_range(d: Any, base: str, where: str) -> tuple[Decimal, Decimal] | None:
     """A band's ``{min, max, unit}`` in cells (``total``) or cells per kg (``per_kg``).  The unit
     is optional (bare figures are cells, as before units were written: ``{cells}`` and
@@ -383,6 +403,8 @@ def parse_spec(content: dict[str, Any]) -> Spec:
         spec_id=str(content["spec_id"]),
         version=str(content["version"]),
         product=str(content.get("product", "")),
+        strength=str(content.get("strength", "")),
+        shelf_life_days=_shelf_life(content.get("shelf_life")),
         attributes=attrs,
         overlays={},
         method_equivalence=equiv,

@@ -55,6 +55,7 @@ _UNITS: dict[str, tuple[str, Decimal]] = {
     "kg": ("mass", Decimal(1)),
     "g": ("mass", Decimal("0.001")),
     "Cel": ("temperature", Decimal(1)),
+    "wk": ("time", Decimal(604800)),
     "d": ("time", Decimal(86400)),
     "h": ("time", Decimal(3600)),
     "min": ("time", Decimal(60)),
