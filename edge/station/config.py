@@ -232,6 +232,11 @@ class DeviceConfig(StrictModel):
                     f"key {key!r} does not belong to a {profile.transport} device (profile "
                     f"{self.profile!r}); expected {what[need]}"
                 )
+        if kind == "serial_instrument" and self.port is not None and self.port.startswith("sim:"):
+            raise ValueError(
+                f"port {self.port!r} is a simulated scanner, which sends scans, not "
+                f"{profile.protocol} results; expected the instrument's device path"
+            )
         if kind == "serial_instrument" and profile.protocol != "cc1":
             raise ValueError(
                 f"profile {self.profile!r} speaks {profile.protocol!r}; the station reads "

@@ -22,7 +22,7 @@ port = "/dev/serial/by-id/usb-Scanner_1234-if00"
 
 [devices.cell_counter]
 profile = "cell_counter_cc1"
-port = "sim://scanner/x"
+port = "rfc2217://10.0.0.7:4001"
 
 [devices.camera]
 profile = "camera_scanner"
@@ -110,6 +110,10 @@ MISTAKES = [
         SCANNER + 'port = "/dev/x"\n[devices.counter]\nprofile = "cell_counter_cc1"\n'
         'port = "/dev/x"\n',
         ["devices.scanner and devices.counter both name '/dev/x'", "expected one device per port"],
+    ),
+    (
+        '[devices.cc]\nprofile = "cell_counter_cc1"\nport = "sim://scanner/cc"\n',
+        ["devices.cc", "'sim://scanner/cc' is a simulated scanner", "expected the instrument's"],
     ),
     (
         "devices = 3\n",
