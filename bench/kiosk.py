@@ -4,8 +4,8 @@
    a batch holding 1,000,000 instrument readings (filled as the ingest writes them:
    ``Ledger.append_many`` groups of 8 channels, bench/batch_scale.py's generator).  Goal: p99 <=
    100 ms.  Ceiling: ``GET /health`` on the same server and connection, in the same rounds.
-   The telemetry page (charts of the downsampled series) is measured the same way, after a first
-   call that summarises the readings (its time is reported beside it).
+   The telemetry page (charts of the downsampled series) is measured the same way, after the
+   engine's first summary of the readings (its time is reported beside it).
 2. A scan on the page: the simulated scanner writes a label's bytes on its pseudo-terminal, the
    serial transport reads the frame and hands it to the kiosk's scan sink, the engine judges it
    (a wrong COI: refused and recorded with a deviation, so it can be repeated), and the step
@@ -68,7 +68,7 @@ def serve(app: Any) -> tuple[str, Any, threading.Thread]:
 def sign_in(base: str) -> Any:
     import httpx
 
-    c = httpx.Client(base_url=base, timeout=30)
+    c = httpx.Client(base_url=base, timeout=120)
     m = re.search(r'name="csrf" value="([^"]+)"', c.get("/signin").text)
     assert m
     c.post("/signin", data={"csrf": m.group(1), "user_id": "op.alice"})
@@ -185,9 +185,9 @@ def main() -> None:
                 ceiling_is="GET /health round trip, same server and connection",
             )
             t = time.perf_counter()
-            c.get(f"/b/{BATCH}/telemetry")
+            edge.warm.telemetry(BATCH)  # the first call summarises every reading of the batch
             first = (time.perf_counter() - t) * 1000
-            note(f"telemetry page, first call (summarises the readings): {first:.0f} ms")
+            note(f"telemetry summary of {level:,} readings, first call: {first:.0f} ms")
             tele, health = page_p99(c, f"/b/{BATCH}/telemetry")
             emit(
                 f"kiosk telemetry page (charts), {level:,}-reading batch (p99 ms)",
@@ -195,7 +195,7 @@ def main() -> None:
                 "ms",
                 pct(health, 99),
                 samples=len(tele),
-                first_call_ms=round(first, 1),
+                first_summary_ms=round(first, 1),
                 readings=level,
                 ceiling_is="GET /health round trip, same server and connection",
             )

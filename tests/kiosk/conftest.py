@@ -113,6 +113,13 @@ def kiosk(station: LocalStation, settings: KioskSettings) -> Iterator[Served]:
     served.stop()
 
 
+@pytest.fixture
+def kiosk_url(kiosk: Served) -> str:
+    """Where the browser goes: the kiosk over a LocalStation, unless a test module serves it
+    otherwise (the whole batch runs it in the station agent)."""
+    return kiosk.url
+
+
 @pytest.fixture(scope="session")
 def browser() -> Iterator[Any]:
     if not CHROMIUM.exists():
@@ -169,7 +176,7 @@ def axe_violations(page: Any, base: str) -> list[str]:
 
 @pytest.fixture
 def page(
-    browser: Any, kiosk: Served, request: pytest.FixtureRequest, tmp_path: Path
+    browser: Any, kiosk_url: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> Iterator[Any]:
     width, height = SIZES["small"]
     ctx = browser.new_context(viewport={"width": width, "height": height})
@@ -177,7 +184,7 @@ def page(
     pg = ctx.new_page()
     shots = tmp_path / "screens"
     shots.mkdir()
-    pg.screens = Screens(pg, kiosk.url, shots)  # type: ignore[attr-defined]
+    pg.screens = Screens(pg, kiosk_url, shots)  # type: ignore[attr-defined]
     yield pg
     rep = getattr(request.node, "rep_call", None)
     if rep is not None and rep.failed:

@@ -1,8 +1,10 @@
 """A whole CAR-T batch through the kiosk in a real headless Chromium.
 
-Scans come from the simulated scanner on its pseudo-terminal (read by the serial transport and
-handed to the kiosk's scan sink, as the station agent does), and one from a keyboard-wedge
-scanner typing into the page; readings come from the simulated bioreactor over a real mosquitto.
+The kiosk is served by the station agent (``StationAgent``, what ``ctgtp edge run`` runs) from
+a unit's home and its station file.  Scans come from the simulated scanner on its
+pseudo-terminal (read by the agent's serial transport and handed to the kiosk's scan sink), and
+one from a keyboard-wedge scanner typing into the page; readings come from the simulated
+bioreactor over a real mosquitto, bound by the agent to the running batch.
 On the way: the wrong patient refused on the page, an out-of-limit value entered again, a
 correction, second-person verification, a hand-off signed by two people, labels printed, applied
 by scanning, destroyed and reconciled after a dry run, deviations raised, commented and linked;
@@ -11,7 +13,6 @@ every screen passes axe-core.  At the end the exported ledger verifies offline.
 
 from __future__ import annotations
 
-import queue
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -25,8 +26,7 @@ from ebr_core.batch import current_values
 from ebr_core.keys import Keyring
 from ebr_core.verify import verify
 from edge.export import export_ledger
-from edge.kiosk.local import LocalStation
-from tests.kiosk.conftest import COI, PW, UNIT, WRONG_COI, Served, sign_in
+from tests.kiosk.conftest import COI, PW, UNIT, WRONG_COI, sign_in
 
 GS = "\x1d"
 GTIN_BAG = "09506000134345"
@@ -39,17 +39,14 @@ def expiry(days: int) -> str:
 
 @dataclass
 class Rig:
-    """The simulated unit wired to the kiosk's station: a scanner on a pseudo-terminal and a
-    bioreactor publishing to mosquitto."""
+    """The station agent (``StationAgent``, what ``ctgtp edge run`` runs) serving the kiosk, with
+    its simulated devices: a scanner on a pseudo-terminal and a bioreactor publishing to a real
+    mosquitto."""
 
-    station: LocalStation
+    agent: Any
     scanner_dev: Any
     scanner_sim: Any
-    reader: Any
-    broker: Any
-    ingest: Any
     bioreactor: Any
-    read: queue.Queue[str]
 
     def scan(self, data: str, symbology: str = "]d2") -> None:
         """The operator pulls the scanner's trigger: bytes on the serial line."""
@@ -63,41 +60,55 @@ class Rig:
         self.bioreactor.wait_published()
 
 
+def station_toml(home: Path, scanner_port: str, broker_port: int) -> Path:
+    f = home / "station.toml"
+    f.write_text(
+        f'''unit_id = "{UNIT}"
+
+[devices.scanner]
+profile = "scanner_serial_generic"
+port = "{scanner_port}"
+
+[devices.bioreactor]
+profile = "bioreactor_cartridge"
+broker = "mqtt://127.0.0.1:{broker_port}"
+
+[kiosk]
+bind = "127.0.0.1:0"
+'''
+    )
+    return f
+
+
 @pytest.fixture
-def rig(station: LocalStation) -> Iterator[Rig]:
-    from edge.transports.mqtt import MqttIngest
-    from edge.transports.serial import SerialReader
+def rig(tmp_path: Path) -> Iterator[Rig]:
+    from edge.station.agent import StationAgent
     from firmware_sim.bioreactor import BioreactorSim
     from firmware_sim.broker import Broker
     from firmware_sim.devices import ScannerSim
     from firmware_sim.pty import PtyDevice
-    from hardware.profile import shipped_profile
+    from tests.station.conftest import make_home
 
-    engine = station.engine
-    read: queue.Queue[str] = queue.Queue()
-
-    def scanned(raw: object) -> None:
-        read.put(str(raw))
-        station.scan(str(raw))
-
-    def running() -> tuple[str | None, str | None]:
-        return engine.running(BATCH) if engine.ledger.has_batch(BATCH) else (None, None)
-
+    home = make_home(tmp_path / "unit", UNIT)
     dev = PtyDevice()
-    reader = SerialReader(dev.port, shipped_profile("scanner_serial_generic"), scanned).start()
     broker = Broker().start()
-    ingest = MqttIngest(
-        engine.ledger, "127.0.0.1", broker.port, UNIT, context=running,
-        limits=engine.mbr.telemetry,
-    ).start()  # fmt: skip
-    assert ingest.subscribed.wait(10), "the broker granted no subscription"
-    bio = BioreactorSim("127.0.0.1", broker.port, UNIT)
-    yield Rig(station, dev, ScannerSim(), reader, broker, ingest, bio, read)
-    bio.close()
-    ingest.stop()
-    reader.stop()
-    dev.close()
-    broker.stop()
+    agent = StationAgent.from_file(station_toml(home, dev.port, broker.port)).start()
+    try:
+        down = agent.wait_connected(20)
+        assert not down, f"devices not connected: {down}"
+        bio = BioreactorSim("127.0.0.1", broker.port, UNIT)
+        yield Rig(agent, dev, ScannerSim(), bio)
+        bio.close()
+    finally:
+        agent.stop()
+        dev.close()
+        broker.stop()
+
+
+@pytest.fixture
+def kiosk_url(rig: Rig) -> str:
+    assert rig.agent.kiosk_url, rig.agent.kiosk_error
+    return str(rig.agent.kiosk_url)
 
 
 def fresh_banner(page: Any, kind: str, text: str | None = None) -> Any:
@@ -155,8 +166,8 @@ def header(page: Any) -> str:
     return str(page.inner_text("#h-step .count"))
 
 
-def test_whole_car_t_batch(page: Any, kiosk: Served, rig: Rig, tmp_path: Path) -> None:
-    base, engine, screens = kiosk.url, rig.station.engine, page.screens
+def test_whole_car_t_batch(page: Any, kiosk_url: str, rig: Rig, tmp_path: Path) -> None:
+    base, engine, screens = kiosk_url, rig.agent.engine, page.screens
     page.goto(f"{base}/signin")
     screens.check("signin")
     sign_in(page, base, "op.alice")
