@@ -79,6 +79,8 @@ class StationAgent:
         self.sync: BackgroundSync | None = None
         self.last_receipt_at: datetime | None = None
         self.server_head: int | None = None
+        # Since when background sync rounds have not reached the server (None: the last did).
+        self.unreachable_since: datetime | None = None
         self.scans = 0
         self._stopping = threading.Event()
         self._stopped = False
@@ -184,8 +186,11 @@ class StationAgent:
         alarm: str | None = None
         if self.sync is not None:
             alarm = self.sync.error or self.sync.alarm
-            if alarm is None and self.sync.unreachable and not self.sync.reports:
-                alarm = "server unreachable"
+            if alarm is None and self.unreachable_since is not None:
+                alarm = (
+                    f"server unreachable since {self.unreachable_since.isoformat()}; nothing is "
+                    "lost, sync resumes when it answers"
+                )
         elif self.station.config.server is None:
             stored = sync_alarm(led)
             alarm = None if stored is None else str(stored.get("message"))
@@ -334,7 +339,7 @@ class StationAgent:
     def _watch(self) -> None:
         """Log each device's connection changes, each sync round and alarm, as they happen."""
         was: dict[str, bool | None] = dict.fromkeys(self.devices_by_name)
-        rounds, alarm = 0, None
+        rounds, alarm, unreachable = 0, None, 0
         while not self._stopping.wait(MONITOR_S):
             try:
                 for d in self.devices():
@@ -356,7 +361,13 @@ class StationAgent:
                         event("sync.round", f"sync: {r.pushed} events pushed",
                               pushed=r.pushed, segments=r.segments, retries=r.retries,
                               server_head=r.server_head, local_head=r.local_head)  # fmt: skip
-                    rounds = len(bg.reports)
+                    if len(bg.reports) > rounds:
+                        self.unreachable_since = None
+                    elif bg.unreachable > unreachable and self.unreachable_since is None:
+                        self.unreachable_since = self.clock()
+                        event("sync.unreachable", "sync: the server is unreachable",
+                              level=logging.WARNING)  # fmt: skip
+                    rounds, unreachable = len(bg.reports), bg.unreachable
                     now = bg.error or bg.alarm
                     if now != alarm:
                         event("sync.alarm" if now else "sync.resumed", now or "sync resumed",

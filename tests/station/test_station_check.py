@@ -3,6 +3,7 @@ background sync to that server."""
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
@@ -83,8 +84,9 @@ def test_a_wrong_file_is_refused_before_anything_is_opened(tmp_path: Path) -> No
 
 
 def test_the_agent_syncs_in_the_background(
-    home: Path, tmp_path: Path, request: pytest.FixtureRequest
+    home: Path, tmp_path: Path, request: pytest.FixtureRequest, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, "ctgtp.edge.station")
     with start_server(server_settings("sqlite", request, tmp_path)) as srv:
         r = httpx.post(
             f"{srv.url}/admin/units",
@@ -115,3 +117,23 @@ def test_the_agent_syncs_in_the_background(
             f"{srv.url}/admin/units/{UNIT}", headers={"Authorization": f"Bearer {ADMIN}"}
         ).json()
         assert info["events"] == head
+    rounds = [r for r in caplog.records if getattr(r, "event", None) == "sync.round"]
+    assert any(r.fields["pushed"] == head for r in rounds)  # type: ignore[attr-defined]
+    port = srv.url.rsplit(":", 1)[1]
+    # The server gone: rounds do not reach it; an alarm says so, and nothing else changes.
+    (home / "station.toml").write_text(
+        f'[server]\nurl = "http://127.0.0.1:{port}"\nkey = "server.pub"\ninterval_s = 1\n'
+    )
+    agent = StationAgent.from_file(home / "station.toml").start(kiosk=False)
+    try:
+        agent.engine.raise_deviation("B1", "offline test", "op.alice")
+        end = time.monotonic() + 20
+        while time.monotonic() < end and agent.sync_state().alarm is None:
+            time.sleep(0.1)
+        s = agent.sync_state()
+        assert s.alarm is not None and s.alarm.startswith("server unreachable since "), s
+        assert s.unsynced_events == 1 and s.server_head is None
+        assert agent.health()["status"] == "degraded"
+    finally:
+        agent.stop()
+    assert any(getattr(r, "event", None) == "sync.unreachable" for r in caplog.records)
