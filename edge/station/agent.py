@@ -88,8 +88,13 @@ class StationAgent:
         self._server_thread: threading.Thread | None = None
         self._monitor = threading.Thread(target=self._watch, daemon=True, name="station-monitor")
         self.devices_by_name: dict[str, Device] = {}
-        for name, d in cfg.devices.items():
-            self.devices_by_name[name] = self._device(name, d.profile)
+        try:
+            for name, d in cfg.devices.items():
+                self.devices_by_name[name] = self._device(name, d.profile)
+        except BaseException:
+            for made in self.devices_by_name.values():
+                made.stop()
+            raise
 
     @classmethod
     def from_file(
@@ -100,7 +105,8 @@ class StationAgent:
         clock: Callable[[], datetime] = system_clock,
     ) -> StationAgent:
         """The station described by ``station_toml`` for the unit at ``home`` (default: the
-        station file's folder); nothing is opened until :meth:`start`, but the home is."""
+        station file's folder).  The home is opened and the serial ports tried (a port absent
+        now is retried once started); nothing is read until :meth:`start`."""
         station = load_station(station_toml)
         try:
             agent = open_agent(
