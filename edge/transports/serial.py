@@ -28,11 +28,21 @@ from hardware.profile import Profile
 log = logging.getLogger("ctgtp.edge.serial")
 
 
+FAULTS_KEPT = 1000  # the most recent faults a reader keeps (a station runs for months)
+
+
 @dataclass
 class SerialStats:
     frames: int = 0
     delivered: int = 0
-    faults: list[str] = field(default_factory=list)
+    faults: list[str] = field(default_factory=list)  # the last FAULTS_KEPT
+    fault_count: int = 0  # all of them
+
+    def fault(self, text: str) -> None:
+        self.fault_count += 1
+        self.faults.append(text)
+        if len(self.faults) > FAULTS_KEPT:
+            del self.faults[: len(self.faults) - FAULTS_KEPT]
 
 
 class SerialReader:
@@ -95,12 +105,12 @@ class SerialReader:
                 chunk = self.ser.read(max(1, self.ser.in_waiting))
             except (serial.SerialException, OSError) as e:
                 self.connected, self.last_error = False, f"port error: {e}"
-                self.stats.faults.append(f"port error: {e}")
+                self.stats.fault(f"port error: {e}")
                 log.warning("serial port error on %s: %s", self.profile.name, e)
                 # A partial line from before the unplug must not be glued to the next frame.
                 rest = self.framer.close()
                 if rest:
-                    self.stats.faults.append(f"line without terminator dropped: {rest[:40]!r}")
+                    self.stats.fault(f"line without terminator dropped: {rest[:40]!r}")
                 if not self.reconnect or not self._reopen():
                     break
                 continue
@@ -112,7 +122,7 @@ class SerialReader:
 
     def _log_fragments(self) -> None:
         for rest in self.framer.take_fragments():
-            self.stats.faults.append(
+            self.stats.fault(
                 f"line without terminator dropped (resynchronised on the next frame): {rest[:40]!r}"
             )
             log.warning("%s: dropped unterminated line %r", self.profile.name, rest[:40])
@@ -141,7 +151,7 @@ class SerialReader:
         try:
             item = self.decode(line)
         except (FrameError, IdentifierError, UnicodeDecodeError) as e:
-            self.stats.faults.append(str(e))
+            self.stats.fault(str(e))
             log.warning("%s: dropped frame %r: %s", self.profile.name, line[:40], e)
             return
         self.stats.delivered += 1
@@ -165,7 +175,7 @@ class SerialReader:
             self._thread.join(2)
         rest = self.framer.close()
         if rest:
-            self.stats.faults.append(f"line without terminator dropped: {rest[:40]!r}")
+            self.stats.fault(f"line without terminator dropped: {rest[:40]!r}")
             log.warning("%s: dropped unterminated line %r", self.profile.name, rest[:40])
         if self.ser is not None:
             self.ser.close()
