@@ -10,9 +10,11 @@ Results (RESULTS.yaml, or a dict)::
 ``status`` is ``final`` (default), ``pending`` (no result yet) or ``negative-to-date``.  An
 attribute with no entry at all is *missing*; one whose entry is pending is *pending*.
 
-Disposition candidate: any fail → ``not_releasable``; anything missing, or pending while due
-before release → ``incomplete``; only after-release results pending → ``conditional``; otherwise
-``releasable``.
+The evaluation's conclusion is a :class:`~ebr_core.vocab.Readiness` (the disposition
+*candidate*, under the key ``disposition`` of its JSON): any fail → ``not_releasable``; anything
+missing, or pending while due before release → ``incomplete``; only after-release results
+pending → ``conditional``; otherwise ``releasable``.  What QA then decides is a
+:class:`~ebr_core.vocab.Disposition` (``conditional_release``, …), another vocabulary.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from ebr_core.errors import SpecificationError
 from ebr_core.spec.calculators import dose_range
 from ebr_core.spec.model import Attribute, Spec
 from ebr_core.spec.units import convert
+from ebr_core.vocab import Disposition, Readiness, Timing
+from ebr_core.vocab import Verdict as V
 
 STATUSES = ("final", "pending", "negative-to-date")
 
@@ -61,7 +65,7 @@ class Evaluation:
     spec_version: str
     jurisdiction: str
     verdicts: tuple[Verdict, ...]
-    disposition: str
+    disposition: str  # a Readiness (the key keeps its name on the wire)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -192,17 +196,17 @@ def evaluate(spec: Spec, results: dict[str, Any], jurisdiction: str) -> Evaluati
     verdicts = tuple(
         _judge(attrs[aid], results.get(aid), results, spec, jurisdiction) for aid in sorted(attrs)
     )
-    if any(v.status == "fail" for v in verdicts):
-        disposition = "not_releasable"
+    if any(v.status == V.FAIL for v in verdicts):
+        disposition = Readiness.NOT_RELEASABLE
     elif any(
-        v.status == "missing" or (v.status == "pending" and v.timing == "before_release")
+        v.status == V.MISSING or (v.status == V.PENDING and v.timing == Timing.BEFORE_RELEASE)
         for v in verdicts
     ):
-        disposition = "incomplete"
-    elif any(v.status == "pending" for v in verdicts):
-        disposition = "conditional"
+        disposition = Readiness.INCOMPLETE
+    elif any(v.status == V.PENDING for v in verdicts):
+        disposition = Readiness.CONDITIONAL
     else:
-        disposition = "releasable"
+        disposition = Readiness.RELEASABLE
     return Evaluation(spec.spec_id, spec.version, jurisdiction, verdicts, disposition)
 
 
@@ -214,9 +218,16 @@ def deviations_for(ev: Evaluation) -> list[DeviationDraft]:
     ]
 
 
+# The dispositions after which the batch may have reached a patient.
+RELEASES = frozenset(
+    {Disposition.RELEASED, Disposition.CONDITIONAL_RELEASE, Disposition.EXCEPTIONAL_RELEASE}
+)
+
+
 def late_result_alerts(previous_disposition: str, ev: Evaluation) -> list[Alert]:
-    """A failing result that arrives after a (conditional) release raises an alert."""
-    if previous_disposition not in ("released", "conditional", "releasable"):
+    """A failing result that arrives after a release (of any kind: ``previous_disposition`` is
+    a :class:`~ebr_core.vocab.Disposition`) raises an alert."""
+    if previous_disposition not in RELEASES:
         return []
     return [
         Alert(

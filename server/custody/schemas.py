@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from ebr_core.vocab import CustodyStep
 from server.schemas import ID, NAME, Document, Reason
 
 
@@ -57,7 +58,7 @@ class Timeline(Document):
 
 class StepRecorded(BaseModel):
     event: int
-    kind: str
+    kind: CustodyStep
     coi: str
 
 

@@ -21,7 +21,6 @@ from server.people import service as people
 from server.people.auth import DB, Access, AccessDep, Now, Scope, Self, bearer, require
 from server.people.schemas import (
     FirstPasswordBody,
-    Grant,
     GrantChange,
     Granted,
     Me,
@@ -130,7 +129,7 @@ def me(who: Self) -> Any:
     return {
         "user_id": who.user_id,
         "printed_name": who.printed_name,
-        "roles": [Grant(role=r, site_id=st) for r, st in sorted(who.grants)],
+        "roles": [{"role": r, "site_id": st} for r, st in sorted(who.grants)],
         "password_change_required": who.password_change_required,
     }
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
+from ebr_core.vocab import PersonStatus, Role
 from server.schemas import ID, NAME, Ident, Reason
 
 
@@ -73,7 +74,7 @@ class UserStatus(BaseModel):
 
 
 class Grant(BaseModel):
-    role: str
+    role: Role
     site_id: str
 
 
@@ -87,7 +88,7 @@ class Me(BaseModel):
 class PersonOut(BaseModel):
     user_id: str
     printed_name: str
-    status: str
+    status: PersonStatus
     password_change_required: bool
     roles: list[Grant]
 

@@ -42,6 +42,7 @@ from sqlalchemy import case, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from ebr_core.vocab import Role
 from server.audit import trail as audit
 from server.db import Alert, AuditEntry, Person, RoleGrant, Token
 from server.errors import (
@@ -53,7 +54,7 @@ from server.errors import (
     Unprocessable,
 )
 
-ROLES = ("operator", "qa_reviewer", "qa_approver", "admin", "auditor")
+ROLES = tuple(Role)  # ebr_core.vocab: the one list of roles
 ALL_SITES = "*"
 
 PERMISSIONS: dict[str, frozenset[str]] = {

@@ -149,7 +149,7 @@ def enter_results(
     for j, d in latest.items():
         if d.disposition == "rejected" or j not in evals:
             continue
-        for a in late_result_alerts("released", evals[j]):
+        for a in late_result_alerts(d.disposition, evals[j]):
             for site in sorted(sites):  # the manufacturing site and every receiving site
                 db.add(
                     Alert(

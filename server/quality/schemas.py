@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from ebr_core.vocab import Disposition, Meaning, OosState, ReviewState
 from server.schemas import HASH, ID, NAME, Document, Ident, Reason
 
 
@@ -74,7 +75,7 @@ class QueueItem(BaseModel):
     completed_at: str | None
     events: int
     exceptions: int
-    review_state: str
+    review_state: ReviewState
 
 
 class Queue(BaseModel):
@@ -88,7 +89,7 @@ class BatchView(Document):
     batch_id: str
     unit_id: str
     site_id: str
-    review_state: str
+    review_state: ReviewState
     record_hash: str
     exceptions: dict[str, Any]
     timeline: list[dict[str, Any]]
@@ -124,10 +125,10 @@ class Closed(BaseModel):
 class Signed(BaseModel):
     signature: int
     printed_name: str
-    meaning: str
+    meaning: Meaning
     signed_at: str
     jurisdiction: str
-    disposition: str | None
+    disposition: Disposition | None
 
 
 class Case(BaseModel):
@@ -136,7 +137,7 @@ class Case(BaseModel):
     id: int
     batch_id: str
     jurisdiction: str
-    state: str
+    state: OosState
     physician: str
     request: str
     requested_by: str

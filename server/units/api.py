@@ -53,8 +53,8 @@ from server.units.schemas import (
     RevokeBody,
     UnitInfo,
     UnitOut,
+    UnitState,
 )
-from server.units.schemas import UnitStatus as UnitStatusOut
 from server.verifying import Verifier
 
 router = APIRouter(tags=["units"])
@@ -184,7 +184,7 @@ def rotate(unit_id: PathId, body: KeyBody, who: ManageUnit, db: DB, g: Gate) -> 
     return {"unit_id": unit_id, "key_id": key_id}
 
 
-@router.post("/admin/units/{unit_id}/revoke", response_model=UnitStatusOut)
+@router.post("/admin/units/{unit_id}/revoke", response_model=UnitState)
 def revoke(unit_id: PathId, body: RevokeBody, who: ManageUnit, db: DB, g: Gate) -> Any:
     service.revoke(db, unit_id, body.reason, at=g.clock(), actor=who.user_id)
     return {"unit_id": unit_id, "status": UnitStatus.REVOKED}

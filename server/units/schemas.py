@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
+from ebr_core.vocab import Role, UnitStatus
 from server.schemas import Document
 
 
@@ -24,7 +25,7 @@ class RevokeBody(BaseModel):
 class UnitOut(BaseModel):
     unit_id: str
     site_id: str
-    status: str
+    status: UnitStatus
 
 
 class KeyRotated(BaseModel):
@@ -32,14 +33,14 @@ class KeyRotated(BaseModel):
     key_id: str
 
 
-class UnitStatus(BaseModel):
+class UnitState(BaseModel):
     unit_id: str
-    status: str
+    status: UnitStatus
 
 
 class UnitInfo(BaseModel):
     unit_id: str
-    status: str
+    status: UnitStatus
     head_seq: int
     head_hash: str
     events: int
@@ -55,7 +56,7 @@ class Head(BaseModel):
 class Operator(BaseModel):
     user_id: str
     printed_name: str
-    roles: list[str]
+    roles: list[Role]
     password_hash: str
 
 
