@@ -345,7 +345,7 @@ class StationAgent:
     def _watch(self) -> None:
         """Log each device's connection changes, each sync round and alarm, as they happen."""
         was: dict[str, bool | None] = dict.fromkeys(self.devices_by_name)
-        rounds, alarm, unreachable = 0, None, 0
+        alarm, unreachable = None, 0
         while not self._stopping.wait(MONITOR_S):
             try:
                 for d in self.devices():
@@ -360,20 +360,24 @@ class StationAgent:
                         was[d.name] = d.connected
                 bg = self.sync
                 if bg is not None:
-                    for r in bg.reports[rounds:]:
+                    new = bg.reports[:]
+                    for r in new:
                         if r.segments:
                             self.last_receipt_at = self.clock()
                         self.server_head = r.server_head
                         event("sync.round", f"sync: {r.pushed} events pushed",
                               pushed=r.pushed, segments=r.segments, retries=r.retries,
                               server_head=r.server_head, local_head=r.local_head)  # fmt: skip
-                    if len(bg.reports) > rounds:
+                    # Logged, so let go: one report a round would grow for as long as the
+                    # station runs (one appended meanwhile stays for the next look).
+                    del bg.reports[: len(new)]
+                    if new:
                         self.unreachable_since = None
                     elif bg.unreachable > unreachable and self.unreachable_since is None:
                         self.unreachable_since = self.clock()
                         event("sync.unreachable", "sync: the server is unreachable",
                               level=logging.WARNING)  # fmt: skip
-                    rounds, unreachable = len(bg.reports), bg.unreachable
+                    unreachable = bg.unreachable
                     now = bg.error or bg.alarm
                     if now != alarm:
                         event("sync.alarm" if now else "sync.resumed", now or "sync resumed",

@@ -111,6 +111,9 @@ def test_the_agent_syncs_in_the_background(
             assert s.last_receipt_at is not None and s.alarm is None
             h = httpx.get(f"{agent.kiosk_url}/health").json()
             assert h["sync"]["configured"] is True and h["sync"]["server_head"] == head
+            # A round a second: the agent logs each and keeps none (months of rounds).
+            time.sleep(2.5)
+            assert agent.sync is not None and len(agent.sync.reports) <= 1
         finally:
             agent.stop()
         info = httpx.get(
