@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from jinja2 import Environment, FileSystemLoader
 from starlette.applications import Starlette
@@ -106,20 +106,18 @@ class Refused(Exception):
     """An input the kiosk refuses before calling the engine (too long, malformed)."""
 
 
-def engine_authenticate(engine: Engine) -> Callable[..., object]:
-    """The engine's re-authentication (a wrong password counted, the third locking the user),
-    public as ``authenticate`` from this wave on, ``_authenticate`` before."""
-    fn = getattr(engine, "authenticate", None) or getattr(engine, "_authenticate", None)
-    assert callable(fn)
-    return cast("Callable[..., object]", fn)
-
-
 def outcome_text(out: object) -> str:
     """An engine outcome as the operator reads it: its ``str()``; a mapping (the dose before
     outcomes were typed) one ``key: value`` a line."""
     if isinstance(out, Mapping):
         return "\n".join(f"{k}: {v}" for k, v in out.items())
     return str(out)
+
+
+def unless_none(text: str) -> Callable[[object], str]:
+    """The outcome's own message; ``text`` for an action that returned nothing (before typed
+    outcomes)."""
+    return lambda out: text if out is None else outcome_text(out)
 
 
 def act(fn: Callable[[], object], ok: Callable[[object], str] = outcome_text) -> Banner:
@@ -509,7 +507,7 @@ class Kiosk:
         pw = password if isinstance(password, str) else ""
 
         def authenticate() -> object:
-            return engine_authenticate(self.engine)(uid, pw, batch_id=None, step=None)
+            return self.engine.authenticate(uid, pw, batch_id=None, step=None)
 
         banner = await run_in_threadpool(act, authenticate)
         if banner.kind != "ok":
@@ -785,13 +783,13 @@ class Kiosk:
             did, text = f("deviation_id"), f("comment")
             return act(
                 lambda: eng.comment_deviation(batch, did, text, user),
-                lambda o: self.tr("dev.commented", id=did) if o is None else str(o),
+                unless_none(self.tr("dev.commented", id=did)),
             )
         if (name, action) == ("deviations", "link"):
             did, other = f("deviation_id"), f("other")
             return act(
                 lambda: eng.link_deviation(batch, did, other, user),
-                lambda o: self.tr("dev.linked", id=did, other=other) if o is None else str(o),
+                unless_none(self.tr("dev.linked", id=did, other=other)),
             )
         if name == "labels":
             return self.labels_act(action, batch, form, user, custody, extra)
@@ -807,7 +805,7 @@ class Kiosk:
                     giver=(user, self.field(form, "password")),
                     receiver=(f("receiver"), self.field(form, "receiver_password")),
                 ),
-                lambda o: self.tr("handoff.done", src=f("from_party"), dst=f("to_party")),
+                unless_none(self.tr("handoff.done", src=f("from_party"), dst=f("to_party"))),
             )
         raise Refused(self.tr("err.not_found", path=f"{name}/{action}"))
 
@@ -865,7 +863,7 @@ class Kiosk:
             content = {"coi": d.coi, "serial": d.serial}
             return act(
                 lambda: custody.labels_printed(batch, d.kind, count, user, content),
-                lambda o: self.tr("labels.printed_ok", count=count, kind=d.kind),
+                unless_none(self.tr("labels.printed_ok", count=count, kind=d.kind)),
             )
         if action == "apply":
             kind, raw = f("kind"), f("code")
@@ -879,7 +877,7 @@ class Kiosk:
                 return Banner("refusal", text, stop=True)
             return act(
                 lambda: custody.labels_applied(batch, kind, 1, user),
-                lambda o: self.tr("labels.applied_ok", kind=kind),
+                unless_none(self.tr("labels.applied_ok", kind=kind)),
             )
         if action == "destroy":
             kind, count_s, reason = f("kind"), f("count") or "1", f("reason")
@@ -887,7 +885,7 @@ class Kiosk:
                 raise Refused(self.tr("err.count", given=count_s[:20]))
             return act(
                 lambda: custody.labels_destroyed(batch, kind, int(count_s), reason, user),
-                lambda o: self.tr("labels.destroyed_ok", count=count_s, kind=kind),
+                unless_none(self.tr("labels.destroyed_ok", count=count_s, kind=kind)),
             )
         if action == "dry-run":
             counts = label_counts(self.engine.ledger.batch_events(batch, telemetry=False))
@@ -899,9 +897,10 @@ class Kiosk:
         if action == "reconcile":
 
             def done(o: object) -> str:
-                ok = bool(o.get("balanced")) if isinstance(o, Mapping) else "NOT" not in str(o)
+                ok = o.get("balanced") if isinstance(o, Mapping) else getattr(o, "balanced", None)
                 state = self.tr("labels.state_balanced" if ok else "labels.state_unbalanced")
-                return self.tr("labels.reconciled", state=state)
+                detail = "" if isinstance(o, Mapping) else "\n" + outcome_text(o)
+                return self.tr("labels.reconciled", state=state) + detail
 
             return act(lambda: custody.reconcile_labels(batch, user), done)
         raise Refused(self.tr("err.not_found", path=f"labels/{action}"))

@@ -198,7 +198,7 @@ def test_whole_car_t_batch(page: Any, kiosk_url: str, rig: Rig, tmp_path: Path) 
     page.fill("#f-receiver", "op.bob")
     page.fill("#f-receiver_password", PW["op.bob"])
     screens.check("handoff")
-    act(page, lambda: rig.scan(COI, "]C0"), "ok", "signed by both")
+    act(page, lambda: rig.scan(COI, "]C0"), "ok", f"handed over {COI} from APHERESIS-CENTRE-1")
     assert "Bob Okafor received" in page.inner_text("#custody-chain")
 
     goto(page, f"{base}/b/{BATCH}/step")
@@ -335,9 +335,14 @@ def test_whole_car_t_batch(page: Any, kiosk_url: str, rig: Rig, tmp_path: Path) 
     img = page.locator("#label-preview")
     assert img.evaluate("i => i.complete && i.naturalWidth") > 500
     screens.check("labels-preview")
-    act(page, lambda: page.click("#print-labels button"), "ok", "2 product_bag label(s) printed")
+    act(
+        page,
+        lambda: page.click("#print-labels button"),
+        "ok",
+        f"printed 2 product_bag label(s) for {COI}",
+    )
     page.select_option("#f-kind-a", "product_bag")
-    act(page, lambda: rig.scan(COI, "]C0"), "ok", "1 product_bag label applied")
+    act(page, lambda: rig.scan(COI, "]C0"), "ok", "1 product_bag label(s) applied")
     page.select_option("#f-kind-d", "product_bag")
     page.fill("#f-reason-d", "spare label, printed twice")
     act(page, lambda: page.click("#destroy-labels button"), "ok", "destroyed")
@@ -350,11 +355,21 @@ def test_whole_car_t_batch(page: Any, kiosk_url: str, rig: Rig, tmp_path: Path) 
     ]
     assert reconciled_before == []  # the dry run recorded nothing
     screens.check("labels-dry-run")
-    act(page, lambda: page.click("#reconcile button"), "ok", "balanced")
+    text = act(page, lambda: page.click("#reconcile button"), "ok", "Labels reconciled: balanced")
+    assert "product_bag: printed 2, applied 1, destroyed 1" in text
 
-    for name, url in (("devices", "/devices"), ("sync", "/sync")):
-        goto(page, base + url)
-        screens.check(name)
+    # Devices: the station's, live (a new reading arrives on the open page over SSE).
+    goto(page, f"{base}/devices")
+    table = page.locator("#device-table")
+    assert "scanner" in table.inner_text() and "not connected" not in table.inner_text()
+    screens.check("devices")
+    rig.bioreactor.reading("temperature", "37.4", "Cel")
+    rig.bioreactor.wait_published()
+    page.locator("#device-table", has_text="37.4").wait_for()
+    goto(page, f"{base}/sync")
+    shown = int(page.inner_text("#unsynced"))
+    assert shown > 0 and shown == rig.agent.sync_state().unsynced_events  # no server
+    screens.check("sync")
     goto(page, f"{base}/b/{BATCH}/history")
     correction = page.locator("#timeline tr.correction")
     assert "CORRECTION of event" in correction.inner_text()
