@@ -189,10 +189,13 @@ def _echo_states(messages: Iterator[Message]) -> Iterator[Message]:
 )
 @click.argument("code")
 def scan_cmd(unit_id: str, scanner: str | None, symbology: str, code: str) -> None:
-    """Pull the trigger of a running simulated unit's scanner (the demo's, with ``ctgtp demo
-    --serve``) on a label holding CODE.  Write the GS between GS1 fields as <GS>, e.g.
-    ``ctgtp sim scan --unit UNIT-DEMO-01 '010950600013435210TM2611'`` or
-    ``ctgtp sim scan --unit UNIT-DEMO-01 ']C0&/CHA999926ABC123'``."""
+    """Pull the trigger of a running simulated unit's scanner (the demo's, with 'ctgtp demo
+    --serve') on a label holding CODE.  Write the GS between GS1 fields as <GS>.
+
+    \b
+    ctgtp sim scan --unit UNIT-DEMO-01 '010950600013435210TM2611'
+    ctgtp sim scan --unit UNIT-DEMO-01 ']C0&/CHA999926ABC123'
+    """
     from firmware_sim.urlhandler.remote import RemoteError, send_scan
 
     data = code.replace("<GS>", "\x1d")
