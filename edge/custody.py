@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any, ClassVar
+from typing import Any
 
 from ebr_core.batch import BatchState
 from ebr_core.custody import (
@@ -44,45 +44,36 @@ Party = tuple[str, str]  # (user id, password)
 
 
 @dataclass(frozen=True)
-class LabelsPrinted(Outcome):
-    kind: ClassVar[str] = "labels_printed"
+class LabelsRecorded(Outcome):
     label: str
     count: int
+
+
+@dataclass(frozen=True)
+class LabelsPrinted(LabelsRecorded):
+    kind = "labels_printed"
+    template = "printed {count} {label} label(s) for {coi}"
     coi: str
 
-    @property
-    def message(self) -> str:
-        return f"printed {self.count} {self.label} label(s) for {self.coi}"
+
+@dataclass(frozen=True)
+class LabelsApplied(LabelsRecorded):
+    kind = "labels_applied"
+    template = "{count} {label} label(s) applied"
 
 
 @dataclass(frozen=True)
-class LabelsApplied(Outcome):
-    kind: ClassVar[str] = "labels_applied"
-    label: str
-    count: int
-
-    @property
-    def message(self) -> str:
-        return f"{self.count} {self.label} label(s) applied"
-
-
-@dataclass(frozen=True)
-class LabelsDestroyed(Outcome):
-    kind: ClassVar[str] = "labels_destroyed"
-    label: str
-    count: int
+class LabelsDestroyed(LabelsRecorded):
+    kind = "labels_destroyed"
+    template = "{count} {label} label(s) destroyed: {reason}"
     reason: str
-
-    @property
-    def message(self) -> str:
-        return f"{self.count} {self.label} label(s) destroyed: {self.reason}"
 
 
 @dataclass(frozen=True)
 class LabelsReconciled(Outcome):
     """Recorded whether or not the counts balance; an imbalance also raised ``deviation_id``."""
 
-    kind: ClassVar[str] = "labels_reconciled"
+    kind = "labels_reconciled"
     balanced: bool
     counts: dict[str, dict[str, Any]]  # label kind -> printed, applied, destroyed, balanced
     deviation_id: str | None
@@ -111,30 +102,20 @@ class CustodyRecorded(Outcome):
 
 @dataclass(frozen=True)
 class HandedOver(CustodyRecorded):
-    kind: ClassVar[str] = "handed_over"
-
-    @property
-    def message(self) -> str:
-        r = self.record
-        return f"handed over {self.coi} from {r['from']} to {r['to']} at {r['place']}"
+    kind = "handed_over"
+    template = "handed over {coi} from {record[from]} to {record[to]} at {record[place]}"
 
 
 @dataclass(frozen=True)
 class Received(CustodyRecorded):
-    kind: ClassVar[str] = "received"
-
-    @property
-    def message(self) -> str:
-        return f"{self.coi} received at {self.record['site']}"
+    kind = "received"
+    template = "{coi} received at {record[site]}"
 
 
 @dataclass(frozen=True)
 class Infused(CustodyRecorded):
-    kind: ClassVar[str] = "infused"
-
-    @property
-    def message(self) -> str:
-        return f"{self.coi} infused at {self.record['site']}: custody chain closed"
+    kind = "infused"
+    template = "{coi} infused at {record[site]}: custody chain closed"
 
 
 class Custody:

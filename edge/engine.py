@@ -41,7 +41,7 @@ import calendar
 import hashlib
 import threading
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import KW_ONLY, asdict, dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, ClassVar
@@ -136,13 +136,14 @@ class Outcome:
     """What an action recorded in ``batch_id``; ``seq`` is the ledger seq of its main event."""
 
     kind: ClassVar[str]  # the ``outcome`` field of the JSON form
+    template: ClassVar[str] = ""  # the message, formatted with the outcome's fields
     batch_id: str
     seq: int
 
     @property
     def message(self) -> str:
         """The line an operator reads."""
-        raise NotImplementedError
+        return self.template.format(**vars(self))
 
     def __str__(self) -> str:
         return self.message
@@ -153,22 +154,16 @@ class Outcome:
 
 @dataclass(frozen=True)
 class BatchStarted(Outcome):
-    kind: ClassVar[str] = "batch_started"
+    kind = "batch_started"
+    template = "batch {batch_id} started for COI {coi} on MBR {mbr_id} v{mbr_version}"
     coi: str
     mbr_id: str
     mbr_version: str
 
-    @property
-    def message(self) -> str:
-        return (
-            f"batch {self.batch_id} started for COI {self.coi} on MBR {self.mbr_id} "
-            f"v{self.mbr_version}"
-        )
-
 
 @dataclass(frozen=True)
 class ScanAccepted(Outcome):
-    kind: ClassVar[str] = "scan_accepted"
+    kind = "scan_accepted"
     step_id: str
     role: str
     identifiers: dict[str, Any]
@@ -179,25 +174,35 @@ class ScanAccepted(Outcome):
 
 
 @dataclass(frozen=True)
-class ValueRecorded(Outcome):
-    kind: ClassVar[str] = "value_recorded"
+class Judged(Outcome):
+    """A value judged against its step's limits: a breach raised ``deviation_id``."""
+
     step_id: str
     name: str
-    value: str  # as entered
-    unit: str
+    _: KW_ONLY
     limit: str  # ok | soft | hard
-    deviation_id: str | None  # raised for a breach
+    deviation_id: str | None
 
     @property
     def message(self) -> str:
-        return f"{self.name} = {self.value} {self.unit} recorded" + _breach(self.limit)
+        return super().message + _breach(self.limit)
 
 
 @dataclass(frozen=True)
-class ValueCorrected(Outcome):
-    kind: ClassVar[str] = "value_corrected"
-    step_id: str
-    name: str
+class ValueRecorded(Judged):
+    kind = "value_recorded"
+    template = "{name} = {value} {unit} recorded"
+    value: str  # as entered
+    unit: str
+
+
+@dataclass(frozen=True)
+class ValueCorrected(Judged):
+    kind = "value_corrected"
+    template = (
+        "{name} corrected from {old_value} to {value} {unit} by {printed_name} ({user_id}) "
+        "(correcting seq {corrects}): {reason}"
+    )
     old_value: str
     value: str
     unit: str
@@ -205,21 +210,11 @@ class ValueCorrected(Outcome):
     user_id: str
     printed_name: str
     corrects: int  # the seq of the value.recorded event corrected
-    limit: str
-    deviation_id: str | None
-
-    @property
-    def message(self) -> str:
-        return (
-            f"{self.name} corrected from {self.old_value} to {self.value} {self.unit} by "
-            f"{self.printed_name} ({self.user_id}) (correcting seq {self.corrects}): "
-            f"{self.reason}" + _breach(self.limit)
-        )
 
 
 @dataclass(frozen=True)
 class DoseCalculated(Outcome):
-    kind: ClassVar[str] = "dose_calculated"
+    kind = "dose_calculated"
     step_id: str
     cells_to_infuse: str
     per_kg: str
@@ -244,7 +239,8 @@ class DoseCalculated(Outcome):
 
 @dataclass(frozen=True)
 class Signed(Outcome):
-    kind: ClassVar[str] = "signed"
+    kind = "signed"
+    template = "signed {meaning!r} by {printed_name} ({user_id}) at {signed_at}"
     step_id: str
     meaning: str
     user_id: str
@@ -257,24 +253,18 @@ class Signed(Outcome):
     @property
     def message(self) -> str:
         done = f"; step {self.step_id} completed" if self.step_completed else ""
-        return (
-            f"signed {self.meaning!r} by {self.printed_name} ({self.user_id}) at "
-            f"{self.signed_at}{done}"
-        )
+        return super().message + done
 
 
 @dataclass(frozen=True)
 class DeviationRaised(Outcome):
     """``str()`` is the deviation id (what :meth:`Engine.raise_deviation` returned before)."""
 
-    kind: ClassVar[str] = "deviation_raised"
+    kind = "deviation_raised"
+    template = "deviation {deviation_id} raised"
     deviation_id: str
     step_id: str | None
     reason: str
-
-    @property
-    def message(self) -> str:
-        return f"deviation {self.deviation_id} raised"
 
     def __str__(self) -> str:
         return self.deviation_id
@@ -282,24 +272,18 @@ class DeviationRaised(Outcome):
 
 @dataclass(frozen=True)
 class DeviationCommented(Outcome):
-    kind: ClassVar[str] = "deviation_commented"
+    kind = "deviation_commented"
+    template = "comment added to {deviation_id}"
     deviation_id: str
     comment: str
-
-    @property
-    def message(self) -> str:
-        return f"comment added to {self.deviation_id}"
 
 
 @dataclass(frozen=True)
 class DeviationLinked(Outcome):
-    kind: ClassVar[str] = "deviation_linked"
+    kind = "deviation_linked"
+    template = "{deviation_id} linked to {linked_to}"
     deviation_id: str
     linked_to: str
-
-    @property
-    def message(self) -> str:
-        return f"{self.deviation_id} linked to {self.linked_to}"
 
 
 class Engine:
@@ -703,8 +687,9 @@ class Engine:
             items.append(self._limit_deviation(st, step.id, spec, q, status, user_id))
         events = self.ledger.append_many(items)
         return ValueRecorded(
-            batch_id, events[0].seq, step.id, name, value, unit, status, _raised(events)
-        )
+            batch_id, events[0].seq, step.id, name, value, unit, limit=status,
+            deviation_id=_raised(events),
+        )  # fmt: skip
 
     def correct_value(
         self,
@@ -781,20 +766,10 @@ class Engine:
             items.append(self._limit_deviation(st, step_id, spec, q, status, user.user_id))
         events = self.ledger.append_many(items)
         return ValueCorrected(
-            batch_id,
-            events[0].seq,
-            step_id,
-            name,
-            old["value"],
-            q["value"],
-            unit,
-            reason,
-            user.user_id,
-            user.printed_name,
-            corrected,
-            status,
-            _raised(events),
-        )
+            batch_id, events[0].seq, step_id, name, old["value"], q["value"], unit, reason,
+            user.user_id, user.printed_name, corrected, limit=status,
+            deviation_id=_raised(events),
+        )  # fmt: skip
 
     @staticmethod
     def _current_value(st: BatchState, step_id: str, name: str) -> dict[str, str]:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from .options import BATCH, HOME, JSON, PW_STDIN, USER, NumberArguments, password
+from .options import BATCH, HOME, JSON, PW_STDIN, USER, NumberArguments, on_batch, password
 from .render import emit, emit_outcome, expectation_lines, opened
 
 
@@ -38,11 +38,8 @@ def show(home: Path, batch_id: str) -> None:
 
 
 @click.command()
-@HOME
-@BATCH
-@USER
+@on_batch
 @click.option("--gs-substitute", "gs", default="", help="Character this scanner sends for GS.")
-@JSON
 @click.argument("raw")
 def scan(home: Path, batch_id: str, user_id: str, gs: str, raw: str) -> None:
     """Enter a scan for the current step."""
@@ -53,10 +50,7 @@ def scan(home: Path, batch_id: str, user_id: str, gs: str, raw: str) -> None:
 
 
 @click.command(cls=NumberArguments)
-@HOME
-@BATCH
-@USER
-@JSON
+@on_batch
 @click.argument("name")
 @click.argument("value")
 @click.argument("unit")
@@ -67,13 +61,10 @@ def value(home: Path, batch_id: str, user_id: str, name: str, value: str, unit: 
 
 
 @click.command(cls=NumberArguments)
-@HOME
-@BATCH
-@USER
+@on_batch
 @click.option("--step", "step_id", required=True, help="The step whose value is corrected.")
 @click.option("--reason", required=True, help="Why the value is corrected.")
 @PW_STDIN
-@JSON
 @click.argument("name")
 @click.argument("value")
 @click.argument("unit")
@@ -98,10 +89,7 @@ def correct(
 
 
 @click.command()
-@HOME
-@BATCH
-@USER
-@JSON
+@on_batch
 def calc(home: Path, batch_id: str, user_id: str) -> None:
     """Run the current step's calculation (the dose)."""
     with opened(home) as a:
@@ -136,10 +124,7 @@ def deviation() -> None:
 
 
 @deviation.command("raise")
-@HOME
-@BATCH
-@USER
-@JSON
+@on_batch
 @click.argument("reason")
 def deviation_raise(home: Path, batch_id: str, user_id: str, reason: str) -> None:
     """Raise a deviation on the batch (at its current step)."""
@@ -148,10 +133,7 @@ def deviation_raise(home: Path, batch_id: str, user_id: str, reason: str) -> Non
 
 
 @deviation.command("comment")
-@HOME
-@BATCH
-@USER
-@JSON
+@on_batch
 @click.argument("deviation_id")
 @click.argument("comment")
 def deviation_comment(
@@ -163,10 +145,7 @@ def deviation_comment(
 
 
 @deviation.command("link")
-@HOME
-@BATCH
-@USER
-@JSON
+@on_batch
 @click.argument("deviation_id")
 @click.argument("other")
 def deviation_link(home: Path, batch_id: str, user_id: str, deviation_id: str, other: str) -> None:

@@ -14,7 +14,7 @@ import click
 from ebr_core.custody import LABELS, parse_logger_csv
 from edge.custody import Custody, CustodyRecorded, Party
 
-from .options import BATCH, HOME, JSON, PW_STDIN, USER, password
+from .options import BATCH, HOME, JSON, PW_STDIN, on_batch, password
 from .render import emit, emit_outcome, opened
 
 LABEL = click.option("--label", type=click.Choice(LABELS), required=True)
@@ -27,9 +27,7 @@ def labels() -> None:
 
 
 @labels.command("print")
-@HOME
-@BATCH
-@USER
+@on_batch
 @LABEL
 @COUNT
 @click.option("--din", default=None, help="ISBT 128 DIN as data, e.g. =A99992612345600")
@@ -39,7 +37,6 @@ def labels() -> None:
 @click.option("--serial", default=None)
 @click.option("--product", default="", help="Product name printed on the label")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
-@JSON
 def labels_print(
     home: Path,
     batch_id: str,
@@ -79,12 +76,9 @@ def labels_print(
 
 
 @labels.command("apply")
-@HOME
-@BATCH
-@USER
+@on_batch
 @LABEL
 @COUNT
-@JSON
 def labels_apply(home: Path, batch_id: str, user_id: str, label: str, count: int) -> None:
     """Record labels applied to the bags or the shipper."""
     with opened(home) as a:
@@ -92,13 +86,10 @@ def labels_apply(home: Path, batch_id: str, user_id: str, label: str, count: int
 
 
 @labels.command("destroy")
-@HOME
-@BATCH
-@USER
+@on_batch
 @LABEL
 @COUNT
 @click.option("--reason", required=True)
-@JSON
 def labels_destroy(
     home: Path, batch_id: str, user_id: str, label: str, count: int, reason: str
 ) -> None:
@@ -108,10 +99,7 @@ def labels_destroy(
 
 
 @labels.command("reconcile")
-@HOME
-@BATCH
-@USER
-@JSON
+@on_batch
 def labels_reconcile(home: Path, batch_id: str, user_id: str) -> None:
     """Printed = applied + destroyed per label kind; a mismatch raises a deviation (exit 1)."""
     with opened(home) as a:
@@ -162,13 +150,10 @@ def _at_the_site(name: str, help_text: str, action: SiteAction) -> click.Command
     """``receive`` and ``infuse``: one person at the treating site, verified by a bag scan."""
 
     @click.command(name, help=help_text)
-    @HOME
-    @BATCH
-    @USER
+    @on_batch
     @click.option("--site", required=True)
     @click.option("--bag-scan", required=True)
     @PW_STDIN
-    @JSON
     def command(
         home: Path, batch_id: str, user_id: str, site: str, bag_scan: str, password_stdin: bool
     ) -> None:
@@ -197,15 +182,12 @@ infuse = _at_the_site(
 
 
 @click.command("shipper-log")
-@HOME
-@BATCH
-@USER
+@on_batch
 @click.option("--shipper", required=True, help="Shipper id")
 @click.option("--csv", "csv_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               required=True)  # fmt: skip
 @click.option("--limit", "limit_c", default="-150", show_default=True, help="°C")
 @click.option("--allowed-seconds", default=300, show_default=True, type=click.IntRange(0))
-@JSON
 def shipper_log(
     home: Path,
     batch_id: str,

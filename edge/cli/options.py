@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 HOME = click.option(
     "--home",
@@ -39,6 +43,13 @@ JSON = click.option(
     callback=_json_flag,
     help="Print the outcome as one JSON object (a refusal: a JSON object on stderr).",
 )
+
+
+def on_batch(command: F) -> F:
+    """``--home``, ``--batch``, ``--user`` and ``--json``: the options of an action on a batch."""
+    for option in (JSON, USER, BATCH, HOME):  # the innermost first, so --help lists HOME first
+        command = option(command)
+    return command
 
 
 def password(from_stdin: bool) -> str:

@@ -192,8 +192,8 @@ def test_limits_raise_deviations(started: Engine) -> None:
     msg = started.record_value("B1", "apheresis_volume", "501", "mL", "op.alice")
     assert str(msg) == "apheresis_volume = 501 mL recorded (hard limit breached: deviation raised)"
     assert msg == ValueRecorded(
-        "B1", msg.seq, "receipt/apheresis/inspect", "apheresis_volume", "501", "mL", "hard",
-        "DEV-B1-001",
+        "B1", msg.seq, "receipt/apheresis/inspect", "apheresis_volume", "501", "mL",
+        limit="hard", deviation_id="DEV-B1-001",
     )  # fmt: skip
     d = started.state("B1").deviations["DEV-B1-001"]
     assert (d.severity, d.reason) == (
