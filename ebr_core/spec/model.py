@@ -331,7 +331,9 @@ def _shelf_life(d: Any) -> int | None:
         )
     days = convert(_dec(d["value"], "shelf_life"), unit, "d")
     if days <= 0 or days != days.to_integral_value():
-        raise SpecificationError(f"shelf_life: {d['value']} {unit} is not a whole number of days")
+        raise SpecificationError(
+            f"shelf_life: {d['value']} {unit} is not a positive whole number of days"
+        )
     return int(days)
 
 
