@@ -64,8 +64,15 @@ def _serial(port: str, profile_name: str) -> str:
     _allow_sim_urls(port)
     baud = int(shipped_profile(profile_name).serial.get("baudrate", 9600))
     try:
-        s = serial.serial_for_url(port, baudrate=baud, timeout=0.05)
+        # Exclusive, as the station opens it: a port a running station holds is reported
+        # busy, never opened beside it (opening a port flushes what waits in its input).
+        s = serial.serial_for_url(port, baudrate=baud, timeout=0.05, exclusive=True)
     except (serial.SerialException, OSError, ValueError) as e:
+        if "exclusively lock" in str(e):
+            raise RuntimeError(
+                f"{port} is busy: another process holds it (is the station running?); check "
+                "a station's devices before it starts"
+            ) from None
         raise RuntimeError(f"cannot open {port}: {e}") from None
     s.close()
     return f"opened {port} at {baud} baud"

@@ -88,7 +88,7 @@ class SerialScanner:
         _allow_sim_urls(port)
         self.name, self.port, self.on_scan = name, port, on_scan
         self.seen = _Observed(clock)
-        self.reader = SerialReader(port, profile, self._got, wait_for_port=True)
+        self.reader = SerialReader(port, profile, self._got, wait_for_port=True, exclusive=True)
 
     def _got(self, item: object) -> None:
         raw = str(item)
@@ -124,7 +124,7 @@ class SerialInstrument:
         self.name, self.port, self.ledger, self.context = name, port, ledger, context
         self.seen = _Observed(clock)
         self.recorded = 0
-        self.reader = SerialReader(port, profile, self._got, wait_for_port=True)
+        self.reader = SerialReader(port, profile, self._got, wait_for_port=True, exclusive=True)
 
     def _got(self, item: object) -> None:
         assert isinstance(item, CellCount)

@@ -57,9 +57,13 @@ class SerialReader:
         reconnect: bool = True,
         retry_s: float = 0.2,
         wait_for_port: bool = False,
+        exclusive: bool = False,
     ) -> None:
         """``wait_for_port``: a port that cannot be opened now is retried by the reader's thread
-        (a station starting before its scanner is plugged in) instead of raising here."""
+        (a station starting before its scanner is plugged in) instead of raising here.
+        ``exclusive``: the port is locked (``flock``) while open, so no other process reads it,
+        or flushes its input by opening it."""
+        self.exclusive = exclusive
         self.port = port
         self.profile = profile
         self.deliver = deliver
@@ -89,7 +93,10 @@ class SerialReader:
     def _open(self) -> serial.Serial:
         # serial_for_url returns a Serial or a URL handler's Serial subclass (sim://, loop://).
         return serial.serial_for_url(
-            self.port, baudrate=int(self.profile.serial.get("baudrate", 9600)), timeout=0.05
+            self.port,
+            baudrate=int(self.profile.serial.get("baudrate", 9600)),
+            timeout=0.05,
+            exclusive=True if self.exclusive else None,
         )
 
     def start(self) -> SerialReader:

@@ -140,3 +140,31 @@ def test_the_agent_syncs_in_the_background(
     finally:
         agent.stop()
     assert any(getattr(r, "event", None) == "sync.unreachable" for r in caplog.records)
+
+
+def test_a_port_a_running_station_holds_is_reported_busy_and_left_alone(home: Path) -> None:
+    """The station locks its serial ports: station-check beside it reports the port busy
+    instead of opening it (an open flushes what waits in the port's input)."""
+    from firmware_sim.devices import CellCounterSim
+
+    counter = PtyDevice()
+    f = home / "station.toml"
+    f.write_text(f'[devices.counter]\nprofile = "cell_counter_cc1"\nport = "{counter.port}"\n')
+    agent = StationAgent.from_file(f).start(kiosk=False)
+    try:
+        agent.engine.start_batch("B1", COI, "op.alice", PW["op.alice"])
+        assert not agent.wait_connected(10)
+        r = CliRunner().invoke(station_check, [str(f)])
+        assert r.exit_code == 1
+        assert r.output.splitlines()[1] == (
+            f"FAIL  counter (serial_instrument): {counter.port} is busy: another process holds "
+            "it (is the station running?); check a station's devices before it starts"
+        )
+        counter.write(CellCounterSim().frame("S-1", 2_000_000, 1_840_000))
+        end = time.monotonic() + 10
+        while time.monotonic() < end and agent.devices()[0].last_reading is None:
+            time.sleep(0.05)
+        assert agent.devices()[0].last_reading == "cell count S-1: 1840000 viable /mL, 92.0 %"
+    finally:
+        agent.stop()
+        counter.close()
