@@ -41,6 +41,7 @@ from hardware.profile import shipped_profile
 
 log = logging.getLogger("ctgtp.edge.station")
 MONITOR_S = 0.25  # how often device and sync states are looked at (and changes logged)
+KIOSK_GRACE_S = 2.0  # seconds the kiosk's requests get to finish when the station stops
 
 
 class StationError(EdgeError):
@@ -82,7 +83,9 @@ class StationAgent:
         # Since when background sync rounds have not reached the server (None: the last did).
         self.unreachable_since: datetime | None = None
         self.scans = 0
-        self._stopping = threading.Event()
+        # Set when stop() begins: /health says "stopping", new scans are dropped, and the kiosk
+        # may end its live streams (they hold its shutdown for KIOSK_GRACE_S otherwise).
+        self.stopping = self._stopping = threading.Event()
         self._stopped = False
         self._server: Any = None
         self._server_thread: threading.Thread | None = None
@@ -328,7 +331,14 @@ class StationAgent:
         shown = f"[{host}]" if family == socket.AF_INET6 else host
         self.kiosk_url = f"http://{shown}:{port}"
         config = uvicorn.Config(
-            self._kiosk_app(host, port), log_config=None, access_log=False, log_level="warning"
+            self._kiosk_app(host, port),
+            log_config=None,
+            access_log=False,
+            log_level="warning",
+            # A screen's live stream (SSE) never ends by itself: on stop, requests get this
+            # long to finish, then the streams are cancelled (else stop waited for every open
+            # screen).
+            timeout_graceful_shutdown=KIOSK_GRACE_S,
         )
         self._server = uvicorn.Server(config)
         self._server_thread = threading.Thread(

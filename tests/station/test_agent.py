@@ -271,3 +271,38 @@ def test_a_camera_reads_labels_from_a_video_file(home: Path, tmp_path: Path) -> 
         assert wait_for(lambda: agent.devices()[0].detail == "the video file has ended")
         assert got == ["]d2010950600013437617271231" + "21CART-0001"]
         assert not agent.devices()[0].connected
+
+
+def test_an_open_kiosk_screen_does_not_hold_the_stop(home: Path) -> None:
+    """A signed-in screen keeps a live stream (SSE) open; stopping the station does not wait
+    for it to end by itself (it waited 15 s, then left the kiosk's thread running)."""
+    import re
+    import threading
+
+    from edge.station.agent import KIOSK_GRACE_S
+
+    f = home / "station.toml"
+    f.write_text('[kiosk]\nbind = "127.0.0.1:0"\n')
+    agent = StationAgent.from_file(f).start()
+    c = httpx.Client(base_url=str(agent.kiosk_url))
+    csrf = re.compile(r'name="csrf" value="([^"]+)"')
+    token = csrf.search(c.get("/signin").text).group(1)  # type: ignore[union-attr]
+    c.post("/signin", data={"csrf": token, "user_id": "op.alice"})
+    r = c.post("/signin/password", data={"csrf": token, "password": PW["op.alice"]})
+    assert r.status_code == 303
+    opened = threading.Event()
+
+    def screen() -> None:
+        try:
+            with c.stream("GET", "/events", params={"screen": "devices"}, timeout=None) as s:
+                for _ in s.iter_lines():
+                    opened.set()
+        except httpx.HTTPError:
+            pass
+
+    threading.Thread(target=screen, daemon=True).start()
+    assert opened.wait(10)
+    t0 = time.monotonic()
+    agent.stop()
+    assert time.monotonic() - t0 < KIOSK_GRACE_S + 3
+    assert agent._server_thread is not None and not agent._server_thread.is_alive()
