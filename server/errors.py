@@ -142,10 +142,11 @@ class InvalidSegment(Unprocessable):
 
 
 class SignatureInvalid(Unprocessable):
-    """A segment's records are well formed but a signature or hash link does not verify."""
+    """A segment's records are well formed but do not verify: a signature, a hash, a link to
+    the event before, the sequence, the unit, or a checkpoint covering the events."""
 
     slug = "signature-invalid"
-    title = "Segment signature or chain does not verify"
+    title = "Segment does not verify"
 
 
 class TooDeep(Unprocessable):

@@ -41,6 +41,7 @@ import zstandard
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from ebr_core.errors import MalformedRecordError, VerificationError
 from ebr_core.keys import UnitSigner
 from ebr_core.record import GENESIS_HASH
 from ebr_core.requestsig import (
@@ -52,6 +53,8 @@ from server.db import CheckpointRow, EventRow, Fork, Unit
 from server.errors import (
     ForeignBatch,
     HistoryFork,
+    InvalidSegment,
+    SignatureInvalid,
     TooLarge,
     Unprocessable,
 )
@@ -84,34 +87,34 @@ def read_segment(body: bytes, encoding: str | None, settings: Settings) -> bytes
         try:
             frame = zstandard.get_frame_parameters(body)
         except zstandard.ZstdError as e:
-            raise Unprocessable(f"body is not valid zstd: {e}") from e
+            raise InvalidSegment(f"body is not valid zstd: {e}") from e
         if frame.content_size == zstandard.CONTENTSIZE_UNKNOWN:
-            raise Unprocessable("zstd frame does not declare its content size")
+            raise InvalidSegment("zstd frame does not declare its content size")
         if frame.content_size > limit:
             raise TooLarge(f"segment exceeds {limit} bytes uncompressed")
         z = zstandard.ZstdDecompressor(max_window_size=_ZSTD_MAX_WINDOW).decompressobj()
         try:
             data = z.decompress(body)
         except zstandard.ZstdError as e:
-            raise Unprocessable(f"body is not valid zstd: {e}") from e
+            raise InvalidSegment(f"body is not valid zstd: {e}") from e
         if not z.eof:
-            raise Unprocessable("body is not valid zstd: the frame ends early")
+            raise InvalidSegment("body is not valid zstd: the frame ends early")
         if z.unused_data:
-            raise Unprocessable(f"body has {len(z.unused_data)} bytes after its zstd frame")
+            raise InvalidSegment(f"body has {len(z.unused_data)} bytes after its zstd frame")
     elif encoding == "gzip":
         d = zlib.decompressobj(16 + zlib.MAX_WBITS)
         try:
             data = d.decompress(body, limit + 1)
         except zlib.error as e:
-            raise Unprocessable(f"body is not valid gzip: {e}") from e
+            raise InvalidSegment(f"body is not valid gzip: {e}") from e
         if len(data) > limit or d.unconsumed_tail:
             raise TooLarge(f"segment exceeds {limit} bytes uncompressed")
         if not d.eof:
-            raise Unprocessable("body is not valid gzip: the stream ends early")
+            raise InvalidSegment("body is not valid gzip: the stream ends early")
         if d.unused_data:
-            raise Unprocessable(f"body has {len(d.unused_data)} bytes after its gzip member")
+            raise InvalidSegment(f"body has {len(d.unused_data)} bytes after its gzip member")
     else:
-        raise Unprocessable(f"Content-Encoding {encoding!r} is not zstd, gzip or identity")
+        raise InvalidSegment(f"Content-Encoding {encoding!r} is not zstd, gzip or identity")
     if len(data) > limit:
         raise TooLarge(f"segment exceeds {limit} bytes")
     return data
@@ -137,7 +140,7 @@ def ingest(
 ) -> IngestResult:
     """Verify and store one segment of ``unit``'s ledger (``at``: the server's clock)."""
     if not data.endswith(b"\n"):
-        raise Unprocessable("segment must be JSON Lines, each line ending in a newline")
+        raise InvalidSegment("segment must be JSON Lines, each line ending in a newline")
     lines = data.split(b"\n")[:-1]
     if len(lines) > 2 * settings.max_segment_events + 10:
         raise TooLarge(f"segment holds more than {settings.max_segment_events} events")
@@ -157,26 +160,14 @@ def ingest(
         new,
         on_part=store,
     )
-    if part.error is not None:
-        reason, index = part.error
+    try:
+        verified = part.finish()
+    except VerificationError as e:
         db.rollback()
-        raise Unprocessable(
-            f"segment refused, nothing stored: line {new_from + index + 1}: {reason}"
-        )
-    if part.seal_at is not None:
-        db.rollback()
-        raise Unprocessable(f"line {new_from + part.seal_at + 1}: a segment carries no seal")
+        line = new_from + (e.index or 0) + 1
+        raise refusal(e, f"segment refused, nothing stored: line {line}: {e.reason}") from e
     events, deltas = part.events, part.deltas
     if events:
-        assert part.end is not None
-        verified = part.end
-        if verified.checkpoint_seq != verified.seq:
-            db.rollback()
-            raise Unprocessable(
-                f"segment refused, nothing stored: line {new_from + len(new) + 1}: events "
-                f"{verified.checkpoint_seq + 1}..{verified.seq} are not covered by a checkpoint "
-                "(the final checkpoint is missing)"
-            )
         _check_kinds(db, unit, events, at)
         clock_alerts = _clock_alerts(db, settings, unit, events, at)
         held = projections.existing(db, deltas)
@@ -206,6 +197,15 @@ def ingest(
     return IngestResult(len(events), duplicates, unit.head_seq, unit.head_hash)
 
 
+def refusal(e: VerificationError, message: str) -> Unprocessable:
+    """The problem a verification failure is answered with: a malformed line (not a record of
+    the chain's form) and a record that does not verify (signature, hash, link, sequence) are
+    different problem types, so a unit can tell a bug in its encoder from tampering."""
+    if isinstance(e, MalformedRecordError):
+        return InvalidSegment(message)
+    return SignatureInvalid(message)
+
+
 # -- lines at or below the stored head --------------------------------------------------------
 
 
@@ -227,9 +227,9 @@ def _old_lines(
         try:
             rec = orjson.loads(line)
         except orjson.JSONDecodeError as e:
-            raise Unprocessable(f"line {i + 1}: not valid JSON ({e})") from e
+            raise InvalidSegment(f"line {i + 1}: not valid JSON ({e})") from e
         if not isinstance(rec, dict) or type(rec.get("seq")) is not int:
-            raise Unprocessable(f"line {i + 1}: not an event or checkpoint record")
+            raise InvalidSegment(f"line {i + 1}: not an event or checkpoint record")
         t = rec.get("type")
         if rec["seq"] > unit.head_seq or (t == "checkpoint" and rec["seq"] > unit.checkpoint_seq):
             break
@@ -263,7 +263,7 @@ def _check_signed(db: Session, unit: Unit, lines: list[bytes], verifier: Verifie
     else:
         before = db.get(EventRow, (unit.unit_id, start_seq))
         if before is None:
-            raise Unprocessable(f"line 1: seq {first_seq} does not follow a stored event")
+            raise InvalidSegment(f"line 1: seq {first_seq} does not follow a stored event")
         start_hash = before.hash
     cp = db.scalar(
         select(func.max(CheckpointRow.seq)).where(
@@ -277,13 +277,12 @@ def _check_signed(db: Session, unit: Unit, lines: list[bytes], verifier: Verifie
         f"lines at or below the stored head (seq {unit.head_seq}) must be this unit's signed "
         "events; segment refused, nothing stored, no fork recorded"
     )
-    if part.error is not None:
-        reason, index = part.error
-        raise Unprocessable(f"line {index + 1}: {reason} ({expected})")
-    if part.seal_at is not None:
-        raise Unprocessable(f"line {part.seal_at + 1}: a segment carries no seal ({expected})")
-    if part.end is None or part.end.checkpoint_seq != part.end.seq:
-        raise Unprocessable(
+    try:
+        part.finish()
+    except VerificationError as e:
+        raise refusal(e, f"line {(e.index or 0) + 1}: {e.reason} ({expected})") from e
+    if part.end is None:
+        raise InvalidSegment(
             f"line {len(lines)}: the segment's events are not covered by a checkpoint ({expected})"
         )
 

@@ -115,6 +115,31 @@ def test_tamper_matrix_is_refused_and_nothing_is_stored(server: Server, tmp_path
     assert SyncClient(led, server.url, server_key=server.key).sync_once().pushed == 21
 
 
+def test_a_malformed_line_and_a_failed_signature_are_different_problems(
+    server: Server, tmp_path: Path
+) -> None:
+    """A unit can tell a bug in its encoder (invalid-segment) from records that do not verify
+    (signature-invalid): the problem type says which, the detail names the line."""
+    unit = UnitSigner.generate("UNIT-P1")
+    server.enrol(unit)
+    intruder = UnitSigner.generate("UNIT-P1")  # same unit id, a key the server never enrolled
+    led = make_ledger(tmp_path / "e.db", unit, groups=1, per_group=5)
+    t = tampered(led, intruder)
+    ls = lines(led)
+    for data, slug, line in [
+        (b"".join([*ls[:2], b"{not json\n", *ls[3:]]), "invalid-segment", 3),
+        (b"".join([*ls[:2], b'{"type": "seal"}\n', *ls[3:]]), "invalid-segment", 3),
+        (t["edited payload"], "signature-invalid", 4),
+        (t["signed by another unit's key"], "signature-invalid", 2),
+        (t["deleted event"], "signature-invalid", 4),
+    ]:
+        r = post_segment(server, unit, data)
+        assert r.status_code == 422, r.text
+        assert r.json()["type"] == PROBLEMS + slug, r.text
+        assert f"line {line}:" in r.json()["detail"], r.text
+    assert server.events("UNIT-P1") == 0
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_a_segment_refused_in_the_workers_part_stores_nothing(
     request: pytest.FixtureRequest, backend: str, tmp_path: Path
