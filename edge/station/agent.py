@@ -41,7 +41,7 @@ from hardware.profile import shipped_profile
 
 log = logging.getLogger("ctgtp.edge.station")
 MONITOR_S = 0.25  # how often device and sync states are looked at (and changes logged)
-KIOSK_GRACE_S = 2.0  # seconds the kiosk's requests get to finish when the station stops
+KIOSK_GRACE_S = 2  # seconds the kiosk's requests get to finish when the station stops
 
 
 class StationError(EdgeError):
