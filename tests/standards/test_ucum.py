@@ -238,3 +238,32 @@ def test_every_unit_of_the_examples_has_a_display_name_without_braces() -> None:
     for name in ("cd19_commercial", "cd19_poc_academic"):
         for u in units_of(spec(name)):
             assert not set(display_unit(u)) & set("{}[]*"), u
+
+
+def test_a_result_in_a_unit_that_is_not_ucum_fails_naming_it() -> None:
+    s = parse_spec(spec("cd19_commercial"))
+    r = load_yaml((EX / "results_example.yaml").read_text())
+    r["potency"]["unit"] = "pg/ml"
+    v = {x.attribute: x for x in evaluate(s, r, "EU").verdicts}["potency"]
+    assert v.status == "fail" and "unit 'pg/ml' is not a UCUM unit" in v.explanation
+
+
+def test_a_v2_specification_still_loads_and_explains_itself_as_before() -> None:
+    """Stored v2 specifications ([EU]/mL, dose in 1, bare bands) load, and their evaluation text,
+    which QA signatures are bound to through the evaluation hash, is as it was."""
+    v2 = copy.deepcopy(spec("cd19_commercial"))
+    v2["version"] = "2"
+    v2["attributes"]["endotoxin"]["unit"] = "[EU]/mL"
+    v2["attributes"]["dose"]["unit"] = "1"
+    v2["dosing"]["bands"] = [
+        {"max_weight_kg": "50", "per_kg": {"min": "200000", "max": "5000000"}},
+        {"above_weight_kg": "50", "total": {"min": "10000000", "max": "250000000"}},
+    ]
+    r = old_units(load_yaml((EX / "results_example.yaml").read_text()))
+    evaluation = evaluate(parse_spec(v2), r, "EU")
+    # The hash the code before the UCUM change (commit aed7678) gave the shipped v2 spec and
+    # example results: a QA signature bound to it still applies.
+    assert evaluation.hash() == "f9714e49b1a657a577fd24a1f6c7557ca3edc4962936e304ed15481f6845627e"
+    ev = {v.attribute: v for v in evaluation.verdicts}
+    assert ev["endotoxin"].explanation == "Bacterial endotoxins: 0.25 [EU]/mL meets < 5 [EU]/mL"
+    assert ev["dose"].limit == "10000000–250000000 cells (band 2, 72.5 kg)"
