@@ -328,8 +328,29 @@ def _describe(lim: Limit, unit: str) -> str:
 
 
 def _limit_of(key: str, v: dict[str, Any], mbr: Mbr | None) -> str:
-    """The limit a value was judged against (from the MBR, hard and soft), and the judgement."""
+    """The limit a value was judged against, hard and soft, and the judgement: from the record
+    itself when the station wrote the limits into it (``limits``), else from the MBR."""
     judged = str(v.get("limit", "not judged"))
+    recorded = v.get("limits")
+    if isinstance(recorded, dict) and recorded:
+        unit = str((v.get("value") or {}).get("unit", "1"))
+        parts = []
+        for kind in ("hard", "soft"):
+            lim = recorded.get(kind)
+            if not isinstance(lim, dict):
+                continue
+            try:
+                bounds = Limit(
+                    min=Decimal(str(lim["min"])) if "min" in lim else None,
+                    max=Decimal(str(lim["max"])) if "max" in lim else None,
+                )
+            except InvalidOperation:
+                parts.append(f"{kind} {lim} (as recorded)")
+                continue
+            if bounds.min is not None or bounds.max is not None:
+                parts.append(f"{kind} {_describe(bounds, unit)}")
+        if parts:
+            return f"{'; '.join(parts)} [{judged}]"
     if mbr is None:
         return f"{judged} (limit in {v.get('mbr', 'the MBR')}; MBR not supplied)"
     step, _, name = key.partition(":")

@@ -181,6 +181,14 @@ def test_markup_in_recorded_text_prints_as_text() -> None:
     assert "<b>bold</b> & <font size=40>big</font>" in t
 
 
+def test_limits_written_into_the_record_are_shown_without_the_mbr() -> None:
+    v = view()
+    v["values"]["harvest:harvest_volume"]["limits"] = {"hard": {"min": "10", "max": "200"},
+                                                       "soft": {"min": "20"}}  # fmt: skip
+    t = text(batch_report_pdf(v, now=NOW))
+    assert "hard 10 mL to 200 mL; soft >= 20 mL [ok]" in t
+
+
 def test_without_the_mbr_the_report_says_the_limit_is_not_known() -> None:
     t = text(batch_report_pdf(view(), now=NOW))
     assert "ok (limit in the MBR; MBR not supplied)" in t
