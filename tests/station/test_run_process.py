@@ -236,3 +236,76 @@ def test_a_station_that_cannot_start_says_why_and_exits_1(home: Path) -> None:
         "'0.0.0.0:8470' is reachable from other machines; the kiosk binds to 127.0.0.1 unless "
         "the station file also says allow_remote = true"
     )
+
+
+def test_scans_answered_at_the_kiosk_are_kept_across_a_sigterm(home: Path, tmp_path: Path) -> None:
+    """An operator signed in at the process's kiosk (real HTTP) starts a batch; the scanner on
+    its pseudo-terminal reads a wrong bag, then the right one: each is answered on the screen's
+    live stream.  SIGTERM with the screen still open ends the process with 0, and after a
+    restart both answers are in the ledger as the engine gave them."""
+    import re
+
+    import httpx
+
+    scanner = PtyDevice()
+    (home / "station.toml").write_text(
+        f'[devices.scanner]\nprofile = "scanner_serial_generic"\nport = "{scanner.port}"\n'
+        '[kiosk]\nbind = "127.0.0.1:0"\n'
+    )
+    run = Run(home, tmp_path / "kiosk.log")
+    answers: list[str] = []
+    try:
+        assert wait_for(lambda: run.events("kiosk.listening") and run.connected()), run.lines()
+        c = httpx.Client(base_url=run.events("kiosk.listening")[0]["url"], timeout=10)
+        csrf = re.compile(r'name="csrf" value="([^"]+)"')
+        token = csrf.search(c.get("/signin").text).group(1)  # type: ignore[union-attr]
+        c.post("/signin", data={"csrf": token, "user_id": "op.alice"})
+        r = c.post("/signin/password", data={"csrf": token, "password": PW["op.alice"]})
+        assert r.status_code == 303, r.text[:300]
+        token = csrf.search(c.get("/batches").text).group(1)  # type: ignore[union-attr]
+        r = c.post(
+            "/batches",
+            data={"csrf": token, "batch_id": "B1", "coi": COI, "password": PW["op.alice"]},
+        )
+        assert r.status_code == 303, r.text[:300]
+        opened = threading.Event()
+
+        def screen() -> None:
+            params = {"screen": "step", "batch": "B1"}
+            try:
+                with c.stream("GET", "/events", params=params, timeout=None) as s:
+                    for line in s.iter_lines():
+                        opened.set()
+                        if line.startswith("event: step"):
+                            answers.append(line)
+            except httpx.HTTPError:
+                pass
+
+        threading.Thread(target=screen, daemon=True).start()
+        assert opened.wait(10)
+        scanner.write(ScannerSim().frame("&/CHA999926XYZ789", "]C0"))  # another patient's bag
+        assert wait_for(lambda: len(answers) == 1)
+        scanner.write(ScannerSim().frame(COI, "]C0"))
+        assert wait_for(lambda: len(answers) == 2)
+        assert run.terminate() == 0  # the screen's stream still open
+    finally:
+        if run.proc.poll() is None:
+            run.proc.kill()
+    again = Run(home, tmp_path / "again.log")
+    try:
+        assert wait_for(lambda: again.connected() == {"scanner"})
+        assert again.terminate() == 0
+    finally:
+        if again.proc.poll() is None:
+            again.proc.kill()
+        scanner.close()
+    a = open_agent(home, system_clock, readonly=True)
+    try:
+        kinds = [e.kind for e in a.ledger.batch_events("B1", telemetry=False)]
+        rejected = [e.payload for e in a.ledger.batch_events("B1") if e.kind == "scan.rejected"]
+    finally:
+        a.close()
+    assert kinds.count("scan.rejected") == 1 and kinds.count("scan.accepted") == 1
+    assert "wrong patient" in str(rejected[0])
+    assert all(e["event"] != "(not JSON)" for e in run.lines()), run.lines()
+    assert PW["op.alice"] not in run.log.read_text()
