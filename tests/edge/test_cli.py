@@ -19,14 +19,27 @@ from ebr_core.ledgerfile import verify_ledger_chunks
 from .conftest import COI, EXAMPLES, PW
 
 
-def ctgtp(*args: str, stdin: str | None = None) -> Result:
+def invoke(*args: str, stdin: str | None = None) -> Result:
     """``ctgtp ARGS`` in this process, standard input given; exceptions end as exit codes."""
     return CliRunner().invoke(cli, list(args), input=stdin)
 
 
+def ctgtp(
+    *args: str, stdin: str = "", home: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``ctgtp ARGS`` as a real process (``--home HOME`` after the command's name), for what a
+    process shows: the entry point, a terminal, a process's resources."""
+    if home is not None:
+        args = (*args[:2], "--home", str(home), *args[2:])
+    return subprocess.run(
+        [sys.executable, "-m", "ctgtp", *args],
+        input=stdin, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+
+
 def at(home: Path, *args: str, stdin: str | None = None) -> Result:
     """``ctgtp edge ARGS --home HOME`` (options go anywhere after the command's name)."""
-    return ctgtp("edge", *args, "--home", str(home), stdin=stdin)
+    return invoke("edge", *args, "--home", str(home), stdin=stdin)
 
 
 def ok(r: Result) -> Result:
@@ -50,10 +63,10 @@ def pw(*users: str) -> str:
 def published(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A signed copy of the example MBR and its publisher's public key."""
     d = tmp_path_factory.mktemp("pub")
-    ok(ctgtp("keys", "new", "qa.approver", "--out", str(d)))
+    ok(invoke("keys", "new", "qa.approver", "--out", str(d)))
     out = d / "mbr.signed.json"
     key = str(d / "qa.approver.key")
-    r = ok(ctgtp("edge", "mbr-publish", str(EXAMPLES / "car_t_mbr.yaml"), "--key", key,
+    r = ok(invoke("edge", "mbr-publish", str(EXAMPLES / "car_t_mbr.yaml"), "--key", key,
                  "--signer", "qa.approver", "--out", str(out)))  # fmt: skip
     assert r.stdout == (f"published CAR-T-CARTRIDGE v3 (13 steps) signed by qa.approver: {out}\n")
     return out, d / "qa.approver.pub"
@@ -136,7 +149,7 @@ def test_operator_session(home: Path, tmp_path: Path) -> None:
     key = PublicKey.from_bytes((tmp_path / "export" / "unit.pub").read_bytes())
     v = verify_ledger_chunks([out.read_bytes()], Keyring([key]))
     assert v.event_count == status["events"] and v.unit_id == "UNIT-01"
-    verify = ok(ctgtp("verify", str(out), "--public-key", str(tmp_path / "export" / "unit.pub")))
+    verify = ok(invoke("verify", str(out), "--public-key", str(tmp_path / "export" / "unit.pub")))
     assert verify.stdout.startswith("OK ledger.jsonl: unit UNIT-01")
 
 
@@ -175,15 +188,10 @@ def test_deviations_values_and_corrections_at_the_command_line(started: Path) ->
 def test_the_entry_point_reads_the_password_from_standard_input(home: Path) -> None:
     """The installed entry point as a real process: a password on stdin, a refusal's exit
     code and its one line on stderr."""
-
-    def run(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-        cmd = [sys.executable, "-m", "ctgtp", "edge", *args, "--home", str(home)]
-        return subprocess.run(cmd, input=stdin, capture_output=True, text=True, check=False)
-
-    r = run("start", "--batch", "B-9", "--coi", COI, "--user", "op.alice", "--password-stdin",
-            stdin=pw("op.alice"))  # fmt: skip
+    r = ctgtp("edge", "start", "--batch", "B-9", "--coi", COI, "--user", "op.alice",
+              "--password-stdin", stdin=pw("op.alice"), home=home)  # fmt: skip
     assert r.returncode == 0 and "batch B-9 started" in r.stdout, r.stderr
-    r = run("sign", "--batch", "B-9", "--user", "op.bob", "--meaning", "performed",
-            "--password-stdin", stdin="not-bobs\n")  # fmt: skip
+    r = ctgtp("edge", "sign", "--batch", "B-9", "--user", "op.bob", "--meaning", "performed",
+              "--password-stdin", stdin="not-bobs\n", home=home)  # fmt: skip
     assert (r.returncode, r.stdout) == (1, "")
     assert r.stderr == "Error: wrong password for user op.bob\n"
