@@ -33,6 +33,14 @@ Rules enforced here:
 * corrections (21 CFR 11.10(e)) are re-authenticated like signatures and recorded as a new event
   carrying who (the actor and printed name), when (the event's time), why, the old value and the
   new one; the original stays in the record.
+
+Each action returns a typed :class:`Outcome` (what it recorded: step, seq, limit status, the
+deviation it raised, the signer...), which the CLI renders as text or JSON and the kiosk as a
+screen; ``str()`` of an outcome is the message the action returned before outcomes.  A refusal
+raises :class:`EngineRefusal` (or a subclass), having recorded nothing but what it says.
+
+The module is long on purpose: the rules above share one cached fold, one refusal vocabulary and
+one deviation numbering, and are read together when a rule changes.
 """
 
 from __future__ import annotations
