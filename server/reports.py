@@ -513,7 +513,7 @@ def _telemetry(
     out: list[Any] = [
         _p(f"Instrument telemetry ({view.get('readings', 0)} readings)", "Heading3"),
         _table(
-            ["Channel", "Readings", "Min", "Max", "Last", "Last at", "Limits", "Excursions"],
+            ["Channel", "Count", "Min", "Max", "Last", "Last at", "Limits", "Excursions"],
             [
                 [
                     name,
@@ -531,7 +531,7 @@ def _telemetry(
                 ]
                 for name, c in channels.items()
             ],
-            [22 * mm, 16 * mm, 20 * mm, 20 * mm, 20 * mm, 32 * mm, 32 * mm, 18 * mm],
+            [24 * mm, 14 * mm, 17 * mm, 17 * mm, 17 * mm, 36 * mm, 34 * mm, 21 * mm],
         ),
     ]
     by_channel = (series or {}).get("channels", series or {})
