@@ -17,8 +17,8 @@ from markupsafe import Markup, escape
 from ebr_core.mbr import Limit
 from ebr_core.telemetry import Channel
 
-W, H = 960, 280
-LEFT, RIGHT, TOP, BOTTOM = 80, 20, 20, 40
+W, H = 960, 320
+LEFT, RIGHT, TOP, BOTTOM = 90, 20, 28, 48
 
 
 @dataclass(frozen=True)
@@ -92,10 +92,10 @@ def chart(ch: Channel, limit: Limit | None, title: str) -> Markup:
         out.append(
             f'<text x="{LEFT + pw - 4}" y="{_num(y(v) - 4)}" text-anchor="end">{escape(v)}</text>'
         )
-    out.append(f'<text x="{LEFT - 6}" y="{TOP + 12}" text-anchor="end">{_num(y1)}</text>')
+    out.append(f'<text x="{LEFT - 6}" y="{TOP + 16}" text-anchor="end">{_num(y1)}</text>')
     out.append(f'<text x="{LEFT - 6}" y="{TOP + ph}" text-anchor="end">{_num(y0)}</text>')
     if pts:
-        out.append(f'<text x="{LEFT}" y="{H - 10}">{_fmt_time(t0)}</text>')
-        out.append(f'<text x="{LEFT + pw}" y="{H - 10}" text-anchor="end">{_fmt_time(t1)}</text>')
+        out.append(f'<text x="{LEFT}" y="{H - 12}">{_fmt_time(t0)}</text>')
+        out.append(f'<text x="{LEFT + pw}" y="{H - 12}" text-anchor="end">{_fmt_time(t1)}</text>')
     out.append("</svg>")
     return Markup("".join(out))  # noqa: S704 (numbers and escaped text only)

@@ -28,6 +28,8 @@ from ebr_core.verify import verify
 from edge.export import export_ledger
 from tests.kiosk.conftest import COI, PW, UNIT, WRONG_COI, sign_in
 
+pytestmark = pytest.mark.hil  # simulated devices on real ptys and a real broker
+
 GS = "\x1d"
 GTIN_BAG = "09506000134345"
 BATCH = "B-2026-0042"
