@@ -32,6 +32,7 @@ from ebr_core.ledgerfile import encode_record
 from server import projections
 from server.db import make_engine, migrate
 from server.people import service as people
+from server.people.passwords import hash_password
 from server.quality import review
 from server.units import service
 
@@ -64,7 +65,7 @@ def seed(db_url: str) -> None:
         )  # fmt: skip
         # a password someone else set signs nothing until its owner changes it
         people.change_own_password(
-            s, reviewer, at=clock(), password_hash=people.hash_password(PASSWORD), keep_token=None
+            s, reviewer, at=clock(), password_hash=hash_password(PASSWORD), keep_token=None
         )
         review.publish_spec(s, people.SYSTEM, at=clock(), content=spec, reason="bench")
         per_unit = BATCHES // len(sites)

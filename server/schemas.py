@@ -2,8 +2,8 @@
 
 Text bounds (issue 18): a reason, comment or other free text is at most :data:`TEXT` characters,
 a name :data:`NAME`, an identifier :data:`ID`; over them a 422 names the field and the bound.
-Passwords are plain strings checked in code (``people.password_argument``), so that no error
-repeats them.
+Passwords are plain strings checked in code (``server.people.passwords.password_argument``),
+so that no error repeats them.
 """
 
 from __future__ import annotations

@@ -17,8 +17,10 @@ from sqlalchemy import select
 
 from server.db import Person
 from server.errors import Forbidden, Unprocessable
+from server.people import passwords
 from server.people import service as people
 from server.people.auth import DB, Access, AccessDep, Now, Scope, Self, bearer, require
+from server.people.ids import new_user_id
 from server.people.schemas import (
     FirstPasswordBody,
     GrantChange,
@@ -76,7 +78,7 @@ async def _gated(a: Access, fn: Callable[[], T]) -> T:
 
 
 def _own_password(a: Access, user_id: str, current: str, new: str, keep: str | None) -> Any:
-    new = people.password_argument("new_password", new)
+    new = passwords.password_argument("new_password", new)
     if new == current:
         raise Unprocessable("password policy: the new password must differ from the current one")
     h = a.new_hash(user_id, new)
@@ -156,7 +158,7 @@ def reset_password(user_id: PathId, body: ResetBody, who: ManagePeople, a: Acces
             f"{who.user_id} may not reset their own password through the administrator's "
             "route: use POST /v1/me/password with the current one (separation of duties)"
         )
-    h = a.new_hash(uid, people.password_argument("password", body.password), other_than=current)
+    h = a.new_hash(uid, passwords.password_argument("password", body.password), other_than=current)
     with a.sessions() as s:
         people.reset_password(
             s, who, at=a.clock(), user_id=uid, password_hash=h, reason=body.reason
@@ -183,8 +185,8 @@ def list_people(who: ManagePeople, db: DB) -> Any:
 
 @router.post("/v1/people", status_code=201, response_model=PersonCreated)
 def create_person(body: PersonBody, who: ManagePeople, a: AccessDep) -> Any:
-    uid = people.new_user_id(body.user_id)
-    h = a.new_hash(uid, people.password_argument("password", body.password))
+    uid = new_user_id(body.user_id)
+    h = a.new_hash(uid, passwords.password_argument("password", body.password))
     with a.sessions() as s:
         p = people.create_person(
             s, who, at=a.clock(), user_id=uid, printed_name=body.printed_name,

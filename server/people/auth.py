@@ -39,6 +39,7 @@ from server.audit import trail as audit
 from server.batches import summary
 from server.db import Person
 from server.errors import Forbidden, Unauthorized, Unprocessable
+from server.people import passwords
 from server.people import service as people
 from server.people.service import Principal
 from server.schemas import MAX_ID, PathCoi, PathId
@@ -87,7 +88,7 @@ class Access:
 
     def __init__(self, sessions: sessionmaker[Session], settings: Settings, clock: Clock) -> None:
         self.sessions, self.settings, self.clock = sessions, settings, clock
-        self.gate = people.PasswordGate(settings.password_checks_max)
+        self.gate = passwords.PasswordGate(settings.password_checks_max)
         self.refusals = audit.RefusalLimiter()
 
     def principal(self, db: Session, token: str, address: str) -> Principal:
@@ -126,18 +127,18 @@ class Access:
     ) -> Person:
         """Check a password: a slot taken in one short transaction, argon2 outside any (at most
         ``password_checks_max`` at once, else 503 at once), the outcome in another.
-        ``reserved``: the caller already took a gate slot (:meth:`people.PasswordGate.acquire`),
+        ``reserved``: the caller already took a gate slot (:meth:`passwords.PasswordGate.acquire`),
         released here."""
         mx = self.settings.max_failed_logins
         with self.gate.held() if reserved else self.gate.slot():
-            password = people.password_argument("password", password)
+            password = passwords.password_argument("password", password)
             with self.sessions() as s:
-                a = people.begin_attempt(s, user_id=user_id, max_failures=mx)
+                a = passwords.begin_attempt(s, user_id=user_id, max_failures=mx)
                 s.commit()
-            ok = people.check_attempt(a, password)
+            ok = passwords.check_attempt(a, password)
         with self.sessions() as s:
             try:
-                return people.finish_attempt(
+                return passwords.finish_attempt(
                     s, a, ok, at=self.clock(), purpose=purpose, max_failures=mx,
                     limiter=self.refusals,
                 )  # fmt: skip
@@ -147,13 +148,13 @@ class Access:
     def new_hash(self, user_id: str, password: str, *, other_than: str | None = None) -> str:
         """The hash of a new password after the policy, computed outside any transaction;
         ``other_than``: the current hash, which the new password must not match."""
-        people.check_policy(user_id, password)
+        passwords.check_policy(user_id, password)
         with self.gate.slot():
-            if other_than is not None and people.check_password_hash(other_than, password):
+            if other_than is not None and passwords.check_password_hash(other_than, password):
                 raise Unprocessable(
                     "password policy: the new password must differ from the current one"
                 )
-            return people.hash_password(password)
+            return passwords.hash_password(password)
 
 
 def access(request: Request) -> Access:

@@ -16,7 +16,7 @@ from server import projections, reports, text
 from server.batches import at_sites, summary
 from server.db import BatchSummary, OosCase, SpecRow
 from server.errors import Forbidden
-from server.people import service as people
+from server.people import duties
 from server.people.auth import DB, AccessDep, Now, Scope, require
 from server.people.service import Principal
 from server.quality import oos, release, views
@@ -186,7 +186,7 @@ def sign(batch_id: PathId, body: SignBody, who: SignReview, db: DB, a: AccessDep
     a.check_password(who.user_id, body.password, purpose="signature")
     at = now()
     if since is not None:
-        why = people.signing_barred(db, who.user_id, since)
+        why = duties.signing_barred(db, who.user_id, since)
         if why is not None:
             raise Forbidden(why)
     req = release.Signing(

@@ -30,7 +30,7 @@ from server.db import (
     SpecRow,
 )
 from server.errors import Conflict, NotFound, Unprocessable
-from server.people import service as people
+from server.people import duties
 from server.people.service import Principal
 from server.quality import release
 from server.quality.record import Review, latest_results, load_review, load_spec
@@ -305,7 +305,7 @@ def sign(
     who = release.Signer(
         user_id=actor.user_id,
         roles=frozenset(actor.roles()),
-        administered_access=people.administered_access(db, actor.user_id, since),
+        administered_access=duties.administered_access(db, actor.user_id, since),
         batch_began=since,
     )
     d = release.decide(

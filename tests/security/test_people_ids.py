@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from server.errors import Unprocessable
-from server.people.service import new_user_id, skeleton
+from server.people.ids import new_user_id, skeleton
 from tests.server.conftest import Server
 from tests.server.qa import PASSWORD, TEMPORARY, add_people, login
 

@@ -13,7 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from server.db import make_engine, migrate
-from server.people.service import find_person
+from server.people.ids import find_person
 from server.pgcluster import PgCluster
 from tests.security.test_ingest_legacy import upgrade
 

@@ -1,6 +1,6 @@
 """Issue 18, item 3: whoever administered a person's access (a password reset, a grant, a revoke,
 a status change) within a batch's review window cannot sign that batch.  The signatures route
-refuses it (``people.signing_barred``); the review's own ``sign`` refuses it too, so no other
+refuses it (``duties.signing_barred``); the review's own ``sign`` refuses it too, so no other
 caller of the review can skip the rule."""
 
 from __future__ import annotations

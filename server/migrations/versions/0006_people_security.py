@@ -54,7 +54,7 @@ def _skeletons(bind: sa.engine.Connection) -> None:
     """Give each existing id its skeleton; name the ids that break the rules in one alert."""
     from datetime import UTC, datetime
 
-    from server.people.service import canonical_user_id_problem, skeleton
+    from server.people.ids import canonical_user_id_problem, skeleton
 
     seen: dict[str, str] = {}
     problems: list[str] = []
