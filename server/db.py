@@ -2,7 +2,11 @@
 
 Events are stored as the exact canonical line the unit signed, plus indexed columns; events,
 checkpoints, forks and alerts are append-only (SQLite triggers / PostgreSQL rules refuse UPDATE
-and DELETE of events and checkpoints).
+and DELETE of events and checkpoints).  Migrating (:func:`migrate`) is a deploy step; a server
+refuses a database not at the migrations' head (:func:`require_head`).
+
+Over 400 lines because it is the one declarative registry of every table (the migrations and
+the schema test compare against it): a table's columns read best in one place.
 """
 
 from __future__ import annotations
