@@ -55,3 +55,24 @@ def test_scanner_and_wedge_reach_the_step(page: Any, kiosk: Served, station: Any
     page.fill("#f-password-verifier", PW["op.bob"])
     page.click("#verify-form button[type=submit]")
     page.locator("#banner.ok", has_text="step receipt/apheresis/coi-scan completed").wait_for()
+
+
+def test_badge_scan_signs_in_and_the_operator_never_types_their_id(
+    page: Any, kiosk: Served, station: Any
+) -> None:
+    page.goto(f"{kiosk.url}/signin")
+    page.locator("body[data-live]").wait_for(state="attached")
+    page.locator("#f-user_id").evaluate("e => e.blur()")
+    station.scan("op.bob")  # the badge, read by the attached scanner
+    page.locator("#signin-password").wait_for()
+    assert "Password for Bob Okafor (op.bob)" in page.inner_text("#main")
+    page.fill("#f-password", PW["op.bob"])
+    page.press("#f-password", "Enter")
+    page.wait_for_url(f"{kiosk.url}/batches")
+    assert "Signed in: Bob Okafor (op.bob)" in page.inner_text("header")
+    # No screen of the session asks for the operator's own id again, only for a password.
+    station.engine.start_batch("B1", COI, "op.alice", PW["op.alice"])
+    for path in ("/batches", "/b/B1/step", "/b/B1/handoff", "/b/B1/labels", "/b/B1/deviations"):
+        page.goto(kiosk.url + path)
+        own_id = page.locator("input[name=user_id], input[name=giver]")
+        assert own_id.count() == 0, path
