@@ -39,7 +39,7 @@ def classify(e: BaseException) -> tuple[int, str]:
     """The exit code for an error a command let through, and its kind in the JSON form:
     ``usage``, ``refused``, ``busy`` (another process holds the ledger or the sync lock) or
     ``unavailable`` (the disk or the server failed; nothing was recorded)."""
-    from edge.sync import SyncBusy, SyncError, SyncRefused  # loaded by the sync commands
+    from edge.sync import SyncBusy, SyncError, SyncRefused  # (httpx: only when an error ends)
 
     if isinstance(e, click.UsageError):
         return USAGE, "usage"
