@@ -43,6 +43,7 @@ from ebr_core.errors import SpecificationError
 from ebr_core.spec.calculators import dose_range
 from ebr_core.spec.model import Attribute, Bound, Spec
 from ebr_core.spec.units import LEGACY, convert, legacy_note
+from ebr_core.ucum import is_ucum
 from ebr_core.units_display import display_quantity, display_unit
 from server.errors import Conflict, Unprocessable
 
@@ -51,6 +52,7 @@ NS = "https://ctgtp.dev/fhir"
 COI_SYSTEM = f"{NS}/sid/coi"  # the chain of identity as the batch carries it (ISBT 128 / GS1)
 BATCH_SYSTEM = f"{NS}/sid/batch"
 SITE_SYSTEM = f"{NS}/sid/site"
+LAB_SYSTEM = f"{NS}/sid/laboratory"
 SPEC_SYSTEM = f"{NS}/sid/specification"
 ANALYSIS_SYSTEM = f"{NS}/sid/batch-analysis"
 ATTRIBUTE = f"{NS}/CodeSystem/cqa"
@@ -362,7 +364,7 @@ def _observation(
     }
     if od:
         obs["instantiatesReference"] = _ref(od)
-    tested = (r or {}).get("tested_at") or entered_at
+    tested = _iso_time((r or {}).get("tested_at")) or _iso_time(entered_at)
     if tested and status != "registered":
         obs["effectiveDateTime"] = tested
     shown = "no result yet"
@@ -371,8 +373,14 @@ def _observation(
         try:
             d = Decimal(str(value))
         except InvalidOperation:
+            d = Decimal("NaN")
+        if not d.is_finite():  # text, or NaN / Infinity, which FHIR's decimal cannot carry
             obs["valueString"] = str(value)
             shown = str(value)
+        elif not is_ucum(_ucum_code(unit)):
+            # As entered: a unit that is not UCUM is text, never claimed as a UCUM code.
+            obs["valueQuantity"] = {"value": d, "unit": unit}
+            shown = f"{value} {unit}"
         else:
             obs["valueQuantity"] = _quantity(d, unit)
             shown = display_quantity(value, _ucum_code(unit))
@@ -414,6 +422,43 @@ def _observation(
         ],
     )
     return obs
+
+
+def _iso_time(t: object) -> str | None:
+    """``t`` if it is an ISO 8601 date-time with a time zone (what FHIR's dateTime needs with a
+    time), else None: a result's free-text test date is left out rather than break the export."""
+    if not isinstance(t, str) or len(t) > 40:
+        return None
+    try:
+        parsed = datetime.fromisoformat(t.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return t if parsed.tzinfo is not None else None
+
+
+def _laboratory(name: str, url: str) -> dict[str, Any]:
+    """A testing laboratory a result names (its name is all the record says of it)."""
+    return {
+        "resourceType": "Organization",
+        "id": url.rsplit(":", 1)[-1],
+        "meta": {"profile": [PROFILE["Organization"]]},
+        "text": _narrative(f"Laboratory {name}", [("Role", "release testing")]),
+        "identifier": [{"system": LAB_SYSTEM, "value": name}],
+        "active": True,
+        "type": [
+            {
+                "coding": [
+                    {
+                        "system": ORG_TYPE,
+                        "code": "analytical-testing-release",
+                        "display": "Analytical Testing - Release",
+                    }
+                ],
+                "text": "Analytical Testing - Release",
+            }
+        ],
+        "name": name,
+    }
 
 
 def _numeric_limit(
@@ -557,9 +602,14 @@ def batch_bundle(
                 )
             )
     observations: list[tuple[str, dict[str, Any]]] = []
+    labs: dict[str, str] = {}
     for v in cqa["verdicts"]:
         url = _uuid(*key, "obs", v["attribute"])
         r = results.get(v["attribute"])
+        lab = r.get("laboratory") if isinstance(r, dict) else None
+        performer = org
+        if isinstance(lab, str) and lab.strip():
+            performer = labs.setdefault(lab, _uuid(*key, "lab", lab))
         limit = _numeric_limit(attrs.get(v["attribute"]), spec, results)
         observations.append(
             (
@@ -569,7 +619,7 @@ def batch_bundle(
                     r if isinstance(r, dict) else None,
                     url,
                     med,
-                    org,
+                    performer,
                     where.get(f"{jurisdiction}/{v['attribute']}"),
                     entered_at,
                     limit,
@@ -617,6 +667,7 @@ def batch_bundle(
     if disp:
         report["issued"] = disp[-1]["decided_at"]
     # The batch, its analysis and results first (what a reader looks for), then what they cite.
+    resources += [(url, _laboratory(name, url)) for name, url in sorted(labs.items())]
     resources = [(med, medication), (rep, report), *observations, *resources]
     stamp = (now or datetime.now(UTC)).astimezone(UTC).isoformat()
     return Bundle.model_validate(

@@ -483,3 +483,31 @@ def test_the_export_of_a_batch_is_a_copy_not_a_change() -> None:
     before = copy.deepcopy(v)
     batch_bundle_json(v, "EU", spec=spec(), now=NOW)
     assert v == before
+
+
+def test_what_a_result_says_of_itself_is_used_and_never_breaks_the_export() -> None:
+    """A named laboratory becomes the Observation's performer; a test time that is not an ISO
+    date-time, a value FHIR cannot carry as a number, and a unit that is not UCUM are each
+    written as what they are (or left out), and the bundle stays valid."""
+    v = view()
+    res = v["results"]["results"]
+    res["potency"]["laboratory"] = "Central QC Lab <Singapore> & Co"
+    res["potency"]["tested_at"] = "2026-11-29T09:00:00Z"
+    res["viability"]["tested_at"] = "yesterday afternoon"
+    res["car_positive"]["value"] = "NaN"
+    res["t_cell_purity"]["unit"] = "percent"
+    b = json.loads(batch_bundle_json(v, "EU", spec=spec(), now=NOW))
+    assert schema_errors(b) == [] and violations(b) == []
+    assert set(references(b["entry"])) <= {e["fullUrl"] for e in b["entry"]}
+    obs = by_code(b)
+    lab = next(
+        e for e in b["entry"] if e["resource"].get("name") == "Central QC Lab <Singapore> & Co"
+    )
+    assert obs["potency"]["performer"][0]["reference"] == lab["fullUrl"]
+    assert obs["potency"]["effectiveDateTime"] == "2026-11-29T09:00:00Z"
+    assert obs["viability"]["effectiveDateTime"] == v["results"]["entered_at"].replace(
+        "+00:00", "Z"
+    )
+    assert obs["car_positive"]["valueString"] == "NaN"
+    assert obs["t_cell_purity"]["valueQuantity"] == {"value": 96.2, "unit": "percent"}
+    assert [p for s in systems(b) if (p := check_system(s))] == []
