@@ -57,6 +57,7 @@ GS = "\x1d"
 # characters).
 DEMO_ADMIN = secrets.token_urlsafe(32)
 UNIT = "UNIT-DEMO-01"
+SERVE_READING_S = 5.0  # with --serve, the bioreactor reports this often
 SITE = "HOSPITAL-A"
 PW = {"op.alice": "alice-demo-pass", "op.bob": "bob-demo-pass", "op.chen": "chen-demo-pass"}
 QA_PW = "Demo-Release-2026!"  # DEMO ONLY: the QA people created on the demo server
@@ -611,7 +612,7 @@ def demo(out_dir: Path, serve: bool, urls_file: Path | None) -> None:
         _say(f"demo finished in {time.monotonic() - started:.1f} s: {out_dir / 'summary.json'}")
         if serve:
             unit.hand_back()
-            _serve(station, url, urls_file)
+            _serve(station, unit, url, urls_file)
     finally:
         if unit is not None:
             unit.close()
@@ -624,9 +625,10 @@ def demo(out_dir: Path, serve: bool, urls_file: Path | None) -> None:
         thread.join(5)
 
 
-def _serve(station: Any, console: str, urls_file: Path | None) -> None:
+def _serve(station: Any, unit: SimulatedUnit, console: str, urls_file: Path | None) -> None:
     """Keep the station (its kiosk, devices and background sync) and the server running until
-    Ctrl-C or SIGTERM."""
+    Ctrl-C or SIGTERM; the bioreactor reports a temperature and a pH every few seconds, so the
+    kiosk's devices and telemetry screens are live."""
     import signal
 
     station.start_kiosk()
@@ -651,9 +653,12 @@ def _serve(station: Any, console: str, urls_file: Path | None) -> None:
     previous = {
         sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)
     }
+    n = 0
     try:
-        while not stop.wait(0.5):
-            pass
+        while not stop.wait(SERVE_READING_S):
+            n += 1
+            unit.bioreactor.reading("temperature", f"37.{n % 3}", "Cel")
+            unit.bioreactor.reading("ph", f"7.{2 + n % 2}", "[pH]")
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

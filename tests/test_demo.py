@@ -103,4 +103,13 @@ def served(urls: dict[str, str]) -> None:
             break
         time.sleep(0.1)
     assert scanner["last_reading"] == "scan ]C0&/CHA999926ABC123"
+    # The bioreactor goes on reporting while served (the kiosk's telemetry is live).
+    first = next(d for d in h["devices"] if d["name"] == "bioreactor")["last_at"]
+    end = time.monotonic() + 15
+    now = first
+    while now == first and time.monotonic() < end:
+        time.sleep(0.5)
+        h = httpx.get(urls["kiosk"] + "/health", timeout=10).json()
+        now = next(d for d in h["devices"] if d["name"] == "bioreactor")["last_at"]
+    assert now != first
     assert httpx.get(urls["console"] + "/server-key", timeout=10).status_code == 200
