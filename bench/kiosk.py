@@ -217,7 +217,7 @@ def main() -> None:
                 "fragment (no engine, no rendering), same rounds",
             )
         finally:
-            app.state.kiosk.hub.close()
+            app.state.kiosk.close()
             srv.should_exit = True
             thread.join(10)
             edge.ledger.close()

@@ -199,6 +199,12 @@ class Kiosk:
         self.env.globals["unit_id"] = station.unit_id
         self.env.globals["labels"] = LABELS
 
+    def close(self) -> None:
+        """End every open event stream (and detach the scanner): call it before stopping the
+        server, whose graceful shutdown otherwise waits for the browsers' streams to close."""
+        self.station.set_scan_sink(None)
+        self.hub.close()
+
     # -- plumbing -------------------------------------------------------------------------
 
     def tr(self, key: str, **kw: object) -> str:
@@ -996,7 +1002,9 @@ def describe(kind: str, payload: dict[str, Any]) -> str:
 
 
 def create_app(station: StationPort, settings: KioskSettings) -> Starlette:
-    """The kiosk as an ASGI app, serving ``station``; the agent runs it with uvicorn."""
+    """The kiosk as an ASGI app, serving ``station``; the agent runs it with uvicorn and, to
+    stop, calls ``app.state.kiosk.close()`` before the server's exit (open event streams would
+    otherwise hold uvicorn's graceful shutdown)."""
     k = Kiosk(station, settings)
 
     @contextlib.asynccontextmanager
@@ -1005,8 +1013,7 @@ def create_app(station: StationPort, settings: KioskSettings) -> Starlette:
         try:
             yield
         finally:
-            station.set_scan_sink(None)
-            k.hub.close()
+            k.close()
 
     routes = [
         Route("/health", k.health),

@@ -96,7 +96,7 @@ class Served:
             time.sleep(0.02)
 
     def stop(self) -> None:
-        self.app.state.kiosk.hub.close()  # end the event streams, then the server
+        self.app.state.kiosk.close()  # end the event streams, then the server
         self.server.should_exit = True
         self.thread.join(15)
 

@@ -205,3 +205,39 @@ def test_pages_allow_only_their_own_scripts(kiosk: Served) -> None:
 def test_health_is_the_stations(kiosk: Served, station: Any) -> None:
     r = httpx.get(kiosk.url + "/health")
     assert r.json() == station.health()
+
+
+def test_any_text_is_recorded_as_given_or_refused_with_nothing_recorded(
+    kiosk: Served, station: Any
+) -> None:
+    """Whatever a person types as a deviation's reason (any Unicode, markup, control characters):
+    either it is recorded exactly (trimmed) and shown escaped, or it is refused in a banner and
+    nothing is recorded."""
+    from html import escape
+
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    c, token = signed_in(kiosk.url)
+    start(c, token)
+    ledger = station.engine.ledger
+
+    @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(st.text(min_size=0, max_size=120))
+    def law(reason: str) -> None:
+        before = station.engine.state("B1").deviations
+        head = ledger.head
+        r = c.post("/b/B1/deviations/raise", data={"csrf": token, "reason": reason})
+        assert r.status_code == 200
+        after = station.engine.state("B1").deviations
+        if len(after) == len(before) + 1:
+            new = next(d for k, d in after.items() if k not in before)
+            assert new.reason == reason.strip()
+            assert escape(new.reason, quote=False) in r.text.replace("&#39;", "'").replace(
+                "&#34;", '"'
+            )
+        else:
+            assert ledger.head == head  # refused: nothing recorded
+            assert 'class="banner refusal' in r.text
+
+    law()
