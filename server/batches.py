@@ -11,7 +11,7 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 from server.db import BatchSummary
 from server.errors import NotFound
 
-Q = TypeVar("Q", bound=Select[Any])
+Q = TypeVar("Q", bound=Select[*tuple[Any, ...]])
 
 
 def at_sites(q: Q, site: InstrumentedAttribute[Any], sites: set[str] | None) -> Q:

@@ -11,7 +11,9 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from ebr_core.telemetry import BASE_WIDTH_S, Telemetry
+from ebr_core.vocab import ReviewState
 from server.audit.alerts import alert_json
+from server.batches import at_sites
 from server.db import (
     Alert,
     BatchSummary,
@@ -194,6 +196,9 @@ def case_json(c: OosCase, now: datetime) -> dict[str, Any]:
     }
 
 
+QUEUED = (ReviewState.AWAITING_REVIEW, ReviewState.IN_REVIEW, ReviewState.CHANGED)
+
+
 def queue(db: Session, sites: set[str] | None, *, limit: int, offset: int) -> dict[str, Any]:
     # Review by exception: a batch's clock alerts (raised by ingest) count with its exceptions.
     clock = (
@@ -206,16 +211,10 @@ def queue(db: Session, sites: set[str] | None, *, limit: int, offset: int) -> di
     q = (
         select(BatchSummary, exceptions)
         .outerjoin(clock, clock.c.batch_id == BatchSummary.batch_id)
-        .where(BatchSummary.review_state.in_(("awaiting_review", "in_review", "changed")))
+        .where(BatchSummary.review_state.in_(QUEUED))
     )
-    n = (
-        select(func.count())
-        .select_from(BatchSummary)
-        .where(BatchSummary.review_state.in_(("awaiting_review", "in_review", "changed")))
-    )
-    if sites is not None:
-        q = q.where(BatchSummary.site_id.in_(sorted(sites)))
-        n = n.where(BatchSummary.site_id.in_(sorted(sites)))
+    n = select(func.count()).select_from(BatchSummary).where(BatchSummary.review_state.in_(QUEUED))
+    q, n = at_sites(q, BatchSummary.site_id, sites), at_sites(n, BatchSummary.site_id, sites)
     rows = db.execute(
         q.order_by(exceptions.desc(), BatchSummary.completed_at, BatchSummary.batch_id)
         .limit(limit)
