@@ -89,6 +89,7 @@ def _styles() -> StyleSheet1:
         bold = s.name.startswith(("Title", "Heading"))
         s.fontName = BOLD if bold else FONT
         s.bulletFontName = FONT
+    ss["Heading3"].keepWithNext = 1  # a heading never ends a page alone
     ss["BodyText"].fontSize = 8
     ss["BodyText"].leading = 10
     return ss
