@@ -37,13 +37,16 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from server.audit import trail as audit
 from server.batches import summary
+from server.custody.service import coi_from_path, sites_involved
 from server.db import Person
 from server.errors import Forbidden, Unauthorized, Unprocessable
 from server.people import passwords
 from server.people import service as people
 from server.people.service import Principal
+from server.quality.oos import case_site
 from server.schemas import MAX_ID, PathCoi, PathId
 from server.settings import Settings
+from server.units.service import get_unit
 
 Clock = Callable[[], datetime]
 
@@ -205,20 +208,14 @@ def _read(db: Session, who: Principal) -> Principal:
 
 
 def _site_of_case(db: Session, case_id: int) -> str:
-    from server.quality.oos import case_site
-
     return case_site(db, case_id)
 
 
 def _sites_of_coi(db: Session, coi: str) -> set[str]:
-    from server.custody.service import coi_from_path, sites_involved
-
     return sites_involved(db, coi_from_path(coi))
 
 
 def _site_of_unit(db: Session, unit_id: str) -> str:
-    from server.units.service import get_unit
-
     return get_unit(db, unit_id).site_id
 
 

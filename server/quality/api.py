@@ -12,6 +12,7 @@ from fastapi.responses import Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from server import fhir as fhir_export
 from server import projections, reports, text
 from server.batches import at_sites, summary
 from server.db import BatchSummary, OosCase, SpecRow
@@ -270,8 +271,6 @@ def coa_pdf(
 def fhir(
     batch_id: PathId, jurisdiction: Jurisdiction, who: ReadReport, db: DB, now: Now
 ) -> Response:
-    from server import fhir as fhir_export
-
     view = views.batch_view(db, load_review(db, batch_id), now())
     return Response(
         fhir_export.batch_bundle_json(view, jurisdiction), media_type="application/fhir+json"

@@ -19,6 +19,7 @@ from ebr_core.spec.evaluate import late_result_alerts
 from ebr_core.vocab import Meaning, OosState, Readiness
 from server.audit import trail as audit
 from server.batches import lock_batch
+from server.custody.service import receiving_sites
 from server.db import (
     Alert,
     BatchSummary,
@@ -143,8 +144,6 @@ def enter_results(
     )
     # A result that fails after a (conditional or exceptional) release reaches the site at once.
     latest = _latest_dispositions(db, batch_id)
-    from server.custody.service import receiving_sites
-
     sites = {summ.site_id} | receiving_sites(db, batch_id) if latest else set()
     for j, d in latest.items():
         if d.disposition == "rejected" or j not in evals:
