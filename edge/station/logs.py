@@ -1,4 +1,4 @@
-"""The station agent's structured log: one JSON object per line, one line per event.
+"""The station agent's structured log: one JSON object per line (ASCII), one line per event.
 
 Every line has ``ts`` (UTC, ISO 8601), ``level``, ``logger``, ``event`` (``device.connected``,
 ``device.lost``, ``sync.round``, ``scan.received``, ``error``…; ``log`` for a library's plain
@@ -32,7 +32,9 @@ class JsonFormatter(logging.Formatter):
             doc.update({k: v for k, v in fields.items() if k not in doc})
         if record.exc_info:
             doc["error"] = self.formatException(record.exc_info)
-        return json.dumps(doc, ensure_ascii=False, default=str)
+        # ASCII only: JSON leaves U+0085, U+2028 and U+2029 as they are otherwise, and a reader
+        # that splits on any line break (Python's splitlines) would cut the event in two.
+        return json.dumps(doc, ensure_ascii=True, default=str)
 
 
 def event(name: str, msg: str, *, level: int = logging.INFO, **fields: Any) -> None:
