@@ -79,8 +79,6 @@ PROFILE = {
     "Ingredient": PQ + "Ingredient-drug-pq",
 }
 QUALIFIED_TEXT = PQ + "Extension-qualified-value-text-pq"
-# Kept for callers of the first export: the old private system, now the project's namespace.
-CONFORMANCE = INTERPRETATION
 
 # Verdict -> (v3-ObservationInterpretation code, display).  N: within the reference range; EX:
 # outside the inclusion range of the protocol (here, the specification).

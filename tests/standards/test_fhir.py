@@ -511,3 +511,25 @@ def test_what_a_result_says_of_itself_is_used_and_never_breaks_the_export() -> N
     assert obs["car_positive"]["valueString"] == "NaN"
     assert obs["t_cell_purity"]["valueQuantity"] == {"value": 96.2, "unit": "percent"}
     assert [p for s in systems(b) if (p := check_system(s))] == []
+
+
+def test_the_specification_export_per_jurisdiction_and_refusal() -> None:
+    from ebr_core.errors import SpecificationError
+    from server.fhir import spec_bundle
+
+    b = json.loads(
+        spec_bundle(spec(), now=NOW, jurisdictions=["SG"]).model_dump_json(exclude_none=True)
+    )
+    plan = next(
+        e["resource"] for e in b["entry"] if e["resource"]["resourceType"] == "PlanDefinition"
+    )
+    assert [g["title"] for g in plan["action"]] == ["SG"]
+    assert "rcl" in {a["title"].split()[0].lower() for a in plan["action"][0]["action"]} | {
+        e["resource"]["code"]["coding"][0]["code"]
+        for e in b["entry"]
+        if e["resource"]["resourceType"] == "ObservationDefinition"
+    }
+    with pytest.raises(
+        SpecificationError, match="no overlay for jurisdiction 'JP'; it covers EU, SG, UK, US"
+    ):
+        spec_bundle(spec(), now=NOW, jurisdictions=["JP"])
