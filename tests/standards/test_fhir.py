@@ -524,11 +524,12 @@ def test_the_specification_export_per_jurisdiction_and_refusal() -> None:
         e["resource"] for e in b["entry"] if e["resource"]["resourceType"] == "PlanDefinition"
     )
     assert [g["title"] for g in plan["action"]] == ["SG"]
-    assert "rcl" in {a["title"].split()[0].lower() for a in plan["action"][0]["action"]} | {
+    codes = {
         e["resource"]["code"]["coding"][0]["code"]
         for e in b["entry"]
         if e["resource"]["resourceType"] == "ObservationDefinition"
     }
+    assert "rcl" in codes and len(plan["action"][0]["action"]) == len(codes)
     with pytest.raises(
         SpecificationError, match="no overlay for jurisdiction 'JP'; it covers EU, SG, UK, US"
     ):
