@@ -50,7 +50,7 @@ def test_camera_counter_and_bioreactor_into_the_running_batch(
     for i in range(3):
         scans += cam.process(frame(label, FrameStyle(angle=3, noise=4, seed=i)))
     assert len(scans) == 1
-    assert e.scan("B1", scans[0], "op.alice") == "patient material accepted"
+    assert str(e.scan("B1", scans[0], "op.alice")) == "patient material accepted"
 
     led = e.ledger
     ctx = lambda: e.running("B1")  # noqa: E731
