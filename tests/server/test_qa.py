@@ -58,6 +58,7 @@ def test_review_sign_release_conditional_then_late_failure(server: Server, tmp_p
     assert view["exceptions"]["rejected_scans"] == 1 and view["exceptions"]["open_deviations"] == 1
     assert {j: c["disposition"] for j, c in view["cqa"].items()} == {
         "EU": "conditional",
+        "SG": "conditional",
         "UK": "conditional",
         "US": "conditional",
     }
