@@ -534,14 +534,18 @@ def batch_bundle(
         },
     }
     if made:
-        # R5 Medication.batch has no manufacturing date element; HL7's core extension
-        # medication-manufacturingBatch (which PQ's profile slices in) carries it.
+        # R5 Medication.batch has no manufacturing date element: HL7's extension
+        # medication-manufacturingBatch carries it, as PQ's own batch analysis example writes it.
         medication["batch"]["extension"] = [
             {
                 "url": "http://hl7.org/fhir/StructureDefinition/medication-manufacturingBatch",
                 "extension": [{"url": "manufacturingDate", "valueDateTime": made}],
             }
         ]
+    if disp:  # PQ's release date of the batch, in this jurisdiction
+        medication["batch"].setdefault("extension", []).append(
+            {"url": PQ + "Extension-batch-release-date-pq", "valueDateTime": disp[-1]["decided_at"]}
+        )
     resources: list[tuple[str, dict[str, Any]]] = [
         (org, _organization(m, org, lab=True)),
         (sub, _substance(product, sub, org)),

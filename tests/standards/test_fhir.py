@@ -451,6 +451,9 @@ def test_the_batch_has_its_dates_manufacturer_and_substance() -> None:
     made = med["batch"]["extension"][0]["extension"][0]["valueDateTime"]
     assert made.startswith("2026-") and med["batch"]["expirationDate"] > made[:10]
     assert med["batch"]["lotNumber"] == "B-STD-1"
+    released = med["batch"]["extension"][1]
+    assert released["url"] == PQ + "Extension-batch-release-date-pq"
+    assert released["valueDateTime"].startswith("2026-11-30T")
     assert {"system": NS + "/sid/coi", "value": "&/CHA999926ABC123"} in med["identifier"]
     assert kinds["Organization"]["identifier"][0] == {"system": NS + "/sid/site", "value": "SITE-A"}
     org = next(e["fullUrl"] for e in b["entry"] if e["resource"]["resourceType"] == "Organization")
