@@ -1,14 +1,13 @@
 """pyserial URL handlers: ``serial_for_url("sim://scanner/NAME?...")`` opens a simulated device.
 
-Register with ``firmware_sim.urlhandler.register()`` (adds this package to
-``serial.protocol_handler_packages``).
+Registered when :mod:`firmware_sim` is imported (``import firmware_sim``); :func:`register` is
+kept for callers that name it.
 """
 
 from __future__ import annotations
 
-import serial
+from firmware_sim import register_url_handlers
 
 
 def register() -> None:
-    if "firmware_sim.urlhandler" not in serial.protocol_handler_packages:
-        serial.protocol_handler_packages.append("firmware_sim.urlhandler")
+    register_url_handlers()
