@@ -198,6 +198,7 @@ class Kiosk:
         self.env.globals["kiosk_static"] = "/static/kiosk"
         self.env.globals["unit_id"] = station.unit_id
         self.env.globals["labels"] = LABELS
+        self.env.globals["idle_s"] = self.sessions.idle_s
 
     def close(self) -> None:
         """End every open event stream (and detach the scanner): call it before stopping the
@@ -396,7 +397,7 @@ class Kiosk:
         page = self.hub.latest()
         if page is None:
             return
-        s = self.sessions.live(page.sid)
+        s = self.sessions.live(page.sid, touch=page.screen == "step")
         if page.screen == "step" and page.batch and s is not None and s.user_id is not None:
             batch, user = page.batch, s.user_id
             banner = act(lambda: self.engine.scan(batch, raw, user))
@@ -471,7 +472,7 @@ class Kiosk:
         s = self.session(request)
         banner: Banner | None = None
         if s.expired:
-            minutes = int(self.sessions.idle_s // 60)
+            minutes = max(1, round(self.sessions.idle_s / 60))
             banner = Banner("notice", self.tr("signin.expired", minutes=minutes))
             s.expired = False
         return self.respond(request, s, self.signin_view(s, banner))

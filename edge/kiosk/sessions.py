@@ -87,10 +87,14 @@ class Sessions:
         s.user_id = s.printed_name = s.pending_user = s.batch = None
         s.reentry.clear()
 
-    def live(self, sid: str) -> Session | None:
-        """The session if it is signed in and not idle too long (no touch: for the scan sink)."""
+    def live(self, sid: str, *, touch: bool = False) -> Session | None:
+        """The session if it is signed in and not idle too long; ``touch`` when the operator
+        acted (a scan taken by their step), not for what the kiosk pushes on its own."""
         with self._lock:
             s = self._by_id.get(sid)
-            if s is None or s.user_id is None or self.now() - s.last_seen > self.idle_s:
+            now = self.now()
+            if s is None or s.user_id is None or now - s.last_seen > self.idle_s:
                 return None
+            if touch:
+                s.last_seen = now
             return s

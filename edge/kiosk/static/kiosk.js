@@ -41,3 +41,18 @@
 document.addEventListener("htmx:sseOpen", function () {
   document.body.setAttribute("data-live", "1"); // the page's event stream is open
 });
+// A screen left alone locks itself: after the session's idle time with no request, the page
+// reloads, and the kiosk (which ended the session) shows the sign-in screen.
+(function () {
+  "use strict";
+  var idle = Number(document.body.getAttribute("data-idle-s") || 0);
+  if (!idle) { return; }
+  var timer = 0;
+  function arm() {
+    window.clearTimeout(timer);
+    timer = window.setTimeout(function () { window.location.reload(); }, (idle + 2) * 1000);
+  }
+  arm();
+  document.addEventListener("htmx:afterRequest", arm);
+  document.addEventListener("htmx:sseMessage", arm); // a scan taken by the step is activity
+})();
