@@ -776,10 +776,16 @@ def spec_bundle(
 
 
 def spec_bundle_json(
-    spec: Spec, *, now: datetime, manufacturer: Manufacturer | None = None
+    spec: Spec,
+    *,
+    now: datetime,
+    manufacturer: Manufacturer | None = None,
+    jurisdictions: list[str] | None = None,
 ) -> bytes:
+    """:func:`spec_bundle` as JSON; an unknown jurisdiction raises ``SpecificationError``
+    naming those the specification covers."""
     return (
-        spec_bundle(spec, now=now, manufacturer=manufacturer)
+        spec_bundle(spec, now=now, manufacturer=manufacturer, jurisdictions=jurisdictions)
         .model_dump_json(exclude_none=True)
         .encode()
     )

@@ -536,4 +536,4 @@ def test_the_specification_export_per_jurisdiction_and_refusal() -> None:
     with pytest.raises(
         SpecificationError, match="no overlay for jurisdiction 'JP'; it covers EU, SG, UK, US"
     ):
-        spec_bundle(spec(), now=NOW, jurisdictions=["JP"])
+        spec_bundle_json(spec(), now=NOW, jurisdictions=["JP"])
