@@ -47,7 +47,7 @@ def load_users(text: str) -> dict[str, User]:
     try:
         doc: Any = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        raise UsersError(f"users file is not valid YAML: {e}") from e
+        raise UsersError(f"users file is not valid YAML: {_one_line(e)}") from e
     if not isinstance(doc, dict) or not isinstance(doc.get("users"), list):
         raise UsersError("users file must be a mapping with a 'users' list")
     out: dict[str, User] = {}
@@ -57,6 +57,14 @@ def load_users(text: str) -> dict[str, User]:
             raise UsersError(f"user {user.user_id} is listed twice in the users file")
         out[user.user_id] = user
     return out
+
+
+def _one_line(e: yaml.YAMLError) -> str:
+    """PyYAML's error in one line: what is wrong, and where."""
+    if isinstance(e, yaml.MarkedYAMLError) and e.problem_mark is not None:
+        m = e.problem_mark
+        return f"{e.problem} at line {m.line + 1}, column {m.column + 1}"
+    return " ".join(str(e).split())
 
 
 USER_KEYS = ("user_id", "printed_name", "roles", "password_hash", "active")
