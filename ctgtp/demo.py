@@ -12,8 +12,8 @@
    station prints, applies and reconciles the labels (``labels/*.png``).
 4. The unit syncs its signed ledger to the server over HTTP (verified, stored once, receipted).
 5. QA on the server: results are entered, the deviations closed with a reason, the batch reviewed
-   and released per jurisdiction (EU, US, UK) with e-signatures through the web API; the batch
-   report (PDF) and the FHIR R5 batch-analysis bundle are exported.
+   and released per jurisdiction (EU, US, UK and Singapore's HSA) with e-signatures through the
+   web API; the batch report (PDF) and the FHIR R5 batch-analysis bundle are exported.
 6. The released product travels: hand-offs signed by both parties with bag and shipper scans, the
    cryoshipper log, receipt and infusion at the hospital; the unit syncs again.
 7. The ledger is exported and verified offline as an auditor would (chain and custody).
@@ -380,7 +380,7 @@ def _qa_release(url: str, batch: str, dose: str, out_dir: Path) -> dict[str, Any
             _say(f"   closed {d['deviation_id']}: {reason}")
     view = _ok(rita.get(f"/v1/batches/{batch}"))
     dispositions: dict[str, Any] = {}
-    for j in ("EU", "US", "UK"):
+    for j in ("EU", "US", "UK", "SG"):
         for who, meaning, uid in ((rita, "reviewed", "qa.rita"), (paul, "released", "qa.paul")):
             r = _ok(who.post(f"/v1/batches/{batch}/signatures", json={
                 "user_id": uid, "password": QA_PW, "meaning": meaning,

@@ -11,6 +11,9 @@ command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/n
 # The browser tests drive Debian's chromium through Playwright (Playwright's own download is not
 # reachable from every machine).
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
+# Reports embed DejaVu Sans (PDF/A); the standards tests read PDFs back with pdftotext.
+[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need+=(fonts-dejavu-core)
+command -v pdftotext >/dev/null 2>&1 || need+=(poppler-utils)
 
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ]; then SUDO=""; elif command -v sudo >/dev/null 2>&1; then SUDO="sudo"; else

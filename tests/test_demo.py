@@ -52,6 +52,7 @@ def test_demo_runs_end_to_end_then_serves_its_station(tmp_path: Path) -> None:
         "EU": "conditional_release",
         "US": "conditional_release",
         "UK": "conditional_release",
+        "SG": "conditional_release",
     }
     assert s["dispositions"]["EU"]["signed_by"] == "Paul Approver"
     assert s["rejected_scans"] == 1 and len(s["deviations"]) == 2

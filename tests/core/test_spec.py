@@ -146,7 +146,7 @@ def test_method_must_be_accepted_in_the_jurisdiction() -> None:
         ),
         (
             {"tighten": {"endotoxin": {"limit": {"max": "5"}}}},
-            "overlay EU: endotoxin: upper limit <= 5 [EU]/mL loosens the baseline < 5 [EU]/mL",
+            "overlay EU: endotoxin: upper limit <= 5 {EU}/mL loosens the baseline < 5 {EU}/mL",
         ),
         (
             {"tighten": {"sterility": {"accepted": ["no growth", "growth"]}}},
@@ -173,7 +173,7 @@ def test_loosening_overlays_are_refused(overlay: dict[str, Any], message: str) -
 def test_unknown_jurisdiction_and_bad_documents() -> None:
     s = parse_spec(content())
     with pytest.raises(
-        SpecificationError, match="has no overlay for jurisdiction 'JP'; it covers EU, UK, US"
+        SpecificationError, match="has no overlay for jurisdiction 'JP'; it covers EU, SG, UK, US"
     ):
         evaluate(s, results(), "JP")
     with pytest.raises(SpecificationError, match="the limit admits no value"):
@@ -268,7 +268,7 @@ def test_spec_cli(tmp_path: Path) -> None:
         "--jurisdiction",
         "EU",
     )
-    assert r.returncode == 0 and r.stdout.startswith("CD19-COMMERCIAL v2 in EU: conditional")
+    assert r.returncode == 0 and r.stdout.startswith("CD19-COMMERCIAL v3 in EU: conditional")
     assert run("keys", "new", "qa.approver", "--out", str(tmp_path)).returncode == 0
     out = tmp_path / "spec.signed.json"
     p = run(
@@ -284,7 +284,7 @@ def test_spec_cli(tmp_path: Path) -> None:
     )
     assert p.returncode == 0, p.stderr
     ok = run("spec", "check", str(out), "--publisher-key", str(tmp_path / "qa.approver.pub"))
-    assert ok.returncode == 0 and "OK CD19-COMMERCIAL v2" in ok.stdout
+    assert ok.returncode == 0 and "OK CD19-COMMERCIAL v3" in ok.stdout
     bad = copy.deepcopy(load_yaml((EX / "cd19_commercial.yaml").read_text()))
     bad["overlays"]["EU"]["tighten"]["viability"]["limit"]["min"] = "50"
     import yaml
