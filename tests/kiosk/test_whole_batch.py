@@ -13,6 +13,7 @@ every screen passes axe-core.  At the end the exported ledger verifies offline.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -164,6 +165,14 @@ def verify_step(page: Any, user: str, batch: str = BATCH) -> str:
     return act(page, lambda: page.click("#verify-form button[type=submit]"), "ok", "'verified'")
 
 
+def wait_value(page: Any, selector: str, value: str, timeout: float = 10.0) -> None:
+    """Wait for a field's value (polled: the page's CSP allows no evaluated predicate)."""
+    end = time.monotonic() + timeout
+    while page.input_value(selector) != value:
+        assert time.monotonic() < end, f"{selector} is {page.input_value(selector)!r}"
+        time.sleep(0.05)
+
+
 def header(page: Any) -> str:
     return str(page.inner_text("#h-step .count"))
 
@@ -200,7 +209,17 @@ def test_whole_car_t_batch(page: Any, kiosk_url: str, rig: Rig, tmp_path: Path) 
     page.fill("#f-receiver", "op.bob")
     page.fill("#f-receiver_password", PW["op.bob"])
     screens.check("handoff")
-    act(page, lambda: rig.scan(COI, "]C0"), "ok", f"handed over {COI} from APHERESIS-CENTRE-1")
+    rig.scan(COI, "]C0")  # the bag's label, then the shipper's: each into its field
+    wait_value(page, "#f-bag", "]C0" + COI)  # as read, symbology identifier and all
+    rig.scan(COI, "]C0")
+    wait_value(page, "#f-shipper", "]C0" + COI)
+    act(
+        page,
+        lambda: page.click("#handoff button[type=submit]"),
+        "ok",
+        f"handed over {COI} from APHERESIS-CENTRE-1",
+    )
+    assert rig.agent.engine.state(BATCH).custody[-1]["shipper"] == COI
     assert "Bob Okafor received" in page.inner_text("#custody-chain")
 
     goto(page, f"{base}/b/{BATCH}/step")

@@ -8,12 +8,22 @@
   var buffer = "";
   var last = 0;
 
+  // The code goes into the focused scan field if it is empty, else the form's first empty scan
+  // field, else its first; the form is then submitted, unless it waits for a button press
+  // (data-scan-manual: a hand-off takes a bag and a shipper before two people sign).
   function deliver(code) {
     var form = document.querySelector("[data-scan-target]");
     if (!form) { return; }
-    var input = form.querySelector("[data-scan-input]");
-    if (!input) { return; }
+    var inputs = Array.prototype.slice.call(form.querySelectorAll("[data-scan-input]"));
+    if (!inputs.length) { return; }
+    var input = inputs.filter(function (i) { return i === document.activeElement && !i.value; })[0]
+      || inputs.filter(function (i) { return !i.value; })[0] || inputs[0];
     input.value = code;
+    if (form.hasAttribute("data-scan-manual")) {
+      var next = inputs.filter(function (i) { return !i.value; })[0];
+      if (next) { next.focus(); }
+      return;
+    }
     if (form.requestSubmit) { form.requestSubmit(); } else { form.submit(); }
   }
 
