@@ -1,5 +1,5 @@
 """Camera frames of labels: Code 128 (python-barcode), GS1 DataMatrix and QR (zxing-cpp), placed
-on a 1280×720 frame with rotation, blur and sensor noise, as a station camera sees them."""
+on a 1280×720 frame with rotation, blur, glare and sensor noise, as a station camera sees them."""
 
 from __future__ import annotations
 
@@ -70,6 +70,7 @@ class FrameStyle:
     blur: int = 0  # Gaussian kernel size (odd) or 0
     noise: float = 0.0  # standard deviation of sensor noise, in grey levels
     seed: int = 0
+    glare: float = 0.0  # 0..1: a specular patch washing out the middle of the frame to white
 
 
 def frame(label: np.ndarray | None, style: FrameStyle | None = None) -> np.ndarray:
@@ -87,6 +88,12 @@ def frame(label: np.ndarray | None, style: FrameStyle | None = None) -> np.ndarr
         if style.angle:
             m = cv2.getRotationMatrix2D((W / 2, H / 2), style.angle, 1.0)
             canvas = cv2.warpAffine(canvas, m, (W, H), borderValue=235)
+    if style.glare:
+        # A reflection on the bag's film: a bright ellipse blended over the label's middle.
+        mask = np.zeros((H, W), np.float32)
+        cv2.ellipse(mask, (W // 2, H // 2), (W // 7, H // 6), 20, 0, 360, 1.0, -1)
+        mask = cv2.GaussianBlur(mask, (61, 61), 0) * float(style.glare)
+        canvas = (canvas * (1 - mask) + 255 * mask).astype(np.uint8)
     if style.blur:
         canvas = cv2.GaussianBlur(canvas, (style.blur, style.blur), 0)
     if style.noise:

@@ -2,22 +2,59 @@
 
 from __future__ import annotations
 
+import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
+from firmware_sim.pty import BUFFER, PTY_MAX
+
 if TYPE_CHECKING:
     from firmware_sim.bioreactor import BioreactorSim
+    from firmware_sim.faults import Injection
     from firmware_sim.profiles import Message
-    from firmware_sim.pty import PtyDevice
+    from firmware_sim.unit import Injector
 
 
 @click.group()
 def sim() -> None:
     """Simulated devices for tests and demos."""
+
+
+# The fault options: each injects its fault, with its default parameters, every N seconds on the
+# device named here (a schedule file sets any other device or parameter).
+FAULT_OPTIONS: dict[str, tuple[str, str]] = {
+    "noise": ("noise", "scanner"),
+    "split": ("split", "scanner"),
+    "truncate": ("truncate", "scanner"),
+    "concat": ("concat", "scanner"),
+    "bad_checksum": ("bad_checksum", "counter"),
+    "clock_jump": ("clock_jump", "bioreactor"),
+    "poison": ("poison", "bioreactor"),
+    "broker_restart": ("broker_restart", "broker"),
+    "broker_kill": ("broker_kill", "broker"),
+    "unplug": ("unplug", "scanner"),
+    "glare": ("glare", "camera"),
+    "blur": ("blur", "camera"),
+    "rotate": ("rotate", "camera"),
+}
+
+
+def _fault_options(f: Callable[..., None]) -> Callable[..., None]:
+    for name, (fault, device) in reversed(FAULT_OPTIONS.items()):
+        f = click.option(
+            f"--{name.replace('_', '-')}",
+            name,
+            type=click.FloatRange(min=0, min_open=True),
+            default=None,
+            metavar="EVERY",
+            help=f"Fault: {fault} on the {device} every EVERY seconds.",
+        )(f)
+    return f
 
 
 @sim.command()
@@ -27,7 +64,7 @@ def sim() -> None:
     type=click.Choice(["flat", "car-t-10d"]),
     default="flat",
     show_default=True,
-    help="flat: a temperature/pH pair at --rate; car-t-10d: a CAR-T expansion run in "
+    help="flat: temperature and pH readings at --rate; car-t-10d: a CAR-T expansion run in "
     "simulated time.",
 )
 @click.option(
@@ -43,9 +80,24 @@ def sim() -> None:
 @click.option(
     "--duration", default=10.0, show_default=True, help="flat: seconds to run (0: forever)."
 )
-@click.option("--rate", default=5.0, show_default=True, help="flat: telemetry messages per second.")
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=0, min_open=True),
+    default=5.0,
+    show_default=True,
+    help="flat: telemetry messages per second (temperature and pH take turns).",
+)
+@click.option(
+    "--state-every",
+    type=click.FloatRange(min=0, min_open=True),
+    default=5.0,
+    show_default=True,
+    help="flat: seconds between process-state messages (priming, activation, expansion, "
+    "harvest, in turn).",
+)
 @click.option("--alarm-after", default=0.0, help="flat: raise a DO_LOW alarm after this many s.")
-@click.option("--drift", default=0.0, help="Device clock drift in seconds (fault).")
+@click.option("--drift", default=0.0, help="Device clock offset in seconds (fault).")
+@click.option("--drift-rate", default=0.0, help="Device clock gain in seconds per second (fault).")
 @click.option("--duplicate", default=0.0, help="Probability of a duplicate delivery (fault).")
 @click.option(
     "--reboot-every",
@@ -53,6 +105,27 @@ def sim() -> None:
     default=0.0,
     help="flat: restart the bioreactor every N seconds (fault): a new boot id, msg_id from 1.",
 )
+@click.option(
+    "--faults",
+    "faults_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="flat: a fault schedule (YAML; see docs/hil.md).",
+)
+@click.option(
+    "--serial-buffer",
+    type=click.IntRange(min=1, max=PTY_MAX),
+    default=BUFFER,
+    show_default=True,
+    help="Bytes a serial line holds unread; what does not fit is lost, as on a real line.",
+)
+@click.option(
+    "--camera-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="flat: write camera frames here (frame-00001.png ...) for the camera faults.",
+)
+@_fault_options
 def unit(
     unit_id: str,
     profile: str,
@@ -60,22 +133,38 @@ def unit(
     days: float,
     duration: float,
     rate: float,
+    state_every: float,
     alarm_after: float,
     drift: float,
+    drift_rate: float,
     duplicate: float,
     reboot_every: float,
+    faults_file: Path | None,
+    serial_buffer: int,
+    camera_dir: Path | None,
+    **every: float | None,
 ) -> None:
     """Run a whole simulated production unit: broker, bioreactor, scanner and cell counter.
 
     The bioreactor sends what ``hardware/README.md`` asks of an MQTT device: its ``msg_id``
     (counted from 1 at each start) and its ``boot`` id (drawn anew at each start).  The broker
     keeps QoS 1 messages for an offline edge across its own restart and crash (persistence,
-    autosave every second); its log is printed at the start.
+    autosave every second); its log is printed at the start.  Faults come from the options and
+    from a schedule file (--faults), validated before anything starts.
     """
     from firmware_sim.bioreactor import BioreactorSim
     from firmware_sim.broker import Broker
+    from firmware_sim.faults import (
+        Device,
+        Fault,
+        Injection,
+        ScheduleError,
+        check_params,
+        load_schedule,
+    )
     from firmware_sim.profiles import car_t_10d, paced
     from firmware_sim.pty import PtyDevice
+    from firmware_sim.unit import Injector, Parts
 
     run = None
     if profile == "car-t-10d":
@@ -84,13 +173,39 @@ def unit(
         except ValueError as e:
             raise click.BadParameter(str(e), param_hint="--days") from e
 
-    with Broker() as broker:
-        scanner, counter = PtyDevice(), PtyDevice()
+    schedule: list[Injection] = []
+    try:
+        if faults_file is not None:
+            schedule = load_schedule(faults_file.read_text(encoding="utf-8"))
+    except (ScheduleError, OSError, UnicodeDecodeError) as e:
+        raise click.BadParameter(str(e), param_hint="--faults") from e
+    for name, period in every.items():
+        if period is not None:
+            fault, device = FAULT_OPTIONS[name]
+            params, _ = check_params(Device(device), Fault(fault), None, f"--{name}")
+            schedule.append(Injection(period, Device(device), Fault(fault), params, period))
+    if schedule and run is not None:
+        raise click.BadParameter("faults run with the flat profile", param_hint="--faults")
+    if any(j.device is Device.CAMERA for j in schedule) and camera_dir is None:
+        raise click.BadParameter(
+            "a camera fault needs a folder to write the frames in", param_hint="--camera-dir"
+        )
+
+    with Broker() as broker, tempfile.TemporaryDirectory(prefix="ctgtp-sim-") as links:
+        scanner = PtyDevice(buffer=serial_buffer, link=Path(links) / "scanner")
+        counter = PtyDevice(buffer=serial_buffer, link=Path(links) / "counter")
         bio = BioreactorSim("127.0.0.1", broker.port, unit_id, duplicate=duplicate, drift_s=drift)
+        if drift_rate:
+            bio.drift(drift_rate)
+        if camera_dir is not None:
+            camera_dir.mkdir(parents=True, exist_ok=True)
+        injector = Injector(Parts(scanner, counter, bio, broker, camera_dir), log=click.echo)
         click.echo(f"broker   mqtt://127.0.0.1:{broker.port}  topics units/{unit_id}/#")
         click.echo(f"         log {broker.log}")
-        click.echo(f"scanner  {scanner.port}  (CR LF, symbology ids)")
-        click.echo(f"counter  {counter.port}  (CC1 protocol)")
+        click.echo(f"scanner  {scanner.port}  (CR LF, symbology ids; {scanner.tty} now)")
+        click.echo(f"counter  {counter.port}  (CC1 protocol; {counter.tty} now)")
+        if schedule:
+            click.echo(f"faults   {len(schedule)} scheduled")
         if run is not None:
             click.echo(
                 f"profile  {profile}: {days:g} days at {speed:g}x, {days * 86_400 / speed:.1f} s"
@@ -104,10 +219,21 @@ def unit(
                     datetime.now(UTC),
                 )
             else:
-                _flat(bio, scanner, counter, start, duration, rate, alarm_after, reboot_every)
+                _flat(
+                    bio,
+                    injector,
+                    start,
+                    duration,
+                    rate,
+                    alarm_after,
+                    reboot_every,
+                    state_every,
+                    schedule,
+                )
         except KeyboardInterrupt:
             pass
         finally:
+            injector.settle()
             bio.wait_published()
             bio.close()
             scanner.close()
@@ -120,41 +246,66 @@ def unit(
             )
         else:
             click.echo(f"published {bio.published} MQTT messages")
+        lost = scanner.lost + counter.lost
+        click.echo(f"serial   {lost} bytes lost unread (buffer {serial_buffer} bytes a line)")
+
+
+STATES = ("priming", "activation", "expansion", "harvest")
 
 
 def _flat(
     bio: BioreactorSim,
-    scanner: PtyDevice,
-    counter: PtyDevice,
+    injector: Injector,
     start: float,
     duration: float,
     rate: float,
     alarm_after: float,
     reboot_every: float = 0.0,
+    state_every: float = 5.0,
+    schedule: Sequence[Injection] = (),
 ) -> None:
-    """The flat signal: a temperature/pH pair at ``rate``, a scan and a count now and then;
-    with ``reboot_every``, the bioreactor restarts that often (its message ids start over under
-    a new boot id, which the edge records as new messages)."""
-    from firmware_sim.devices import CellCounterSim, ScannerSim
+    """The flat signal: ``rate`` readings a second (temperature and pH in turn), a process state
+    every ``state_every`` s, a scan and a count every 20 readings; with ``reboot_every``, the
+    bioreactor restarts that often (its message ids start over under a new boot id, which the
+    edge records as new messages).  The n-th reading is due at n / rate on the clock, so the
+    time a publication takes does not slow the rate (and a pair per tick no longer doubles it)."""
+    from firmware_sim.faults import due
 
     n = 0
     alarmed = False
     booted = start
-    while duration == 0 or time.monotonic() - start < duration:
-        n += 1
+    states = 0
+    fired = -1.0
+    parts = injector.parts
+    assert parts.scanner is not None and parts.counter is not None
+    while True:
+        now = time.monotonic() - start
+        if duration and now >= duration:
+            break
+        for j in due(schedule, fired, now):
+            injector.inject(j)
+        fired = now
         if reboot_every and time.monotonic() - booted >= reboot_every:
             bio.restart()
             booted = time.monotonic()
             click.echo(f"bioreactor restarted: boot {bio.boot}")
-        bio.reading("temperature", f"37.{n % 10}", "Cel")
-        bio.reading("ph", f"7.{20 + n % 5}", "[pH]")
+        if now >= states * state_every:
+            bio.state(STATES[states % len(STATES)])
+            states += 1
+        if n % 2 == 0:
+            bio.reading("temperature", f"37.{n % 10}", "Cel")
+        else:
+            bio.reading("ph", f"7.{20 + n % 5}", "[pH]")
+        n += 1
         if n % 20 == 0:
-            scanner.write(ScannerSim().frame("&/CHA999926ABC123", "]C0"))
-            counter.write(CellCounterSim().frame(f"S-{n}", 2_000_000 + n, 1_840_000))
-        if alarm_after and not alarmed and time.monotonic() - start >= alarm_after:
+            parts.scanner.write(injector.scan_frame())
+            parts.counter.write(injector.count_frame())
+        if alarm_after and not alarmed and now >= alarm_after:
             bio.alarm("DO_LOW", "dissolved oxygen below 20 %")
             alarmed = True
-        time.sleep(1 / rate)
+        wait = start + n / rate - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
 
 
 def _echo_states(messages: Iterator[Message]) -> Iterator[Message]:

@@ -1,10 +1,12 @@
-"""``sim://scanner/NAME?suffix=crlf&gs=|&symbology=1&wedge=0&garble=0.1&seed=1&remote=1``
+"""``sim://scanner/NAME?suffix=crlf&gs=|&symbology=1&wedge=0&garble=0.1&seed=1&remote=1&buffer=4096``
 
 A simulated serial scanner addressed by URL, so a test opens the "device" exactly the way
 production opens a port.  Labels are fed with :func:`scan` (``scan("NAME", data)``); the port
 returns the bytes the configured scanner would send, faults included.  ``disconnect("NAME")``
 makes reads fail as an unplugged USB adapter does.  With ``remote=1`` another process can feed
 it too, while it is open (``ctgtp sim scan``; see :mod:`firmware_sim.urlhandler.remote`).
+As on a real line, at most ``buffer`` bytes (default 4096) wait unread; what does not fit is lost
+(counted in the port's ``lost``).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 from serial.serialutil import PortNotOpenError, SerialBase, SerialException
 
 from firmware_sim.devices import Faults, ScannerSim
+from firmware_sim.pty import BUFFER
 from firmware_sim.urlhandler.remote import Listener, RemoteError
 
 _PORTS: dict[str, Serial] = {}
@@ -37,6 +40,7 @@ class Serial(SerialBase):
         if self.port is None:
             raise SerialException("port must be configured before it can be used")
         self._buf = bytearray()
+        self.lost = 0
         self._cond = threading.Condition()
         self.unplugged = False
         self.name_key, self.device = self.from_url(str(self.port))
@@ -58,6 +62,9 @@ class Serial(SerialBase):
         q = {k: v[-1] for k, v in urllib.parse.parse_qs(parts.query).items()}
         self._remote = q.get("remote", "0") == "1"
         try:
+            self.buffer = int(q.get("buffer", BUFFER))
+            if self.buffer < 1:
+                raise ValueError(f"buffer is {self.buffer}; expected at least 1 byte")
             faults = Faults(garble=float(q.get("garble", 0)), truncate=float(q.get("truncate", 0)))
             if "seed" in q:
                 faults.rng.seed(int(q["seed"]))
@@ -73,7 +80,9 @@ class Serial(SerialBase):
 
     def feed(self, data: bytes) -> None:
         with self._cond:
-            self._buf += data
+            room = max(0, self.buffer - len(self._buf))
+            self.lost += max(0, len(data) - room)
+            self._buf += data[:room]
             self._cond.notify_all()
 
     def close(self) -> None:
