@@ -59,12 +59,13 @@ from edge.kiosk.live import Hub, Page, sse
 from edge.kiosk.port import StationPort
 from edge.kiosk.sessions import Session, Sessions
 from edge.kiosk.strings import t
-from edge.labels import LabelData, png
+from edge.labels import LabelData, pdf, png
 
 HERE = Path(__file__).resolve().parent
 COOKIE = "kiosk_session"
 CSRF_HEADER = "x-csrf-token"
 BATCH_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+MAX_PDFS = 16  # label files kept for their sessions to fetch (each once)
 MAX_FIELD = 2000  # characters; a longer field is refused before it reaches the engine
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -184,6 +185,8 @@ class Kiosk:
         self.hub = Hub()
         self._charts: dict[str, tuple[tuple[int, str], dict[str, Any]]] = {}
         self._charts_lock = threading.Lock()
+        self._pdfs: dict[str, tuple[str, str, str, bytes]] = {}
+        self._pdfs_lock = threading.Lock()
         self.env = Environment(
             loader=FileSystemLoader([str(HERE / "templates"), str(webui.TEMPLATES)]),
             autoescape=True,
@@ -760,7 +763,7 @@ class Kiosk:
         def run() -> View:
             extra: dict[str, Any] = {}
             try:
-                banner = self.batch_act(name, action, batch, form, user, extra)
+                banner = self.batch_act(name, action, batch, form, user, extra, s.sid)
             except Refused as e:
                 banner = Banner("refusal", str(e))
             return self.batch_screen(name, batch, banner, extra)
@@ -776,6 +779,7 @@ class Kiosk:
         form: FormData,
         user: str,
         extra: dict[str, Any],
+        sid: str,
     ) -> Banner:
         eng = self.engine
 
@@ -799,7 +803,7 @@ class Kiosk:
                 unless_none(self.tr("dev.linked", id=did, other=other)),
             )
         if name == "labels":
-            return self.labels_act(action, batch, form, user, custody, extra)
+            return self.labels_act(action, batch, form, user, custody, extra, sid)
         if (name, action) == ("handoff", "record"):
             return act(
                 lambda: custody.handoff(
@@ -852,6 +856,7 @@ class Kiosk:
         user: str,
         custody: Custody,
         extra: dict[str, Any],
+        sid: str,
     ) -> Banner:
 
         def f(k: str) -> str:
@@ -868,10 +873,13 @@ class Kiosk:
                 extra["preview"] = {"uri": uri, "d": d, "count": count, "form": dict(form)}
                 return Banner("notice", self.tr("labels.preview", kind=d.kind, count=count))
             content = {"coi": d.coi, "serial": d.serial}
-            return act(
+            banner = act(
                 lambda: custody.labels_printed(batch, d.kind, count, user, content),
                 unless_none(self.tr("labels.printed_ok", count=count, kind=d.kind)),
             )
+            if banner.kind == "ok":  # the printer's file, for exactly the labels recorded
+                extra["pdf"] = self.keep_pdf(sid, batch, d, count)
+            return banner
         if action == "apply":
             kind, raw = f("kind"), f("code")
             st = self.engine.state(batch)
@@ -911,6 +919,35 @@ class Kiosk:
 
             return act(lambda: custody.reconcile_labels(batch, user), done)
         raise Refused(self.tr("err.not_found", path=f"labels/{action}"))
+
+    def keep_pdf(self, sid: str, batch: str, d: LabelData, count: int) -> str:
+        """Keep the PDF of labels just recorded as printed, for this session to fetch once;
+        no other way makes a label file, so every label printed is in the record."""
+        token = secrets.token_urlsafe(16)
+        with self._pdfs_lock:
+            self._pdfs[token] = (sid, batch, f"{d.kind}-{count}", pdf([d] * count))
+            while len(self._pdfs) > MAX_PDFS:
+                del self._pdfs[next(iter(self._pdfs))]
+        return token
+
+    async def label_pdf(self, request: Request) -> Response:
+        s, out = self.signed_in(request)
+        if out is not None:
+            return out
+        with self._pdfs_lock:
+            kept = self._pdfs.get(request.path_params["token"])
+            if kept is not None and kept[0] == s.sid:
+                del self._pdfs[request.path_params["token"]]
+        if kept is None or kept[0] != s.sid or kept[1] != request.path_params["batch"]:
+            text = self.tr("labels.pdf_gone")
+            view = View("kiosk/error.html", "error", banner=Banner("refusal", text), status=404)
+            return self.respond(request, s, view)
+        _, batch, name, body = kept
+        return Response(
+            body,
+            media_type="application/pdf",
+            headers={"Content-Disposition": f'attachment; filename="labels-{batch}-{name}.pdf"'},
+        )
 
     async def devices(self, request: Request) -> Response:
         s, out = self.signed_in(request)
@@ -1027,6 +1064,7 @@ def create_app(station: StationPort, settings: KioskSettings) -> Starlette:
         Route("/batches", k.start_batch, methods=["POST"]),
         Route("/b/{batch}/step", k.step, methods=["GET"]),
         Route("/b/{batch}/step/{action}", k.step_action, methods=["POST"]),
+        Route("/b/{batch}/labels/pdf/{token}", k.label_pdf, methods=["GET"]),
         Route("/b/{batch}/{screen}", k.screen, methods=["GET"]),
         Route("/b/{batch}/{screen}/{action}", k.batch_action, methods=["POST"]),
         Route("/devices", k.devices),

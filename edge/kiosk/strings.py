@@ -181,6 +181,11 @@ EN: dict[str, str] = {
     "labels.preview_alt": "Preview of the {kind} label for COI {coi}",
     "labels.print_button": "Print {count}",
     "labels.printed_ok": "{count} {kind} label(s) printed.",
+    "labels.pdf": "Label file for the printer (PDF)",
+    "labels.pdf_gone": (
+        "this label file was already fetched or is not this session's: print again to record "
+        "new labels"
+    ),
     "labels.apply": "Apply a label (scan it on the item)",
     "labels.apply_scan": "Scan of the applied label",
     "labels.apply_button": "Record applied",

@@ -115,3 +115,25 @@ def test_a_label_of_another_patient_is_not_recorded_as_applied(kiosk: Served, st
     kind, text = post(c, token, "/b/B1/labels/preview", kind="shipper", count="many")
     assert kind == "refusal" and "whole number from 1 to 1000" in text
     assert station.engine.ledger.head == head
+
+
+def test_the_printers_file_comes_only_with_a_recorded_print(kiosk: Served, station: Any) -> None:
+    c, token = signed_in(kiosk.url)
+    start(c, token)
+    label = {"kind": "shipper", "count": "2", "gtin": "09506000134352", "serial": "SHP-0042"}
+    r = c.post("/b/B1/labels/print", data={"csrf": token, **label})
+    assert banner(r.text) == ("ok", f"printed 2 shipper label(s) for {COI}")
+    m = re.search(r'id="label-pdf" href="([^"]+)"', r.text)
+    assert m
+    other, _ = signed_in(kiosk.url, "op.bob")
+    assert other.get(m.group(1)).status_code == 404  # not that session's
+    got = c.get(m.group(1))
+    assert got.status_code == 200 and got.headers["content-type"] == "application/pdf"
+    from io import BytesIO
+
+    from pypdf import PdfReader
+
+    assert len(PdfReader(BytesIO(got.content)).pages) == 2  # one page a label printed
+    assert c.get(m.group(1)).status_code == 404  # once
+    printed = [e for e in station.engine.ledger.batch_events("B1") if e.kind == "label.printed"]
+    assert [(e.payload["label"], e.payload["count"]) for e in printed] == [("shipper", 2)]
