@@ -108,3 +108,22 @@ def test_no_control_depends_on_hover() -> None:
     styles = [webui.STATIC / "webui.css", *kiosk.glob("templates/**/*.html")]
     hover = [p.name for p in styles if ":hover" in p.read_text() or "mouseover" in p.read_text()]
     assert hover == []
+
+
+def test_the_accessibility_check_sees_a_violation(browser: Any, kiosk: Served) -> None:
+    """The check can fail: an image without a text alternative and light grey text on white (axe leaves identical colours to a person)."""
+    ctx = browser.new_context(viewport={"width": 1280, "height": 800})
+    page = ctx.new_page()
+    try:
+        page.goto(f"{kiosk.url}/signin")
+        assert axe_violations(page, kiosk.url) == []
+        page.evaluate(
+            "() => { const i = document.createElement('img'); i.src = 'data:,';"
+            " document.querySelector('main').append(i);"
+            " const b = document.querySelector('main button');"
+            " b.style.background = '#fff'; b.style.color = '#bbb'; }"
+        )
+        found = " ".join(axe_violations(page, kiosk.url))
+        assert "image-alt (critical)" in found and "color-contrast (serious)" in found
+    finally:
+        ctx.close()
