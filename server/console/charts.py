@@ -1,0 +1,101 @@
+"""Telemetry charts as inline SVG, drawn on the server from a channel's stored downsampled series
+(:meth:`ebr_core.telemetry.Series.points`: per bucket its start, count, minimum and maximum), so
+the cost depends on the number of buckets, never on the number of readings.
+
+Drawn: a band from each bucket's minimum to its maximum, the channel's recorded minimum and
+maximum as labelled lines, and a marker on the time axis for each alarm of the batch.  The server
+stores no limits per channel (the MBR's limits stay on the unit); excursions are counted by the
+unit's judgement of each reading and shown in the caption.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from markupsafe import Markup, escape
+
+WIDTH, HEIGHT = 900, 260
+LEFT, RIGHT, TOP, BOTTOM = 90, 20, 20, 40
+MAX_POINTS = 600  # buckets drawn at most; more are merged pairwise (min of mins, max of maxes)
+
+
+@dataclass(frozen=True)
+class Point:
+    t: float  # epoch seconds
+    lo: float
+    hi: float
+
+
+def merge(points: Sequence[Point], limit: int = MAX_POINTS) -> list[Point]:
+    """At most ``limit`` points, each the envelope of neighbouring buckets (never hides a peak)."""
+    out = list(points)
+    while len(out) > limit:
+        out = [
+            Point(a.t, min(a.lo, b.lo), max(a.hi, b.hi)) if b is not None else a
+            for a, b in zip(out[::2], [*out[1::2], None], strict=False)
+        ]
+    return out
+
+
+def _epoch(t: str) -> float | None:
+    try:
+        d = datetime.fromisoformat(t.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return d.timestamp() if d.tzinfo else None
+
+
+def chart_svg(
+    name: str,
+    unit: str,
+    series: Sequence[dict[str, Any]],
+    alarm_times: Sequence[str],
+    title_id: str,
+) -> Markup:
+    """The chart of one channel; ``series`` as :meth:`Series.points` gives it."""
+    pts = merge([Point(float(p["t"]), float(p["min"]), float(p["max"])) for p in series])
+    if not pts:
+        return Markup('<p class="muted">no plottable readings</p>')
+    t0, t1 = pts[0].t, pts[-1].t
+    lo, hi = min(p.lo for p in pts), max(p.hi for p in pts)
+    if hi == lo:
+        lo, hi = lo - 1, hi + 1
+    if t1 == t0:
+        t1 = t0 + 1
+    pw, ph = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
+
+    def x(t: float) -> float:
+        return LEFT + (t - t0) / (t1 - t0) * pw
+
+    def y(v: float) -> float:
+        return TOP + (hi - v) / (hi - lo) * ph
+
+    upper = " ".join(f"{x(p.t):.1f},{y(p.hi):.1f}" for p in pts)
+    lower = " ".join(f"{x(p.t):.1f},{y(p.lo):.1f}" for p in reversed(pts))
+    parts = [
+        (
+            f'<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" '
+            f'aria-labelledby="{escape(title_id)}" xmlns="http://www.w3.org/2000/svg">'
+        ),
+        (
+            f'<title id="{escape(title_id)}">{escape(name)} ({escape(unit)}): {len(series)} '
+            f"buckets from {lo:g} to {hi:g}</title>"
+        ),
+        f'<line class="axis" x1="{LEFT}" y1="{TOP + ph}" x2="{LEFT + pw}" y2="{TOP + ph}"/>',
+        f'<line class="axis" x1="{LEFT}" y1="{TOP}" x2="{LEFT}" y2="{TOP + ph}"/>',
+        f'<text x="4" y="{TOP + 18}">{hi:g}</text>',
+        f'<text x="4" y="{TOP + ph}">{lo:g}</text>',
+        f'<polygon class="band" points="{upper} {lower}"/>',
+    ]
+    for when in alarm_times:
+        t = _epoch(when)
+        if t is not None and t0 <= t <= t1:
+            parts.append(
+                f'<line class="limit alarm" x1="{x(t):.1f}" y1="{TOP}" x2="{x(t):.1f}" '
+                f'y2="{TOP + ph}"><title>alarm at {escape(when)}</title></line>'
+            )
+    parts.append("</svg>")
+    return Markup("".join(parts))  # noqa: S704 (every text above is escaped or a number)

@@ -1,0 +1,564 @@
+"""The console's screens: sign-in and password change, the review queue, the batch view
+(exceptions first), deviation closure with an e-signature, and the release ceremony.
+
+Each action calls the service the JSON API calls, one call per recorded act:
+:meth:`Access.check_password` (lockout, attempt slots), :func:`people.issue_token`,
+:func:`views.queue` (access-scoped), :func:`views.batch_view`, :func:`service.deviation_action`,
+:func:`service.sign` (the pure release rules of :mod:`server.quality.release` decide).  A refusal
+is shown in the service's own words, with its HTTP status.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import RedirectResponse, Response
+from sqlalchemy import func, or_, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from ebr_core.vocab import Meaning
+from server.batches import summary
+from server.console import web
+from server.console.charts import chart_svg
+from server.custody.service import timeline as custody_timeline
+from server.db import AuditEntry, BatchSummary
+from server.errors import Forbidden, ServerError, Unauthorized, Unprocessable
+from server.people import duties, passwords
+from server.people import service as people
+from server.people.auth import Access
+from server.people.service import Principal
+from server.quality import release, views
+from server.quality import review as service
+from server.quality.api import batch_start
+from server.quality.record import load_review
+from server.schemas import PathId
+from server.text import iso
+
+router = APIRouter(include_in_schema=False)
+
+QUEUE_STATES = [s.value for s in views.QUEUED]
+AGES = {"": None, "1": 1, "3": 3, "7": 7, "30": 30}  # "completed more than n days ago"
+QUEUE_MAX = 500
+DECIDING = (Meaning.RELEASED.value, Meaning.REJECTED.value)
+
+
+# -- plumbing ---------------------------------------------------------------------------------
+
+
+def _access(request: Request) -> Access:
+    a = request.app.state.access
+    assert isinstance(a, Access)
+    return a
+
+
+def _sessions(request: Request) -> sessionmaker[Session]:
+    s: sessionmaker[Session] = request.app.state.sessions
+    return s
+
+
+def _now(request: Request) -> datetime:
+    t: datetime = request.app.state.clock()
+    return t
+
+
+def _who(request: Request) -> Principal | None:
+    """The signed-in person, or None (no cookie, or a token expired, revoked or of an inactive
+    account: decided by :func:`people.principal_for_token`)."""
+    token = request.cookies.get(web.SESSION_COOKIE, "")
+    if not token:
+        return None
+    with _sessions(request)() as s:
+        try:
+            who = people.principal_for_token(s, token, at=_now(request))
+        except Unauthorized:
+            return None
+    request.state.principal = who  # names the person in an audited refusal
+    return who
+
+
+def _signin(reason: str = "") -> RedirectResponse:
+    return RedirectResponse("/console/signin" + ("?expired=1" if reason else ""), status_code=303)
+
+
+async def _refused(
+    request: Request,
+    e: ServerError,
+    who: Principal | None,
+    name: str = "console/error.html",
+    context: dict[str, Any] | None = None,
+) -> Response:
+    """A refusal as a page, with the service's message and HTTP status; a 403 is audited as the
+    API audits it."""
+    if isinstance(e, Forbidden):
+        await _access(request).audit_forbidden(request, e)
+    ctx = {"who": who, "error": e.message, "error_title": e.title} | (context or {})
+    return web.render(request, name, ctx, e.status)
+
+
+def _ready(request: Request) -> Principal | Response:
+    """The person, or where they must go first (sign-in; their password change)."""
+    who = _who(request)
+    if who is None:
+        return _signin()
+    if who.password_change_required:
+        return RedirectResponse("/console/password", status_code=303)
+    return who
+
+
+# -- static files -----------------------------------------------------------------------------
+
+
+@router.get("/console/static/webui/{path:path}")
+def webui_static(path: str) -> Response:
+    import webui
+
+    return web.static_file(webui.STATIC, path)
+
+
+@router.get("/console/static/console/{path:path}")
+def console_static(path: str) -> Response:
+    return web.static_file(web.STATIC, path)
+
+
+# -- sign-in ----------------------------------------------------------------------------------
+
+
+@router.get("/")
+def home(request: Request) -> Response:
+    return RedirectResponse("/console/queue", status_code=303)
+
+
+@router.get("/console/signin")
+def signin_page(request: Request) -> Response:
+    note = "Your session ended: sign in again." if request.query_params.get("expired") else ""
+    return web.render(request, "console/signin.html", {"note": note})
+
+
+@router.post("/console/signin")
+async def signin(request: Request) -> Response:
+    form = await request.form()
+    a = _access(request)
+    user_id = ""
+    try:
+        web.check_csrf(request, form)
+        user_id = web.field(form, "user_id", label="user id")[:64]
+        password = web.field(form, "password")
+
+        def go() -> tuple[str, bool]:
+            p = a.check_password(user_id, password, purpose="login")
+            with a.sessions() as s:
+                token, _ = people.issue_token(s, p, at=a.clock(), ttl_s=a.settings.token_ttl_s)
+                s.commit()
+            return token, bool(p.must_change_password)
+
+        token, must_change = await run_in_threadpool(go)
+    except ServerError as e:
+        return await _refused(request, e, None, "console/signin.html", {"user_id": user_id})
+    resp = RedirectResponse(
+        "/console/password" if must_change else "/console/queue", status_code=303
+    )
+    web.set_cookie(request, resp, web.SESSION_COOKIE, token, max_age=a.settings.token_ttl_s)
+    resp.delete_cookie(web.PRE_COOKIE, path="/")
+    return resp
+
+
+@router.post("/console/signout")
+async def signout(request: Request) -> Response:
+    form = await request.form()
+    who = _who(request)
+    try:
+        web.check_csrf(request, form)
+    except ServerError as e:
+        return await _refused(request, e, who)
+    token = request.cookies.get(web.SESSION_COOKIE, "")
+    if token:
+        with _sessions(request)() as s:
+            people.end_session(s, token, at=_now(request))
+            s.commit()
+    resp = RedirectResponse("/console/signin", status_code=303)
+    resp.delete_cookie(web.SESSION_COOKIE, path="/")
+    return resp
+
+
+@router.get("/console/password")
+def password_page(request: Request) -> Response:
+    who = _who(request)
+    if who is None:
+        return _signin()
+    return web.render(request, "console/password.html", {"who": who})
+
+
+@router.post("/console/password")
+async def change_password(request: Request) -> Response:
+    """The owner changes their password with the current one (the step after an administrator
+    set it); their other sessions end, this one goes on."""
+    form = await request.form()
+    who = _who(request)
+    if who is None:
+        return _signin()
+    a = _access(request)
+    token = request.cookies.get(web.SESSION_COOKIE, "")
+    try:
+        web.check_csrf(request, form)
+        if who is people.SYSTEM:
+            raise Forbidden("the bootstrap token has no password to change")
+        current = web.field(form, "current_password", label="current password")
+        new = passwords.password_argument(
+            "new_password", web.field(form, "new_password", label="new password")
+        )
+        if new != web.field(form, "new_again", label="new password again"):
+            raise Unprocessable("the new password and its repetition differ: type it twice")
+        if new == current:
+            raise Unprocessable(
+                "password policy: the new password must differ from the current one"
+            )
+
+        def go() -> None:
+            a.check_password(who.user_id, current, purpose="password_change")
+            h = a.new_hash(who.user_id, new)
+            with a.sessions() as s:
+                people.change_own_password(s, who, at=a.clock(), password_hash=h,
+                                           keep_token=token)  # fmt: skip
+                s.commit()
+
+        await run_in_threadpool(go)
+    except ServerError as e:
+        return await _refused(request, e, who, "console/password.html")
+    return RedirectResponse("/console/queue", status_code=303)
+
+
+# -- review queue -----------------------------------------------------------------------------
+
+
+def _completed(b: dict[str, Any]) -> datetime | None:
+    return release.recorded_time(b.get("completed_at"))
+
+
+@router.get("/console/queue")
+async def queue_page(request: Request) -> Response:
+    who = _ready(request)
+    if isinstance(who, Response):
+        return who
+    q = request.query_params
+    site, state, age = q.get("site", "")[:64], q.get("state", ""), q.get("age", "")
+    try:
+        sites = who.sites("queue.read")
+        if sites == set():
+            who.require("queue.read", None)  # raises: no site where the queue may be read
+        if state and state not in QUEUE_STATES:
+            raise Unprocessable(f"state {state[:40]!r} is not one of {', '.join(QUEUE_STATES)}")
+        if age not in AGES:
+            raise Unprocessable(
+                f"age {age[:8]!r}: expected one of {', '.join(a for a in AGES if a)} (days)"
+            )
+        scope = sites
+        if site:
+            who.require("queue.read", site)
+            scope = {site}
+        with _sessions(request)() as s:
+            found = views.queue(s, scope, limit=QUEUE_MAX, offset=0)
+            known = sorted(
+                sites if sites is not None else s.scalars(select(BatchSummary.site_id).distinct())
+            )
+    except ServerError as e:
+        return await _refused(request, e, who)
+    now = _now(request)
+    days = AGES[age]
+    rows = found["batches"]
+    counts = {st: sum(1 for b in rows if b["review_state"] == st) for st in QUEUE_STATES}
+    if state:
+        rows = [b for b in rows if b["review_state"] == state]
+    if days is not None:
+        cut = now - timedelta(days=days)
+        rows = [b for b in rows if (t := _completed(b)) is not None and t <= cut]
+    return web.render(
+        request,
+        "console/queue.html",
+        {
+            "who": who,
+            "rows": rows,
+            "total": found["total"],
+            "counts": counts,
+            "truncated": found["total"] > QUEUE_MAX,
+            "sites": known,
+            "states": QUEUE_STATES,
+            "ages": [a for a in AGES if a],
+            "site": site,
+            "state": state,
+            "age": age,
+        },
+    )
+
+
+# -- batch view -------------------------------------------------------------------------------
+
+
+def _charts(view_id: str, tele: dict[str, Any], alarms: list[dict[str, Any]]) -> list[Any]:
+    times = [str(a.get("recorded_at") or a.get("at") or "") for a in alarms]
+    out = []
+    for i, (name, ch) in enumerate(tele.items()):
+        out.append(
+            {
+                "name": name,
+                "ch": ch,
+                "svg": chart_svg(name, ch["unit"], ch["series"], times, f"chart-{view_id}-{i}"),
+            }
+        )
+    return out
+
+
+def _load_batch(request: Request, who: Principal, batch_id: str) -> dict[str, Any]:
+    with _sessions(request)() as s:
+        summ = summary(s, batch_id)
+        who.require("batch.read", summ.site_id)
+        r = load_review(s, batch_id)
+        view = views.batch_view(s, r, _now(request))
+        tele = views.telemetry_json(r.projection.telemetry, series=True)
+        custody: dict[str, Any] | None = None
+        if summ.coi:
+            try:
+                custody = custody_timeline(s, summ.coi)
+            except ServerError:
+                custody = None
+        seq = s.scalar(select(func.max(AuditEntry.seq))) or 0
+    return {
+        "view": view,
+        "charts": _charts("b", tele, view["alarms"]),
+        "custody": custody,
+        "audit_seq": seq,
+        "can_review": who.can("sign.review", view["site_id"]),
+        "can_release": who.can("release", view["site_id"]),
+        "can_close": who.can("deviation.review", view["site_id"]),
+    }
+
+
+async def _batch_page(
+    request: Request,
+    who: Principal,
+    batch_id: str,
+    *,
+    notices: list[str] | None = None,
+    refusals: list[str] | None = None,
+    status: int = 200,
+) -> Response:
+    try:
+        ctx = _load_batch(request, who, batch_id)
+    except ServerError as e:
+        return await _refused(request, e, who)
+    ctx |= {"who": who, "notices": notices or [], "refusals": refusals or []}
+    return web.render(request, "console/batch.html", ctx, status)
+
+
+@router.get("/console/batches/{batch_id}")
+async def batch_page(batch_id: PathId, request: Request) -> Response:
+    who = _ready(request)
+    if isinstance(who, Response):
+        return who
+    return await _batch_page(request, who, batch_id)
+
+
+# -- deviations -------------------------------------------------------------------------------
+
+
+def _ids(form: Any, name: str, what: str) -> list[str]:
+    ids = [str(x) for x in form.getlist(name)]
+    if not ids:
+        raise Unprocessable(f"choose at least one {what}")
+    for i in ids:
+        if not i or len(i) > 64:
+            raise Unprocessable(f"{what} {i[:64]!r}: expected an id of 1 to 64 characters")
+    return list(dict.fromkeys(ids))
+
+
+@router.post("/console/batches/{batch_id}/deviations/close")
+async def close_deviations(batch_id: PathId, request: Request) -> Response:
+    """Close one deviation, or several minor ones, with one e-signature (meaning ``closed``, a
+    reason, the password again); each closure is recorded on its own, one service call each."""
+    who = _ready(request)
+    if isinstance(who, Response):
+        return who
+    form = await request.form()
+    a = _access(request)
+    try:
+        web.check_csrf(request, form)
+        ids = _ids(form, "deviation", "deviation")
+        reason = web.field(form, "reason")
+        password = web.field(form, "password")
+        with _sessions(request)() as s:
+            who.require("deviation.review", summary(s, batch_id).site_id)
+            devs = {d["deviation_id"]: d for d in load_review(s, batch_id).deviations()}
+        if len(ids) > 1:
+            major = [i for i in ids if i in devs and devs[i].get("severity") != "minor"]
+            if major:
+                raise Unprocessable(
+                    f"only minor deviations are closed together; {', '.join(major)} "
+                    "must be closed on its own"
+                )
+        await run_in_threadpool(a.check_password, who.user_id, password, purpose="signature")
+    except ServerError as e:
+        if isinstance(e, Forbidden):
+            await a.audit_forbidden(request, e)
+        return await _batch_page(request, who, batch_id, refusals=[e.message], status=e.status)
+    notices, refusals, status = [], [], 200
+    for dev in ids:
+        try:
+            with _sessions(request)() as s:
+                service.deviation_action(
+                    s, who, at=_now(request), batch_id=batch_id, deviation_id=dev,
+                    action="close", text_=reason,
+                )  # fmt: skip
+                s.commit()
+            notices.append(f"deviation {dev} closed by {who.printed_name} ({who.user_id})")
+        except ServerError as e:
+            refusals.append(f"deviation {dev}: {e.message}")
+            status = e.status
+    return await _batch_page(
+        request, who, batch_id, notices=notices, refusals=refusals, status=status
+    )
+
+
+# -- the release ceremony ---------------------------------------------------------------------
+
+
+def _dialog(request: Request, who: Principal, batch_id: str, kind: str) -> dict[str, Any]:
+    ctx = _load_batch(request, who, batch_id)
+    view = ctx["view"]
+    who.require("release" if kind == "release" else "sign.review", view["site_id"])
+    final = {
+        d["jurisdiction"]
+        for d in view["dispositions"]
+        if d["disposition"] in ("released", "exceptional_release", "rejected")
+    }
+    return ctx | {
+        "who": who,
+        "kind": kind,
+        "opened_at": iso(_now(request)),
+        "jurisdictions": [
+            {"code": j, "cqa": c, "final": j in final} for j, c in sorted(view["cqa"].items())
+        ],
+    }
+
+
+@router.get("/console/batches/{batch_id}/sign")
+async def sign_dialog(batch_id: PathId, request: Request) -> Response:
+    """The signing dialog: its hidden fields hold the record and evaluation hashes as they are
+    now, so the signature is bound to what was shown (21 CFR 11.70)."""
+    who = _ready(request)
+    if isinstance(who, Response):
+        return who
+    kind = request.query_params.get("kind", "review")
+    try:
+        if kind not in ("review", "release"):
+            raise Unprocessable(f"kind {kind[:16]!r}: expected review or release")
+        ctx = _dialog(request, who, batch_id, kind)
+    except ServerError as e:
+        return await _refused(request, e, who)
+    return web.render(request, "console/sign.html", ctx)
+
+
+def _changes(request: Request, batch_id: str, since_seq: int) -> list[dict[str, Any]]:
+    """What was recorded on the batch (and its deviations) after the dialog opened."""
+    with _sessions(request)() as s:
+        rows = s.scalars(
+            select(AuditEntry)
+            .where(
+                AuditEntry.seq > since_seq,
+                or_(AuditEntry.object_id == batch_id,
+                    AuditEntry.object_id.startswith(batch_id + "/", autoescape=True)),
+            )
+            .order_by(AuditEntry.seq)
+            .limit(50)
+        )  # fmt: skip
+        return [
+            {"at": e.at, "actor": e.actor, "action": e.action, "object": e.object_id,
+             "reason": e.reason or ""}
+            for e in rows
+        ]  # fmt: skip
+
+
+@router.post("/console/batches/{batch_id}/sign")
+async def sign(batch_id: PathId, request: Request) -> Response:
+    """One password, one signature per jurisdiction: the reviewer's "reviewed" for every
+    jurisdiction evaluated, or the approver's disposition for each jurisdiction chosen, each
+    recorded separately by :func:`service.sign` with its own evaluation hash."""
+    who = _ready(request)
+    if isinstance(who, Response):
+        return who
+    form = await request.form()
+    a = _access(request)
+    try:
+        web.check_csrf(request, form)
+        kind = web.field(form, "kind")
+        if kind not in ("review", "release"):
+            raise Unprocessable(f"kind {kind[:16]!r}: expected review or release")
+        with _sessions(request)() as s:
+            site = summary(s, batch_id).site_id
+        # A reviewer's forged release post ends here, before any password is read.
+        who.require("release" if kind == "release" else "sign.review", site)
+        if kind == "release":
+            meaning = web.field(form, "meaning")
+            if meaning not in DECIDING:
+                raise Unprocessable(f"meaning {meaning[:20]!r}: expected one of {DECIDING}")
+            chosen = _ids(form, "jurisdiction", "jurisdiction")
+        else:
+            meaning = Meaning.REVIEWED.value
+            chosen = _ids(form, "reviewed", "jurisdiction")
+        record_hash = web.field(form, "record_hash", label="record hash")
+        hashes = {j: web.field(form, f"evaluation_hash_{j}", label=f"evaluation hash {j}")
+                  for j in chosen}  # fmt: skip
+        reason = web.field(form, "reason")
+        password = web.field(form, "password")
+        since_seq = int(web.field(form, "audit_seq", label="audit position") or 0)
+        await run_in_threadpool(a.check_password, who.user_id, password, purpose="signature")
+    except (ServerError, ValueError) as e:
+        err = e if isinstance(e, ServerError) else Unprocessable("audit position: not a number")
+        return await _refused(request, err, who)
+    notices: list[str] = []
+    refusals: list[str] = []
+    status = 200
+    for j in chosen:
+        try:
+            with _sessions(request)() as s:
+                since = batch_start(s, batch_id)
+                if since is not None and (why := duties.signing_barred(s, who.user_id, since)):
+                    raise Forbidden(why)
+                req = release.Signing(meaning, reason, j, record_hash, hashes[j],
+                                      at=_now(request))  # fmt: skip
+                sig, disp = service.sign(s, who, batch_id=batch_id, req=req)
+                s.commit()
+            what = f"disposition {disp.disposition}" if disp is not None else "no disposition"
+            notices.append(
+                f"{j}: signed {meaning} by {sig.printed_name} ({what}; evaluation "
+                f"{sig.evaluation_hash})"
+            )
+        except ServerError as e:
+            if isinstance(e, Forbidden):
+                await a.audit_forbidden(request, e)
+            refusals.append(f"{j}: {e.message}")
+            status = e.status
+    if refusals and not notices:
+        # Nothing recorded: the dialog again, on the current record, saying what changed.
+        try:
+            ctx = _dialog(request, who, batch_id, kind)
+        except ServerError as e:
+            return await _refused(request, e, who)
+        view = ctx["view"]
+        stale = (
+            [f"record hash was {record_hash}, now {view['record_hash']}"]
+            if record_hash != view["record_hash"]
+            else []
+        )
+        stale += [
+            f"evaluation {j} was {h}, now {view['cqa'][j]['evaluation_hash']}"
+            for j, h in hashes.items()
+            if j in view["cqa"] and view["cqa"][j]["evaluation_hash"] != h
+        ]
+        ctx |= {"refusals": refusals, "stale": stale,
+                "changes": _changes(request, batch_id, since_seq) if stale else []}  # fmt: skip
+        return web.render(request, "console/sign.html", ctx, status)
+    return await _batch_page(
+        request, who, batch_id, notices=notices, refusals=refusals, status=status
+    )
