@@ -202,6 +202,7 @@ class Kiosk:
         self.env.globals["unit_id"] = station.unit_id
         self.env.globals["labels"] = LABELS
         self.env.globals["idle_s"] = self.sessions.idle_s
+        self.env.globals["station_devices"] = station.devices  # the header's device strip
 
     def close(self) -> None:
         """End every open event stream (and detach the scanner): call it before stopping the
