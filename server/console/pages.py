@@ -303,6 +303,7 @@ def _charts(view_id: str, tele: dict[str, Any], alarms: list[dict[str, Any]]) ->
         out.append(
             {
                 "name": name,
+                "anchor": f"chart-{i + 1}",
                 "ch": ch,
                 "svg": chart_svg(name, ch["unit"], ch["series"], times, f"chart-{view_id}-{i}"),
             }

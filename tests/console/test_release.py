@@ -60,6 +60,7 @@ def test_reviewed_and_released_for_three_jurisdictions(
     assert "Rejected scans: 1" in rev.inner_text("#exceptions")
     assert rev.locator("#telemetry svg.chart polygon.band").count() == 1
     assert "1 excursion" in rev.inner_text("#telemetry")
+    assert "temperature: 1" in rev.inner_text("#exceptions")
     assert "CQA" not in rev.title() and rev.locator("#cqa-table-EU tbody tr").count() >= 10
     assert rev.locator("#open-release").count() == 0  # a reviewer has no release control
 
