@@ -359,3 +359,78 @@ def scan_cmd(unit_id: str, scanner: str | None, symbology: str, code: str) -> No
         raise click.ClickException(str(e)) from e
     shown = data.replace("\x1d", "<GS>")
     click.echo(f"{name}: scanned {symbology}{shown}")
+
+
+def _broker_address(text: str) -> tuple[str, int]:
+    """``host:port`` or ``mqtt://host:port`` (port 1883 when left out)."""
+    rest = text.removeprefix("mqtt://")
+    host, _, port = rest.rpartition(":") if ":" in rest else (rest, "", "1883")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise click.BadParameter(
+            f"{text!r} is not a broker address; expected HOST:PORT or mqtt://HOST:PORT",
+            param_hint="BROKER",
+        )
+    return host, int(port)
+
+
+@sim.command("record")
+@click.argument("port")
+@click.option(
+    "--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Capture file."
+)
+@click.option("--duration", default=0.0, help="Seconds to record (0: until Ctrl-C).")
+@click.option("--baudrate", default=9600, show_default=True)
+@click.option("--note", default="", help="What was recorded (device, model, firmware, faults).")
+def record_cmd(port: str, out: Path, duration: float, baudrate: int, note: str) -> None:
+    """Record what a serial device sends (PORT: /dev/ttyUSB0, or any pyserial URL), with its
+    timing, to a capture (JSON Lines) that sim://replay?file=... plays back."""
+    import serial
+
+    from firmware_sim.capture import record_serial
+
+    try:
+        with out.open("w", encoding="utf-8") as f:
+            n = record_serial(port, f, duration=duration, baudrate=baudrate, note=note)
+    except (serial.SerialException, OSError) as e:
+        raise click.ClickException(f"cannot record {port}: {e}") from e
+    click.echo(f"recorded {n} reads from {port} to {out}")
+
+
+@sim.command("record-mqtt")
+@click.argument("broker")
+@click.argument("topic")
+@click.option(
+    "--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Capture file."
+)
+@click.option("--duration", default=0.0, help="Seconds to record (0: until Ctrl-C).")
+@click.option("--note", default="", help="What was recorded (device, model, firmware, faults).")
+def record_mqtt_cmd(broker: str, topic: str, out: Path, duration: float, note: str) -> None:
+    """Record the messages an MQTT device publishes on TOPIC (wildcards allowed) at BROKER
+    (HOST:PORT), with their timing, to a capture that 'ctgtp sim replay-mqtt' plays back."""
+    from firmware_sim.capture import record_mqtt
+
+    host, port = _broker_address(broker)
+    try:
+        with out.open("w", encoding="utf-8") as f:
+            n = record_mqtt(host, port, topic, f, duration=duration, note=note)
+    except OSError as e:
+        raise click.ClickException(f"cannot record from {broker}: {e}") from e
+    click.echo(f"recorded {n} messages on {topic} to {out}")
+
+
+@sim.command("replay-mqtt")
+@click.argument("capture", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--broker", required=True, help="HOST:PORT of the broker to publish to.")
+@click.option(
+    "--speed", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True
+)
+def replay_mqtt_cmd(capture: Path, broker: str, speed: float) -> None:
+    """Publish a recorded MQTT capture again, paced at SPEED times its recorded timing."""
+    from firmware_sim.capture import CaptureError, load, replay_mqtt
+
+    host, port = _broker_address(broker)
+    try:
+        n = replay_mqtt(load(capture), host, port, speed=speed)
+    except (CaptureError, OSError) as e:
+        raise click.ClickException(str(e)) from e
+    click.echo(f"replayed {n} messages to {broker}")

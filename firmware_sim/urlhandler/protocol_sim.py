@@ -7,22 +7,31 @@ makes reads fail as an unplugged USB adapter does.  With ``remote=1`` another pr
 it too, while it is open (``ctgtp sim scan``; see :mod:`firmware_sim.urlhandler.remote`).
 As on a real line, at most ``buffer`` bytes (default 4096) wait unread; what does not fit is lost
 (counted in the port's ``lost``).
+
+``sim://replay?file=capture.jsonl&speed=10`` replays a recorded serial device instead
+(:mod:`firmware_sim.capture`), optionally with faults.
 """
 
 from __future__ import annotations
 
+import contextlib
+import random
 import threading
 import time
 import urllib.parse
+from pathlib import Path
 from typing import Any
 
 from serial.serialutil import PortNotOpenError, SerialBase, SerialException
 
+from firmware_sim.capture import CaptureError, load, paced
 from firmware_sim.devices import Faults, ScannerSim
+from firmware_sim.faults import Device, Fault, check_params, serial_wire
 from firmware_sim.pty import BUFFER
 from firmware_sim.urlhandler.remote import Listener, RemoteError
 
 _PORTS: dict[str, Serial] = {}
+REPLAY_FAULTS = (Fault.NOISE, Fault.SPLIT, Fault.TRUNCATE, Fault.DUPLICATE, Fault.BAD_CHECKSUM)
 _SUFFIX = {"crlf": b"\r\n", "cr": b"\r", "lf": b"\n"}
 
 
@@ -43,8 +52,14 @@ class Serial(SerialBase):
         self.lost = 0
         self._cond = threading.Condition()
         self.unplugged = False
-        self.name_key, self.device = self.from_url(str(self.port))
         self.listener: Listener | None = None
+        self._replay: threading.Thread | None = None
+        self._stop = threading.Event()
+        if urllib.parse.urlsplit(str(self.port)).netloc == "replay":
+            self._open_replay(str(self.port))
+            self.is_open = True
+            return
+        self.name_key, self.device = self.from_url(str(self.port))
         if self._remote:
             try:
                 self.listener = Listener(
@@ -54,6 +69,50 @@ class Serial(SerialBase):
                 raise SerialException(f"cannot open {self.port}: {e}") from e
         _PORTS[self.name_key] = self
         self.is_open = True
+
+    def _open_replay(self, url: str) -> None:
+        """``sim://replay?file=capture.jsonl&speed=10&fault=noise&rate=0.5&seed=1``: the reads
+        of a serial capture, paced at ``speed``; with ``fault``, each recorded read is hit with
+        that probability (``rate``, default 1) by noise, split, truncate, duplicate or
+        bad_checksum (with its default parameters)."""
+        q = {k: v[-1] for k, v in urllib.parse.parse_qs(urllib.parse.urlsplit(url).query).items()}
+        unknown = sorted(set(q) - {"file", "speed", "fault", "rate", "seed", "buffer"})
+        if unknown or "file" not in q:
+            raise SerialException(
+                f"bad sim://replay URL {url!r}: expected file=CAPTURE and optionally speed, "
+                f"fault, rate, seed, buffer; got {', '.join(unknown) or 'no file'}"
+            )
+        self.name_key = ""
+        try:
+            self.buffer = int(q.get("buffer", BUFFER))
+            speed = float(q.get("speed", 1))
+            rate = float(q.get("rate", 1))
+            if self.buffer < 1 or not speed > 0 or not 0 <= rate <= 1:
+                raise ValueError("expected buffer >= 1, speed > 0 and rate in [0, 1]")
+            capture = load(Path(q["file"]))
+            if capture.kind != "serial":
+                raise CaptureError(f"{q['file']} is an {capture.kind} capture; expected serial")
+            fault = Fault(q["fault"]) if "fault" in q else None
+            if fault is not None and fault not in REPLAY_FAULTS:
+                raise ValueError(f"fault {fault}; expected one of {', '.join(REPLAY_FAULTS)}")
+        except (ValueError, OSError) as e:
+            raise SerialException(f"cannot open {url!r}: {e}") from e
+        rng = random.Random(int(q.get("seed", 1)))
+        params = {} if fault is None else check_params(Device.COUNTER, fault, None, "replay")[0]
+
+        def run() -> None:
+            for r in paced(capture.records, speed, self._stop):
+                chunks = [(r.data, 0.0)]
+                if fault is not None and rng.random() < rate:
+                    with contextlib.suppress(ValueError):  # not a CC1 line: no checksum
+                        chunks = serial_wire(fault, params, [r.data], b"\r\n", rng)
+                for chunk, pause in chunks:
+                    self.feed(chunk)
+                    if pause and self._stop.wait(pause):
+                        return
+
+        self._replay = threading.Thread(target=run, daemon=True, name="sim-replay")
+        self._replay.start()
 
     def from_url(self, url: str) -> tuple[str, ScannerSim]:
         parts = urllib.parse.urlsplit(url)
@@ -87,6 +146,9 @@ class Serial(SerialBase):
 
     def close(self) -> None:
         self.is_open = False
+        stop = getattr(self, "_stop", None)
+        if stop is not None:
+            stop.set()
         listener = getattr(self, "listener", None)
         if listener is not None:
             listener.close()
