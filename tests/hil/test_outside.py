@@ -40,3 +40,35 @@ def test_an_outside_test_uses_the_plugin_from_a_temporary_folder(tmp_path: Path)
     )
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     assert "10 passed" in done.stdout, done.stdout[-2000:]
+
+
+def test_the_example_in_docs_hil_md_passes_as_written(tmp_path: Path) -> None:
+    import re
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "hil.md").read_text()
+    code = re.search(r"### A complete example\n\n```python\n(.*?)```", doc, re.S)
+    assert code is not None, "docs/hil.md lost its complete example"
+    (tmp_path / "test_scanner_bench.py").write_text(code.group(1))
+    (tmp_path / "pytest.ini").write_text("[pytest]\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTEST_ADDOPTS")}
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "firmware_sim.pytest_plugin",
+            "-p",
+            "no:cacheprovider",
+            "test_scanner_bench.py",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    assert "3 passed" in done.stdout
