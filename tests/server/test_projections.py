@@ -229,7 +229,7 @@ def test_the_telemetry_route_serves_each_channel_with_its_series(
         report = pdf_text(auditor.get("/v1/batches/B-T/report.pdf").content)
     # the batch report shows each channel's summary, the excursion included
     assert "Instrument telemetry (601 readings)" in report
-    assert "temperature 301 37.0 Cel 39.5 Cel 39.5 Cel" in report
+    assert "temperature 301 37.0 °C 39.5 °C 39.5 °C" in report  # units by display name
     assert got["readings"] == 601
     temp = got["channels"]["temperature"]
     assert (temp["count"], temp["max"]) == (301, "39.5")
