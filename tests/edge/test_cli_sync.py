@@ -3,7 +3,10 @@ and the station's users file replaced by what a server published (``EdgeAgent.re
 
 from __future__ import annotations
 
+import _thread
 import json
+import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -70,3 +73,31 @@ def test_the_users_a_server_published_replace_the_stations(home: Path) -> None:
     assert not (home / "users.tmp").exists()
     listed = ok(at(home, "users")).stdout
     assert listed == "op.dee\tDee Operator\toperator\tactive\n"
+
+
+def test_sync_in_the_background_shows_its_alarm_until_interrupted(srv: Srv, started: Path) -> None:
+    """``sync --watch``: a unit the server does not know yet is an alarm on stderr, retried;
+    once enrolled, the record goes and the alarm clears; Ctrl-C ends the loop with a summary."""
+    events = json.loads(ok(at(started, "status", "--json")).stdout)["events"]
+
+    def operator() -> None:
+        time.sleep(2)
+        srv.enrol(load_or_create_unit_key(started, "UNIT-01"))
+        deadline = time.monotonic() + 60
+        while srv.unit("UNIT-01")["head_seq"] < events and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(1.5)  # the loop notices the alarm is gone
+        _thread.interrupt_main()  # Ctrl-C
+
+    t = threading.Thread(target=operator)
+    t.start()
+    try:
+        r = ok(at(started, "sync", "--server", srv.url, "--watch", "0.2"))
+    finally:
+        t.join()
+    alarms = r.stderr.splitlines()
+    assert alarms[0].startswith("alarm: ") and "refused" in alarms[0], r.stderr
+    assert alarms[-1] == "sync resumed"
+    rounds = int(r.stdout.removeprefix("background sync stopped after ").split()[0])
+    assert r.stdout == f"background sync stopped after {rounds} rounds\n" and rounds >= 1
+    assert srv.unit("UNIT-01")["head_seq"] == events
