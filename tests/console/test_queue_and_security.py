@@ -116,6 +116,13 @@ def test_session_csrf_headers_and_hostile_input(served: Served, tmp_path: Path) 
                   "password": PASSWORD},
         )  # fmt: skip
         assert r.status_code == 404 and "<script>x" not in r.text and "&lt;script&gt;" in r.text
+        # htmx sends the token as a header: accepted as the form field is.
+        r = c.post(
+            "/console/batches/B-SEC/deviations/close",
+            data={"deviation": "DEV-9", "reason": "r", "password": PASSWORD},
+            headers={"X-CSRF-Token": token},
+        )
+        assert r.status_code == 404 and "batch B-SEC has no deviation DEV-9" in r.text
         r = c.get("/console/batches/NOPE")
         assert r.status_code == 404 and "batch NOPE has no events on this server" in r.text
         r = c.get("/console/static/webui/%2e%2e/%2e%2e/server/settings.py")

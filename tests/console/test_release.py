@@ -263,3 +263,37 @@ def test_sign_in_with_a_password_set_by_an_administrator(served: Served, pages: 
     pg.click("#sign-out")
     pg.wait_for_url(f"{served.url}/console/signin")
     assert pg.goto(f"{served.url}/console/queue").url.endswith("/console/signin")
+
+
+def tab_to(page: Any, selector: str, presses: int = 80) -> None:
+    """Press Tab until ``selector`` has the focus (keyboard only: no click)."""
+    for _ in range(presses):
+        page.keyboard.press("Tab")
+        if page.evaluate("s => document.activeElement.matches(s)", selector):
+            return
+    raise AssertionError(f"{selector} is not reachable with the Tab key")
+
+
+def test_the_release_by_keyboard_alone(served: Served, pages: Any, tmp_path: Path) -> None:
+    push_batch(served, tmp_path, "B-KEY", deviations=())
+    with login(served.server, "rev.a") as c:
+        assert enter_results(c, "B-KEY", example_results()).status_code == 201
+        assert sign(c, "B-KEY", "rev.a", "reviewed", "EU").status_code == 201
+    pg = pages("keyboard")
+    sign_in(pg, served.url, "appr.a")
+    tab_to(pg, "a[href='/console/batches/B-KEY']")
+    pg.keyboard.press("Enter")
+    pg.wait_for_url(re.compile(r"/console/batches/B-KEY$"))
+    tab_to(pg, "#open-release")
+    pg.keyboard.press("Enter")
+    pg.wait_for_selector("#sign-form")
+    tab_to(pg, "#j-EU")
+    pg.keyboard.press("Space")
+    tab_to(pg, "#f-reason")
+    pg.keyboard.type("released by keyboard")
+    tab_to(pg, "#f-password")
+    pg.keyboard.type(PASSWORD)
+    pg.keyboard.press("Enter")
+    pg.wait_for_selector("#dispositions")
+    (d,) = view_of(served, "B-KEY")["dispositions"]
+    assert d["jurisdiction"] == "EU" and d["disposition"] == "conditional_release"
