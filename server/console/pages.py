@@ -10,6 +10,7 @@ is shown in the service's own words, with its HTTP status.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -19,6 +20,7 @@ from fastapi.responses import RedirectResponse, Response
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
+import webui
 from ebr_core.vocab import Meaning
 from server.batches import summary
 from server.console import web
@@ -34,10 +36,14 @@ from server.quality import release, views
 from server.quality import review as service
 from server.quality.api import batch_start
 from server.quality.record import load_review
-from server.schemas import PathId
+from server.schemas import ID
 from server.text import iso
 
-router = APIRouter(include_in_schema=False)
+# HTML pages, not API operations: plain Starlette routes (no OpenAPI entry, no permission
+# dependency for the API's authorization matrix to enumerate); each handler checks the person's
+# permission with the same Principal.require the API's dependencies use.
+router = APIRouter()
+Handler = Callable[[Request], Response]
 
 QUEUE_STATES = [s.value for s in views.QUEUED]
 AGES = {"": None, "1": 1, "3": 3, "7": 7, "30": 30}  # "completed more than n days ago"
@@ -83,7 +89,19 @@ def _signin(reason: str = "") -> RedirectResponse:
     return RedirectResponse("/console/signin" + ("?expired=1" if reason else ""), status_code=303)
 
 
-async def _refused(
+def _audit_forbidden(request: Request, e: Forbidden) -> None:
+    """Audit a refused authorization as the API's error handler does (rate-limited)."""
+    who = getattr(request.state, "principal", None)
+    name = who.user_id if isinstance(who, Principal) else _address(request)
+    route = f"{request.method} {request.url.path}"[:128]
+    _access(request).audit_refusal("authz.refused", name, e.message, route)
+
+
+def _address(request: Request) -> str:
+    return request.client.host if request.client else "(unknown)"
+
+
+def _refused(
     request: Request,
     e: ServerError,
     who: Principal | None,
@@ -93,7 +111,7 @@ async def _refused(
     """A refusal as a page, with the service's message and HTTP status; a 403 is audited as the
     API audits it."""
     if isinstance(e, Forbidden):
-        await _access(request).audit_forbidden(request, e)
+        _audit_forbidden(request, e)
     ctx = {"who": who, "error": e.message, "error_title": e.title} | (context or {})
     return web.render(request, name, ctx, e.status)
 
@@ -108,38 +126,68 @@ def _ready(request: Request) -> Principal | Response:
     return who
 
 
+def page(path: str, method: str = "GET") -> Callable[[Handler], Handler]:
+    """Register a page.  The handler runs in a worker thread (it reads the database and may
+    check a password), with a POST's form already read into ``request.state.form``; a refusal
+    raised in it is shown as a page with its status."""
+
+    def register(fn: Handler) -> Handler:
+        async def endpoint(request: Request) -> Response:
+            if method == "POST":
+                request.state.form = await request.form()
+            return await run_in_threadpool(_guarded, fn, request)
+
+        router.add_route(path, endpoint, methods=[method], name=fn.__name__,
+                         include_in_schema=False)  # fmt: skip
+        return fn
+
+    return register
+
+
+def _guarded(fn: Handler, request: Request) -> Response:
+    try:
+        return fn(request)
+    except ServerError as e:
+        return _refused(request, e, getattr(request.state, "principal", None))
+
+
+def _batch_id(request: Request) -> str:
+    b = str(request.path_params["batch_id"])
+    if not 1 <= len(b) <= ID:
+        raise Unprocessable(f"batch id: 1 to {ID} characters")
+    return b
+
+
 # -- static files -----------------------------------------------------------------------------
 
 
-@router.get("/console/static/webui/{path:path}")
-def webui_static(path: str) -> Response:
-    import webui
-
-    return web.static_file(webui.STATIC, path)
+@page("/console/static/webui/{path:path}")
+def webui_static(request: Request) -> Response:
+    return web.static_file(webui.STATIC, str(request.path_params["path"]))
 
 
-@router.get("/console/static/console/{path:path}")
-def console_static(path: str) -> Response:
-    return web.static_file(web.STATIC, path)
+@page("/console/static/console/{path:path}")
+def console_static(request: Request) -> Response:
+    return web.static_file(web.STATIC, str(request.path_params["path"]))
 
 
 # -- sign-in ----------------------------------------------------------------------------------
 
 
-@router.get("/")
+@page("/")
 def home(request: Request) -> Response:
     return RedirectResponse("/console/queue", status_code=303)
 
 
-@router.get("/console/signin")
+@page("/console/signin")
 def signin_page(request: Request) -> Response:
     note = "Your session ended: sign in again." if request.query_params.get("expired") else ""
     return web.render(request, "console/signin.html", {"note": note})
 
 
-@router.post("/console/signin")
-async def signin(request: Request) -> Response:
-    form = await request.form()
+@page("/console/signin", "POST")
+def signin(request: Request) -> Response:
+    form = request.state.form
     a = _access(request)
     user_id = ""
     try:
@@ -154,9 +202,9 @@ async def signin(request: Request) -> Response:
                 s.commit()
             return token, bool(p.must_change_password)
 
-        token, must_change = await run_in_threadpool(go)
+        token, must_change = go()
     except ServerError as e:
-        return await _refused(request, e, None, "console/signin.html", {"user_id": user_id})
+        return _refused(request, e, None, "console/signin.html", {"user_id": user_id})
     resp = RedirectResponse(
         "/console/password" if must_change else "/console/queue", status_code=303
     )
@@ -165,14 +213,14 @@ async def signin(request: Request) -> Response:
     return resp
 
 
-@router.post("/console/signout")
-async def signout(request: Request) -> Response:
-    form = await request.form()
+@page("/console/signout", "POST")
+def signout(request: Request) -> Response:
+    form = request.state.form
     who = _who(request)
     try:
         web.check_csrf(request, form)
     except ServerError as e:
-        return await _refused(request, e, who)
+        return _refused(request, e, who)
     token = request.cookies.get(web.SESSION_COOKIE, "")
     if token:
         with _sessions(request)() as s:
@@ -183,7 +231,7 @@ async def signout(request: Request) -> Response:
     return resp
 
 
-@router.get("/console/password")
+@page("/console/password")
 def password_page(request: Request) -> Response:
     who = _who(request)
     if who is None:
@@ -191,11 +239,11 @@ def password_page(request: Request) -> Response:
     return web.render(request, "console/password.html", {"who": who})
 
 
-@router.post("/console/password")
-async def change_password(request: Request) -> Response:
+@page("/console/password", "POST")
+def change_password(request: Request) -> Response:
     """The owner changes their password with the current one (the step after an administrator
     set it); their other sessions end, this one goes on."""
-    form = await request.form()
+    form = request.state.form
     who = _who(request)
     if who is None:
         return _signin()
@@ -224,9 +272,9 @@ async def change_password(request: Request) -> Response:
                                            keep_token=token)  # fmt: skip
                 s.commit()
 
-        await run_in_threadpool(go)
+        go()
     except ServerError as e:
-        return await _refused(request, e, who, "console/password.html")
+        return _refused(request, e, who, "console/password.html")
     return RedirectResponse("/console/queue", status_code=303)
 
 
@@ -237,8 +285,8 @@ def _completed(b: dict[str, Any]) -> datetime | None:
     return release.recorded_time(b.get("completed_at"))
 
 
-@router.get("/console/queue")
-async def queue_page(request: Request) -> Response:
+@page("/console/queue")
+def queue_page(request: Request) -> Response:
     who = _ready(request)
     if isinstance(who, Response):
         return who
@@ -264,7 +312,7 @@ async def queue_page(request: Request) -> Response:
                 sites if sites is not None else s.scalars(select(BatchSummary.site_id).distinct())
             )
     except ServerError as e:
-        return await _refused(request, e, who)
+        return _refused(request, e, who)
     now = _now(request)
     days = AGES[age]
     rows = found["batches"]
@@ -336,7 +384,7 @@ def _load_batch(request: Request, who: Principal, batch_id: str) -> dict[str, An
     }
 
 
-async def _batch_page(
+def _batch_page(
     request: Request,
     who: Principal,
     batch_id: str,
@@ -348,17 +396,18 @@ async def _batch_page(
     try:
         ctx = _load_batch(request, who, batch_id)
     except ServerError as e:
-        return await _refused(request, e, who)
+        return _refused(request, e, who)
     ctx |= {"who": who, "notices": notices or [], "refusals": refusals or []}
     return web.render(request, "console/batch.html", ctx, status)
 
 
-@router.get("/console/batches/{batch_id}")
-async def batch_page(batch_id: PathId, request: Request) -> Response:
+@page("/console/batches/{batch_id}")
+def batch_page(request: Request) -> Response:
+    batch_id = _batch_id(request)
     who = _ready(request)
     if isinstance(who, Response):
         return who
-    return await _batch_page(request, who, batch_id)
+    return _batch_page(request, who, batch_id)
 
 
 # -- deviations -------------------------------------------------------------------------------
@@ -374,14 +423,15 @@ def _ids(form: Any, name: str, what: str) -> list[str]:
     return list(dict.fromkeys(ids))
 
 
-@router.post("/console/batches/{batch_id}/deviations/close")
-async def close_deviations(batch_id: PathId, request: Request) -> Response:
+@page("/console/batches/{batch_id}/deviations/close", "POST")
+def close_deviations(request: Request) -> Response:
+    batch_id = _batch_id(request)
     """Close one deviation, or several minor ones, with one e-signature (meaning ``closed``, a
     reason, the password again); each closure is recorded on its own, one service call each."""
     who = _ready(request)
     if isinstance(who, Response):
         return who
-    form = await request.form()
+    form = request.state.form
     a = _access(request)
     try:
         web.check_csrf(request, form)
@@ -398,11 +448,11 @@ async def close_deviations(batch_id: PathId, request: Request) -> Response:
                     f"only minor deviations are closed together; {', '.join(major)} "
                     "must be closed on its own"
                 )
-        await run_in_threadpool(a.check_password, who.user_id, password, purpose="signature")
+        a.check_password(who.user_id, password, purpose="signature")
     except ServerError as e:
         if isinstance(e, Forbidden):
-            await a.audit_forbidden(request, e)
-        return await _batch_page(request, who, batch_id, refusals=[e.message], status=e.status)
+            _audit_forbidden(request, e)
+        return _batch_page(request, who, batch_id, refusals=[e.message], status=e.status)
     notices, refusals, status = [], [], 200
     for dev in ids:
         try:
@@ -416,9 +466,7 @@ async def close_deviations(batch_id: PathId, request: Request) -> Response:
         except ServerError as e:
             refusals.append(f"deviation {dev}: {e.message}")
             status = e.status
-    return await _batch_page(
-        request, who, batch_id, notices=notices, refusals=refusals, status=status
-    )
+    return _batch_page(request, who, batch_id, notices=notices, refusals=refusals, status=status)
 
 
 # -- the release ceremony ---------------------------------------------------------------------
@@ -443,8 +491,9 @@ def _dialog(request: Request, who: Principal, batch_id: str, kind: str) -> dict[
     }
 
 
-@router.get("/console/batches/{batch_id}/sign")
-async def sign_dialog(batch_id: PathId, request: Request) -> Response:
+@page("/console/batches/{batch_id}/sign")
+def sign_dialog(request: Request) -> Response:
+    batch_id = _batch_id(request)
     """The signing dialog: its hidden fields hold the record and evaluation hashes as they are
     now, so the signature is bound to what was shown (21 CFR 11.70)."""
     who = _ready(request)
@@ -456,7 +505,7 @@ async def sign_dialog(batch_id: PathId, request: Request) -> Response:
             raise Unprocessable(f"kind {kind[:16]!r}: expected review or release")
         ctx = _dialog(request, who, batch_id, kind)
     except ServerError as e:
-        return await _refused(request, e, who)
+        return _refused(request, e, who)
     return web.render(request, "console/sign.html", ctx)
 
 
@@ -480,15 +529,16 @@ def _changes(request: Request, batch_id: str, since_seq: int) -> list[dict[str, 
         ]  # fmt: skip
 
 
-@router.post("/console/batches/{batch_id}/sign")
-async def sign(batch_id: PathId, request: Request) -> Response:
+@page("/console/batches/{batch_id}/sign", "POST")
+def sign(request: Request) -> Response:
+    batch_id = _batch_id(request)
     """One password, one signature per jurisdiction: the reviewer's "reviewed" for every
     jurisdiction evaluated, or the approver's disposition for each jurisdiction chosen, each
     recorded separately by :func:`service.sign` with its own evaluation hash."""
     who = _ready(request)
     if isinstance(who, Response):
         return who
-    form = await request.form()
+    form = request.state.form
     a = _access(request)
     try:
         web.check_csrf(request, form)
@@ -513,10 +563,10 @@ async def sign(batch_id: PathId, request: Request) -> Response:
         reason = web.field(form, "reason")
         password = web.field(form, "password")
         since_seq = int(web.field(form, "audit_seq", label="audit position") or 0)
-        await run_in_threadpool(a.check_password, who.user_id, password, purpose="signature")
+        a.check_password(who.user_id, password, purpose="signature")
     except (ServerError, ValueError) as e:
         err = e if isinstance(e, ServerError) else Unprocessable("audit position: not a number")
-        return await _refused(request, err, who)
+        return _refused(request, err, who)
     notices: list[str] = []
     refusals: list[str] = []
     status = 200
@@ -537,7 +587,7 @@ async def sign(batch_id: PathId, request: Request) -> Response:
             )
         except ServerError as e:
             if isinstance(e, Forbidden):
-                await a.audit_forbidden(request, e)
+                _audit_forbidden(request, e)
             refusals.append(f"{j}: {e.message}")
             status = e.status
     if refusals and not notices:
@@ -545,7 +595,7 @@ async def sign(batch_id: PathId, request: Request) -> Response:
         try:
             ctx = _dialog(request, who, batch_id, kind)
         except ServerError as e:
-            return await _refused(request, e, who)
+            return _refused(request, e, who)
         view = ctx["view"]
         stale = (
             [f"record hash was {record_hash}, now {view['record_hash']}"]
@@ -560,6 +610,4 @@ async def sign(batch_id: PathId, request: Request) -> Response:
         ctx |= {"refusals": refusals, "stale": stale,
                 "changes": _changes(request, batch_id, since_seq) if stale else []}  # fmt: skip
         return web.render(request, "console/sign.html", ctx, status)
-    return await _batch_page(
-        request, who, batch_id, notices=notices, refusals=refusals, status=status
-    )
+    return _batch_page(request, who, batch_id, notices=notices, refusals=refusals, status=status)
