@@ -404,6 +404,10 @@ class StationAgent:
         self._stopping.set()
         event("station.stopping", "stopping: no new input; committing what is in flight")
         if self._server is not None:
+            # The kiosk's open event streams end first, or uvicorn's graceful exit waits for them.
+            kiosk = getattr(getattr(self._server.config.app, "state", None), "kiosk", None)
+            if kiosk is not None:
+                kiosk.close()
             self._server.should_exit = True  # in-flight requests finish first
             assert self._server_thread is not None
             self._server_thread.join(15)
