@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -24,9 +23,8 @@ pytestmark = pytest.mark.hil
 
 
 @pytest.fixture
-def broker() -> Iterator[Broker]:
-    with Broker() as b:
-        yield b
+def broker(mosquitto_broker: Broker) -> Broker:
+    return mosquitto_broker  # the ctgtp plugin's fixture (firmware_sim/pytest_plugin.py)
 
 
 def wait_for(cond, timeout: float = 10.0) -> bool:  # type: ignore[no-untyped-def]

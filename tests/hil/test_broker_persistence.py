@@ -4,7 +4,6 @@ graceful restart: none is lost (the edge records every one once it is back)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -21,9 +20,8 @@ N = 300  # readings queued per fault
 
 
 @pytest.fixture
-def broker() -> Iterator[Broker]:
-    with Broker() as b:
-        yield b
+def broker(mosquitto_broker: Broker) -> Broker:
+    return mosquitto_broker  # the ctgtp plugin's fixture (firmware_sim/pytest_plugin.py)
 
 
 def wait_for(cond, timeout: float = 20.0) -> bool:  # type: ignore[no-untyped-def]

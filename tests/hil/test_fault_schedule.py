@@ -4,6 +4,7 @@ bad ones refused, none lost."""
 
 from __future__ import annotations
 
+import itertools
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -117,13 +118,13 @@ def test_each_firing_happens_once_however_time_is_stepped(
     entries: list[tuple[float, float | None, str]], steps: list[float]
 ) -> None:
     schedule = [Injection(at, Device.SCANNER, Fault(f), {}, ev) for at, ev, f in entries]
-    end = sum(steps)
-    whole = due(schedule, -1.0, end)
-    stepped: list[Injection] = []
-    t = -1.0
+    bounds = [-1.0]
     for s in [1.0, *steps]:
-        stepped += due(schedule, t, t + s)
-        t += s
+        bounds.append(bounds[-1] + s)
+    whole = due(schedule, -1.0, bounds[-1])
+    stepped: list[Injection] = []
+    for since, until in itertools.pairwise(bounds):
+        stepped += due(schedule, since, until)
     assert sorted(map(id, stepped)) == sorted(map(id, whole))
     assert len(stepped) == len(whole)
 
@@ -271,11 +272,10 @@ class MqttBench:
 
 
 @pytest.fixture
-def mq(tmp_path: Path) -> Iterator[MqttBench]:
-    with Broker() as broker:
-        b = MqttBench(tmp_path, broker)
-        yield b
-        b.close()
+def mq(tmp_path: Path, mosquitto_broker: Broker) -> Iterator[MqttBench]:
+    b = MqttBench(tmp_path, mosquitto_broker)
+    yield b
+    b.close()
 
 
 def _readings(mq: MqttBench, n: int) -> list[Any]:
@@ -340,6 +340,10 @@ def test_broker_restart_and_kill_lose_no_acknowledged_reading(mq: MqttBench, fau
     for i in range(5):
         mq.bio.reading("temperature", f"37.{i}", "Cel").wait_for_publish(10)
     assert wait_for(lambda: len(mq.events("reading.recorded")) == 5)
+    if fault == "broker_kill":
+        # A SIGKILL loses what mosquitto had not autosaved (every second, measured up to 1.9 s
+        # late): the edge's session among it.  Past that window, nothing may be lost.
+        time.sleep(2.5)
     mq.injector.inject(
         one(f"faults: [{{at: 0, device: broker, fault: {fault}, params: {{down_s: 0.5}}}}]")
     )

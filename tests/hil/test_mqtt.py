@@ -3,8 +3,8 @@ and an edge crash between commit and ack."""
 
 from __future__ import annotations
 
+import re
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -21,9 +21,8 @@ pytestmark = pytest.mark.hil
 
 
 @pytest.fixture
-def broker() -> Iterator[Broker]:
-    with Broker() as b:
-        yield b
+def broker(mosquitto_broker: Broker) -> Broker:
+    return mosquitto_broker  # the ctgtp plugin's fixture (firmware_sim/pytest_plugin.py)
 
 
 def readings(led: Ledger) -> list[str]:
@@ -155,7 +154,9 @@ def test_ctgtp_sim_unit_runs_a_whole_unit() -> None:
         timeout=60,
     )
     assert r.returncode == 0, r.stderr
-    assert "broker   mqtt://127.0.0.1:" in r.stdout and "scanner  /dev/pts/" in r.stdout
+    assert "broker   mqtt://127.0.0.1:" in r.stdout
+    # The scanner's port is a stable path (a by-id link), naming the pty behind it now.
+    assert re.search(r"scanner  \S+/scanner  \(CR LF, symbology ids; /dev/pts/\d+ now\)", r.stdout)
     assert int(r.stdout.rsplit("published ", 1)[1].split()[0]) >= 10
 
 

@@ -26,9 +26,8 @@ T0 = datetime(2026, 11, 30, 8, tzinfo=UTC)
 
 
 @pytest.fixture
-def broker() -> Iterator[Broker]:
-    with Broker() as b:
-        yield b
+def broker(mosquitto_broker: Broker) -> Broker:
+    return mosquitto_broker  # the ctgtp plugin's fixture (firmware_sim/pytest_plugin.py)
 
 
 @pytest.fixture

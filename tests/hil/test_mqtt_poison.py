@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import json
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -70,9 +69,8 @@ POISON: list[tuple[str, bytes]] = [
 
 
 @pytest.fixture
-def broker() -> Iterator[Broker]:
-    with Broker() as b:
-        yield b
+def broker(mosquitto_broker: Broker) -> Broker:
+    return mosquitto_broker  # the ctgtp plugin's fixture (firmware_sim/pytest_plugin.py)
 
 
 def wait_for(cond, timeout: float = 20.0) -> bool:  # type: ignore[no-untyped-def]
