@@ -249,3 +249,47 @@ def test_the_golden_bioreactor_capture_through_the_edge(tmp_path: Path) -> None:
     assert kinds.count("reading.recorded") == 4  # the duplicate pH reading recorded once
     assert kinds.count("reading.refused") == 1 and kinds.count("alarm.raised") == 1
     assert kinds[0] == "process.state"
+
+
+def test_ctgtp_sim_record_and_record_mqtt_commands(tmp_path: Path) -> None:
+    dev = PtyDevice()
+    out = tmp_path / "rec.jsonl"
+    frame = ScannerSim().frame("&/CHA999926ABC123", "]C0")
+    writer = threading.Timer(0.5, dev.write, args=(frame,))
+    writer.start()
+    result = CliRunner().invoke(
+        sim, ["record", dev.tty, "--out", str(out), "--duration", "1.2", "--note", "bench"]
+    )
+    dev.close()
+    assert result.exit_code == 0, result.output
+    capture = load(out)
+    assert b"".join(r.data for r in capture.records) == frame
+    assert capture.note == "bench" and 0.3 < capture.records[0].t < 1.2
+    bad = CliRunner().invoke(
+        sim, ["record", "/nonexistent/tty", "--out", str(out), "--duration", "1"]
+    )
+    assert bad.exit_code == 1 and "cannot record /nonexistent/tty" in bad.output
+    bad = CliRunner().invoke(sim, ["record-mqtt", "host:notaport", "units/#", "--out", str(out)])
+    assert bad.exit_code == 2
+    assert "'host:notaport' is not a broker address; expected HOST:PORT" in bad.output
+    with Broker() as broker:
+        pub = threading.Timer(
+            0.8, lambda: BioreactorSim("127.0.0.1", broker.port, "U-R").state("harvest")
+        )
+        pub.start()
+        result = CliRunner().invoke(
+            sim,
+            [
+                "record-mqtt",
+                f"mqtt://127.0.0.1:{broker.port}",
+                "units/#",
+                "--out",
+                str(out),
+                "--duration",
+                "2",
+            ],
+        )
+        pub.join()
+    assert result.exit_code == 0, result.output
+    (rec,) = load(out).records
+    assert rec.topic == "units/U-R/state" and b'"state":"harvest"' in rec.data
