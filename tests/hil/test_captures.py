@@ -273,9 +273,13 @@ def test_ctgtp_sim_record_and_record_mqtt_commands(tmp_path: Path) -> None:
     assert bad.exit_code == 2
     assert "'host:notaport' is not a broker address; expected HOST:PORT" in bad.output
     with Broker() as broker:
-        pub = threading.Timer(
-            0.8, lambda: BioreactorSim("127.0.0.1", broker.port, "U-R").state("harvest")
-        )
+
+        def publish() -> None:
+            bio = BioreactorSim("127.0.0.1", broker.port, "U-R")
+            bio.state("harvest").wait_for_publish(5)
+            bio.close()
+
+        pub = threading.Timer(0.8, publish)
         pub.start()
         result = CliRunner().invoke(
             sim,
