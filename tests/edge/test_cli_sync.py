@@ -16,7 +16,8 @@ from edge.agent import AgentError, open_agent
 from edge.keys import load_or_create_unit_key
 from edge.users import hash_password, load_users
 
-from .test_cli import at, fails, home, ok, published, started
+from .conftest import COI, EXAMPLES
+from .test_cli import at, fails, home, ok, published, pw, started
 from .test_sync_progress import Srv, srv
 
 __all__ = ["home", "published", "srv", "started"]
@@ -75,24 +76,35 @@ def test_the_users_a_server_published_replace_the_stations(home: Path) -> None:
     assert listed == "op.dee\tDee Operator\toperator\tactive\n"
 
 
-def test_sync_in_the_background_shows_its_alarm_until_interrupted(srv: Srv, started: Path) -> None:
+def test_sync_in_the_background_shows_its_alarm_until_interrupted(
+    srv: Srv, published: tuple[Path, Path], tmp_path: Path
+) -> None:
     """``sync --watch``: a unit the server does not know yet is an alarm on stderr, retried;
     once enrolled, the record goes and the alarm clears; Ctrl-C ends the loop with a summary."""
-    events = json.loads(ok(at(started, "status", "--json")).stdout)["events"]
+    unit, mbr, pub = "UNIT-W", *published
+    home = tmp_path / "watch"
+    ok(at(home, "init", "--unit", unit, "--mbr", str(mbr), "--publisher-key", str(pub),
+          "--users", str(EXAMPLES / "users.yaml"),
+          "--materials", str(EXAMPLES / "materials.yaml")))  # fmt: skip
+    ok(at(home, "start", "--batch", "B-W", "--coi", COI, "--user", "op.alice",
+          "--password-stdin", stdin=pw("op.alice")))  # fmt: skip
+    events = json.loads(ok(at(home, "status", "--json")).stdout)["events"]
 
     def operator() -> None:
-        time.sleep(2)
-        srv.enrol(load_or_create_unit_key(started, "UNIT-01"))
-        deadline = time.monotonic() + 60
-        while srv.unit("UNIT-01")["head_seq"] < events and time.monotonic() < deadline:
-            time.sleep(0.2)
-        time.sleep(1.5)  # the loop notices the alarm is gone
-        _thread.interrupt_main()  # Ctrl-C
+        try:
+            time.sleep(2)
+            srv.enrol(load_or_create_unit_key(home, unit))
+            deadline = time.monotonic() + 60
+            while srv.unit(unit)["head_seq"] < events and time.monotonic() < deadline:
+                time.sleep(0.2)
+            time.sleep(1.5)  # the loop notices the alarm is gone
+        finally:
+            _thread.interrupt_main()  # Ctrl-C
 
     t = threading.Thread(target=operator)
     t.start()
     try:
-        r = ok(at(started, "sync", "--server", srv.url, "--watch", "0.2"))
+        r = ok(at(home, "sync", "--server", srv.url, "--watch", "0.2"))
     finally:
         t.join()
     alarms = r.stderr.splitlines()
@@ -100,4 +112,4 @@ def test_sync_in_the_background_shows_its_alarm_until_interrupted(srv: Srv, star
     assert alarms[-1] == "sync resumed"
     rounds = int(r.stdout.removeprefix("background sync stopped after ").split()[0])
     assert r.stdout == f"background sync stopped after {rounds} rounds\n" and rounds >= 1
-    assert srv.unit("UNIT-01")["head_seq"] == events
+    assert srv.unit(unit)["head_seq"] == events
