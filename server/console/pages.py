@@ -22,17 +22,18 @@ from sqlalchemy.orm import Session, sessionmaker
 
 import webui
 from ebr_core.vocab import Meaning
+from server import reports
 from server.batches import summary
 from server.console import web
 from server.console.charts import chart_svg
 from server.custody.service import timeline as custody_timeline
-from server.db import AuditEntry, BatchSummary
-from server.errors import Forbidden, ServerError, Unauthorized, Unprocessable
+from server.db import AuditEntry, BatchSummary, OosCase
+from server.errors import Forbidden, NotFound, ServerError, Unauthorized, Unprocessable
 from server.people import duties, passwords
 from server.people import service as people
 from server.people.auth import Access
 from server.people.service import Principal
-from server.quality import release, views
+from server.quality import oos, release, views
 from server.quality import review as service
 from server.quality.api import batch_start
 from server.quality.record import load_review
@@ -381,6 +382,8 @@ def _load_batch(request: Request, who: Principal, batch_id: str) -> dict[str, An
         "can_review": who.can("sign.review", view["site_id"]),
         "can_release": who.can("release", view["site_id"]),
         "can_close": who.can("deviation.review", view["site_id"]),
+        "can_report": who.can("report.read", view["site_id"]),
+        "oos_next": OOS_NEXT,
     }
 
 
@@ -611,3 +614,118 @@ def sign(request: Request) -> Response:
                 "changes": _changes(request, batch_id, since_seq) if stale else []}  # fmt: skip
         return web.render(request, "console/sign.html", ctx, status)
     return _batch_page(request, who, batch_id, notices=notices, refusals=refusals, status=status)
+
+
+# -- deviation comments -----------------------------------------------------------------------
+
+
+@page("/console/batches/{batch_id}/deviations/comment", "POST")
+def comment_deviation(request: Request) -> Response:
+    """A comment on a deviation: :func:`service.deviation_action` (``action="comment"``)."""
+    batch_id = _batch_id(request)
+    who = _ready(request)
+    if isinstance(who, Response):
+        return who
+    form = request.state.form
+    try:
+        web.check_csrf(request, form)
+        (dev,) = _ids(form, "deviation", "deviation")[:1]
+        text = web.field(form, "comment")
+        with _sessions(request)() as s:
+            service.deviation_action(
+                s, who, at=_now(request), batch_id=batch_id, deviation_id=dev,
+                action="comment", text_=text,
+            )  # fmt: skip
+            s.commit()
+    except ServerError as e:
+        if isinstance(e, Forbidden):
+            _audit_forbidden(request, e)
+        return _batch_page(request, who, batch_id, refusals=[e.message], status=e.status)
+    return _batch_page(request, who, batch_id, notices=[f"comment added to deviation {dev}"])
+
+
+# -- out-of-specification cases ---------------------------------------------------------------
+
+OOS_NEXT = {  # the case's state -> the step that follows it here (release: the release dialog)
+    "requested": ("risk-evaluation", "Risk evaluation"),
+    "evaluated": ("physician-acceptance", "Physician's acceptance"),
+    "released": ("notification", "Authority notification reference"),
+}
+
+
+@page("/console/batches/{batch_id}/oos", "POST")
+def open_case(request: Request) -> Response:
+    """Open an exceptional-release case (:func:`oos.open_oos`)."""
+    batch_id = _batch_id(request)
+    who = _ready(request)
+    if isinstance(who, Response):
+        return who
+    form = request.state.form
+    try:
+        web.check_csrf(request, form)
+        jurisdiction = web.field(form, "jurisdiction")[:16]
+        physician = web.field(form, "physician")
+        text = web.field(form, "request")
+        with _sessions(request)() as s:
+            c = oos.open_oos(
+                s, who, at=_now(request), batch_id=batch_id, jurisdiction=jurisdiction,
+                physician=physician, request_text=text,
+            )  # fmt: skip
+            s.commit()
+            case_id = c.id
+    except ServerError as e:
+        if isinstance(e, Forbidden):
+            _audit_forbidden(request, e)
+        return _batch_page(request, who, batch_id, refusals=[e.message], status=e.status)
+    return _batch_page(
+        request, who, batch_id, notices=[f"exceptional-release case {case_id} opened"]
+    )
+
+
+@page("/console/batches/{batch_id}/oos/step", "POST")
+def case_step(request: Request) -> Response:
+    """The next step of a case (:func:`oos.oos_step`)."""
+    batch_id = _batch_id(request)
+    who = _ready(request)
+    if isinstance(who, Response):
+        return who
+    form = request.state.form
+    try:
+        web.check_csrf(request, form)
+        try:
+            case_id = int(web.field(form, "case", label="case number"))
+        except ValueError:
+            raise Unprocessable("case number: expected a whole number") from None
+        step = web.field(form, "step")[:32]
+        text = web.field(form, "text")
+        with _sessions(request)() as s:
+            c = s.get(OosCase, case_id)
+            if c is None or c.batch_id != batch_id:
+                raise NotFound(f"batch {batch_id} has no exceptional-release case {case_id}")
+            c = oos.oos_step(s, who, at=_now(request), case_id=case_id, step=step, text_=text)
+            s.commit()
+            state = c.state
+    except ServerError as e:
+        if isinstance(e, Forbidden):
+            _audit_forbidden(request, e)
+        return _batch_page(request, who, batch_id, refusals=[e.message], status=e.status)
+    return _batch_page(
+        request, who, batch_id, notices=[f"case {case_id}: {step} recorded ({state})"]
+    )
+
+
+# -- reports ----------------------------------------------------------------------------------
+
+
+@page("/console/batches/{batch_id}/report.pdf")
+def report_pdf(request: Request) -> Response:
+    """The batch report (the API's :func:`reports.batch_report_pdf`), for the cookie session."""
+    batch_id = _batch_id(request)
+    who = _ready(request)
+    if isinstance(who, Response):
+        return who
+    with _sessions(request)() as s:
+        who.require("report.read", summary(s, batch_id).site_id)
+        view = views.batch_view(s, load_review(s, batch_id), _now(request))
+    return Response(reports.batch_report_pdf(view), media_type="application/pdf",
+                    headers={"Cache-Control": "no-store"})  # fmt: skip
