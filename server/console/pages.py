@@ -543,6 +543,7 @@ def sign(request: Request) -> Response:
         return who
     form = request.state.form
     a = _access(request)
+    kind = ""
     try:
         web.check_csrf(request, form)
         kind = web.field(form, "kind")
@@ -569,7 +570,11 @@ def sign(request: Request) -> Response:
         a.check_password(who.user_id, password, purpose="signature")
     except (ServerError, ValueError) as e:
         err = e if isinstance(e, ServerError) else Unprocessable("audit position: not a number")
-        return _refused(request, err, who)
+        if isinstance(err, Forbidden) or kind not in ("review", "release"):
+            return _refused(request, err, who)
+        # A wrong password or a missing field: the dialog again, on the current record.
+        ctx = _dialog(request, who, batch_id, kind) | {"refusals": [err.message]}
+        return web.render(request, "console/sign.html", ctx, err.status)
     notices: list[str] = []
     refusals: list[str] = []
     status = 200

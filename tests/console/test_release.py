@@ -70,6 +70,11 @@ def test_reviewed_and_released_for_three_jurisdictions(
     assert rev.input_value("input[name=record_hash]") == view["record_hash"]
     assert rev.input_value("input[name=evaluation_hash_UK]") == view["cqa"]["UK"]["evaluation_hash"]
     rev.fill("#f-reason", "reviewed by exception against CD19 v1")
+    rev.fill("#f-password", "not-my-password")
+    rev.click("#sign-submit")
+    assert "password" in rev.inner_text("#sign-refused")  # the dialog again, nothing signed
+    assert view_of(served, "B-REL")["qa_signatures"] == []
+    rev.fill("#f-reason", "reviewed by exception against CD19 v1")
     rev.fill("#f-password", PASSWORD)
     rev.click("#sign-submit")
     rev.wait_for_selector("#qa-signatures")
