@@ -265,12 +265,16 @@ class Signed(Outcome):
 
 
 @dataclass(frozen=True)
-class DeviationRaised(Outcome):
+class DeviationRecorded(Outcome):
+    deviation_id: str
+
+
+@dataclass(frozen=True)
+class DeviationRaised(DeviationRecorded):
     """``str()`` is the deviation id (what :meth:`Engine.raise_deviation` returned before)."""
 
     kind = "deviation_raised"
     template = "deviation {deviation_id} raised"
-    deviation_id: str
     step_id: str | None
     reason: str
 
@@ -279,18 +283,16 @@ class DeviationRaised(Outcome):
 
 
 @dataclass(frozen=True)
-class DeviationCommented(Outcome):
+class DeviationCommented(DeviationRecorded):
     kind = "deviation_commented"
     template = "comment added to {deviation_id}"
-    deviation_id: str
     comment: str
 
 
 @dataclass(frozen=True)
-class DeviationLinked(Outcome):
+class DeviationLinked(DeviationRecorded):
     kind = "deviation_linked"
     template = "{deviation_id} linked to {linked_to}"
-    deviation_id: str
     linked_to: str
 
 
