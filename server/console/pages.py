@@ -22,12 +22,14 @@ from sqlalchemy.orm import Session, sessionmaker
 
 import webui
 from ebr_core.vocab import Meaning
+from server import fhir as fhir_export
 from server import reports
-from server.batches import summary
+from server.audit import alerts
+from server.batches import at_sites, summary
 from server.console import web
 from server.console.charts import chart_svg
 from server.custody.service import timeline as custody_timeline
-from server.db import AuditEntry, BatchSummary, OosCase
+from server.db import Alert, AuditEntry, BatchSummary, OosCase
 from server.errors import Forbidden, NotFound, ServerError, Unauthorized, Unprocessable
 from server.people import duties, passwords
 from server.people import service as people
@@ -734,3 +736,99 @@ def report_pdf(request: Request) -> Response:
         view = views.batch_view(s, load_review(s, batch_id), _now(request))
     return Response(reports.batch_report_pdf(view), media_type="application/pdf",
                     headers={"Cache-Control": "no-store"})  # fmt: skip
+
+
+@page("/console/batches/{batch_id}/coa.pdf")
+def coa_pdf(request: Request) -> Response:
+    """The certificate of analysis of one jurisdiction (the API's :func:`reports.coa_pdf`)."""
+    batch_id = _batch_id(request)
+    who = _ready(request)
+    if isinstance(who, Response):
+        return who
+    j = request.query_params.get("jurisdiction", "")[:16]
+    with _sessions(request)() as s:
+        who.require("report.read", summary(s, batch_id).site_id)
+        view = views.batch_view(s, load_review(s, batch_id), _now(request))
+    return Response(reports.coa_pdf(view, j), media_type="application/pdf",
+                    headers={"Cache-Control": "no-store"})  # fmt: skip
+
+
+@page("/console/batches/{batch_id}/fhir.json")
+def fhir_bundle(request: Request) -> Response:
+    """The batch as a FHIR R5 Bundle for one jurisdiction (the API's export)."""
+    batch_id = _batch_id(request)
+    who = _ready(request)
+    if isinstance(who, Response):
+        return who
+    j = request.query_params.get("jurisdiction", "")[:16]
+    with _sessions(request)() as s:
+        who.require("report.read", summary(s, batch_id).site_id)
+        view = views.batch_view(s, load_review(s, batch_id), _now(request))
+    return Response(
+        fhir_export.batch_bundle_json(view, j),
+        media_type="application/fhir+json",
+        headers={"Cache-Control": "no-store",
+                 "Content-Disposition": f'attachment; filename="{batch_id}-{j}.fhir.json"'},
+    )  # fmt: skip
+
+
+# -- alerts -----------------------------------------------------------------------------------
+
+ALERTS_SHOWN = 200
+
+
+def _alerts_page(
+    request: Request, who: Principal, *, notices: list[str] | None = None,
+    refusals: list[str] | None = None, status: int = 200,
+) -> Response:  # fmt: skip
+    sites = who.sites("alerts.read")
+    if sites == set():
+        who.require("alerts.read", None)  # raises: no site where alerts may be read
+    with _sessions(request)() as s:
+        q = at_sites(select(Alert), Alert.site_id, sites)  # the API's scope
+        rows = [
+            alerts.alert_json(a) for a in s.scalars(q.order_by(Alert.id.desc()).limit(ALERTS_SHOWN))
+        ]
+    ctx = {
+        "who": who,
+        "alerts": rows,
+        "open": sum(1 for a in rows if a["acknowledged"] is None),
+        "can_ack": who.sites("deviation.review") != set(),
+        "notices": notices or [],
+        "refusals": refusals or [],
+    }
+    return web.render(request, "console/alerts.html", ctx, status)
+
+
+@page("/console/alerts")
+def alerts_page(request: Request) -> Response:
+    who = _ready(request)
+    if isinstance(who, Response):
+        return who
+    return _alerts_page(request, who)
+
+
+@page("/console/alerts/ack", "POST")
+def acknowledge(request: Request) -> Response:
+    """Acknowledge an alert (:func:`alerts.acknowledge`: a new row; the alert never changes)."""
+    who = _ready(request)
+    if isinstance(who, Response):
+        return who
+    form = request.state.form
+    web.check_csrf(request, form)
+    if who.sites("deviation.review") == set():
+        who.require("deviation.review", None)  # the API's Acknowledge permission
+    try:
+        try:
+            alert_id = int(web.field(form, "alert", label="alert number"))
+        except ValueError:
+            raise Unprocessable("alert number: expected a whole number") from None
+        note = web.field(form, "note")
+        with _sessions(request)() as s:
+            alerts.acknowledge(s, who, at=_now(request), alert_id=alert_id, note=note)
+            s.commit()
+    except ServerError as e:
+        if isinstance(e, Forbidden):
+            _audit_forbidden(request, e)
+        return _alerts_page(request, who, refusals=[e.message], status=e.status)
+    return _alerts_page(request, who, notices=[f"alert {alert_id} acknowledged"])

@@ -81,3 +81,50 @@ def test_an_oos_case_taken_to_exceptional_release(
     r = appr.request.get(f"{served.url}/console/batches/B-OOS/report.pdf")
     assert r.status == 200 and r.headers["content-type"] == "application/pdf"
     assert r.body()[:5] == b"%PDF-"
+
+
+def test_alerts_inbox_and_the_coa_and_fhir_downloads(
+    served: Served, pages: Any, tmp_path: Path
+) -> None:
+    push_batch(served, tmp_path, "B-LATE", deviations=())
+    with login(served.server, "rev.a") as c:
+        assert enter_results(c, "B-LATE", example_results()).status_code == 201
+        assert sign(c, "B-LATE", "rev.a", "reviewed", "US").status_code == 201
+    with login(served.server, "appr.a") as c:
+        assert sign(c, "B-LATE", "appr.a", "released", "US").status_code == 201
+    growth = example_results() | {
+        "sterility": {"value": "growth", "method": "bact-alert", "status": "final"}
+    }
+    with login(served.server, "rev.a") as c:
+        assert enter_results(c, "B-LATE", growth).status_code == 201
+
+    rev = pages("reviewer")
+    sign_in(rev, served.url, "rev.a")
+    rev.click("nav.screens a[href='/console/alerts']")
+    rev.wait_for_selector("#alerts")
+    rev.screens.check("alerts")
+    row = rev.locator("#alerts tbody tr", has_text="quality.late_failure").first
+    alert_id = row.get_attribute("id")
+    assert alert_id is not None and "B-LATE" in row.inner_text()
+    rev.fill(f"#{alert_id} input[name=note]", "QP informed; patient's physician called")
+    rev.click(f"#{alert_id} button")
+    rev.wait_for_selector(".banner.ok")
+    assert "by rev.a" in rev.inner_text(f"#{alert_id}")
+    with login(served.server, "rev.a") as c:
+        (a,) = [x for x in c.get("/v1/alerts").json() if f"alert-{x['id']}" == alert_id]
+        assert a["acknowledged"]["note"] == "QP informed; patient's physician called"
+    # A second acknowledgement is refused in the service's words.
+    csrf = rev.input_value("form[action='/console/signout'] input[name=csrf]")
+    r = rev.request.post(
+        f"{served.url}/console/alerts/ack",
+        form={"csrf": csrf, "alert": alert_id.removeprefix("alert-"), "note": "again"},
+    )
+    assert r.status == 409 and "already acknowledged by rev.a" in r.text()
+
+    rev.goto(f"{served.url}/console/batches/B-LATE")
+    coa = rev.request.get(f"{served.url}{rev.get_attribute('#coa-US', 'href')}")
+    assert coa.status == 200 and coa.body()[:5] == b"%PDF-"
+    fhir = rev.request.get(f"{served.url}{rev.get_attribute('#fhir-US', 'href')}")
+    assert fhir.status == 200 and fhir.json()["resourceType"] == "Bundle"
+    bad = rev.request.get(f"{served.url}/console/batches/B-LATE/coa.pdf?jurisdiction=JP")
+    assert bad.status == 422
