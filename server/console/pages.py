@@ -14,13 +14,18 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
+import orjson
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import RedirectResponse, Response
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.datastructures import UploadFile as StarletteUpload
 
 import webui
+from ebr_core.canonical import canonical
+from ebr_core.document import load_yaml
+from ebr_core.errors import EbrError
 from ebr_core.vocab import Meaning
 from server import fhir as fhir_export
 from server import reports
@@ -29,7 +34,7 @@ from server.batches import at_sites, summary
 from server.console import web
 from server.console.charts import chart_svg
 from server.custody.service import timeline as custody_timeline
-from server.db import Alert, AuditEntry, BatchSummary, OosCase
+from server.db import Alert, AuditEntry, BatchSummary, OosCase, SpecRow
 from server.errors import Forbidden, NotFound, ServerError, Unauthorized, Unprocessable
 from server.people import duties, passwords
 from server.people import service as people
@@ -376,6 +381,10 @@ def _load_batch(request: Request, who: Principal, batch_id: str) -> dict[str, An
             except ServerError:
                 custody = None
         seq = s.scalar(select(func.max(AuditEntry.seq))) or 0
+        specs = [
+            f"{r.spec_id}@{r.version}"
+            for r in s.scalars(select(SpecRow).order_by(SpecRow.spec_id, SpecRow.version.desc()))
+        ]
     return {
         "view": view,
         "charts": _charts("b", tele, view["alarms"]),
@@ -385,6 +394,8 @@ def _load_batch(request: Request, who: Principal, batch_id: str) -> dict[str, An
         "can_release": who.can("release", view["site_id"]),
         "can_close": who.can("deviation.review", view["site_id"]),
         "can_report": who.can("report.read", view["site_id"]),
+        "can_enter": who.can("results.write", view["site_id"]),
+        "specs": specs,
         "oos_next": OOS_NEXT,
     }
 
@@ -832,3 +843,58 @@ def acknowledge(request: Request) -> Response:
             _audit_forbidden(request, e)
         return _alerts_page(request, who, refusals=[e.message], status=e.status)
     return _alerts_page(request, who, notices=[f"alert {alert_id} acknowledged"])
+
+
+# -- results ----------------------------------------------------------------------------------
+
+MAX_RESULTS_FILE = 256 * 1024  # bytes: a results file is a page of attributes
+
+
+def _results_document(form: Any) -> dict[str, Any]:
+    """The results from the uploaded file, else from the text field: YAML or JSON (JSON is
+    YAML), exact decimals kept (``ebr_core.document.load_yaml``)."""
+    upload = form.get("results_file")
+    raw: str | bytes = ""
+    if isinstance(upload, StarletteUpload) and upload.filename:
+        raw = upload.file.read(MAX_RESULTS_FILE + 1)
+        if len(raw) > MAX_RESULTS_FILE:
+            raise Unprocessable(f"results file: at most {MAX_RESULTS_FILE // 1024} KiB")
+    else:
+        raw = web.field(form, "results_text", required=False, label="results")
+    if not raw or not raw.strip():
+        raise Unprocessable("results are required: upload a results file or type them")
+    try:
+        data: dict[str, Any] = orjson.loads(canonical(load_yaml(raw)))
+    except EbrError as e:
+        raise Unprocessable(f"results file: {e}") from e
+    return data
+
+
+@page("/console/batches/{batch_id}/results", "POST")
+def enter_results(request: Request) -> Response:
+    """Enter QC results (:func:`service.enter_results`, the API's service)."""
+    batch_id = _batch_id(request)
+    who = _ready(request)
+    if isinstance(who, Response):
+        return who
+    form = request.state.form
+    try:
+        web.check_csrf(request, form)
+        spec = web.field(form, "spec", label="specification")
+        spec_id, _, version = spec.rpartition("@")
+        if not spec_id or not version:
+            raise Unprocessable(f"specification {spec[:80]!r}: expected id@version")
+        results = _results_document(form)
+        reason = web.field(form, "reason")
+        with _sessions(request)() as s:
+            rs = service.enter_results(
+                s, who, at=_now(request), batch_id=batch_id, spec_id=spec_id,
+                spec_version=version, results=results, reason=reason,
+            )  # fmt: skip
+            s.commit()
+            rid = rs.id
+    except ServerError as e:
+        if isinstance(e, Forbidden):
+            _audit_forbidden(request, e)
+        return _batch_page(request, who, batch_id, refusals=[e.message], status=e.status)
+    return _batch_page(request, who, batch_id, notices=[f"results #{rid} entered against {spec}"])
