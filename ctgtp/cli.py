@@ -20,6 +20,10 @@ GROUPS: dict[str, tuple[str, str]] = {
     "fleet": ("ctgtp.fleet:fleet", "Soak: a fleet of units syncing to one server."),
 }
 GROUPS["spec"] = ("ctgtp.spec_cli:spec", "Check specifications and evaluate results.")
+GROUPS["witness"] = (
+    "witness.cli:witness",
+    "Witness a transparency log: check and cosign its checkpoints.",
+)
 
 
 class LazyGroup(click.Group):

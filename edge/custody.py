@@ -78,11 +78,6 @@ class LabelsReconciled(Outcome):
     counts: dict[str, dict[str, Any]]  # label kind -> printed, applied, destroyed, balanced
     deviation_id: str | None
 
-    def __getitem__(self, key: str) -> Any:
-        """``r["balanced"]``, ``r["counts"]``: the dict this action returned before outcomes
-        (``ctgtp demo`` reads it so); read the attributes instead."""
-        return {"balanced": self.balanced, "counts": self.counts}[key]
-
     @property
     def message(self) -> str:
         return "\n".join(

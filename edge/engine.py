@@ -684,7 +684,7 @@ class Engine:
             q = quantity(value, unit)
         except EbrError as e:
             raise EngineRefusal(f"{name}: {value!r} is not a decimal number such as 87.5") from e
-        status = self._limit_status(spec, value)
+        status = self.limit_status(spec, value)
         items = [
             Append(
                 "value.recorded",
@@ -753,7 +753,7 @@ class Engine:
             and e.payload.get("step") == step_id
             and e.payload.get("name") == name
         )
-        status = self._limit_status(spec, q["value"])
+        status = self.limit_status(spec, q["value"])
         items = [
             Append(
                 "correction.recorded",
@@ -789,7 +789,9 @@ class Engine:
         return dict(values[f"{step_id}:{name}"]["value"])
 
     @staticmethod
-    def _limit_status(spec: ValueSpec, value: str) -> str:
+    def limit_status(spec: ValueSpec, value: str) -> str:
+        """``"hard"``, ``"soft"`` or ``"ok"``: where ``value`` lies against the value's limits
+        (the kiosk asks before recording, so an out-of-limit value is entered twice)."""
         if spec.hard and _breached(spec.hard, value):
             return "hard"
         if spec.soft and _breached(spec.soft, value):

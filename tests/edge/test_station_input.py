@@ -135,7 +135,7 @@ def test_a_locked_user_records_nothing_until_unlocked(station: Engine) -> None:
 
 
 def test_a_deviation_comment_carries_its_author_as_the_events_actor(station: Engine) -> None:
-    did = station.raise_deviation("B1", "bag label smudged", "op.alice")
+    did = station.raise_deviation("B1", "bag label smudged", "op.alice").deviation_id
     station.comment_deviation("B1", did, "label re-printed from the system", "op.bob")
     ev = [e for e in station.ledger.batch_events("B1") if e.kind == "deviation.commented"]
     assert [(e.actor, e.payload["comment"]) for e in ev] == [
@@ -169,14 +169,14 @@ def test_a_correction_is_authenticated_and_records_who_when_why_old_and_new(
     msg = station.correct_value(
         "B1", INSPECT, "apheresis_volume", "220", "mL", "900 was a typo", "op.bob", PW["op.bob"]
     )
-    assert msg == (
+    assert str(msg) == (
         f"apheresis_volume corrected from 900 to 220 mL by Bob Okafor (op.bob) (correcting seq "
         f"{original.seq}): 900 was a typo"
     )
     again = station.correct_value(
         "B1", INSPECT, "apheresis_volume", "210", "mL", "re-weighed", "op.alice", PW["op.alice"]
     )
-    assert again.startswith("apheresis_volume corrected from 220 to 210 mL by Alice Martin")
+    assert str(again).startswith("apheresis_volume corrected from 220 to 210 mL by Alice Martin")
     first, second = (
         e for e in station.ledger.batch_events("B1") if e.kind == "correction.recorded"
     )
@@ -201,7 +201,7 @@ def test_a_correction_is_judged_against_the_limits_and_never_a_no_op(station: En
     msg = station.correct_value(
         "B1", INSPECT, "apheresis_volume", "40", "mL", "scale re-read", "op.alice", PW["op.alice"]
     )
-    assert msg.endswith("(hard limit breached: deviation raised)")
+    assert str(msg).endswith("(hard limit breached: deviation raised)")
     dev = list(station.state("B1").deviations.values())[-1]
     assert (dev.severity, dev.reason) == (
         "major",

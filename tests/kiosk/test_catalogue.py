@@ -75,6 +75,6 @@ def test_reentry_prompt_agrees_with_the_engines_limits(
     """The kiosk asks for a value again exactly when the engine would record it as breaching
     a limit (hard before soft): one rule, judged by the engine's own check."""
     spec = ValueSpec("x", "mL", hard, soft)
-    engine_status = Engine._limit_status(spec, str(v))
+    engine_status = Engine.limit_status(spec, str(v))
     kiosk = outside_limits(spec, str(v))
     assert (kiosk[0] if kiosk else "ok") == engine_status
