@@ -106,6 +106,9 @@ class Injector:
         broker = self.parts.broker
         if broker is None:
             raise ValueError("this unit has no broker")
+        if broker.proc is None:  # still down from an earlier fault: it comes back by itself
+            self.log(f"fault    {j.fault} skipped: the broker is down already")
+            return
         if j.fault is Fault.BROKER_KILL:
             broker.kill()
         else:

@@ -389,3 +389,17 @@ def test_camera_faults_give_the_right_scan_or_none_and_the_next_clean_frame_is_r
     assert scans in ([f"]C0{COI}", f"]C0{OTHER}"], [f"]C0{OTHER}"])  # never a wrong code
     if "0.3" in entry or "90" in entry:
         assert scans[0] == f"]C0{COI}"  # a mild fault is read through
+
+
+def test_a_broker_fault_while_the_broker_is_down_is_skipped(mq: MqttBench) -> None:
+    said: list[str] = []
+    mq.injector.log = said.append
+    mq.injector.inject(
+        one("faults: [{at: 0, device: broker, fault: broker_restart, params: {down_s: 1}}]")
+    )
+    mq.injector.inject(one("faults: [{at: 0, device: broker, fault: broker_kill}]"))
+    mq.injector.settle()
+    assert said[-1] == "fault    broker_kill skipped: the broker is down already"
+    assert mq.broker.proc is not None and mq.broker.proc.poll() is None  # one broker, running
+    mq.bio.reading("temperature", "37.0", "Cel")  # sent once the device has reconnected
+    assert [e.payload["msg_id"] for e in _readings(mq, 1)] == ["UNIT-F-1"]
