@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import urlencode
 
 import orjson
 from fastapi import APIRouter, Request
@@ -29,7 +30,7 @@ from ebr_core.errors import EbrError
 from ebr_core.vocab import Meaning
 from server import fhir as fhir_export
 from server import reports
-from server.audit import alerts
+from server.audit import alerts, trail
 from server.batches import at_sites, summary
 from server.console import web
 from server.console.charts import chart_svg
@@ -898,3 +899,68 @@ def enter_results(request: Request) -> Response:
             _audit_forbidden(request, e)
         return _batch_page(request, who, batch_id, refusals=[e.message], status=e.status)
     return _batch_page(request, who, batch_id, notices=[f"results #{rid} entered against {spec}"])
+
+
+# -- audit trail ------------------------------------------------------------------------------
+
+AUDIT_PAGE = 100
+AUDIT_EXPORT_MAX = 100_000
+AUDIT_FILTERS = {"object_type": 32, "object_id": 128, "actor": 64}  # field -> its max length
+
+
+def _audit_query(request: Request) -> tuple[Any, dict[str, str], int]:
+    """The audit trail's query with the page's filters (the API's filters: object type, object
+    id, actor, and the position to continue after)."""
+    q = request.query_params
+    filters = {k: q.get(k, "").strip() for k in AUDIT_FILTERS}
+    for k, n in AUDIT_FILTERS.items():
+        if len(filters[k]) > n:
+            raise Unprocessable(f"{k.replace('_', ' ')}: at most {n} characters")
+    try:
+        after = int(q.get("after", "0") or 0)
+    except ValueError:
+        raise Unprocessable("after: expected a whole number (an audit position)") from None
+    stmt = select(AuditEntry).where(AuditEntry.seq > after)
+    for k, v in filters.items():
+        if v:
+            stmt = stmt.where(getattr(AuditEntry, k) == v)
+    return stmt.order_by(AuditEntry.seq), filters, after
+
+
+@page("/console/audit")
+def audit_page(request: Request) -> Response:
+    who = _ready(request)
+    if isinstance(who, Response):
+        return who
+    who.require("audit.read", None)
+    stmt, filters, after = _audit_query(request)
+    with _sessions(request)() as s:
+        rows = [trail.to_json(e) for e in s.scalars(stmt.limit(AUDIT_PAGE))]
+    export = urlencode({k: v for k, v in filters.items() if v})
+    return web.render(
+        request,
+        "console/audit.html",
+        {"who": who, "rows": rows, "filters": filters, "after": after,
+         "next_after": rows[-1]["seq"] if len(rows) == AUDIT_PAGE else None,
+         "export_query": export},
+    )  # fmt: skip
+
+
+@page("/console/audit/export.jsonl")
+def audit_export(request: Request) -> Response:
+    """The filtered trail as JSON Lines, each entry with its hash (verifiable offline)."""
+    who = _ready(request)
+    if isinstance(who, Response):
+        return who
+    who.require("audit.read", None)
+    stmt, _, _ = _audit_query(request)
+    with _sessions(request)() as s:
+        body = b"".join(
+            orjson.dumps(trail.to_json(e)) + b"\n" for e in s.scalars(stmt.limit(AUDIT_EXPORT_MAX))
+        )
+    return Response(
+        body,
+        media_type="application/jsonl",
+        headers={"Cache-Control": "no-store",
+                 "Content-Disposition": 'attachment; filename="audit-trail.jsonl"'},
+    )  # fmt: skip

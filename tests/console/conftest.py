@@ -41,6 +41,7 @@ PEOPLE: dict[str, tuple[str, list[tuple[str, str]]]] = {
     "appr.a": ("Paul Approver", [("qa_approver", "SITE-A")]),
     "rev.b": ("Rob Reviewer", [("qa_reviewer", "SITE-B")]),
     "qa.global": ("Gina Global", [("qa_approver", "*")]),
+    "aud": ("Aude Auditor", [("auditor", "*")]),
 }
 
 __all__ = ["PASSWORD", "Served", "sign_in"]

@@ -3,6 +3,7 @@ Chromium, and the console's session, CSRF, headers and hostile input over real H
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -156,3 +157,30 @@ def test_cookie_is_secure_over_https(served: Served) -> None:
     assert r.status_code == 303
     cookie = r.headers["set-cookie"].lower()
     assert cookie.startswith("console_session=") and "secure" in cookie and "httponly" in cookie
+
+
+def test_audit_trail_browser_and_export(served: Served, pages: Any) -> None:
+    pg = pages("auditor")
+    sign_in(pg, served.url, "aud")
+    pg.click("nav.screens a[href='/console/audit']")
+    pg.wait_for_selector("#audit")
+    pg.fill("#a-type", "person")
+    pg.fill("#a-actor", "system")
+    pg.click("#audit-filters button")
+    pg.wait_for_selector("#audit")
+    pg.screens.check("audit")
+    rows = pg.locator("#audit tbody tr").all_inner_texts()
+    assert rows and all("system" in r and "person" in r for r in rows)
+    assert any("person.created" in r for r in rows)
+    r = pg.request.get(f"{served.url}{pg.get_attribute('#audit-export', 'href')}")
+    assert r.status == 200
+    lines = [json.loads(x) for x in r.text().splitlines()]
+    assert len(lines) == len(rows) and {e["object_type"] for e in lines} == {"person"}
+    assert all(len(e["hash"]) == 64 for e in lines)
+    assert pg.goto(f"{served.url}/console/audit?after=x").status == 422
+
+    rev = pages("reviewer")
+    sign_in(rev, served.url, "rev.a")
+    assert rev.locator("nav.screens a[href='/console/audit']").count() == 0
+    assert rev.goto(f"{served.url}/console/audit").status == 403
+    assert rev.request.get(f"{served.url}/console/audit/export.jsonl").status == 403
