@@ -55,7 +55,7 @@ class Listener:
 
 @pytest.mark.parametrize("rate", [2.0, 10.0])
 def test_rate_is_the_number_of_telemetry_messages_a_second(rate: float) -> None:
-    proc, port = _start("--duration", "5", "--rate", str(rate), "--state-every", "1")
+    proc, port = _start("--duration", "3.5", "--rate", str(rate), "--state-every", "1")
     lis = Listener(port)
     try:
         assert lis.ready.wait(5)
