@@ -1,8 +1,8 @@
 """The `make soak` run (issue 16): a compressed 10-day CAR-T batch end to end.
 
-The demo's station (``ctgtp.demo.Station``: scanner and cell counter on pseudo-terminals, the
-camera, MQTT ingest bound to the running batch with the master batch record's telemetry limits)
-takes the CAR-T batch through every step with ``ctgtp.demo._run_batch``.  At the expansion step
+The demo's simulated unit (``ctgtp.demo.SimulatedUnit``) around a station agent (the code
+``ctgtp edge run`` runs: scanner and cell counter on their ports, the camera, MQTT ingest bound
+to the running batch with the master batch record's telemetry limits) takes the CAR-T batch through every step with ``ctgtp.demo._run_batch``.  At the expansion step
 the whole ten-day bioreactor profile (``car_t_10d``: 923,040 readings, state changes, four
 alarms, one temperature excursion on day 4) goes through a real mosquitto as fast as it goes,
 while the cell counter reports every six simulated hours over its pty and the operator keeps
@@ -28,12 +28,17 @@ from typing import Any
 
 import pytest
 
-from ctgtp.demo import Station, _run_batch
+from ctgtp.demo import EXAMPLES, UNIT, SimulatedUnit, _run_batch, _station_toml
+from ebr_core.document import load_yaml, sign_document
+from ebr_core.keys import UnitSigner
 from ebr_core.telemetry import Telemetry
-from edge.engine import Engine
+from edge.agent import init_home, open_agent
+from edge.station.agent import StationAgent
+from edge.station.config import load_station
 from edge.sync import SyncClient, SyncProgress
 from firmware_sim.broker import Broker
 from firmware_sim.profiles import Kind, Message, Phase, car_t_10d, count_readings
+from firmware_sim.pty import PtyDevice
 from tests.server.conftest import server_settings, start_server
 from tests.server.qa import add_people, enter_results, example_results, login, publish_spec, sign
 
@@ -130,12 +135,43 @@ class Tap:
         self.finished_at = time.perf_counter()
 
 
-class SoakStation(Station):
-    """The demo's station, with the expansion step's few readings replaced by the whole
+def make_home(home: Path) -> None:
+    """The unit's state directory, as ``ctgtp edge init`` makes it, the example MBR signed by a
+    publisher key made here a day before the run's clock starts."""
+    work = home.parent / "publish"
+    work.mkdir(parents=True)
+    qa = UnitSigner.generate("qa.approver")
+    (work / "qa.pub").write_bytes(qa.public.to_json())
+    content = load_yaml((EXAMPLES / "car_t_mbr.yaml").read_text())
+    doc = sign_document(
+        content,
+        doc_type="mbr",
+        doc_id=content["mbr_id"],
+        version=str(content["version"]),
+        signer=qa,
+        signed_at=T0 - timedelta(days=1),
+    )
+    (work / "mbr.signed.json").write_bytes(doc.to_bytes())
+    init_home(
+        home,
+        unit_id=UNIT,
+        mbr=work / "mbr.signed.json",
+        publisher_key=work / "qa.pub",
+        users=EXAMPLES / "users.yaml",
+        materials=EXAMPLES / "materials.yaml",
+    )
+
+
+class SoakStation(SimulatedUnit):
+    """The demo's simulated unit, with the expansion step's few readings replaced by the whole
     ten-day profile, cell counts and operator actions while it streams in."""
 
-    def __init__(self, engine: Engine, batch: str, broker_port: int, days: float) -> None:
-        super().__init__(engine, batch, broker_port)
+    def __init__(
+        self, station: StationAgent, counter: PtyDevice, broker_port: int, batch: str, days: float
+    ) -> None:
+        super().__init__(station, counter, broker_port, batch)
+        self.ingest = station.device("bioreactor").ingest  # type: ignore[attr-defined]
+        self.counter_dev = counter
         self.days = days
         self.tap = Tap(days)
         self.timings: dict[str, list[float]] = {}
@@ -251,10 +287,9 @@ class SoakStation(Station):
 
 @pytest.mark.timeout(3600)  # ~7 minutes of ingest, a sync of ~1M events and a review: ~9 here
 def test_a_ten_day_batch_through_the_devices_syncs_and_is_reviewed(
-    engine: Engine, request: pytest.FixtureRequest, tmp_path: Path
+    clock: WallClock, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
     began = time.perf_counter()
-    led = engine.ledger
     readings = count_readings(DAYS)
     rss0, hwm0 = rss_mb()
     print(
@@ -263,12 +298,27 @@ def test_a_ten_day_batch_through_the_devices_syncs_and_is_reviewed(
     )
 
     # -- 1-3. the station, the batch through every step, the profile at the expansion step ----
+    home = tmp_path / "edge-home"
+    make_home(home)
     with Broker() as broker:
-        station = SoakStation(engine, BATCH, broker.port, DAYS)
+        counter = PtyDevice()
+        (home / "station.toml").write_text(_station_toml(counter.port, broker.port, None))
+        agent = open_agent(home, clock, clock_leap_s=60)
+        agent_station = StationAgent(agent, load_station(home / "station.toml"), clock=clock)
+        agent_station.start(kiosk=False, sync=False)
         try:
-            refused = _run_batch(station)
+            down = agent_station.wait_connected(10)
+            assert not down, down
+            station = SoakStation(agent_station, counter, broker.port, BATCH, DAYS)
+            try:
+                refused = _run_batch(station)
+            finally:
+                station.close()
         finally:
-            station.close()
+            agent_station.stop()
+            counter.close()
+    engine = agent.engine
+    led = engine.ledger
     tap, fig = station.tap, station.figures
     rss, hwm = rss_mb()
     print(
