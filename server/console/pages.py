@@ -35,11 +35,12 @@ from server.batches import at_sites, summary
 from server.console import web
 from server.console.charts import chart_svg
 from server.custody.service import timeline as custody_timeline
-from server.db import Alert, AuditEntry, BatchSummary, OosCase, SpecRow
+from server.db import Alert, AuditEntry, BatchSummary, OosCase, Person, SpecRow
 from server.errors import Forbidden, NotFound, ServerError, Unauthorized, Unprocessable
 from server.people import duties, passwords
 from server.people import service as people
 from server.people.auth import Access
+from server.people.ids import new_user_id
 from server.people.service import Principal
 from server.quality import oos, release, views
 from server.quality import review as service
@@ -964,3 +965,103 @@ def audit_export(request: Request) -> Response:
         headers={"Cache-Control": "no-store",
                  "Content-Disposition": 'attachment; filename="audit-trail.jsonl"'},
     )  # fmt: skip
+
+
+# -- people (administrators) ------------------------------------------------------------------
+
+STATUSES = ("active", "disabled")
+
+
+def _people_page(
+    request: Request, who: Principal, *, notices: list[str] | None = None,
+    refusals: list[str] | None = None, status: int = 200,
+) -> Response:  # fmt: skip
+    who.require("people.manage", None)
+    with _sessions(request)() as s:
+        rows = [
+            {"user_id": p.user_id, "printed_name": p.printed_name, "status": p.status,
+             "must_change": bool(p.must_change_password),
+             "roles": sorted(people.grants_of(s, p.user_id))}
+            for p in s.scalars(select(Person).order_by(Person.user_id))
+        ]  # fmt: skip
+    ctx = {"who": who, "people": rows, "roles": people.ROLES, "statuses": STATUSES,
+           "notices": notices or [], "refusals": refusals or []}  # fmt: skip
+    return web.render(request, "console/people.html", ctx, status)
+
+
+@page("/console/people")
+def people_page(request: Request) -> Response:
+    who = _ready(request)
+    if isinstance(who, Response):
+        return who
+    return _people_page(request, who)
+
+
+@page("/console/people", "POST")
+def people_action(request: Request) -> Response:
+    """One administration act, through the service the API calls: create a person (with a
+    temporary password they must change), grant or revoke a role, set the status, reset the
+    password."""
+    who = _ready(request)
+    if isinstance(who, Response):
+        return who
+    form = request.state.form
+    web.check_csrf(request, form)
+    who.require("people.manage", None)
+    a = _access(request)
+    try:
+        action = web.field(form, "action")
+        uid = web.field(form, "user_id", label="user id")[:64]
+        reason = web.field(form, "reason")
+        if action == "create":
+            new = new_user_id(uid)
+            pw = passwords.password_argument("password", web.field(form, "password"))
+            grant = web.field(form, "role"), web.field(form, "site", label="site")
+            h = a.new_hash(new, pw)
+            with a.sessions() as s:
+                people.create_person(
+                    s, who, at=a.clock(), user_id=new,
+                    printed_name=web.field(form, "printed_name", label="printed name"),
+                    password=pw, password_hash=h, grants=[grant], reason=reason,
+                )  # fmt: skip
+                s.commit()
+            done = f"{new} created with {grant[0]} at {grant[1]}; they must change the password"
+        elif action in ("grant", "revoke"):
+            role, site = web.field(form, "role"), web.field(form, "site", label="site")
+            with a.sessions() as s:
+                act = people.grant if action == "grant" else people.revoke_grant
+                act(s, who, at=a.clock(), user_id=uid, role=role, site_id=site, reason=reason)
+                s.commit()
+            done = f"{uid}: {role} at {site} {'granted' if action == 'grant' else 'revoked'}"
+        elif action == "status":
+            st = web.field(form, "status")
+            if st not in STATUSES:
+                raise Unprocessable(f"status {st[:20]!r}: expected one of {', '.join(STATUSES)}")
+            with a.sessions() as s:
+                people.set_status(s, who, at=a.clock(), user_id=uid, status=st, reason=reason)
+                s.commit()
+            done = f"{uid} is now {st}"
+        elif action == "reset":
+            with a.sessions() as s:
+                target, current = people.current_hash(s, uid)
+            if target == who.user_id:
+                raise Forbidden(
+                    f"{who.user_id} may not reset their own password here: change it with the "
+                    "current one (separation of duties)"
+                )
+            pw = passwords.password_argument("password", web.field(form, "password"))
+            h = a.new_hash(target, pw, other_than=current)
+            with a.sessions() as s:
+                people.reset_password(
+                    s, who, at=a.clock(), user_id=target, password_hash=h, reason=reason
+                )
+                s.commit()
+            done = f"{target}: password reset; their sessions ended; they must change it"
+        else:
+            raise Unprocessable(f"action {action[:20]!r}: expected create, grant, revoke, "
+                                "status or reset")  # fmt: skip
+    except ServerError as e:
+        if isinstance(e, Forbidden):
+            _audit_forbidden(request, e)
+        return _people_page(request, who, refusals=[e.message], status=e.status)
+    return _people_page(request, who, notices=[done])

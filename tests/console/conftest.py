@@ -42,6 +42,7 @@ PEOPLE: dict[str, tuple[str, list[tuple[str, str]]]] = {
     "rev.b": ("Rob Reviewer", [("qa_reviewer", "SITE-B")]),
     "qa.global": ("Gina Global", [("qa_approver", "*")]),
     "aud": ("Aude Auditor", [("auditor", "*")]),
+    "admin.ann": ("Ann Admin", [("admin", "*")]),
 }
 
 __all__ = ["PASSWORD", "Served", "sign_in"]

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 from fastapi.testclient import TestClient
 
-from tests.server.qa import enter_results, example_results, login, sign
+from tests.server.qa import TEMPORARY, enter_results, example_results, login, sign
 
 from .conftest import PASSWORD, Served, push_batch, sign_in
 
@@ -184,3 +184,46 @@ def test_audit_trail_browser_and_export(served: Served, pages: Any) -> None:
     assert rev.locator("nav.screens a[href='/console/audit']").count() == 0
     assert rev.goto(f"{served.url}/console/audit").status == 403
     assert rev.request.get(f"{served.url}/console/audit/export.jsonl").status == 403
+
+
+def test_people_administered_through_the_service(served: Served, pages: Any) -> None:
+    adm = pages("admin")
+    sign_in(adm, served.url, "admin.ann")
+    adm.click("nav.screens a[href='/console/people']")
+    adm.wait_for_selector("#people")
+    adm.screens.check("people")
+    adm.fill("#c-uid", "rev.c")
+    adm.fill("#c-name", "Cora Checker")
+    adm.fill("#c-pw", TEMPORARY)
+    adm.select_option("#c-role", "qa_reviewer")
+    adm.fill("#c-site", "SITE-A")
+    adm.fill("#c-reason", "new reviewer")
+    adm.click("#c-submit")
+    adm.wait_for_selector(".banner.ok")
+    row = adm.locator("#people tr", has_text="rev.c").inner_text()
+    assert "must change password" in row and "qa_reviewer (SITE-A)" in row
+    # No one administers their own access (the service's rule, in its words).
+    adm.select_option("#p-uid", "admin.ann")
+    adm.select_option("#p-action", "status")
+    adm.select_option("#p-status", "disabled")
+    adm.fill("#p-reason", "test")
+    adm.click("#p-submit")
+    assert "may not change the status of their own account" in adm.inner_text(".banner.refusal")
+    adm.select_option("#p-uid", "rev.c")
+    adm.select_option("#p-action", "status")
+    adm.select_option("#p-status", "disabled")
+    adm.fill("#p-reason", "left the company")
+    adm.click("#p-submit")
+    adm.wait_for_selector(".banner.ok")
+    assert "disabled" in adm.locator("#people tr", has_text="rev.c").inner_text()
+    with httpx.Client(base_url=served.url) as c:
+        token = csrf_of(c.get("/console/signin").text)
+        r = c.post(
+            "/console/signin", data={"csrf": token, "user_id": "rev.c", "password": TEMPORARY}
+        )
+        assert r.status_code == 401 and "user id or password is wrong" in r.text
+
+    rev = pages("reviewer")
+    sign_in(rev, served.url, "rev.a")
+    assert rev.locator("nav.screens a[href='/console/people']").count() == 0
+    assert rev.goto(f"{served.url}/console/people").status == 403
