@@ -60,12 +60,16 @@ class _ExactLoader(yaml.SafeLoader):
     """SafeLoader that keeps floats and timestamps as the strings the author wrote."""
 
 
-for _first, _resolvers in list(_ExactLoader.yaml_implicit_resolvers.items()):
-    _ExactLoader.yaml_implicit_resolvers[_first] = [
+# The loader gets its own table: the inherited one is SafeLoader's, shared by every
+# ``yaml.safe_load`` in the process, which must keep reading 0.5 as a float.
+_ExactLoader.yaml_implicit_resolvers = {
+    first: [
         (tag, rx)
-        for tag, rx in _resolvers
+        for tag, rx in resolvers
         if tag not in ("tag:yaml.org,2002:float", "tag:yaml.org,2002:timestamp")
     ]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
 
 
 def load_yaml(text: str | bytes) -> dict[str, Any]:

@@ -84,3 +84,16 @@ def test_bad_yaml_is_explained() -> None:
         load_yaml("- a\n- b\n")
     with pytest.raises(DocumentError, match="not valid YAML"):
         load_yaml("a: [\n")
+
+
+def test_exact_loading_leaves_other_yaml_readers_alone() -> None:
+    """Documents keep numbers and dates as written; every other ``yaml.safe_load`` in the process
+    (fault schedules, station tooling) still reads floats and dates as YAML says."""
+    import datetime
+
+    import yaml
+
+    from ebr_core.document import load_yaml
+
+    assert load_yaml("a: 0.5\nd: 2026-11-30\n") == {"a": "0.5", "d": "2026-11-30"}
+    assert yaml.safe_load("a: 0.5\nd: 2026-11-30\n") == {"a": 0.5, "d": datetime.date(2026, 11, 30)}
