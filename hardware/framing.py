@@ -10,7 +10,9 @@ Resynchronisation: when the device sends an AIM symbology identifier at the star
 ``symbology_identifiers``), a frame start seen before the terminator of the frame being held ends
 that frame: the bytes before it are dropped as a fragment, and framing restarts at the new frame.
 So a scan cut short (``]C0&/CHA999926AB``) followed by a good one loses the cut one only, never
-the good one.  Without identifiers the terminator is the only point of resynchronisation.
+the good one.  A device whose every frame starts with a fixed marker (the CC1 cell counter's
+``$CC1,``; the profile's ``frame_start``) resynchronises on that marker the same way.  Without
+either, the terminator is the only point of resynchronisation.
 Dropped fragments are kept (the last :data:`KEEP_FRAGMENTS`) for the transport to log.
 """
 
@@ -30,14 +32,17 @@ class LineFramer:
     prefix: bytes = b""
     max_len: int = 4096
     symbology_identifiers: bool = False  # every frame starts with an AIM identifier
+    frame_start: bytes = b""  # every frame starts with these bytes (e.g. b"$CC1,")
     _buf: bytearray = field(default_factory=bytearray)
     dropped: int = 0
     fragments: list[bytes] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self._start = (
-            re.compile(re.escape(self.prefix) + AIM_START) if self.symbology_identifiers else None
-        )
+        self._start: re.Pattern[bytes] | None = None
+        if self.frame_start:
+            self._start = re.compile(re.escape(self.prefix + self.frame_start))
+        elif self.symbology_identifiers:
+            self._start = re.compile(re.escape(self.prefix) + AIM_START)
 
     def _drop(self, fragment: bytes) -> None:
         self.dropped += 1

@@ -32,6 +32,11 @@ class Profile:
         return _unescape(self.framing.get("prefix", ""))
 
     @property
+    def frame_start(self) -> bytes:
+        """The bytes every frame starts with, when the protocol has such a marker (resync)."""
+        return _unescape(self.framing.get("frame_start", ""))
+
+    @property
     def gs_substitute(self) -> str:
         return str(self.framing.get("gs_substitute", ""))
 

@@ -73,6 +73,7 @@ class SerialReader:
             profile.terminator,
             profile.prefix,
             symbology_identifiers=bool(profile.framing.get("symbology_identifiers", False)),
+            frame_start=profile.frame_start,
         )
         self.stats = SerialStats()
         self.reconnects = 0

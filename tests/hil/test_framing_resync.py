@@ -129,3 +129,22 @@ def test_serial_reader_on_a_pty_keeps_the_good_scan_after_a_cut_one() -> None:
     assert reader.stats.faults == [
         "line without terminator dropped (resynchronised on the next frame): b']C0&/CHA999926AB'"
     ]
+
+
+def test_a_frame_marker_resynchronises_a_line_cut_short() -> None:
+    """A CC1 line cut short (no terminator) is dropped at the next ``$CC1,``, and the good count
+    after it is delivered whole; without the marker the two would be glued into one bad line."""
+    cut = b"$CC1,S-1,1.20E6,1.1"
+    good = b"$CC1,S-2,1.25E6,1.19E6,95.2*3A"
+    f = LineFramer(frame_start=b"$CC1,")
+    assert f.feed(cut + good + b"\r\n") == [good]
+    assert f.take_fragments() == [cut]
+    assert LineFramer().feed(cut + good + b"\r\n") == [cut + good]
+    # Chunked anywhere, the same lines come out.
+    stream = cut + good + b"\r\n" + good + b"\r\n"
+    for size in range(1, len(stream)):
+        g = LineFramer(frame_start=b"$CC1,")
+        got = []
+        for i in range(0, len(stream), size):
+            got += g.feed(stream[i : i + size])
+        assert got == [good, good], size
