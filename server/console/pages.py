@@ -27,6 +27,7 @@ import webui
 from ebr_core.canonical import canonical
 from ebr_core.document import load_yaml
 from ebr_core.errors import EbrError
+from ebr_core.spec import parse_spec
 from ebr_core.vocab import Meaning
 from server import fhir as fhir_export
 from server import reports
@@ -1065,3 +1066,95 @@ def people_action(request: Request) -> Response:
             _audit_forbidden(request, e)
         return _people_page(request, who, refusals=[e.message], status=e.status)
     return _people_page(request, who, notices=[done])
+
+
+# -- specifications ---------------------------------------------------------------------------
+
+MAX_SPEC = 512 * 1024  # bytes of a specification document
+
+
+def _specs_page(
+    request: Request, who: Principal, extra: dict[str, Any] | None = None, status: int = 200
+) -> Response:
+    with _sessions(request)() as s:
+        rows = [
+            {"spec_id": r.spec_id, "version": r.version, "sha256": r.content_hash,
+             "by": r.published_by, "at": iso(r.published_at)}
+            for r in s.scalars(select(SpecRow).order_by(SpecRow.spec_id, SpecRow.version))
+        ]  # fmt: skip
+    ctx = {"who": who, "specs": rows, "can_publish": who.can("spec.publish", None),
+           "notices": [], "refusals": []} | (extra or {})  # fmt: skip
+    return web.render(request, "console/specs.html", ctx, status)
+
+
+@page("/console/specs")
+def specs_page(request: Request) -> Response:
+    who = _ready(request)
+    if isinstance(who, Response):
+        return who
+    return _specs_page(request, who)
+
+
+def _spec_content(raw: str | bytes) -> tuple[dict[str, Any], Any]:
+    """The document as canonical JSON values and the parsed specification: every check the
+    server's publish runs (:func:`ebr_core.spec.parse_spec`, loosening overlays refused)."""
+    try:
+        content: dict[str, Any] = orjson.loads(canonical(load_yaml(raw)))
+        return content, parse_spec(content)
+    except EbrError as e:
+        raise Unprocessable(f"specification refused: {e}") from e
+
+
+@page("/console/specs/check", "POST")
+def spec_check(request: Request) -> Response:
+    """Check an uploaded specification before publishing: its overlays per jurisdiction, or
+    the refusal (a loosening overlay named), and nothing recorded."""
+    who = _ready(request)
+    if isinstance(who, Response):
+        return who
+    form = request.state.form
+    web.check_csrf(request, form)
+    who.require("spec.publish", None)
+    try:
+        upload = form.get("spec_file")
+        if not isinstance(upload, StarletteUpload) or not upload.filename:
+            raise Unprocessable("specification file is required (YAML or JSON)")
+        raw = upload.file.read(MAX_SPEC + 1)
+        if len(raw) > MAX_SPEC:
+            raise Unprocessable(f"specification file: at most {MAX_SPEC // 1024} KiB")
+        content, spec = _spec_content(raw)
+    except ServerError as e:
+        return _specs_page(request, who, {"refusals": [e.message]}, e.status)
+    checked = {
+        "spec_id": spec.spec_id,
+        "version": spec.version,
+        "jurisdictions": {j: sorted(spec.for_jurisdiction(j)) for j in sorted(spec.overlays)},
+        "content": orjson.dumps(content).decode(),
+    }
+    return _specs_page(request, who, {"checked": checked})
+
+
+@page("/console/specs/publish", "POST")
+def spec_publish(request: Request) -> Response:
+    """Publish the checked specification (:func:`service.publish_spec`, the API's service)."""
+    who = _ready(request)
+    if isinstance(who, Response):
+        return who
+    form = request.state.form
+    web.check_csrf(request, form)
+    who.require("spec.publish", None)
+    try:
+        raw = form.get("content")
+        if not isinstance(raw, str) or not raw or len(raw) > MAX_SPEC:
+            raise Unprocessable("content: the checked specification is required; check it first")
+        reason = web.field(form, "reason")
+        content, _ = _spec_content(raw)
+        with _sessions(request)() as s:
+            row, new = service.publish_spec(s, who, at=_now(request), content=content,
+                                            reason=reason)  # fmt: skip
+            s.commit()
+            what = "published" if new else "was already published with this content"
+            done = f"{row.spec_id} v{row.version} {what}"
+    except ServerError as e:
+        return _specs_page(request, who, {"refusals": [e.message]}, e.status)
+    return _specs_page(request, who, {"notices": [done]})

@@ -3,6 +3,7 @@ Chromium, and the console's session, CSRF, headers and hostile input over real H
 
 from __future__ import annotations
 
+import html
 import json
 import re
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import Any
 import httpx
 from fastapi.testclient import TestClient
 
-from tests.server.qa import TEMPORARY, enter_results, example_results, login, sign
+from tests.server.qa import EXAMPLES, TEMPORARY, enter_results, example_results, login, sign
 
 from .conftest import PASSWORD, Served, push_batch, sign_in
 
@@ -178,6 +179,10 @@ def test_audit_trail_browser_and_export(served: Served, pages: Any) -> None:
     assert len(lines) == len(rows) and {e["object_type"] for e in lines} == {"person"}
     assert all(len(e["hash"]) == 64 for e in lines)
     assert pg.goto(f"{served.url}/console/audit?after=x").status == 422
+    pg.click("nav.screens a[href='/console/specs']")
+    pg.wait_for_selector("#specs")
+    pg.screens.check("specs")
+    assert pg.locator("#spec-check").count() == 0  # an auditor publishes nothing
 
     rev = pages("reviewer")
     sign_in(rev, served.url, "rev.a")
@@ -227,3 +232,48 @@ def test_people_administered_through_the_service(served: Served, pages: Any) -> 
     sign_in(rev, served.url, "rev.a")
     assert rev.locator("nav.screens a[href='/console/people']").count() == 0
     assert rev.goto(f"{served.url}/console/people").status == 403
+
+
+def test_a_specification_checked_then_published(served: Served) -> None:
+    commercial = (EXAMPLES / "cd19_commercial.yaml").read_text()
+    loose = commercial.replace('viability: {limit: {min: "80"}}', 'viability: {limit: {min: "60"}}')
+    assert loose != commercial
+    c, token = signed_in(served, "qa.global")
+    try:
+        r = c.post(
+            "/console/specs/check",
+            data={"csrf": token},
+            files={"spec_file": ("loose.yaml", loose.encode(), "text/yaml")},
+        )
+        assert r.status_code == 422 and "loosens the baseline" in r.text
+        academic = (EXAMPLES / "cd19_poc_academic.yaml").read_bytes()
+        r = c.post(
+            "/console/specs/check",
+            data={"csrf": token},
+            files={"spec_file": ("academic.yaml", academic, "text/yaml")},
+        )
+        assert r.status_code == 200 and "passes the checks" in r.text
+        m = re.search(r'name="content" value="([^"]+)"', r.text)
+        assert m is not None
+        content = html.unescape(m.group(1))
+        with login(served.server, "qa.global") as api:
+            before = len(api.get("/v1/specs").json())
+        r = c.post(
+            "/console/specs/publish",
+            data={"csrf": token, "content": content, "reason": "academic protocol v1"},
+        )
+        assert r.status_code == 200 and " published" in r.text, r.text
+        with login(served.server, "qa.global") as api:
+            assert len(api.get("/v1/specs").json()) == before + 1
+    finally:
+        c.close()
+    rev, rtoken = signed_in(served, "rev.a")
+    try:
+        r = rev.post(
+            "/console/specs/check",
+            data={"csrf": rtoken},
+            files={"spec_file": ("academic.yaml", academic, "text/yaml")},
+        )
+        assert r.status_code == 403 and "may not spec.publish" in r.text
+    finally:
+        rev.close()
