@@ -72,7 +72,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from ebr_core.chain import ChainBuilder
-from ebr_core.errors import VerificationError
+from ebr_core.errors import RecordFormatError, VerificationError
 from ebr_core.keys import Keyring, PublicKey, UnitSigner
 from ebr_core.record import GENESIS_HASH, Checkpoint, Event, decode_record, format_time, parse_time
 from ebr_core.verify import ChainVerifier, Verified
@@ -158,11 +158,19 @@ def checkpoint_line(cp: Checkpoint) -> bytes:
 
 
 def event_from_line(line: bytes) -> Event:
-    return decode_record(line, Event)
+    """A stored event line; one that does not decode means the file was altered."""
+    try:
+        return decode_record(line, Event)
+    except RecordFormatError as e:
+        raise LedgerCorruptError(f"a stored event line does not decode: {e}") from e
 
 
 def checkpoint_from_line(line: bytes) -> Checkpoint:
-    return decode_record(line, Checkpoint)
+    """A stored checkpoint line; one that does not decode means the file was altered."""
+    try:
+        return decode_record(line, Checkpoint)
+    except RecordFormatError as e:
+        raise LedgerCorruptError(f"a stored checkpoint line does not decode: {e}") from e
 
 
 def _line_bytes(line: Any) -> bytes:

@@ -166,6 +166,22 @@ def test_tampering_is_found_on_open(tmp_path: Path) -> None:
         open_ledger(db)
 
 
+def test_a_last_line_that_does_not_decode_is_a_corrupt_ledger(tmp_path: Path) -> None:
+    """The last stored event is read on open: a line that is no event any more (altered with
+    the triggers dropped) stops the ledger as corrupt, naming what is wrong, not a TypeError."""
+    db = tmp_path / "edge.db"
+    led = open_ledger(db)
+    led.append_many([Append("reading.recorded", {"v": str(i)}) for i in range(3)])
+    led.close()
+    con = sqlite3.connect(db)
+    con.execute("DROP TRIGGER events_no_update")
+    con.execute('UPDATE events SET line = replace(line, \'"type":"event"\', \'"type":"seal"\')')
+    con.commit()
+    con.close()
+    with pytest.raises(LedgerCorruptError, match="a stored event line does not decode"):
+        open_ledger(db)
+
+
 def test_ledger_of_another_unit_is_refused(tmp_path: Path) -> None:
     db = tmp_path / "edge.db"
     open_ledger(db).append("step.completed", {})
