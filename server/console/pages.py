@@ -46,7 +46,7 @@ from server.people.service import Principal
 from server.quality import oos, release, views
 from server.quality import review as service
 from server.quality.api import batch_start
-from server.quality.record import load_review
+from server.quality.record import load_review, load_spec
 from server.schemas import ID
 from server.text import iso
 
@@ -1158,3 +1158,42 @@ def spec_publish(request: Request) -> Response:
     except ServerError as e:
         return _specs_page(request, who, {"refusals": [e.message]}, e.status)
     return _specs_page(request, who, {"notices": [done]})
+
+
+def _terms(a: Any) -> str:
+    """One attribute's terms as a reviewer compares them: limit, timing, methods, clause."""
+    methods = "any method" if a.methods is None else ", ".join(a.methods)
+    return f"{a.describe_limit()}; {a.timing.replace('_', ' ')}; {methods}; {a.clause}"
+
+
+def _spec_ref(text: str, what: str) -> tuple[str, str]:
+    spec_id, _, version = text[:200].rpartition("@")
+    if not spec_id or not version:
+        raise Unprocessable(f"{what} {text[:80]!r}: expected id@version")
+    return spec_id, version
+
+
+@page("/console/specs/compare")
+def spec_compare(request: Request) -> Response:
+    """Two published specifications side by side, per jurisdiction and attribute: what differs
+    (limit, timing, methods, clause), added or dropped."""
+    who = _ready(request)
+    if isinstance(who, Response):
+        return who
+    a_ref = _spec_ref(request.query_params.get("a", ""), "first specification")
+    b_ref = _spec_ref(request.query_params.get("b", ""), "second specification")
+    with _sessions(request)() as s:
+        _, a = load_spec(s, *a_ref)
+        _, b = load_spec(s, *b_ref)
+    rows = []
+    for j in sorted(set(a.overlays) | set(b.overlays)):
+        fa = a.for_jurisdiction(j) if j in a.overlays else {}
+        fb = b.for_jurisdiction(j) if j in b.overlays else {}
+        for attr in sorted(set(fa) | set(fb)):
+            ta = _terms(fa[attr]) if attr in fa else "(not in this version)"
+            tb = _terms(fb[attr]) if attr in fb else "(not in this version)"
+            if ta != tb:
+                rows.append({"jurisdiction": j, "attribute": attr, "a": ta, "b": tb})
+    return _specs_page(
+        request, who, {"compare": {"a": "@".join(a_ref), "b": "@".join(b_ref), "rows": rows}}
+    )

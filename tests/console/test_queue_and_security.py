@@ -264,7 +264,16 @@ def test_a_specification_checked_then_published(served: Served) -> None:
         )
         assert r.status_code == 200 and " published" in r.text, r.text
         with login(served.server, "qa.global") as api:
-            assert len(api.get("/v1/specs").json()) == before + 1
+            specs = [f"{x['spec_id']}@{x['version']}" for x in api.get("/v1/specs").json()]
+            assert len(specs) == before + 1
+        # Compared: the academic and the commercial specification differ; one with itself not.
+        r = c.get("/console/specs/compare", params={"a": specs[0], "b": specs[1]})
+        assert r.status_code == 200 and "difference" in r.text
+        assert "<td>viability</td>" in r.text and "IMPD P.5.1" in r.text
+        r = c.get("/console/specs/compare", params={"a": specs[0], "b": specs[0]})
+        assert "0 differences" in r.text and "No difference" in r.text
+        r = c.get("/console/specs/compare", params={"a": specs[0], "b": "NOPE@9"})
+        assert r.status_code == 404 and "NOPE v9 is not published" in r.text
     finally:
         c.close()
     rev, rtoken = signed_in(served, "rev.a")
