@@ -377,6 +377,11 @@ def _load_batch(request: Request, who: Principal, batch_id: str) -> dict[str, An
         r = load_review(s, batch_id)
         view = views.batch_view(s, r, _now(request))
         tele = views.telemetry_json(r.projection.telemetry, series=True)
+        used = [  # materials, lots and equipment: the scans the unit accepted, as recorded
+            {"seq": x.get("seq"), "step": x.get("step"), "role": x.get("role"),
+             "identifiers": x.get("identifiers"), "raw": x.get("raw")}
+            for x in r.state.scans_accepted
+        ]  # fmt: skip
         custody: dict[str, Any] | None = None
         if summ.coi:
             try:
@@ -391,6 +396,7 @@ def _load_batch(request: Request, who: Principal, batch_id: str) -> dict[str, An
     return {
         "view": view,
         "charts": _charts("b", tele, view["alarms"]),
+        "used": used,
         "custody": custody,
         "audit_seq": seq,
         "can_review": who.can("sign.review", view["site_id"]),

@@ -118,6 +118,12 @@ def push_batch(
         **a,
     )
     led.append(
+        "scan.accepted",
+        {"step": "seed", "role": "material", "raw": "(01)09506000134352(10)LOT-77",
+         "identifiers": {"gtin": "09506000134352", "lot": "LOT-77"}},
+        **a,
+    )  # fmt: skip
+    led.append(
         "value.recorded",
         {"step": "seed", "name": "cells", "value": {"value": "1.2e8", "unit": "1"}, "limit": "ok"},
         **a,

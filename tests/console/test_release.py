@@ -65,11 +65,12 @@ def test_reviewed_and_released_for_three_jurisdictions(
     rev.screens.check("batch")
     # Exceptions come first: before the timeline, the values, the CQA panel and the charts.
     order = rev.evaluate(
-        "['h-exceptions','h-timeline','h-values','h-cqa','h-custody','h-telemetry']"
+        "['h-exceptions','h-timeline','h-values','h-used','h-cqa','h-custody','h-telemetry']"
         ".map(id => document.getElementById(id).getBoundingClientRect().top)"
     )
     assert order == sorted(order)
     assert "Rejected scans: 1" in rev.inner_text("#exceptions")
+    assert "lot: LOT-77" in rev.inner_text("#used")
     assert rev.locator("#telemetry svg.chart polygon.band").count() == 1
     assert "1 excursion" in rev.inner_text("#telemetry")
     assert "temperature: 1" in rev.inner_text("#exceptions")
