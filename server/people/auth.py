@@ -160,7 +160,9 @@ class Access:
             return passwords.hash_password(password)
 
 
-def access(request: Request) -> Access:
+# Trivial dependencies are async: they run in the event loop, not a worker thread (a thread hop
+# per dependency per request adds up over the authorization matrix's thousand requests).
+async def access(request: Request) -> Access:
     a = request.app.state.access
     assert isinstance(a, Access)
     return a
@@ -179,7 +181,7 @@ def session(request: Request) -> Iterator[Session]:
         s.commit()
 
 
-def clock(request: Request) -> Clock:
+async def clock(request: Request) -> Clock:
     c: Clock = request.app.state.clock
     return c
 

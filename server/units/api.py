@@ -143,7 +143,7 @@ class UnitGate:
         return unit, body
 
 
-def gate(request: Request) -> UnitGate:
+async def gate(request: Request) -> UnitGate:
     g = request.app.state.units
     assert isinstance(g, UnitGate)
     return g
