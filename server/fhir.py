@@ -45,7 +45,7 @@ from ebr_core.spec.model import Attribute, Bound, Spec
 from ebr_core.spec.units import LEGACY, convert, legacy_note
 from ebr_core.ucum import is_ucum
 from ebr_core.units_display import display_quantity, display_unit
-from server.errors import Conflict, Unprocessable
+from server.quality.views import cqa_panel
 
 UCUM = "http://unitsofmeasure.org"
 NS = "https://ctgtp.dev/fhir"
@@ -100,20 +100,6 @@ class Manufacturer:
     site_id: str
     name: str
     country: str | None = None  # ISO 3166 alpha-2
-
-
-def cqa_panel(view: dict[str, Any], jurisdiction: str) -> dict[str, Any]:
-    """The batch view's evaluation in ``jurisdiction``, or the error an export should give (no
-    results yet: 409; a jurisdiction the batch was not evaluated for: 422, naming those it was)."""
-    cqa = view["cqa"].get(jurisdiction)
-    if cqa is not None:
-        return dict(cqa)
-    if not view["cqa"]:
-        raise Conflict(f"batch {view['batch_id']} has no results entered: nothing to report")
-    raise Unprocessable(
-        f"jurisdiction {jurisdiction!r}: the batch was evaluated for "
-        f"{', '.join(sorted(view['cqa']))}"
-    )
 
 
 def _uuid(*parts: str) -> str:

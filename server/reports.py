@@ -48,7 +48,8 @@ from ebr_core.spec.model import Spec
 from ebr_core.spec.units import LEGACY
 from ebr_core.units_display import display_quantity, display_unit
 from server.errors import ServerError
-from server.fhir import Manufacturer, cqa_panel
+from server.fhir import Manufacturer
+from server.quality.views import cqa_panel
 
 # Where DejaVu Sans is looked for: beside this module (a vendored copy), then Debian's
 # fonts-dejavu-core.  Licence: Bitstream Vera / DejaVu (free), see the package's copyright file.

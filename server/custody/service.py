@@ -163,7 +163,7 @@ def record(
     follows), while this session holds no lock: SQLite has one writer, and a password check
     waiting for this request's own lock would wait forever.  Then the custody state (holder,
     receipt, infusion) is read and extended under the batch's row lock
-    (:func:`server.review.lock_batch`): two hand-offs of one bag at once are decided one after
+    (:func:`server.batches.lock_batch`): two hand-offs of one bag at once are decided one after
     the other, and the second finds the bag already handed over."""
     if kind not in KINDS:
         raise Unprocessable(f"kind {kind!r} is not one of {', '.join(KINDS)}")

@@ -12,17 +12,18 @@ from fastapi.responses import Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from ebr_core.errors import SpecificationError
 from server import fhir as fhir_export
 from server import projections, reports, text
 from server.batches import at_sites, summary
 from server.db import BatchSummary, OosCase, SpecRow
-from server.errors import Forbidden
+from server.errors import Forbidden, Unprocessable
 from server.people import duties
 from server.people.auth import DB, AccessDep, Now, Scope, require
 from server.people.service import Principal
 from server.quality import oos, release, views
 from server.quality import review as service
-from server.quality.record import load_review
+from server.quality.record import load_review, load_spec
 from server.quality.schemas import (
     BatchView,
     Case,
@@ -247,8 +248,12 @@ def list_oos(who: ReadQueue, db: DB, now: Now, overdue: bool = False) -> Any:
     responses=_document("application/pdf", "the batch report (PDF)"),
 )
 def report_pdf(batch_id: PathId, who: ReadReport, db: DB, now: Now) -> Response:
-    view = views.batch_view(db, load_review(db, batch_id), now())
-    return Response(reports.batch_report_pdf(view), media_type="application/pdf")
+    r = load_review(db, batch_id)
+    at = now()
+    view = views.batch_view(db, r, at)
+    channels = views.telemetry_json(r.projection.telemetry, series=True)
+    body = reports.batch_report_pdf(view, now=at, telemetry={"channels": channels})
+    return Response(body, media_type="application/pdf")
 
 
 @router.get(
@@ -259,8 +264,12 @@ def report_pdf(batch_id: PathId, who: ReadReport, db: DB, now: Now) -> Response:
 def coa_pdf(
     batch_id: PathId, jurisdiction: Jurisdiction, who: ReadReport, db: DB, now: Now
 ) -> Response:
-    view = views.batch_view(db, load_review(db, batch_id), now())
-    return Response(reports.coa_pdf(view, jurisdiction), media_type="application/pdf")
+    r = load_review(db, batch_id)
+    at = now()
+    view = views.batch_view(db, r, at)
+    return Response(
+        reports.coa_pdf(view, jurisdiction, now=at, spec=r.spec), media_type="application/pdf"
+    )
 
 
 @router.get(
@@ -271,7 +280,34 @@ def coa_pdf(
 def fhir(
     batch_id: PathId, jurisdiction: Jurisdiction, who: ReadReport, db: DB, now: Now
 ) -> Response:
-    view = views.batch_view(db, load_review(db, batch_id), now())
+    r = load_review(db, batch_id)
+    at = now()
+    view = views.batch_view(db, r, at)
     return Response(
-        fhir_export.batch_bundle_json(view, jurisdiction), media_type="application/fhir+json"
+        fhir_export.batch_bundle_json(view, jurisdiction, spec=r.spec, now=at),
+        media_type="application/fhir+json",
     )
+
+
+@router.get(
+    "/v1/specs/{spec_id}/{version}/fhir",
+    response_class=Response,
+    responses=_document(
+        "application/fhir+json",
+        "the specification as an HL7 PQ specification (PlanDefinition with ObservationDefinitions)",
+    ),
+)
+def spec_fhir(
+    spec_id: PathId,
+    version: Annotated[str, Path(min_length=1, max_length=32)],
+    who: AnyPerson,
+    db: DB,
+    now: Now,
+    jurisdiction: Annotated[list[str] | None, Query(max_length=16)] = None,
+) -> Response:
+    _, spec = load_spec(db, spec_id, version)
+    try:
+        body = fhir_export.spec_bundle_json(spec, now=now(), jurisdictions=jurisdiction or None)
+    except SpecificationError as e:
+        raise Unprocessable(str(e)) from e
+    return Response(body, media_type="application/fhir+json")

@@ -5,8 +5,8 @@ deviations, its operators and event times), the dispositions and signatures alre
 the signer and the signing request, and returns a :class:`Decision` or raises the refusal
 (:class:`~server.errors.Forbidden`, :class:`~server.errors.Conflict`,
 :class:`~server.errors.Unprocessable`) with the message the client sees.  No database, no clock,
-no password: the caller (:func:`server.review.sign`) gathers the inputs under the batch's lock,
-checks the signer's permission at the batch's site, and records what this decides.
+no password: the caller (:func:`server.quality.review.sign`) gathers the inputs under the
+batch's lock, checks the signer's permission at the batch's site, and records what this decides.
 
 The rules, in the order they are applied (the first that fails is the one reported):
 

@@ -40,7 +40,7 @@ def now() -> datetime:
 
 
 # Event kinds only the server writes: no unit's ledger holds them (the edge never closes a
-# deviation; QA closes it on the server, server.review).  A segment carrying one is refused.
+# deviation; QA closes it on the server, server.quality).  A segment carrying one is refused.
 SERVER_ONLY_KINDS = frozenset({"deviation.closed"})
 
 

@@ -28,6 +28,7 @@ from .qa import (
     login,
     publish_spec,
     push_batch,
+    spec_content,
 )
 
 UNSIGNED_PUBLIC = {
@@ -161,7 +162,7 @@ def test_authorization_matrix(server: Server, tmp_path: Path) -> None:
     failures: list[str] = []
     seen: dict[tuple[str, str, str, str], int] = {}
     matrix = {k: v[0] for k, v in routes(server.app).items() if v}
-    assert len(matrix) == 37, sorted(matrix)
+    assert len(matrix) == 38, sorted(matrix)
     for (method, path), req in sorted(matrix.items()):
         perm, scope = req.permission or "-", req.scope
         if path == "/v1/auth/logout":
@@ -175,6 +176,8 @@ def test_authorization_matrix(server: Server, tmp_path: Path) -> None:
                 "user_id": "nobody",
                 "deviation_id": "DEV-1",
                 "step": "risk-evaluation",
+                "spec_id": spec_content()["spec_id"],
+                "version": str(spec_content()["version"]),
             }
             url = re.sub(r"\{(\w+)\}", lambda m: str(fill[m.group(1)]), path)
             for name, (who, client) in callers.items():
