@@ -21,7 +21,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from sqlalchemy.orm import sessionmaker
 
-from server import errors
+from server import console, errors
 from server.audit.api import router as audit_router
 from server.custody.api import router as custody_router
 from server.db import make_engine, require_head
@@ -91,6 +91,7 @@ def create_app(
     errors.install(app, access.audit_forbidden)
     for router in ROUTERS:
         app.include_router(router)
+    app.include_router(console.router)  # the QA console's pages (HTML, outside the OpenAPI)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 

@@ -156,6 +156,16 @@ class ServerProc:
 
     def start(self) -> None:
         with self.log.open("ab") as log:
+            if not getattr(self, "_migrated", False):  # a deploy step: run refuses an old schema
+                subprocess.run(
+                    [sys.executable, "-m", "ctgtp", "server", "migrate"],
+                    env=self.env,
+                    cwd=REPO,
+                    stdout=log,
+                    stderr=log,
+                    check=True,
+                )
+                self._migrated = True
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "ctgtp", "server", "run", "--port", str(self.port)],
                 env=self.env,
