@@ -29,8 +29,6 @@ from ebr_core.document import load_yaml
 from ebr_core.errors import EbrError
 from ebr_core.spec import parse_spec
 from ebr_core.vocab import Meaning
-from server import fhir as fhir_export
-from server import reports
 from server.audit import alerts, trail
 from server.batches import at_sites, summary
 from server.console import web
@@ -43,9 +41,9 @@ from server.people import service as people
 from server.people.auth import Access
 from server.people.ids import new_user_id
 from server.people.service import Principal
-from server.quality import oos, release, views
+from server.quality import documents, oos, release, views
 from server.quality import review as service
-from server.quality.api import batch_start
+from server.quality.documents import batch_start
 from server.quality.record import load_review, load_spec
 from server.schemas import ID
 from server.text import iso
@@ -753,9 +751,8 @@ def report_pdf(request: Request) -> Response:
         return who
     with _sessions(request)() as s:
         who.require("report.read", summary(s, batch_id).site_id)
-        view = views.batch_view(s, load_review(s, batch_id), _now(request))
-    return Response(reports.batch_report_pdf(view), media_type="application/pdf",
-                    headers={"Cache-Control": "no-store"})  # fmt: skip
+        body = documents.report_pdf(s, batch_id, _now(request))
+    return Response(body, media_type="application/pdf", headers={"Cache-Control": "no-store"})
 
 
 @page("/console/batches/{batch_id}/coa.pdf")
@@ -768,9 +765,8 @@ def coa_pdf(request: Request) -> Response:
     j = request.query_params.get("jurisdiction", "")[:16]
     with _sessions(request)() as s:
         who.require("report.read", summary(s, batch_id).site_id)
-        view = views.batch_view(s, load_review(s, batch_id), _now(request))
-    return Response(reports.coa_pdf(view, j), media_type="application/pdf",
-                    headers={"Cache-Control": "no-store"})  # fmt: skip
+        body = documents.coa_pdf(s, batch_id, j, _now(request))
+    return Response(body, media_type="application/pdf", headers={"Cache-Control": "no-store"})
 
 
 @page("/console/batches/{batch_id}/fhir.json")
@@ -783,9 +779,9 @@ def fhir_bundle(request: Request) -> Response:
     j = request.query_params.get("jurisdiction", "")[:16]
     with _sessions(request)() as s:
         who.require("report.read", summary(s, batch_id).site_id)
-        view = views.batch_view(s, load_review(s, batch_id), _now(request))
+        body = documents.fhir_json(s, batch_id, j, _now(request))
     return Response(
-        fhir_export.batch_bundle_json(view, j),
+        body,
         media_type="application/fhir+json",
         headers={"Cache-Control": "no-store",
                  "Content-Disposition": f'attachment; filename="{batch_id}-{j}.fhir.json"'},

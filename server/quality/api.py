@@ -4,24 +4,22 @@ FHIR, documented non-JSON responses)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import Response
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from ebr_core.errors import SpecificationError
 from server import fhir as fhir_export
-from server import projections, reports, text
+from server import projections, text
 from server.batches import at_sites, summary
 from server.db import BatchSummary, OosCase, SpecRow
 from server.errors import Forbidden, Unprocessable
 from server.people import duties
 from server.people.auth import DB, AccessDep, Now, Scope, require
 from server.people.service import Principal
-from server.quality import oos, release, views
+from server.quality import documents, oos, release, views
 from server.quality import review as service
 from server.quality.record import load_review, load_spec
 from server.quality.schemas import (
@@ -163,19 +161,6 @@ def close(
     return {"deviation_id": deviation_id, "closed": True, "action": a.id}
 
 
-def batch_start(db: Session, batch_id: str) -> datetime | None:
-    """When the batch began (its ``batch.started`` event): the start of its review window for
-    the separation-of-duties rules.  Raises 404 for an unknown batch."""
-    state = projections.load(db, summary(db, batch_id)).state
-    if state is None or not state.started_at:
-        return None
-    try:
-        t = datetime.fromisoformat(state.started_at.replace("Z", "+00:00"))
-    except ValueError:  # unreadable: the window is taken as all time (fail closed)
-        return datetime.min.replace(tzinfo=UTC)
-    return t if t.tzinfo else t.replace(tzinfo=UTC)
-
-
 @router.post("/v1/batches/{batch_id}/signatures", status_code=201, response_model=Signed)
 def sign(batch_id: PathId, body: SignBody, who: SignReview, db: DB, a: AccessDep, now: Now) -> Any:
     if body.user_id.lower() != who.user_id.lower():
@@ -183,7 +168,7 @@ def sign(batch_id: PathId, body: SignBody, who: SignReview, db: DB, a: AccessDep
             f"signed in as {who.user_id}: an e-signature is given by the signed-in person "
             "with their own user id and password"
         )
-    since = batch_start(db, batch_id)  # 404 before counting a password attempt
+    since = documents.batch_start(db, batch_id)  # 404 before counting a password attempt
     db.rollback()  # argon2 runs in no transaction
     a.check_password(who.user_id, body.password, purpose="signature")
     at = now()
@@ -248,12 +233,7 @@ def list_oos(who: ReadQueue, db: DB, now: Now, overdue: bool = False) -> Any:
     responses=_document("application/pdf", "the batch report (PDF)"),
 )
 def report_pdf(batch_id: PathId, who: ReadReport, db: DB, now: Now) -> Response:
-    r = load_review(db, batch_id)
-    at = now()
-    view = views.batch_view(db, r, at)
-    channels = views.telemetry_json(r.projection.telemetry, series=True)
-    body = reports.batch_report_pdf(view, now=at, telemetry={"channels": channels})
-    return Response(body, media_type="application/pdf")
+    return Response(documents.report_pdf(db, batch_id, now()), media_type="application/pdf")
 
 
 @router.get(
@@ -264,12 +244,8 @@ def report_pdf(batch_id: PathId, who: ReadReport, db: DB, now: Now) -> Response:
 def coa_pdf(
     batch_id: PathId, jurisdiction: Jurisdiction, who: ReadReport, db: DB, now: Now
 ) -> Response:
-    r = load_review(db, batch_id)
-    at = now()
-    view = views.batch_view(db, r, at)
-    return Response(
-        reports.coa_pdf(view, jurisdiction, now=at, spec=r.spec), media_type="application/pdf"
-    )
+    body = documents.coa_pdf(db, batch_id, jurisdiction, now())
+    return Response(body, media_type="application/pdf")
 
 
 @router.get(
@@ -280,13 +256,8 @@ def coa_pdf(
 def fhir(
     batch_id: PathId, jurisdiction: Jurisdiction, who: ReadReport, db: DB, now: Now
 ) -> Response:
-    r = load_review(db, batch_id)
-    at = now()
-    view = views.batch_view(db, r, at)
-    return Response(
-        fhir_export.batch_bundle_json(view, jurisdiction, spec=r.spec, now=at),
-        media_type="application/fhir+json",
-    )
+    body = documents.fhir_json(db, batch_id, jurisdiction, now())
+    return Response(body, media_type="application/fhir+json")
 
 
 @router.get(
