@@ -610,6 +610,8 @@ def demo(out_dir: Path, serve: bool, urls_file: Path | None) -> None:
         if clock_alerts:
             raise click.ClickException(f"the unit's and the server's clocks differ: {clock_alerts}")
         _say(f"demo finished in {time.monotonic() - started:.1f} s: {out_dir / 'summary.json'}")
+        kept = "kept running below" if serve else "up while the demo ran; --serve keeps it"
+        _say(f"QA console: {url}/ ({kept})")
         if serve:
             unit.hand_back()
             _serve(station, unit, url, urls_file)
@@ -640,7 +642,7 @@ def _serve(station: Any, unit: SimulatedUnit, console: str, urls_file: Path | No
         tmp.write_text(json.dumps(urls) + "\n")
         tmp.replace(urls_file)
     _say(f"\nkiosk:   {station.kiosk_url}")
-    _say(f"console: {console} (the server's API; the QA console once it exists)")
+    _say(f"console: {console} (the QA console; the JSON API under {console}/v1, /docs)")
     _say("operators at the kiosk (DEMO ONLY passwords):")
     for uid, pw in PW.items():
         _say(f"  {uid:<9} {pw}")

@@ -113,4 +113,7 @@ def served(urls: dict[str, str]) -> None:
         h = httpx.get(urls["kiosk"] + "/health", timeout=10).json()
         now = next(d for d in h["devices"] if d["name"] == "bioreactor")["last_at"]
     assert now != first
+    # The console is the QA console's page (its sign-in), on the server that holds the API.
+    console = httpx.get(urls["console"], timeout=10, follow_redirects=True)
+    assert console.status_code == 200 and "text/html" in console.headers["content-type"]
     assert httpx.get(urls["console"] + "/server-key", timeout=10).status_code == 200

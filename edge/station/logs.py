@@ -50,6 +50,12 @@ def configure(stream: TextIO | None = None, level: int = logging.INFO) -> loggin
     root = logging.getLogger()
     root.addHandler(handler)
     root.setLevel(level)
+    # uvicorn's own logging setup (if anything in the process ran it) gives its loggers their
+    # own handlers and stops them propagating: its lines would bypass the JSON log.
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        lg = logging.getLogger(name)
+        lg.handlers.clear()
+        lg.propagate = True
     threading.excepthook = _thread_error
     return handler
 

@@ -32,7 +32,6 @@ from tests.server.conftest import ADMIN, Server, clock
 from tests.server.qa import PASSWORD, add_people, publish_spec
 from webui import AXE
 
-CHROMIUM = Path("/usr/bin/chromium")
 COI = "&/CHA999926ABC123"
 
 # user id -> (printed name, [(role, site)])
@@ -158,28 +157,6 @@ def push_batch(
     while datetime.now(UTC) <= last:
         time.sleep(0.05)
     return led
-
-
-@pytest.fixture(scope="session")
-def browser() -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        pytest.skip(
-            "Debian's chromium is not installed at /usr/bin/chromium (make setup installs it "
-            "with apt; Playwright's own browser download is not reachable here)"
-        )
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
-        yield b
-        b.close()
-
-
-@pytest.hookimpl(wrapper=True, tryfirst=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
-    rep = yield
-    setattr(item, f"rep_{rep.when}", rep)
-    return rep
 
 
 @dataclass

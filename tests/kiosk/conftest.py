@@ -30,7 +30,6 @@ from server.pgcluster import free_port
 from tests.edge.conftest import EXAMPLES, PW
 from webui import AXE
 
-CHROMIUM = Path("/usr/bin/chromium")
 COI = "&/CHA999926ABC123"
 WRONG_COI = "&/CHA999926XYZ789"
 UNIT = "UNIT-KIOSK"
@@ -118,28 +117,6 @@ def kiosk_url(kiosk: Served) -> str:
     """Where the browser goes: the kiosk over a LocalStation, unless a test module serves it
     otherwise (the whole batch runs it in the station agent)."""
     return kiosk.url
-
-
-@pytest.fixture(scope="session")
-def browser() -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        pytest.skip(
-            "Debian's chromium is not installed at /usr/bin/chromium (make setup installs it "
-            "with apt; Playwright's own browser download is not reachable here)"
-        )
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
-        yield b
-        b.close()
-
-
-@pytest.hookimpl(wrapper=True, tryfirst=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
-    rep = yield
-    setattr(item, f"rep_{rep.when}", rep)
-    return rep
 
 
 @dataclass
