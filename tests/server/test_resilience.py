@@ -51,6 +51,7 @@ def offline_ledger(path: Path, unit: UnitSigner, n: int) -> Ledger:
     return led
 
 
+@pytest.mark.slow  # a soak: 50,000 events through a faulty proxy (about 2 minutes on both databases)
 def test_72h_offline_50k_events_through_a_flaky_proxy(server: Server, tmp_path: Path) -> None:
     unit = UnitSigner.generate("UNIT-OFF")
     server.enrol(unit)
