@@ -742,22 +742,14 @@ def case_step(request: Request) -> Response:
 # -- reports ----------------------------------------------------------------------------------
 
 
-@page("/console/batches/{batch_id}/report.pdf")
-def report_pdf(request: Request) -> Response:
-    """The batch report (the API's :func:`reports.batch_report_pdf`), for the cookie session."""
-    batch_id = _batch_id(request)
-    who = _ready(request)
-    if isinstance(who, Response):
-        return who
-    with _sessions(request)() as s:
-        who.require("report.read", summary(s, batch_id).site_id)
-        body = documents.report_pdf(s, batch_id, _now(request))
-    return Response(body, media_type="application/pdf", headers={"Cache-Control": "no-store"})
-
-
-@page("/console/batches/{batch_id}/coa.pdf")
-def coa_pdf(request: Request) -> Response:
-    """The certificate of analysis of one jurisdiction (the API's :func:`reports.coa_pdf`)."""
+def _document(
+    request: Request,
+    build: Callable[[Session, str, str, datetime], bytes],
+    media_type: str,
+    filename: str | None = None,
+) -> Response:
+    """One of the batch's documents (:mod:`server.quality.documents`, as the API builds them)
+    for the cookie session: ``build(session, batch_id, jurisdiction, now)``."""
     batch_id = _batch_id(request)
     who = _ready(request)
     if isinstance(who, Response):
@@ -765,27 +757,32 @@ def coa_pdf(request: Request) -> Response:
     j = request.query_params.get("jurisdiction", "")[:16]
     with _sessions(request)() as s:
         who.require("report.read", summary(s, batch_id).site_id)
-        body = documents.coa_pdf(s, batch_id, j, _now(request))
-    return Response(body, media_type="application/pdf", headers={"Cache-Control": "no-store"})
+        body = build(s, batch_id, j, _now(request))
+    headers = {"Cache-Control": "no-store"}
+    if filename is not None:
+        headers["Content-Disposition"] = f'attachment; filename="{filename.format(batch_id, j)}"'
+    return Response(body, media_type=media_type, headers=headers)
+
+
+@page("/console/batches/{batch_id}/report.pdf")
+def report_pdf(request: Request) -> Response:
+    """The batch report, for the cookie session."""
+    def build(s: Session, batch_id: str, _jurisdiction: str, at: datetime) -> bytes:
+        return documents.report_pdf(s, batch_id, at)
+
+    return _document(request, build, "application/pdf")
+
+
+@page("/console/batches/{batch_id}/coa.pdf")
+def coa_pdf(request: Request) -> Response:
+    """The certificate of analysis of one jurisdiction."""
+    return _document(request, documents.coa_pdf, "application/pdf")
 
 
 @page("/console/batches/{batch_id}/fhir.json")
 def fhir_bundle(request: Request) -> Response:
     """The batch as a FHIR R5 Bundle for one jurisdiction (the API's export)."""
-    batch_id = _batch_id(request)
-    who = _ready(request)
-    if isinstance(who, Response):
-        return who
-    j = request.query_params.get("jurisdiction", "")[:16]
-    with _sessions(request)() as s:
-        who.require("report.read", summary(s, batch_id).site_id)
-        body = documents.fhir_json(s, batch_id, j, _now(request))
-    return Response(
-        body,
-        media_type="application/fhir+json",
-        headers={"Cache-Control": "no-store",
-                 "Content-Disposition": f'attachment; filename="{batch_id}-{j}.fhir.json"'},
-    )  # fmt: skip
+    return _document(request, documents.fhir_json, "application/fhir+json", "{}-{}.fhir.json")
 
 
 # -- alerts -----------------------------------------------------------------------------------
