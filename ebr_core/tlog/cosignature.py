@@ -9,17 +9,14 @@ witness checks before it cosigns is :mod:`witness`.
 
 from __future__ import annotations
 
-import base64
 from dataclasses import dataclass
 
-from ebr_core.keys import PublicKey, UnitSigner
+from ebr_core.keys import UnitSigner
 from ebr_core.tlog.errors import NoteFormatError
 from ebr_core.tlog.note import (
     COSIGNATURE_V1_TYPE,
+    Ed25519NoteVerifier,
     NoteSignature,
-    check_key_name,
-    key_id,
-    parse_vkey,
 )
 
 HEADER = b"cosignature/v1\n"
@@ -44,24 +41,11 @@ def cosignature_timestamp(sig: NoteSignature) -> int:
     return t
 
 
-class CosignatureVerifier:
-    """A witness's public key under its name, as a note verifier of type 0x04."""
+class CosignatureVerifier(Ed25519NoteVerifier):
+    """A witness's public key under its name, as a note verifier of type 0x04: the note key's
+    name, key ID and vkey rules, with a cosignature's timestamped message."""
 
     sig_type = COSIGNATURE_V1_TYPE
-
-    def __init__(self, name: str, public: PublicKey) -> None:
-        check_key_name(name)
-        self._name = name
-        self.public = public
-        self._key_id = key_id(name, self.sig_type, public.raw)
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    @property
-    def key_id(self) -> int:
-        return self._key_id
 
     def verify(self, text: bytes, signature: bytes) -> bool:
         if len(signature) != 72:
@@ -71,15 +55,6 @@ class CosignatureVerifier:
             return False
         msg = HEADER + b"time %d\n" % t + text
         return self.public.verify(signature[8:], msg)
-
-    def vkey(self) -> str:
-        raw = bytes([self.sig_type]) + self.public.raw
-        return f"{self._name}+{self._key_id:08x}+{base64.b64encode(raw).decode('ascii')}"
-
-    @classmethod
-    def from_vkey(cls, vkey: str) -> CosignatureVerifier:
-        name, public = parse_vkey(vkey.strip(), cls.sig_type)
-        return cls(name, public)
 
 
 class Cosigner:

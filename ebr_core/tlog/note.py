@@ -16,7 +16,7 @@ import binascii
 import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, Self
 
 from ebr_core.errors import KeyFormatError
 from ebr_core.keys import PublicKey, UnitSigner
@@ -176,7 +176,7 @@ class Ed25519NoteVerifier:
         return f"{self._name}+{self._key_id:08x}+{base64.b64encode(raw).decode('ascii')}"
 
     @classmethod
-    def from_vkey(cls, vkey: str) -> Ed25519NoteVerifier:
+    def from_vkey(cls, vkey: str) -> Self:
         name, public = parse_vkey(vkey.strip(), cls.sig_type)
         return cls(name, public)
 
