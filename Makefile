@@ -24,9 +24,12 @@ imports:
 	@echo "== import-linter"
 	@.venv/bin/lint-imports --no-cache
 
+# Two workers (pytest-xdist, one per core): most tests wait on servers, subprocesses and the
+# browser, so two at a time take about 0.6 of the serial time.  PYTEST_WORKERS=0 runs serially.
+PYTEST_WORKERS ?= 2
 pytest:
 	@echo "== pytest"
-	@$(PY) -m pytest -q -m "not slow" --durations=15 $(PYTEST_ARGS)
+	@$(PY) -m pytest -q -m "not slow" -n $(PYTEST_WORKERS) --dist worksteal --durations=15 $(PYTEST_ARGS)
 
 # The same suite under coverage, then per-package floors (ebr_core 90 %, server and edge 85 %).
 # Not part of `make test`: tracing makes the suite about 40 % slower than its 20-minute budget.
