@@ -9,8 +9,12 @@ At each fill level (default 0, 100,000 and 1,000,000 readings already in the run
    has run the batch all along (its fold is cached); "cold": a new Engine over the same open
    ledger for each action, as each ``ctgtp edge`` command makes one.  Ceiling: a single-row
    durable SQLite commit (WAL, synchronous=FULL) in the same run.  Goal: p99 <= 50 ms.
-   An e-signature checks the password (argon2id, about 0.2 s on this machine by design), so it
-   is its own figure, with one password check plus one durable commit as its ceiling.  One more
+   An e-signature re-enters the password.  The first check of a person's continuous session
+   (their sign-in at the kiosk, timed here at each level for each operator as "sign-in") is the
+   full argon2id check, about 0.15 s by design; a re-entry within the session is checked against
+   an in-memory verifier (``ebr_core.reentry``).  Signatures are their own figure,
+   goal p99 <= 50 ms, with one durable commit as the ceiling; sign-ins are reported, not held
+   to the goal.  One more
    figure per level: a command's start (open and verify the ledger read-only, a new engine,
    ``show``), against SQLite's own ``PRAGMA integrity_check`` of the same file (which the open
    runs).
@@ -90,7 +94,7 @@ TOPIC = f"ctgtp/{UNIT}/bioreactor/telemetry"  # the dedupe key of a reading name
 BOOT = "boot-1"
 BATCH = "B-SCALE-1"
 WRONG_COI = "&/CHA999926ZZZ999"
-BAG = "01095060001343451725123121BAG1" + GS + "251"
+BAG = "01095060001343451727123121BAG1" + GS + "251"
 T0 = datetime(2026, 11, 24, 8, tzinfo=UTC)  # the example materials hold at this date
 GOAL_ACTION_P99_MS = 50
 GOAL_SERVER_P99_MS = 300
@@ -208,6 +212,10 @@ Action = tuple[str, Callable[[Engine], object]]
 
 def _sign(user: str, meaning: str = "performed") -> Action:
     return ("sign", lambda e: e.sign(BATCH, PW[user], meaning, user))
+
+
+def _sign_in(user: str) -> Action:
+    return ("sign-in", lambda e: e.authenticate(user, PW[user], batch_id=None, step=None))
 
 
 def _scan(raw: str) -> Action:
@@ -430,6 +438,8 @@ def level_actions(edge: Edge, level: int, segment: tuple[Action, ...], budget: B
         lambda e: e.raise_deviation(BATCH, "bench: bag label smudged, re-printed", "op.alice"),
     )
     every = max(1, budget.expectation_per_mode // budget.writes_per_mode)
+    for user in ("op.alice", "op.bob", "op.chen"):  # as each signs in at the kiosk
+        edge.time(level, "warm", _sign_in(user))
     t0 = time.perf_counter()
     for r in range(budget.expectation_per_mode):
         for mode in ("warm", "cold"):
@@ -457,7 +467,7 @@ def edge_figures(
         ms: list[float] = []
         detail: dict[str, dict[str, float]] = {}
         for (lv, md, label), values in edge.samples.items():
-            if lv != level or md != mode or label == "sign":
+            if lv != level or md != mode or label in ("sign", "sign-in"):
                 continue
             ms += values
             detail[label] = {
@@ -489,18 +499,22 @@ def edge_figures(
         if lv == level and label == "sign"
         for v in values
     ]
-    if signs:
-        note(f"  e-signatures n={len(signs)} p50 {pct(signs, 50):.1f} ms max {max(signs):.1f} ms "
+    sign_ins = edge.samples.get((level, "warm", "sign-in"), [])
+    if sign_ins:
+        note(f"  sign-ins (full argon2id check) n={len(sign_ins)} max {max(sign_ins):.1f} ms "
              f"(password check alone: p50 {pct(passwords, 50):.1f} ms)")  # fmt: skip
+    if signs:
+        note(f"  e-signatures n={len(signs)} p50 {pct(signs, 50):.1f} ms max {max(signs):.1f} ms")
         emit(
             f"edge e-signature at {readings:,} readings, warm and cold (p99 ms)",
             pct(signs, 99),
             "ms",
-            pct(passwords, 99) + pct(commit, 99),
+            pct(commit, 99),
             samples=len(signs),
             p50_ms=round(pct(signs, 50), 2),
             readings=readings,
-            ceiling_is="one argon2id password check + one durable commit",
+            goal_p99_ms=GOAL_ACTION_P99_MS,
+            ceiling_is="one-row durable SQLite commit (the signature is one commit group)",
         )
     emit(
         f"edge command start at {readings:,} readings (open+verify ledger, new engine, show) (ms)",

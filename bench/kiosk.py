@@ -29,11 +29,7 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-# pyserial first: bench/ holds serial.py (the serial bench), which would shadow it.
-sys.path[:] = [p for p in sys.path if p and Path(p).resolve() != HERE]
 sys.path.insert(0, str(HERE.parent))
-import serial  # noqa: F401
-
 sys.path.insert(0, str(HERE))
 from _common import emit
 from batch_scale import BATCH, UNIT, WRONG_COI, Readings, fill, note, open_edge, pct

@@ -62,13 +62,14 @@ from ebr_core.identifiers import ScanData, parse_scan
 from ebr_core.mbr import Limit, Mbr, MbrError, ScanSpec, Step, ValueSpec, calculate_dose
 from ebr_core.quantity import quantity
 from ebr_core.record import Event, format_time, parse_time
+from ebr_core.reentry import ReentryVerifiers
 from ebr_core.spec import inprocess_check
 from ebr_core.spec.model import Bound
 from ebr_core.telemetry import Telemetry
 from edge.errors import EdgeError
 from edge.ledger import Append, Ledger
 from edge.materials import Materials
-from edge.users import User
+from edge.users import SESSION_VERIFIERS, User
 
 SESSION_IDLE = timedelta(minutes=15)
 MAX_FAILED_SIGNATURES = 3
@@ -306,6 +307,7 @@ class Engine:
         materials: Materials,
         clock: Callable[[], datetime],
         session_idle: timedelta = SESSION_IDLE,
+        verifiers: ReentryVerifiers | None = None,
     ) -> None:
         self.ledger = ledger
         self.mbr = mbr
@@ -314,6 +316,7 @@ class Engine:
         self.materials = materials
         self.clock = clock
         self.session_idle = session_idle
+        self.verifiers = verifiers if verifiers is not None else SESSION_VERIFIERS
         # Instrument threads ask for the running step while the operator acts: one lock for
         # the caches.
         self._cache_lock = threading.RLock()
@@ -982,7 +985,13 @@ class Engine:
         password is counted (recorded as ``signature.failed`` in a started batch) and the third
         in a row locks the user; a success starts the continuous session (21 CFR 11.200)."""
         user = self.actor(user_id)  # unknown, inactive, locked: refused, nothing recorded
-        if not user.check_password(password):
+        now = self.clock()
+        if self.verifiers.matches(user_id, user.password_hash, password, now, self.session_idle):
+            pass  # this person's password of their last success, within the session
+        elif user.check_password(password):
+            self.verifiers.remember(user_id, user.password_hash, password, now)
+        else:
+            self.verifiers.forget(user_id)
             fails = int(self.ledger.get_meta(f"fails:{user_id}") or "0") + 1
             self.ledger.set_meta(f"fails:{user_id}", str(fails))
             reason = f"wrong password for user {user_id}"
@@ -996,8 +1005,9 @@ class Engine:
                 self.ledger.set_meta(f"locked:{user_id}", format_time(self.clock()))
                 raise EngineRefusal(f"{reason}; user {user_id} is now locked")
             raise EngineRefusal(reason)
-        self.ledger.set_meta(f"fails:{user_id}", "0")
-        self.ledger.set_meta("session", f"{user_id}@{format_time(self.clock())}")
+        if self.ledger.get_meta(f"fails:{user_id}") not in (None, "0"):
+            self.ledger.set_meta(f"fails:{user_id}", "0")
+        self.ledger.set_meta("session", f"{user_id}@{format_time(now)}")
         return user
 
     # -- deviations -----------------------------------------------------------------------

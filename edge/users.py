@@ -15,6 +15,7 @@ import yaml
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from ebr_core.reentry import ReentryVerifiers
 from edge.errors import EdgeError
 
 _HASHER = PasswordHasher()
@@ -41,6 +42,11 @@ class User:
 
 def hash_password(password: str) -> str:
     return _HASHER.hash(password)
+
+
+# One per process: every engine of a station process shares the operators' sessions
+# (ebr_core.reentry: a re-entered password within a continuous session, checked in memory).
+SESSION_VERIFIERS = ReentryVerifiers()
 
 
 def load_users(text: str) -> dict[str, User]:

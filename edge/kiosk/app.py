@@ -532,6 +532,8 @@ class Kiosk:
         form = await self.form(request, s)
         if form is None:
             return self.forbidden(request, s)
+        if s.user_id is not None:  # a sign-out ends the continuous session's fast re-entry
+            self.engine.verifiers.forget(s.user_id)
         self.sessions.sign_out(s)
         banner = Banner("notice", self.tr("signin.signed_out"))
         return self.respond(request, s, self.signin_view(s, banner))

@@ -8,12 +8,9 @@ import threading
 import time
 from pathlib import Path
 
-# This file is named like pyserial's package: import pyserial before bench/ is on the path.
-_HERE = str(Path(__file__).resolve().parent)
-sys.path[:] = [p for p in sys.path if str(Path(p or ".").resolve()) != _HERE]
 import serial
 
-sys.path.append(_HERE)
+sys.path.append(str(Path(__file__).resolve().parent))
 from _common import emit
 
 from firmware_sim.pty import PtyDevice
