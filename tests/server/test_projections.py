@@ -226,7 +226,9 @@ def test_the_telemetry_route_serves_each_channel_with_its_series(
         missing = c.get("/v1/batches/B-NONE/telemetry")
     add_people(server, {"aud.t": ("Aude Auditor", [("auditor", "*")])})
     with login(server, "aud.t") as auditor:
-        report = pdf_text(auditor.get("/v1/batches/B-T/report.pdf").content)
+        r = auditor.get("/v1/batches/B-T/report.pdf")
+        assert r.status_code == 200, r.text
+        report = pdf_text(r.content)
     # the batch report shows each channel's summary, the excursion included
     assert "Instrument telemetry (601 readings)" in report
     assert "temperature 301 37.0 °C 39.5 °C 39.5 °C" in report  # units by display name
