@@ -29,8 +29,9 @@ from ebr_core.custody import (
 from ebr_core.errors import IdentifierError
 from ebr_core.identifiers import parse_scan
 from ebr_core.record import format_time
-from edge.engine import Engine, EngineRefusal, Outcome
+from edge.engine import Engine, EngineRefusal
 from edge.ledger import Append
+from edge.outcomes import Outcome
 
 
 class CustodyRefused(EngineRefusal):

@@ -14,7 +14,8 @@ import click
 import orjson
 
 from edge.agent import EdgeAgent, open_agent
-from edge.engine import Expectation, Outcome
+from edge.engine import Expectation
+from edge.outcomes import Outcome
 
 from .options import JSON_META
 

@@ -5,13 +5,11 @@ from __future__ import annotations
 import pytest
 
 from ebr_core.batch import fold
-from edge.engine import (
+from edge.engine import Engine, EngineRefusal, ScanRejected
+from edge.outcomes import (
     DeviationRaised,
     DoseCalculated,
-    Engine,
-    EngineRefusal,
     ScanAccepted,
-    ScanRejected,
     Signed,
     ValueCorrected,
     ValueRecorded,

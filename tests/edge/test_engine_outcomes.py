@@ -20,7 +20,7 @@ from edge.custody import (
     LabelsReconciled,
     Received,
 )
-from edge.engine import (
+from edge.outcomes import (
     BatchStarted,
     DeviationCommented,
     DeviationLinked,
