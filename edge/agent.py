@@ -49,6 +49,12 @@ class EdgeAgent:
         argon2id hashes, for offline re-authentication): validated first, written beside it and
         synced, the change recorded in the ledger (``users.updated``: source, ids, digest), then
         renamed into place.  The engine of this agent keeps the users it was opened with."""
+        if not operators:
+            raise AgentError(
+                "the server publishes no operators for this unit's site: users.yaml is kept "
+                "(an empty list would lock every operator out of the station); give the site's "
+                "operators their grants on the server, then pull again"
+            )
         try:
             text = users_yaml(operators)
         except KeyError as e:

@@ -84,3 +84,39 @@ def test_station_pulls_its_sites_operators(server: Server, tmp_path: Path) -> No
     assert not users["op.ana"].check_password("alice-demo-pass")
     shown = run("edge", "status", "--home", str(home), "--json")
     assert '"events": 1' in shown  # the users.updated event
+
+
+def test_a_site_without_operators_does_not_empty_the_station(
+    server: Server, tmp_path: Path
+) -> None:
+    """A pull that would leave the station with no operator is refused: nothing written, nothing
+    recorded (before, users.yaml was replaced by an empty list and every operator locked out)."""
+    add_people(server, {"op.ana": ("Ana Site-A", [("operator", "SITE-A")])})
+    pub = tmp_path / "pub"
+    run("keys", "new", "qa.approver", "--out", str(pub))
+    run(
+        "edge", "mbr-publish", str(EXAMPLES / "car_t_mbr.yaml"), "--key",
+        str(pub / "qa.approver.key"), "--signer", "qa.approver", "--out", str(pub / "mbr.json"),
+    )  # fmt: skip
+    home = tmp_path / "station"
+    run(
+        "edge", "init", "--home", str(home), "--unit", "UNIT-Z", "--mbr", str(pub / "mbr.json"),
+        "--publisher-key", str(pub / "qa.approver.pub"), "--users",
+        str(EXAMPLES / "users.yaml"), "--materials", str(EXAMPLES / "materials.yaml"),
+    )  # fmt: skip
+    with server.admin() as c:
+        r = c.post(
+            "/admin/units",
+            json={
+                "site_id": "SITE-Z",
+                "unit_id": "UNIT-Z",
+                "public_key": (home / "unit.pub").read_text(),
+            },
+        )
+        assert r.status_code == 201, r.text
+    before = (home / "users.yaml").read_text()
+    r = CliRunner().invoke(cli, ["edge", "users-pull", "--home", str(home), "--server", server.url])
+    assert r.exit_code != 0
+    assert "publishes no operators for this unit's site: users.yaml is kept" in r.output
+    assert (home / "users.yaml").read_text() == before
+    assert '"events": 0' in run("edge", "status", "--home", str(home), "--json")
