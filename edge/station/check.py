@@ -19,7 +19,7 @@ import serial
 from ebr_core.errors import EbrError
 from ebr_core.keys import PublicKey
 from edge.station.config import SIM_CAMERA, Station, redact
-from edge.station.devices import _allow_sim_urls
+from edge.station.devices import allow_sim_urls
 from hardware.profile import shipped_profile
 
 TIMEOUT_S = 5.0
@@ -61,7 +61,7 @@ def check_station(station: Station) -> list[Check]:
 
 
 def _serial(port: str, profile_name: str) -> str:
-    _allow_sim_urls(port)
+    allow_sim_urls(port)
     baud = int(shipped_profile(profile_name).serial.get("baudrate", 9600))
     try:
         # Exclusive, as the station opens it: a port a running station holds is reported

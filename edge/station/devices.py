@@ -55,7 +55,7 @@ class Device(Protocol):
     def state(self) -> DeviceState: ...
 
 
-def _allow_sim_urls(port: str) -> None:
+def allow_sim_urls(port: str) -> None:
     """``sim://`` is the simulator's pyserial scheme.  pyserial finds a URL handler by package
     name (its plug-in mechanism), so the station names the simulator's package for that scheme
     and imports nothing of it (the apps stay independent)."""
@@ -85,7 +85,7 @@ class SerialScanner:
         self, name: str, port: str, profile: Profile, on_scan: Callable[[str, str], None],
         clock: Clock,
     ) -> None:  # fmt: skip
-        _allow_sim_urls(port)
+        allow_sim_urls(port)
         self.name, self.port, self.on_scan = name, port, on_scan
         self.seen = _Observed(clock)
         self.reader = SerialReader(port, profile, self._got, wait_for_port=True, exclusive=True)
@@ -120,7 +120,7 @@ class SerialInstrument:
         self, name: str, port: str, profile: Profile, ledger: Ledger, context: Context,
         clock: Clock,
     ) -> None:  # fmt: skip
-        _allow_sim_urls(port)
+        allow_sim_urls(port)
         self.name, self.port, self.ledger, self.context = name, port, ledger, context
         self.seen = _Observed(clock)
         self.recorded = 0
