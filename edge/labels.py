@@ -324,3 +324,28 @@ def pdf(labels: list[LabelData], dpi: int = DPI) -> bytes:
         c.showPage()
     c.save()
     return buf.getvalue()
+
+
+def examples() -> dict[str, LabelData]:
+    """One label of each kind, as the demo's batch has them: the pictures in docs/standards.md
+    (``python -m edge.labels docs/img`` writes them)."""
+    coi, din = "&/CHA999926ABC123", "=A99992612345600"
+    return {
+        "apheresis_bag": LabelData("apheresis_bag", coi, din, product="Apheresis, autologous"),
+        "product_bag": LabelData(
+            "product_bag", coi, din, "09506000134345", "B-2026-0042",
+            datetime(2027, 5, 31, 14, 30), "BAG1", "CD19 CAR-T cells, autologous",
+            product_code="=<S1234100",
+        ),
+        "shipper": LabelData("shipper", coi, sscc=sscc("9506000", 42)),
+    }  # fmt: skip
+
+
+if __name__ == "__main__":
+    import sys
+    from pathlib import Path
+
+    for kind, d in examples().items():
+        path = Path(sys.argv[1]) / f"labels-{kind.replace('_', '-')}.png"
+        render(d).convert("1").save(path, format="PNG", dpi=(DPI, DPI), optimize=True)
+        print(path, path.stat().st_size, "bytes")
