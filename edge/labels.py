@@ -348,4 +348,4 @@ if __name__ == "__main__":
     for kind, d in examples().items():
         path = Path(sys.argv[1]) / f"labels-{kind.replace('_', '-')}.png"
         render(d).convert("1").save(path, format="PNG", dpi=(DPI, DPI), optimize=True)
-        print(path, path.stat().st_size, "bytes")
+        sys.stdout.write(f"{path} {path.stat().st_size} bytes\n")
