@@ -5,7 +5,8 @@ router per domain.
 - :mod:`server.people` — sign-in, sessions, people and the access checks;
 - :mod:`server.quality` — specifications, results, review, release, out-of-specification cases;
 - :mod:`server.custody` — the chain of identity and transfer licences;
-- :mod:`server.audit` — the audit trail and alerts.
+- :mod:`server.audit` — the audit trail and alerts;
+- :mod:`server.log` — the transparency log (public read: checkpoint, tiles, proofs).
 
 Every request passes the door first (:class:`server.door.BodyLimit`); every refusal leaves as an
 RFC 9457 problem document (:mod:`server.errors`).  The database must be at the migrations' head
@@ -27,6 +28,8 @@ from server.custody.api import router as custody_router
 from server.db import make_engine, require_head
 from server.door import BodyLimit
 from server.keys import load_server_key
+from server.log.api import router as log_router
+from server.log.store import LogKey
 from server.people.api import router as people_router
 from server.people.auth import Access
 from server.quality.api import router as quality_router
@@ -37,7 +40,9 @@ from server.units.api import router as units_router
 from server.verifying import Verifier
 
 MIN_ADMIN_TOKEN = 32  # characters: the README's placeholder "..." once worked as a real token
-ROUTERS = (units_router, people_router, quality_router, custody_router, audit_router)
+ROUTERS = (
+    units_router, people_router, quality_router, custody_router, audit_router, log_router
+)  # fmt: skip
 
 
 def create_app(
@@ -84,9 +89,10 @@ def create_app(
     app.state.clock = clock
     app.state.verifier = verifier
     app.state.access = access = Access(sessions, settings, clock)
-    app.state.units = UnitGate(
-        sessions, settings, load_server_key(settings.data_dir), verifier, unit_clock or units.now
-    )
+    server_key = load_server_key(settings.data_dir)
+    app.state.units = UnitGate(sessions, settings, server_key, verifier, unit_clock or units.now)
+    # The transparency log signs its checkpoints with the same key, under its origin.
+    app.state.log_key = LogKey(settings.log_origin, server_key)
     app.add_middleware(BodyLimit, settings=settings)
     errors.install(app, access.audit_forbidden)
     for router in ROUTERS:

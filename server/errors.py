@@ -149,6 +149,14 @@ class SignatureInvalid(Unprocessable):
     title = "Segment does not verify"
 
 
+class LogRange(Unprocessable):
+    """A proof or tile asked of the transparency log for sizes or indexes it does not have (an
+    old size above the new one, a size beyond the tree, an index outside it)."""
+
+    slug = "log-range"
+    title = "Outside the log"
+
+
 class TooDeep(Unprocessable):
     slug = "nesting-too-deep"
     title = "JSON nested too deeply"

@@ -44,3 +44,6 @@ class Settings(BaseSettings):
     # Password checks (argon2id, ~0.1 s and 64 MiB each) running at once, over login, e-signature
     # and password changes; a request that finds them all busy is answered 503 with Retry-After.
     password_checks_max: int = 4
+    # The transparency log's origin (issue 24): the first line of its checkpoints and the name of
+    # its note key (no spaces, no '+'); a deployment names its own, e.g. "ebr.example.com/log".
+    log_origin: str = "ctgtp-server.local/log"

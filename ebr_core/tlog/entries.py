@@ -7,12 +7,16 @@ canonical content (``content_hash``), which ``ctgtp server log verify`` recomput
 database: an edited row no longer matches its leaf.  Leaves stay below 65,535 bytes, the
 largest entry a tile entry bundle can carry.
 
-This is the proposal the server wiring starts from; a kind may gain optional fields without a
-format change (readers check the required ones and the value types).
+A kind may gain optional fields without a format change (readers check the required ones and
+the value types).  The server's row-level entries carry two: ``table`` and ``key`` (the row's
+primary key as canonical JSON, or its SHA-256 where the key could name a patient), so that
+``server log verify`` finds the row again.  No patient identifier enters a leaf: a custody
+entry's ``coi`` is the SHA-256 of the COI (:func:`coi_digest`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -55,10 +59,16 @@ REQUIRED: dict[EntryKind, dict[str, str]] = {
     EntryKind.QA_SIGNATURE: {"batch_id": "str", "record_hash": "hash", "content_hash": "hash"},
     EntryKind.DISPOSITION: {"batch_id": "str", "disposition": "str", "content_hash": "hash"},
     EntryKind.DEVIATION_CLOSURE: {"batch_id": "str", "deviation_id": "str", "content_hash": "hash"},
-    EntryKind.CUSTODY: {"coi": "str", "batch_id": "str", "content_hash": "hash"},
+    # The COI names a patient: only its SHA-256 (hex) enters the log (coi_digest).
+    EntryKind.CUSTODY: {"coi": "hash", "batch_id": "str", "content_hash": "hash"},
     EntryKind.LICENCE: {"licence_id": "str", "content_hash": "hash"},
     EntryKind.AUDIT: {"seq": "int", "hash": "hash"},
 }
+
+
+def coi_digest(coi: str) -> str:
+    """What a custody entry carries of a COI: its SHA-256, hex (the COI itself stays out)."""
+    return hashlib.sha256(coi.encode("utf-8")).hexdigest()
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ from server.errors import (
     Unauthorized,
     Unavailable,
 )
+from server.log.api import receipt_log
 from server.people.auth import DB, Scope, require
 from server.people.service import Principal
 from server.schemas import PathId
@@ -297,6 +298,10 @@ async def push(unit_id: str, request: Request, g: Gate) -> Any:
                 time.sleep(0.02 * (attempt + 1))
         # How long this segment took here (lock, verify, store, commit): fleet latency.
         r.ingest_us = int((time.perf_counter() - t0) * 1e6)
-        return ingest.receipt(g.server_key, unit_id, r, at=g.clock())
+        # The log's proof that the segment is in it, and the checkpoint it is proved against,
+        # covered by the receipt's signature.
+        with g.sessions() as s:
+            proof = receipt_log(s, request.app.state.log_key, r.log_index, g.clock())
+        return ingest.receipt(g.server_key, unit_id, r, at=g.clock(), log_proof=proof)
 
     return await run_in_threadpool(store)

@@ -58,6 +58,8 @@ from server.errors import (
     TooLarge,
     Unprocessable,
 )
+from server.log import records
+from server.log import store as log
 from server.settings import Settings
 from server.units.service import SERVER_ONLY_KINDS, alert, key_list_for
 from server.verifying import Part, Start, Verifier, with_lines
@@ -127,6 +129,7 @@ class IngestResult:
     head_seq: int
     head_hash: str
     ingest_us: int = 0
+    log_index: int | None = None  # the segment's leaf; None when nothing new was stored
 
 
 def ingest(
@@ -191,9 +194,19 @@ def ingest(
                 "batches": sorted(deltas),
             },
         )
+        # The segment's leaf, in this transaction: logged with the events or not at all.
+        log_index = log.append(
+            db,
+            records.segment_entry(
+                unit.unit_id, unit.head_seq + 1, verified.seq, verified.head_hash
+            ),
+        )
         unit.head_seq = verified.seq
         unit.head_hash = verified.head_hash
         unit.checkpoint_seq = verified.seq
+        return IngestResult(
+            len(events), duplicates, unit.head_seq, unit.head_hash, log_index=log_index
+        )
     return IngestResult(len(events), duplicates, unit.head_seq, unit.head_hash)
 
 
@@ -520,8 +533,17 @@ def _fork(
 
 
 def receipt(
-    server_key: UnitSigner, unit_id: str, r: IngestResult, *, at: datetime
+    server_key: UnitSigner,
+    unit_id: str,
+    r: IngestResult,
+    *,
+    at: datetime,
+    log_proof: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """The signed receipt.  ``log_proof`` (:func:`server.log.api.receipt_log`): the segment's
+    leaf index, the tree size, the inclusion proof and the signed checkpoint, covered by the
+    receipt's signature; for a segment that stored nothing new, ``index`` is None and
+    ``inclusion`` empty (the latest checkpoint still comes, for the unit's consistency check)."""
     body: dict[str, object] = {
         "unit_id": unit_id,
         "head_seq": r.head_seq,
@@ -532,4 +554,6 @@ def receipt(
         "received_at": at.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
         "server_key_id": server_key.key_id,
     }
+    if log_proof is not None:
+        body["log"] = log_proof
     return sign_receipt(server_key, body)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel
 
 from ebr_core.vocab import Role, UnitStatus
+from server.log.api import ReceiptLog
 from server.schemas import Document
 
 
@@ -75,6 +76,9 @@ class Receipt(Document):
     duplicates: int
     received_at: str
     server_key_id: str
+    # The transparency log: the segment's leaf, its inclusion proof and the signed checkpoint
+    # (index None and no proof when nothing new was stored).
+    log: ReceiptLog
     signature: str
 
 

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ebr_core.tlog.entries import ENTRY_TAG, EntryFormatError, EntryKind, LogEntry
+from ebr_core.tlog.entries import ENTRY_TAG, EntryFormatError, EntryKind, LogEntry, coi_digest
 
 H = "ab" * 32
 
@@ -64,3 +64,13 @@ def test_leaves_are_read_strictly() -> None:
 def test_any_entry_round_trips(extra: dict[str, str | int], seq: int) -> None:
     e = LogEntry(EntryKind.AUDIT, {**extra, "seq": seq, "hash": H})
     assert LogEntry.parse(e.to_bytes()) == e
+
+
+def test_a_custody_entry_carries_the_coi_only_as_its_sha256() -> None:
+    coi = "&/CHA999926ABC123"
+    with pytest.raises(EntryFormatError, match="'coi' must be 64 lowercase hex digits"):
+        LogEntry(EntryKind.CUSTODY, {"coi": coi, "batch_id": "B", "content_hash": H})
+    e = LogEntry(EntryKind.CUSTODY, {"coi": coi_digest(coi), "batch_id": "B", "content_hash": H})
+    leaf = e.to_bytes()
+    assert coi.encode() not in leaf
+    assert coi_digest(coi) == "a3bd3cb2332bf774495f8506c955700a4f2a9b6b71893ab189866923e42c9231"

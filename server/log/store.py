@@ -1,0 +1,212 @@
+"""Appending to the log, reading it as a :class:`~ebr_core.tlog.merkle.HashStore`, and signing
+its checkpoints.
+
+An append runs in the caller's transaction on the caller's connection: the leaf commits with
+the record it logs or not at all.  Appends are serialised by the ``tlog_head`` row (a row lock
+on PostgreSQL, the write lock on SQLite), taken after ``audit_head`` on PostgreSQL so that every
+writer takes the two in one order (an audit entry is itself logged when its row is flushed).
+The head holds the frontier, so an append costs O(log n) whatever the size of the log; each
+append writes its leaf and the complete subtrees it made, from which every proof and every tile
+is a few indexed reads.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Connection, insert, select, text
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import Session
+
+from ebr_core.keys import PublicKey, UnitSigner
+from ebr_core.tlog.checkpoint import Checkpoint, sign_checkpoint
+from ebr_core.tlog.entries import LogEntry
+from ebr_core.tlog.errors import TreeError
+from ebr_core.tlog.merkle import HASH_SIZE, Frontier, leaf_hash
+from ebr_core.tlog.note import Ed25519NoteSigner, Ed25519NoteVerifier, check_key_name
+from ebr_core.tlog.tiles import TILE_HEIGHT, Tile
+from server.log.tables import LogCheckpoint, LogHead, LogLeaf, LogNode
+
+DEFAULT_ORIGIN = "ctgtp-server.local/log"
+
+
+def _conn(db: Session | Connection) -> Connection:
+    return db.connection() if isinstance(db, Session) else db
+
+
+def _peaks(raw: bytes) -> list[bytes]:
+    return [raw[i : i + HASH_SIZE] for i in range(0, len(raw), HASH_SIZE)]
+
+
+def append_leaves(db: Session | Connection, leaves: Sequence[bytes]) -> list[int]:
+    """Append ``leaves`` (leaf bytes) in the caller's transaction; their indexes."""
+    if not leaves:
+        return []
+    conn = _conn(db)
+    if conn.dialect.name == "postgresql":
+        # Lock order: audit_head, then tlog_head (audit.append takes audit_head before the
+        # audit entry's leaf is appended at the flush); never the other way round.
+        conn.execute(text("SELECT 1 FROM audit_head WHERE id = 1 FOR UPDATE"))
+    # An UPDATE takes the lock at once (SQLite's write lock; PostgreSQL's row lock) and reads
+    # the head as the last committed writer left it.
+    size, raw = conn.execute(
+        text("UPDATE tlog_head SET size = size WHERE id = 1 RETURNING size, peaks")
+    ).one()
+    frontier = Frontier(int(size), _peaks(bytes(raw)))
+    leaf_rows, node_rows, first = [], [], int(size)
+    for leaf in leaves:
+        lh = leaf_hash(leaf)
+        for level, idx, h in frontier.append(lh):
+            if level == 0:
+                leaf_rows.append({"idx": idx, "leaf": leaf, "leaf_hash": h})
+            else:
+                node_rows.append({"level": level, "idx": idx, "hash": h})
+    conn.execute(insert(LogLeaf), leaf_rows)
+    if node_rows:
+        conn.execute(insert(LogNode), node_rows)
+    conn.execute(
+        text("UPDATE tlog_head SET size = :n, peaks = :p WHERE id = 1"),
+        {"n": frontier.size, "p": b"".join(frontier.peaks)},
+    )
+    return list(range(first, first + len(leaves)))
+
+
+def append(db: Session | Connection, entry: LogEntry) -> int:
+    """Append one entry in the caller's transaction; its index in the log."""
+    return append_leaves(db, [entry.to_bytes()])[0]
+
+
+@dataclass(frozen=True)
+class Head:
+    size: int
+    root: bytes
+
+
+def head(db: Session | Connection) -> Head:
+    size, raw = _conn(db).execute(select(LogHead.size, LogHead.peaks).where(LogHead.id == 1)).one()
+    return Head(int(size), Frontier(int(size), _peaks(bytes(raw))).root())
+
+
+class DbStore:
+    """A :class:`~ebr_core.tlog.merkle.HashStore` over the tables, for a tree of ``size``
+    (at most the log's size): one indexed read per subtree, so a proof is O(log n) reads."""
+
+    def __init__(self, db: Session | Connection, size: int) -> None:
+        self._conn = _conn(db)
+        self._size = size
+
+    def size(self) -> int:
+        return self._size
+
+    def node_hash(self, level: int, index: int) -> bytes:
+        if level < 0 or index < 0 or (index + 1) << level > self._size:
+            raise TreeError(
+                f"node ({level}, {index}) is not a complete subtree of a tree of size {self._size}"
+            )
+        if level == 0:
+            q = select(LogLeaf.leaf_hash).where(LogLeaf.idx == index)
+        else:
+            q = select(LogNode.hash).where(LogNode.level == level, LogNode.idx == index)
+        h = self._conn.execute(q).scalar_one_or_none()
+        if h is None:
+            raise TreeError(f"the log's tables have no node ({level}, {index})")
+        return bytes(h)
+
+    def leaf(self, index: int) -> bytes:
+        if not 0 <= index < self._size:
+            raise TreeError(f"leaf {index} is not in a tree of size {self._size}")
+        got = self._conn.execute(select(LogLeaf.leaf).where(LogLeaf.idx == index)).scalar()
+        if got is None:
+            raise TreeError(f"the log's tables have no leaf {index}")
+        return bytes(got)
+
+
+def tile_data(db: Session | Connection, tile: Tile, size: int) -> bytes | None:
+    """A tile's bytes (hashes, or an entry bundle's entries without their length prefixes
+    joined by the caller) for a tree of ``size``; None if the tree does not have it."""
+    conn = _conn(db)
+    level = 0 if tile.level is None else TILE_HEIGHT * tile.level
+    have = size >> level
+    start = tile.index << TILE_HEIGHT
+    if start + tile.width > have:
+        return None
+    end = start + tile.width
+    if tile.level is None:
+        raise ValueError("entry bundles: use tile_entries")
+    if level == 0:
+        q = (
+            select(LogLeaf.leaf_hash)
+            .where(LogLeaf.idx >= start, LogLeaf.idx < end)
+            .order_by(LogLeaf.idx)
+        )
+    else:
+        q = (
+            select(LogNode.hash)
+            .where(LogNode.level == level, LogNode.idx >= start, LogNode.idx < end)
+            .order_by(LogNode.idx)
+        )
+    hashes = [bytes(h) for h in conn.execute(q).scalars()]
+    if len(hashes) != tile.width:
+        raise TreeError(f"the log's tables hold {len(hashes)} hashes of {tile.path()}")
+    return b"".join(hashes)
+
+
+def leaves(db: Session | Connection, start: int, end: int) -> list[bytes]:
+    rows = _conn(db).execute(
+        select(LogLeaf.leaf).where(LogLeaf.idx >= start, LogLeaf.idx < end).order_by(LogLeaf.idx)
+    )
+    out = [bytes(r) for r in rows.scalars()]
+    if len(out) != end - start:
+        raise TreeError(f"the log's tables hold {len(out)} of leaves {start}-{end - 1}")
+    return out
+
+
+# -- checkpoints --------------------------------------------------------------------------------
+
+
+class LogKey:
+    """The log's note key: the server's Ed25519 key under the log's origin as key name."""
+
+    def __init__(self, origin: str, signer: UnitSigner) -> None:
+        check_key_name(origin)
+        self.origin = origin
+        self.signer = Ed25519NoteSigner(origin, signer)
+
+    @property
+    def verifier(self) -> Ed25519NoteVerifier:
+        return self.signer.verifier
+
+
+def log_verifier(origin: str, public: PublicKey) -> Ed25519NoteVerifier:
+    return Ed25519NoteVerifier(origin, public)
+
+
+def latest_checkpoint(db: Session) -> LogCheckpoint | None:
+    return db.scalars(select(LogCheckpoint).order_by(LogCheckpoint.size.desc()).limit(1)).first()
+
+
+def current_checkpoint(db: Session, key: LogKey, at: datetime) -> LogCheckpoint:
+    """The latest checkpoint, signing (and committing) one for the current size first if the
+    tree grew since the last one stored.  Ed25519 signatures are deterministic: two requests
+    signing the same size at once make the same note, and the second insert is dropped."""
+    for attempt in range(5):
+        h = head(db)
+        last = latest_checkpoint(db)
+        if last is not None and last.size >= h.size:
+            return last
+        note = sign_checkpoint(Checkpoint(key.origin, h.size, h.root), key.signer)
+        row = LogCheckpoint(size=h.size, note=note.to_bytes().decode(), signed_at=at)
+        db.add(row)
+        try:
+            db.commit()
+            return row
+        except (IntegrityError, OperationalError):
+            # the same size signed at the same moment, or SQLite's snapshot moved on: again
+            db.rollback()
+            if attempt == 4:
+                raise
+            time.sleep(0.01 * (attempt + 1))
+    raise AssertionError("unreachable")
