@@ -150,7 +150,25 @@ class Custody:
         )
         return LabelsPrinted(batch_id, seq, label, count, coi)
 
-    def labels_applied(self, batch_id: str, label: str, count: int, user_id: str) -> LabelsApplied:
+    def labels_applied(
+        self, batch_id: str, label: str, count: int, user_id: str, scanned: str | None = None
+    ) -> LabelsApplied:
+        """``scanned``: the applied label as read back from the item (one label).  A label that
+        cannot be read is refused with nothing recorded; one that carries another COI, or
+        none, stops: ``custody.refused`` and a major deviation are recorded, no label applied."""
+        if scanned is not None:
+            self.engine.actor(user_id)
+            st, coi = self._state(batch_id)
+            if count != 1:
+                raise EngineRefusal(f"one scanned label is one label applied, not {count}")
+            try:
+                got = parse_scan(scanned).coi
+            except IdentifierError as e:
+                raise EngineRefusal(
+                    f"the scanned label cannot be read: {e}. Nothing was recorded."
+                ) from e
+            if got != coi:
+                self._check_scan(st, scanned, f"applied {label} label", user_id, "applied")
         seq, _ = self._label_event("label.applied", batch_id, label, count, user_id)
         return LabelsApplied(batch_id, seq, label, count)
 
@@ -211,7 +229,9 @@ class Custody:
 
     # -- hand-offs ----------------------------------------------------------------------------
 
-    def _check_scan(self, st: BatchState, raw: str, role: str, user_id: str) -> str:
+    def _check_scan(
+        self, st: BatchState, raw: str, role: str, user_id: str, undone: str = "handed over"
+    ) -> str:
         try:
             coi = parse_scan(raw).coi
             problem = None if coi == st.coi else f"it carries {coi or 'no COI'}"
@@ -232,7 +252,7 @@ class Custody:
                 self._deviation(st, "chain_of_identity", f"custody stopped: {reason}", user_id),
             ]
         )
-        raise CustodyRefused(f"STOP: {reason}. Nothing was handed over; recorded with a deviation.")
+        raise CustodyRefused(f"STOP: {reason}. Nothing was {undone}; recorded with a deviation.")
 
     def _sign(self, batch_id: str, parties: list[tuple[Party, str]]) -> list[dict[str, Any]]:
         out = []

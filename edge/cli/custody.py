@@ -79,10 +79,18 @@ def labels_print(
 @on_batch
 @LABEL
 @COUNT
-def labels_apply(home: Path, batch_id: str, user_id: str, label: str, count: int) -> None:
+@click.option(
+    "--scan",
+    "scanned",
+    help="the applied label read back from the item (one label): checked against the batch's COI",
+)
+def labels_apply(
+    home: Path, batch_id: str, user_id: str, label: str, count: int, scanned: str | None
+) -> None:
     """Record labels applied to the bags or the shipper."""
     with opened(home) as a:
-        emit_outcome(Custody(a.engine).labels_applied(batch_id, label, count, user_id))
+        c = Custody(a.engine)
+        emit_outcome(c.labels_applied(batch_id, label, count, user_id, scanned=scanned))
 
 
 @labels.command("destroy")

@@ -49,7 +49,6 @@ import webui
 from ebr_core.batch import BatchState, current_values
 from ebr_core.custody import LABELS, label_counts
 from ebr_core.errors import EbrError
-from ebr_core.identifiers import parse_scan
 from ebr_core.mbr import Step, ValueSpec
 from edge.custody import Custody, CustodyRefused
 from edge.engine import Engine, ScanRejected
@@ -885,16 +884,8 @@ class Kiosk:
             return banner
         if action == "apply":
             kind, raw = f("kind"), f("code")
-            st = self.engine.state(batch)
-            try:
-                got = parse_scan(raw).coi
-            except EbrError as e:
-                return Banner("refusal", self.tr("labels.apply_unreadable", error=e))
-            if got != st.coi:
-                text = self.tr("labels.apply_wrong", got=got or "no COI", coi=st.coi)
-                return Banner("refusal", text, stop=True)
-            return act(
-                lambda: custody.labels_applied(batch, kind, 1, user),
+            return act(  # the COI check is the custody rule's (Custody.labels_applied)
+                lambda: custody.labels_applied(batch, kind, 1, user, scanned=raw),
                 unless_none(self.tr("labels.applied_ok", kind=kind)),
             )
         if action == "destroy":

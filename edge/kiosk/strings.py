@@ -190,10 +190,6 @@ EN: dict[str, str] = {
     "labels.apply_scan": "Scan of the applied label",
     "labels.apply_button": "Record applied",
     "labels.applied_ok": "1 {kind} label applied.",
-    "labels.apply_wrong": (
-        "the scanned label carries {got}, not this batch's COI {coi}: nothing was recorded"
-    ),
-    "labels.apply_unreadable": "the scanned label cannot be read: {error}. Nothing was recorded.",
     "labels.destroy": "Destroy labels",
     "labels.destroy_reason": "Reason",
     "labels.destroy_button": "Record destroyed",

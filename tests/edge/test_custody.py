@@ -139,6 +139,27 @@ def test_handoff_scan_mismatch_stops_and_is_recorded(started: Engine) -> None:
     assert started.state("B1").custody == ()
 
 
+def test_an_applied_label_read_back_must_carry_the_batchs_coi(started: Engine) -> None:
+    """The label-COI rule is custody's, whoever calls it (kiosk, CLI): a misread records nothing,
+    another patient's label stops with custody.refused and a major deviation, and is not
+    counted as applied."""
+    c = Custody(started)
+    c.labels_printed("B1", "product_bag", 1, "op.alice", {"coi": COI})
+    before = started.ledger.head[0]
+    with pytest.raises(EngineRefusal, match="cannot be read"):
+        c.labels_applied("B1", "product_bag", 1, "op.alice", scanned="]C0garbage")
+    assert started.ledger.head[0] == before
+    with pytest.raises(CustodyRefused, match="Nothing was applied; recorded with a deviation"):
+        c.labels_applied("B1", "product_bag", 1, "op.alice", scanned=OTHER)
+    assert started.ledger.head[0] == before + 2
+    assert any(d.category == "chain_of_identity" for d in started.state("B1").deviations.values())
+    with pytest.raises(EngineRefusal, match="one scanned label is one label applied, not 2"):
+        c.labels_applied("B1", "product_bag", 2, "op.alice", scanned=BAG)
+    applied = c.labels_applied("B1", "product_bag", 1, "op.alice", scanned=BAG)
+    assert str(applied) == "1 product_bag label(s) applied"
+    assert c.reconcile_labels("B1", "op.alice").balanced
+
+
 def test_full_chain_verifies_offline(started: Engine, tmp_path: Path) -> None:
     c = Custody(started)
     a, b, ch = (("op.alice", PW["op.alice"]), ("op.bob", PW["op.bob"]),

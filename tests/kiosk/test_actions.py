@@ -105,11 +105,17 @@ def test_a_label_of_another_patient_is_not_recorded_as_applied(kiosk: Served, st
     c, token = signed_in(kiosk.url)
     start(c, token)
     head = station.engine.ledger.head
-    kind, text = post(c, token, "/b/B1/labels/apply", kind="apheresis_bag", code=WRONG_COI)
-    assert kind == "refusal stop" and f"not this batch's COI {COI}" in text
     kind, text = post(c, token, "/b/B1/labels/apply", kind="apheresis_bag", code="]C0garbage")
     assert kind == "refusal" and "cannot be read" in text
-    assert station.engine.ledger.head == head
+    assert station.engine.ledger.head == head  # a misread records nothing
+    kind, text = post(c, token, "/b/B1/labels/apply", kind="apheresis_bag", code=WRONG_COI)
+    assert kind == "refusal stop" and f"does not match the batch's COI {COI}" in text
+    assert "Nothing was applied; recorded with a deviation" in text
+    # the near miss is in the record, no label is counted as applied
+    events = station.engine.ledger.batch_events("B1", telemetry=False)
+    kinds = [e.kind for e in events if e.seq > head[0]]
+    assert kinds == ["custody.refused", "deviation.raised"]
+    head = station.engine.ledger.head
     kind, text = post(c, token, "/b/B1/labels/preview", kind="product_bag", count="2", gtin="123")
     assert kind == "refusal" and "GTIN must be 14 digits" in text
     kind, text = post(c, token, "/b/B1/labels/preview", kind="shipper", count="many")
