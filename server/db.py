@@ -173,6 +173,9 @@ class Token(Base):
     user_id: Mapped[str] = mapped_column(ForeignKey("people.user_id"), index=True)
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+    # since 0010: the absolute end of a session whose expiry slides with use (server.people.auth);
+    # None until its first renewal
+    not_after: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class SpecRow(Base):
@@ -239,6 +242,27 @@ class DeviationAction(Base):
     text: Mapped[str] = mapped_column(Text)
     user_id: Mapped[str] = mapped_column(String(64))
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ClosureSignature(Base):
+    """The e-signature that closed one deviation (migration 0010): who (printed name), when,
+    the meaning (``closed``), the reason, and what it covers (the deviation as it was, and the
+    record hash it was signed on).  One per closure, also when several deviations are closed
+    with one password; append-only."""
+
+    __tablename__ = "closure_signatures"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    batch_id: Mapped[str] = mapped_column(String(64), index=True)
+    deviation_id: Mapped[str] = mapped_column(String(64))
+    action_id: Mapped[int] = mapped_column(ForeignKey("deviation_actions.id"))
+    user_id: Mapped[str] = mapped_column(String(64))
+    printed_name: Mapped[str] = mapped_column(String(200))
+    meaning: Mapped[str] = mapped_column(String(16))  # closed
+    reason: Mapped[str] = mapped_column(Text)
+    record_hash: Mapped[str] = mapped_column(String(64))
+    covers: Mapped[str] = mapped_column(Text)  # canonical JSON: the deviation as signed
+    signed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    __table_args__ = (Index("closure_signatures_action", "action_id", unique=True),)
 
 
 class QaSignature(Base):
@@ -369,6 +393,7 @@ APPEND_ONLY_0002 = (
 )
 APPEND_ONLY_0003 = ("custody_events",)
 APPEND_ONLY_0007 = ("alerts", "alert_acks")
+APPEND_ONLY_0010 = ("closure_signatures",)
 
 
 def _sqlite_guards(tables: tuple[str, ...]) -> list[str]:

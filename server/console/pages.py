@@ -41,6 +41,7 @@ from server.people import service as people
 from server.people.auth import Access
 from server.people.ids import new_user_id
 from server.people.service import Principal
+from server.quality import api as quality_api
 from server.quality import documents, oos, release, views
 from server.quality import review as service
 from server.quality.documents import batch_start
@@ -448,48 +449,33 @@ def _ids(form: Any, name: str, what: str) -> list[str]:
 
 @page("/console/batches/{batch_id}/deviations/close", "POST")
 def close_deviations(request: Request) -> Response:
-    batch_id = _batch_id(request)
     """Close one deviation, or several minor ones, with one e-signature (meaning ``closed``, a
-    reason, the password again); each closure is recorded on its own, one service call each."""
+    reason, the password again): the API's :func:`quality_api.close_signed`, which checks the
+    password, the duties and the rule on minor deviations, and records each closure on its
+    own, all or none."""
+    batch_id = _batch_id(request)
     who = _ready(request)
     if isinstance(who, Response):
         return who
     form = request.state.form
-    a = _access(request)
     try:
         web.check_csrf(request, form)
         ids = _ids(form, "deviation", "deviation")
-        reason = web.field(form, "reason")
-        password = web.field(form, "password")
-        with _sessions(request)() as s:
-            who.require("deviation.review", summary(s, batch_id).site_id)
-            devs = {d["deviation_id"]: d for d in load_review(s, batch_id).deviations()}
-        if len(ids) > 1:
-            major = [i for i in ids if i in devs and devs[i].get("severity") != "minor"]
-            if major:
-                raise Unprocessable(
-                    f"only minor deviations are closed together; {', '.join(major)} "
-                    "must be closed on its own"
-                )
-        a.check_password(who.user_id, password, purpose="signature")
+        closures = quality_api.close_signed(
+            _access(request), who, batch_id=batch_id, deviation_ids=ids, user_id=who.user_id,
+            password=web.field(form, "password"), meaning=release.CLOSED,
+            reason=web.field(form, "reason"),
+        )  # fmt: skip
     except ServerError as e:
         if isinstance(e, Forbidden):
             _audit_forbidden(request, e)
         return _batch_page(request, who, batch_id, refusals=[e.message], status=e.status)
-    notices, refusals, status = [], [], 200
-    for dev in ids:
-        try:
-            with _sessions(request)() as s:
-                service.deviation_action(
-                    s, who, at=_now(request), batch_id=batch_id, deviation_id=dev,
-                    action="close", text_=reason,
-                )  # fmt: skip
-                s.commit()
-            notices.append(f"deviation {dev} closed by {who.printed_name} ({who.user_id})")
-        except ServerError as e:
-            refusals.append(f"deviation {dev}: {e.message}")
-            status = e.status
-    return _batch_page(request, who, batch_id, notices=notices, refusals=refusals, status=status)
+    notices = [
+        f"deviation {c['deviation_id']} closed by {c['printed_name']} ({who.user_id}), "
+        f"signature #{c['signature']}, meaning {c['meaning']}"
+        for c in closures
+    ]
+    return _batch_page(request, who, batch_id, notices=notices)
 
 
 # -- the release ceremony ---------------------------------------------------------------------

@@ -17,13 +17,15 @@ from server.batches import at_sites, summary
 from server.db import BatchSummary, OosCase, SpecRow
 from server.errors import Forbidden, Unprocessable
 from server.people import duties
-from server.people.auth import DB, AccessDep, Now, Scope, require
+from server.people.auth import DB, Access, AccessDep, Now, Scope, require
 from server.people.service import Principal
 from server.quality import documents, oos, release, views
 from server.quality import review as service
 from server.quality.record import load_review, load_spec
 from server.quality.schemas import (
     BatchView,
+    BulkCloseBody,
+    BulkClosed,
     Case,
     CloseBody,
     Closed,
@@ -145,20 +147,72 @@ def comment(
     return {"deviation_id": deviation_id, "action": a.id}
 
 
+def close_signed(
+    a: Access,
+    who: Principal,
+    *,
+    batch_id: str,
+    deviation_ids: list[str],
+    user_id: str,
+    password: str,
+    meaning: str,
+    reason: str,
+) -> list[dict[str, Any]]:
+    """Close deviations with one e-signature, as the API and the console do it: the signed-in
+    person's own user id, the request's words checked, the permission at the batch's site and
+    the batch's existence before a password is read; the password again
+    (:meth:`Access.check_password`, purpose ``signature``: attempt slots, lockout, audit);
+    separation of duties (:func:`duties.signing_barred`); then :func:`service.close_deviations`
+    records each closure, all or none, in one transaction."""
+    if user_id.lower() != who.user_id.lower():
+        raise Forbidden(
+            f"signed in as {who.user_id}: an e-signature is given by the signed-in person "
+            "with their own user id and password"
+        )
+    release.check_closing_request(meaning, reason, deviation_ids)
+    with a.sessions() as s:  # what the request gets wrong is refused before a password is read
+        who.require("deviation.review", summary(s, batch_id).site_id)
+        since = documents.batch_start(s, batch_id)
+        devs = {d["deviation_id"]: d for d in load_review(s, batch_id).deviations()}
+        release.check_deviations(batch_id, devs, deviation_ids)
+    a.check_password(who.user_id, password, purpose="signature")
+    with a.sessions() as s:
+        at = a.clock()
+        if since is not None and (why := duties.signing_barred(s, who.user_id, since)):
+            raise Forbidden(why)
+        req = release.Closing(meaning, reason, tuple(deviation_ids), at=at)
+        done = service.close_deviations(s, who, batch_id=batch_id, req=req)
+        out = [
+            {"deviation_id": act.deviation_id, "closed": True, "action": act.id,
+             "signature": sig.id, "printed_name": sig.printed_name, "meaning": sig.meaning,
+             "signed_at": text.iso(sig.signed_at), "record_hash": sig.record_hash}
+            for act, sig in done
+        ]  # fmt: skip
+        s.commit()
+    return out
+
+
 @router.post("/v1/batches/{batch_id}/deviations/{deviation_id}/close", response_model=Closed)
 def close(
-    batch_id: PathId,
-    deviation_id: PathId,
-    body: CloseBody,
-    who: ReviewDeviation,
-    db: DB,
-    now: Now,
+    batch_id: PathId, deviation_id: PathId, body: CloseBody, who: ReviewDeviation, a: AccessDep
 ) -> Any:
-    a = service.deviation_action(
-        db, who, at=now(), batch_id=batch_id, deviation_id=deviation_id, action="close",
-        text_=body.reason,
+    """Close one deviation with an e-signature (meaning ``closed``, a reason, the password)."""
+    (out,) = close_signed(
+        a, who, batch_id=batch_id, deviation_ids=[deviation_id], user_id=body.user_id,
+        password=body.password, meaning=body.meaning, reason=body.reason,
     )  # fmt: skip
-    return {"deviation_id": deviation_id, "closed": True, "action": a.id}
+    return out
+
+
+@router.post("/v1/batches/{batch_id}/deviations/close", response_model=BulkClosed)
+def close_many(batch_id: PathId, body: BulkCloseBody, who: ReviewDeviation, a: AccessDep) -> Any:
+    """Close several deviations with one e-signature, refused unless every one is minor; each
+    closure is recorded on its own (its action, its signature record, its audit entry)."""
+    closures = close_signed(
+        a, who, batch_id=batch_id, deviation_ids=list(body.deviations), user_id=body.user_id,
+        password=body.password, meaning=body.meaning, reason=body.reason,
+    )  # fmt: skip
+    return {"batch_id": batch_id, "closures": closures}
 
 
 @router.post("/v1/batches/{batch_id}/signatures", status_code=201, response_model=Signed)

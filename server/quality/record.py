@@ -31,6 +31,7 @@ from server.batches import summary
 from server.db import (
     Alert,
     BatchSummary,
+    ClosureSignature,
     DeviationAction,
     ResultSet,
     SpecRow,
@@ -109,6 +110,7 @@ class Review:
     record_hash: str
     notes: dict[int, EdgeNote] = field(default_factory=dict)
     clock_alerts: list[Alert] = field(default_factory=list)
+    closures: dict[int, ClosureSignature] = field(default_factory=dict)  # by deviation action
 
     @property
     def operators(self) -> set[str]:
@@ -170,6 +172,13 @@ class Review:
                         "at": iso(a.at),
                         "source": "server",
                     }
+                    sig = self.closures.get(a.id)
+                    if sig is not None:  # the e-signature that closed it (since 0010)
+                        closed |= {
+                            "signature": sig.id,
+                            "printed_name": sig.printed_name,
+                            "meaning": sig.meaning,
+                        }
             out.append(
                 {
                     "deviation_id": d.deviation_id,
@@ -321,4 +330,10 @@ def load_review(db: Session, batch_id: str) -> Review:
         record_hash(summ, proj, rs, actions),
         _notes(db, summ),
         clock_alerts(db, summ),
+        {
+            c.action_id: c
+            for c in db.scalars(
+                select(ClosureSignature).where(ClosureSignature.batch_id == batch_id)
+            )
+        },
     )

@@ -34,7 +34,7 @@ from datetime import UTC, datetime
 from ebr_core.spec.evaluate import Evaluation
 from ebr_core.vocab import FINAL_DISPOSITIONS, Disposition, Meaning, Readiness, ReviewState, Timing
 from ebr_core.vocab import Verdict as V
-from server.errors import Conflict, Forbidden, Unprocessable
+from server.errors import Conflict, Forbidden, NotFound, Unprocessable
 from server.text import iso, need_reason
 
 
@@ -271,3 +271,81 @@ def not_before_events(
             "the server's; a signature can never be earlier than the events it signs: correct "
             "the unit's clock, investigate, and sign after the batch's last event time"
         )
+
+
+# -- deviation closures -------------------------------------------------------------------------
+
+CLOSED = "closed"  # the meaning of a deviation closure's e-signature (21 CFR 11.50)
+BULK_MAX = 100  # deviations closed with one signature
+
+
+@dataclass(frozen=True)
+class Closing:
+    """What a QA person asks for when closing deviations with one e-signature."""
+
+    meaning: str
+    reason: str
+    deviation_ids: tuple[str, ...]
+    at: datetime  # the server's time of the signature
+
+
+def check_closing_request(meaning: str, reason: str, deviation_ids: Sequence[str]) -> None:
+    """What is refused before anything is read: the meaning, the reason, the list."""
+    if meaning != CLOSED:
+        raise Unprocessable(f"meaning {meaning[:32]!r}: a deviation closure is signed {CLOSED!r}")
+    need_reason(reason, "closure reason")
+    if not deviation_ids:
+        raise Unprocessable("deviations: name at least one deviation to close")
+    if len(deviation_ids) > BULK_MAX:
+        raise Unprocessable(f"deviations: at most {BULK_MAX} closed with one signature")
+    if len(set(deviation_ids)) != len(deviation_ids):
+        raise Unprocessable("deviations: a deviation is named more than once")
+
+
+def decide_closing(
+    batch_id: str,
+    deviations: Mapping[str, Mapping[str, object]],
+    operators: Collection[str],
+    who: Signer,
+    req: Closing,
+) -> None:
+    """Refuse the closure, or return: the signer's duties (rules 3 and 4 of the signatures),
+    then :func:`check_deviations`.  ``deviations``: the batch's deviations by id, each with
+    ``open`` and ``severity``."""
+    check_closing_request(req.meaning, req.reason, req.deviation_ids)
+    if who.user_id in operators:
+        raise Forbidden(
+            f"{who.user_id} signed steps of batch {batch_id} as an operator and cannot close "
+            "its deviations (separation of duties)"
+        )
+    if who.administered_access:
+        raise Forbidden(
+            f"{who.user_id} administered people's access since {who.batch_began.isoformat()}, "
+            f"when batch {batch_id} began, and cannot sign its deviations' closure "
+            "(separation of duties)"
+        )
+    check_deviations(batch_id, deviations, req.deviation_ids)
+
+
+def check_deviations(
+    batch_id: str, deviations: Mapping[str, Mapping[str, object]], ids: Sequence[str]
+) -> None:
+    """Each deviation known and open, and several together only if every one is minor (a major
+    or critical deviation is assessed, and signed, on its own)."""
+    unknown = [d for d in ids if d not in deviations]
+    if unknown:
+        raise NotFound(f"batch {batch_id} has no deviation {', '.join(unknown)}")
+    shut = [d for d in ids if not deviations[d].get("open")]
+    if shut:
+        raise Conflict(f"deviation {', '.join(shut)} is already closed")
+    if len(ids) > 1:
+        not_minor = [
+            f"{d} ({deviations[d].get('severity') or 'no severity'})"
+            for d in ids
+            if deviations[d].get("severity") != "minor"
+        ]
+        if not_minor:
+            raise Unprocessable(
+                "only minor deviations are closed together with one signature; "
+                f"{', '.join(not_minor)} must be closed on its own"
+            )

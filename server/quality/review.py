@@ -23,6 +23,7 @@ from server.custody.service import receiving_sites
 from server.db import (
     Alert,
     BatchSummary,
+    ClosureSignature,
     DeviationAction,
     Disposition,
     OosCase,
@@ -192,6 +193,12 @@ def deviation_action(
     action: str,
     text_: str,
 ) -> DeviationAction:
+    """A comment on a deviation.  A closure is an e-signature: :func:`close_deviations`."""
+    if action != "comment":
+        raise Unprocessable(
+            f"action {action[:16]!r}: a deviation is commented here; a closure is an "
+            "e-signature (user id, password, meaning 'closed', reason)"
+        )
     summ = lock_batch(db, batch_id)
     actor.require("deviation.review", summ.site_id)
     r = load_review(db, batch_id)
@@ -199,32 +206,95 @@ def deviation_action(
     if dev is None:
         raise NotFound(f"batch {batch_id} has no deviation {deviation_id}")
     if not text_.strip():
-        raise Unprocessable(f"a {'reason' if action == 'close' else 'comment'} is required")
-    storable("reason" if action == "close" else "comment", text_)
-    if action == "close" and not dev["open"]:
-        raise Conflict(f"deviation {deviation_id} is already closed")
+        raise Unprocessable("a comment is required")
+    storable("comment", text_)
     a = DeviationAction(
-        batch_id=batch_id,
-        deviation_id=deviation_id,
-        action=action,
-        text=text_,
-        user_id=actor.user_id,
-        at=at,
-    )
+        batch_id=batch_id, deviation_id=deviation_id, action="comment", text=text_,
+        user_id=actor.user_id, at=at,
+    )  # fmt: skip
     db.add(a)
     db.flush()
     audit.append(
         db,
         at=at,
         actor=actor.user_id,
-        action=f"deviation.{'commented' if action == 'comment' else 'closed'}",
+        action="deviation.commented",
         object_type="deviation",
         object_id=f"{batch_id}/{deviation_id}",
         old={"open": dev["open"]},
-        new={"open": dev["open"] and action != "close", "text": text_},
-        reason=text_ if action == "close" else None,
+        new={"open": dev["open"], "text": text_},
     )
     return a
+
+
+def close_deviations(
+    db: Session, actor: Principal, *, batch_id: str, req: release.Closing
+) -> list[tuple[DeviationAction, ClosureSignature]]:
+    """Close deviations with one e-signature (the caller has re-authenticated ``actor`` by
+    password and checked :func:`duties.signing_barred`): :func:`release.decide_closing`
+    decides; each closure is recorded on its own (a deviation action, its signature record and
+    its audit entry), all or none."""
+    release.check_closing_request(req.meaning, req.reason, req.deviation_ids)
+    summ = lock_batch(db, batch_id)
+    actor.require("deviation.review", summ.site_id)
+    r = load_review(db, batch_id)
+    devs = {d["deviation_id"]: d for d in r.deviations()}
+    since = batch_start(r)
+    who = release.Signer(
+        user_id=actor.user_id,
+        roles=frozenset(actor.roles()),
+        administered_access=duties.administered_access(db, actor.user_id, since),
+        batch_began=since,
+    )
+    release.decide_closing(batch_id, devs, r.operators, who, req)
+    release.not_before_events(batch_id, _event_times(r), req.at)
+    out = []
+    for dev_id in req.deviation_ids:
+        dev = devs[dev_id]
+        covers = {
+            "batch_id": batch_id,
+            "deviation_id": dev_id,
+            "step": dev["step"],
+            "category": dev["category"],
+            "severity": dev["severity"],
+            "reason": dev["reason"],
+            "raised_seq": dev["raised_seq"],
+            "record_hash": r.record_hash,
+        }
+        a = DeviationAction(
+            batch_id=batch_id, deviation_id=dev_id, action="close", text=req.reason,
+            user_id=actor.user_id, at=req.at,
+        )  # fmt: skip
+        db.add(a)
+        db.flush()
+        sig = ClosureSignature(
+            batch_id=batch_id, deviation_id=dev_id, action_id=a.id, user_id=actor.user_id,
+            printed_name=actor.printed_name, meaning=release.CLOSED, reason=req.reason,
+            record_hash=r.record_hash, covers=canonical(covers).decode(), signed_at=req.at,
+        )  # fmt: skip
+        db.add(sig)
+        db.flush()
+        audit.append(
+            db,
+            at=req.at,
+            actor=actor.user_id,
+            action="deviation.closed",
+            object_type="deviation",
+            object_id=f"{batch_id}/{dev_id}",
+            old={"open": True},
+            new={
+                "open": False,
+                "text": req.reason,
+                "signature": sig.id,
+                "printed_name": actor.printed_name,
+                "meaning": release.CLOSED,
+                "record_hash": r.record_hash,
+                "together_with": [d for d in req.deviation_ids if d != dev_id],
+            },
+            reason=req.reason,
+        )
+        out.append((a, sig))
+    return out
 
 
 def _latest_dispositions(db: Session, batch_id: str) -> dict[str, Disposition]:

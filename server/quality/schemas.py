@@ -28,7 +28,20 @@ class CommentBody(BaseModel):
 
 
 class CloseBody(BaseModel):
+    """A deviation closure is an e-signature: the signer's user id and password again, the
+    meaning (``closed``) and the reason."""
+
+    user_id: str = Field(max_length=ID)
+    password: str
+    # checked by the closure rules (server.quality.release), which name the allowed word
+    meaning: str = Field(max_length=32)
     reason: Reason
+
+
+class BulkCloseBody(CloseBody):
+    """Several minor deviations closed with one e-signature (each closure recorded on its own)."""
+
+    deviations: list[Ident] = Field(min_length=1, max_length=100)
 
 
 class SignBody(BaseModel):
@@ -120,6 +133,16 @@ class Closed(BaseModel):
     deviation_id: str
     closed: bool
     action: int
+    signature: int
+    printed_name: str
+    meaning: str
+    signed_at: str
+    record_hash: str
+
+
+class BulkClosed(BaseModel):
+    batch_id: str
+    closures: list[Closed]
 
 
 class Signed(BaseModel):

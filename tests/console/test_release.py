@@ -135,7 +135,7 @@ def test_deviations_closed_with_an_e_signature(served: Served, pages: Any, tmp_p
     rev.fill("#close-reason", "investigated: no impact")
     rev.fill("#close-password", PASSWORD)
     rev.click("#close-submit")
-    assert "DEV-1 must be closed on its own" in rev.inner_text(".banner.refusal")
+    assert "DEV-1 (major) must be closed on its own" in rev.inner_text(".banner.refusal")
     rev.check("#close-deviations input[value=DEV-2]")
     rev.fill("#close-reason", "investigated: no impact")
     rev.fill("#close-password", "not-my-password")

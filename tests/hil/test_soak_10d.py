@@ -40,7 +40,15 @@ from firmware_sim.broker import Broker
 from firmware_sim.profiles import Kind, Message, Phase, car_t_10d, count_readings
 from firmware_sim.pty import PtyDevice
 from tests.server.conftest import server_settings, start_server
-from tests.server.qa import add_people, enter_results, example_results, login, publish_spec, sign
+from tests.server.qa import (
+    PASSWORD,
+    add_people,
+    enter_results,
+    example_results,
+    login,
+    publish_spec,
+    sign,
+)
 
 pytestmark = [pytest.mark.hil, pytest.mark.slow]
 
@@ -469,7 +477,8 @@ def test_a_ten_day_batch_through_the_devices_syncs_and_is_reviewed(
                 if d["open"]:
                     r = rev.post(
                         f"/v1/batches/{BATCH}/deviations/{d['deviation_id']}/close",
-                        json={"reason": "assessed in the soak review: no impact on the product"},
+                        json={"reason": "assessed in the soak review: no impact on the product",
+                              "user_id": "rev.a", "password": PASSWORD, "meaning": "closed"},
                     )
                     assert r.status_code < 300, r.text[:500]
                     closed += 1

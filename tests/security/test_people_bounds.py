@@ -35,7 +35,8 @@ def test_integers_and_texts_are_bounded(server: Server, tmp_path: Path) -> None:
         assert r.status_code == 422, (path, params, r.status_code, r.text[:300])
     posts = [
         (rev, "/v1/batches/B-BND/deviations/DEV-1/comments", {"comment": LONG}, "comment"),
-        (rev, "/v1/batches/B-BND/deviations/DEV-1/close", {"reason": LONG}, "reason"),
+        (rev, "/v1/batches/B-BND/deviations/DEV-1/close", {
+            "user_id": "rev.a", "password": "x", "meaning": "closed", "reason": LONG}, "reason"),
         (rev, "/v1/batches/B-BND/signatures", {
             "user_id": "rev.a", "password": "x", "meaning": "reviewed", "reason": LONG,
             "jurisdiction": "EU", "record_hash": "0", "evaluation_hash": "0"}, "reason"),

@@ -26,6 +26,7 @@ from edge.sync import SyncClient
 from tests.server import qa
 from tests.server.conftest import Server
 from tests.server.qa import (
+    PASSWORD,
     PEOPLE,
     add_people,
     enter_results,
@@ -177,7 +178,11 @@ def test_long_free_text_wraps_in_the_report(server: Server, tmp_path: Path) -> N
 
     push(server, tmp_path, "B-LONG", steps)
     rev = login(server, "rev.a")
-    r = rev.post("/v1/batches/B-LONG/deviations/DEV-1/close", json={"reason": unbroken("K")})
+    r = rev.post(
+        "/v1/batches/B-LONG/deviations/DEV-1/close",
+        json={"reason": unbroken("K"), "user_id": "rev.a", "password": PASSWORD,
+              "meaning": "closed"},
+    )  # fmt: skip
     assert r.status_code == 200, r.text
     r = rev.get("/v1/batches/B-LONG/report.pdf")
     assert r.status_code == 200, r.text

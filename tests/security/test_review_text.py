@@ -10,6 +10,7 @@ from pathlib import Path
 from tests.security.test_review_record import settled_push_batch
 from tests.server.conftest import Server
 from tests.server.qa import (
+    PASSWORD,
     PEOPLE,
     add_people,
     enter_results,
@@ -32,7 +33,10 @@ def test_a_nul_in_review_text_is_refused_by_name(server: Server, tmp_path: Path)
     before = rev.get("/v1/batches/B-NUL").json()
     calls = {
         "comment": rev.post("/v1/batches/B-NUL/deviations/DEV-1/comments", json={"comment": NUL}),
-        "reason": rev.post("/v1/batches/B-NUL/deviations/DEV-1/close", json={"reason": NUL}),
+        "reason": rev.post(
+            "/v1/batches/B-NUL/deviations/DEV-1/close",
+            json={"reason": NUL, "user_id": "rev.a", "password": PASSWORD, "meaning": "closed"},
+        ),
         "request": appr.post(
             "/v1/batches/B-NUL/oos",
             json={"jurisdiction": "EU", "physician": "Dr X", "request": NUL},

@@ -8,6 +8,7 @@ import io
 import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -73,8 +74,9 @@ def test_review_sign_release_conditional_then_late_failure(server: Server, tmp_p
     # Closing it changes the record: the review signature no longer applies.
     r = appr.post(
         "/v1/batches/B-A1/deviations/DEV-1/close",
-        json={"reason": "wrong bag refused by the scan; correct bag used; no impact"},
-    )
+        json={"reason": "wrong bag refused by the scan; correct bag used; no impact",
+              "user_id": "appr.a", "password": PASSWORD, "meaning": "closed"},
+    )  # fmt: skip
     assert r.status_code == 200, r.text
     stale = view
     r = sign(appr, "B-A1", "appr.a", "released", view=stale)
@@ -338,3 +340,68 @@ def test_password_change_and_reset(server: Server) -> None:
     actions = [e["action"] for e in audit_entries(server, object_id="rev.a")]
     assert "person.password_changed" in actions and "person.password_reset" in actions
     assert all("argon2" not in str(e) for e in audit_entries(server, object_id="rev.a"))
+
+
+def test_deviation_closure_is_an_e_signature_and_bulk_closes_only_minor_ones(
+    server: Server, tmp_path: Path
+) -> None:
+    """POST .../close asks the password again with meaning ``closed`` and a reason, and records
+    a signature per closure; a bulk closure with one signature is refused unless every
+    deviation is minor, and records each closure separately."""
+    from tests.security.test_review_record import push
+
+    add_people(server)
+
+    def steps(add: Any) -> None:
+        for dev, sev in (("DEV-1", "major"), ("DEV-2", "minor"), ("DEV-3", "minor")):
+            add("deviation.raised", {"deviation_id": dev, "step": "receipt",
+                                     "category": "process", "reason": f"{dev} at receipt",
+                                     "severity": sev})  # fmt: skip
+
+    push(server, tmp_path, "B-CL", steps)
+    rev = login(server, "rev.a")
+    body = {"user_id": "rev.a", "password": PASSWORD, "meaning": "closed", "reason": "no impact"}
+    one = "/v1/batches/B-CL/deviations/DEV-1/close"
+    bulk = "/v1/batches/B-CL/deviations/close"
+    before = rev.get("/v1/batches/B-CL").json()
+    # The old request (a reason alone) is refused by name; so are a wrong meaning or user id.
+    r = rev.post(one, json={"reason": "no impact"})
+    assert r.status_code == 422 and "password" in r.text and "user_id" in r.text, r.text
+    r = rev.post(one, json=body | {"meaning": "reviewed"})
+    assert r.status_code == 422 and "'closed'" in r.json()["detail"], r.text
+    r = rev.post(one, json=body | {"user_id": "appr.a"})
+    assert r.status_code == 403 and "own user id" in r.json()["detail"], r.text
+    r = rev.post(one, json=body | {"password": "not-the-password-1A"})
+    assert r.status_code == 401, r.text
+    # A major deviation is not closed with others; nothing is recorded.
+    r = rev.post(bulk, json=body | {"deviations": ["DEV-1", "DEV-2"]})
+    assert r.status_code == 422 and "DEV-1 (major)" in r.json()["detail"], r.text
+    r = rev.post(bulk, json=body | {"deviations": ["DEV-2", "DEV-9"]})
+    assert r.status_code == 404 and "DEV-9" in r.json()["detail"], r.text
+    assert rev.get("/v1/batches/B-CL").json()["record_hash"] == before["record_hash"]
+
+    r = rev.post(one, json=body)
+    assert r.status_code == 200, r.text
+    c = r.json()
+    assert c["printed_name"] == "Rita Reviewer" and c["meaning"] == "closed"
+    assert c["record_hash"] == before["record_hash"]  # what the signature covers
+    r = rev.post(bulk, json=body | {"deviations": ["DEV-2", "DEV-3"], "reason": "both minor"})
+    assert r.status_code == 200, r.text
+    closures = r.json()["closures"]
+    assert [x["deviation_id"] for x in closures] == ["DEV-2", "DEV-3"]
+    assert len({x["signature"] for x in closures}) == 2  # one record per closure
+    assert rev.post(one, json=body).status_code == 409  # already closed
+
+    view = rev.get("/v1/batches/B-CL").json()
+    closed = {d["deviation_id"]: d["closed"] for d in view["deviations"]}
+    assert closed["DEV-3"]["printed_name"] == "Rita Reviewer"
+    assert closed["DEV-3"]["meaning"] == "closed" and closed["DEV-3"]["reason"] == "both minor"
+    trail = audit_entries(server, object_type="deviation")
+    shut = [e for e in trail if e["action"] == "deviation.closed"]
+    assert [e["object_id"] for e in shut] == ["B-CL/DEV-1", "B-CL/DEV-2", "B-CL/DEV-3"]
+    assert shut[2]["new"]["together_with"] == ["DEV-2"]
+    # The signature records are append-only (the guard on both databases: test_migrations).
+    if server.settings.database_url.startswith("sqlite"):
+        db = server.settings.database_url.removeprefix("sqlite:///")
+        with sqlite3.connect(db) as conn, pytest.raises(sqlite3.DatabaseError, match="append-"):
+            conn.execute("UPDATE closure_signatures SET reason = 'x'")
