@@ -231,8 +231,8 @@ _TITLES = {
 }
 # ST-004 places the ISBT 128 symbols in quadrants.  The COI's Code 128 is the longest (about
 # 211 modules, 2.1 in at 0.25 mm): the lower row gives it what it needs and the expiry the rest.
-_ISBT_BAR_MM = 8.0
-_SSCC_BAR_MM = 25.4
+_ISBT_BAR_MM = 10.0  # ISBT 128's recommended height on a container label
+_SSCC_BAR_MM = 31.75  # GS1 logistic label: at least 31.75 mm
 _DATAMATRIX_WIDTH_IN = 1.0
 CAPTION_PT, EYE_PT, TITLE_PT, HRI_PT = 6.0, 9.0, 9.0, 8.0
 
@@ -265,7 +265,8 @@ def layout(d: LabelData, dpi: int = DPI) -> list[list[lay.Block]]:
         upper_right = _isbt("PRODUCT CODE", by.get("product_code"), dpi, half) + product
         rows.append([lay.Block(_isbt("DIN", by.get("din"), dpi, half)), lay.Block(upper_right)])
     coi = [*_isbt("CHAIN OF IDENTITY", by["coi"], dpi, full)]
-    coi.append(lay.Text("FOR AUTOLOGOUS USE ONLY", CAPTION_PT))
+    if "AUTOLOGOUS" not in _TITLES[d.kind]:  # the bags' titles already say it
+        coi.append(lay.Text("FOR AUTOLOGOUS USE ONLY", CAPTION_PT))
     coi_w = max(half, lay.block_width(coi, dpi))
     expiry = _isbt("EXPIRES", by.get("expiry"), dpi, full)
     if lay.block_width(expiry, dpi) <= full - coi_w:
