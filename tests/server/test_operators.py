@@ -22,6 +22,23 @@ def run(*args: str) -> str:
     return r.output
 
 
+def station(tmp_path: Path, unit_id: str) -> Path:
+    """A station initialised with the example MBR (published here) and the example users."""
+    pub = tmp_path / "pub"
+    run("keys", "new", "qa.approver", "--out", str(pub))
+    run(
+        "edge", "mbr-publish", str(EXAMPLES / "car_t_mbr.yaml"), "--key",
+        str(pub / "qa.approver.key"), "--signer", "qa.approver", "--out", str(pub / "mbr.json"),
+    )  # fmt: skip
+    home = tmp_path / "station"
+    run(
+        "edge", "init", "--home", str(home), "--unit", unit_id, "--mbr", str(pub / "mbr.json"),
+        "--publisher-key", str(pub / "qa.approver.pub"), "--users",
+        str(EXAMPLES / "users.yaml"), "--materials", str(EXAMPLES / "materials.yaml"),
+    )  # fmt: skip
+    return home
+
+
 def test_station_pulls_its_sites_operators(server: Server, tmp_path: Path) -> None:
     add_people(
         server,
@@ -48,18 +65,7 @@ def test_station_pulls_its_sites_operators(server: Server, tmp_path: Path) -> No
             },
         )
         assert r.status_code == 201, r.text
-    pub = tmp_path / "pub"
-    run("keys", "new", "qa.approver", "--out", str(pub))
-    run(
-        "edge", "mbr-publish", str(EXAMPLES / "car_t_mbr.yaml"), "--key",
-        str(pub / "qa.approver.key"), "--signer", "qa.approver", "--out", str(pub / "mbr.json"),
-    )  # fmt: skip
-    home = tmp_path / "station"
-    run(
-        "edge", "init", "--home", str(home), "--unit", "UNIT-OP", "--mbr", str(pub / "mbr.json"),
-        "--publisher-key", str(pub / "qa.approver.pub"), "--users",
-        str(EXAMPLES / "users.yaml"), "--materials", str(EXAMPLES / "materials.yaml"),
-    )  # fmt: skip
+    home = station(tmp_path, "UNIT-OP")
     # Not enrolled yet: the server refuses, the local users file is untouched.
     before = (home / "users.yaml").read_text()
     r = CliRunner().invoke(cli, ["edge", "users-pull", "--home", str(home), "--server", server.url])
@@ -92,18 +98,7 @@ def test_a_site_without_operators_does_not_empty_the_station(
     """A pull that would leave the station with no operator is refused: nothing written, nothing
     recorded (before, users.yaml was replaced by an empty list and every operator locked out)."""
     add_people(server, {"op.ana": ("Ana Site-A", [("operator", "SITE-A")])})
-    pub = tmp_path / "pub"
-    run("keys", "new", "qa.approver", "--out", str(pub))
-    run(
-        "edge", "mbr-publish", str(EXAMPLES / "car_t_mbr.yaml"), "--key",
-        str(pub / "qa.approver.key"), "--signer", "qa.approver", "--out", str(pub / "mbr.json"),
-    )  # fmt: skip
-    home = tmp_path / "station"
-    run(
-        "edge", "init", "--home", str(home), "--unit", "UNIT-Z", "--mbr", str(pub / "mbr.json"),
-        "--publisher-key", str(pub / "qa.approver.pub"), "--users",
-        str(EXAMPLES / "users.yaml"), "--materials", str(EXAMPLES / "materials.yaml"),
-    )  # fmt: skip
+    home = station(tmp_path, "UNIT-Z")
     with server.admin() as c:
         r = c.post(
             "/admin/units",
