@@ -184,3 +184,7 @@ class EventKind(StrEnum):
     LABEL_APPLIED = "label.applied"
     LABEL_DESTROYED = "label.destroyed"
     LABEL_RECONCILED = "label.reconciled"
+    # The unit caught the server's transparency log misbehaving (a rewound or forked log, a
+    # proof that fails or is refused): ``failure``, the trusted and offered tree sizes and
+    # roots, the offending signed checkpoint as ``evidence`` (edge.logwatch).  A unit kind.
+    SECURITY_ALERT = "security.alert"

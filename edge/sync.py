@@ -56,12 +56,23 @@ from ebr_core.keys import PublicKey
 from ebr_core.requestsig import sign_request, verify_receipt
 from edge.errors import EdgeError
 from edge.ledger import Ledger
+from edge.logwatch import (
+    SECURITY,
+    Failure,
+    LogSuspect,
+    LogWatch,
+    flush_pending,
+    parse_consistency,
+    segment_leaf,
+)
 
 log = logging.getLogger("ctgtp.edge.sync")
 ACKED = "sync.acked_seq"
 ALARM = "sync.alarm"  # ledger meta: the background sync's standing problem (JSON), if any
 CHECKPOINT_PAGE = 10_000  # checkpoint seqs read at a time when cutting segments
 PROGRESS_INTERVAL_S = 0.5  # sync_once calls its progress callback at most this often (+ the end)
+LOG_CHECKPOINT_PATH = "/v1/log/checkpoint"
+LOG_CONSISTENCY = "/v1/log/proof/consistency"
 
 
 class SyncError(EdgeError):
@@ -134,6 +145,12 @@ class SyncReport:
     local_head: int = 0
     segment_ms: list[float] = field(default_factory=list)  # round trip of each stored segment
     server_ms: list[float] = field(default_factory=list)  # the server's own time for each
+    # The server's transparency log (edge.logwatch): one line saying what was checked or caught,
+    # the alerts this run saw (recorded in the ledger once each), and the size of the
+    # checkpoint the unit now trusts.
+    log: str | None = None
+    alerts: list[str] = field(default_factory=list)
+    log_size: int | None = None
 
 
 @dataclass(frozen=True)
@@ -482,10 +499,34 @@ class SyncClient:
 
     def _run(self, attempts: int, progress: Callable[[SyncProgress], None] | None) -> SyncReport:
         started = time.perf_counter()
+        watch = self._watch(attempts)
+        flush_pending(self.ledger)  # alerts a reading sync found, once this process can write
         # A sync process reads the ledger alongside its writer: first, what it has committed.
         report = SyncReport(local_head=self.ledger.refresh()[0])
         acked = self.server_head(report, attempts)
         self._advance_acked(acked)
+        self._push(acked, report, attempts, progress, watch, started)
+        if watch is not None:
+            self._check_latest(watch, attempts)
+            if watch.alerts and self.ledger.refresh()[0] > report.local_head:
+                # The alert is one of this unit's signed events: the server gets it now.
+                report.local_head = self.ledger.head[0]
+                self._push(report.server_head, report, attempts, None, watch, started)
+            report.log = watch.summary()
+            report.alerts = [a.line() for a in [*watch.alerts, *watch.repeated]]
+            report.log_size = None if watch.checkpoint is None else watch.checkpoint.size
+        return report
+
+    def _push(
+        self,
+        acked: int,
+        report: SyncReport,
+        attempts: int,
+        progress: Callable[[SyncProgress], None] | None,
+        watch: LogWatch | None,
+        started: float,
+    ) -> None:
+        """Send the segments after ``acked``, checking each receipt (and its log proof)."""
         backlog = report.local_head - acked
         next_report = 0.0  # perf_counter time of the next progress call (the first: at once)
 
@@ -497,6 +538,7 @@ class SyncClient:
             return SyncProgress(sent, backlog, elapsed, rate, eta, done)
 
         path = f"/v1/units/{self.unit_id}/segments"
+        first = acked + 1
         for last, body in self._prepared(acked):
             t0 = time.perf_counter()
             r = self._retrying(
@@ -528,6 +570,9 @@ class SyncClient:
             else:
                 self._check_head(head, receipt.get("head_hash"))
             self._advance_acked(head)
+            if watch is not None:
+                watch.receipt(receipt.get("log"), self._leaves(first, last, receipt))
+            first = last + 1
             report.segment_ms.append((time.perf_counter() - t0) * 1000)
             report.server_ms.append(int(receipt.get("ingest_us", 0)) / 1000)
             report.pushed += int(receipt["stored"])
@@ -542,7 +587,68 @@ class SyncClient:
         report.server_head = max(report.server_head, acked)
         if progress is not None:
             progress(progress_at(report.server_head, time.perf_counter(), done=True))
-        return report
+
+    # -- the server's transparency log (edge.logwatch) --------------------------------------
+
+    def _watch(self, attempts: int) -> LogWatch | None:
+        """The run's log checks; none without the server's key (nothing could be verified)."""
+        if self.server_key is None:
+            return None
+        base = str(self.http.base_url).rstrip("/")
+
+        def consistency(old: int, new: int) -> list[bytes]:
+            return self._consistency(old, new, attempts)
+
+        return LogWatch(self.ledger, self.server_key, base, consistency, clock=self.wall)
+
+    def _leaves(self, first: int, last: int, receipt: dict[str, Any]) -> list[bytes]:
+        """The entries the server may have logged this segment as: the whole segment sent, or
+        (some of it already stored) the part it stored; both end at this ledger's event."""
+        head_hash = self.ledger.hash_at(last)
+        if head_hash is None:
+            return []
+        out = [segment_leaf(self.unit_id, first, last, head_hash)]
+        stored = receipt.get("stored")
+        if type(stored) is int and 0 < stored < last - first + 1:
+            out.append(segment_leaf(self.unit_id, last - stored + 1, last, head_hash))
+        return out
+
+    def _log_get(self, path: str, params: dict[str, int] | None, attempts: int) -> httpx.Response:
+        # The log's endpoints are public (witnesses read them): plain GETs, retried like the rest.
+        return self._retrying(
+            lambda: self.http.request("GET", path, params=params), SyncReport(), attempts
+        )
+
+    def _consistency(self, old: int, new: int, attempts: int) -> list[bytes]:
+        r = self._log_get(LOG_CONSISTENCY, {"old": old, "new": new}, attempts)
+        if r.status_code != 200:
+            raise LogSuspect(
+                Failure.PROOF_REFUSED,
+                f"the server refused the consistency proof from size {old} to {new}: "
+                f"{r.status_code} {_detail(r)}",
+            )
+        try:
+            body = r.json()
+        except ValueError:
+            body = None
+        return parse_consistency(body, old, new)
+
+    def _check_latest(self, watch: LogWatch, attempts: int) -> None:
+        """The log's latest checkpoint against the trusted one (at every sync, pushed or not)."""
+        if watch.stopped:
+            return
+        r = self._log_get(LOG_CHECKPOINT_PATH, None, attempts)
+        if r.status_code == 404:  # no log here (an older server); an alert once one is trusted
+            watch.latest(None)
+        elif r.status_code != 200:
+            watch.fail(
+                LogSuspect(
+                    Failure.MISSING,
+                    f"the server refused its log checkpoint: {r.status_code} {_detail(r)}",
+                )
+            )
+        else:
+            watch.latest(r.text)
 
 
 class BackgroundSync:
@@ -609,7 +715,13 @@ class BackgroundSync:
             self._raise_alarm("refused", f"sync round failed: {type(e).__name__}: {e}")
         else:
             self._failures = 0
-            if self.alarm is not None:
+            report = self.reports[-1]
+            security = _security_alarm(self.client.ledger)
+            if report.alerts:
+                self.alarm = report.alerts[-1]  # (stored by the log watch with kind "security")
+            elif security is not None:
+                self.alarm = security  # stands until acknowledged (acknowledge_security_alarm)
+            elif self.alarm is not None:
                 self._clear_alarm()
         return True
 
@@ -629,6 +741,10 @@ class BackgroundSync:
         self.alarm = message
         since = self.clock()
         try:
+            security = _security_alarm(self.client.ledger)
+            if security is not None:  # a security alarm is never replaced by a passing one
+                self.alarm = f"{security} (and now: {message})"
+                return
             old = json.loads(self.client.ledger.get_meta(ALARM) or "null")
             if isinstance(old, dict) and old.get("kind") == kind:
                 since = float(old.get("since", since))
@@ -640,6 +756,10 @@ class BackgroundSync:
     def _clear_alarm(self) -> None:
         self.alarm = None
         try:
+            security = _security_alarm(self.client.ledger)
+            if security is not None:
+                self.alarm = security
+                return
             self.client.ledger.set_meta(ALARM, "null")
         except Exception as e:
             log.warning("sync alarm not cleared in the ledger: %s", e)
@@ -655,7 +775,29 @@ class BackgroundSync:
 
 
 def sync_alarm(ledger: Ledger) -> dict[str, Any] | None:
-    """The background sync's standing alarm (``kind``: ``clock_skew``, ``refused`` or
-    ``stopped``; ``message``; ``since``), or None when the last round succeeded."""
+    """The background sync's standing alarm (``kind``: ``clock_skew``, ``refused``,
+    ``stopped`` or ``security``; ``message``; ``since``), or None when the last round succeeded
+    and no security alert stands."""
     doc = json.loads(ledger.get_meta(ALARM) or "null")
     return doc if isinstance(doc, dict) else None
+
+
+def _security_alarm(ledger: Ledger) -> str | None:
+    """The standing security alarm's message (the server's log misbehaved), if any."""
+    try:
+        doc = sync_alarm(ledger)
+    except ValueError:
+        return None
+    if doc is None or doc.get("kind") != SECURITY:
+        return None
+    return str(doc.get("message"))
+
+
+def acknowledge_security_alarm(ledger: Ledger) -> str | None:
+    """Clear a standing security alarm (someone has looked into it); return its message.  The
+    ``security.alert`` events stay in the ledger, and the trusted checkpoint stays what it was:
+    a log that still does not extend it raises the next alert at the next sync."""
+    message = _security_alarm(ledger)
+    if message is not None:
+        ledger.set_meta(ALARM, "null")
+    return message

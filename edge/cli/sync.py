@@ -10,6 +10,8 @@ import click
 from .options import HOME, JSON
 from .render import emit, opened
 
+EXIT_SECURITY_ALERT = 3  # the server's transparency log misbehaved (docs/transparency.md)
+
 
 @click.command("sync")
 @HOME
@@ -52,7 +54,8 @@ def sync_cmd(
     Progress goes to stderr while it runs (events sent, rate, time left): one line rewritten in
     place on a terminal, otherwise a line every few seconds.  Exit 75 when the server cannot be
     reached or another sync holds the unit (nothing is lost: the next sync resumes), 1 when the
-    server refuses.
+    server refuses, 3 when the server's transparency log did not check out (a security alert,
+    recorded in the ledger; the events were still pushed).
     """
     from ebr_core.keys import PublicKey
     from edge.sync import BackgroundSync, ProgressPrinter, SyncClient
@@ -84,13 +87,27 @@ def sync_cmd(
         finally:
             if printer is not None:
                 printer.close()
+    data: dict[str, object] = {
+        "pushed": r.pushed,
+        "segments": r.segments,
+        "duplicates": r.duplicates,
+        "retries": r.retries,
+        "server_head": r.server_head,
+        "local_head": r.local_head,
+    }
+    if r.alerts:  # the summary stays what it was while the server's log checks out
+        data |= {"log": r.log, "log_size": r.log_size, "alerts": r.alerts}
     emit(
         f"synced: {r.pushed} events pushed in {r.segments} segments "
         f"({r.duplicates} already there, {r.retries} retries); server head "
         f"{r.server_head}, local head {r.local_head}",
-        {"pushed": r.pushed, "segments": r.segments, "duplicates": r.duplicates,
-         "retries": r.retries, "server_head": r.server_head, "local_head": r.local_head},
-    )  # fmt: skip
+        data,
+    )
+    if r.alerts:
+        # The push went through (the unit's events are its own, signed); the server's log did
+        # not check out: said on stderr, recorded in the ledger, exit 3 (as the witness does).
+        click.echo(r.log, err=True)
+        sys.exit(EXIT_SECURITY_ALERT)
 
 
 COMMANDS = (sync_cmd,)
