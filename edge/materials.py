@@ -53,6 +53,10 @@ class Materials:
     lots: dict[tuple[str, str], Lot]
     equipment: dict[str, Equipment]
 
+    def trade_items(self) -> frozenset[str]:
+        """The GTINs of the site's materials: a shipper label must never carry one as its own."""
+        return frozenset(gtin for gtin, _ in self.lots)
+
 
 def _iso_date(v: Any) -> date:
     """A calendar date written YYYY-MM-DD (YAML may hand it over already as a date)."""

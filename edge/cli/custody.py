@@ -31,7 +31,8 @@ def labels() -> None:
 @LABEL
 @COUNT
 @click.option("--din", default=None, help="ISBT 128 DIN as data, e.g. =A99992612345600")
-@click.option("--gtin", default=None)
+@click.option("--gtin", default=None, help="the product bag's GTIN, or a shipper's own")
+@click.option("--sscc", default=None, help="the shipper's SSCC (18 digits, GS1 AI 00)")
 @click.option("--lot", default=None, help="GS1 batch/lot (product bag)")
 @click.option("--expiry", type=click.DateTime(["%Y-%m-%d"]), default=None)
 @click.option("--serial", default=None)
@@ -50,6 +51,7 @@ def labels_print(
     serial: str | None,
     product: str,
     out: Path,
+    sscc: str | None,
 ) -> None:
     """Make the label (PNG and PDF) for the batch's COI and record how many were printed."""
     from edge.labels import LabelData, pdf, png
@@ -59,7 +61,8 @@ def labels_print(
         st = a.engine.state(batch_id)
         assert st.coi is not None
         exp: date | None = expiry.date() if expiry is not None else None
-        data = LabelData(label, st.coi, din, gtin, lot, exp, serial, product)
+        data = LabelData(label, st.coi, din, gtin, lot, exp, serial, product, sscc=sscc)
+        data.validate(trade_items=a.engine.materials.trade_items())
         image = png(data)  # validates before anything is recorded
         out.mkdir(parents=True, exist_ok=True)
         (out / f"{batch_id}-{label}.png").write_bytes(image)
@@ -69,8 +72,8 @@ def labels_print(
             label,
             count,
             user_id,
-            {"coi": st.coi, "din": din, "gtin": gtin, "lot": lot, "serial": serial,
-             "expiry": exp.isoformat() if exp else None},
+            {"coi": st.coi, "din": din, "gtin": gtin, "sscc": sscc, "lot": lot,
+             "serial": serial, "expiry": exp.isoformat() if exp else None},
         )  # fmt: skip
     emit_outcome(printed, text=f"{printed} to {out}", out=str(out))
 

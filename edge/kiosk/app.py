@@ -846,8 +846,9 @@ class Kiosk:
             expiry=expiry,
             serial=f("serial") or None,
             product=f("product"),
+            sscc=f("sscc") or None,
         )
-        d.validate()
+        d.validate(trade_items=self.engine.materials.trade_items())
         return d, int(count_s)
 
     def labels_act(
@@ -874,7 +875,7 @@ class Kiosk:
                 uri = "data:image/png;base64," + base64.b64encode(image).decode()
                 extra["preview"] = {"uri": uri, "d": d, "count": count, "form": dict(form)}
                 return Banner("notice", self.tr("labels.preview", kind=d.kind, count=count))
-            content = {"coi": d.coi, "serial": d.serial}
+            content = {"coi": d.coi, "serial": d.serial, "gtin": d.gtin, "sscc": d.sscc}
             banner = act(
                 lambda: custody.labels_printed(batch, d.kind, count, user, content),
                 unless_none(self.tr("labels.printed_ok", count=count, kind=d.kind)),

@@ -19,8 +19,13 @@ BAG = "]C0" + COI
 
 def test_labels_print_apply_destroy_and_reconcile(started: Path, tmp_path: Path) -> None:
     out = tmp_path / "labels"
+    # a shipper never carries a material's GTIN (TexMACS medium's) as its own: refused, no file
+    r = at(started, "labels", "print", "--batch", "B-7", "--user", "op.alice",
+           "--label", "shipper", "--gtin", "09506000134352", "--serial", "SHP-7",
+           "--count", "3", "--out", str(out))  # fmt: skip
+    assert r.exit_code != 0 and "09506000134352" in r.output and not out.exists()
     r = ok(at(started, "labels", "print", "--batch", "B-7", "--user", "op.alice",
-              "--label", "shipper", "--gtin", "09506000134352", "--serial", "SHP-7",
+              "--label", "shipper", "--sscc", "095060000000000077",
               "--count", "3", "--out", str(out)))  # fmt: skip
     assert r.stdout == f"printed 3 shipper label(s) for {COI} to {out}\n"
     assert (out / "B-7-shipper.png").read_bytes().startswith(b"\x89PNG")

@@ -120,13 +120,18 @@ def test_a_label_of_another_patient_is_not_recorded_as_applied(kiosk: Served, st
     assert kind == "refusal" and "GTIN must be 14 digits" in text
     kind, text = post(c, token, "/b/B1/labels/preview", kind="shipper", count="many")
     assert kind == "refusal" and "whole number from 1 to 1000" in text
+    # the shipper never carries a material's GTIN (the TexMACS medium's) as its own
+    kind, text = post(c, token, "/b/B1/labels/preview", kind="shipper", gtin="09506000134352", serial="S-1")
+    assert kind == "refusal" and "09506000134352" in text
+    kind, text = post(c, token, "/b/B1/labels/preview", kind="shipper", sscc="095060000000000077")
+    assert kind == "notice"
     assert station.engine.ledger.head == head
 
 
 def test_the_printers_file_comes_only_with_a_recorded_print(kiosk: Served, station: Any) -> None:
     c, token = signed_in(kiosk.url)
     start(c, token)
-    label = {"kind": "shipper", "count": "2", "gtin": "09506000134352", "serial": "SHP-0042"}
+    label = {"kind": "shipper", "count": "2", "gtin": "09506000134413", "serial": "SHP-0042"}
     r = c.post("/b/B1/labels/print", data={"csrf": token, **label})
     assert banner(r.text) == ("ok", f"printed 2 shipper label(s) for {COI}")
     m = re.search(r'id="label-pdf" href="([^"]+)"', r.text)
