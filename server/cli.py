@@ -1,5 +1,5 @@
 """``ctgtp server``: init, migrate, run, and the host's administration commands (enrol,
-add-person, audit verify, licences-check), with direct database access.
+add-person, audit verify, log verify, licences-check), with direct database access.
 
 Migrating is a deploy step: ``init`` and ``migrate`` bring the database to the migrations'
 head; ``run`` and the administration commands refuse a database that is not at head and name
@@ -90,6 +90,7 @@ def migrate_(data_dir: Path | None, database_url: str | None) -> None:
 
 
 def _engine_at_head(s: Settings) -> Any:
+    import server.log.records  # noqa: F401 - the listener that logs what these commands write
     from server.db import SchemaNotAtHead, make_engine, require_head
 
     engine = make_engine(s.database_url)
@@ -233,3 +234,58 @@ def licences_check(data_dir: Path | None, database_url: str | None) -> None:
     for line in lines:
         click.echo(line)
     click.echo(f"{len(lines)} licence alert(s) raised")
+
+
+@server.group("log")
+def log_group() -> None:
+    """The transparency log (docs/transparency.md)."""
+
+
+@log_group.command("verify")
+@DATA
+@DB
+@click.option(
+    "--trusted",
+    "trusted",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A signed checkpoint held outside this database (a witness's state file, a receipt's "
+    "checkpoint): the log must still extend it.  Repeatable.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def log_verify(
+    data_dir: Path | None, database_url: str | None, trusted: tuple[Path, ...], as_json: bool
+) -> None:
+    """Recompute the log from its leaves and every leaf's record from the database; compare
+    with the signed checkpoints.  Exit 0 when everything agrees, 1 naming each mismatch."""
+    import orjson
+    from sqlalchemy.orm import Session
+
+    from ebr_core.keys import PublicKey
+    from server.log.store import log_verifier
+    from server.log.verify import verify_log
+
+    s = _settings(data_dir, database_url)
+    pub = s.data_dir / "server.pub"
+    if not pub.exists():
+        raise click.ClickException(f"no server public key at {pub}: is --data-dir right?")
+    log = log_verifier(s.log_origin, PublicKey.from_bytes(pub.read_bytes()))
+    engine = _engine_at_head(s)
+    try:
+        with Session(engine) as db:
+            rep = verify_log(db, log, [(str(p), p.read_bytes()) for p in trusted])
+    finally:
+        engine.dispose()
+    if as_json:
+        click.echo(orjson.dumps(rep.to_json(), option=orjson.OPT_INDENT_2).decode())
+    else:
+        for f in rep.findings:
+            click.echo("FINDING " + f.line())
+        checked = ", ".join(f"{v} {k}" for k, v in rep.checked.items())
+        state = "verified" if rep.ok else f"does NOT verify: {len(rep.findings)} finding(s)"
+        click.echo(
+            f"log {state}: {rep.leaves} leaves, root {rep.root}, latest checkpoint size "
+            f"{rep.checkpoint_size}; checked {checked}"
+        )
+    if not rep.ok:
+        raise SystemExit(1)

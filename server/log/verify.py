@@ -1,0 +1,343 @@
+"""``ctgtp server log verify``: recompute the log from the database and name every mismatch.
+
+Two questions, both answered from the tables alone:
+
+* **Is the log the tree it signed?**  Every leaf's hash is recomputed from its bytes and the tree
+  rebuilt; the head (size, frontier), every stored interior node (what tiles and proofs are read
+  from) and every stored checkpoint (the log's signature, origin, size, root) must agree with it.
+  Checkpoints held elsewhere (``--trusted``: a witness's state, a receipt's checkpoint) are
+  compared too: a smaller tree than one already published, or another root for a published
+  size, is a rewritten log.
+* **Does the database still hold what the log says?**  The audit trail is walked (chain, head)
+  and each entry compared with its ``audit`` leaf; each ``segment`` leaf's events must still be
+  stored, ending at its head hash; each logged row's ``content_hash`` is recomputed
+  (:func:`server.log.records.content_hash`), and every logged row must have a leaf.
+
+A rogue administrator who edits a record and everything that chains it (the audit trail) still
+cannot make its leaf agree without rewriting the log, and a rewritten log contradicts every
+checkpoint already handed out.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from ebr_core.tlog.checkpoint import Checkpoint, open_checkpoint
+from ebr_core.tlog.entries import EntryKind, LogEntry
+from ebr_core.tlog.errors import TlogError
+from ebr_core.tlog.merkle import HASH_SIZE, MerkleTree, leaf_hash
+from ebr_core.tlog.note import Ed25519NoteVerifier
+from server.audit.trail import GENESIS, entry_hash
+from server.db import AuditEntry, AuditHead, EventRow
+from server.log.records import BY_TABLE, LOGGED, Logged, content_hash
+from server.log.tables import LogCheckpoint, LogHead, LogLeaf, LogNode
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One mismatch: what part (``tree``, ``checkpoint``, ``audit``, ``segment``, ``row``),
+    which leaf and which record if any, and what differs."""
+
+    part: str
+    detail: str
+    leaf: int | None = None
+    record: str | None = None
+
+    def line(self) -> str:
+        where = " ".join(
+            x for x in (
+                f"leaf {self.leaf}" if self.leaf is not None else "",
+                self.record or "",
+            ) if x
+        )  # fmt: skip
+        return f"{self.part}: {where + ': ' if where else ''}{self.detail}"
+
+
+@dataclass
+class Report:
+    leaves: int = 0
+    root: str = ""  # base64, of the tree rebuilt from the leaves
+    checkpoint_size: int | None = None  # the latest stored checkpoint's
+    checked: dict[str, int] = field(default_factory=dict)
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.findings
+
+    def add(
+        self, part: str, detail: str, leaf: int | None = None, record: str | None = None
+    ) -> None:
+        self.findings.append(Finding(part, detail, leaf, record))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "leaves": self.leaves,
+            "root": self.root,
+            "checkpoint_size": self.checkpoint_size,
+            "checked": self.checked,
+            "findings": [asdict(f) for f in self.findings],
+        }
+
+
+def _leaves(db: Session, batch: int = 5000) -> Iterator[tuple[int, bytes, bytes]]:
+    last = -1
+    while True:
+        rows = db.execute(
+            select(LogLeaf.idx, LogLeaf.leaf, LogLeaf.leaf_hash)
+            .where(LogLeaf.idx > last)
+            .order_by(LogLeaf.idx)
+            .limit(batch)
+        ).all()
+        if not rows:
+            return
+        for idx, leaf, lh in rows:
+            yield int(idx), bytes(leaf), bytes(lh)
+        last = int(rows[-1][0])
+
+
+def verify_log(
+    db: Session, log: Ed25519NoteVerifier, trusted: Sequence[tuple[str, bytes]] = ()
+) -> Report:
+    """Check the log and the records it binds; ``trusted``: (name, signed checkpoint) pairs
+    held outside the database."""
+    rep = Report()
+    tree = MerkleTree()
+    entries: list[tuple[int, LogEntry]] = []
+    expected = 0
+    for idx, leaf, stored_hash in _leaves(db):
+        if idx != expected:
+            rep.add("tree", f"leaves {expected}-{idx - 1} are missing (deleted from the log)", idx)
+            expected = idx
+        lh = leaf_hash(leaf)
+        if stored_hash != lh:
+            rep.add("tree", "stored leaf hash does not match the leaf's bytes", idx)
+        try:
+            entries.append((idx, LogEntry.parse(leaf)))
+        except TlogError as e:
+            rep.add("tree", f"not a log entry: {e}", idx)
+        tree.append(lh)
+        expected += 1
+    n = tree.size()
+    rep.leaves, rep.root = n, base64.b64encode(tree.root()).decode("ascii")
+    _check_head(db, tree, rep)
+    _check_nodes(db, tree, rep)
+    _check_checkpoints(db, log, tree, trusted, rep)
+    _check_audit(db, entries, rep)
+    _check_segments(db, entries, rep)
+    _check_rows(db, entries, rep)
+    return rep
+
+
+def _check_head(db: Session, tree: MerkleTree, rep: Report) -> None:
+    head = db.get(LogHead, 1)
+    if head is None:
+        rep.add("tree", "the log's head row is gone")
+        return
+    raw = bytes(head.peaks)
+    peaks = tuple(raw[i : i + HASH_SIZE] for i in range(0, len(raw), HASH_SIZE))
+    if head.size != tree.size():
+        rep.add("tree", f"the head says {head.size} leaves, the table holds {tree.size()}")
+    elif peaks != tree.frontier().peaks:
+        rep.add("tree", "the head's frontier does not match the leaves (next appends would fork)")
+
+
+def _check_nodes(db: Session, tree: MerkleTree, rep: Report) -> None:
+    n = tree.size()
+    counts: dict[int, int] = {}
+    bad = 0
+    for level, idx, h in db.execute(select(LogNode.level, LogNode.idx, LogNode.hash)):
+        counts[level] = counts.get(level, 0) + 1
+        if level < 1 or (idx + 1) << level > n:
+            rep.add("tree", f"interior node ({level}, {idx}) is beyond a tree of {n} leaves")
+        elif tree.node_hash(level, idx) != bytes(h):
+            bad += 1
+            if bad <= 20:
+                rep.add("tree", f"interior node ({level}, {idx}) does not match the leaves "
+                        "(tiles and proofs served from it show another tree)")  # fmt: skip
+    if bad > 20:
+        rep.add("tree", f"{bad - 20} more interior nodes do not match the leaves")
+    for level in range(1, n.bit_length()):
+        if counts.get(level, 0) < n >> level:
+            rep.add("tree", f"level {level} holds {counts.get(level, 0)} interior nodes, "
+                    f"a tree of {n} leaves has {n >> level}")  # fmt: skip
+    rep.checked["nodes"] = sum(counts.values())
+
+
+def _compare(cp: Checkpoint, tree: MerkleTree, rep: Report, what: str) -> None:
+    n = tree.size()
+    if cp.size > n:
+        rep.add("checkpoint", f"{what} is of size {cp.size}, the log holds {n} leaves: "
+                f"{cp.size - n} were removed (rewound)")  # fmt: skip
+    elif tree.root(cp.size) != cp.root:
+        signed = base64.b64encode(cp.root).decode()
+        now = base64.b64encode(tree.root(cp.size)).decode()
+        rep.add("checkpoint", f"{what} (size {cp.size}) has root {signed}; the leaves give "
+                f"{now} (the log was rewritten: a fork)")  # fmt: skip
+
+
+def _check_checkpoints(
+    db: Session,
+    log: Ed25519NoteVerifier,
+    tree: MerkleTree,
+    trusted: Sequence[tuple[str, bytes]],
+    rep: Report,
+) -> None:
+    rows = db.scalars(select(LogCheckpoint).order_by(LogCheckpoint.size)).all()
+    for row in rows:
+        what = f"stored checkpoint {row.size}"
+        try:
+            cp = open_checkpoint(row.note.encode(), log).checkpoint
+        except TlogError as e:
+            rep.add("checkpoint", f"{what}: {e}")
+            continue
+        if cp.origin != log.name:
+            rep.add("checkpoint", f"{what} names origin {cp.origin!r}, the log is {log.name!r}")
+        if cp.size != row.size:
+            rep.add("checkpoint", f"{what} is filed under the wrong size: its note says {cp.size}")
+        _compare(cp, tree, rep, what)
+    # (leaves appended since the last signature are signed at the next read of the checkpoint)
+    rep.checkpoint_size = rows[-1].size if rows else None
+    for name, data in trusted:
+        what = f"trusted checkpoint {name}"
+        try:
+            cp = open_checkpoint(data, log).checkpoint
+        except TlogError as e:
+            rep.add("checkpoint", f"{what}: {e}")
+            continue
+        if cp.origin != log.name:
+            rep.add("checkpoint", f"{what} names origin {cp.origin!r}, the log is {log.name!r}")
+            continue
+        _compare(cp, tree, rep, what)
+    rep.checked["checkpoints"] = len(rows) + len(trusted)
+
+
+def _check_audit(db: Session, entries: list[tuple[int, LogEntry]], rep: Report) -> None:
+    logged: dict[int, tuple[int, str]] = {}
+    for idx, e in entries:
+        if e.kind is EntryKind.AUDIT:
+            seq = int(e.fields["seq"])
+            if seq in logged:
+                rep.add("audit", f"audit entry {seq} is logged twice (leaf {logged[seq][0]})", idx)
+            logged[seq] = (idx, str(e.fields["hash"]))
+    prev, expected, n = GENESIS, 1, 0
+    last = 0
+    for row in db.scalars(select(AuditEntry).order_by(AuditEntry.seq)).yield_per(2000):
+        rec = f"audit entry {row.seq}"
+        if row.seq != expected:
+            rep.add("audit", f"entries {expected}-{row.seq - 1} are missing from the trail",
+                    record=rec)  # fmt: skip
+        if row.prev_hash != prev:
+            rep.add("audit", "does not link to the previous entry's hash", record=rec)
+        if entry_hash(row.prev_hash, row) != row.hash:
+            rep.add("audit", "content does not match its hash (altered)", record=rec)
+        got = logged.pop(row.seq, None)
+        if got is None:
+            rep.add("audit", "is in the trail but not in the log (added behind the log's back)",
+                    record=rec)  # fmt: skip
+        elif got[1] != row.hash:
+            rep.add("audit", f"the log holds hash {got[1]}, the trail's entry has {row.hash} "
+                    "(the entry was changed and the chain recomputed)", got[0], rec)  # fmt: skip
+        prev, expected, n, last = row.hash, row.seq + 1, n + 1, row.seq
+    for seq, (idx, h) in sorted(logged.items()):
+        rep.add("audit", f"is in the log (hash {h}) but not in the trail (deleted)", idx,
+                f"audit entry {seq}")  # fmt: skip
+    head = db.get(AuditHead, 1)
+    if head is not None and (head.seq != last or head.hash != prev):
+        rep.add("audit", f"the trail's head says entry {head.seq}, the trail ends at {last}")
+    rep.checked["audit"] = n
+
+
+def _check_segments(db: Session, entries: list[tuple[int, LogEntry]], rep: Report) -> None:
+    n = 0
+    for idx, e in entries:
+        if e.kind is not EntryKind.SEGMENT:
+            continue
+        n += 1
+        f = e.fields
+        unit, first, last = str(f["unit_id"]), int(f["first_seq"]), int(f["last_seq"])
+        rec = f"unit {unit} events {first}-{last}"
+        stored = db.scalar(
+            select(func.count()).select_from(EventRow).where(
+                EventRow.unit_id == unit, EventRow.seq >= first, EventRow.seq <= last
+            )
+        )
+        if stored != last - first + 1:
+            rep.add("segment", f"{last - first + 1 - int(stored or 0)} of its {last - first + 1} "
+                    "events are no longer stored", idx, rec)  # fmt: skip
+        head = db.get(EventRow, (unit, last))
+        if head is None:
+            rep.add("segment", f"its last event {last} is gone", idx, rec)
+        elif head.hash != f["head_hash"]:
+            rep.add("segment", f"event {last} has hash {head.hash}, the log holds "
+                    f"{f['head_hash']} (replaced)", idx, rec)  # fmt: skip
+    rep.checked["segments"] = n
+
+
+def _field_diffs(e: LogEntry, row: Any) -> list[str]:
+    out = []
+    for k, v in e.fields.items():
+        if k in ("content_hash", "table", "key", "coi"):
+            continue
+        if k in row and row[k] != v:
+            out.append(f"{k}: the log says {v!r}, the row says {row[k]!r}")
+    return out
+
+
+def _check_rows(db: Session, entries: list[tuple[int, LogEntry]], rep: Report) -> None:
+    latest: dict[tuple[str, str], tuple[int, LogEntry]] = {}
+    for idx, e in entries:
+        table = e.fields.get("table")
+        if e.kind in (EntryKind.AUDIT, EntryKind.SEGMENT) or not isinstance(table, str):
+            continue
+        if table not in BY_TABLE:
+            rep.add("row", f"names table {table!r}, which is not logged", idx)
+            continue
+        latest[(table, str(e.fields.get("key")))] = (idx, e)
+    n = 0
+    for lg in LOGGED:
+        n += _check_table(db, lg, latest, rep)
+    for (table, key), (idx, _) in sorted(latest.items(), key=lambda kv: kv[1][0]):
+        rep.add("row", "the row is gone (deleted)", idx, f"{table} {key}")
+    rep.checked["rows"] = n
+
+
+def _check_table(
+    db: Session,
+    lg: Logged,
+    latest: dict[tuple[str, str], tuple[int, LogEntry]],
+    rep: Report,
+) -> int:
+    t = lg.table
+    name = str(t.name)
+    n = 0
+    for row in db.execute(select(t).order_by(*t.primary_key.columns)).mappings():
+        if lg.fields(row) is None:  # not a logged row (a deviation comment)
+            got = latest.pop((name, lg.key(row)), None)
+            if got is not None:
+                rep.add("row", "was logged as a closure but the row no longer is one",
+                        got[0], f"{name} {lg.key(row)}")  # fmt: skip
+            continue
+        n += 1
+        key = lg.key(row)
+        rec = f"{name} {key}"
+        got = latest.pop((name, key), None)
+        if got is None:
+            rep.add("row", "is in the database but not in the log (added behind its back)",
+                    record=rec)  # fmt: skip
+            continue
+        idx, e = got
+        h = content_hash(name, row)
+        if e.fields["content_hash"] != h:
+            diffs = _field_diffs(e, row)
+            rep.add("row", "content differs from its leaf (content_hash "
+                    f"{e.fields['content_hash']} logged, {h} now)"
+                    + ("; " + "; ".join(diffs) if diffs else ""), idx, rec)  # fmt: skip
+    return n
