@@ -78,22 +78,23 @@ class _Observed:
         self.last_reading, self.last_at = text, self.clock()
 
 
-class SerialScanner:
-    kind = "serial_scanner"
+class _OnSerialPort:
+    """A device behind one serial port, read by a :class:`SerialReader` on its own thread."""
 
-    def __init__(
-        self, name: str, port: str, profile: Profile, on_scan: Callable[[str, str], None],
-        clock: Clock,
-    ) -> None:  # fmt: skip
+    kind: str
+    name: str
+    port: str
+    seen: _Observed
+    reader: SerialReader
+
+    def _open(self, name: str, port: str, profile: Profile, clock: Clock) -> None:
         allow_sim_urls(port)
-        self.name, self.port, self.on_scan = name, port, on_scan
+        self.name, self.port = name, port
         self.seen = _Observed(clock)
         self.reader = SerialReader(port, profile, self._got, wait_for_port=True, exclusive=True)
 
     def _got(self, item: object) -> None:
-        raw = str(item)
-        self.seen.saw(f"scan {raw}")
-        self.on_scan(self.name, raw)
+        raise NotImplementedError
 
     def start(self) -> None:
         self.reader.start()
@@ -110,7 +111,23 @@ class SerialScanner:
         )  # fmt: skip
 
 
-class SerialInstrument:
+class SerialScanner(_OnSerialPort):
+    kind = "serial_scanner"
+
+    def __init__(
+        self, name: str, port: str, profile: Profile, on_scan: Callable[[str, str], None],
+        clock: Clock,
+    ) -> None:  # fmt: skip
+        self.on_scan = on_scan
+        self._open(name, port, profile, clock)
+
+    def _got(self, item: object) -> None:
+        raw = str(item)
+        self.seen.saw(f"scan {raw}")
+        self.on_scan(self.name, raw)
+
+
+class SerialInstrument(_OnSerialPort):
     """A CC1 cell counter: each result recorded (once per sample id), bound to the running
     batch and step."""
 
@@ -120,11 +137,9 @@ class SerialInstrument:
         self, name: str, port: str, profile: Profile, ledger: Ledger, context: Context,
         clock: Clock,
     ) -> None:  # fmt: skip
-        allow_sim_urls(port)
-        self.name, self.port, self.ledger, self.context = name, port, ledger, context
-        self.seen = _Observed(clock)
+        self.ledger, self.context = ledger, context
         self.recorded = 0
-        self.reader = SerialReader(port, profile, self._got, wait_for_port=True, exclusive=True)
+        self._open(name, port, profile, clock)
 
     def _got(self, item: object) -> None:
         assert isinstance(item, CellCount)
@@ -145,20 +160,6 @@ class SerialInstrument:
             "%s: cell count %s recorded", self.name, item.sample_id,
             extra={"event": "reading.recorded", "fields": {
                 "device": self.name, "seq": ev.seq, "batch_id": ev.batch_id}},
-        )  # fmt: skip
-
-    def start(self) -> None:
-        self.reader.start()
-
-    def stop(self) -> None:
-        self.reader.stop()
-
-    def state(self) -> DeviceState:
-        r = self.reader
-        detail = self.port if r.connected else (r.last_error or f"opening {self.port}")
-        return DeviceState(
-            self.name, self.kind, r.connected, detail, self.seen.last_reading, self.seen.last_at,
-            tuple(self.seen.alarms),
         )  # fmt: skip
 
 
