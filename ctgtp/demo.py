@@ -16,7 +16,11 @@
    web API; the batch report (PDF) and the FHIR R5 batch-analysis bundle are exported.
 6. The released product travels: hand-offs signed by both parties with bag and shipper scans, the
    cryoshipper log, receipt and infusion at the hospital; the unit syncs again.
-7. The ledger is exported and verified offline as an auditor would (chain and custody).
+7. The ledger is exported and verified offline as an auditor would (chain and custody); one
+   witness (``ctgtp witness run``) cosigns the server's transparency log, and the auditor proves
+   the unit's last segment is in that witnessed log (``ctgtp verify --log-checkpoint``).  The
+   unit's own check of the log (each receipt's inclusion proof, each checkpoint consistent with
+   the one it trusts) is printed at each sync.
 
 Everything is written to ``demo-output/``; everything started is stopped.  With ``--serve`` the
 station (its kiosk and simulated devices) and the server keep running until Ctrl-C or SIGTERM,
@@ -57,6 +61,7 @@ GS = "\x1d"
 # characters).
 DEMO_ADMIN = secrets.token_urlsafe(32)
 UNIT = "UNIT-DEMO-01"
+WITNESS = "witness.demo/w1"  # the demo's one witness of the server's transparency log
 SERVE_READING_S = 5.0  # with --serve, the bioreactor reports this often
 SITE = "HOSPITAL-A"
 PW = {"op.alice": "alice-demo-pass", "op.bob": "bob-demo-pass", "op.chen": "chen-demo-pass"}
@@ -375,8 +380,10 @@ def _qa_release(url: str, batch: str, dose: str, out_dir: Path) -> dict[str, Any
                 if "wrong patient" in d["reason"]
                 else "spare label destroyed and reconciled; no impact"
             )
+            # A closure is an e-signature: Rita's user id and password again, meaning "closed".
             _ok(rita.post(f"/v1/batches/{batch}/deviations/{d['deviation_id']}/close",
-                          json={"reason": reason}))  # fmt: skip
+                          json={"user_id": "qa.rita", "password": QA_PW, "meaning": "closed",
+                                "reason": reason}))  # fmt: skip
             _say(f"   closed {d['deviation_id']}: {reason}")
     view = _ok(rita.get(f"/v1/batches/{batch}"))
     dispositions: dict[str, Any] = {}
@@ -436,6 +443,57 @@ def _travel(engine: Any, batch: str) -> dict[str, Any]:
     c.receive(batch, site="INFUSION-SITE-1", bag_scan=bag, receiver=ch)
     c.infuse(batch, site="INFUSION-SITE-1", bag_scan=bag, clinician=a)
     return {"hand_offs": 3, "temperature_excursions": len(found), "infused": True}
+
+
+def _log_check(report: Any) -> str:
+    """The unit's check of the server's transparency log in a sync (edge.logwatch)."""
+    if report.alerts or not report.log:
+        raise click.ClickException(f"the unit's check of the server's log: {report.log}")
+    return "   unit's log check: " + str(report.log).removeprefix("log: ")
+
+
+def _witness_and_prove(
+    url: str, work: Path, out_dir: Path, ledger_path: Path, index: int | None
+) -> dict[str, Any]:
+    """One witness (``ctgtp witness run``, its key from ``ctgtp keys new``, its state in
+    ``witness/``) cosigns the server's log; the auditor then proves offline, with the proof
+    file the server gives for the unit's last segment and the witness's cosignature, that the
+    exported ledger's segment is in the witnessed log (``ctgtp verify --log-checkpoint``)."""
+    from ebr_core.tlog import Cosigner, SignedNote, TlogProof
+
+    if index is None:
+        raise click.ClickException("the server's receipts named no log leaf for the segments")
+    wdir = work / "witness-key"
+    _ctgtp("keys", "new", "demo-witness", "--out", str(wdir))
+    signer = UnitSigner.from_pem((wdir / "demo-witness.key").read_bytes(), "demo-witness")
+    (out_dir / "witness.vkey").write_text(Cosigner(WITNESS, signer).verifier.vkey() + "\n")
+    (out_dir / "log.vkey").write_text(_ok(httpx.get(url + "/v1/log/vkey")).text)
+    # The proof file first, then the witness's look: both see the same checkpoint.
+    proof = TlogProof.parse(_ok(httpx.get(f"{url}/v1/log/proof/{index}.tlog-proof")).content)
+    state = out_dir / "witness"
+    looked = _ctgtp("witness", "run", "--log", url + "/v1/log", "--log-key",
+                    str(out_dir / "log.vkey"), "--key", str(wdir / "demo-witness.key"),
+                    "--name", WITNESS, "--state", str(state), "--once")  # fmt: skip
+    _say(f"   witness {WITNESS}: {looked}")
+    cosigned = SignedNote.parse((state / "checkpoint").read_bytes())
+    if cosigned.text == proof.checkpoint.text:  # the auditor's copy carries the cosignature
+        proof = TlogProof(proof.index, proof.proof, cosigned, proof.extra)
+    (out_dir / "segment.tlog-proof").write_bytes(proof.to_bytes())
+    verdict = _ctgtp("verify", str(ledger_path), "--public-key", str(out_dir / "unit.pub"),
+                     "--log-checkpoint", str(out_dir / "segment.tlog-proof"), "--log-key",
+                     str(out_dir / "log.vkey"), "--witness-key",
+                     str(out_dir / "witness.vkey")).splitlines()[-1]  # fmt: skip
+    _say(f"   auditor, log: {verdict}")
+    return {"witness": looked, "auditor": verdict, "witnessed": "UNWITNESSED" not in verdict}
+
+
+def _ctgtp(*args: str) -> str:
+    """A ``ctgtp`` command in its own process, as a person would run it; its stdout."""
+    r = subprocess.run([sys.executable, "-m", "ctgtp", *args], capture_output=True, text=True,
+                       check=False)  # fmt: skip
+    if r.returncode != 0:
+        raise click.ClickException(f"ctgtp {args[0]} {args[1]}: {r.stderr.strip() or r.stdout}")
+    return r.stdout.strip()
 
 
 @click.command()
@@ -554,6 +612,7 @@ def demo(out_dir: Path, serve: bool, urls_file: Path | None) -> None:
         report = sync.sync_once()
         _say(f"4. synced {report.pushed} events in {report.segments} signed segments "
              "(verified by the server, receipts verified by the unit)")  # fmt: skip
+        _say(_log_check(report))
 
         dose = st.values["formulation/harvest/dose:dose"]["detail"]["cells_to_infuse"]
         dispositions = _qa_release(url, batch, dose, out_dir)
@@ -567,6 +626,7 @@ def demo(out_dir: Path, serve: bool, urls_file: Path | None) -> None:
              f"shipper log with {travel['temperature_excursions']} excursions, received and "
              f"infused at {timeline['holder']} (chain closed: {timeline['closed']}); synced "
              f"{again.pushed} more events, server holds {info['events']}")  # fmt: skip
+        _say(_log_check(again))
 
         ledger_path = out_dir / "ledger.jsonl"
         v = export_ledger(agent.ledger, ledger_path, out_dir / "unit.pub")
@@ -585,6 +645,8 @@ def demo(out_dir: Path, serve: bool, urls_file: Path | None) -> None:
         )
         if audit.returncode != 0:
             raise click.ClickException(f"offline verification failed: {audit.stderr}")
+        log_index = again.log_index if again.log_index is not None else report.log_index
+        witnessed = _witness_and_prove(url, work, out_dir, ledger_path, log_index)
         summary = {
             "coi": st.coi,
             "batch_id": batch,
@@ -598,6 +660,11 @@ def demo(out_dir: Path, serve: bool, urls_file: Path | None) -> None:
             "readings": readings,
             "labels": label_files,
             "custody": {**travel, "holder": timeline["holder"], "closed": timeline["closed"]},
+            "log": {
+                "unit_checkpoint_size": again.log_size,
+                "unit_alerts": again.alerts,
+                **witnessed,
+            },
             "seconds": round(time.monotonic() - started, 1),
         }
         (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

@@ -151,6 +151,7 @@ class SyncReport:
     log: str | None = None
     alerts: list[str] = field(default_factory=list)
     log_size: int | None = None
+    log_index: int | None = None  # the log's leaf for the last segment stored (its receipt's)
 
 
 @dataclass(frozen=True)
@@ -572,6 +573,9 @@ class SyncClient:
             self._advance_acked(head)
             if watch is not None:
                 watch.receipt(receipt.get("log"), self._leaves(first, last, receipt))
+            logged = receipt.get("log")
+            if isinstance(logged, dict) and type(logged.get("index")) is int:
+                report.log_index = int(logged["index"])
             first = last + 1
             report.segment_ms.append((time.perf_counter() - t0) * 1000)
             report.server_ms.append(int(receipt.get("ingest_us", 0)) / 1000)
@@ -677,7 +681,8 @@ class BackgroundSync:
         self.stop_event = threading.Event()
         self.reports: list[SyncReport] = []
         self.error: str | None = None  # why the loop stopped (fork, revocation)
-        self.alarm: str | None = None  # what keeps it from syncing now (it retries)
+        # What keeps it from syncing now (it retries), or the security alarm that stands.
+        self.alarm: str | None = _security_alarm(client.ledger)
         self.unreachable = 0
         self.busy = 0  # rounds skipped because another sync held the lock
         self.skewed = 0  # rounds refused for clock skew

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -45,6 +46,21 @@ def test_demo_runs_end_to_end_then_serves_its_station(tmp_path: Path) -> None:
         log.close()
     output = (tmp_path / "demo.log").read_text()
     assert "demo finished in" in output and "op.alice" in output and "stopping" in output
+    # The unit checked the server's transparency log at each sync: trusted on first use, then
+    # a checkpoint consistent with it; one witness cosigned the log; the auditor proved the
+    # unit's last segment is in the witnessed log, offline.
+    checks = re.findall(r"unit's log check: checkpoint ctgtp-server\.local/log size (\d+) .*", output)
+    assert len(checks) == 2, output
+    assert "trusted on first use; 1 receipt inclusion proofs verified" in output
+    assert f"consistent with size {checks[0]} trusted before" in output
+    assert int(checks[1]) > int(checks[0])
+    assert re.search(r"witness witness\.demo/w1: cosigned ctgtp-server\.local/log size \d+ ", output)
+    assert re.search(
+        r"auditor, log: OK log segment\.tlog-proof: segment \(.*unit_id UNIT-DEMO-01\) is leaf "
+        r"\d+ of ctgtp-server\.local/log.*; witnessed: cosigned by witness\.demo/w1",
+        output,
+    ), output
+    assert "SECURITY ALERT" not in output
     s = json.loads((out / "summary.json").read_text())
     assert s["coi"] == "&/CHA999926ABC123" and s["batch_id"] == "B-2026-0042"
     assert s["edge_events"] == s["server_events"] > 90
@@ -58,6 +74,9 @@ def test_demo_runs_end_to_end_then_serves_its_station(tmp_path: Path) -> None:
     assert s["rejected_scans"] == 1 and len(s["deviations"]) == 2
     assert s["readings"] >= 26  # bioreactor over MQTT and the cell counter over its pty
     assert s["custody"]["closed"] and s["custody"]["holder"] == "INFUSION-SITE-1"
+    assert s["log"]["witnessed"] and s["log"]["unit_alerts"] == []
+    assert s["log"]["unit_checkpoint_size"] == int(checks[1])
+    assert (out / "witness" / "checkpoint").read_text().count("\n— ") == 2  # log + witness
     v = subprocess.run(
         [sys.executable, "-m", "ctgtp", "verify", str(out / "ledger.jsonl"),
          "--public-key", str(out / "unit.pub")],

@@ -15,7 +15,7 @@ EXIT_SECURITY_ALERT = 3  # the server's transparency log misbehaved (docs/transp
 
 @click.command("sync")
 @HOME
-@click.option("--server", "server_url", required=True, help="e.g. http://127.0.0.1:8000")
+@click.option("--server", "server_url", default=None, help="e.g. http://127.0.0.1:8000")
 @click.option(
     "--server-key",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -39,15 +39,22 @@ EXIT_SECURITY_ALERT = 3  # the server's transparency log misbehaved (docs/transp
     show_default=True,
     help="Seconds to wait for another sync of this unit to finish (one sync at a time).",
 )
+@click.option(
+    "--acknowledge-alert",
+    is_flag=True,
+    help="Clear the standing security alarm (the server's log did not check out) once it has "
+    "been looked into; the alert events stay in the ledger.  Syncs nothing.",
+)
 @JSON
 def sync_cmd(
     home: Path,
-    server_url: str,
+    server_url: str | None,
     server_key: Path | None,
     attempts: int,
     watch: float | None,
     quiet: bool,
     lock_wait: float,
+    acknowledge_alert: bool,
 ) -> None:
     """Push every unsynced event to the server (resumes from the server's head).
 
@@ -58,8 +65,18 @@ def sync_cmd(
     recorded in the ledger; the events were still pushed).
     """
     from ebr_core.keys import PublicKey
-    from edge.sync import BackgroundSync, ProgressPrinter, SyncClient
+    from edge.sync import BackgroundSync, ProgressPrinter, SyncClient, acknowledge_security_alarm
 
+    if acknowledge_alert:
+        with opened(home, writer=False) as a:
+            message = acknowledge_security_alarm(a.ledger)
+        emit(
+            f"security alarm acknowledged: {message}" if message else "no security alarm stands",
+            {"acknowledged": message},
+        )
+        return
+    if server_url is None:
+        raise click.UsageError("Missing option '--server' (e.g. http://127.0.0.1:8000).")
     with opened(home, writer=False) as a:
         key = PublicKey.from_bytes(server_key.read_bytes()) if server_key else None
         client = SyncClient(a.ledger, server_url, server_key=key, lock_wait=lock_wait)
