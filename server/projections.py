@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -36,7 +37,7 @@ from ebr_core.batch import BatchState, apply, state_from_json, state_to_json
 from ebr_core.canonical import canonical
 from ebr_core.errors import EbrError
 from ebr_core.record import Event, decode_record
-from ebr_core.telemetry import READING, Telemetry
+from ebr_core.telemetry import BASE_WIDTH_S, READING, Telemetry, minute_of
 from server.db import BatchSummary
 
 # Event kinds (and value limits) that make a batch an exception for review.
@@ -379,3 +380,122 @@ def load(db: Session, summ: BatchSummary) -> Projection:
     if p is None or (p.upto_seq, p.events) != (summ.last_seq, summ.events):
         p = rebuild(db, summ.batch_id)
     return p
+
+
+# -- a window of one channel's readings (the console's zoom) ----------------------------------
+
+WINDOW_READINGS = 20_000  # readings read at most for one window; wider: the stored series
+_EXCURSIONS_SHOWN = 200
+_FIRST_READING_FROM = text(
+    "SELECT seq, line FROM events WHERE batch_id = :b AND unit_id = :u "
+    "AND kind = 'reading.recorded' AND seq >= :s ORDER BY seq LIMIT 1"
+)
+_READINGS_BETWEEN = text(
+    "SELECT seq, recorded_at, line FROM events WHERE batch_id = :b AND unit_id = :u "
+    "AND kind = 'reading.recorded' AND seq >= :a AND seq < :z ORDER BY seq LIMIT :n"
+)
+
+
+def _reading_time(ev: Event) -> str:
+    """A reading's time as the summary takes it: its device time if that is one, else the time
+    it was recorded (:meth:`ebr_core.telemetry.Telemetry.add`)."""
+    dt = ev.payload.get("device_time")
+    return dt if isinstance(dt, str) and minute_of(dt) is not None else ev.recorded_at
+
+
+def _epoch(t: str) -> float | None:
+    try:
+        d = datetime.fromisoformat(t.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return d.timestamp() if d.tzinfo else None
+
+
+def _first_seq_at(db: Session, summ: BatchSummary, t: float) -> int:
+    """The first seq of the batch's readings at or after ``t`` (epoch seconds), found by binary
+    search over seq (readings are appended in time order): about log2(events) indexed lookups
+    of one row each, whatever the number of readings."""
+    lo, hi = 0, summ.last_seq + 1
+    args = {"b": summ.batch_id, "u": summ.unit_id}
+    while lo < hi:
+        mid = (lo + hi) // 2
+        row = db.execute(_FIRST_READING_FROM, args | {"s": mid}).first()
+        if row is None:
+            hi = mid
+            continue
+        at = _epoch(_reading_time(_event(bytes(row[1]))))
+        if at is None or at >= t:
+            hi = mid
+        else:
+            lo = int(row[0]) + 1
+    return lo
+
+
+@dataclass
+class Window:
+    """One channel between two times: its min/max buckets from the readings themselves (finer
+    than the stored series) when at most :data:`WINDOW_READINGS` readings lie in it, else the
+    stored series' buckets within it (``from_readings`` False); and the excursions the unit
+    marked in it (from the readings only)."""
+
+    channel: str
+    unit: str
+    t_from: float
+    t_to: float
+    from_readings: bool
+    readings: int  # readings read (0 when the stored series was used)
+    bucket_s: int
+    series: list[dict[str, Any]]
+    excursions: list[dict[str, Any]]
+    excursions_total: int
+
+
+def window(
+    db: Session, summ: BatchSummary, proj: Projection, channel: str, t_from: float, t_to: float
+) -> Window:
+    """The window ``[t_from, t_to)`` (epoch seconds) of ``channel``.  Bounded cost: the seq
+    range is found by binary search, then at most :data:`WINDOW_READINGS` + 1 reading rows are
+    read in seq order (an indexed range); a wider window is answered from the stored series."""
+    stored = proj.telemetry.channels[channel]
+    base = channel.split(".", 1)[0]
+    a = _first_seq_at(db, summ, t_from)
+    z = _first_seq_at(db, summ, t_to)
+    rows = (
+        db.execute(
+            _READINGS_BETWEEN,
+            {"b": summ.batch_id, "u": summ.unit_id, "a": a, "z": z, "n": WINDOW_READINGS + 1},
+        ).all()
+        if z > a
+        else []
+    )
+    if len(rows) > WINDOW_READINGS:
+        pts = [p for p in stored.series.points() if t_from <= p["t"] < t_to]
+        width = stored.series.width_min() * BASE_WIDTH_S
+        return Window(channel, stored.unit, t_from, t_to, False, 0, width, pts, [], 0)
+    part = Telemetry()
+    marks: list[dict[str, Any]] = []
+    total = 0
+    for seq, recorded_at, line in rows:
+        ev = _event(bytes(line))
+        if ev.payload.get("channel") != base:
+            continue
+        at = _reading_time(ev)
+        t = _epoch(at)
+        if t is None or not t_from <= t < t_to:
+            continue
+        part.add(ev.payload, str(recorded_at), int(seq))
+        if ev.payload.get("limit") not in ("ok", None):
+            total += 1
+            if len(marks) < _EXCURSIONS_SHOWN:
+                v = ev.payload.get("value")
+                value = v.get("value") if isinstance(v, dict) else None
+                marks.append(
+                    {"seq": int(seq), "at": at, "t": t, "limit": ev.payload.get("limit"),
+                     "value": value}
+                )  # fmt: skip
+    c = part.channels.get(channel)
+    if c is None:
+        return Window(channel, stored.unit, t_from, t_to, True, 0, BASE_WIDTH_S, [], [], 0)
+    width = c.series.width_min() * BASE_WIDTH_S
+    return Window(channel, c.unit, t_from, t_to, True, c.count, width, c.series.points(),
+                  marks, total)  # fmt: skip

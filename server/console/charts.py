@@ -2,10 +2,11 @@
 (:meth:`ebr_core.telemetry.Series.points`: per bucket its start, count, minimum and maximum), so
 the cost depends on the number of buckets, never on the number of readings.
 
-Drawn: a band from each bucket's minimum to its maximum, the channel's recorded minimum and
-maximum as labelled lines, and a marker on the time axis for each alarm of the batch.  The server
-stores no limits per channel (the MBR's limits stay on the unit); excursions are counted by the
-unit's judgement of each reading and shown in the caption.
+Drawn: a band from each bucket's minimum to its maximum, the scale's extremes, the channel's
+limits as dashed lines when the server holds them (else the words "no limits": a limit is never
+invented), a marker on the time axis for each alarm of the batch, and a dot for each excursion
+the unit marked in a zoomed window (read from the readings: the stored series keeps no
+positions of excursions, so the overview counts them in its caption).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from math import isfinite
 from typing import Any
 
 from markupsafe import Markup, escape
@@ -40,6 +42,14 @@ def merge(points: Sequence[Point], limit: int = MAX_POINTS) -> list[Point]:
     return out
 
 
+def _number(v: object) -> float | None:
+    try:
+        x = float(str(v))
+    except ValueError:
+        return None
+    return x if isfinite(x) else None
+
+
 def _epoch(t: str) -> float | None:
     try:
         d = datetime.fromisoformat(t.replace("Z", "+00:00"))
@@ -48,19 +58,35 @@ def _epoch(t: str) -> float | None:
     return d.timestamp() if d.tzinfo else None
 
 
+@dataclass(frozen=True)
+class Limits:
+    """A channel's limits as the server holds them, and where they come from."""
+
+    lo: float | None
+    hi: float | None
+    source: str
+
+
 def chart_svg(
     name: str,
     unit: str,
     series: Sequence[dict[str, Any]],
     alarm_times: Sequence[str],
     title_id: str,
+    *,
+    limits: Limits | None = None,
+    excursions: Sequence[dict[str, Any]] = (),
+    span: tuple[float, float] | None = None,
 ) -> Markup:
-    """The chart of one channel; ``series`` as :meth:`Series.points` gives it."""
+    """The chart of one channel; ``series`` as :meth:`Series.points` gives it; ``excursions``:
+    ``{"t", "value", "limit", "at"}`` each; ``span``: the time axis (a zoomed window)."""
     pts = merge([Point(float(p["t"]), float(p["min"]), float(p["max"])) for p in series])
     if not pts:
-        return Markup('<p class="muted">no plottable readings</p>')
-    t0, t1 = pts[0].t, pts[-1].t
+        return Markup('<p class="muted">no plottable readings in this window</p>')
+    t0, t1 = span if span is not None else (pts[0].t, pts[-1].t)
     lo, hi = min(p.lo for p in pts), max(p.hi for p in pts)
+    bounds = [v for v in (limits.lo, limits.hi) if v is not None] if limits else []
+    lo, hi = min([lo, *bounds]), max([hi, *bounds])
     if hi == lo:
         lo, hi = lo - 1, hi + 1
     if t1 == t0:
@@ -90,11 +116,31 @@ def chart_svg(
         f'<text x="4" y="{TOP + ph}">{lo:g}</text>',
         f'<polygon class="band" points="{upper} {lower}"/>',
     ]
+    if limits is None:
+        parts.append(
+            f'<text class="nolimits" x="{LEFT + pw - 130}" y="{TOP + 18}">no limits</text>'
+        )
+    else:
+        for v, what in ((limits.lo, "low"), (limits.hi, "high")):
+            if v is not None:
+                parts.append(
+                    f'<line class="limit" x1="{LEFT}" y1="{y(v):.1f}" x2="{LEFT + pw}" '
+                    f'y2="{y(v):.1f}"><title>{what} limit {v:g} ({escape(limits.source)})'
+                    "</title></line>"
+                )
+    for e in excursions:
+        t, v = e.get("t"), _number(e.get("value"))
+        if isinstance(t, int | float) and v is not None and t0 <= t <= t1:
+            parts.append(
+                f'<circle class="excursion" cx="{x(float(t)):.1f}" cy="{y(v):.1f}" r="6">'
+                f"<title>excursion ({escape(str(e.get('limit')))}) {v:g} at "
+                f"{escape(str(e.get('at')))}</title></circle>"
+            )
     for when in alarm_times:
         t = _epoch(when)
         if t is not None and t0 <= t <= t1:
             parts.append(
-                f'<line class="limit alarm" x1="{x(t):.1f}" y1="{TOP}" x2="{x(t):.1f}" '
+                f'<line class="alarm" x1="{x(t):.1f}" y1="{TOP}" x2="{x(t):.1f}" '
                 f'y2="{TOP + ph}"><title>alarm at {escape(when)}</title></line>'
             )
     parts.append("</svg>")

@@ -11,9 +11,9 @@ is shown in the service's own words, with its HTTP status.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import orjson
 from fastapi import APIRouter, Request
@@ -29,6 +29,7 @@ from ebr_core.document import load_yaml
 from ebr_core.errors import EbrError
 from ebr_core.spec import parse_spec
 from ebr_core.vocab import Meaning
+from server import projections
 from server.audit import alerts, trail
 from server.batches import at_sites, summary
 from server.console import web
@@ -354,19 +355,126 @@ def queue_page(request: Request) -> Response:
 # -- batch view -------------------------------------------------------------------------------
 
 
-def _charts(view_id: str, tele: dict[str, Any], alarms: list[dict[str, Any]]) -> list[Any]:
-    times = [str(a.get("recorded_at") or a.get("at") or "") for a in alarms]
-    out = []
-    for i, (name, ch) in enumerate(tele.items()):
-        out.append(
-            {
-                "name": name,
-                "anchor": f"chart-{i + 1}",
-                "ch": ch,
-                "svg": chart_svg(name, ch["unit"], ch["series"], times, f"chart-{view_id}-{i}"),
-            }
+def _utc(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def _chart_box(
+    batch_id: str,
+    i: int,
+    name: str,
+    unit: str,
+    series: list[dict[str, Any]],
+    alarms: list[str],
+    span: tuple[float, float],
+    note: str,
+    excursions: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """One chart with its zoom controls: the window shown, and the links that zoom in (the
+    middle quarter), out (four times as wide) and back to the whole batch, each fetched from
+    the server (htmx) at the resolution that window allows."""
+    t0, t1 = span
+    mid, half = (t0 + t1) / 2, (t1 - t0) / 2
+    base = f"/console/batches/{quote(batch_id, safe='')}/chart"
+
+    def url(**q: Any) -> str:
+        return base + "?" + urlencode({"channel": name, "i": i} | q)
+
+    return {
+        "i": i,
+        "name": name,
+        "anchor": f"chart-{i + 1}",
+        "svg": chart_svg(
+            name, unit, series, alarms, f"chart-{i}-title", limits=None,
+            excursions=excursions or [], span=span,
+        ),
+        "from": _utc(t0),
+        "to": _utc(t1),
+        "note": note,
+        "form_url": base,
+        "zoom_in": url(**{"from": _utc(mid - half / 4), "to": _utc(mid + half / 4)}),
+        "zoom_out": url(**{"from": _utc(mid - half * 4), "to": _utc(mid + half * 4)}),
+        "reset": url(),
+    }
+
+
+def _overview(batch_id: str, i: int, name: str, ch: dict[str, Any], alarms: list[str]) -> Any:
+    pts = ch["series"]
+    width = int(ch["bucket_s"])
+    span = (float(pts[0]["t"]), float(pts[-1]["t"]) + width) if pts else (0.0, 1.0)
+    note = (
+        f"Whole batch: the stored series, {len(pts)} buckets of {width} s (each its minimum "
+        f"to maximum). {views.NO_LIMITS[0].upper()}{views.NO_LIMITS[1:]}."
+    )
+    return _chart_box(batch_id, i, name, ch["unit"], pts, alarms, span, note)
+
+
+def _alarm_times(alarms: list[dict[str, Any]]) -> list[str]:
+    return [str(a.get("recorded_at") or a.get("at") or "") for a in alarms]
+
+
+def _charts(batch_id: str, tele: dict[str, Any], alarms: list[dict[str, Any]]) -> list[Any]:
+    times = _alarm_times(alarms)
+    return [
+        {"name": name, "anchor": f"chart-{i + 1}", "ch": ch,
+         "box": _overview(batch_id, i, name, ch, times)}
+        for i, (name, ch) in enumerate(tele.items())
+    ]  # fmt: skip
+
+
+@page("/console/batches/{batch_id}/chart")
+def chart_window(request: Request) -> Response:
+    """One channel's chart for a window (the zoom, fetched by htmx): from the readings when the
+    window is narrow enough (:func:`views.telemetry_window`), else the stored series."""
+    batch_id = _batch_id(request)
+    who = _ready(request)
+    if isinstance(who, Response):
+        return who
+    q = request.query_params
+    name = q.get("channel", "")[:128]
+    try:
+        i = int(q.get("i", "0"))
+    except ValueError:
+        i = -1
+    try:
+        if not 0 <= i < 1000:
+            raise Unprocessable("i: the chart's number, a whole number from 0")
+        with _sessions(request)() as s:
+            summ = summary(s, batch_id)
+            who.require("batch.read", summ.site_id)
+            r = load_review(s, batch_id)
+            alarms = _alarm_times([dict(x) for x in r.state.alarms])
+            if not q.get("from") and not q.get("to"):
+                tele = views.telemetry_json(r.projection.telemetry, series=True)
+                if name not in tele:
+                    raise NotFound(f"batch {batch_id} has no telemetry channel {name!r}")
+                box = _overview(batch_id, i, name, tele[name], alarms)
+            else:
+                t0 = views.window_time(q.get("from", ""), "from")
+                t1 = views.window_time(q.get("to", ""), "to")
+                w = views.telemetry_window(s, summ, name, t0, t1)
+                if w["resolution"] == "readings":
+                    note = (f"{w['readings']} readings read; buckets of {w['bucket_s']} s; "
+                            f"{w['excursions_total']} excursion(s) marked in this window.")
+                else:
+                    note = (f"More than {projections.WINDOW_READINGS} readings in this window: "
+                            f"the stored series ({w['bucket_s']} s buckets); narrow the window "
+                            "to read the readings themselves.")  # fmt: skip
+                box = _chart_box(batch_id, i, name, w["unit"], w["series"], alarms, (t0, t1),
+                                 note + " " + views.NO_LIMITS[0].upper() + views.NO_LIMITS[1:]
+                                 + ".", w["excursions"])  # fmt: skip
+    except ServerError as e:
+        if isinstance(e, Forbidden):
+            _audit_forbidden(request, e)
+        # htmx swaps only a successful answer: the refusal is shown in place of the chart
+        # (with the way back); a request without htmx gets the refusal's own status
+        status = 200 if request.headers.get("HX-Request") else e.status
+        reset = f"/console/batches/{quote(batch_id, safe='')}/chart?" + urlencode(
+            {"channel": name, "i": max(i, 0)}
         )
-    return out
+        ctx = {"who": who, "c": None, "error": e.message, "i": max(i, 0), "reset": reset}
+        return web.render(request, "console/chart.html", ctx, status)
+    return web.render(request, "console/chart.html", {"who": who, "c": box})
 
 
 def _load_batch(request: Request, who: Principal, batch_id: str) -> dict[str, Any]:
@@ -394,7 +502,7 @@ def _load_batch(request: Request, who: Principal, batch_id: str) -> dict[str, An
         ]
     return {
         "view": view,
-        "charts": _charts("b", tele, view["alarms"]),
+        "charts": _charts(batch_id, tele, view["alarms"]),
         "used": used,
         "custody": custody,
         "audit_seq": seq,

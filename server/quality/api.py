@@ -42,6 +42,7 @@ from server.quality.schemas import (
     SpecPublished,
     StepBody,
     Telemetry,
+    TelemetryWindow,
 )
 from server.schemas import MAX_ID, PathId
 
@@ -116,6 +117,25 @@ def batch_telemetry(batch_id: PathId, who: ReadBatch, db: DB) -> Any:
         "readings": summ.readings,
         "channels": views.telemetry_json(proj.telemetry, series=True),
     }
+
+
+@router.get(
+    "/v1/batches/{batch_id}/telemetry/{channel}",
+    response_model=TelemetryWindow,
+    response_model_by_alias=True,
+)
+def telemetry_window(
+    batch_id: PathId,
+    channel: Annotated[str, Path(min_length=1, max_length=128)],
+    who: ReadBatch,
+    db: DB,
+    from_: Annotated[str, Query(alias="from", max_length=views.MAX_TIME)],
+    to: Annotated[str, Query(max_length=views.MAX_TIME)],
+) -> Any:
+    """One channel between two times (ISO 8601; UTC without an offset) at the finest resolution
+    the window allows: from the readings when at most 20,000 lie in it, else the stored series."""
+    t_from, t_to = views.window_time(from_, "from"), views.window_time(to, "to")
+    return views.telemetry_window(db, summary(db, batch_id), channel, t_from, t_to)
 
 
 @router.post("/v1/batches/{batch_id}/results", status_code=201, response_model=ResultsEntered)

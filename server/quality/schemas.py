@@ -119,6 +119,27 @@ class Telemetry(BaseModel):
     channels: dict[str, Any]
 
 
+class TelemetryWindow(BaseModel):
+    """One channel between two times (the console's zoom): min/max buckets from the readings
+    (``resolution`` ``readings``) or, for a window too wide to read, from the stored series
+    (``stored``); the excursions the unit marked in it; the limits (None: the server holds none,
+    ``limits_note`` says why)."""
+
+    batch_id: str
+    channel: str
+    unit: str
+    from_: str = Field(alias="from")
+    to: str
+    resolution: str
+    readings: int
+    bucket_s: int
+    series: list[dict[str, Any]]
+    excursions: list[dict[str, Any]]
+    excursions_total: int
+    limits: dict[str, Any] | None
+    limits_note: str
+
+
 class ResultsEntered(BaseModel):
     batch_id: str
     result_set: int

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from ebr_core.telemetry import BASE_WIDTH_S, Telemetry
 from ebr_core.vocab import ReviewState
+from server import projections
 from server.audit.alerts import alert_json
 from server.batches import at_sites
 from server.db import (
@@ -21,7 +22,7 @@ from server.db import (
     OosCase,
     QaSignature,
 )
-from server.errors import Conflict, Unprocessable
+from server.errors import Conflict, NotFound, Unprocessable
 from server.quality.record import CLOCK_ALERTS, Review
 from server.text import iso
 
@@ -235,4 +236,53 @@ def queue(db: Session, sites: set[str] | None, *, limit: int, offset: int) -> di
             }
             for b, n in rows
         ],
+    }
+
+
+NO_LIMITS = (
+    "no limits: the server holds no MBR or instrument profile for this batch (the MBR's "
+    "limits stay on the unit, which marks each reading it judged)"
+)
+MAX_TIME = 40  # characters of a window's bound
+
+
+def window_time(text: str, what: str) -> float:
+    """A window bound: ISO 8601, UTC when no offset is given (a browser's datetime-local)."""
+    if not text or len(text) > MAX_TIME:
+        raise Unprocessable(f"{what}: expected an ISO 8601 time such as 2026-11-30T08:00")
+    try:
+        t = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise Unprocessable(
+            f"{what} {text!r}: expected an ISO 8601 time such as 2026-11-30T08:00"
+        ) from None
+    return (t if t.tzinfo else t.replace(tzinfo=UTC)).timestamp()
+
+
+def telemetry_window(
+    db: Session, summ: BatchSummary, channel: str, t_from: float, t_to: float
+) -> dict[str, Any]:
+    """One channel between two times at the finest resolution the window allows
+    (:func:`server.projections.window`), with the channel's limits (none held: said so)."""
+    if not t_from < t_to:
+        raise Unprocessable("the window's start must be before its end")
+    proj = projections.load(db, summ)
+    if channel not in proj.telemetry.channels:
+        names = ", ".join(sorted(proj.telemetry.channels)) or "none"
+        raise NotFound(f"batch {summ.batch_id} has no telemetry channel {channel!r} ({names})")
+    w = projections.window(db, summ, proj, channel, t_from, t_to)
+    return {
+        "batch_id": summ.batch_id,
+        "channel": w.channel,
+        "unit": w.unit,
+        "from": datetime.fromtimestamp(w.t_from, UTC).isoformat(),
+        "to": datetime.fromtimestamp(w.t_to, UTC).isoformat(),
+        "resolution": "readings" if w.from_readings else "stored",
+        "readings": w.readings,
+        "bucket_s": w.bucket_s,
+        "series": w.series,
+        "excursions": w.excursions,
+        "excursions_total": w.excursions_total,
+        "limits": None,
+        "limits_note": NO_LIMITS,
     }
