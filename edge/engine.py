@@ -884,35 +884,35 @@ class Engine:
     def comment_deviation(
         self, batch_id: str, deviation_id: str, comment: str, user_id: str
     ) -> DeviationCommented:
-        self.actor(user_id)
-        st = self.state(batch_id)
         if not comment.strip():
+            self.actor(user_id)
             raise EngineRefusal("a comment needs text")
-        if deviation_id not in st.deviations:
-            raise EngineRefusal(f"deviation {deviation_id} does not exist in batch {batch_id}")
-        ev = self.ledger.append(
-            "deviation.commented",
-            {"deviation_id": deviation_id, "comment": comment},
-            batch_id=batch_id,
-            actor=user_id,
+        seq = self._on_deviations(
+            batch_id, "deviation.commented", user_id, (deviation_id,), comment=comment
         )
-        return DeviationCommented(batch_id, ev.seq, deviation_id, comment)
+        return DeviationCommented(batch_id, seq, deviation_id, comment)
 
     def link_deviation(
         self, batch_id: str, deviation_id: str, other: str, user_id: str
     ) -> DeviationLinked:
+        seq = self._on_deviations(
+            batch_id, "deviation.linked", user_id, (deviation_id, other), linked_to=other
+        )
+        return DeviationLinked(batch_id, seq, deviation_id, other)
+
+    def _on_deviations(
+        self, batch_id: str, kind: str, user_id: str, ids: tuple[str, ...], **payload: str
+    ) -> int:
+        """Record ``kind`` about ``ids[0]`` once every deviation in ``ids`` exists."""
         self.actor(user_id)
         st = self.state(batch_id)
-        for d in (deviation_id, other):
+        for d in ids:
             if d not in st.deviations:
                 raise EngineRefusal(f"deviation {d} does not exist in batch {batch_id}")
         ev = self.ledger.append(
-            "deviation.linked",
-            {"deviation_id": deviation_id, "linked_to": other},
-            batch_id=batch_id,
-            actor=user_id,
+            kind, {"deviation_id": ids[0], **payload}, batch_id=batch_id, actor=user_id
         )
-        return DeviationLinked(batch_id, ev.seq, deviation_id, other)
+        return ev.seq
 
     @staticmethod
     def next_deviation_id(st: BatchState, offset: int = 0) -> str:
