@@ -62,7 +62,7 @@ def content_hash(table: str, row: Mapping[Any, Any]) -> str:
     """SHA-256 (hex) of the row's canonical content: its table and every column's value.
     NULL columns are left out, so a nullable column added by a later migration does not
     change the hash of the rows logged before it."""
-    body = {"table": table, "row": {k: _norm(v) for k, v in row.items() if v is not None}}
+    body = {"table": table, "row": {str(k): _norm(v) for k, v in row.items() if v is not None}}
     return hashlib.sha256(ROW_TAG + canonical(body)).hexdigest()
 
 
@@ -106,11 +106,20 @@ def _closure(r: Mapping[Any, Any]) -> Fields | None:
     return {"batch_id": r["batch_id"], "deviation_id": r["deviation_id"]}
 
 
+def hex64(v: Any) -> str:
+    """A hash column as a leaf carries it; a value that is not 64 lowercase hex digits (a
+    record from before the column's rule) is carried as its SHA-256."""
+    s = str(v)
+    if len(s) == 64 and all(c in "0123456789abcdef" for c in s):
+        return s
+    return hashlib.sha256(s.encode()).hexdigest()
+
+
 LOGGED: tuple[Logged, ...] = (
     Logged(
         QaSignature,
         EntryKind.QA_SIGNATURE,
-        lambda r: {"batch_id": r["batch_id"], "record_hash": r["record_hash"]},
+        lambda r: {"batch_id": r["batch_id"], "record_hash": hex64(r["record_hash"])},
     ),
     Logged(
         Disposition,
@@ -172,7 +181,7 @@ def _after_flush(session: Session, _ctx: UOWTransaction) -> None:
     if not audits and not rows:
         return
     conn = session.connection()
-    entries = [audit_entry(a.seq, a.hash) for a in sorted(audits, key=lambda a: a.seq)]
+    entries = [audit_entry(a.seq, hex64(a.hash)) for a in sorted(audits, key=lambda a: a.seq)]
     for lg, pk in sorted(rows, key=lambda x: (x[0].table.name, repr(x[1]))):
         row = read_row(conn, lg, pk)
         if row is not None:
@@ -195,7 +204,7 @@ def existing_records(conn: Connection) -> Iterator[bytes]:
     """The leaves of what a database held before it had a log (migration 0009): its audit
     entries, every logged row, and one segment per unit up to its stored head."""
     for seq, h in conn.execute(select(AuditEntry.seq, AuditEntry.hash).order_by(AuditEntry.seq)):
-        yield audit_entry(int(seq), str(h)).to_bytes()
+        yield audit_entry(int(seq), hex64(h)).to_bytes()
     for lg in LOGGED:
         # the table as this database has it (a later model may have more columns)
         t = Table(lg.table.name, MetaData(), autoload_with=conn)
@@ -206,4 +215,4 @@ def existing_records(conn: Connection) -> Iterator[bytes]:
     units = select(Unit.unit_id, Unit.head_seq, Unit.head_hash).order_by(Unit.unit_id)
     for unit_id, head_seq, head_hash in conn.execute(units):
         if head_seq > 0:
-            yield segment_entry(str(unit_id), 1, int(head_seq), str(head_hash)).to_bytes()
+            yield segment_entry(str(unit_id), 1, int(head_seq), hex64(head_hash)).to_bytes()

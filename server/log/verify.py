@@ -35,7 +35,7 @@ from ebr_core.tlog.merkle import HASH_SIZE, MerkleTree, leaf_hash
 from ebr_core.tlog.note import Ed25519NoteVerifier
 from server.audit.trail import GENESIS, entry_hash
 from server.db import AuditEntry, AuditHead, EventRow
-from server.log.records import BY_TABLE, LOGGED, Logged, content_hash
+from server.log.records import BY_TABLE, LOGGED, Logged, content_hash, hex64
 from server.log.tables import LogCheckpoint, LogHead, LogLeaf, LogNode
 
 
@@ -242,7 +242,7 @@ def _check_audit(db: Session, entries: list[tuple[int, LogEntry]], rep: Report) 
         if got is None:
             rep.add("audit", "is in the trail but not in the log (added behind the log's back)",
                     record=rec)  # fmt: skip
-        elif got[1] != row.hash:
+        elif got[1] != hex64(row.hash):
             rep.add("audit", f"the log holds hash {got[1]}, the trail's entry has {row.hash} "
                     "(the entry was changed and the chain recomputed)", got[0], rec)  # fmt: skip
         prev, expected, n, last = row.hash, row.seq + 1, n + 1, row.seq
@@ -275,19 +275,19 @@ def _check_segments(db: Session, entries: list[tuple[int, LogEntry]], rep: Repor
         head = db.get(EventRow, (unit, last))
         if head is None:
             rep.add("segment", f"its last event {last} is gone", idx, rec)
-        elif head.hash != f["head_hash"]:
+        elif hex64(head.hash) != f["head_hash"]:
             rep.add("segment", f"event {last} has hash {head.hash}, the log holds "
                     f"{f['head_hash']} (replaced)", idx, rec)  # fmt: skip
     rep.checked["segments"] = n
 
 
-def _field_diffs(e: LogEntry, row: Any) -> list[str]:
+def _field_diffs(e: LogEntry, now: dict[str, str | int]) -> list[str]:
+    """The leaf's fields that name the row's columns, where the row now says otherwise."""
     out = []
     for k, v in e.fields.items():
-        if k in ("content_hash", "table", "key", "coi"):
-            continue
-        if k in row and row[k] != v:
-            out.append(f"{k}: the log says {v!r}, the row says {row[k]!r}")
+        if k in now and now[k] != v:
+            said = f"the log says {v!r}, the row says {now[k]!r}"
+            out.append(f"{k}: {'its SHA-256 differs' if k == 'coi' else said}")
     return out
 
 
@@ -336,7 +336,7 @@ def _check_table(
         idx, e = got
         h = content_hash(name, row)
         if e.fields["content_hash"] != h:
-            diffs = _field_diffs(e, row)
+            diffs = _field_diffs(e, lg.fields(row) or {})
             rep.add("row", "content differs from its leaf (content_hash "
                     f"{e.fields['content_hash']} logged, {h} now)"
                     + ("; " + "; ".join(diffs) if diffs else ""), idx, rec)  # fmt: skip
