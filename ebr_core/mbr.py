@@ -37,7 +37,7 @@ from pydantic import (
 
 from ebr_core.errors import EbrError
 from ebr_core.gs1 import gs1_check_digit
-from ebr_core.strict import StrictModel, loc_path, missing_key, show
+from ebr_core.strict import StrictModel, describe_errors, loc_path, missing_key, show
 from ebr_core.ucum import UcumError, check_ucum
 
 SCAN_ROLES = ("patient_material", "cartridge", "reagent", "equipment", "final_product")
@@ -390,18 +390,9 @@ def parse_mbr(content: dict[str, Any], source: str = "MBR") -> Mbr:
     )
 
 
-MAX_REPORTED = 10
-
-
 def _describe(e: ValidationError, content: Any, source: str) -> str:
-    errors = e.errors(include_url=False)
-    lines = [_line(err, content) for err in errors[:MAX_REPORTED]]
-    if len(errors) > MAX_REPORTED:
-        lines.append(f"... and {len(errors) - MAX_REPORTED} more")
     head = f"{source} is not a valid master batch record"
-    if len(lines) == 1:
-        return f"{head}: {lines[0]}"
-    return f"{head} ({len(errors)} problems):\n  " + "\n  ".join(lines)
+    return describe_errors(e, head, lambda err: _line(err, content))
 
 
 def _line(err: Any, content: Any) -> str:

@@ -5,9 +5,10 @@ an unknown key is refused, naming it, the allowed keys and the closest one, so a
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 
 def show(v: Any) -> str:
@@ -25,6 +26,36 @@ def missing_key(loc: tuple[Any, ...]) -> tuple[str, str]:
     """Where a missing key belongs (its parent's path) and what is wrong."""
     path = loc_path(loc)
     return path.rpartition(".")[0] or path.rpartition("[")[0], f"missing key {loc[-1]!r}"
+
+
+MAX_REPORTED = 10
+
+
+def error_line(err: Any) -> str:
+    """One pydantic error as ``path: what (got value)``."""
+    loc = tuple(err["loc"])
+    path = loc_path(loc)
+    if err["type"] == "missing":
+        path, what = missing_key(loc)
+    else:
+        what = str(err["msg"]).removeprefix("Value error, ")
+        if err["type"] != "value_error":
+            what += f" (got {show(err.get('input'))})"
+    return f"{path or '(top level)'}: {what}"
+
+
+def describe_errors(
+    e: ValidationError, head: str, line: Callable[[Any], str] = error_line
+) -> str:
+    """Every problem of a document, one per line (the first :data:`MAX_REPORTED`), under
+    ``head`` ("<file> is not a valid ...")."""
+    errors = e.errors(include_url=False)
+    lines = [line(err) for err in errors[:MAX_REPORTED]]
+    if len(errors) > MAX_REPORTED:
+        lines.append(f"... and {len(errors) - MAX_REPORTED} more")
+    if len(lines) == 1:
+        return f"{head}: {lines[0]}"
+    return f"{head} ({len(errors)} problems):\n  " + "\n  ".join(lines)
 
 
 class StrictModel(BaseModel):

@@ -24,7 +24,7 @@ from pydantic import (
 )
 
 from ebr_core.gs1 import gs1_check_digit
-from ebr_core.strict import StrictModel, loc_path, missing_key, show
+from ebr_core.strict import StrictModel, describe_errors, show
 from edge.errors import EdgeError
 
 
@@ -145,20 +145,7 @@ def load_materials(text: str, source: str | None = None) -> Materials:
 
 
 def _describe(e: ValidationError, source: str | None) -> str:
-    lines = []
-    for err in e.errors(include_url=False)[:10]:
-        loc = tuple(err["loc"])
-        path = loc_path(loc)
-        if err["type"] == "missing":
-            path, what = missing_key(loc)
-        else:
-            what = str(err["msg"]).removeprefix("Value error, ")
-            if err["type"] != "value_error":
-                what += f" (got {show(err.get('input'))})"
-        lines.append(f"{path or '(top level)'}: {what}")
     head = (
         f"{source} is not a valid materials list" if source else "the materials list is not valid"
     )
-    if len(lines) == 1:
-        return f"{head}: {lines[0]}"
-    return f"{head} ({len(e.errors())} problems):\n  " + "\n  ".join(lines)
+    return describe_errors(e, head)

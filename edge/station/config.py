@@ -50,7 +50,7 @@ from typing import Annotated, Any
 
 from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
 
-from ebr_core.strict import StrictModel, loc_path, missing_key, show
+from ebr_core.strict import StrictModel, describe_errors, show
 from edge.errors import EdgeError
 from hardware.errors import ProfileError
 from hardware.profile import Profile, shipped_profile
@@ -436,21 +436,7 @@ def load_station(path: Path) -> Station:
 
 
 def describe(e: ValidationError, source: str) -> str:
-    lines = []
-    for err in e.errors(include_url=False)[:10]:
-        loc = tuple(err["loc"])
-        path = loc_path(loc)
-        if err["type"] == "missing":
-            path, what = missing_key(loc)
-        else:
-            what = str(err["msg"]).removeprefix("Value error, ")
-            if err["type"] != "value_error":
-                what += f" (got {show(err.get('input'))})"
-        lines.append(f"{path or '(top level)'}: {what}")
-    head = f"{source} is not a valid station file"
-    if len(lines) == 1:
-        return f"{head}: {lines[0]}"
-    return f"{head} ({len(e.errors())} problems):\n  " + "\n  ".join(lines)
+    return describe_errors(e, f"{source} is not a valid station file")
 
 
 __all__ = [
