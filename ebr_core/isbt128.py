@@ -38,6 +38,9 @@ section 2.4 and ST-017 v1.0.0):
 Refused: patient date of birth (``=#``, 024) and patient identification number (``&#``, 025), as
 GS1 AIs 7250-7259 are: patient data must not be on a label this system reads.  Any other data
 identifier is named as one this system does not read; it is never reported as a bad DIN.
+
+Over 400 lines because ISBT 128 is one specification: its data structures, check characters and
+refusals are read and changed together against ST-001.
 """
 
 from __future__ import annotations

@@ -16,6 +16,9 @@ The document is validated strictly (pydantic models with ``extra="forbid"``): a 
 (``critcal: true``) would otherwise drop a rule without a word, here second-person verification,
 so every unknown key is refused with the allowed ones; units must be valid UCUM
 (:mod:`ebr_core.ucum`); numbers are integers or decimal strings, never YAML booleans.
+
+Over 400 lines: the MBR's document models, its checks and the wording of its refusals are one
+document format.
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""``ctgtp sim``: simulated devices for demos, manual testing and hardware-in-the-loop benches."""
+"""``ctgtp sim``: simulated devices for demos, manual testing and hardware-in-the-loop benches.
+
+Over 400 lines: one click command per simulated device, each its options and a few lines.
+"""
 
 from __future__ import annotations
 

@@ -51,6 +51,9 @@ process) and stops and removes them after the test.  See ``docs/hil.md`` for a c
 The plugin is test tooling: ``sim_unit`` loads the edge by name (``importlib``), the way the
 edge's station names this package for ``sim://``, so the simulators themselves stay independent
 of the apps they test.
+
+Over 400 lines: one documented fixture per device or service, for projects outside this one
+(docs/hil.md).
 """
 
 from __future__ import annotations

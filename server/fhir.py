@@ -26,6 +26,9 @@ otherwise this project's URL namespace, :data:`NS` (``docs/standards.md`` lists 
 What this module does not do: read the database or a clock (the caller passes the batch view,
 the specification and the time), or check the result: the tests validate it against the R5 JSON
 schema, the R5 invariants (FHIRPath) and the PQ profiles' cardinalities.
+
+Over 400 lines: one short builder per resource of the PQ bundle, read together against the
+profiles.
 """
 
 from __future__ import annotations

@@ -12,6 +12,9 @@ never a file.  Every page says "page x of y".
 Units are shown by their display names (:mod:`ebr_core.units_display`), never as raw UCUM codes.
 What this module does not do: read the database, a clock or the MBR store; the caller passes
 the view, the time, and (when it has them) the specification, the MBR and the telemetry series.
+
+Over 400 lines: the two PDF/A documents (batch report and CoA) share their page furniture, fonts,
+tables and charts.
 """
 
 from __future__ import annotations

@@ -10,6 +10,9 @@ Security: the session lives in an HttpOnly, SameSite=Strict cookie (Secure over 
 carries the session's CSRF token (a form field, or the ``X-CSRF-Token`` header htmx sends); no
 password travels in a URL or reaches a log; pages forbid framing and any script but the kiosk's
 own (Content-Security-Policy).  The station agent decides the address (127.0.0.1 by default).
+
+Over 400 lines: the kiosk's routes and the contexts of its screens; templates, strings, sessions
+and the station port live apart in edge/kiosk/.
 """
 
 from __future__ import annotations

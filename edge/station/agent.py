@@ -14,6 +14,9 @@ scan, so a scan with no sink attached is logged and dropped.
 
 It implements :class:`edge.kiosk.port.StationPort`.  Its structured log is described in
 ``edge.station.logs``.
+
+Over 400 lines: the agent is the kiosk's StationPort, where devices, sync, users and scans are
+wired in one place.
 """
 
 from __future__ import annotations

@@ -34,6 +34,9 @@ key path, the value found and what was expected, before any device is opened::
     leap_s = 60
 
 This module reads and checks; it opens nothing (``edge.station.agent`` does).
+
+Over 400 lines: the station file's models and their refusals are one file format, read top to
+bottom by whoever changes a key.
 """
 
 from __future__ import annotations

@@ -30,6 +30,9 @@ group's events are recorded together, and the cost of a reading stays the same h
 readings the batch already holds.  Readings of a channel with in-process limits (the master
 batch record's ``telemetry`` section, passed as ``limits``) are judged as they are recorded: the
 payload carries ``limit`` (``ok``, ``low`` or ``high``), which the telemetry summaries count.
+
+Over 400 lines: the MQTT v5 session, the acknowledgement after the group commit and the dedupe keys
+are one exactly-once protocol, read together.
 """
 
 from __future__ import annotations

@@ -10,6 +10,9 @@ organisation-wide actions (people, specifications, the audit trail) need a grant
 Separation of duties (issue 18): no one grants, revokes or changes their own roles, status or
 (through the administrator's route) password; a password set by someone else must be changed by
 its owner before the account does anything else.
+
+Over 400 lines: people, roles, tokens and the duties rules change together (issue 18's separation
+of duties).
 """
 
 from __future__ import annotations
