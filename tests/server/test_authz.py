@@ -175,6 +175,7 @@ def test_authorization_matrix(server: Server, tmp_path: Path) -> None:
                 **objects[target],
                 "user_id": "nobody",
                 "deviation_id": "DEV-1",
+                "channel": "temperature",
                 "step": "risk-evaluation",
                 "spec_id": spec_content()["spec_id"],
                 "version": str(spec_content()["version"]),
