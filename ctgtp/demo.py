@@ -62,6 +62,7 @@ GS = "\x1d"
 DEMO_ADMIN = secrets.token_urlsafe(32)
 UNIT = "UNIT-DEMO-01"
 WITNESS = "witness.demo/w1"  # the demo's one witness of the server's transparency log
+WITNESS_INTERVAL_S = 10.0  # with --serve, the witness looks at the log this often
 SERVE_READING_S = 5.0  # with --serve, the bioreactor reports this often
 SITE = "HOSPITAL-A"
 PW = {"op.alice": "alice-demo-pass", "op.bob": "bob-demo-pass", "op.chen": "chen-demo-pass"}
@@ -471,9 +472,7 @@ def _witness_and_prove(
     # The proof file first, then the witness's look: both see the same checkpoint.
     proof = TlogProof.parse(_ok(httpx.get(f"{url}/v1/log/proof/{index}.tlog-proof")).content)
     state = out_dir / "witness"
-    looked = _ctgtp("witness", "run", "--log", url + "/v1/log", "--log-key",
-                    str(out_dir / "log.vkey"), "--key", str(wdir / "demo-witness.key"),
-                    "--name", WITNESS, "--state", str(state), "--once")  # fmt: skip
+    looked = _ctgtp(*_witness_args(url, work, out_dir), "--once")
     _say(f"   witness {WITNESS}: {looked}")
     cosigned = SignedNote.parse((state / "checkpoint").read_bytes())
     if cosigned.text == proof.checkpoint.text:  # the auditor's copy carries the cosignature
@@ -485,6 +484,13 @@ def _witness_and_prove(
                      str(out_dir / "witness.vkey")).splitlines()[-1]  # fmt: skip
     _say(f"   auditor, log: {verdict}")
     return {"witness": looked, "auditor": verdict, "witnessed": "UNWITNESSED" not in verdict}
+
+
+def _witness_args(url: str, work: Path, out_dir: Path) -> list[str]:
+    """``ctgtp witness run`` for the demo's witness (without --once or --interval)."""
+    return ["witness", "run", "--log", url + "/v1/log", "--log-key", str(out_dir / "log.vkey"),
+            "--key", str(work / "witness-key" / "demo-witness.key"), "--name", WITNESS,
+            "--state", str(out_dir / "witness")]  # fmt: skip
 
 
 def _ctgtp(*args: str) -> str:
@@ -681,7 +687,7 @@ def demo(out_dir: Path, serve: bool, urls_file: Path | None) -> None:
         _say(f"QA console: {url}/ ({kept})")
         if serve:
             unit.hand_back()
-            _serve(station, unit, url, urls_file)
+            _serve(station, unit, url, urls_file, _witness_args(url, work, out_dir), out_dir)
     finally:
         if unit is not None:
             unit.close()
@@ -694,7 +700,14 @@ def demo(out_dir: Path, serve: bool, urls_file: Path | None) -> None:
         thread.join(5)
 
 
-def _serve(station: Any, unit: SimulatedUnit, console: str, urls_file: Path | None) -> None:
+def _serve(
+    station: Any,
+    unit: SimulatedUnit,
+    console: str,
+    urls_file: Path | None,
+    witness: list[str],
+    out_dir: Path,
+) -> None:
     """Keep the station (its kiosk, devices and background sync) and the server running until
     Ctrl-C or SIGTERM; the bioreactor reports a temperature and a pH every few seconds, so the
     kiosk's devices and telemetry screens are live."""
@@ -717,6 +730,14 @@ def _serve(station: Any, unit: SimulatedUnit, console: str, urls_file: Path | No
     for uid, (name, role, _site) in QA.items():
         _say(f"  {uid:<9} {QA_PW}   ({name}, {role})")
     _say(f"scan into the simulated scanner: ctgtp sim scan --unit {UNIT} ']C0{COI}'")
+    # The witness goes on cosigning the log while it is served (its lines in witness.log).
+    wlog = (out_dir / "witness.log").open("a")
+    wproc = subprocess.Popen(
+        [sys.executable, "-m", "ctgtp", *witness, "--interval", str(WITNESS_INTERVAL_S)],
+        stdout=wlog, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    _say(f"witness: {WITNESS} cosigns the log every {WITNESS_INTERVAL_S:g} s "
+         f"({out_dir / 'witness.log'})")  # fmt: skip
     _say("serving until Ctrl-C or SIGTERM")
     stop = threading.Event()
     previous = {
@@ -731,4 +752,10 @@ def _serve(station: Any, unit: SimulatedUnit, console: str, urls_file: Path | No
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        wproc.terminate()
+        try:
+            wproc.wait(10)
+        except subprocess.TimeoutExpired:
+            wproc.kill()
+        wlog.close()
     _say("stopping")

@@ -801,7 +801,8 @@ def _security_alarm(ledger: Ledger) -> str | None:
 def acknowledge_security_alarm(ledger: Ledger) -> str | None:
     """Clear a standing security alarm (someone has looked into it); return its message.  The
     ``security.alert`` events stay in the ledger, and the trusted checkpoint stays what it was:
-    a log that still does not extend it raises the next alert at the next sync."""
+    a log that still does not extend it raises the alarm again at the next sync (the alert
+    event is not repeated)."""
     message = _security_alarm(ledger)
     if message is not None:
         ledger.set_meta(ALARM, "null")

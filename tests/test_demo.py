@@ -61,6 +61,9 @@ def test_demo_runs_end_to_end_then_serves_its_station(tmp_path: Path) -> None:
         output,
     ), output
     assert "SECURITY ALERT" not in output
+    # Served, the witness went on looking at the growing log (the station's background sync).
+    assert "witness: witness.demo/w1 cosigns the log every 10 s" in output
+    assert re.search(r"^cosigned ctgtp-server\.local/log size \d+ ", (out / "witness.log").read_text(), re.M)
     s = json.loads((out / "summary.json").read_text())
     assert s["coi"] == "&/CHA999926ABC123" and s["batch_id"] == "B-2026-0042"
     assert s["edge_events"] == s["server_events"] > 90
