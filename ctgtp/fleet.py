@@ -1,18 +1,31 @@
-"""``ctgtp fleet``: N simulated units, each running batches and syncing concurrently to one
-server (its own process, SQLite or a throwaway PostgreSQL cluster); checks that every
-acknowledged event arrived exactly once and reports events/s and the p99 segment latency.
+"""``ctgtp fleet``: a region's units against one server (its own process, ``--workers`` uvicorn
+workers, on SQLite or a throwaway PostgreSQL cluster), for a set time; then checks that every
+event each unit recorded arrived exactly once and prints one JSON line.
 
-Each unit is a thread with its own ledger file: it records a batch (start, scans, instrument
-readings, values, signatures, completion) in commit groups, syncs, and goes on to the next batch,
-while the other units do the same.
+Each unit has its own key, its own ledger (a SQLite file) and signs its own requests, sent over
+real HTTP.  Units do not get a thread each: a driver process holds many units, and a few threads
+per process take turns over them (each thread owns a share of the units and visits each in turn
+about once a second).  A unit runs one batch for the whole run and, on each visit, records:
+
+- telemetry: ``reading.recorded`` at ``--readings-per-s`` (8 by default) since its last visit,
+  as one commit group (a station commits its readings in groups, never one by one);
+- operator events every ``--step-s`` seconds: a scan, a value, its signature, the step done;
+- a sync every ``--sync-s`` seconds (starts spread over the first interval): the stored head,
+  then the segments beyond it, with each receipt's transparency-log proof checked.
+
+At the end every unit records ``batch.completed`` and syncs until the server holds all of it.
+``events_per_s`` is what the server stored over the whole run (driving and draining).
 """
 
 from __future__ import annotations
 
+import json
+import math
+import random
 import tempfile
-import threading
 import time
-from dataclasses import dataclass, field
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -21,68 +34,185 @@ import click
 import httpx
 
 ADMIN = "fleet-admin-token-local-runs-only-0123"  # 32+ characters: the server refuses less
+UNITS_PER_DRIVER = 400  # units one driver process takes before another is started
+
+
+@dataclass(frozen=True)
+class Mix:
+    """What each unit sends, and how often."""
+
+    readings_per_s: float = 8.0
+    step_s: float = 10.0
+    sync_s: float = 5.0
+    threads: int = 16  # per driver process
 
 
 @dataclass
 class UnitRun:
     unit_id: str
-    batches: int = 0
     events: int = 0
     acked: int = 0
+    syncs: int = 0
     segment_ms: list[float] = field(default_factory=list)
     server_ms: list[float] = field(default_factory=list)
     error: str | None = None
 
 
-def _unit(base: str, key: Any, home: Path, run: UnitRun, batches: int, readings: int) -> None:
-    from ebr_core.keys import PublicKey
-    from edge.ledger import Append, Ledger
-    from edge.sync import SyncClient
+class _Unit:
+    """One simulated unit: its ledger, its sync client and when it next does what."""
 
-    last = [datetime.now(UTC)]
+    def __init__(self, unit_id: str, key: Any, home: Path, http: httpx.Client, server_key: Any,
+                 mix: Mix, start: float, rng: random.Random) -> None:  # fmt: skip
+        from edge.ledger import Ledger
+        from edge.sync import SyncClient
 
-    def clock() -> datetime:
-        # real time, strictly increasing: the server flags events dated before the unit's
-        # enrolment or ahead of its own clock
-        last[0] = max(datetime.now(UTC), last[0] + timedelta(milliseconds=1))
-        return last[0]
+        self.run = UnitRun(unit_id)
+        self.mix = mix
+        last = [datetime.now(UTC)]
 
-    try:
-        led = Ledger.open(home / f"{run.unit_id}.db", key, clock)
-        client = SyncClient(led, base, server_key=PublicKey.from_bytes(
-            httpx.get(base + "/server-key").content))  # fmt: skip
-        for b in range(batches):
-            bid = f"{run.unit_id}-B{b:03d}"
-            coi = f"&/CHA999926{b:03d}{int(run.unit_id[-3:]):03d}"  # unique per unit and batch
-            led.append("batch.started", {"coi": coi, "mbr_id": "CAR-T", "mbr_version": "3",
-                                         "mbr_hash": "0" * 64, "product": "p"},
-                       batch_id=bid, actor="op.fleet")  # fmt: skip
-            for step in range(6):
-                led.append_many(
-                    [Append("scan.accepted", {"step": f"s{step}", "role": "reagent",
-                                              "raw": "x", "identifiers": {}}, bid, "op.fleet")]
-                    + [Append("reading.recorded", {"channel": "temp", "step": f"s{step}",
-                                                   "value": {"value": "37.0", "unit": "Cel"}},
-                              bid) for _ in range(readings)]
-                    + [Append("value.recorded", {"step": f"s{step}", "name": "v",
-                                                 "value": {"value": "1", "unit": "1"},
-                                                 "limit": "ok"}, bid, "op.fleet"),
-                       Append("signature.applied", {"step": f"s{step}", "user_id": "op.fleet",
-                                                    "printed_name": "Fleet Operator",
-                                                    "meaning": "performed",
-                                                    "signed_hash": "0" * 64}, bid, "op.fleet"),
-                       Append("step.completed", {"step": f"s{step}"}, bid, "op.fleet")]
-                )  # fmt: skip
-            led.append("batch.completed", {}, batch_id=bid, actor="op.fleet")
-            r = client.sync_once()
-            run.segment_ms += r.segment_ms
-            run.server_ms += r.server_ms
-            run.batches += 1
-        run.events = led.head[0]
-        run.acked = int(led.get_meta("sync.acked_seq") or 0)
-        led.close()
-    except Exception as e:
-        run.error = f"{type(e).__name__}: {e}"
+        def clock() -> datetime:
+            # real time, strictly increasing: the server flags events dated before the unit's
+            # enrolment or ahead of its own clock
+            last[0] = max(datetime.now(UTC), last[0] + timedelta(microseconds=1))
+            return last[0]
+
+        self.ledger = Ledger.open(home / f"{unit_id}.db", key, clock)
+        self.client = SyncClient(self.ledger, str(http.base_url), server_key=server_key,
+                                 client=http)  # fmt: skip
+        self.batch = f"{unit_id}-B000"
+        n = int(unit_id.rsplit("-", 1)[-1])
+        self.coi = f"&/CHA999926{n:06d}"  # unique per unit
+        self.next_sync = start + rng.uniform(0, mix.sync_s)
+        self.next_step = start + rng.uniform(0, mix.step_s)
+        self.readings_at = start
+        self.owed = 0.0  # readings due but not yet recorded (fractions carried over)
+        self.step = 0
+
+    def begin(self) -> None:
+        self.ledger.append("batch.started", {"coi": self.coi, "mbr_id": "CAR-T",
+                                             "mbr_version": "3", "mbr_hash": "0" * 64,
+                                             "product": "p"},
+                           batch_id=self.batch, actor="op.fleet")  # fmt: skip
+
+    def visit(self, now: float) -> None:
+        from edge.ledger import Append
+
+        self.owed += (now - self.readings_at) * self.mix.readings_per_s
+        self.readings_at = now
+        due = int(self.owed)
+        self.owed -= due
+        step = f"s{self.step}"
+        group = [
+            Append("reading.recorded", {"channel": "temp", "step": step,
+                                        "value": {"value": "37.0", "unit": "Cel"}}, self.batch)
+            for _ in range(due)
+        ]  # fmt: skip
+        if now >= self.next_step:
+            self.next_step += self.mix.step_s
+            op = "op.fleet"
+            group += [
+                Append("scan.accepted", {"step": step, "role": "reagent", "raw": "x",
+                                         "identifiers": {}}, self.batch, op),
+                Append("value.recorded", {"step": step, "name": "v",
+                                          "value": {"value": "1", "unit": "1"}, "limit": "ok"},
+                       self.batch, op),
+                Append("signature.applied", {"step": step, "user_id": op,
+                                             "printed_name": "Fleet Operator",
+                                             "meaning": "performed", "signed_hash": "0" * 64},
+                       self.batch, op),
+                Append("step.completed", {"step": step}, self.batch, op),
+            ]  # fmt: skip
+            self.step += 1
+        if group:
+            self.ledger.append_many(group)
+        if now >= self.next_sync:
+            self.next_sync = max(self.next_sync + self.mix.sync_s, now)
+            self.sync()
+
+    def sync(self) -> None:
+        r = self.client.sync_once()
+        self.run.segment_ms += r.segment_ms
+        self.run.server_ms += r.server_ms
+        self.run.syncs += 1
+
+    def finish(self) -> None:
+        self.ledger.append("batch.completed", {}, batch_id=self.batch, actor="op.fleet")
+        self.sync()
+        self.run.events = self.ledger.head[0]
+        self.run.acked = int(self.ledger.get_meta("sync.acked_seq") or 0)
+
+    def close(self) -> None:
+        self.ledger.close()
+
+
+def drive(
+    base: str, unit_ids: list[str], home: str, seconds: float, mix: Mix
+) -> list[dict[str, Any]]:
+    """One driver process: enrol its units (each with a new key), run them for ``seconds`` on
+    ``mix.threads`` threads, drain; the units' runs as dicts."""
+    from ebr_core.keys import PublicKey, UnitSigner
+
+    rng = random.Random(unit_ids[0] if unit_ids else 0)  # noqa: S311 - schedule jitter only
+    limits = httpx.Limits(max_connections=mix.threads + 4, max_keepalive_connections=mix.threads)
+    http = httpx.Client(base_url=base, timeout=120.0, limits=limits)
+    admin = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {ADMIN}"}, timeout=60)
+    server_key = PublicKey.from_bytes(http.get("/server-key").content)
+    threads = max(1, min(mix.threads, len(unit_ids)))
+    shares = [unit_ids[i::threads] for i in range(threads)]
+    start = time.monotonic() + 0.5
+    stop = [False]
+
+    def enrol(unit_id: str) -> _Unit:
+        key = UnitSigner.generate(unit_id)
+        r = admin.post(
+            "/admin/units",
+            json={
+                "site_id": f"SITE-{int(unit_id[-5:]) % 5}",
+                "unit_id": unit_id,
+                "public_key": key.public.to_json().decode(),
+            },
+        )
+        r.raise_for_status()  # fmt: skip
+        u = _Unit(unit_id, key, Path(home), http, server_key, mix, start, rng)
+        u.begin()
+        return u
+
+    def own(share: list[str]) -> list[_Unit]:
+        return [enrol(u) for u in share]
+
+    with ThreadPoolExecutor(threads) as pool:
+        mine = list(pool.map(own, shares))
+    start = time.monotonic()
+    for units in mine:
+        for u in units:
+            u.readings_at = start
+            u.next_sync = start + rng.uniform(0, mix.sync_s)
+            u.next_step = start + rng.uniform(0, mix.step_s)
+    end = start + seconds
+
+    def loop(units: list[_Unit]) -> None:
+        while time.monotonic() < end and not stop[0]:
+            round_start = time.monotonic()
+            for u in units:
+                if u.run.error is None and time.monotonic() < end:
+                    try:
+                        u.visit(time.monotonic())
+                    except Exception as e:  # reported per unit
+                        u.run.error = f"{type(e).__name__}: {e}"
+            time.sleep(max(0.0, 1.0 - (time.monotonic() - round_start)))
+        for u in units:
+            if u.run.error is None:
+                try:
+                    u.finish()
+                except Exception as e:  # reported per unit
+                    u.run.error = f"{type(e).__name__}: {e}"
+            u.close()
+
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(loop, mine))
+    http.close()
+    admin.close()
+    return [asdict(u.run) for units in mine for u in units]
 
 
 def _q(sorted_ms: list[float], q: float) -> float | None:
@@ -91,90 +221,133 @@ def _q(sorted_ms: list[float], q: float) -> float | None:
     return round(sorted_ms[min(len(sorted_ms) - 1, int(len(sorted_ms) * q))], 1)
 
 
-def run_fleet(units: int, batches: int, readings: int, database: str, work: Path) -> dict[str, Any]:
-    """Run the fleet; returns the report (raises ClickException on any loss or duplicate)."""
-    from ebr_core.keys import UnitSigner
+def run_fleet(
+    units: int,
+    seconds: float,
+    database: str,
+    work: Path,
+    *,
+    workers: int = 1,
+    drivers: int | None = None,
+    mix: Mix = Mix(),
+    database_url: str | None = None,
+) -> dict[str, Any]:
+    """Run the fleet against a new server; the report (``errors`` and ``mismatches`` list every
+    unit that failed, lost or duplicated anything).  ``database_url``: an empty PostgreSQL
+    database to use instead of a new cluster."""
     from server.pgcluster import PgCluster
     from server.process import serve_subprocess
 
+    if units < 1 or seconds <= 0 or workers < 1:
+        raise ValueError(f"units ({units}), seconds ({seconds}) and workers ({workers}) must be "
+                         "positive")  # fmt: skip
     cluster = None
     if database == "postgres":
-        cluster = PgCluster().__enter__()
-        url = cluster.create_db("fleet")
-    else:
+        if database_url is None:
+            cluster = PgCluster().__enter__()
+            database_url = cluster.create_db("fleet")
+        url = database_url
+    elif database == "sqlite":
         url = f"sqlite:///{work / 'server.db'}"
-    base, proc = serve_subprocess(
-        url, work / "server", ADMIN, rate_per_second="1000", rate_burst="1000"
-    )
+    else:
+        raise ValueError(f"database {database!r}: 'sqlite' or 'postgres' expected")
+    drivers = drivers or max(1, math.ceil(units / UNITS_PER_DRIVER))
+    base, proc = serve_subprocess(url, work / "server", ADMIN, workers=workers,
+                                  rate_per_second="1000", rate_burst="1000")  # fmt: skip
     try:
-        admin = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {ADMIN}"})
-        keys = {}
-        for i in range(units):
-            k = UnitSigner.generate(f"FLEET-{i:03d}")
-            keys[k.unit_id] = k
-            admin.post("/admin/units", json={"site_id": f"SITE-{i % 5}", "unit_id": k.unit_id,
-                                             "public_key": k.public.to_json().decode()},
-                       ).raise_for_status()  # fmt: skip
-        runs = [UnitRun(u) for u in keys]
-        threads = [
-            threading.Thread(target=_unit, args=(base, keys[r.unit_id], work, r, batches, readings))
-            for r in runs
-        ]
+        ids = [f"FLEET-{i:05d}" for i in range(units)]
+        (work / "units").mkdir(exist_ok=True)
         t = time.perf_counter()
-        for th in threads:
-            th.start()
-        for th in threads:
-            th.join()
+        if drivers == 1:
+            runs = drive(base, ids, str(work / "units"), seconds, mix)
+        else:
+            with ProcessPoolExecutor(drivers) as pool:
+                parts = [pool.submit(drive, base, ids[i::drivers], str(work / "units"), seconds,
+                                     mix) for i in range(drivers)]  # fmt: skip
+                runs = [r for p in parts for r in p.result()]
         elapsed = time.perf_counter() - t
-        errors = [f"{r.unit_id}: {r.error}" for r in runs if r.error]
-        lost, server_total = [], 0
-        for r in runs:
-            held = admin.get(f"/admin/units/{r.unit_id}").json()
-            server_total += int(held["events"])
-            if not (held["events"] == held["head_seq"] == r.events == r.acked):
-                lost.append(f"{r.unit_id}: edge {r.events}, acked {r.acked}, server "
-                            f"{held['events']} (head {held['head_seq']})")  # fmt: skip
-        lat = sorted(x for r in runs for x in r.segment_ms)
-        srv = sorted(x for r in runs for x in r.server_ms)
-        edge_total = sum(r.events for r in runs)
-        return {
-            "database": database,
-            "units": units,
-            "batches": sum(r.batches for r in runs),
-            "edge_events": edge_total,
-            "server_events": server_total,
-            "seconds": round(elapsed, 2),
-            "events_per_s": round(edge_total / elapsed, 1),
-            "segments": len(lat),
-            "round_trip_p50_ms": _q(lat, 0.5),
-            "round_trip_p99_ms": _q(lat, 0.99),
-            "server_ingest_p50_ms": _q(srv, 0.5),
-            "server_ingest_p99_ms": _q(srv, 0.99),
-            "errors": errors,
-            "mismatches": lost,
-        }
+        return report(base, runs, database, units, workers, drivers, elapsed)
     finally:
         proc.terminate()
-        proc.wait(10)
+        proc.wait(30)
         if cluster is not None:
             cluster.__exit__(None, None, None)
 
 
-@click.command()
-@click.option("--units", default=50, show_default=True)
-@click.option("--batches", default=3, show_default=True, help="Batches per unit")
-@click.option("--readings", default=20, show_default=True, help="Readings per step")
-@click.option("--database", type=click.Choice(["sqlite", "postgres", "both"]), default="both",
-              show_default=True)  # fmt: skip
-def fleet(units: int, batches: int, readings: int, database: str) -> None:
-    """Soak: a fleet of units syncing concurrently to one server."""
-    import json
+def report(base: str, runs: list[dict[str, Any]], database: str, units: int, workers: int,
+           drivers: int, elapsed: float) -> dict[str, Any]:  # fmt: skip
+    """Exactly once, unit by unit: the server holds as many events as the unit recorded, its
+    head is the unit's head, and the unit's receipts acknowledged all of them."""
+    errors = [f"{r['unit_id']}: {r['error']}" for r in runs if r["error"]]
+    lost, server_total = [], 0
+    with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {ADMIN}"},
+                      timeout=60) as admin:  # fmt: skip
+        for r in runs:
+            got = admin.get(f"/admin/units/{r['unit_id']}")
+            if got.status_code != 200:
+                lost.append(f"{r['unit_id']}: the server answered {got.status_code}")
+                continue
+            held = got.json()
+            server_total += int(held["events"])
+            if not (held["events"] == held["head_seq"] == r["events"] == r["acked"]):
+                lost.append(f"{r['unit_id']}: edge {r['events']}, acked {r['acked']}, server "
+                            f"{held['events']} (head {held['head_seq']})")  # fmt: skip
+    lat = sorted(x for r in runs for x in r["segment_ms"])
+    srv = sorted(x for r in runs for x in r["server_ms"])
+    edge_total = sum(r["events"] for r in runs)
+    return {
+        "database": database,
+        "units": units,
+        "workers": workers,
+        "drivers": drivers,
+        "edge_events": edge_total,
+        "server_events": server_total,
+        "seconds": round(elapsed, 2),
+        "events_per_s": round(server_total / elapsed, 1),
+        "syncs": sum(r["syncs"] for r in runs),
+        "segments": len(lat),
+        "round_trip_p50_ms": _q(lat, 0.5),
+        "round_trip_p99_ms": _q(lat, 0.99),
+        "server_ingest_p50_ms": _q(srv, 0.5),
+        "server_ingest_p99_ms": _q(srv, 0.99),
+        "errors": errors,
+        "mismatches": lost,
+    }
 
-    bad = False
-    for db in ("sqlite", "postgres") if database == "both" else (database,):
-        with tempfile.TemporaryDirectory() as d:
-            r = run_fleet(units, batches, readings, db, Path(d))
-        click.echo(json.dumps(r))
-        bad = bad or bool(r["errors"] or r["mismatches"])
-    if bad:
+
+@click.command()
+@click.option("--units", default=100, show_default=True, type=click.IntRange(1, 100_000))
+@click.option("--seconds", default=60.0, show_default=True, type=click.FloatRange(1, 86_400),
+              help="How long the units run their batches (then a final sync)")  # fmt: skip
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
+              help="API worker processes")  # fmt: skip
+@click.option("--database", type=click.Choice(["sqlite", "postgres"]), default="postgres",
+              show_default=True)  # fmt: skip
+@click.option(
+    "--drivers",
+    default=None,
+    type=click.IntRange(1, 64),
+    help=f"Processes driving the units [default: one per {UNITS_PER_DRIVER} units]",
+)
+@click.option("--threads", default=16, show_default=True, type=click.IntRange(1, 256),
+              help="Threads per driver process")  # fmt: skip
+@click.option(
+    "--readings-per-s",
+    default=8.0,
+    show_default=True,
+    type=click.FloatRange(0, 10_000),
+    help="Telemetry per unit while its batch runs",
+)
+@click.option("--sync-s", default=5.0, show_default=True, type=click.FloatRange(0.5, 3600))
+@click.option("--step-s", default=10.0, show_default=True, type=click.FloatRange(0.5, 3600),
+              help="Seconds between a unit's operator steps (4 events each)")  # fmt: skip
+def fleet(units: int, seconds: float, workers: int, database: str, drivers: int | None,
+          threads: int, readings_per_s: float, sync_s: float, step_s: float) -> None:  # fmt: skip
+    """A region's units syncing to one server for a set time; checks exactly once per unit."""
+    mix = Mix(readings_per_s=readings_per_s, step_s=step_s, sync_s=sync_s, threads=threads)
+    with tempfile.TemporaryDirectory() as d:
+        r = run_fleet(units, seconds, database, Path(d), workers=workers, drivers=drivers,
+                      mix=mix)  # fmt: skip
+    click.echo(json.dumps(r))
+    if r["errors"] or r["mismatches"]:
         raise click.ClickException("the fleet lost, duplicated or failed to sync events")

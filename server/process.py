@@ -16,10 +16,14 @@ from server.pgcluster import free_port
 
 
 def serve_subprocess(
-    database_url: str, data_dir: Path, admin_token: str, **settings: str
+    database_url: str, data_dir: Path, admin_token: str, workers: int = 1, **settings: str
 ) -> tuple[str, subprocess.Popen[bytes]]:
     """(base URL, process) once ``/health`` answers; ``settings`` become CTGTP_SERVER_* vars.
-    The database is migrated first, as a deploy would (``ctgtp server migrate``)."""
+    The database is migrated first, as a deploy would (``ctgtp server migrate``).  ``workers``
+    above 1: that many uvicorn workers (:mod:`server.workers`); stop the process with
+    ``terminate()``, which stops its workers too."""
+    if workers < 1:
+        raise ValueError(f"workers: {workers} given, at least 1 expected")
     engine = make_engine(database_url)
     migrate(engine)
     engine.dispose()
@@ -31,11 +35,16 @@ def serve_subprocess(
         "CTGTP_SERVER_ADMIN_TOKEN": admin_token,
         **{f"CTGTP_SERVER_{k.upper()}": v for k, v in settings.items()},
     }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ctgtp", "server", "run", "--port", str(port)], env=env
-    )
+    if workers == 1:
+        cmd = [sys.executable, "-m", "ctgtp", "server", "run", "--port", str(port)]
+    else:
+        cmd = [sys.executable, "-m", "server.workers", "--port", str(port)]
+        cmd += ["--workers", str(workers)]
+    proc = subprocess.Popen(cmd, env=env)
     base = f"http://127.0.0.1:{port}"
-    for _ in range(600):
+    for _ in range(600 * workers):
+        if proc.poll() is not None:
+            raise RuntimeError(f"the server exited with status {proc.returncode} on start")
         try:
             if httpx.get(base + "/health").status_code == 200:
                 return base, proc
