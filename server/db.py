@@ -265,6 +265,20 @@ class ClosureSignature(Base):
     __table_args__ = (Index("closure_signatures_action", "action_id", unique=True),)
 
 
+class DeviationLink(Base):
+    """QA linked a deviation to a related one (migration 0010): who, when, why.  Append-only;
+    the unit's own links (``deviation.linked`` events) stay in the events."""
+
+    __tablename__ = "deviation_links"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    batch_id: Mapped[str] = mapped_column(String(64), index=True)
+    deviation_id: Mapped[str] = mapped_column(String(64))
+    linked_to: Mapped[str] = mapped_column(String(64))
+    reason: Mapped[str] = mapped_column(Text)
+    user_id: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
 class QaSignature(Base):
     __tablename__ = "qa_signatures"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -393,7 +407,7 @@ APPEND_ONLY_0002 = (
 )
 APPEND_ONLY_0003 = ("custody_events",)
 APPEND_ONLY_0007 = ("alerts", "alert_acks")
-APPEND_ONLY_0010 = ("closure_signatures",)
+APPEND_ONLY_0010 = ("closure_signatures", "deviation_links")
 
 
 def _sqlite_guards(tables: tuple[str, ...]) -> list[str]:

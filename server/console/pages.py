@@ -43,7 +43,7 @@ from server.people.auth import Access
 from server.people.ids import new_user_id
 from server.people.service import Principal
 from server.quality import api as quality_api
-from server.quality import documents, oos, release, views
+from server.quality import documents, links, oos, release, views
 from server.quality import review as service
 from server.quality.documents import batch_start
 from server.quality.record import load_review, load_spec
@@ -584,6 +584,30 @@ def close_deviations(request: Request) -> Response:
         for c in closures
     ]
     return _batch_page(request, who, batch_id, notices=notices)
+
+
+@page("/console/batches/{batch_id}/deviations/link", "POST")
+def link_deviation(request: Request) -> Response:
+    """Link a deviation to a related one (:func:`links.link_deviations`, the API's service)."""
+    batch_id = _batch_id(request)
+    who = _ready(request)
+    if isinstance(who, Response):
+        return who
+    form = request.state.form
+    try:
+        web.check_csrf(request, form)
+        (dev,) = _ids(form, "deviation", "deviation")[:1]
+        (other,) = _ids(form, "linked_to", "related deviation")[:1]
+        reason = web.field(form, "reason")
+        with _sessions(request)() as s:
+            links.link_deviations(s, who, at=_now(request), batch_id=batch_id,
+                                  deviation_id=dev, linked_to=other, reason=reason)  # fmt: skip
+            s.commit()
+    except ServerError as e:
+        if isinstance(e, Forbidden):
+            _audit_forbidden(request, e)
+        return _batch_page(request, who, batch_id, refusals=[e.message], status=e.status)
+    return _batch_page(request, who, batch_id, notices=[f"deviation {dev} linked to {other}"])
 
 
 # -- the release ceremony ---------------------------------------------------------------------

@@ -19,7 +19,7 @@ from server.errors import Forbidden, Unprocessable
 from server.people import duties
 from server.people.auth import DB, Access, AccessDep, Now, Scope, require
 from server.people.service import Principal
-from server.quality import documents, oos, release, views
+from server.quality import documents, links, oos, release, views
 from server.quality import review as service
 from server.quality.record import load_review, load_spec
 from server.quality.schemas import (
@@ -31,6 +31,8 @@ from server.quality.schemas import (
     Closed,
     CommentBody,
     Commented,
+    LinkBody,
+    Linked,
     OosBody,
     Queue,
     ResultsBody,
@@ -165,6 +167,27 @@ def comment(
         text_=body.comment,
     )  # fmt: skip
     return {"deviation_id": deviation_id, "action": a.id}
+
+
+@router.post(
+    "/v1/batches/{batch_id}/deviations/{deviation_id}/links",
+    status_code=201,
+    response_model=Linked,
+)
+def link(
+    batch_id: PathId,
+    deviation_id: PathId,
+    body: LinkBody,
+    who: ReviewDeviation,
+    db: DB,
+    now: Now,
+) -> Any:
+    """Link a deviation to a related one of the same batch, with a reason."""
+    x = links.link_deviations(
+        db, who, at=now(), batch_id=batch_id, deviation_id=deviation_id,
+        linked_to=body.linked_to, reason=body.reason,
+    )  # fmt: skip
+    return {"deviation_id": deviation_id, "linked_to": x.linked_to, "link": x.id}
 
 
 def close_signed(

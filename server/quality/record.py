@@ -23,6 +23,8 @@ from sqlalchemy.orm import Session
 
 from ebr_core.batch import BatchState, current_values
 from ebr_core.canonical import canonical
+from ebr_core.custody import label_counts
+from ebr_core.record import Event, decode_record
 from ebr_core.spec import evaluate, parse_spec
 from ebr_core.spec.evaluate import Evaluation
 from ebr_core.spec.model import Spec
@@ -33,6 +35,7 @@ from server.db import (
     BatchSummary,
     ClosureSignature,
     DeviationAction,
+    DeviationLink,
     ResultSet,
     SpecRow,
 )
@@ -74,7 +77,11 @@ def _actions(db: Session, batch_id: str) -> list[DeviationAction]:
 
 
 def record_hash(
-    summ: BatchSummary, proj: Projection, rs: ResultSet | None, actions: list[DeviationAction]
+    summ: BatchSummary,
+    proj: Projection,
+    rs: ResultSet | None,
+    actions: list[DeviationAction],
+    links: list[DeviationLink] | None = None,
 ) -> str:
     body = {
         "batch_id": summ.batch_id,
@@ -93,6 +100,8 @@ def record_hash(
         },
         "deviation_actions": [a.id for a in actions],
     }
+    if links:  # since 0010; absent while a batch has none, so earlier hashes stay as they were
+        body["deviation_links"] = [x.id for x in links]
     return hashlib.sha256(b"ctgtp/record-state/v2\x00" + canonical(body)).hexdigest()
 
 
@@ -111,6 +120,7 @@ class Review:
     notes: dict[int, EdgeNote] = field(default_factory=dict)
     clock_alerts: list[Alert] = field(default_factory=list)
     closures: dict[int, ClosureSignature] = field(default_factory=dict)  # by deviation action
+    links: list[DeviationLink] = field(default_factory=list)  # QA's (the unit's: in the state)
 
     @property
     def operators(self) -> set[str]:
@@ -179,6 +189,20 @@ class Review:
                             "printed_name": sig.printed_name,
                             "meaning": sig.meaning,
                         }
+            related = [
+                {"deviation_id": x, "by": self._by(None), "source": "edge"} for x in d.links
+            ] + [
+                {"deviation_id": x.linked_to if x.deviation_id == d.deviation_id
+                 else x.deviation_id, "by": x.user_id, "at": iso(x.at), "reason": x.reason,
+                 "source": "server"}
+                for x in self.links
+                if d.deviation_id in (x.deviation_id, x.linked_to)
+            ]  # fmt: skip
+            related += [  # linked from another deviation by the unit
+                {"deviation_id": o.deviation_id, "by": self._by(None), "source": "edge"}
+                for o in self.state.deviations.values()
+                if d.deviation_id in o.links and o.deviation_id not in d.links
+            ]
             out.append(
                 {
                     "deviation_id": d.deviation_id,
@@ -188,6 +212,7 @@ class Review:
                     "reason": d.reason,
                     "raised_seq": d.raised_seq,
                     "links": list(d.links),
+                    "related": related,
                     "comments": comments,
                     "open": closed is None,
                     "closed": closed,
@@ -319,6 +344,13 @@ def load_review(db: Session, batch_id: str) -> Review:
         results = orjson.loads(rs.results)
         evaluations = {j: evaluate(spec, results, j) for j in sorted(spec.overlays)}
     actions = _actions(db, batch_id)
+    links = list(
+        db.scalars(
+            select(DeviationLink)
+            .where(DeviationLink.batch_id == batch_id)
+            .order_by(DeviationLink.id)
+        )
+    )
     return Review(
         summ,
         proj,
@@ -327,7 +359,7 @@ def load_review(db: Session, batch_id: str) -> Review:
         spec,
         evaluations,
         actions,
-        record_hash(summ, proj, rs, actions),
+        record_hash(summ, proj, rs, actions, links),
         _notes(db, summ),
         clock_alerts(db, summ),
         {
@@ -336,4 +368,38 @@ def load_review(db: Session, batch_id: str) -> Review:
                 select(ClosureSignature).where(ClosureSignature.batch_id == batch_id)
             )
         },
+        links,
     )
+
+
+_LABELS = text(
+    "SELECT seq, line FROM events WHERE batch_id = :b AND unit_id = :u "
+    "AND kind <> 'reading.recorded' "  # the partial index of step events (projections)
+    "AND kind LIKE 'label.%' ORDER BY seq"
+)
+
+
+def labels(db: Session, summ: BatchSummary) -> dict[str, Any]:
+    """The batch's label reconciliation from its label events, as the unit recorded them:
+    printed, applied and destroyed (voided) per label, balanced when printed = applied +
+    destroyed (:func:`ebr_core.custody.label_counts`, the report's rule), and each
+    ``label.reconciled`` the unit recorded, with whether its counts agree with the events."""
+    events = [
+        decode_record(bytes(line), Event)
+        for _seq, line in db.execute(_LABELS, {"b": summ.batch_id, "u": summ.unit_id}).all()
+    ]
+    counts = {k: c.to_json() for k, c in sorted(label_counts(events).items())}
+    claims = []
+    for i, e in enumerate(events):
+        if e.kind != "label.reconciled":
+            continue
+        claimed = e.payload.get("counts")
+        then = {k: c.to_json() for k, c in label_counts(events[:i]).items()}  # at that point
+        agrees = isinstance(claimed, dict) and set(claimed) == set(then) and all(
+            isinstance(claimed[k], dict)
+            and all(claimed[k].get(f) == c[f] for f in ("printed", "applied", "destroyed"))
+            for k, c in then.items()
+        )
+        claims.append({"seq": e.seq, "recorded_at": e.recorded_at, "by": e.actor,
+                       "balanced": e.payload.get("balanced"), "agrees": agrees})  # fmt: skip
+    return {"counts": counts, "reconciled": claims}

@@ -27,6 +27,17 @@ class CommentBody(BaseModel):
     comment: Reason
 
 
+class LinkBody(BaseModel):
+    linked_to: Ident
+    reason: Reason
+
+
+class Linked(BaseModel):
+    deviation_id: str
+    linked_to: str
+    link: int
+
+
 class CloseBody(BaseModel):
     """A deviation closure is an e-signature: the signer's user id and password again, the
     meaning (``closed``) and the reason."""

@@ -23,7 +23,7 @@ from server.db import (
     QaSignature,
 )
 from server.errors import Conflict, NotFound, Unprocessable
-from server.quality.record import CLOCK_ALERTS, Review
+from server.quality.record import CLOCK_ALERTS, Review, labels
 from server.text import iso
 
 
@@ -53,6 +53,7 @@ def batch_view(db: Session, r: Review, now: datetime) -> dict[str, Any]:
     excursions = {k: v for k, v in st.values.items() if v.get("limit", "ok") != "ok"}
     values, corrections = r.corrections()
     failing = {j: [v.attribute for v in ev.failed()] for j, ev in r.evaluations.items()}
+    label_rec = labels(db, r.summary)
     return {
         "batch_id": st.batch_id,
         "unit_id": st.unit_id,
@@ -124,6 +125,9 @@ def batch_view(db: Session, r: Review, now: datetime) -> dict[str, Any]:
             for d in disps
         ],
         "oos_cases": [case_json(c, now) for c in cases],
+        # label reconciliation from the label events (the report prints the same counts)
+        "labels": label_rec["counts"],
+        "labels_reconciled": label_rec["reconciled"],
     }
 
 

@@ -162,7 +162,7 @@ def test_authorization_matrix(server: Server, tmp_path: Path) -> None:
     failures: list[str] = []
     seen: dict[tuple[str, str, str, str], int] = {}
     matrix = {k: v[0] for k, v in routes(server.app).items() if v}
-    assert len(matrix) == 40, sorted(matrix)
+    assert len(matrix) == 41, sorted(matrix)
     for (method, path), req in sorted(matrix.items()):
         perm, scope = req.permission or "-", req.scope
         if path == "/v1/auth/logout":
