@@ -92,6 +92,7 @@ def _who(request: Request) -> Principal | None:
             who = people.principal_for_token(s, token, at=_now(request))
         except Unauthorized:
             return None
+        _access(request).renew(s, token)  # the idle timeout slides with use
     request.state.principal = who  # names the person in an audited refusal
     return who
 
@@ -130,8 +131,8 @@ def _refused(
 def _ready(request: Request) -> Principal | Response:
     """The person, or where they must go first (sign-in; their password change)."""
     who = _who(request)
-    if who is None:
-        return _signin()
+    if who is None:  # a cookie whose session ended (idle, its end, signed out elsewhere)
+        return _signin("expired" if request.cookies.get(web.SESSION_COOKIE) else "")
     if who.password_change_required:
         return RedirectResponse("/console/password", status_code=303)
     return who
@@ -192,7 +193,12 @@ def home(request: Request) -> Response:
 
 @page("/console/signin")
 def signin_page(request: Request) -> Response:
-    note = "Your session ended: sign in again." if request.query_params.get("expired") else ""
+    note = (
+        f"Your session ended (signed out after {_access(request).settings.token_ttl_s // 60} "
+        "minutes idle, or at its end): sign in again."
+        if request.query_params.get("expired")
+        else ""
+    )
     return web.render(request, "console/signin.html", {"note": note})
 
 
@@ -219,7 +225,9 @@ def signin(request: Request) -> Response:
     resp = RedirectResponse(
         "/console/password" if must_change else "/console/queue", status_code=303
     )
-    web.set_cookie(request, resp, web.SESSION_COOKIE, token, max_age=a.settings.token_ttl_s)
+    # the cookie lives as long as the session may (its absolute end); the server decides
+    # every request whether it is still valid (idle timeout, revocation)
+    web.set_cookie(request, resp, web.SESSION_COOKIE, token, max_age=a.session_max_s)
     resp.delete_cookie(web.PRE_COOKIE, path="/")
     return resp
 

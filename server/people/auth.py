@@ -23,10 +23,11 @@ database transaction and audits refusals.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -38,7 +39,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from server.audit import trail as audit
 from server.batches import summary
 from server.custody.service import coi_from_path, sites_involved
-from server.db import Person
+from server.db import Person, Token
 from server.errors import Forbidden, Unauthorized, Unprocessable
 from server.people import passwords
 from server.people import service as people
@@ -49,6 +50,13 @@ from server.settings import Settings
 from server.units.service import get_unit
 
 Clock = Callable[[], datetime]
+
+# A session's expiry slides with use: each request by a valid token moves it to ``token_ttl_s``
+# (the idle timeout, default 15 minutes) after that request, never beyond SESSION_MAX_S after
+# sign-in (21 CFR 11.300: a session left idle ends; a session in use does not end in the middle
+# of a review, but not forever either).  The renewal is written at most once a RENEW_EVERY_S.
+SESSION_MAX_S = 12 * 3600
+RENEW_EVERY_S = 60
 
 # Declares the bearer scheme in the OpenAPI document (the Authorize button of /docs); the token
 # itself is read from the header as it always was.
@@ -93,6 +101,7 @@ class Access:
         self.sessions, self.settings, self.clock = sessions, settings, clock
         self.gate = passwords.PasswordGate(settings.password_checks_max)
         self.refusals = audit.RefusalLimiter()
+        self.session_max_s = SESSION_MAX_S
 
     def principal(self, db: Session, token: str, address: str) -> Principal:
         admin = self.settings.admin_token
@@ -101,10 +110,39 @@ class Access:
         if not token:
             raise Unauthorized("a bearer token is required: POST /v1/auth/token")
         try:
-            return people.principal_for_token(db, token, at=self.clock())
+            who = people.principal_for_token(db, token, at=self.clock())
         except Unauthorized as e:
             self.audit_refusal("token.refused", address, e.message)
             raise
+        self.renew(db, token)
+        return who
+
+    def renew(self, db: Session, token: str) -> None:
+        """Slide a valid session's expiry (the idle timeout): ``token_ttl_s`` from now, never
+        beyond its absolute end (``session_max_s`` after sign-in, fixed at its first renewal
+        from its first expiry).  Written in its own short transaction, at most once a minute per
+        session; the caller has just found the token valid (in ``db``, read only here)."""
+        digest = hashlib.sha256(token.encode()).hexdigest()
+        t = db.get(Token, digest)
+        if t is None:
+            return
+        now = self.clock()
+        idle = timedelta(seconds=self.settings.token_ttl_s)
+        expires = _aware(t.expires_at, now)
+        if expires - now > idle - timedelta(seconds=RENEW_EVERY_S):
+            return  # renewed less than a minute ago
+        with self.sessions() as s:
+            row = s.get(Token, digest, with_for_update=True)
+            if row is None or row.revoked:
+                return
+            end = row.not_after
+            if end is None:  # issued at its first expiry minus the idle timeout
+                end = _aware(row.expires_at, now) - idle + timedelta(seconds=self.session_max_s)
+                row.not_after = end
+            new = min(now + idle, _aware(end, now))
+            if new > _aware(row.expires_at, now):
+                row.expires_at = new
+            s.commit()
 
     def audit_refusal(self, kind: str, who: str, reason: str, object_id: str = "") -> None:
         """One audit row per kind and principal (or address) per minute, with a count.  In its
@@ -158,6 +196,10 @@ class Access:
                     "password policy: the new password must differ from the current one"
                 )
             return passwords.hash_password(password)
+
+
+def _aware(t: datetime, ref: datetime) -> datetime:
+    return t if t.tzinfo else t.replace(tzinfo=ref.tzinfo)
 
 
 # Trivial dependencies are async: they run in the event loop, not a worker thread (a thread hop
