@@ -29,6 +29,7 @@ from ebr_core.canonical import canonical
 from ebr_core.tlog.entries import EntryKind, LogEntry, coi_digest
 from server.db import (
     AuditEntry,
+    ClosureSignature,
     CustodyEventRow,
     DeviationAction,
     Disposition,
@@ -127,6 +128,16 @@ LOGGED: tuple[Logged, ...] = (
         lambda r: {"batch_id": r["batch_id"], "disposition": r["disposition"]},
     ),
     Logged(DeviationAction, EntryKind.DEVIATION_CLOSURE, _closure),
+    # the closure's e-signature (migration 0010): who, when, why, on which record
+    Logged(
+        ClosureSignature,
+        EntryKind.DEVIATION_CLOSURE,
+        lambda r: {
+            "batch_id": r["batch_id"],
+            "deviation_id": r["deviation_id"],
+            "record_hash": hex64(r["record_hash"]),
+        },
+    ),
     Logged(
         CustodyEventRow,
         EntryKind.CUSTODY,
@@ -206,6 +217,8 @@ def existing_records(conn: Connection) -> Iterator[bytes]:
     for seq, h in conn.execute(select(AuditEntry.seq, AuditEntry.hash).order_by(AuditEntry.seq)):
         yield audit_entry(int(seq), hex64(h)).to_bytes()
     for lg in LOGGED:
+        if not inspect(conn).has_table(lg.table.name):
+            continue  # made by a later migration: nothing to log yet
         # the table as this database has it (a later model may have more columns)
         t = Table(lg.table.name, MetaData(), autoload_with=conn)
         for row in conn.execute(select(t).order_by(*t.primary_key.columns)).mappings():

@@ -21,6 +21,7 @@ from ebr_core.tlog.entries import EntryKind, LogEntry
 from server.audit import trail
 from server.db import (
     AuditEntry,
+    ClosureSignature,
     CustodyEventRow,
     DeviationAction,
     Disposition,
@@ -77,8 +78,13 @@ def add_records(db: Session) -> None:
                            to_party="b", place="dock", payload="{}", recorded_by="u", at=AT))  # fmt: skip
     db.add(DeviationAction(batch_id="B-1", deviation_id="DEV-1", action="comment", text="t",
                            user_id="u", at=AT))  # fmt: skip
-    db.add(DeviationAction(batch_id="B-1", deviation_id="DEV-1", action="close", text="t",
-                           user_id="u", at=AT))  # fmt: skip
+    close = DeviationAction(batch_id="B-1", deviation_id="DEV-1", action="close", text="t",
+                            user_id="u", at=AT)  # fmt: skip
+    db.add(close)
+    db.flush()
+    db.add(ClosureSignature(batch_id="B-1", deviation_id="DEV-1", action_id=close.id,
+                            user_id="u", printed_name="U", meaning="closed", reason="r",
+                            record_hash="ab" * 32, covers="{}", signed_at=AT))  # fmt: skip
     sig = QaSignature(batch_id="B-1", jurisdiction="EU", user_id="u", printed_name="U",
                       meaning="released", reason="r", record_hash="ab" * 32,
                       evaluation_hash="cd" * 32, signed_at=AT)  # fmt: skip
@@ -97,7 +103,7 @@ def test_each_logged_row_gets_one_leaf_without_patient_identifiers(engine: Engin
         leaves = all_leaves(db)
         kinds = sorted(e.kind.value for e in leaves)
         assert kinds == sorted(["licence", "licence", "custody", "deviation-closure",
-                                "qa-signature", "disposition", "audit"])  # fmt: skip
+                                "deviation-closure", "qa-signature", "disposition", "audit"])  # fmt: skip
         raw = b"".join(store.leaves(db, 0, len(leaves)))
         assert COI.encode() not in raw and b"PAT001" not in raw  # the COI only as its SHA-256
         (cust,) = [e for e in leaves if e.kind is EntryKind.CUSTODY]
