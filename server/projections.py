@@ -454,21 +454,24 @@ def window(
     db: Session, summ: BatchSummary, proj: Projection, channel: str, t_from: float, t_to: float
 ) -> Window:
     """The window ``[t_from, t_to)`` (epoch seconds) of ``channel``.  Bounded cost: the seq
-    range is found by binary search, then at most :data:`WINDOW_READINGS` + 1 reading rows are
-    read in seq order (an indexed range); a wider window is answered from the stored series."""
+    range is found by binary search, then at most :data:`WINDOW_READINGS` reading rows are
+    read in seq order (an indexed range); a window spanning more seqs than that is answered
+    from the stored series."""
     stored = proj.telemetry.channels[channel]
     base = channel.split(".", 1)[0]
     a = _first_seq_at(db, summ, t_from)
     z = _first_seq_at(db, summ, t_to)
+    # The seq span bounds the readings in it (seqs are the unit's: a span shared with other
+    # events counts them too, and is answered from the stored series a little sooner).
     rows = (
         db.execute(
             _READINGS_BETWEEN,
-            {"b": summ.batch_id, "u": summ.unit_id, "a": a, "z": z, "n": WINDOW_READINGS + 1},
+            {"b": summ.batch_id, "u": summ.unit_id, "a": a, "z": z, "n": WINDOW_READINGS},
         ).all()
-        if z > a
+        if 0 < z - a <= WINDOW_READINGS
         else []
     )
-    if len(rows) > WINDOW_READINGS:
+    if z - a > WINDOW_READINGS:
         pts = [p for p in stored.series.points() if t_from <= p["t"] < t_to]
         width = stored.series.width_min() * BASE_WIDTH_S
         return Window(channel, stored.unit, t_from, t_to, False, 0, width, pts, [], 0)
