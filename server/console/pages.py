@@ -58,7 +58,7 @@ Handler = Callable[[Request], Response]
 
 QUEUE_STATES = [s.value for s in views.QUEUED]
 AGES = {"": None, "1": 1, "3": 3, "7": 7, "30": 30}  # "completed more than n days ago"
-QUEUE_MAX = 500
+QUEUE_PAGE = 100  # batches listed a page
 DECIDING = (Meaning.RELEASED.value, Meaning.REJECTED.value)
 
 
@@ -300,10 +300,6 @@ def change_password(request: Request) -> Response:
 # -- review queue -----------------------------------------------------------------------------
 
 
-def _completed(b: dict[str, Any]) -> datetime | None:
-    return release.recorded_time(b.get("completed_at"))
-
-
 @page("/console/queue")
 def queue_page(request: Request) -> Response:
     who = _ready(request)
@@ -321,35 +317,46 @@ def queue_page(request: Request) -> Response:
             raise Unprocessable(
                 f"age {age[:8]!r}: expected one of {', '.join(a for a in AGES if a)} (days)"
             )
+        try:
+            page_no = int(q.get("page", "0") or 0)
+        except ValueError:
+            page_no = -1
+        if not 0 <= page_no <= 100_000:
+            raise Unprocessable("page: a whole number from 0")
         scope = sites
         if site:
             who.require("queue.read", site)
             scope = {site}
+        days = AGES[age]
+        cut = None if days is None else iso(_now(request) - timedelta(days=days))
         with _sessions(request)() as s:
-            found = views.queue(s, scope, limit=QUEUE_MAX, offset=0)
+            found = views.queue(s, scope, limit=QUEUE_PAGE, offset=page_no * QUEUE_PAGE,
+                                state=state or None, completed_before=cut)  # fmt: skip
+            counts = views.queue_counts(s, scope)
             known = sorted(
                 sites if sites is not None else s.scalars(select(BatchSummary.site_id).distinct())
             )
     except ServerError as e:
         return _refused(request, e, who)
-    now = _now(request)
-    days = AGES[age]
     rows = found["batches"]
-    counts = {st: sum(1 for b in rows if b["review_state"] == st) for st in QUEUE_STATES}
-    if state:
-        rows = [b for b in rows if b["review_state"] == state]
-    if days is not None:
-        cut = now - timedelta(days=days)
-        rows = [b for b in rows if (t := _completed(b)) is not None and t <= cut]
+    more = (page_no + 1) * QUEUE_PAGE < found["total"]
+    here = {"site": site, "state": state, "age": age}
     return web.render(
         request,
         "console/queue.html",
         {
             "who": who,
             "rows": rows,
-            "total": found["total"],
+            "total": sum(counts.values()),
+            "matching": found["total"],
             "counts": counts,
-            "truncated": found["total"] > QUEUE_MAX,
+            "first": page_no * QUEUE_PAGE + 1,
+            "prev_url": "/console/queue?" + urlencode(here | {"page": page_no - 1})
+            if page_no
+            else None,
+            "next_url": "/console/queue?" + urlencode(here | {"page": page_no + 1})
+            if more
+            else None,
             "sites": known,
             "states": QUEUE_STATES,
             "ages": [a for a in AGES if a],

@@ -204,7 +204,28 @@ def case_json(c: OosCase, now: datetime) -> dict[str, Any]:
 QUEUED = (ReviewState.AWAITING_REVIEW, ReviewState.IN_REVIEW, ReviewState.CHANGED)
 
 
-def queue(db: Session, sites: set[str] | None, *, limit: int, offset: int) -> dict[str, Any]:
+def queue_counts(db: Session, sites: set[str] | None) -> dict[str, int]:
+    """How many batches of the queue are in each state, at ``sites`` (None: every site)."""
+    q = (
+        select(BatchSummary.review_state, func.count())
+        .where(BatchSummary.review_state.in_(QUEUED))
+        .group_by(BatchSummary.review_state)
+    )
+    found = {str(st): int(n) for st, n in db.execute(at_sites(q, BatchSummary.site_id, sites))}
+    return {st.value: found.get(st.value, 0) for st in QUEUED}
+
+
+def queue(
+    db: Session,
+    sites: set[str] | None,
+    *,
+    limit: int,
+    offset: int,
+    state: str | None = None,
+    completed_before: str | None = None,
+) -> dict[str, Any]:
+    """The review queue, most exceptions first; ``state``: only batches in it;
+    ``completed_before``: only batches completed before that time (ISO 8601, UTC)."""
     # Review by exception: a batch's clock alerts (raised by ingest) count with its exceptions.
     clock = (
         select(Alert.batch_id, func.count().label("n"))
@@ -219,6 +240,12 @@ def queue(db: Session, sites: set[str] | None, *, limit: int, offset: int) -> di
         .where(BatchSummary.review_state.in_(QUEUED))
     )
     n = select(func.count()).select_from(BatchSummary).where(BatchSummary.review_state.in_(QUEUED))
+    if state is not None:
+        q = q.where(BatchSummary.review_state == state)
+        n = n.where(BatchSummary.review_state == state)
+    if completed_before is not None:
+        q = q.where(BatchSummary.completed_at <= completed_before)
+        n = n.where(BatchSummary.completed_at <= completed_before)
     q, n = at_sites(q, BatchSummary.site_id, sites), at_sites(n, BatchSummary.site_id, sites)
     rows = db.execute(
         q.order_by(exceptions.desc(), BatchSummary.completed_at, BatchSummary.batch_id)

@@ -62,6 +62,22 @@ def test_queue_scoped_ordered_filtered_and_counted(
     pg.click("#queue-filters button")
     assert pg.locator("#queue").count() == 0 and "No batch matches" in pg.inner_text("main")
 
+    # Paged (a page of one here): most exceptions first across pages, the filters kept.
+    from server.console import pages as console_pages
+
+    size, console_pages.QUEUE_PAGE = console_pages.QUEUE_PAGE, 1
+    try:
+        pg.goto(f"{served.url}/console/queue?site=SITE-A")
+        assert pg.locator("#queue tbody tr td:first-child").all_inner_texts() == ["B-Q1"]
+        assert pg.locator("#queue-prev").count() == 0
+        pg.click("#queue-next")
+        assert pg.locator("#queue tbody tr td:first-child").all_inner_texts() == ["B-Q2"]
+        assert "site=SITE-A" in pg.url and "2 to 2 shown" in pg.inner_text("#queue-counts")
+        pg.screens.check("queue-paged")
+        assert pg.locator("#queue-next").count() == 0 and pg.locator("#queue-prev").count() == 1
+    finally:
+        console_pages.QUEUE_PAGE = size
+
     # A reviewer of site A sees site A only, and may not ask for site B.
     rev = pages("site-a")
     sign_in(rev, served.url, "rev.a")
