@@ -77,9 +77,14 @@ def _key(request: Request) -> LogKey:
 
 
 def receipt_log(db: Session, key: LogKey, index: int | None, at: Any) -> dict[str, Any]:
-    """The ``log`` member of a segment receipt (:class:`ReceiptLog`), after the ingest
-    committed: the latest checkpoint (signed now if the tree grew) and the leaf's proof in it."""
-    cp = store.current_checkpoint(db, key, at)
+    """The ``log`` member of a segment receipt (:class:`ReceiptLog`).  With the segment's leaf
+    ``index``: in the ingest's transaction, before its commit, so the checkpoint (signed now)
+    commits with the leaf in one commit.  Without (nothing new stored): the latest checkpoint,
+    signed first if the tree grew."""
+    if index is None:
+        cp = store.current_checkpoint(db, key, at)
+    else:
+        cp = store.checkpoint_in_transaction(db, key, at)
     proof = [] if index is None else inclusion_proof(DbStore(db, cp.size), index, cp.size)
     return {"index": index, "tree_size": cp.size, "inclusion": _b64(proof), "checkpoint": cp.note}
 

@@ -188,6 +188,21 @@ def latest_checkpoint(db: Session) -> LogCheckpoint | None:
     return db.scalars(select(LogCheckpoint).order_by(LogCheckpoint.size.desc()).limit(1)).first()
 
 
+def checkpoint_in_transaction(db: Session, key: LogKey, at: datetime) -> LogCheckpoint:
+    """The checkpoint of the tree as the caller's transaction sees it, signed and added to that
+    transaction (it commits with the leaves it covers, in the same commit).  For a caller that
+    appended: it holds the head's lock, so no other writer can grow the tree meanwhile.  A row
+    already stored for this size is returned as it is."""
+    h = head(db)
+    got = db.get(LogCheckpoint, h.size)
+    if got is not None:
+        return got
+    note = sign_checkpoint(Checkpoint(key.origin, h.size, h.root), key.signer)
+    row = LogCheckpoint(size=h.size, note=note.to_bytes().decode(), signed_at=at)
+    db.add(row)
+    return row
+
+
 def current_checkpoint(db: Session, key: LogKey, at: datetime) -> LogCheckpoint:
     """The latest checkpoint, signing (and committing) one for the current size first if the
     tree grew since the last one stored.  Ed25519 signatures are deterministic: two requests

@@ -130,6 +130,7 @@ class IngestResult:
     head_hash: str
     ingest_us: int = 0
     log_index: int | None = None  # the segment's leaf; None when nothing new was stored
+    log: dict[str, Any] | None = None  # the receipt's ``log`` member (server.log.api.receipt_log)
 
 
 def ingest(
@@ -538,10 +539,9 @@ def receipt(
     r: IngestResult,
     *,
     at: datetime,
-    log_proof: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The signed receipt.  ``log_proof`` (:func:`server.log.api.receipt_log`): the segment's
-    leaf index, the tree size, the inclusion proof and the signed checkpoint, covered by the
+    """The signed receipt.  ``r.log`` (:func:`server.log.api.receipt_log`): the segment's leaf
+    index, the tree size, the inclusion proof and the signed checkpoint, covered by the
     receipt's signature; for a segment that stored nothing new, ``index`` is None and
     ``inclusion`` empty (the latest checkpoint still comes, for the unit's consistency check)."""
     body: dict[str, object] = {
@@ -554,6 +554,6 @@ def receipt(
         "received_at": at.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
         "server_key_id": server_key.key_id,
     }
-    if log_proof is not None:
-        body["log"] = log_proof
+    if r.log is not None:
+        body["log"] = r.log
     return sign_receipt(server_key, body)
