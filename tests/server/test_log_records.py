@@ -213,3 +213,28 @@ def test_the_tlog_bench_still_runs(capsys: pytest.CaptureFixture[str]) -> None:
     mod.main()
     out = capsys.readouterr().out
     assert "tlog append, groups of 1,000 leaf hashes" in out and "1e9 leaves" in out
+
+
+def test_log_verify_on_the_command_line(tmp_path: Path) -> None:
+    """What the host's administrator runs: clean after the host's own commands write (they log
+    through the same listener), and a checkpoint from outside that is not the log's is named."""
+    from click.testing import CliRunner
+
+    from server.cli import server as server_cli
+
+    data = ["--data-dir", str(tmp_path / "srv")]
+    run = CliRunner().invoke
+    assert run(server_cli, ["init", *data]).exit_code == 0
+    r = run(server_cli, ["add-person", *data, "--user", "admin.ann", "--name", "Ann Admin",
+                         "--role", "admin@*", "--reason", "first administrator"],
+            env={"CTGTP_NEW_PASSWORD": "Blue-Harbour-2026!"})  # fmt: skip
+    assert r.exit_code == 0, r.output
+    r = run(server_cli, ["log", "verify", *data])
+    assert r.exit_code == 0, r.output
+    assert "log verified: 2 leaves" in r.output and "checked 1 nodes, 0 checkpoints, 2 audit" in r.output
+    junk = tmp_path / "junk.checkpoint"
+    junk.write_text("not a checkpoint\n")
+    r = run(server_cli, ["log", "verify", *data, "--trusted", str(junk)])
+    assert r.exit_code == 1
+    assert f"FINDING checkpoint: trusted checkpoint {junk}:" in r.output, r.output
+    assert "log does NOT verify: 1 finding(s)" in r.output
