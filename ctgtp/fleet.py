@@ -135,8 +135,22 @@ class _Unit:
         self.run.server_ms += r.server_ms
         self.run.syncs += 1
 
-    def finish(self) -> None:
-        self.ledger.append("batch.completed", {}, batch_id=self.batch, actor="op.fleet")
+    def finish(self, end: float) -> None:
+        """The readings the instrument made up to the end of the run (a unit whose thread was
+        busy with other units' syncs still records what its instrument measured), the batch's
+        completion, and a sync of all of it."""
+        from edge.ledger import Append
+
+        self.owed += max(0.0, end - self.readings_at) * self.mix.readings_per_s
+        self.readings_at = end
+        due, self.owed = int(self.owed), 0.0
+        step = f"s{self.step}"
+        self.ledger.append_many(
+            [Append("reading.recorded", {"channel": "temp", "step": step,
+                                         "value": {"value": "37.0", "unit": "Cel"}}, self.batch)
+             for _ in range(due)]
+            + [Append("batch.completed", {}, self.batch, "op.fleet")]
+        )  # fmt: skip
         self.sync()
         self.run.events = self.ledger.head[0]
         self.run.acked = int(self.ledger.get_meta("sync.acked_seq") or 0)
@@ -172,13 +186,22 @@ def drive(
                 "public_key": key.public.to_json().decode(),
             },
         )
-        r.raise_for_status()  # fmt: skip
+        if r.status_code != 201:
+            raise RuntimeError(f"enrolment answered {r.status_code}: {r.text[:200]}")
         u = _Unit(unit_id, key, Path(home), http, server_key, mix, start, rng)
         u.begin()
         return u
 
+    failed: list[UnitRun] = []
+
     def own(share: list[str]) -> list[_Unit]:
-        return [enrol(u) for u in share]
+        out = []
+        for unit_id in share:
+            try:
+                out.append(enrol(unit_id))
+            except Exception as e:  # reported per unit (an exception may not pickle)
+                failed.append(UnitRun(unit_id, error=f"{type(e).__name__}: {e}"))
+        return out
 
     with ThreadPoolExecutor(threads) as pool:
         mine = list(pool.map(own, shares))
@@ -203,7 +226,7 @@ def drive(
         for u in units:
             if u.run.error is None:
                 try:
-                    u.finish()
+                    u.finish(end)
                 except Exception as e:  # reported per unit
                     u.run.error = f"{type(e).__name__}: {e}"
             u.close()
@@ -212,7 +235,7 @@ def drive(
         list(pool.map(loop, mine))
     http.close()
     admin.close()
-    return [asdict(u.run) for units in mine for u in units]
+    return [asdict(u.run) for units in mine for u in units] + [asdict(f) for f in failed]
 
 
 def _q(sorted_ms: list[float], q: float) -> float | None:

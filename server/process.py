@@ -16,13 +16,17 @@ from server.pgcluster import free_port
 
 
 def serve_subprocess(
-    database_url: str, data_dir: Path, admin_token: str, workers: int = 1, **settings: str
+    database_url: str,
+    data_dir: Path,
+    admin_token: str,
+    workers: int | None = None,
+    **settings: str,
 ) -> tuple[str, subprocess.Popen[bytes]]:
     """(base URL, process) once ``/health`` answers; ``settings`` become CTGTP_SERVER_* vars.
-    The database is migrated first, as a deploy would (``ctgtp server migrate``).  ``workers``
-    above 1: that many uvicorn workers (:mod:`server.workers`); stop the process with
-    ``terminate()``, which stops its workers too."""
-    if workers < 1:
+    The database is migrated first, as a deploy would (``ctgtp server migrate``).  ``workers``:
+    served by :func:`server.workers.serve` with that many uvicorn workers and pools sized per
+    worker (``terminate()`` stops them all); None: ``ctgtp server run``, one process."""
+    if workers is not None and workers < 1:
         raise ValueError(f"workers: {workers} given, at least 1 expected")
     engine = make_engine(database_url)
     migrate(engine)
@@ -35,14 +39,14 @@ def serve_subprocess(
         "CTGTP_SERVER_ADMIN_TOKEN": admin_token,
         **{f"CTGTP_SERVER_{k.upper()}": v for k, v in settings.items()},
     }
-    if workers == 1:
+    if workers is None:
         cmd = [sys.executable, "-m", "ctgtp", "server", "run", "--port", str(port)]
     else:
         cmd = [sys.executable, "-m", "server.workers", "--port", str(port)]
         cmd += ["--workers", str(workers)]
     proc = subprocess.Popen(cmd, env=env)
     base = f"http://127.0.0.1:{port}"
-    for _ in range(600 * workers):
+    for _ in range(600 * (workers or 1)):
         if proc.poll() is not None:
             raise RuntimeError(f"the server exited with status {proc.returncode} on start")
         try:
