@@ -85,7 +85,11 @@ def receipt_log(db: Session, key: LogKey, index: int | None, at: Any) -> dict[st
         cp = store.current_checkpoint(db, key, at)
     else:
         cp = store.checkpoint_in_transaction(db, key, at)
-    proof = [] if index is None else inclusion_proof(DbStore(db, cp.size), index, cp.size)
+    proof = (
+        []
+        if index is None
+        else store.with_store(db, cp.size, lambda s: inclusion_proof(s, index, cp.size))
+    )
     return {"index": index, "tree_size": cp.size, "inclusion": _b64(proof), "checkpoint": cp.note}
 
 
@@ -151,7 +155,7 @@ def consistency(
                 f"consistency proof from size {old} to size {new}: needs old <= new <= {size} "
                 "(the log's size)"
             )
-        proof = consistency_proof(DbStore(db, new), old, new)
+        proof = store.with_store(db, new, lambda s: consistency_proof(s, old, new))
     return {"old": old, "new": new, "proof": _b64(proof)}
 
 
@@ -169,9 +173,8 @@ def inclusion(
                 f"inclusion proof of leaf {index} in a tree of size {size}: needs "
                 f"index < size <= {have} (the log's size)"
             )
-        s = DbStore(db, size)
-        proof = inclusion_proof(s, index, size)
-        leaf = s.leaf(index)
+        proof = store.with_store(db, size, lambda s: inclusion_proof(s, index, size))
+        leaf = DbStore(db, size).leaf(index)
     return {
         "index": index,
         "size": size,
@@ -195,7 +198,7 @@ def tlog_proof(index: int, request: Request) -> Response:
             raise LogRange(f"leaf {index} is not in the log's latest checkpoint (size {cp.size})")
         note = SignedNote.parse(cp.note.encode())
         assert Checkpoint.parse_text(note.text).size == cp.size
-        proof = make_tlog_proof(DbStore(db, cp.size), index, note)
+        proof = store.with_store(db, cp.size, lambda s: make_tlog_proof(s, index, note))
     return Response(
         proof.to_bytes(),
         media_type=TEXT,

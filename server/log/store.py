@@ -13,11 +13,12 @@ is a few indexed reads.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TypeVar
 
-from sqlalchemy import Connection, insert, select, text
+from sqlalchemy import Connection, insert, select, text, tuple_
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -25,12 +26,12 @@ from ebr_core.keys import PublicKey, UnitSigner
 from ebr_core.tlog.checkpoint import Checkpoint, sign_checkpoint
 from ebr_core.tlog.entries import LogEntry
 from ebr_core.tlog.errors import TreeError
-from ebr_core.tlog.merkle import HASH_SIZE, Frontier, leaf_hash
+from ebr_core.tlog.merkle import HASH_SIZE, Frontier, HashStore, leaf_hash
 from ebr_core.tlog.note import Ed25519NoteSigner, Ed25519NoteVerifier, check_key_name
 from ebr_core.tlog.tiles import TILE_HEIGHT, Tile
 from server.log.tables import LogCheckpoint, LogHead, LogLeaf, LogNode
 
-DEFAULT_ORIGIN = "ctgtp-server.local/log"
+T = TypeVar("T")
 
 
 def _conn(db: Session | Connection) -> Connection:
@@ -97,15 +98,34 @@ class DbStore:
     def __init__(self, db: Session | Connection, size: int) -> None:
         self._conn = _conn(db)
         self._size = size
+        self._cache: dict[tuple[int, int], bytes] = {}
 
     def size(self) -> int:
         return self._size
+
+    def prefetch(self, nodes: Sequence[tuple[int, int]]) -> None:
+        """Read ``nodes`` in two queries (leaf hashes, interior nodes) into the cache."""
+        leaves_ = sorted({i for lv, i in nodes if lv == 0})
+        inner = sorted({(lv, i) for lv, i in nodes if lv > 0})
+        if leaves_:
+            q = select(LogLeaf.idx, LogLeaf.leaf_hash).where(LogLeaf.idx.in_(leaves_))
+            for i, h in self._conn.execute(q):
+                self._cache[(0, int(i))] = bytes(h)
+        if inner:
+            q2 = select(LogNode.level, LogNode.idx, LogNode.hash).where(
+                tuple_(LogNode.level, LogNode.idx).in_(inner)
+            )
+            for lv, i, h in self._conn.execute(q2):
+                self._cache[(int(lv), int(i))] = bytes(h)
 
     def node_hash(self, level: int, index: int) -> bytes:
         if level < 0 or index < 0 or (index + 1) << level > self._size:
             raise TreeError(
                 f"node ({level}, {index}) is not a complete subtree of a tree of size {self._size}"
             )
+        got = self._cache.get((level, index))
+        if got is not None:
+            return got
         if level == 0:
             q = select(LogLeaf.leaf_hash).where(LogLeaf.idx == index)
         else:
@@ -122,6 +142,32 @@ class DbStore:
         if got is None:
             raise TreeError(f"the log's tables have no leaf {index}")
         return bytes(got)
+
+
+class _Asked:
+    """A store that answers any node with zeros and remembers which were asked: a proof's shape
+    (which nodes it reads) does not depend on the hashes."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self.asked: list[tuple[int, int]] = []
+
+    def size(self) -> int:
+        return self._size
+
+    def node_hash(self, level: int, index: int) -> bytes:
+        self.asked.append((level, index))
+        return bytes(HASH_SIZE)
+
+
+def with_store(db: Session | Connection, size: int, build: Callable[[HashStore], T]) -> T:
+    """``build(store)`` over the tables for a tree of ``size``, its nodes read in two queries:
+    ``build`` runs once on a recording store to learn which nodes it reads."""
+    asked = _Asked(size)
+    build(asked)
+    s = DbStore(db, size)
+    s.prefetch(asked.asked)
+    return build(s)
 
 
 def tile_data(db: Session | Connection, tile: Tile, size: int) -> bytes | None:
