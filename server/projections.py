@@ -26,7 +26,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -37,7 +37,7 @@ from ebr_core.batch import BatchState, apply, state_from_json, state_to_json
 from ebr_core.canonical import canonical
 from ebr_core.errors import EbrError
 from ebr_core.record import Event, decode_record
-from ebr_core.telemetry import BASE_WIDTH_S, READING, Telemetry, minute_of
+from ebr_core.telemetry import BASE_WIDTH_S, READING, Telemetry
 from server.db import BatchSummary
 
 # Event kinds (and value limits) that make a batch an exception for review.
@@ -384,7 +384,7 @@ def load(db: Session, summ: BatchSummary) -> Projection:
 
 # -- a window of one channel's readings (the console's zoom) ----------------------------------
 
-WINDOW_READINGS = 20_000  # readings read at most for one window; wider: the stored series
+WINDOW_READINGS = 10_000  # readings read at most for one window; wider: the stored series
 _EXCURSIONS_SHOWN = 200
 _FIRST_READING_FROM = text(
     "SELECT seq, line FROM events WHERE batch_id = :b AND unit_id = :u "
@@ -396,19 +396,23 @@ _READINGS_BETWEEN = text(
 )
 
 
-def _reading_time(ev: Event) -> str:
-    """A reading's time as the summary takes it: its device time if that is one, else the time
-    it was recorded (:meth:`ebr_core.telemetry.Telemetry.add`)."""
-    dt = ev.payload.get("device_time")
-    return dt if isinstance(dt, str) and minute_of(dt) is not None else ev.recorded_at
-
-
-def _epoch(t: str) -> float | None:
-    try:
-        d = datetime.fromisoformat(t.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return d.timestamp() if d.tzinfo else None
+def _reading(line: bytes) -> tuple[dict[str, Any], datetime | None]:
+    """A stored reading's payload and time as the summary takes it: its device time if that is
+    one, else the time it was recorded (:meth:`ebr_core.telemetry.Telemetry.add`); None if
+    neither is an ISO 8601 time with its offset.  The line was verified when it was stored; here
+    it is only read."""
+    d = orjson.loads(line)
+    p = d.get("payload") if isinstance(d, dict) else None
+    payload = p if isinstance(p, dict) else {}
+    for t in (payload.get("device_time"), d.get("recorded_at") if isinstance(d, dict) else None):
+        if isinstance(t, str):
+            try:
+                when = datetime.fromisoformat(t)
+            except ValueError:
+                continue
+            if when.tzinfo is not None:
+                return payload, when
+    return payload, None
 
 
 def _first_seq_at(db: Session, summ: BatchSummary, t: float) -> int:
@@ -423,8 +427,8 @@ def _first_seq_at(db: Session, summ: BatchSummary, t: float) -> int:
         if row is None:
             hi = mid
             continue
-        at = _epoch(_reading_time(_event(bytes(row[1]))))
-        if at is None or at >= t:
+        when = _reading(bytes(row[1]))[1]
+        if when is None or when.timestamp() >= t:
             hi = mid
         else:
             lo = int(row[0]) + 1
@@ -478,24 +482,26 @@ def window(
     part = Telemetry()
     marks: list[dict[str, Any]] = []
     total = 0
+    lo, hi = datetime.fromtimestamp(t_from, UTC), datetime.fromtimestamp(t_to, UTC)
+    kept: list[dict[str, Any]] = []
+    kept_at: list[str] = []
     for seq, recorded_at, line in rows:
-        ev = _event(bytes(line))
-        if ev.payload.get("channel") != base:
+        payload, when = _reading(bytes(line))
+        if when is None or payload.get("channel") != base or not lo <= when < hi:
             continue
-        at = _reading_time(ev)
-        t = _epoch(at)
-        if t is None or not t_from <= t < t_to:
-            continue
-        part.add(ev.payload, str(recorded_at), int(seq))
-        if ev.payload.get("limit") not in ("ok", None):
+        kept.append(payload)
+        kept_at.append(str(recorded_at))
+        if payload.get("limit") not in ("ok", None):
             total += 1
             if len(marks) < _EXCURSIONS_SHOWN:
-                v = ev.payload.get("value")
+                t = when.timestamp()
+                v = payload.get("value")
                 value = v.get("value") if isinstance(v, dict) else None
                 marks.append(
-                    {"seq": int(seq), "at": at, "t": t, "limit": ev.payload.get("limit"),
+                    {"seq": int(seq), "at": when.isoformat(), "t": t, "limit": payload.get("limit"),
                      "value": value}
                 )  # fmt: skip
+    part.add_run(kept, kept_at, int(rows[0][0]) if rows else 0)  # the summary's own fold
     c = part.channels.get(channel)
     if c is None:
         return Window(channel, stored.unit, t_from, t_to, True, 0, BASE_WIDTH_S, [], [], 0)

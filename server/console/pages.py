@@ -457,17 +457,17 @@ def chart_window(request: Request) -> Response:
         with _sessions(request)() as s:
             summ = summary(s, batch_id)
             who.require("batch.read", summ.site_id)
-            r = load_review(s, batch_id)
-            alarms = _alarm_times([dict(x) for x in r.state.alarms])
+            proj = projections.load(s, summ)
+            alarms = _alarm_times([dict(x) for x in proj.state.alarms] if proj.state else [])
             if not q.get("from") and not q.get("to"):
-                tele = views.telemetry_json(r.projection.telemetry, series=True)
+                tele = views.telemetry_json(proj.telemetry, series=True)
                 if name not in tele:
                     raise NotFound(f"batch {batch_id} has no telemetry channel {name!r}")
                 box = _overview(batch_id, i, name, tele[name], alarms)
             else:
                 t0 = views.window_time(q.get("from", ""), "from")
                 t1 = views.window_time(q.get("to", ""), "to")
-                w = views.telemetry_window(s, summ, name, t0, t1)
+                w = views.telemetry_window(s, summ, name, t0, t1, proj)
                 if w["resolution"] == "readings":
                     note = (f"{w['readings']} readings read; buckets of {w['bucket_s']} s; "
                             f"{w['excursions_total']} excursion(s) marked in this window.")

@@ -135,7 +135,7 @@ def telemetry_window(
     to: Annotated[str, Query(max_length=views.MAX_TIME)],
 ) -> Any:
     """One channel between two times (ISO 8601; UTC without an offset) at the finest resolution
-    the window allows: from the readings when at most 20,000 lie in it, else the stored series."""
+    the window allows: from the readings when at most 10,000 lie in it, else the stored series."""
     t_from, t_to = views.window_time(from_, "from"), views.window_time(to, "to")
     return views.telemetry_window(db, summary(db, batch_id), channel, t_from, t_to)
 

@@ -291,13 +291,19 @@ def window_time(text: str, what: str) -> float:
 
 
 def telemetry_window(
-    db: Session, summ: BatchSummary, channel: str, t_from: float, t_to: float
+    db: Session,
+    summ: BatchSummary,
+    channel: str,
+    t_from: float,
+    t_to: float,
+    proj: projections.Projection | None = None,
 ) -> dict[str, Any]:
     """One channel between two times at the finest resolution the window allows
-    (:func:`server.projections.window`), with the channel's limits (none held: said so)."""
+    (:func:`server.projections.window`), with the channel's limits (none held: said so);
+    ``proj``: the batch's projection if the caller has loaded it."""
     if not t_from < t_to:
         raise Unprocessable("the window's start must be before its end")
-    proj = projections.load(db, summ)
+    proj = proj or projections.load(db, summ)
     if channel not in proj.telemetry.channels:
         names = ", ".join(sorted(proj.telemetry.channels)) or "none"
         raise NotFound(f"batch {summ.batch_id} has no telemetry channel {channel!r} ({names})")
