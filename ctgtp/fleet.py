@@ -259,7 +259,7 @@ def run_fleet(
     unit that failed, lost or duplicated anything).  ``database_url``: an empty PostgreSQL
     database to use instead of a new cluster."""
     from server.pgcluster import PgCluster
-    from server.process import serve_subprocess
+    from server.process import serve_subprocess, stop
 
     if units < 1 or seconds <= 0 or workers < 1:
         raise ValueError(f"units ({units}), seconds ({seconds}) and workers ({workers}) must be "
@@ -291,10 +291,11 @@ def run_fleet(
         elapsed = time.perf_counter() - t
         return report(base, runs, database, units, workers, drivers, elapsed)
     finally:
-        proc.terminate()
-        proc.wait(30)
-        if cluster is not None:
-            cluster.__exit__(None, None, None)
+        try:
+            stop(proc)
+        finally:
+            if cluster is not None:
+                cluster.__exit__(None, None, None)
 
 
 def report(base: str, runs: list[dict[str, Any]], database: str, units: int, workers: int,

@@ -4,6 +4,7 @@ soak): the server never shares a GIL with the units that load it."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -44,7 +45,8 @@ def serve_subprocess(
     else:
         cmd = [sys.executable, "-m", "server.workers", "--port", str(port)]
         cmd += ["--workers", str(workers)]
-    proc = subprocess.Popen(cmd, env=env)
+    # its own session: stop() ends the workers with it, even if the supervisor is stuck
+    proc = subprocess.Popen(cmd, env=env, start_new_session=workers is not None)
     base = f"http://127.0.0.1:{port}"
     for _ in range(600 * (workers or 1)):
         if proc.poll() is not None:
@@ -54,5 +56,22 @@ def serve_subprocess(
                 return base, proc
         except httpx.HTTPError:
             time.sleep(0.05)
-    proc.terminate()
+    stop(proc)
     raise RuntimeError(f"the server did not start on {base}")
+
+
+def stop(proc: subprocess.Popen[bytes], grace_s: float = 30.0) -> None:
+    """Stop a server from :func:`serve_subprocess`: SIGTERM, then, after ``grace_s``, SIGKILL to
+    it and (with workers) every process of its session."""
+    proc.terminate()
+    try:
+        proc.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        try:
+            if os.getpgid(proc.pid) == proc.pid:
+                os.killpg(proc.pid, signal.SIGKILL)
+            else:
+                proc.kill()
+        except ProcessLookupError:
+            pass
+        proc.wait(10)

@@ -44,6 +44,7 @@ DEFAULT_CONNECTIONS = 80  # PostgreSQL's default max_connections (100) less room
 MAX_PER_WORKER = 40  # anyio's default request threads per worker
 POOL_ENV = "CTGTP_SERVER_DB_CONNECTIONS"
 _PER_WORKER_ENV = "CTGTP_SERVER_POOL_PER_WORKER"  # set by serve() for its workers
+GRACE_S = 10
 
 
 def per_worker_connections(workers: int, budget: int | None = None) -> int:
@@ -135,6 +136,9 @@ def serve(settings: Settings, host: str, port: int, workers: int) -> None:
         port=port,
         workers=workers,
         log_level="warning",
+        # a stop (SIGTERM) waits this long for requests in flight, then ends them: a worker
+        # stuck behind a lock never keeps the server up
+        timeout_graceful_shutdown=GRACE_S,
     )
 
 

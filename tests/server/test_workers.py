@@ -20,7 +20,7 @@ from edge.ledger import Append, Ledger
 from edge.sync import SyncClient
 from server.db import make_engine
 from server.pgcluster import PgCluster
-from server.process import serve_subprocess
+from server.process import serve_subprocess, stop
 from server.settings import Settings
 from server.workers import per_worker_connections, worker_settings
 from tests.security.test_review_record import settled_push_batch
@@ -84,8 +84,7 @@ def two(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, str]
             serving = [p for p in children(proc.pid) if database_connections(p, cluster.port)]
             assert len(serving) == 2, f"workers holding database connections: {serving}"
         finally:
-            proc.terminate()
-            proc.wait(30)
+            stop(proc)
 
 
 def at_once(n: int, fn: Callable[[int], T]) -> list[T]:
