@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import tempfile
 import time
@@ -289,13 +290,37 @@ def run_fleet(
                                      mix) for i in range(drivers)]  # fmt: skip
                 runs = [r for p in parts for r in p.result()]
         elapsed = time.perf_counter() - t
-        return report(base, runs, database, units, workers, drivers, elapsed)
+        out = report(base, runs, database, units, workers, drivers, elapsed)
+        # CPU seconds the server (its workers and their verifier processes) and the database
+        # spent over the whole run: events per CPU second whatever else the machine runs
+        out["server_cpu_s"] = round(cpu_seconds(proc.pid), 1)
+        if cluster is not None:
+            pid = int((cluster.data / "postmaster.pid").read_text().split()[0])
+            out["database_cpu_s"] = round(cpu_seconds(pid), 1)
+        return out
     finally:
         try:
             stop(proc)
         finally:
             if cluster is not None:
                 cluster.__exit__(None, None, None)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU seconds of ``pid`` and its live descendants, plus what its waited-for
+    children used (Linux ``/proc``; 0.0 elsewhere)."""
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += sum(int(x) for x in fields[11:15])  # utime, stime, cutime, cstime
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, IndexError, ValueError):
+            continue
+    return total / tick
 
 
 def report(base: str, runs: list[dict[str, Any]], database: str, units: int, workers: int,
