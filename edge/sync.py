@@ -41,8 +41,9 @@ import random
 import secrets
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
@@ -540,54 +541,71 @@ class SyncClient:
 
         path = f"/v1/units/{self.unit_id}/segments"
         first = acked + 1
-        for last, body in self._prepared(acked):
-            t0 = time.perf_counter()
-            r = self._retrying(
-                lambda b=body: self._send(  # type: ignore[misc]
-                    "POST",
-                    path,
-                    b,
-                    {"Content-Encoding": self.encoding, "Content-Type": "application/x-ndjson"},
-                ),
-                report,
-                attempts,
-            )
-            if r.status_code != 200:
-                raise refusal(f"the segment ending at seq {last}", r, self._sent_at)
-            receipt = r.json()
-            if self.server_key is not None and not verify_receipt(self.server_key, receipt):
-                raise SyncRefused("the receipt's server signature does not verify")
-            head = int(receipt["head_seq"])
-            if head != last:
-                # Another run stored more (or the receipt is odd): what counts is the server's
-                # head, checked against this ledger.
-                head = self.server_head(report, attempts)
-                if head < last:
-                    raise SyncError(
-                        f"the receipt for the segment ending at seq {last} says head "
-                        f"{receipt['head_seq']} and the server's head is {head}; nothing is "
-                        "lost, the next sync resumes from the server's head"
-                    )
-            else:
-                self._check_head(head, receipt.get("head_hash"))
-            self._advance_acked(head)
-            if watch is not None:
-                watch.receipt(receipt.get("log"), self._leaves(first, last, receipt))
-            logged = receipt.get("log")
-            if isinstance(logged, dict) and type(logged.get("index")) is int:
-                report.log_index = int(logged["index"])
-            first = last + 1
-            report.segment_ms.append((time.perf_counter() - t0) * 1000)
-            report.server_ms.append(int(receipt.get("ingest_us", 0)) / 1000)
-            report.pushed += int(receipt["stored"])
-            report.duplicates += int(receipt["duplicates"])
-            report.segments += 1
-            report.server_head = max(report.server_head, head)
-            # (The last segment's report is the final one, below.)
-            end = last == report.local_head
-            if progress is not None and not end and (now := time.perf_counter()) >= next_report:
-                next_report = now + PROGRESS_INTERVAL_S
-                progress(progress_at(last, now, done=False))
+        # The receipts' log checks (a consistency proof each: a round trip) run in order in one
+        # thread while the next segment is on the wire; the run waits for them at its end.
+        checks = (
+            None
+            if watch is None
+            else ThreadPoolExecutor(max_workers=1, thread_name_prefix="sync-log")
+        )
+        pending: deque[Future[None]] = deque()
+        try:
+            for last, body in self._prepared(acked):
+                t0 = time.perf_counter()
+                r = self._retrying(
+                    lambda b=body: self._send(  # type: ignore[misc]
+                        "POST",
+                        path,
+                        b,
+                        {"Content-Encoding": self.encoding, "Content-Type": "application/x-ndjson"},
+                    ),
+                    report,
+                    attempts,
+                )
+                if r.status_code != 200:
+                    raise refusal(f"the segment ending at seq {last}", r, self._sent_at)
+                receipt = r.json()
+                if self.server_key is not None and not verify_receipt(self.server_key, receipt):
+                    raise SyncRefused("the receipt's server signature does not verify")
+                head = int(receipt["head_seq"])
+                if head != last:
+                    # Another run stored more (or the receipt is odd): what counts is the server's
+                    # head, checked against this ledger.
+                    head = self.server_head(report, attempts)
+                    if head < last:
+                        raise SyncError(
+                            f"the receipt for the segment ending at seq {last} says head "
+                            f"{receipt['head_seq']} and the server's head is {head}; nothing is "
+                            "lost, the next sync resumes from the server's head"
+                        )
+                else:
+                    self._check_head(head, receipt.get("head_hash"))
+                self._advance_acked(head)
+                if checks is not None and watch is not None:
+                    leaves = self._leaves(first, last, receipt)
+                    pending.append(checks.submit(watch.receipt, receipt.get("log"), leaves))
+                    while pending and pending[0].done():  # a check that could not be made
+                        pending.popleft().result()  # (the network) ends the run now
+                logged = receipt.get("log")
+                if isinstance(logged, dict) and type(logged.get("index")) is int:
+                    report.log_index = int(logged["index"])
+                first = last + 1
+                report.segment_ms.append((time.perf_counter() - t0) * 1000)
+                report.server_ms.append(int(receipt.get("ingest_us", 0)) / 1000)
+                report.pushed += int(receipt["stored"])
+                report.duplicates += int(receipt["duplicates"])
+                report.segments += 1
+                report.server_head = max(report.server_head, head)
+                # (The last segment's report is the final one, below.)
+                end = last == report.local_head
+                if progress is not None and not end and (now := time.perf_counter()) >= next_report:
+                    next_report = now + PROGRESS_INTERVAL_S
+                    progress(progress_at(last, now, done=False))
+            while pending:
+                pending.popleft().result()
+        finally:
+            if checks is not None:
+                checks.shutdown(wait=True, cancel_futures=True)
         report.server_head = max(report.server_head, acked)
         if progress is not None:
             progress(progress_at(report.server_head, time.perf_counter(), done=True))
