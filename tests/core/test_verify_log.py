@@ -172,3 +172,56 @@ def test_refusals_name_what_did_not_match(s: Setup) -> None:
     assert r.exit_code == 1 and "junk.tlog-proof: not a tlog-proof file" in r.output
     r = s.run("--log-checkpoint", p)
     assert r.exit_code == 2 and "--log-key" in r.output
+
+
+def test_against_the_real_servers_proof_files(tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """The server's own .tlog-proof for the unit's last segment (the index its receipt named),
+    and any leaf given as the JSON of GET /v1/log/proof/inclusion, verify offline with the key
+    the server publishes; a proof for another leaf is refused naming the leaf."""
+    import httpx
+
+    from edge.ledger import Append
+    from edge.sync import SyncClient
+    from tests.server.conftest import server_settings, start_server
+
+    with start_server(server_settings("sqlite", request, tmp_path)) as srv:
+        unit = UnitSigner.generate("UNIT-E2E")
+        srv.enrol(unit)
+        led = make_ledger(tmp_path / "edge.db", unit, groups=2, per_group=3)
+        client = SyncClient(led, srv.url, server_key=srv.key, max_events=4)
+        first = client.sync_once()
+        led.append_many([Append("reading.recorded", {"channel": "t", "i": 9, "value": {"value": "1", "unit": "Cel"}}, "B-1")])
+        last = client.sync_once()
+        assert first.log_index is not None and last.log_index is not None
+        assert last.log_index > first.log_index and last.alerts == []
+        export_ledger(led, tmp_path / "ledger.jsonl", tmp_path / "unit.pub")
+        led.close()
+        (tmp_path / "log.vkey").write_text(httpx.get(srv.url + "/v1/log/vkey").text)
+        for i, name in ((last.log_index, "last"), (first.log_index, "first"), (0, "zero")):
+            r = httpx.get(f"{srv.url}/v1/log/proof/{i}.tlog-proof")
+            assert r.status_code == 200, r.text
+            (tmp_path / f"{name}.tlog-proof").write_bytes(r.content)
+        size = proof_size(tmp_path / "zero.tlog-proof")
+        inc = httpx.get(f"{srv.url}/v1/log/proof/inclusion", params={"index": 0, "size": size})
+        (tmp_path / "zero.json").write_text(inc.text)
+    args = ["--public-key", str(tmp_path / "unit.pub"), "--log-key", str(tmp_path / "log.vkey")]
+    ledger = str(tmp_path / "ledger.jsonl")
+    r = CliRunner().invoke(verify, [ledger, *args, "--log-checkpoint", str(tmp_path / "last.tlog-proof")])
+    assert r.exit_code == 0, r.output
+    assert f"is leaf {last.log_index} of ctgtp-server.local/log" in r.output
+    assert f"last_seq {last.local_head}" in r.output and "no cosignature (no --witness-key given)" in r.output
+    r = CliRunner().invoke(verify, [ledger, *args, "--log-checkpoint", str(tmp_path / "first.tlog-proof")])
+    assert r.exit_code == 0 and f"is leaf {first.log_index} of" in r.output, r.output
+    r = CliRunner().invoke(verify, ["--log-key", str(tmp_path / "log.vkey"), "--log-checkpoint",
+                                    str(tmp_path / "zero.tlog-proof"), "--entry", str(tmp_path / "zero.json")])
+    assert r.exit_code == 0 and "is leaf 0 of ctgtp-server.local/log" in r.output, r.output
+    # Leaf 0 (logged at the enrolment, before any segment) is no segment of this ledger.
+    r = CliRunner().invoke(verify, [ledger, *args, "--log-checkpoint", str(tmp_path / "zero.tlog-proof")])
+    assert r.exit_code == 1 and "no segment of ledger.jsonl (unit UNIT-E2E" in r.output, r.output
+
+
+def proof_size(path: Path) -> int:
+    from ebr_core.tlog import TlogProof
+
+    p = TlogProof.parse(path.read_bytes())
+    return Checkpoint.parse_text(p.checkpoint.text).size
