@@ -9,8 +9,12 @@ workers)`` is what ``ctgtp server run --workers N`` calls.
 - Connections are pooled per worker: a region's database allows ``max_connections`` (100 by
   default), shared by every worker, ``migrate``, the administration commands and the console's
   readers.  ``CTGTP_SERVER_DB_CONNECTIONS`` (default :data:`DEFAULT_CONNECTIONS`) is the API's
-  whole budget; each worker gets ``budget // workers`` pooled connections (at most
-  :data:`MAX_PER_WORKER`) and as many request threads, so a request never waits on the pool.
+  whole budget; each worker gets ``budget // workers`` connections (at most
+  :data:`MAX_PER_WORKER`) and half as many request threads.  Twice as many connections as
+  threads: a route's session is closed by its dependency's teardown, which waits for a thread
+  of its own while the session still holds its connection; with no more connections than
+  threads, those teardowns and new requests waiting on the pool starve each other (seen at 1,000
+  units: ``QueuePool limit ... reached`` after 60 s).
 
 What each worker keeps in memory, and why that is right with several (docs/region.md):
 
@@ -41,14 +45,14 @@ from typing import Any
 from server.settings import Settings
 
 DEFAULT_CONNECTIONS = 80  # PostgreSQL's default max_connections (100) less room for the rest
-MAX_PER_WORKER = 40  # anyio's default request threads per worker
+MAX_PER_WORKER = 80  # connections; the threads, half as many, are anyio's default (40)
 POOL_ENV = "CTGTP_SERVER_DB_CONNECTIONS"
 _PER_WORKER_ENV = "CTGTP_SERVER_POOL_PER_WORKER"  # set by serve() for its workers
 GRACE_S = 10
 
 
 def per_worker_connections(workers: int, budget: int | None = None) -> int:
-    """Pooled connections (and request threads) for each of ``workers`` workers."""
+    """Pooled connections for each of ``workers`` workers (its request threads: half)."""
     if workers < 1:
         raise ValueError(f"workers: {workers} given, at least 1 expected")
     if budget is None:
@@ -56,7 +60,7 @@ def per_worker_connections(workers: int, budget: int | None = None) -> int:
         if not raw.isdigit() or int(raw) < 1:
             raise ValueError(f"{POOL_ENV}={raw!r}: a whole number of connections (>= 1) expected")
         budget = int(raw)
-    return max(2, min(MAX_PER_WORKER, budget // workers))
+    return max(4, min(MAX_PER_WORKER, budget // workers))
 
 
 def worker_settings(settings: Settings, workers: int) -> Settings:
@@ -76,15 +80,20 @@ def environment(settings: Settings) -> dict[str, str]:
 
 def _size_pool(app: Any, per_worker: int) -> None:
     """Give the app's engine a pool of ``per_worker`` connections (PostgreSQL; SQLite keeps its
-    own) and the worker as many request threads."""
+    own) and the worker half as many request threads."""
     from sqlalchemy import create_engine
 
     engine = app.state.engine
+    threads = max(2, per_worker // 2)
     if engine.dialect.name == "postgresql":
         # create_app has connected once (the head check), so the engine's dialect is set up;
         # a pool built by an engine on the same URL opens the same connections.
         sized = create_engine(
-            engine.url, pool_size=per_worker, max_overflow=0, pool_pre_ping=True, pool_timeout=60
+            engine.url,
+            pool_size=threads,
+            max_overflow=max(0, per_worker - threads),
+            pool_pre_ping=True,
+            pool_timeout=60,
         )
         old, engine.pool = engine.pool, sized.pool
         old.dispose()
@@ -94,7 +103,7 @@ def _size_pool(app: Any, per_worker: int) -> None:
     async def lifespan(a: Any) -> AsyncIterator[Any]:
         import anyio.to_thread
 
-        anyio.to_thread.current_default_thread_limiter().total_tokens = per_worker
+        anyio.to_thread.current_default_thread_limiter().total_tokens = threads
         async with inner(a) as state:
             yield state
 

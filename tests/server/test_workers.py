@@ -124,7 +124,8 @@ def stored(url: str, unit_id: str) -> tuple[int, int, int, int]:
 def test_pool_and_gate_are_shared_out_between_workers() -> None:
     assert per_worker_connections(2, budget=80) == 40
     assert per_worker_connections(4, budget=80) == 20
-    assert per_worker_connections(1, budget=500) == 40  # never more threads than anyio's
+    assert per_worker_connections(1, budget=500) == 80  # 40 threads: anyio's default
+    assert per_worker_connections(8, budget=8) == 4  # at least 2 threads and 4 connections
     s = Settings(password_checks_max=5)
     assert worker_settings(s, 2).password_checks_max == 3 and s.password_checks_max == 5
     with pytest.raises(ValueError, match="at least 1"):
