@@ -1,11 +1,15 @@
 """The console's screens: sign-in and password change, the review queue, the batch view
-(exceptions first), deviation closure with an e-signature, and the release ceremony.
+(exceptions first, label reconciliation, deviation links, telemetry charts with their zoom),
+deviation closure with an e-signature, and the release ceremony.
 
 Each action calls the service the JSON API calls, one call per recorded act:
 :meth:`Access.check_password` (lockout, attempt slots), :func:`people.issue_token`,
-:func:`views.queue` (access-scoped), :func:`views.batch_view`, :func:`service.deviation_action`,
+:func:`views.queue` (access-scoped), :func:`views.batch_view`, :func:`views.telemetry_window`,
+:func:`service.deviation_action` (comments), :func:`links.link_deviations`,
+:func:`quality_api.close_signed` (the API's closure: password, duties, the minor-only rule),
 :func:`service.sign` (the pure release rules of :mod:`server.quality.release` decide).  A refusal
-is shown in the service's own words, with its HTTP status.
+is shown in the service's own words, with its HTTP status.  Each request by a session slides its
+idle timeout (:meth:`Access.renew`).
 """
 
 from __future__ import annotations
