@@ -19,6 +19,10 @@ merged into the stored one; step events are folded from the rows just stored, re
 Reading a projection checks it: the digest must match its body and it must reflect the batch's
 current event head; otherwise it is rebuilt from the events (step events by their index, the
 readings streamed in windows and summarised), never trusted.
+
+Also here: :func:`window`, one channel's readings between two times at bounded cost (the
+console's zoom).  Over 400 lines: the stored projections and the one read that goes past them
+to the readings share their queries and their event windows.
 """
 
 from __future__ import annotations

@@ -10,6 +10,9 @@ Each action calls the service the JSON API calls, one call per recorded act:
 :func:`service.sign` (the pure release rules of :mod:`server.quality.release` decide).  A refusal
 is shown in the service's own words, with its HTTP status.  Each request by a session slides its
 idle timeout (:meth:`Access.renew`).
+
+Over 400 lines: one short handler per screen and form, each the same few steps (session, CSRF,
+the service, the page again with its notice or refusal), read best side by side.
 """
 
 from __future__ import annotations

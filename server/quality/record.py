@@ -9,6 +9,9 @@ and telemetry summary, the current result set, and the server-side deviation act
 request reads the batch's events to compute it.  A signature records the record hash and the
 evaluation hash it was given on; when either changes, the signature is shown as no longer
 applying and cannot support a release.
+
+Over 400 lines: the reviewer's reading of a batch (deviations with their comments, closures and
+links, corrections, edge notes, labels) is one model, and its parts refer to each other.
 """
 
 from __future__ import annotations
