@@ -247,7 +247,6 @@ def close_deviations(
         batch_began=since,
     )
     release.decide_closing(batch_id, devs, r.operators, who, req)
-    release.not_before_events(batch_id, _event_times(r), req.at)
     out = []
     for dev_id in req.deviation_ids:
         dev = devs[dev_id]
