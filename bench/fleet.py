@@ -12,7 +12,8 @@ offered) it is the server's capacity on this machine.
 Also: segment round trip and server ingest (the receipt's own time) p50/p99, and exactly once.
 Goals: ratio >= 0.5, server ingest p99 <= 500 ms at 1,000 units, exactly once always.
 
-``--quick``: 100 and 1,000 units, 20 s each; the full run: 10, 100 and 1,000 units, 60 s each.
+``--quick``: 100 and 1,000 units, 20 s each; the full run: 10, 100 and 1,000 units, 60 s each;
+``--units N`` and ``--workers N`` (repeatable) pick some of them.
 """
 
 from __future__ import annotations
@@ -79,14 +80,22 @@ def stored_bytes(url: str) -> tuple[int, int, int]:
 
 
 def main() -> None:
-    quick = "--quick" in sys.argv[1:]
-    sizes = (100, 1000) if quick else (10, 100, 1000)
-    seconds = 20.0 if quick else 60.0
+    import argparse
+
+    p = argparse.ArgumentParser(description="A region's fleet on PostgreSQL")
+    p.add_argument("--quick", action="store_true", help="100 and 1,000 units, 20 s each")
+    p.add_argument("--units", type=int, action="append", help="only these sizes (repeatable)")
+    p.add_argument("--workers", type=int, action="append", help="only these (repeatable)")
+    a = p.parse_args()
+    sizes = tuple(a.units or ((100, 1000) if a.quick else (10, 100, 1000)))
+    seconds = 20.0 if a.quick else 60.0
+    if any(n < 1 for n in sizes) or any(w < 1 for w in a.workers or ()):
+        p.error("--units and --workers: at least 1")
     mix = Mix()
     with PgCluster() as pg:
         postmaster = int((pg.data / "postmaster.pid").read_text().split()[0])
         for units in sizes:
-            for workers in (1, 2):
+            for workers in a.workers or (1, 2):
                 url = pg.create_db(f"fleet_{units}_{workers}")
                 load = os.getloadavg()[0]
                 db_cpu0 = cpu_seconds(postmaster)
