@@ -78,6 +78,38 @@ def environment(settings: Settings) -> dict[str, str]:
     return out
 
 
+LOCK_TIMEOUT_MS = 15_000
+
+
+class SegmentLane:
+    """ASGI wrapper: at most ``limit`` segment uploads in the app at once; the others wait here,
+    before any thread, connection or lock is taken.
+
+    Why: a segment's transaction waits for the audit trail's head row, holding a request thread;
+    a route with the request session (``server.people.auth.session``) commits in its
+    dependency's teardown, which needs a thread too.  With every thread taken by segments
+    waiting for the head row that such a transaction holds, nothing moves again (seen at 1,000
+    units on two workers: 40 segments waiting, an enrolment ``idle in transaction`` holding the
+    row).  Half the threads stay for everything else."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        import asyncio
+
+        self.app, self.limit = app, limit
+        self._slots = asyncio.Semaphore(limit)
+
+    def __getattr__(self, name: str) -> Any:  # app.state, app.router: the wrapped app's
+        return getattr(self.app, name)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        path = scope.get("path", "") if scope.get("type") == "http" else ""
+        if scope.get("method") == "POST" and path.endswith("/segments"):
+            async with self._slots:
+                await self.app(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+
 def _size_pool(app: Any, per_worker: int) -> None:
     """Give the app's engine a pool of ``per_worker`` connections (PostgreSQL; SQLite keeps its
     own) and the worker half as many request threads."""
@@ -94,6 +126,9 @@ def _size_pool(app: Any, per_worker: int) -> None:
             max_overflow=max(0, per_worker - threads),
             pool_pre_ping=True,
             pool_timeout=60,
+            # a lock wait that outlives this is refused (the segment is retried by its unit),
+            # never a region that stops: the safety net under SegmentLane
+            connect_args={"options": f"-c lock_timeout={LOCK_TIMEOUT_MS}"},
         )
         old, engine.pool = engine.pool, sized.pool
         old.dispose()
@@ -116,8 +151,9 @@ def app() -> Any:
 
     built = create_app(Settings())
     raw = os.environ.get(_PER_WORKER_ENV)
-    _size_pool(built, int(raw) if raw and raw.isdigit() else per_worker_connections(1))
-    return built
+    per_worker = int(raw) if raw and raw.isdigit() else per_worker_connections(1)
+    _size_pool(built, per_worker)
+    return SegmentLane(built, max(1, per_worker // 4))
 
 
 def serve(settings: Settings, host: str, port: int, workers: int) -> None:
