@@ -43,6 +43,7 @@ class EntryKind(StrEnum):
     QA_SIGNATURE = "qa-signature"
     DISPOSITION = "disposition"
     DEVIATION_CLOSURE = "deviation-closure"
+    DEVIATION_LINK = "deviation-link"  # QA linked a deviation to a related one
     CUSTODY = "custody"  # a custody event recorded through the server
     LICENCE = "licence"  # a licence created or changed
     AUDIT = "audit"  # one audit-trail entry, by its chained hash
@@ -59,6 +60,7 @@ REQUIRED: dict[EntryKind, dict[str, str]] = {
     EntryKind.QA_SIGNATURE: {"batch_id": "str", "record_hash": "hash", "content_hash": "hash"},
     EntryKind.DISPOSITION: {"batch_id": "str", "disposition": "str", "content_hash": "hash"},
     EntryKind.DEVIATION_CLOSURE: {"batch_id": "str", "deviation_id": "str", "content_hash": "hash"},
+    EntryKind.DEVIATION_LINK: {"batch_id": "str", "deviation_id": "str", "content_hash": "hash"},
     # The COI names a patient: only its SHA-256 (hex) enters the log (coi_digest).
     EntryKind.CUSTODY: {"coi": "hash", "batch_id": "str", "content_hash": "hash"},
     EntryKind.LICENCE: {"licence_id": "str", "content_hash": "hash"},

@@ -32,6 +32,7 @@ from server.db import (
     ClosureSignature,
     CustodyEventRow,
     DeviationAction,
+    DeviationLink,
     Disposition,
     Licence,
     LicenceLink,
@@ -137,6 +138,11 @@ LOGGED: tuple[Logged, ...] = (
             "deviation_id": r["deviation_id"],
             "record_hash": hex64(r["record_hash"]),
         },
+    ),
+    Logged(
+        DeviationLink,
+        EntryKind.DEVIATION_LINK,
+        lambda r: {"batch_id": r["batch_id"], "deviation_id": r["deviation_id"]},
     ),
     Logged(
         CustodyEventRow,

@@ -24,6 +24,7 @@ from server.db import (
     ClosureSignature,
     CustodyEventRow,
     DeviationAction,
+    DeviationLink,
     Disposition,
     EventRow,
     Licence,
@@ -92,6 +93,8 @@ def add_records(db: Session) -> None:
     db.flush()
     db.add(Disposition(batch_id="B-1", jurisdiction="EU", disposition="released",
                        signature_id=sig.id, pending="[]", decided_at=AT))  # fmt: skip
+    db.add(DeviationLink(batch_id="B-1", deviation_id="DEV-1", linked_to="DEV-2",
+                         reason="same roll", user_id="u", at=AT))  # fmt: skip
     trail.append(db, at=AT, actor="u", action="x", object_type="batch", object_id="B-1")
 
 
@@ -103,7 +106,8 @@ def test_each_logged_row_gets_one_leaf_without_patient_identifiers(engine: Engin
         leaves = all_leaves(db)
         kinds = sorted(e.kind.value for e in leaves)
         assert kinds == sorted(["licence", "licence", "custody", "deviation-closure",
-                                "deviation-closure", "qa-signature", "disposition", "audit"])  # fmt: skip
+                                "deviation-closure", "deviation-link", "qa-signature",
+                                "disposition", "audit"])  # fmt: skip
         raw = b"".join(store.leaves(db, 0, len(leaves)))
         assert COI.encode() not in raw and b"PAT001" not in raw  # the COI only as its SHA-256
         (cust,) = [e for e in leaves if e.kind is EntryKind.CUSTODY]
@@ -118,12 +122,15 @@ def test_each_logged_row_gets_one_leaf_without_patient_identifiers(engine: Engin
         assert check(db) == []
         # Behind the log's back: a licence edited, a disposition added.
         db.execute(text("UPDATE licences SET holder = 'Other' WHERE licence_id = 'L-1'"))
+        db.execute(insert(DeviationLink).values(batch_id="B-1", deviation_id="DEV-1",
+                   linked_to="DEV-9", reason="r", user_id="u", at=AT))  # fmt: skip
         db.execute(insert(Disposition).values(batch_id="B-2", jurisdiction="EU",
                    disposition="released", signature_id=1, pending="[]", decided_at=AT))  # fmt: skip
         db.commit()
         found = check(db)
-        assert len(found) == 2, found
-        assert 'licences ["L-1"]: content differs from its leaf' in found[0] + found[1]
+        assert len(found) == 3, found
+        assert any('licences ["L-1"]: content differs from its leaf' in f for f in found)
+        assert any("deviation_links [2]: is in the database but not in the log" in f for f in found)
         assert any("dispositions [2]: is in the database but not in the log" in f for f in found)
 
 
