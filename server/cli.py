@@ -106,14 +106,28 @@ def _engine_at_head(s: Settings) -> Any:
 @DB
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
-def run(data_dir: Path | None, database_url: str | None, host: str, port: int) -> None:
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="API worker processes on the one database (PostgreSQL for more than one; docs/region.md)",
+)
+def run(
+    data_dir: Path | None, database_url: str | None, host: str, port: int, workers: int
+) -> None:
     """Serve the API (uvicorn); the database must be at head (`ctgtp server migrate`)."""
+    s = _settings(data_dir, database_url)
+    _engine_at_head(s).dispose()
+    if workers > 1:
+        from server.workers import serve
+
+        serve(s, host, port, workers)
+        return
     import uvicorn
 
     from server.app import create_app
 
-    s = _settings(data_dir, database_url)
-    _engine_at_head(s).dispose()
     uvicorn.run(create_app(s), host=host, port=port, log_level="warning")
 
 
