@@ -25,6 +25,7 @@ from ebr_core.tlog.tiles import Tile, entry_bundle, parse_tile_path
 from ebr_core.tlog.tlogproof import make_tlog_proof
 from server.errors import LogRange, NotFound
 from server.log import records, store
+from server.log.receipts import b64 as _b64
 from server.log.store import DbStore, LogKey
 
 records.install()  # the listener that logs the server's records, wherever the app runs
@@ -49,21 +50,6 @@ class InclusionProof(BaseModel):
     proof: list[str]
 
 
-class ReceiptLog(BaseModel):
-    """What a segment receipt carries of the log: the segment's leaf ``index`` (None when the
-    segment stored nothing new), the checkpointed ``tree_size``, the ``inclusion`` proof (base64
-    hashes; empty without an index) and the signed ``checkpoint`` note."""
-
-    index: int | None
-    tree_size: int
-    inclusion: list[str]
-    checkpoint: str
-
-
-def _b64(hs: list[bytes]) -> list[str]:
-    return [base64.b64encode(h).decode("ascii") for h in hs]
-
-
 def _sessions(request: Request) -> sessionmaker[Session]:
     s = request.app.state.sessions
     assert isinstance(s, sessionmaker)
@@ -74,23 +60,6 @@ def _key(request: Request) -> LogKey:
     k = request.app.state.log_key
     assert isinstance(k, LogKey)
     return k
-
-
-def receipt_log(db: Session, key: LogKey, index: int | None, at: Any) -> dict[str, Any]:
-    """The ``log`` member of a segment receipt (:class:`ReceiptLog`).  With the segment's leaf
-    ``index``: in the ingest's transaction, before its commit, so the checkpoint (signed now)
-    commits with the leaf in one commit.  Without (nothing new stored): the latest checkpoint,
-    signed first if the tree grew."""
-    if index is None:
-        cp = store.current_checkpoint(db, key, at)
-    else:
-        cp = store.checkpoint_in_transaction(db, key, at)
-    proof = (
-        []
-        if index is None
-        else store.with_store(db, cp.size, lambda s: inclusion_proof(s, index, cp.size))
-    )
-    return {"index": index, "tree_size": cp.size, "inclusion": _b64(proof), "checkpoint": cp.note}
 
 
 @router.get(

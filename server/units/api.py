@@ -37,7 +37,7 @@ from server.errors import (
     Unauthorized,
     Unavailable,
 )
-from server.log.api import receipt_log
+from server.log.receipts import receipt_log
 from server.people.auth import DB, Scope, require
 from server.people.service import Principal
 from server.schemas import PathId

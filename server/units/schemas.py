@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel
 
 from ebr_core.vocab import Role, UnitStatus
-from server.log.api import ReceiptLog
+from server.log.receipts import ReceiptLog
 from server.schemas import Document
 
 
