@@ -51,6 +51,8 @@ from ebr_core.document import load_yaml, sign_document
 from ebr_core.keys import UnitSigner
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "edge" / "examples"
+# The newest example MBR (version 4: counts as UCUM annotations, {cells}/mL ...).
+MBR_FILE = "car_t_mbr_v4.yaml"
 SPECS = Path(__file__).resolve().parents[1] / "ebr_core" / "spec" / "examples"
 COI = "&/CHA999926ABC123"
 WRONG_COI = "&/CHA999926XYZ789"
@@ -236,19 +238,19 @@ def _run_batch(station: SimulatedUnit) -> list[str]:
     sign("op.alice")
     sign("op.chen", "verified")
     station.scan("010950600013439010LV-19-0007", "op.alice")
-    engine.record_value(batch, "moi", "3", "1", "op.alice")
+    engine.record_value(batch, "moi", "3", "{TU}/{cell}", "op.alice")
     sign("op.alice")
     sign("op.chen", "verified")
     station.bioreactor_run(12)  # expansion telemetry, bound to the expansion step
     engine.record_value(batch, "expansion_days", "9", "d", "op.alice")
     sign("op.alice")
     station.count_cells("IPC-D9", 2_282_609, 2_100_000)
-    engine.record_value(batch, "viable_cell_density", "2.1", "10*6/mL", "op.alice")
+    engine.record_value(batch, "viable_cell_density", "2.1", "10*6{cells}/mL", "op.alice")
     engine.record_value(batch, "viability", "91.5", "%", "op.alice")
     sign("op.alice")
     station.count_cells("HARVEST-1", 27_322_405, 25_000_000)
     for name, value, unit in (
-        ("viable_per_ml", "25000000", "/mL"),
+        ("viable_per_ml", "25000000", "{cells}/mL"),
         ("harvest_volume", "60", "mL"),
         ("car_percent", "40", "%"),
         ("patient_weight", "72.5", "kg"),
@@ -267,7 +269,7 @@ def _run_batch(station: SimulatedUnit) -> list[str]:
     sign("op.chen", "verified")
     engine.record_value(batch, "end_temperature", "-90", "Cel", "op.alice")
     sign("op.alice")
-    engine.record_value(batch, "qc_samples_taken", "5", "1", "op.alice")
+    engine.record_value(batch, "qc_samples_taken", "5", "{samples}", "op.alice")
     sign("op.alice")
     return refused
 
@@ -284,7 +286,7 @@ def _labels(engine: Any, batch: str, out: Path) -> list[str]:
     from datetime import date
 
     from edge.custody import Custody
-    from edge.labels import LabelData, pdf, png
+    from edge.labels import LabelData, pdf, png, sscc
 
     c = Custody(engine)
     out.mkdir(parents=True, exist_ok=True)
@@ -292,12 +294,13 @@ def _labels(engine: Any, batch: str, out: Path) -> list[str]:
         (LabelData("apheresis_bag", COI, DIN, product="Apheresis, autologous"), 1),
         (LabelData("product_bag", COI, DIN, GTIN_BAG, "B-2026-0042", date(2027, 5, 31), "BAG1",
                    "CD19 CAR-T cells, autologous"), 2),
-        (LabelData("shipper", COI, gtin="09506000134352", serial="SHP-0042"), 1),
+        (LabelData("shipper", COI, sscc=sscc("9506000", 42)), 1),
     ]  # fmt: skip
     for d, n in labels:
         (out / f"{d.kind}.png").write_bytes(png(d))
         (out / f"{d.kind}.pdf").write_bytes(pdf([d] * n))
-        c.labels_printed(batch, d.kind, n, "op.alice", {"coi": COI, "serial": d.serial})
+        content = {"coi": COI, "serial": d.serial, "gtin": d.gtin, "sscc": d.sscc}
+        c.labels_printed(batch, d.kind, n, "op.alice", content)
         c.labels_applied(batch, d.kind, 1, "op.alice")
     c.labels_destroyed(batch, "product_bag", 1, "spare label, printed twice", "op.alice")
     r = c.reconcile_labels(batch, "op.bob")
@@ -545,7 +548,7 @@ def demo(out_dir: Path, serve: bool, urls_file: Path | None) -> None:
 
     qa = UnitSigner.generate("qa.approver")
     (work / "qa.approver.pub").write_bytes(qa.public.to_json())
-    mbr_content = load_yaml((EXAMPLES / "car_t_mbr.yaml").read_text())
+    mbr_content = load_yaml((EXAMPLES / MBR_FILE).read_text())
     mbr_doc = sign_document(
         mbr_content,
         doc_type="mbr",

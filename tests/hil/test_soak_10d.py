@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 
-from ctgtp.demo import EXAMPLES, UNIT, SimulatedUnit, _run_batch, _station_toml
+from ctgtp.demo import EXAMPLES, MBR_FILE, UNIT, SimulatedUnit, _run_batch, _station_toml
 from ebr_core.document import load_yaml, sign_document
 from ebr_core.keys import UnitSigner
 from ebr_core.telemetry import Telemetry
@@ -59,7 +59,7 @@ SITE = "SITE-A"  # where tests/server/qa.py's reviewer and approver work
 T0 = datetime(2026, 11, 24, 8, tzinfo=UTC)  # the example lots and calibrations hold then
 COUNT_EVERY_S = 6 * 3600  # an in-process cell count every six simulated hours
 ALARMS = ["TEMP_HIGH", "DO_LOW", "FEED_LOW", "PH_LOW"]
-# The master batch record's in-process limits (edge/examples/car_t_mbr.yaml), restated here so
+# The master batch record's in-process limits (edge/examples/car_t_mbr_v4.yaml), restated here so
 # the expected excursions are counted independently of the code that judges them.
 LIMITS: dict[str, tuple[float | None, float | None]] = {
     "temperature": (36.0, 38.0),
@@ -150,7 +150,7 @@ def make_home(home: Path) -> None:
     work.mkdir(parents=True)
     qa = UnitSigner.generate("qa.approver")
     (work / "qa.pub").write_bytes(qa.public.to_json())
-    content = load_yaml((EXAMPLES / "car_t_mbr.yaml").read_text())
+    content = load_yaml((EXAMPLES / MBR_FILE).read_text())
     doc = sign_document(
         content,
         doc_type="mbr",
