@@ -81,33 +81,37 @@ def environment(settings: Settings) -> dict[str, str]:
 LOCK_TIMEOUT_MS = 15_000
 
 
-class SegmentLane:
-    """ASGI wrapper: at most ``limit`` segment uploads in the app at once; the others wait here,
-    before any thread, connection or lock is taken.
+class Lanes:
+    """ASGI wrapper: at most ``threads - 1`` requests in the app at once, segment uploads at most
+    half of them; the others wait here, before any thread, connection or lock is taken.
 
-    Why: a segment's transaction waits for the audit trail's head row, holding a request thread;
-    a route with the request session (``server.people.auth.session``) commits in its
-    dependency's teardown, which needs a thread too.  With every thread taken by segments
-    waiting for the head row that such a transaction holds, nothing moves again (seen at 1,000
-    units on two workers: 40 segments waiting, an enrolment ``idle in transaction`` holding the
-    row).  Half the threads stay for everything else."""
+    Why: a transaction that has appended to the audit trail holds its head row until it
+    commits, and a route with the request session (``server.people.auth.session``) commits in
+    its dependency's teardown, which needs a request thread.  Were every thread a request
+    waiting for that row, nothing would move again: seen at 1,000 units on two workers (40
+    enrolments and segments waiting for ``audit_head``, the holder ``idle in transaction``).  A
+    request uses one thread at a time, so with fewer requests in the app than threads one is
+    always free; and half of them stay for people while units upload."""
 
-    def __init__(self, app: Any, limit: int) -> None:
+    def __init__(self, app: Any, threads: int) -> None:
         import asyncio
 
-        self.app, self.limit = app, limit
-        self._slots = asyncio.Semaphore(limit)
+        self.app = app
+        self._all = asyncio.Semaphore(max(1, threads - 1))
+        self._segments = asyncio.Semaphore(max(1, threads // 2))
 
     def __getattr__(self, name: str) -> Any:  # app.state, app.router: the wrapped app's
         return getattr(self.app, name)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        path = scope.get("path", "") if scope.get("type") == "http" else ""
-        if scope.get("method") == "POST" and path.endswith("/segments"):
-            async with self._slots:
+        if scope.get("type") != "http":
+            await self.app(scope, receive, send)
+        elif scope.get("method") == "POST" and scope.get("path", "").endswith("/segments"):
+            async with self._segments, self._all:
                 await self.app(scope, receive, send)
         else:
-            await self.app(scope, receive, send)
+            async with self._all:
+                await self.app(scope, receive, send)
 
 
 def _size_pool(app: Any, per_worker: int) -> None:
@@ -127,7 +131,7 @@ def _size_pool(app: Any, per_worker: int) -> None:
             pool_pre_ping=True,
             pool_timeout=60,
             # a lock wait that outlives this is refused (the segment is retried by its unit),
-            # never a region that stops: the safety net under SegmentLane
+            # never a region that stops: the safety net under Lanes
             connect_args={"options": f"-c lock_timeout={LOCK_TIMEOUT_MS}"},
         )
         old, engine.pool = engine.pool, sized.pool
@@ -153,7 +157,7 @@ def app() -> Any:
     raw = os.environ.get(_PER_WORKER_ENV)
     per_worker = int(raw) if raw and raw.isdigit() else per_worker_connections(1)
     _size_pool(built, per_worker)
-    return SegmentLane(built, max(1, per_worker // 4))
+    return Lanes(built, max(2, per_worker // 2))
 
 
 def serve(settings: Settings, host: str, port: int, workers: int) -> None:
