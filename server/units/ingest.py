@@ -180,6 +180,10 @@ def ingest(
         projections.advance_all(db, deltas)
         for kind, batch_id, message in clock_alerts:
             alert(db, kind, unit.unit_id, message, batch_id=batch_id, site_id=unit.site_id, at=at)
+        for r in events:
+            if r[4] == "security.alert":  # the unit caught this server's log misbehaving
+                alert(db, "security.unit_log", unit.unit_id, _unit_log_alert(db, unit, r[1]),
+                      site_id=unit.site_id, at=at)  # fmt: skip
         audit.append(
             db,
             at=at,
@@ -412,6 +416,22 @@ def _iso(t: datetime) -> str:
     if t.tzinfo is None:  # SQLite hands back naive UTC
         t = t.replace(tzinfo=UTC)
     return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _unit_log_alert(db: Session, unit: Unit, seq: int) -> str:
+    """The server's own alert for a unit's ``security.alert``: QA and the administrators see at
+    once that a unit found the transparency log rewound, forked or unprovable (edge/logwatch.py);
+    the unit's event, with its evidence, stays in the record."""
+    stored = db.get(EventRow, (unit.unit_id, seq))  # inserted above, in this transaction
+    try:
+        p = orjson.loads(stored.line).get("payload", {}) if stored is not None else {}
+    except (orjson.JSONDecodeError, AttributeError):
+        p = {}
+    what = f"{p.get('failure', '?')}: {p.get('message', '')}" if isinstance(p, dict) else "?"
+    return (
+        f"unit {unit.unit_id} reports that this server's transparency log failed its check "
+        f"(seq {seq}): {str(what)[:300]}; its evidence is in the unit's event"
+    )
 
 
 def _clock_alerts(

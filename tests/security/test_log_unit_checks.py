@@ -178,8 +178,14 @@ def test_rewound_log_raises_the_units_security_alert(server: Server, tmp_path: P
     assert rewound.text.split("\n")[0] == ev.checkpoint.origin
     alarm = sync_alarm(led)
     assert alarm is not None and alarm["kind"] == "security" and "rewound" in alarm["message"]
-    # The alert is one of the unit's events: it reached the server in the same run.
+    # The alert is one of the unit's events: it reached the server in the same run, and the
+    # server raised its own alert for QA and the administrators from it.
     assert led.head[0] == head + 1 and server.events(led.unit_id) == led.head[0]
+    with server.admin() as c:
+        raised = [x for x in c.get("/admin/alerts").json() if x["kind"] == "security.unit_log"]
+    assert len(raised) == 1 and raised[0]["unit_id"] == led.unit_id, raised
+    assert "transparency log failed its check" in raised[0]["message"]
+    assert "rewound" in raised[0]["message"]
     # Later syncs: the alarm stands and the checkpoint stays.  The rewound log is recorded once
     # however often it is seen; regrown past the trusted size it is a fork (split view), once.
     for _ in range(5):
