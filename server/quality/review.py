@@ -1,6 +1,9 @@
 """Quality review writes: publishing a specification, entering results (and alerting a failure
 after a release), QA actions on deviations, and QA e-signatures with their dispositions
-(21 CFR 11.70), decided by the pure rules of :mod:`server.quality.release`."""
+(21 CFR 11.70), decided by the pure rules of :mod:`server.quality.release`.
+
+Over 400 lines: every write here takes the batch's row lock, re-reads the record it signs and
+appends its audit entry the same way; they are read and changed together."""
 
 from __future__ import annotations
 
