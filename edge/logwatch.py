@@ -26,6 +26,9 @@ against one trusted checkpoint, so never two for the same offending checkpoint (
 remembered in :data:`LOG_ALERTS` and is the event's dedupe key), and the log is not checked
 further in that run.  A sync process that reads the ledger beside its writer
 cannot append: it keeps the alert in :data:`LOG_PENDING` and the next writer records it.
+
+Over 400 lines: the checks of a receipt and of a checkpoint, and the recording of what they
+find, are one monitor's rules, read together when a rule changes.
 """
 
 from __future__ import annotations
