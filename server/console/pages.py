@@ -62,6 +62,7 @@ from server.text import iso
 # permission with the same Principal.require the API's dependencies use.
 router = APIRouter()
 Handler = Callable[[Request], Response]
+SignedHandler = Callable[[Request, Principal], Response]
 
 QUEUE_STATES = [s.value for s in views.QUEUED]
 AGES = {"": None, "1": 1, "3": 3, "7": 7, "30": 30}  # "completed more than n days ago"
@@ -158,6 +159,22 @@ def page(path: str, method: str = "GET") -> Callable[[Handler], Handler]:
 
         router.add_route(path, endpoint, methods=[method], name=fn.__name__,
                          include_in_schema=False)  # fmt: skip
+        return fn
+
+    return register
+
+
+def signed_in(path: str, method: str = "GET") -> Callable[[SignedHandler], SignedHandler]:
+    """Register a page for a signed-in person (:func:`page`): the handler gets the person, or
+    the visitor goes where they must go first (sign-in, their password change)."""
+
+    def register(fn: SignedHandler) -> SignedHandler:
+        def handler(request: Request) -> Response:
+            who = _ready(request)
+            return who if isinstance(who, Response) else fn(request, who)
+
+        handler.__name__ = fn.__name__
+        page(path, method)(handler)
         return fn
 
     return register
@@ -307,11 +324,8 @@ def change_password(request: Request) -> Response:
 # -- review queue -----------------------------------------------------------------------------
 
 
-@page("/console/queue")
-def queue_page(request: Request) -> Response:
-    who = _ready(request)
-    if isinstance(who, Response):
-        return who
+@signed_in("/console/queue")
+def queue_page(request: Request, who: Principal) -> Response:
     q = request.query_params
     site, state, age = q.get("site", "")[:64], q.get("state", ""), q.get("age", "")
     try:
@@ -444,14 +458,11 @@ def _charts(batch_id: str, tele: dict[str, Any], alarms: list[dict[str, Any]]) -
     ]  # fmt: skip
 
 
-@page("/console/batches/{batch_id}/chart")
-def chart_window(request: Request) -> Response:
+@signed_in("/console/batches/{batch_id}/chart")
+def chart_window(request: Request, who: Principal) -> Response:
     """One channel's chart for a window (the zoom, fetched by htmx): from the readings when the
     window is narrow enough (:func:`views.telemetry_window`), else the stored series."""
     batch_id = _batch_id(request)
-    who = _ready(request)
-    if isinstance(who, Response):
-        return who
     q = request.query_params
     name = q.get("channel", "")[:128]
     try:
@@ -555,12 +566,9 @@ def _batch_page(
     return web.render(request, "console/batch.html", ctx, status)
 
 
-@page("/console/batches/{batch_id}")
-def batch_page(request: Request) -> Response:
+@signed_in("/console/batches/{batch_id}")
+def batch_page(request: Request, who: Principal) -> Response:
     batch_id = _batch_id(request)
-    who = _ready(request)
-    if isinstance(who, Response):
-        return who
     return _batch_page(request, who, batch_id)
 
 
@@ -577,16 +585,13 @@ def _ids(form: Any, name: str, what: str) -> list[str]:
     return list(dict.fromkeys(ids))
 
 
-@page("/console/batches/{batch_id}/deviations/close", "POST")
-def close_deviations(request: Request) -> Response:
+@signed_in("/console/batches/{batch_id}/deviations/close", "POST")
+def close_deviations(request: Request, who: Principal) -> Response:
     """Close one deviation, or several minor ones, with one e-signature (meaning ``closed``, a
     reason, the password again): the API's :func:`quality_api.close_signed`, which checks the
     password, the duties and the rule on minor deviations, and records each closure on its
     own, all or none."""
     batch_id = _batch_id(request)
-    who = _ready(request)
-    if isinstance(who, Response):
-        return who
     form = request.state.form
     try:
         web.check_csrf(request, form)
@@ -608,13 +613,10 @@ def close_deviations(request: Request) -> Response:
     return _batch_page(request, who, batch_id, notices=notices)
 
 
-@page("/console/batches/{batch_id}/deviations/link", "POST")
-def link_deviation(request: Request) -> Response:
+@signed_in("/console/batches/{batch_id}/deviations/link", "POST")
+def link_deviation(request: Request, who: Principal) -> Response:
     """Link a deviation to a related one (:func:`links.link_deviations`, the API's service)."""
     batch_id = _batch_id(request)
-    who = _ready(request)
-    if isinstance(who, Response):
-        return who
     form = request.state.form
     try:
         web.check_csrf(request, form)
@@ -654,14 +656,11 @@ def _dialog(request: Request, who: Principal, batch_id: str, kind: str) -> dict[
     }
 
 
-@page("/console/batches/{batch_id}/sign")
-def sign_dialog(request: Request) -> Response:
+@signed_in("/console/batches/{batch_id}/sign")
+def sign_dialog(request: Request, who: Principal) -> Response:
     batch_id = _batch_id(request)
     """The signing dialog: its hidden fields hold the record and evaluation hashes as they are
     now, so the signature is bound to what was shown (21 CFR 11.70)."""
-    who = _ready(request)
-    if isinstance(who, Response):
-        return who
     kind = request.query_params.get("kind", "review")
     try:
         if kind not in ("review", "release"):
@@ -692,15 +691,12 @@ def _changes(request: Request, batch_id: str, since_seq: int) -> list[dict[str, 
         ]  # fmt: skip
 
 
-@page("/console/batches/{batch_id}/sign", "POST")
-def sign(request: Request) -> Response:
+@signed_in("/console/batches/{batch_id}/sign", "POST")
+def sign(request: Request, who: Principal) -> Response:
     batch_id = _batch_id(request)
     """One password, one signature per jurisdiction: the reviewer's "reviewed" for every
     jurisdiction evaluated, or the approver's disposition for each jurisdiction chosen, each
     recorded separately by :func:`service.sign` with its own evaluation hash."""
-    who = _ready(request)
-    if isinstance(who, Response):
-        return who
     form = request.state.form
     a = _access(request)
     kind = ""
@@ -784,13 +780,10 @@ def sign(request: Request) -> Response:
 # -- deviation comments -----------------------------------------------------------------------
 
 
-@page("/console/batches/{batch_id}/deviations/comment", "POST")
-def comment_deviation(request: Request) -> Response:
+@signed_in("/console/batches/{batch_id}/deviations/comment", "POST")
+def comment_deviation(request: Request, who: Principal) -> Response:
     """A comment on a deviation: :func:`service.deviation_action` (``action="comment"``)."""
     batch_id = _batch_id(request)
-    who = _ready(request)
-    if isinstance(who, Response):
-        return who
     form = request.state.form
     try:
         web.check_csrf(request, form)
@@ -818,13 +811,10 @@ OOS_NEXT = {  # the case's state -> the step that follows it here (release: the 
 }
 
 
-@page("/console/batches/{batch_id}/oos", "POST")
-def open_case(request: Request) -> Response:
+@signed_in("/console/batches/{batch_id}/oos", "POST")
+def open_case(request: Request, who: Principal) -> Response:
     """Open an exceptional-release case (:func:`oos.open_oos`)."""
     batch_id = _batch_id(request)
-    who = _ready(request)
-    if isinstance(who, Response):
-        return who
     form = request.state.form
     try:
         web.check_csrf(request, form)
@@ -847,13 +837,10 @@ def open_case(request: Request) -> Response:
     )
 
 
-@page("/console/batches/{batch_id}/oos/step", "POST")
-def case_step(request: Request) -> Response:
+@signed_in("/console/batches/{batch_id}/oos/step", "POST")
+def case_step(request: Request, who: Principal) -> Response:
     """The next step of a case (:func:`oos.oos_step`)."""
     batch_id = _batch_id(request)
-    who = _ready(request)
-    if isinstance(who, Response):
-        return who
     form = request.state.form
     try:
         web.check_csrf(request, form)
@@ -953,20 +940,14 @@ def _alerts_page(
     return web.render(request, "console/alerts.html", ctx, status)
 
 
-@page("/console/alerts")
-def alerts_page(request: Request) -> Response:
-    who = _ready(request)
-    if isinstance(who, Response):
-        return who
+@signed_in("/console/alerts")
+def alerts_page(request: Request, who: Principal) -> Response:
     return _alerts_page(request, who)
 
 
-@page("/console/alerts/ack", "POST")
-def acknowledge(request: Request) -> Response:
+@signed_in("/console/alerts/ack", "POST")
+def acknowledge(request: Request, who: Principal) -> Response:
     """Acknowledge an alert (:func:`alerts.acknowledge`: a new row; the alert never changes)."""
-    who = _ready(request)
-    if isinstance(who, Response):
-        return who
     form = request.state.form
     web.check_csrf(request, form)
     if who.sites("deviation.review") == set():
@@ -1012,13 +993,10 @@ def _results_document(form: Any) -> dict[str, Any]:
     return data
 
 
-@page("/console/batches/{batch_id}/results", "POST")
-def enter_results(request: Request) -> Response:
+@signed_in("/console/batches/{batch_id}/results", "POST")
+def enter_results(request: Request, who: Principal) -> Response:
     """Enter QC results (:func:`service.enter_results`, the API's service)."""
     batch_id = _batch_id(request)
-    who = _ready(request)
-    if isinstance(who, Response):
-        return who
     form = request.state.form
     try:
         web.check_csrf(request, form)
@@ -1068,11 +1046,8 @@ def _audit_query(request: Request) -> tuple[Any, dict[str, str], int]:
     return stmt.order_by(AuditEntry.seq), filters, after
 
 
-@page("/console/audit")
-def audit_page(request: Request) -> Response:
-    who = _ready(request)
-    if isinstance(who, Response):
-        return who
+@signed_in("/console/audit")
+def audit_page(request: Request, who: Principal) -> Response:
     who.require("audit.read", None)
     stmt, filters, after = _audit_query(request)
     with _sessions(request)() as s:
@@ -1087,12 +1062,9 @@ def audit_page(request: Request) -> Response:
     )  # fmt: skip
 
 
-@page("/console/audit/export.jsonl")
-def audit_export(request: Request) -> Response:
+@signed_in("/console/audit/export.jsonl")
+def audit_export(request: Request, who: Principal) -> Response:
     """The filtered trail as JSON Lines, each entry with its hash (verifiable offline)."""
-    who = _ready(request)
-    if isinstance(who, Response):
-        return who
     who.require("audit.read", None)
     stmt, _, _ = _audit_query(request)
     with _sessions(request)() as s:
@@ -1129,22 +1101,16 @@ def _people_page(
     return web.render(request, "console/people.html", ctx, status)
 
 
-@page("/console/people")
-def people_page(request: Request) -> Response:
-    who = _ready(request)
-    if isinstance(who, Response):
-        return who
+@signed_in("/console/people")
+def people_page(request: Request, who: Principal) -> Response:
     return _people_page(request, who)
 
 
-@page("/console/people", "POST")
-def people_action(request: Request) -> Response:
+@signed_in("/console/people", "POST")
+def people_action(request: Request, who: Principal) -> Response:
     """One administration act, through the service the API calls: create a person (with a
     temporary password they must change), grant or revoke a role, set the status, reset the
     password."""
-    who = _ready(request)
-    if isinstance(who, Response):
-        return who
     form = request.state.form
     web.check_csrf(request, form)
     who.require("people.manage", None)
@@ -1226,11 +1192,8 @@ def _specs_page(
     return web.render(request, "console/specs.html", ctx, status)
 
 
-@page("/console/specs")
-def specs_page(request: Request) -> Response:
-    who = _ready(request)
-    if isinstance(who, Response):
-        return who
+@signed_in("/console/specs")
+def specs_page(request: Request, who: Principal) -> Response:
     return _specs_page(request, who)
 
 
@@ -1244,13 +1207,10 @@ def _spec_content(raw: str | bytes) -> tuple[dict[str, Any], Any]:
         raise Unprocessable(f"specification refused: {e}") from e
 
 
-@page("/console/specs/check", "POST")
-def spec_check(request: Request) -> Response:
+@signed_in("/console/specs/check", "POST")
+def spec_check(request: Request, who: Principal) -> Response:
     """Check an uploaded specification before publishing: its overlays per jurisdiction, or
     the refusal (a loosening overlay named), and nothing recorded."""
-    who = _ready(request)
-    if isinstance(who, Response):
-        return who
     form = request.state.form
     web.check_csrf(request, form)
     who.require("spec.publish", None)
@@ -1273,12 +1233,9 @@ def spec_check(request: Request) -> Response:
     return _specs_page(request, who, {"checked": checked})
 
 
-@page("/console/specs/publish", "POST")
-def spec_publish(request: Request) -> Response:
+@signed_in("/console/specs/publish", "POST")
+def spec_publish(request: Request, who: Principal) -> Response:
     """Publish the checked specification (:func:`service.publish_spec`, the API's service)."""
-    who = _ready(request)
-    if isinstance(who, Response):
-        return who
     form = request.state.form
     web.check_csrf(request, form)
     who.require("spec.publish", None)
@@ -1312,13 +1269,10 @@ def _spec_ref(text: str, what: str) -> tuple[str, str]:
     return spec_id, version
 
 
-@page("/console/specs/compare")
-def spec_compare(request: Request) -> Response:
+@signed_in("/console/specs/compare")
+def spec_compare(request: Request, who: Principal) -> Response:
     """Two published specifications side by side, per jurisdiction and attribute: what differs
     (limit, timing, methods, clause), added or dropped."""
-    who = _ready(request)
-    if isinstance(who, Response):
-        return who
     a_ref = _spec_ref(request.query_params.get("a", ""), "first specification")
     b_ref = _spec_ref(request.query_params.get("b", ""), "second specification")
     with _sessions(request)() as s:
