@@ -242,22 +242,29 @@ def _lock_file(path: Path, wait: float) -> tuple[int, bool]:
         raise _os_error("write the ledger's lock file", lock_path, e) from e
 
 
-def _take_lock(fd: int, path: Path, wait: float) -> tuple[int, bool]:
+def flock_within(fd: int, wait: float) -> str | None:
+    """Take an exclusive ``flock`` on ``fd``, trying for ``wait`` seconds: None once taken, else
+    the holder's pid as its lock file says (``unknown`` when it says nothing)."""
     deadline = time.monotonic() + wait
     while True:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            break
+            return None
         except BlockingIOError:
             if time.monotonic() >= deadline:
-                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-                os.close(fd)
-                raise LedgerBusyError(
-                    f"the ledger {path.name} is in use by another process (pid {holder}) and "
-                    f"was not free within {wait:g} s; one unit's ledger has one writer at a "
-                    "time: wait for that command to finish, or stop the other agent"
-                ) from None
+                return os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
             time.sleep(0.05)
+
+
+def _take_lock(fd: int, path: Path, wait: float) -> tuple[int, bool]:
+    holder = flock_within(fd, wait)
+    if holder is not None:
+        os.close(fd)
+        raise LedgerBusyError(
+            f"the ledger {path.name} is in use by another process (pid {holder}) and "
+            f"was not free within {wait:g} s; one unit's ledger has one writer at a "
+            "time: wait for that command to finish, or stop the other agent"
+        )
     clean = os.pread(fd, 32, 0) == _CLEAN
     os.ftruncate(fd, 0)
     os.pwrite(fd, str(os.getpid()).encode(), 0)

@@ -32,7 +32,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import gzip
 import json
 import logging
@@ -56,7 +55,7 @@ import zstandard
 from ebr_core.keys import PublicKey
 from ebr_core.requestsig import sign_request, verify_receipt
 from edge.errors import EdgeError
-from edge.ledger import Ledger
+from edge.ledger import Ledger, flock_within
 from edge.logwatch import (
     SECURITY,
     Failure,
@@ -116,19 +115,12 @@ def sync_lock(ledger_path: Path, wait: float) -> Iterator[None]:
     except OSError as e:
         raise SyncError(f"cannot open the sync lock {path}: {e.strerror}") from e
     try:
-        deadline = time.monotonic() + wait
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-                    raise SyncBusy(
-                        f"another sync is running (pid {holder}) for {ledger_path.name}; one "
-                        f"sync at a time per unit: it did not finish within {wait:g} s"
-                    ) from None
-                time.sleep(0.05)
+        holder = flock_within(fd, wait)
+        if holder is not None:
+            raise SyncBusy(
+                f"another sync is running (pid {holder}) for {ledger_path.name}; one "
+                f"sync at a time per unit: it did not finish within {wait:g} s"
+            )
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         yield
