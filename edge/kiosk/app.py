@@ -948,18 +948,20 @@ class Kiosk:
         )
 
     async def devices(self, request: Request) -> Response:
-        s, out = self.signed_in(request)
-        if out is not None:
-            return out
-        ctx = await run_in_threadpool(self.devices_ctx)
-        return self.respond(request, s, View("kiosk/devices.html", "devices", s.batch, None, ctx))
+        return await self.status_screen(request, "devices", self.devices_ctx)
 
     async def sync(self, request: Request) -> Response:
+        return await self.status_screen(request, "sync", self.sync_ctx)
+
+    async def status_screen(
+        self, request: Request, screen: str, ctx: Callable[[], dict[str, Any]]
+    ) -> Response:
+        """A station status screen (devices, sync) for the signed-in operator."""
         s, out = self.signed_in(request)
         if out is not None:
             return out
-        ctx = await run_in_threadpool(self.sync_ctx)
-        return self.respond(request, s, View("kiosk/sync.html", "sync", s.batch, None, ctx))
+        got = await run_in_threadpool(ctx)
+        return self.respond(request, s, View(f"kiosk/{screen}.html", screen, s.batch, None, got))
 
     async def events(self, request: Request) -> Response:
         s = self.sessions.get(request.cookies.get(COOKIE), touch=False)
