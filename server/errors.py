@@ -77,6 +77,14 @@ class Forbidden(ServerError):
     title = "Not permitted"
 
 
+class UnknownWitness(Forbidden):
+    """A cosignature pushed to the transparency log by a witness (name and key ID) the server
+    is not configured to accept (``log_witnesses``)."""
+
+    slug = "unknown-witness"
+    title = "Witness not configured"
+
+
 class UnitRevoked(Forbidden):
     slug = "unit-revoked"
     title = "Unit revoked"
@@ -155,6 +163,15 @@ class LogRange(Unprocessable):
 
     slug = "log-range"
     title = "Outside the log"
+
+
+class CosignatureRefused(Unprocessable):
+    """A pushed witness cosignature refused: the note is malformed, its checkpoint is not one
+    the server signed (no stored checkpoint of that size, or another root or origin), or a
+    cosignature does not verify under the configured witness key.  Nothing is stored."""
+
+    slug = "cosignature-refused"
+    title = "Cosignature refused"
 
 
 class TooDeep(Unprocessable):

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic import field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from ebr_core.errors import EbrError
+from ebr_core.tlog.cosignature import CosignatureVerifier
 
 
 class Settings(BaseSettings):
@@ -47,3 +51,36 @@ class Settings(BaseSettings):
     # The transparency log's origin (issue 24): the first line of its checkpoints and the name of
     # its note key (no spaces, no '+'); a deployment names its own, e.g. "ebr.example.com/log".
     log_origin: str = "ctgtp-server.local/log"
+    # Witnesses (issue 24): their cosignature verifier keys as `ctgtp witness vkey` prints them
+    # (name+hex(key ID)+base64(0x04 || public key)); CTGTP_SERVER_LOG_WITNESSES takes a JSON list.
+    # Only these witnesses may push cosignatures (POST /v1/log/cosignatures).  A checkpoint
+    # cosigned by fewer than log_witness_quorum of them is shown as unwitnessed (0: none needed).
+    log_witnesses: list[str] = []
+    log_witness_quorum: int = 0
+
+    @field_validator("log_witnesses")
+    @classmethod
+    def _witness_keys(cls, keys: list[str]) -> list[str]:
+        names: set[str] = set()
+        for i, k in enumerate(keys):
+            try:
+                v = CosignatureVerifier.from_vkey(k.strip())
+            except EbrError as e:
+                raise ValueError(
+                    f"log_witnesses[{i}] {k[:60]!r} is not a witness verifier key "
+                    f"(name+hex(key ID)+base64(0x04 || Ed25519 key), as `ctgtp witness vkey` "
+                    f"prints it): {e}"
+                ) from e
+            if v.name in names:
+                raise ValueError(f"log_witnesses[{i}]: witness {v.name!r} is named twice")
+            names.add(v.name)
+        return [k.strip() for k in keys]
+
+    @model_validator(mode="after")
+    def _quorum(self) -> Settings:
+        if not 0 <= self.log_witness_quorum <= len(self.log_witnesses):
+            raise ValueError(
+                f"log_witness_quorum {self.log_witness_quorum} must be between 0 and the number "
+                f"of log_witnesses ({len(self.log_witnesses)})"
+            )
+        return self

@@ -17,9 +17,15 @@ import httpx
 
 from ebr_core.errors import EbrError
 from ebr_core.keys import PublicKey, UnitSigner
-from ebr_core.tlog import Cosigner, Ed25519NoteVerifier
+from ebr_core.tlog import Cosigner, Ed25519NoteVerifier, SignedNote
 from witness.core import Witness
-from witness.errors import ConfigError, FetchError, UncheckableError, WitnessError
+from witness.errors import (
+    ConfigError,
+    FetchError,
+    PushError,
+    UncheckableError,
+    WitnessError,
+)
 from witness.http import LogClient
 from witness.state import StateDir
 
@@ -52,6 +58,13 @@ def load_cosigner(path: Path, name: str | None) -> Cosigner:
         return Cosigner(name or f"ctgtp-witness/{signer.key_id}", signer)
     except EbrError as e:
         raise ConfigError(f"{path}: not a witness key: {e}") from e
+
+
+def _own_lines(note: SignedNote, log: Ed25519NoteVerifier, cosigner: Cosigner) -> SignedNote:
+    """The cosigned note with the log's signature and this witness's cosignature only (not
+    other witnesses' lines the log already served)."""
+    mine = {(log.name, log.key_id), (cosigner.name, cosigner.verifier.key_id)}
+    return SignedNote(note.text, tuple(s for s in note.signatures if (s.name, s.key_id) in mine))
 
 
 @click.group()
@@ -98,6 +111,12 @@ def vkey(key_file: Path, name: str | None) -> None:
 @click.option("--interval", default=60.0, show_default=True, help="Seconds between looks.")
 @click.option("--once", is_flag=True, help="Look once and exit.")
 @click.option("--timeout", default=10.0, show_default=True, help="HTTP timeout, seconds.")
+@click.option(
+    "--push",
+    is_flag=True,
+    help="After cosigning, POST the cosigned checkpoint to LOG/cosignatures (a ctgtp server "
+    "collects its witnesses' cosignatures and serves them with the checkpoint).",
+)
 def run(
     log_url: str,
     log_key: Path,
@@ -108,6 +127,7 @@ def run(
     interval: float,
     once: bool,
     timeout: float,
+    push: bool,
 ) -> None:
     """Fetch LOG/checkpoint, check it against the last cosigned one through the log's tiles,
     cosign it; refuse and alert on a split view, a rewound or a forked log."""
@@ -134,6 +154,15 @@ def run(
                     click.echo(f"evidence kept in {state_dir}", err=True)
                     sys.exit(EXIT_ALERT)
                 click.echo(outcome.line())
+                if push and outcome.note is not None:
+                    try:
+                        client.push(_own_lines(outcome.note, log, cosigner).to_bytes())
+                        click.echo(f"pushed the cosignature of size {outcome.checkpoint.size} "
+                                   f"to {client.prefix}/cosignatures")  # fmt: skip
+                    except PushError as e:
+                        click.echo(f"not pushed: {e}", err=True)
+                        if once:
+                            sys.exit(EXIT_UNCHECKED)
             if once:
                 return
             time.sleep(interval)

@@ -21,3 +21,8 @@ class FetchError(WitnessError):
 
 class UncheckableError(WitnessError):
     """The log's checkpoint or tiles could not be checked (bad signature, malformed tiles)."""
+
+
+class PushError(WitnessError):
+    """The log refused the witness's cosignature, or could not be reached to take it (the
+    cosignature is kept in the state directory all the same)."""

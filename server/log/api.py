@@ -5,6 +5,11 @@ first if the tree grew since the last one), ``tile/<L>/<N>[.p/<W>]`` and
 ``tile/entries/<N>[.p/<W>]``, so a witness (``ctgtp witness run --log <server>/v1/log``) or any
 static mirror reads the log as files.  Beside those: the log's verifier key, consistency and
 inclusion proofs as JSON, and ``.tlog-proof`` files (C2SP tlog-proof) for auditors.
+
+Witnesses push their cosignatures back (``POST cosignatures``: the cosigned checkpoint note);
+each is verified under a configured witness key (``log_witnesses``) against a checkpoint the
+server signed, then kept and served with that checkpoint (``checkpoint``, proofs, receipts).
+``witnessed`` says which checkpoint reached the quorum (``log_witness_quorum``).
 """
 
 from __future__ import annotations
@@ -12,18 +17,19 @@ from __future__ import annotations
 import base64
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Body, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel
 from sqlalchemy.orm import Session, sessionmaker
 
 from ebr_core.tlog.checkpoint import Checkpoint
-from ebr_core.tlog.errors import TileError
+from ebr_core.tlog.cosignature import CosignatureVerifier
+from ebr_core.tlog.errors import TileError, TlogError
 from ebr_core.tlog.merkle import consistency_proof, inclusion_proof
 from ebr_core.tlog.note import SignedNote
 from ebr_core.tlog.tiles import Tile, entry_bundle, parse_tile_path
 from ebr_core.tlog.tlogproof import make_tlog_proof
-from server.errors import LogRange, NotFound
+from server.errors import CosignatureRefused, LogRange, NotFound, UnknownWitness
 from server.log import records, store
 from server.log.receipts import b64 as _b64
 from server.log.store import DbStore, LogKey
@@ -43,6 +49,22 @@ class ConsistencyProof(BaseModel):
     proof: list[str]  # base64 hashes
 
 
+class CosignaturesStored(BaseModel):
+    size: int  # the checkpoint's tree size
+    witnesses: list[str]  # the witnesses whose cosignature the note carried (all verified)
+    new: list[str]  # of those, the ones not already held
+
+
+class WitnessedCheckpoint(BaseModel):
+    quorum: int  # cosignatures of configured witnesses a checkpoint needs to be witnessed
+    witnesses: list[str]  # the configured witnesses' names
+    size: int | None  # the latest checkpoint size that reached the quorum (None: none has)
+    cosigned_by: list[str]  # the configured witnesses that cosigned that checkpoint
+    latest_size: int | None  # the latest checkpoint's size (None: none signed yet)
+    latest_cosigned_by: list[str]
+    latest_witnessed: bool  # the latest checkpoint reached the quorum
+
+
 class InclusionProof(BaseModel):
     index: int
     size: int
@@ -54,6 +76,11 @@ def _sessions(request: Request) -> sessionmaker[Session]:
     s = request.app.state.sessions
     assert isinstance(s, sessionmaker)
     return s
+
+
+def _witnesses(request: Request) -> list[CosignatureVerifier]:
+    """The configured witnesses' verifiers (``log_witnesses``, checked when the server starts)."""
+    return [CosignatureVerifier.from_vkey(k) for k in request.app.state.settings.log_witnesses]
 
 
 def _key(request: Request) -> LogKey:
@@ -71,7 +98,83 @@ def _key(request: Request) -> LogKey:
 def checkpoint(request: Request) -> Response:
     with _sessions(request)() as db:
         cp = store.current_checkpoint(db, _key(request), request.app.state.clock())
-        return Response(cp.note, media_type=TEXT, headers=FRESH)
+        return Response(store.served_note(db, cp), media_type=TEXT, headers=FRESH)
+
+
+@router.post("/cosignatures", response_model=CosignaturesStored)
+def cosignatures(
+    request: Request,
+    body: Annotated[bytes, Body(media_type="text/plain",
+                                description="the checkpoint note with the witness's cosignature "
+                                            "line(s) (C2SP signed note)")],
+) -> Any:  # fmt: skip
+    """A witness pushes its cosignature of a checkpoint the server signed: the cosigned note
+    (the server's checkpoint text and signature lines; lines under the log's own name
+    are ignored).  Every other line must be a configured witness's cosignature that verifies
+    (403 for a witness not configured, 422 for one that does not verify); nothing is kept
+    unless all do.  The same cosignature twice is kept once."""
+    key = _key(request)
+    try:
+        note = SignedNote.parse(body)
+        cp = Checkpoint.parse_text(note.text)
+    except TlogError as e:
+        raise CosignatureRefused(f"the body is not a cosigned checkpoint note: {e}") from e
+    if cp.origin != key.origin:
+        raise CosignatureRefused(
+            f"checkpoint origin {cp.origin[:100]!r} is not this log's {key.origin!r}"
+        )
+    known = {(w.name, w.key_id): w for w in _witnesses(request)}
+    # Lines under the log's own name are not cosignatures: the text is checked against the
+    # stored checkpoint instead of the log's signature.
+    cosigs = [s for s in note.signatures if s.name != key.verifier.name]
+    if not cosigs:
+        raise CosignatureRefused("the note carries no cosignature line, only the log's signature")
+    for s in cosigs:
+        if (s.name, s.key_id) not in known:
+            names = ", ".join(f"{n}+{k:08x}" for n, k in known) or "none"
+            raise UnknownWitness(
+                f"witness {s.name}+{s.key_id:08x} is not configured on this server "
+                f"(log_witnesses: {names})"
+            )
+    with _sessions(request)() as db:
+        stored = store.checkpoint_of(db, cp.size)
+        if stored is None:
+            raise CosignatureRefused(
+                f"the server never signed a checkpoint of size {cp.size} "
+                f"(latest: {store.head(db).size})"
+            )
+        mine = Checkpoint.parse_text(SignedNote.parse(stored.note.encode()).text)
+        if mine.root != cp.root or note.text != mine.text():
+            raise CosignatureRefused(
+                f"checkpoint of size {cp.size} has root {base64.b64encode(cp.root).decode()}; "
+                f"the server signed root {base64.b64encode(mine.root).decode()} for that size"
+            )
+        for s in cosigs:
+            if not known[(s.name, s.key_id)].verify(note.text.encode(), s.signature):
+                raise CosignatureRefused(
+                    f"the cosignature by {s.name}+{s.key_id:08x} does not verify over the "
+                    f"checkpoint of size {cp.size} under the configured witness key"
+                )
+        new = store.store_cosignatures(db, cp.size, cosigs, request.app.state.clock())
+    return {"size": cp.size, "witnesses": sorted({s.name for s in cosigs}), "new": new}
+
+
+@router.get("/witnessed", response_model=WitnessedCheckpoint)
+def witnessed(request: Request) -> Any:
+    """The latest checkpoint that reached the witness quorum, and whether the latest did."""
+    settings = request.app.state.settings
+    names = [w.name for w in _witnesses(request)]
+    with _sessions(request)() as db:
+        w = store.witnessed(db, names, settings.log_witness_quorum)
+    return {
+        "quorum": w.quorum,
+        "witnesses": names,
+        "size": w.size,
+        "cosigned_by": w.witnesses,
+        "latest_size": w.latest_size,
+        "latest_cosigned_by": w.latest_witnesses,
+        "latest_witnessed": w.latest_size is not None and w.size == w.latest_size,
+    }
 
 
 @router.get(
@@ -165,7 +268,7 @@ def tlog_proof(index: int, request: Request) -> Response:
         cp = store.current_checkpoint(db, _key(request), request.app.state.clock())
         if not 0 <= index < cp.size:
             raise LogRange(f"leaf {index} is not in the log's latest checkpoint (size {cp.size})")
-        note = SignedNote.parse(cp.note.encode())
+        note = SignedNote.parse(store.served_note(db, cp).encode())
         assert Checkpoint.parse_text(note.text).size == cp.size
         proof = store.with_store(db, cp.size, lambda s: make_tlog_proof(s, index, note))
     return Response(

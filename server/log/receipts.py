@@ -16,7 +16,8 @@ from server.log.store import LogKey
 class ReceiptLog(BaseModel):
     """What a segment receipt carries of the log: the segment's leaf ``index`` (None when the
     segment stored nothing new), the checkpointed ``tree_size``, the ``inclusion`` proof (base64
-    hashes; empty without an index) and the signed ``checkpoint`` note."""
+    hashes; empty without an index) and the signed ``checkpoint`` note, with the witness
+    cosignatures collected for it (none yet for a checkpoint signed by this ingest)."""
 
     index: int | None
     tree_size: int
@@ -42,4 +43,5 @@ def receipt_log(db: Session, key: LogKey, index: int | None, at: Any) -> dict[st
         if index is None
         else store.with_store(db, cp.size, lambda s: inclusion_proof(s, index, cp.size))
     )
-    return {"index": index, "tree_size": cp.size, "inclusion": b64(proof), "checkpoint": cp.note}
+    note = store.served_note(db, cp)  # with the witnesses' cosignatures collected so far
+    return {"index": index, "tree_size": cp.size, "inclusion": b64(proof), "checkpoint": note}

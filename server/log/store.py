@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TypeVar
 
-from sqlalchemy import Connection, insert, select, text, tuple_
+from sqlalchemy import Connection, func, insert, select, text, tuple_
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -27,9 +27,14 @@ from ebr_core.tlog.checkpoint import Checkpoint, sign_checkpoint
 from ebr_core.tlog.entries import LogEntry
 from ebr_core.tlog.errors import TreeError
 from ebr_core.tlog.merkle import HASH_SIZE, Frontier, HashStore, leaf_hash
-from ebr_core.tlog.note import Ed25519NoteSigner, Ed25519NoteVerifier, check_key_name
+from ebr_core.tlog.note import (
+    Ed25519NoteSigner,
+    Ed25519NoteVerifier,
+    NoteSignature,
+    check_key_name,
+)
 from ebr_core.tlog.tiles import TILE_HEIGHT, Tile
-from server.log.tables import LogCheckpoint, LogHead, LogLeaf, LogNode
+from server.log.tables import LogCheckpoint, LogCosignature, LogHead, LogLeaf, LogNode
 
 T = TypeVar("T")
 
@@ -234,6 +239,11 @@ def latest_checkpoint(db: Session) -> LogCheckpoint | None:
     return db.scalars(select(LogCheckpoint).order_by(LogCheckpoint.size.desc()).limit(1)).first()
 
 
+def checkpoint_of(db: Session, size: int) -> LogCheckpoint | None:
+    """The stored checkpoint of ``size``, if the server signed one."""
+    return db.get(LogCheckpoint, size)
+
+
 def checkpoint_in_transaction(db: Session, key: LogKey, at: datetime) -> LogCheckpoint:
     """The checkpoint of the tree as the caller's transaction sees it, signed and added to that
     transaction (it commits with the leaves it covers, in the same commit).  For a caller that
@@ -271,3 +281,97 @@ def current_checkpoint(db: Session, key: LogKey, at: datetime) -> LogCheckpoint:
                 raise
             time.sleep(0.01 * (attempt + 1))
     raise AssertionError("unreachable")
+
+
+# -- witness cosignatures -------------------------------------------------------------------------
+
+
+def cosignature_lines(db: Session, size: int) -> list[str]:
+    """The cosignature lines collected for the checkpoint of ``size``: one per witness (the one
+    received last), by witness name; each ends in a newline."""
+    rows = db.execute(
+        select(LogCosignature.witness_name, LogCosignature.line)
+        .where(LogCosignature.size == size)
+        .order_by(LogCosignature.witness_name, LogCosignature.received_at)
+    ).all()
+    last: dict[str, str] = {}
+    for name, line in rows:
+        last[str(name)] = str(line)
+    return [line + "\n" for line in last.values()]
+
+
+def served_note(db: Session, cp: LogCheckpoint) -> str:
+    """The checkpoint ``cp`` as served: the log's signed note and the witnesses' cosignature
+    lines collected for it (none yet for a new checkpoint)."""
+    return cp.note + "".join(cosignature_lines(db, cp.size))
+
+
+def store_cosignatures(
+    db: Session, size: int, sigs: Sequence[NoteSignature], at: datetime
+) -> list[str]:
+    """Keep verified cosignatures of the checkpoint of ``size`` (committed here); the names of
+    the witnesses whose line was new.  The same line twice is kept once."""
+    new: list[str] = []
+    for sig in sigs:
+        line = sig.line().rstrip("\n")
+        got = db.get(LogCosignature, (size, sig.name, line))
+        if got is None:
+            db.add(LogCosignature(size=size, witness_name=sig.name, line=line, received_at=at))
+            new.append(sig.name)
+    try:
+        db.commit()
+    except IntegrityError:
+        # the same line pushed twice at once: the other request kept it
+        db.rollback()
+        return store_cosignatures(db, size, sigs, at)
+    return new
+
+
+@dataclass(frozen=True)
+class Witnessed:
+    """The latest checkpoint size cosigned by at least ``quorum`` of the configured witnesses
+    (None if none is), who cosigned it, and the latest checkpoint's size and cosigners."""
+
+    quorum: int
+    size: int | None
+    witnesses: list[str]
+    latest_size: int | None
+    latest_witnesses: list[str]
+
+
+def witnessed(db: Session, names: Sequence[str], quorum: int) -> Witnessed:
+    """Which checkpoint is witnessed: only the configured witnesses ``names`` count."""
+
+    def cosigners(size: int) -> list[str]:
+        q = (
+            select(LogCosignature.witness_name)
+            .where(LogCosignature.size == size, LogCosignature.witness_name.in_(names))
+            .distinct()
+            .order_by(LogCosignature.witness_name)
+        )
+        return [str(n) for n in db.scalars(q)]
+
+    last = latest_checkpoint(db)
+    latest_size = None if last is None else last.size
+    if latest_size is None:
+        return Witnessed(quorum, None, [], None, [])
+    if quorum <= 0:
+        size: int | None = latest_size
+    else:
+        size = db.scalar(
+            select(func.max(LogCosignature.size)).where(
+                LogCosignature.size.in_(
+                    select(LogCosignature.size)
+                    .where(LogCosignature.witness_name.in_(names))
+                    .group_by(LogCosignature.size)
+                    .having(func.count(func.distinct(LogCosignature.witness_name)) >= quorum)
+                )
+            )
+        )
+    return Witnessed(
+        quorum,
+        None if size is None else int(size),
+        [] if size is None else cosigners(int(size)),
+        latest_size,
+        cosigners(latest_size),
+    )

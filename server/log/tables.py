@@ -7,19 +7,22 @@
 * ``tlog_head``: the one row holding the tree size and its frontier (the right edge's
   perfect-subtree roots); an append updates it under its row lock, like ``audit_head``;
 * ``tlog_checkpoints``: one signed checkpoint (a C2SP signed note) per size signed
-  (append-only).
+  (append-only);
+* ``tlog_cosignatures`` (migration 0011): witness cosignature lines pushed for a stored
+  checkpoint, each verified under a configured witness key before it is kept (append-only).
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, DateTime, Integer, LargeBinary, Text
+from sqlalchemy import BigInteger, DateTime, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from server.db import Base
 
 APPEND_ONLY_0009 = ("tlog_leaves", "tlog_nodes", "tlog_checkpoints")
+APPEND_ONLY_0011 = ("tlog_cosignatures",)
 
 
 class LogLeaf(Base):
@@ -48,3 +51,14 @@ class LogCheckpoint(Base):
     size: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     note: Mapped[str] = mapped_column(Text)
     signed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class LogCosignature(Base):
+    """One witness's cosignature line (``— <name> <base64>``, no newline) of the checkpoint of
+    ``size``; the same line twice is one row."""
+
+    __tablename__ = "tlog_cosignatures"
+    size: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    witness_name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    line: Mapped[str] = mapped_column(Text, primary_key=True)
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

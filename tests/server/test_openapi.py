@@ -21,7 +21,7 @@ def test_every_route_declares_its_response(tmp_path: Path) -> None:
         if r.response_model is None and not (r.response_class is not JSONResponse and documented):
             missing.append(f"{sorted(r.methods or ())} {r.path}")
     assert not missing, missing
-    assert len(api_routes(app)) == 54  # 48 + the transparency log's six (/v1/log/...)
+    assert len(api_routes(app)) == 56  # 48 + the transparency log's eight (/v1/log/...)
 
 
 def test_the_document_names_errors_and_the_bearer_scheme(tmp_path: Path) -> None:
