@@ -309,7 +309,18 @@ def _labels(engine: Any, batch: str, out: Path) -> list[str]:
     return sorted(p.name for p in out.glob("*.png"))
 
 
-def _start_server(data: Path) -> tuple[str, Any, threading.Thread]:
+def _witness_key(work: Path) -> str:
+    """The demo witness's key (``ctgtp keys new``) and its cosignature verifier key, which the
+    server is configured with before it starts (``log_witnesses``)."""
+    from ebr_core.tlog import Cosigner
+
+    wdir = work / "witness-key"
+    _ctgtp("keys", "new", "demo-witness", "--out", str(wdir))
+    signer = UnitSigner.from_pem((wdir / "demo-witness.key").read_bytes(), "demo-witness")
+    return Cosigner(WITNESS, signer).verifier.vkey()
+
+
+def _start_server(data: Path, witness_vkey: str) -> tuple[str, Any, threading.Thread]:
     import uvicorn
 
     from server.app import create_app
@@ -320,6 +331,8 @@ def _start_server(data: Path) -> tuple[str, Any, threading.Thread]:
         database_url=f"sqlite:///{data / 'server.db'}",
         data_dir=data,
         admin_token=DEMO_ADMIN,
+        log_witnesses=[witness_vkey],  # the demo's witness pushes its cosignatures here
+        log_witness_quorum=1,
     )
     # The deploy step (``ctgtp server migrate``) before the server starts, where the server has
     # one (a server that migrates nothing itself refuses an empty database).
@@ -457,43 +470,46 @@ def _log_check(report: Any) -> str:
 
 
 def _witness_and_prove(
-    url: str, work: Path, out_dir: Path, ledger_path: Path, index: int | None
+    url: str, work: Path, out_dir: Path, ledger_path: Path, index: int | None, witness_vkey: str
 ) -> dict[str, Any]:
-    """One witness (``ctgtp witness run``, its key from ``ctgtp keys new``, its state in
-    ``witness/``) cosigns the server's log; the auditor then proves offline, with the proof
-    file the server gives for the unit's last segment and the witness's cosignature, that the
-    exported ledger's segment is in the witnessed log (``ctgtp verify --log-checkpoint``)."""
-    from ebr_core.tlog import Cosigner, SignedNote, TlogProof
+    """One witness (``ctgtp witness run --push``, its key from ``ctgtp keys new``, its state
+    in ``witness/``) cosigns the server's log and pushes its cosignature to the server; the
+    auditor then proves offline, with the proof file the server gives for the unit's last
+    segment (its checkpoint carries the cosignatures the server collected), that the exported
+    ledger's segment is in the witnessed log (``ctgtp verify --log-checkpoint``)."""
+    from ebr_core.tlog import TlogProof
 
     if index is None:
         raise click.ClickException("the server's receipts named no log leaf for the segments")
-    wdir = work / "witness-key"
-    _ctgtp("keys", "new", "demo-witness", "--out", str(wdir))
-    signer = UnitSigner.from_pem((wdir / "demo-witness.key").read_bytes(), "demo-witness")
-    (out_dir / "witness.vkey").write_text(Cosigner(WITNESS, signer).verifier.vkey() + "\n")
+    (out_dir / "witness.vkey").write_text(witness_vkey + "\n")
     (out_dir / "log.vkey").write_text(_ok(httpx.get(url + "/v1/log/vkey")).text)
-    # The proof file first, then the witness's look: both see the same checkpoint.
-    proof = TlogProof.parse(_ok(httpx.get(f"{url}/v1/log/proof/{index}.tlog-proof")).content)
-    state = out_dir / "witness"
-    looked = _ctgtp(*_witness_args(url, work, out_dir), "--once")
-    _say(f"   witness {WITNESS}: {looked}")
-    cosigned = SignedNote.parse((state / "checkpoint").read_bytes())
-    if cosigned.text == proof.checkpoint.text:  # the auditor's copy carries the cosignature
-        proof = TlogProof(proof.index, proof.proof, cosigned, proof.extra)
-    (out_dir / "segment.tlog-proof").write_bytes(proof.to_bytes())
+    # The witness's look (cosign, push), then the server's proof file: the server serves the
+    # checkpoint with the cosignatures it collected.  If the log grew in between (the
+    # station's sync), the witness looks again.
+    for _ in range(5):
+        looked = _ctgtp(*_witness_args(url, work, out_dir), "--once")
+        first = looked.splitlines()[0] if looked else looked
+        raw = _ok(httpx.get(f"{url}/v1/log/proof/{index}.tlog-proof")).content
+        proof = TlogProof.parse(raw)
+        if any(sig.name == WITNESS for sig in proof.checkpoint.signatures):
+            break
+    _say(f"   witness {WITNESS}: {first}")
+    (out_dir / "segment.tlog-proof").write_bytes(raw)
     verdict = _ctgtp("verify", str(ledger_path), "--public-key", str(out_dir / "unit.pub"),
                      "--log-checkpoint", str(out_dir / "segment.tlog-proof"), "--log-key",
                      str(out_dir / "log.vkey"), "--witness-key",
                      str(out_dir / "witness.vkey")).splitlines()[-1]  # fmt: skip
     _say(f"   auditor, log: {verdict}")
-    return {"witness": looked, "auditor": verdict, "witnessed": "UNWITNESSED" not in verdict}
+    server = _ok(httpx.get(url + "/v1/log/witnessed"))  # what the server says it collected
+    return {"witness": first, "auditor": verdict, "witnessed": "UNWITNESSED" not in verdict,
+            "server_witnessed": server}  # fmt: skip
 
 
 def _witness_args(url: str, work: Path, out_dir: Path) -> list[str]:
-    """``ctgtp witness run`` for the demo's witness (without --once or --interval)."""
+    """``ctgtp witness run --push`` for the demo's witness (without --once or --interval)."""
     return ["witness", "run", "--log", url + "/v1/log", "--log-key", str(out_dir / "log.vkey"),
             "--key", str(work / "witness-key" / "demo-witness.key"), "--name", WITNESS,
-            "--state", str(out_dir / "witness")]  # fmt: skip
+            "--state", str(out_dir / "witness"), "--push"]  # fmt: skip
 
 
 def _ctgtp(*args: str) -> str:
@@ -570,7 +586,8 @@ def demo(out_dir: Path, serve: bool, urls_file: Path | None) -> None:
         users=EXAMPLES / "users.yaml",
         materials=EXAMPLES / "materials.yaml",
     )
-    url, srv, thread = _start_server(work / "server")
+    witness_vkey = _witness_key(work)
+    url, srv, thread = _start_server(work / "server", witness_vkey)
     broker = Broker().start()
     counter = PtyDevice()
     register()  # sim:// ports: the demo's scanner
@@ -655,7 +672,9 @@ def demo(out_dir: Path, serve: bool, urls_file: Path | None) -> None:
         if audit.returncode != 0:
             raise click.ClickException(f"offline verification failed: {audit.stderr}")
         log_index = again.log_index if again.log_index is not None else report.log_index
-        witnessed = _witness_and_prove(url, work, out_dir, ledger_path, log_index)
+        witnessed = _witness_and_prove(
+            url, work, out_dir, ledger_path, log_index, witness_vkey
+        )
         summary = {
             "coi": st.coi,
             "batch_id": batch,

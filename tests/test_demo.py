@@ -80,6 +80,11 @@ def test_demo_runs_end_to_end_then_serves_its_station(tmp_path: Path) -> None:
     assert s["log"]["witnessed"] and s["log"]["unit_alerts"] == []
     assert s["log"]["unit_checkpoint_size"] == int(checks[1])
     assert (out / "witness" / "checkpoint").read_text().count("\n— ") == 2  # log + witness
+    # The auditor's proof file is the server's own: its checkpoint carries the cosignature the
+    # witness pushed (ctgtp witness run --push), and the server counts it against its quorum.
+    assert "\n— witness.demo/w1 " in (out / "segment.tlog-proof").read_text()
+    sw = s["log"]["server_witnessed"]
+    assert sw["quorum"] == 1 and sw["cosigned_by"] == ["witness.demo/w1"] and sw["size"] > 0
     v = subprocess.run(
         [sys.executable, "-m", "ctgtp", "verify", str(out / "ledger.jsonl"),
          "--public-key", str(out / "unit.pub")],

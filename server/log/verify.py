@@ -16,6 +16,11 @@ Two questions, both answered from the tables alone:
 A rogue administrator who edits a record and everything that chains it (the audit trail) still
 cannot make its leaf agree without rewriting the log, and a rewritten log contradicts every
 checkpoint already handed out.
+
+Witnesses: every stored cosignature must verify over its checkpoint under the configured
+witness's key (``witnesses``); the latest checkpoint is reported *unwitnessed* when fewer than
+``quorum`` configured witnesses cosigned it, a finding only with ``require_witnessed``
+(witnessing lags the log).
 """
 
 from __future__ import annotations
@@ -29,14 +34,15 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from ebr_core.tlog.checkpoint import Checkpoint, open_checkpoint
+from ebr_core.tlog.cosignature import CosignatureVerifier
 from ebr_core.tlog.entries import EntryKind, LogEntry
 from ebr_core.tlog.errors import TlogError
 from ebr_core.tlog.merkle import HASH_SIZE, MerkleTree, leaf_hash
-from ebr_core.tlog.note import Ed25519NoteVerifier
+from ebr_core.tlog.note import Ed25519NoteVerifier, SignedNote
 from server.audit.trail import GENESIS, entry_hash
 from server.db import AuditEntry, AuditHead, EventRow
 from server.log.records import BY_TABLE, LOGGED, Logged, content_hash, hex64
-from server.log.tables import LogCheckpoint, LogHead, LogLeaf, LogNode
+from server.log.tables import LogCheckpoint, LogCosignature, LogHead, LogLeaf, LogNode
 
 
 @dataclass(frozen=True)
@@ -66,10 +72,29 @@ class Report:
     checkpoint_size: int | None = None  # the latest stored checkpoint's
     checked: dict[str, int] = field(default_factory=dict)
     findings: list[Finding] = field(default_factory=list)
+    quorum: int = 0  # witness cosignatures the latest checkpoint needs to be witnessed
+    witnessed_by: list[str] = field(default_factory=list)  # of the latest checkpoint, verified
 
     @property
     def ok(self) -> bool:
         return not self.findings
+
+    @property
+    def witnessed(self) -> bool:
+        return self.checkpoint_size is not None and len(self.witnessed_by) >= self.quorum
+
+    def witness_line(self) -> str:
+        """``witnessed by N (...)`` or ``unwitnessed: K of the Q ...`` for the latest checkpoint."""
+        if self.checkpoint_size is None:
+            return "no checkpoint signed yet: unwitnessed"
+        size = f"latest checkpoint size {self.checkpoint_size}"
+        names = ", ".join(self.witnessed_by)
+        if not self.witnessed:
+            return (
+                f"{size} unwitnessed: {len(self.witnessed_by)} of the {self.quorum} witness "
+                f"cosignatures required" + (f" ({names})" if names else "")
+            )
+        return f"{size} witnessed by {len(self.witnessed_by)}" + (f" ({names})" if names else "")
 
     def add(
         self, part: str, detail: str, leaf: int | None = None, record: str | None = None
@@ -84,6 +109,9 @@ class Report:
             "checkpoint_size": self.checkpoint_size,
             "checked": self.checked,
             "findings": [asdict(f) for f in self.findings],
+            "witnessed": self.witnessed,
+            "witnessed_by": self.witnessed_by,
+            "quorum": self.quorum,
         }
 
 
@@ -104,11 +132,17 @@ def _leaves(db: Session, batch: int = 5000) -> Iterator[tuple[int, bytes, bytes]
 
 
 def verify_log(
-    db: Session, log: Ed25519NoteVerifier, trusted: Sequence[tuple[str, bytes]] = ()
+    db: Session,
+    log: Ed25519NoteVerifier,
+    trusted: Sequence[tuple[str, bytes]] = (),
+    witnesses: Sequence[CosignatureVerifier] = (),
+    quorum: int = 0,
+    require_witnessed: bool = False,
 ) -> Report:
     """Check the log and the records it binds; ``trusted``: (name, signed checkpoint) pairs
-    held outside the database."""
-    rep = Report()
+    held outside the database; ``witnesses``, ``quorum``: the configured witnesses and how many
+    must cosign the latest checkpoint (a finding only with ``require_witnessed``)."""
+    rep = Report(quorum=quorum)
     tree = MerkleTree()
     entries: list[tuple[int, LogEntry]] = []
     expected = 0
@@ -130,6 +164,9 @@ def verify_log(
     _check_head(db, tree, rep)
     _check_nodes(db, tree, rep)
     _check_checkpoints(db, log, tree, trusted, rep)
+    _check_cosignatures(db, witnesses, rep)
+    if require_witnessed and not rep.witnessed:
+        rep.add("witness", rep.witness_line())
     _check_audit(db, entries, rep)
     _check_segments(db, entries, rep)
     _check_rows(db, entries, rep)
@@ -217,6 +254,41 @@ def _check_checkpoints(
             continue
         _compare(cp, tree, rep, what)
     rep.checked["checkpoints"] = len(rows) + len(trusted)
+
+
+def _check_cosignatures(
+    db: Session, witnesses: Sequence[CosignatureVerifier], rep: Report
+) -> None:
+    """Every stored cosignature verifies over its checkpoint under its configured witness's
+    key (one of a witness no longer configured is not counted); the latest's cosigners."""
+    known = {(w.name, w.key_id): w for w in witnesses}
+    texts: dict[int, str | None] = {}
+    latest: set[str] = set()
+    n = 0
+    for row in db.scalars(select(LogCosignature).order_by(LogCosignature.size)):
+        n += 1
+        what = f"cosignature by {row.witness_name} of checkpoint {row.size}"
+        if row.size not in texts:
+            cp = db.get(LogCheckpoint, row.size)
+            texts[row.size] = None if cp is None else SignedNote.parse(cp.note.encode()).text
+        text = texts[row.size]
+        if text is None:
+            rep.add("witness", f"{what}: the log holds no checkpoint of that size")
+            continue
+        try:
+            sig = SignedNote.parse((text + "\n" + row.line + "\n").encode()).signatures[0]
+        except TlogError as e:
+            rep.add("witness", f"{what}: not a cosignature line: {e}")
+            continue
+        w = known.get((sig.name, sig.key_id))
+        if w is None:
+            continue
+        if sig.name != row.witness_name or not w.verify(text.encode(), sig.signature):
+            rep.add("witness", f"{what} does not verify under the witness's key")
+        elif row.size == rep.checkpoint_size:
+            latest.add(sig.name)
+    rep.witnessed_by = sorted(latest)
+    rep.checked["cosignatures"] = n
 
 
 def _check_audit(db: Session, entries: list[tuple[int, LogEntry]], rep: Report) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -25,6 +26,7 @@ from ebr_core.tlog.tlogproof import TlogProof
 from server.db import make_engine
 from server.log import records, store
 from server.log.tables import LogCosignature
+from server.log.verify import Finding, Report, verify_log
 from server.settings import Settings
 from witness.cli import witness as witness_cli
 
@@ -250,3 +252,54 @@ def test_a_witness_key_that_does_not_parse_is_refused_at_start(tmp_path: Path) -
     logk = Ed25519NoteVerifier(W1, UnitSigner.generate("l").public).vkey()
     with pytest.raises(ValidationError, match="expected 0x04"):
         Settings(data_dir=tmp_path, log_witnesses=[logk])
+
+
+def _verify(server: Server, w: Witness, require: bool = False) -> Report:
+    engine = make_engine(server.settings.database_url)
+    try:
+        with Session(engine) as db:
+            return verify_log(
+                db, log_key(server), witnesses=[w.cosigner.verifier], quorum=1,
+                require_witnessed=require,
+            )  # fmt: skip
+    finally:
+        engine.dispose()
+
+
+def wit(rep: Report) -> list[Finding]:
+    return [f for f in rep.findings if f.part == "witness"]
+
+
+def test_server_log_verify_shows_the_latest_checkpoint_unwitnessed_below_the_quorum(
+    witnessed_server: tuple[Server, Witness, Witness],
+) -> None:
+    server, w1, _ = witnessed_server
+    grow(server, 3)
+    httpx.get(server.url + "/v1/log/checkpoint")  # signed
+    # (the leaves grown here name segments the server does not hold: only the witness part)
+    rep = _verify(server, w1)
+    assert wit(rep) == [] and not rep.witnessed
+    assert "latest checkpoint size 3 unwitnessed: 0 of the 1" in rep.witness_line()
+    strict = _verify(server, w1, require=True)
+    assert [f.detail for f in wit(strict)] == [strict.witness_line()]
+    assert w1.run(server, "--push").exit_code == 0
+    rep = _verify(server, w1, require=True)
+    assert wit(rep) == [] and rep.witnessed and rep.witness_line() == (
+        f"latest checkpoint size 3 witnessed by 1 ({W1})"
+    )
+    assert rep.to_json()["witnessed_by"] == [W1]
+    # A cosignature row written into the database behind the server's back does not verify.
+    cp = SignedNote.parse(httpx.get(server.url + "/v1/log/checkpoint").content)
+    forged = w1.cosigner.cosign(cp.text + "x\n", 5).line().rstrip("\n")
+    engine = make_engine(server.settings.database_url)
+    try:
+        with Session(engine) as db:
+            db.add(LogCosignature(size=3, witness_name=W1, line=forged,
+                                  received_at=datetime.now(UTC)))  # fmt: skip
+            db.commit()
+    finally:
+        engine.dispose()
+    rep = _verify(server, w1)
+    assert [f.detail for f in wit(rep)] == [
+        f"cosignature by {W1} of checkpoint 3 does not verify under the witness's key"
+    ]
