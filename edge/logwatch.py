@@ -59,6 +59,7 @@ from ebr_core.tlog import (
     open_checkpoint,
     verify_inclusion,
 )
+from ebr_core.tlog.cosignature import CosignatureVerifier
 from ebr_core.tlog.note import ED25519_TYPE, key_id
 from ebr_core.vocab import EventKind
 from edge.errors import EdgeError, LedgerError
@@ -226,8 +227,15 @@ class LogWatch:
         server: str,
         consistency: Callable[[int, int], list[bytes]],
         clock: Callable[[], float] = time.time,
+        witnesses: Sequence[CosignatureVerifier] = (),
+        quorum: int | None = None,
     ) -> None:
         self.ledger, self.server_key, self.server = ledger, server_key, server
+        # The witnesses whose cosignatures count, and how many make a checkpoint witnessed
+        # (default: 1 with witness keys).  Without keys the cosignature lines the server
+        # serves are counted but cannot be verified, and the line says so.
+        self.witnesses = list(witnesses)
+        self.quorum = 1 if quorum is None else quorum
         self.consistency = consistency
         self.clock = clock
         raw = ledger.get_meta(LOG_CHECKPOINT)
@@ -430,7 +438,39 @@ class LogWatch:
             how = f"consistent with size {self.start_size} trusted before"
         proofs = f"; {self.inclusions} receipt inclusion proofs verified" if self.inclusions else ""
         root = _b64(cp.root) or ""
-        return f"log: checkpoint {cp.origin} size {cp.size} root {root[:12]}… {how}{proofs}"
+        return (
+            f"log: checkpoint {cp.origin} size {cp.size} root {root[:12]}… {how}{proofs}; "
+            f"{self.witnessed()}"
+        )
+
+    def witnessed(self) -> str:
+        """``witnessed by N`` or ``unwitnessed`` for the trusted checkpoint: its cosignatures by
+        the configured witnesses that verify (no alert below the quorum: witnessing lags the
+        log).  Without witness keys: the cosignature lines it carries, not verified."""
+        note = self.trusted
+        if note is None:
+            return "unwitnessed"
+        text = note.text.encode()
+        if not self.witnesses:
+            names = sorted({
+                sg.name for sg in note.signatures
+                if len(sg.signature) == 72 and sg.name != self._trusted_cp().origin
+            })  # fmt: skip
+            if not names:
+                return "unwitnessed"
+            return (
+                f"{len(names)} cosignature(s) ({', '.join(names)}), not verified: "
+                "no witness keys configured"
+            )
+        known = {(w.name, w.key_id): w for w in self.witnesses}
+        ok = sorted({
+            sg.name for sg in note.signatures
+            if (sg.name, sg.key_id) in known
+            and known[(sg.name, sg.key_id)].verify(text, sg.signature)
+        })  # fmt: skip
+        if len(ok) < self.quorum:
+            return f"unwitnessed ({len(ok)} of the {self.quorum} witness cosignatures required)"
+        return f"witnessed by {len(ok)} ({', '.join(ok)})"
 
 
 def _json_list(raw: str | None) -> list[Any]:

@@ -164,12 +164,12 @@ def verify_log(
     _check_head(db, tree, rep)
     _check_nodes(db, tree, rep)
     _check_checkpoints(db, log, tree, trusted, rep)
-    _check_cosignatures(db, witnesses, rep)
-    if require_witnessed and not rep.witnessed:
-        rep.add("witness", rep.witness_line())
     _check_audit(db, entries, rep)
     _check_segments(db, entries, rep)
     _check_rows(db, entries, rep)
+    _check_cosignatures(db, witnesses, rep)
+    if require_witnessed and not rep.witnessed:
+        rep.add("witness", rep.witness_line())
     return rep
 
 

@@ -9,6 +9,7 @@ import base64
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -23,6 +24,7 @@ from ebr_core.tlog.checkpoint import Checkpoint, open_checkpoint, sign_checkpoin
 from ebr_core.tlog.cosignature import Cosigner
 from ebr_core.tlog.note import Ed25519NoteSigner, Ed25519NoteVerifier, NoteSignature, SignedNote
 from ebr_core.tlog.tlogproof import TlogProof
+from edge.logwatch import LogWatch
 from server.db import make_engine
 from server.log import records, store
 from server.log.tables import LogCosignature
@@ -30,7 +32,7 @@ from server.log.verify import Finding, Report, verify_log
 from server.settings import Settings
 from witness.cli import witness as witness_cli
 
-from .conftest import BACKENDS, Server, server_settings, start_server
+from .conftest import BACKENDS, Server, make_ledger, server_settings, start_server
 
 W1 = "regulator.example/w1"
 W2 = "region-b.example/w2"
@@ -303,3 +305,37 @@ def test_server_log_verify_shows_the_latest_checkpoint_unwitnessed_below_the_quo
     assert [f.detail for f in wit(rep)] == [
         f"cosignature by {W1} of checkpoint 3 does not verify under the witness's key"
     ]
+
+
+def test_the_units_log_check_says_witnessed_by_n_or_unwitnessed(
+    witnessed_server: tuple[Server, Witness, Witness], tmp_path: Path
+) -> None:
+    server, w1, w2 = witnessed_server
+    grow(server, 3)
+    led = make_ledger(tmp_path / "unit.db", UnitSigner.generate("UNIT-W"), groups=1, per_group=1)
+
+    def look(**kw: Any) -> LogWatch:
+        def no_proof(old: int, new: int) -> list[bytes]:
+            raise AssertionError("the tree did not grow")
+
+        w = LogWatch(led, server.key, server.url, no_proof, **kw)
+        w.latest(httpx.get(server.url + "/v1/log/checkpoint").text)
+        assert not w.alerts, w.summary()
+        return w
+
+    keys = [w1.cosigner.verifier, w2.cosigner.verifier]
+    assert look(witnesses=keys).summary().endswith(
+        "; unwitnessed (0 of the 1 witness cosignatures required)"
+    )
+    assert look().summary().endswith("; unwitnessed")
+    assert w1.run(server, "--push").exit_code == 0
+    assert look(witnesses=keys).summary().endswith(f"; witnessed by 1 ({W1})")
+    assert look(witnesses=keys, quorum=2).summary().endswith(
+        "; unwitnessed (1 of the 2 witness cosignatures required)"
+    )
+    # Without witness keys the unit counts the lines but cannot vouch for them.
+    assert look().summary().endswith(f"; 1 cosignature(s) ({W1}), not verified: "
+                                     "no witness keys configured")  # fmt: skip
+    # A cosignature by a key the unit does not know does not count.
+    stranger = Cosigner(W1, UnitSigner.generate("s")).verifier
+    assert "unwitnessed (0 of the 1" in look(witnesses=[stranger]).summary()
