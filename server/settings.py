@@ -71,6 +71,8 @@ class Settings(BaseSettings):
                     f"(name+hex(key ID)+base64(0x04 || Ed25519 key), as `ctgtp witness vkey` "
                     f"prints it): {e}"
                 ) from e
+            if len(v.name) > 200:
+                raise ValueError(f"log_witnesses[{i}]: witness name is longer than 200 characters")
             if v.name in names:
                 raise ValueError(f"log_witnesses[{i}]: witness {v.name!r} is named twice")
             names.add(v.name)

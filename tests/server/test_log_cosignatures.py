@@ -250,6 +250,9 @@ def test_a_witness_key_that_does_not_parse_is_refused_at_start(tmp_path: Path) -
     signer = Cosigner(W1, UnitSigner.generate("w")).verifier.vkey()
     with pytest.raises(ValidationError, match="log_witness_quorum 2"):
         Settings(data_dir=tmp_path, log_witnesses=[signer], log_witness_quorum=2)
+    long = Cosigner("w" * 201, UnitSigner.generate("w")).verifier.vkey()
+    with pytest.raises(ValidationError, match="longer than 200"):
+        Settings(data_dir=tmp_path, log_witnesses=[long])
     # a log key (type 0x01) is not a witness key (type 0x04)
     logk = Ed25519NoteVerifier(W1, UnitSigner.generate("l").public).vkey()
     with pytest.raises(ValidationError, match="expected 0x04"):
