@@ -117,18 +117,13 @@ def run(
     data_dir: Path | None, database_url: str | None, host: str, port: int, workers: int
 ) -> None:
     """Serve the API (uvicorn); the database must be at head (`ctgtp server migrate`)."""
+    from server.workers import serve
+
     s = _settings(data_dir, database_url)
     _engine_at_head(s).dispose()
-    if workers > 1:
-        from server.workers import serve
-
-        serve(s, host, port, workers)
-        return
-    import uvicorn
-
-    from server.app import create_app
-
-    uvicorn.run(create_app(s), host=host, port=port, log_level="warning")
+    # one worker too: its pool sized to its threads and the admission lanes that keep the audit
+    # head's holder from waiting for a thread (docs/region.md)
+    serve(s, host, port, workers)
 
 
 @server.command()
@@ -266,9 +261,19 @@ def log_group() -> None:
     help="A signed checkpoint held outside this database (a witness's state file, a receipt's "
     "checkpoint): the log must still extend it.  Repeatable.",
 )
+@click.option(
+    "--require-witnessed",
+    is_flag=True,
+    help="A latest checkpoint cosigned by fewer than log_witness_quorum configured witnesses is a "
+    "finding (without it, it is reported as unwitnessed).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def log_verify(
-    data_dir: Path | None, database_url: str | None, trusted: tuple[Path, ...], as_json: bool
+    data_dir: Path | None,
+    database_url: str | None,
+    trusted: tuple[Path, ...],
+    require_witnessed: bool,
+    as_json: bool,
 ) -> None:
     """Recompute the log from its leaves and every leaf's record from the database; compare
     with the signed checkpoints.  Exit 0 when everything agrees, 1 naming each mismatch."""
@@ -276,6 +281,7 @@ def log_verify(
     from sqlalchemy.orm import Session
 
     from ebr_core.keys import PublicKey
+    from ebr_core.tlog.cosignature import CosignatureVerifier
     from server.log.store import log_verifier
     from server.log.verify import verify_log
 
@@ -287,7 +293,14 @@ def log_verify(
     engine = _engine_at_head(s)
     try:
         with Session(engine) as db:
-            rep = verify_log(db, log, [(str(p), p.read_bytes()) for p in trusted])
+            rep = verify_log(
+                db,
+                log,
+                [(str(p), p.read_bytes()) for p in trusted],
+                witnesses=[CosignatureVerifier.from_vkey(k) for k in s.log_witnesses],
+                quorum=s.log_witness_quorum,
+                require_witnessed=require_witnessed,
+            )
     finally:
         engine.dispose()
     if as_json:
@@ -301,5 +314,6 @@ def log_verify(
             f"log {state}: {rep.leaves} leaves, root {rep.root}, latest checkpoint size "
             f"{rep.checkpoint_size}; checked {checked}"
         )
+        click.echo(rep.witness_line())
     if not rep.ok:
         raise SystemExit(1)

@@ -35,6 +35,7 @@ What each worker keeps in memory, and why that is right with several (docs/regio
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import sys
@@ -73,8 +74,12 @@ def worker_settings(settings: Settings, workers: int) -> Settings:
 def environment(settings: Settings) -> dict[str, str]:
     """``settings`` as the CTGTP_SERVER_* variables :class:`Settings` reads back."""
     out = {}
-    for name, value in settings.model_dump().items():
-        out[f"CTGTP_SERVER_{name.upper()}"] = str(value)
+    for name, value in settings.model_dump(mode="json").items():
+        if value is None:  # unset: the default applies (never the text "None")
+            continue
+        # lists and mappings as JSON, as pydantic-settings reads them back
+        text = json.dumps(value) if isinstance(value, list | dict) else str(value)
+        out[f"CTGTP_SERVER_{name.upper()}"] = text
     return out
 
 

@@ -37,6 +37,7 @@ def test_fleet_sqlite(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.postgres
+@pytest.mark.timeout(1800)  # ten minutes of a 1,000-unit region, then the exactly-once check
 def test_fleet_soak_1000_units(tmp_path: Path) -> None:
     r = run_fleet(1000, 600, "postgres", tmp_path, workers=2)
     check(r, 1000)

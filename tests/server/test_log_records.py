@@ -7,6 +7,7 @@ consecutive indexes; ``bench/tlog.py`` still runs."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import threading
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
@@ -17,6 +18,7 @@ from sqlalchemy import Engine, insert, text
 from sqlalchemy.orm import Session
 
 from ebr_core.keys import UnitSigner
+from ebr_core.tlog.cosignature import CosignatureVerifier
 from ebr_core.tlog.entries import EntryKind, LogEntry
 from server.audit import trail
 from server.db import (
@@ -245,3 +247,12 @@ def test_log_verify_on_the_command_line(tmp_path: Path) -> None:
     assert r.exit_code == 1
     assert f"FINDING checkpoint: trusted checkpoint {junk}:" in r.output, r.output
     assert "log does NOT verify: 1 finding(s)" in r.output
+    # witnessing: reported as unwitnessed, a finding only when required of a configured quorum
+    assert "unwitnessed" in run(server_cli, ["log", "verify", *data]).output
+    w = UnitSigner.generate("W1")
+    vkey = CosignatureVerifier("witness.test/w1", w.public).vkey()
+    env = {"CTGTP_SERVER_LOG_WITNESSES": json.dumps([vkey]), "CTGTP_SERVER_LOG_WITNESS_QUORUM": "1"}
+    r = run(server_cli, ["log", "verify", *data], env=env)
+    assert r.exit_code == 0 and "unwitnessed" in r.output, r.output
+    r = run(server_cli, ["log", "verify", *data, "--require-witnessed"], env=env)
+    assert r.exit_code == 1 and "FINDING" in r.output, r.output
