@@ -19,6 +19,8 @@ from datetime import datetime
 from typing import TypeVar
 
 from sqlalchemy import Connection, func, insert, select, text, tuple_
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -269,17 +271,22 @@ def current_checkpoint(db: Session, key: LogKey, at: datetime) -> LogCheckpoint:
         if last is not None and last.size >= h.size:
             return last
         note = sign_checkpoint(Checkpoint(key.origin, h.size, h.root), key.signer)
-        row = LogCheckpoint(size=h.size, note=note.to_bytes().decode(), signed_at=at)
-        db.add(row)
+        values = {"size": h.size, "note": note.to_bytes().decode(), "signed_at": at}
+        insert = pg_insert if db.get_bind().dialect.name == "postgresql" else sqlite_insert
         try:
+            # another worker signing the same size at once made the same note: keep its row
+            db.execute(insert(LogCheckpoint).values(**values).on_conflict_do_nothing())
             db.commit()
-            return row
-        except (IntegrityError, OperationalError):
-            # the same size signed at the same moment, or SQLite's snapshot moved on: again
+        except OperationalError:
+            # SQLite's snapshot moved on (a writer committed meanwhile): again
             db.rollback()
             if attempt == 4:
                 raise
             time.sleep(0.01 * (attempt + 1))
+            continue
+        row = db.get(LogCheckpoint, h.size, populate_existing=True)
+        assert row is not None
+        return row
     raise AssertionError("unreachable")
 
 
