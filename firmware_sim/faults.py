@@ -292,7 +292,8 @@ def due(schedule: Sequence[Injection], since: float, until: float) -> list[Injec
         if j.every is None:
             out += [(j.at, n, j)] if since < j.at <= until else []
             continue
-        k = max(0, math.floor((since - j.at) / j.every) + 1)
+        # one repeat early: the division may round up past a repeat the test below keeps
+        k = max(0, math.floor((since - j.at) / j.every))
         while (t := j.at + k * j.every) <= until:
             if t > since:
                 out.append((t, n, j))

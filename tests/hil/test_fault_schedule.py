@@ -5,6 +5,7 @@ bad ones refused, none lost."""
 from __future__ import annotations
 
 import itertools
+import math
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -410,3 +411,13 @@ def test_a_truncated_count_costs_no_good_count_after_it(bench: Bench) -> None:
     bench.counter.write(bench.injector.count_frame())  # S-2, good
     assert wait_for(lambda: len(bench.counts) == 1, 2)
     assert [c.sample_id for c in bench.counts] == ["S-2"]
+
+
+def test_a_repeat_just_after_since_is_not_skipped_by_rounding() -> None:
+    """(since - at) / every can round up to the repeat's own number when ``since`` is just
+    below the repeat's time: the repeat was skipped (hypothesis found it)."""
+    j = Injection(10.819, Device.SCANNER, Fault.NOISE, {}, 2.973)
+    t = 10.819 + 7 * 2.973
+    since = math.nextafter(t, -math.inf)
+    assert due([j], since, t) == [j]
+    assert len(due([j], -1.0, t)) == 8  # at 0 .. 7 repeats

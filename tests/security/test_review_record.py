@@ -251,5 +251,7 @@ def test_clock_alerts_make_a_batch_an_exception(
     r = rev.post("/v1/alerts/acknowledgements", json={"alert_id": alert["id"], "note": "seen"})
     assert r.status_code == 201, r.text
     assert rev.get("/v1/batches/B-CLK").json()["exceptions"]["clock_alerts"] >= 1
-    text = pdf_text(rev.get("/v1/batches/B-CLK/report.pdf").content)
+    r = rev.get("/v1/batches/B-CLK/report.pdf")
+    assert r.status_code == 200, r.text
+    text = pdf_text(r.content)
     assert "Clock alerts" in text and "clock.ahead" in text and "ahead of the server" in text
