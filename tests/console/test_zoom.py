@@ -39,8 +39,12 @@ def test_zoom_fetches_a_window_at_finer_resolution(
     start = rev.input_value("#zf-0")
     rev.fill("#zt-0", start[:-2] + "59")  # the first minute of the window only
     rev.focus("#zt-0")
+    before = rev.inner_text("#chart-note-0")
     rev.keyboard.press("Enter")
-    rev.wait_for_selector("#chart-note-0:has-text('readings read')")
+    # the previous window's note says "readings read" too: wait for the new one to replace it
+    rev.wait_for_function(
+        "old => document.querySelector('#chart-note-0').innerText !== old", arg=before
+    )
     assert rev.inner_text("#chart-note-0").startswith(("1 readings read", "0 readings read"))
     # A bad bound is refused by name, in place.
     rev.fill("#zf-0", "yesterday")
