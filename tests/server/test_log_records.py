@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import threading
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -51,7 +52,9 @@ KEY = LogKey("test.example/log", UnitSigner.generate("ctgtp-server"))
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'log.db'}"
-    return str(request.getfixturevalue("pg").create_db(f"log_{id(tmp_path) % 10**8}"))
+    # a fresh name each time: id() of a collected object comes back, and the cluster keeps
+    # every database of the session (createdb refused the second "log_<id>")
+    return str(request.getfixturevalue("pg").create_db(f"log_{uuid.uuid4().hex[:16]}"))
 
 
 @pytest.fixture
