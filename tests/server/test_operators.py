@@ -39,6 +39,17 @@ def station(tmp_path: Path, unit_id: str) -> Path:
     return home
 
 
+def enrol(server: Server, home: Path, site_id: str, unit_id: str) -> None:
+    """The administrator enrols the station's unit key at a site."""
+    with server.admin() as c:
+        r = c.post(
+            "/admin/units",
+            json={"site_id": site_id, "unit_id": unit_id,
+                  "public_key": (home / "unit.pub").read_text()},
+        )  # fmt: skip
+        assert r.status_code == 201, r.text
+
+
 def test_station_pulls_its_sites_operators(server: Server, tmp_path: Path) -> None:
     add_people(
         server,
@@ -72,16 +83,7 @@ def test_station_pulls_its_sites_operators(server: Server, tmp_path: Path) -> No
     assert r.exit_code != 0 and "refused" in r.output
     assert (home / "users.yaml").read_text() == before
 
-    with server.admin() as c:
-        r = c.post(
-            "/admin/units",
-            json={
-                "site_id": "SITE-A",
-                "unit_id": "UNIT-OP",
-                "public_key": (home / "unit.pub").read_text(),
-            },
-        )
-        assert r.status_code == 201, r.text
+    enrol(server, home, "SITE-A", "UNIT-OP")
     out = run("edge", "users-pull", "--home", str(home), "--server", server.url)
     assert "2 operators from the server: op.ana, op.cy" in out
     users = load_users((home / "users.yaml").read_text())
@@ -99,16 +101,7 @@ def test_a_site_without_operators_does_not_empty_the_station(
     recorded (before, users.yaml was replaced by an empty list and every operator locked out)."""
     add_people(server, {"op.ana": ("Ana Site-A", [("operator", "SITE-A")])})
     home = station(tmp_path, "UNIT-Z")
-    with server.admin() as c:
-        r = c.post(
-            "/admin/units",
-            json={
-                "site_id": "SITE-Z",
-                "unit_id": "UNIT-Z",
-                "public_key": (home / "unit.pub").read_text(),
-            },
-        )
-        assert r.status_code == 201, r.text
+    enrol(server, home, "SITE-Z", "UNIT-Z")
     before = (home / "users.yaml").read_text()
     r = CliRunner().invoke(cli, ["edge", "users-pull", "--home", str(home), "--server", server.url])
     assert r.exit_code != 0
