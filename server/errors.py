@@ -33,12 +33,35 @@ MEDIA_TYPE = "application/problem+json"
 
 
 class ServerError(Exception):
-    """An error with the HTTP status, the problem type and the message a client should see."""
+    """An error with the HTTP status, the problem type and the message a client should see.
+
+    A subclass names its problem type in its header, ``class Replayed(Conflict, slug="replayed",
+    title="Request replayed")``, and its status where it differs from its parent's; what it
+    does not name it inherits."""
 
     status = 400
     slug: ClassVar[str] = "bad-request"
     title: ClassVar[str] = "Bad request"
     retry_after_s: ClassVar[int | None] = None
+
+    def __init_subclass__(
+        cls,
+        *,
+        slug: str | None = None,
+        title: str | None = None,
+        status: int | None = None,
+        retry_after_s: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init_subclass__(**kwargs)
+        if slug is not None:
+            cls.slug = slug
+        if title is not None:
+            cls.title = title
+        if status is not None:
+            cls.status = status
+        if retry_after_s is not None:
+            cls.retry_after_s = retry_after_s
 
     def __init__(self, message: str, *, status: int | None = None) -> None:
         super().__init__(message)
@@ -58,137 +81,98 @@ class ServerError(Exception):
         return None if self.retry_after_s is None else {"Retry-After": str(self.retry_after_s)}
 
 
-class Unauthorized(ServerError):
-    status = 401
-    slug = "unauthenticated"
-    title = "Not authenticated"
+# The types, by status: each header names the type; the docstring says when it is answered.
 
 
-class ClockSkew(Unauthorized):
+class Unauthorized(ServerError, status=401, slug="unauthenticated", title="Not authenticated"):
+    """No valid bearer token or password, or a unit request whose signature does not verify."""
+
+
+class ClockSkew(Unauthorized, slug="clock-skew", title="Request time outside the server's window"):
     """A unit's signed request is dated outside the server's window: set the unit's clock."""
 
-    slug = "clock-skew"
-    title = "Request time outside the server's window"
+
+class Forbidden(ServerError, status=403, slug="forbidden", title="Not permitted"):
+    """The caller lacks the permission at the object's site, or a rule of separation of duties
+    refuses it (every 403 is audited)."""
 
 
-class Forbidden(ServerError):
-    status = 403
-    slug = "forbidden"
-    title = "Not permitted"
-
-
-class UnknownWitness(Forbidden):
+class UnknownWitness(Forbidden, slug="unknown-witness", title="Witness not configured"):
     """A cosignature pushed to the transparency log by a witness (name and key ID) the server
     is not configured to accept (``log_witnesses``)."""
 
-    slug = "unknown-witness"
-    title = "Witness not configured"
+
+class UnitRevoked(Forbidden, slug="unit-revoked", title="Unit revoked"):
+    """The unit, or the key it signed with, is revoked."""
 
 
-class UnitRevoked(Forbidden):
-    slug = "unit-revoked"
-    title = "Unit revoked"
-
-
-class ForeignBatch(Forbidden):
+class ForeignBatch(
+    Forbidden, slug="foreign-batch", title="Segment writes into a batch this unit does not own"
+):
     """A segment writes into a batch another unit started, or an event kind only the server
     writes: refused, nothing of it kept."""
 
-    slug = "foreign-batch"
-    title = "Segment writes into a batch this unit does not own"
+
+class NotFound(ServerError, status=404, slug="not-found", title="Not found"):
+    """No such object or route."""
 
 
-class NotFound(ServerError):
-    status = 404
-    slug = "not-found"
-    title = "Not found"
+class MethodNotAllowed(
+    ServerError, status=405, slug="method-not-allowed", title="Method not allowed"
+):
+    """The route exists, not with this method."""
 
 
-class MethodNotAllowed(ServerError):
-    status = 405
-    slug = "method-not-allowed"
-    title = "Method not allowed"
+class Conflict(ServerError, status=409, slug="conflict", title="Conflicts with the stored state"):
+    """The request conflicts with the stored state (already decided, changed since read...)."""
 
 
-class Conflict(ServerError):
-    status = 409
-    slug = "conflict"
-    title = "Conflicts with the stored state"
-
-
-class Replayed(Conflict):
+class Replayed(Conflict, slug="replayed", title="Request replayed"):
     """A request whose nonce was already used: refused; the client may re-sign and retry."""
 
-    slug = "replayed"
-    title = "Request replayed"
 
-
-class HistoryFork(Conflict):
+class HistoryFork(Conflict, slug="fork", title="History rewritten"):
     """A segment rewrites history the server holds: refused, kept as evidence, alerted."""
 
-    slug = "fork"
-    title = "History rewritten"
+
+class TooLarge(ServerError, status=413, slug="too-large", title="Request too large"):
+    """The body is over the route's limit (or a segment over its uncompressed limit)."""
 
 
-class TooLarge(ServerError):
-    status = 413
-    slug = "too-large"
-    title = "Request too large"
+class Unprocessable(ServerError, status=422, slug="unprocessable", title="Request refused"):
+    """A value the rules refuse."""
 
 
-class Unprocessable(ServerError):
-    status = 422
-    slug = "unprocessable"
-    title = "Request refused"
-
-
-class InvalidSegment(Unprocessable):
+class InvalidSegment(Unprocessable, slug="invalid-segment", title="Segment malformed"):
     """A segment line is not a well-formed record of this unit's chain."""
 
-    slug = "invalid-segment"
-    title = "Segment malformed"
 
-
-class SignatureInvalid(Unprocessable):
+class SignatureInvalid(Unprocessable, slug="signature-invalid", title="Segment does not verify"):
     """A segment's records are well formed but do not verify: a signature, a hash, a link to
     the event before, the sequence, the unit, or a checkpoint covering the events."""
 
-    slug = "signature-invalid"
-    title = "Segment does not verify"
 
-
-class LogRange(Unprocessable):
+class LogRange(Unprocessable, slug="log-range", title="Outside the log"):
     """A proof or tile asked of the transparency log for sizes or indexes it does not have (an
     old size above the new one, a size beyond the tree, an index outside it)."""
 
-    slug = "log-range"
-    title = "Outside the log"
 
-
-class CosignatureRefused(Unprocessable):
+class CosignatureRefused(Unprocessable, slug="cosignature-refused", title="Cosignature refused"):
     """A pushed witness cosignature refused: the note is malformed, its checkpoint is not one
     the server signed (no stored checkpoint of that size, or another root or origin), or a
     cosignature does not verify under the configured witness key.  Nothing is stored."""
 
-    slug = "cosignature-refused"
-    title = "Cosignature refused"
+
+class TooDeep(Unprocessable, slug="nesting-too-deep", title="JSON nested too deeply"):
+    """JSON nested deeper than the parser is allowed to recurse."""
 
 
-class TooDeep(Unprocessable):
-    slug = "nesting-too-deep"
-    title = "JSON nested too deeply"
+class NulCharacter(Unprocessable, slug="nul-character", title="Text contains a NUL character"):
+    """A text of a JSON body contains a NUL character."""
 
 
-class NulCharacter(Unprocessable):
-    slug = "nul-character"
-    title = "Text contains a NUL character"
-
-
-class ValidationFailed(Unprocessable):
+class ValidationFailed(Unprocessable, slug="validation", title="Request does not match the schema"):
     """The body, path or query does not match the route's schema."""
-
-    slug = "validation"
-    title = "Request does not match the schema"
 
     def __init__(self, errors: list[dict[str, Any]]) -> None:
         where = "; ".join(f"{'.'.join(e['loc'])}: {e['msg']}" for e in errors[:10])
@@ -199,27 +183,20 @@ class ValidationFailed(Unprocessable):
         return {"errors": self.errors}
 
 
-class TooManyRequests(ServerError):
-    status = 429
-    slug = "rate-limited"
-    title = "Too many requests"
-    retry_after_s = 1
+class TooManyRequests(
+    ServerError, status=429, slug="rate-limited", title="Too many requests", retry_after_s=1
+):
+    """More requests than the caller's budget: try again after ``Retry-After``."""
 
 
-class Unavailable(ServerError):
+class Unavailable(
+    ServerError, status=503, slug="unavailable", title="Try again shortly", retry_after_s=1
+):
     """Try again shortly: nothing of the request was kept."""
 
-    status = 503
-    slug = "unavailable"
-    title = "Try again shortly"
-    retry_after_s = 1
 
-
-class Busy(Unavailable):
+class Busy(Unavailable, slug="busy", title="Password checks busy"):
     """Every password-check slot is taken: try again shortly (answered 503 with Retry-After)."""
-
-    slug = "busy"
-    title = "Password checks busy"
 
 
 class ValidationItem(BaseModel):
