@@ -6,9 +6,11 @@ fields the fold reads:
 
 =====================  =========================================================================
 ``batch.started``      ``coi``, ``mbr_id``, ``mbr_version``, ``mbr_hash``, ``product``
+                       (``telemetry_limits``: not folded; :mod:`ebr_core.limits`)
 ``scan.accepted``      ``step``, ``role``, ``raw``, ``identifiers``
 ``scan.rejected``      ``step``, ``role``, ``raw``, ``expected``, ``reason``
-``value.recorded``     ``step``, ``name``, ``value`` (quantity), ``limit`` (ok | soft | hard)
+``value.recorded``     ``step``, ``name``, ``value`` (quantity), ``limit`` (ok | soft | hard),
+                       ``limits`` (what it was judged against; kept with the value)
 ``reading.recorded``   telemetry: **not folded here** (see below)
 ``signature.applied``  ``step``, ``user_id``, ``printed_name``, ``meaning``, ``signed_hash``
 ``signature.failed``   ``step``, ``user_id``, ``reason`` (a failed re-authentication)
@@ -18,7 +20,8 @@ fields the fold reads:
 ``deviation.linked``   ``deviation_id``, ``linked_to``
 ``deviation.closed``   ``deviation_id``, ``reason``
 ``alarm.raised``       ``source``, ``code``, ``message``
-``correction.recorded`` ``corrects`` (seq of the corrected event), ``reason``, ``value``
+``correction.recorded`` ``corrects`` (seq of the corrected event), ``reason``, ``value``,
+                       ``limit`` and ``limits`` (the new value's judgement)
 ``custody.handoff``    ``coi``, ``from``, ``to``, ``place``, ``bag``, ``shipper``, ``signatures``
 ``custody.received``   ``coi``, ``site``, ``bag``, ``signatures`` (and ``custody.infused``)
 ``custody.refused``    ``coi``, ``scanned``, ``role``, ``reason`` (a rejected scan at a hand-off)
@@ -208,10 +211,12 @@ def current_values(
     The fold keeps ``values`` as recorded (a correction is a new event; nothing is edited), so
     whoever shows or uses a value asks this for the current one.  A corrected entry keeps its
     recorded payload with ``value`` replaced, plus ``recorded_value`` (the value first recorded)
-    and ``corrected_by`` (the seq of its last correction).  Each correction comes back with
-    ``key`` (``step:name``, None if it names no recorded value: then nothing is applied) and
-    ``old_value``: the value it replaced, taken from the record, not from the correction's own
-    claim (``old_value`` or, from older edges, ``old``), which is kept as ``claimed_old_value``.
+    and ``corrected_by`` (the seq of its last correction); a correction that records the limits
+    it was judged against (``limits``) also replaces ``limit`` and ``limits`` with its own.
+    Each correction comes back with ``key`` (``step:name``, None if it names no recorded value:
+    then nothing is applied) and ``old_value``: the value it replaced, taken from the record,
+    not from the correction's own claim (``old_value`` or, from older edges, ``old``), which is
+    kept as ``claimed_old_value``.
     """
     out = dict(values)
     applied: list[dict[str, Any]] = []
@@ -222,8 +227,10 @@ def current_values(
         if entry is None or not isinstance(c.get("value"), dict):
             applied.append({**c, "key": None, "old_value": claimed, "claimed_old_value": claimed})
             continue
+        judged: dict[str, Any] = {k: c[k] for k in ("limit", "limits") if "limits" in c and k in c}
         out[key] = {
             **entry,
+            **judged,
             "value": c["value"],
             "recorded_value": values[key].get("value"),
             "corrected_by": c.get("seq"),

@@ -60,6 +60,7 @@ import orjson
 from ebr_core.batch import BatchState, apply, current_values
 from ebr_core.errors import EbrError, IdentifierError
 from ebr_core.identifiers import ScanData, parse_scan
+from ebr_core.limits import check_payload, range_limits, telemetry_limits, value_limits
 from ebr_core.mbr import Limit, Mbr, MbrError, ScanSpec, Step, ValueSpec, calculate_dose
 from ebr_core.quantity import quantity
 from ebr_core.record import Event, format_time, parse_time
@@ -322,6 +323,8 @@ class Engine:
                 "mbr_version": self.mbr.version,
                 "mbr_hash": self.mbr_hash,
                 "product": self.mbr.product,
+                # the MBR's telemetry limits, so every reader of the record can draw them
+                "telemetry_limits": telemetry_limits(self.mbr),
             },
             batch_id=batch_id,
             actor=user.user_id,
@@ -536,7 +539,7 @@ class Engine:
         items = [
             Append(
                 "value.recorded",
-                {"step": step.id, "name": name, "value": q, "limit": status},
+                _judged({"step": step.id, "name": name, "value": q, "limit": status}, spec),
                 batch_id,
                 user_id,
             )
@@ -605,17 +608,20 @@ class Engine:
         items = [
             Append(
                 "correction.recorded",
-                {
-                    "corrects": corrected,
-                    "step": step_id,
-                    "name": name,
-                    "old_value": old,
-                    "value": q,
-                    "limit": status,
-                    "reason": reason,
-                    "user_id": user.user_id,
-                    "printed_name": user.printed_name,
-                },
+                _judged(
+                    {
+                        "corrects": corrected,
+                        "step": step_id,
+                        "name": name,
+                        "old_value": old,
+                        "value": q,
+                        "limit": status,
+                        "reason": reason,
+                        "user_id": user.user_id,
+                        "printed_name": user.printed_name,
+                    },
+                    spec,
+                ),
                 batch_id,
                 user.user_id,
             )
@@ -714,6 +720,9 @@ class Engine:
                     "value": quantity(figures["per_kg"], "/kg"),
                     "detail": figures,
                     "limit": "ok" if dose.within_range else "hard",
+                    "limits": range_limits(
+                        "/kg", Limit(self.mbr.dosing.min_per_kg, self.mbr.dosing.max_per_kg)
+                    ),
                 },
                 batch_id,
                 user_id,
@@ -962,6 +971,16 @@ def gs1_date(raw: str, today: date) -> date | None:
         return date(year, mm, dd)
     except ValueError:
         return None
+
+
+def _judged(payload: dict[str, Any], spec: ValueSpec) -> dict[str, Any]:
+    """A judged value's payload with the limits it was judged against (none when the MBR sets
+    none), checked as every reader checks them."""
+    lim = value_limits(spec)
+    if lim is not None:
+        payload["limits"] = lim
+    check_payload("value.recorded", payload)
+    return payload
 
 
 def _breached(limit: Limit, value: str) -> bool:

@@ -7,9 +7,12 @@ Two stored projections, both advanced inside the ingest transaction that stores 
   event of a unit is hash-linked to the one before, that last hash commits to every earlier
   event, readings included; the count pins how many of them are the batch's.
 * **The batch projection** (``batch_projections``): the step state (the shared fold of
-  :mod:`ebr_core.batch` over the batch's step events), its timeline and failed signatures, and
-  the telemetry summary (:mod:`ebr_core.telemetry`), stored as JSON with a SHA-256 digest and the
-  seq of the batch's last event it reflects.
+  :mod:`ebr_core.batch` over the batch's step events), its timeline and failed signatures, the
+  telemetry summary (:mod:`ebr_core.telemetry`) and the telemetry limits the batch's
+  ``batch.started`` records (:mod:`ebr_core.limits`; :func:`channel_limits` says what applies
+  to a chart), stored as JSON with a SHA-256 digest and the seq of the batch's last event it
+  reflects.  A projection stored before it kept the limits takes them from the batch's
+  ``batch.started`` when read (one indexed row), never from a rebuild.
 
 Ingest tallies each verified run of like events into a :class:`Delta` per batch (in the worker
 process too, for the part it verifies): readings go into a partial telemetry summary, which is
@@ -40,6 +43,14 @@ from sqlalchemy.orm import Session
 from ebr_core.batch import BatchState, apply, state_from_json, state_to_json
 from ebr_core.canonical import canonical
 from ebr_core.errors import EbrError
+from ebr_core.limits import (
+    TELEMETRY_KEY,
+    ChannelLimits,
+    LimitsError,
+    limits_source,
+    parse_telemetry_limits,
+)
+from ebr_core.limits import channel_limits as _applying
 from ebr_core.record import Event, decode_record
 from ebr_core.telemetry import BASE_WIDTH_S, READING, Telemetry
 from server.db import BatchSummary
@@ -235,6 +246,10 @@ class Projection:
     timeline: list[list[Any]]  # [seq, recorded_at, kind, step] of each step event
     failed_signatures: list[dict[str, Any]]
     telemetry: Telemetry
+    # What the batch's batch.started records of its telemetry limits: {"seq", "source",
+    # "channels" (as recorded, checked when read)}; None when it records none (an older edge).
+    limits: dict[str, Any] | None = None
+    limits_known: bool = True  # False: stored before projections kept them (see _stored)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -244,10 +259,12 @@ class Projection:
             "timeline": self.timeline,
             "failed_signatures": self.failed_signatures,
             "telemetry": self.telemetry.to_json(),
+            "telemetry_limits": self.limits,
         }
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Projection:
+        limits = d.get("telemetry_limits")
         return cls(
             int(d["upto_seq"]),
             int(d["events"]),
@@ -255,10 +272,14 @@ class Projection:
             list(d["timeline"]),
             list(d["failed_signatures"]),
             Telemetry.from_json(d["telemetry"]),
+            dict(limits) if isinstance(limits, dict) else None,
+            "telemetry_limits" in d,
         )
 
     def apply(self, ev: Event) -> None:
         """Fold one step event in (readings go through :attr:`telemetry` instead)."""
+        if ev.kind == "batch.started" and self.state is None:
+            self.limits = _recorded_limits(ev)
         self.state = apply(self.state, ev)
         self.timeline.append([ev.seq, ev.recorded_at, ev.kind, ev.payload.get("step")])
         if ev.kind == "signature.failed":
@@ -269,6 +290,80 @@ class Projection:
     def state_digest(self) -> str:
         body = {"state": None if self.state is None else state_to_json(self.state)}
         return hashlib.sha256(b"ctgtp/batch-state/v1\x00" + canonical(body)).hexdigest()
+
+
+def _recorded_limits(ev: Event) -> dict[str, Any] | None:
+    """The telemetry limits a ``batch.started`` records (kept as recorded; checked when read)."""
+    if TELEMETRY_KEY not in ev.payload:
+        return None
+    return {
+        "seq": ev.seq,
+        "source": limits_source(ev.payload),
+        "channels": ev.payload[TELEMETRY_KEY],
+    }
+
+
+NOT_RECORDED = (
+    "no limits: this batch's record holds none (its batch.started records no telemetry "
+    "limits: it was started by an edge that did not write them)"
+)
+
+
+def channel_limits(p: Projection, channel: str, unit: str) -> tuple[ChannelLimits | None, str]:
+    """The limits a chart of ``channel`` (in ``unit``) draws, from the record, and a sentence
+    saying what they are and where they come from, or why there are none."""
+    rec = p.limits
+    if rec is None:
+        return None, NOT_RECORDED
+    where = f"{rec.get('source')}, recorded in batch.started at seq {rec.get('seq')}"
+    try:
+        limits = parse_telemetry_limits(rec.get("channels"), f"{rec.get('source')}")
+    except LimitsError as e:
+        return None, f"no limits drawn: the telemetry limits recorded ({where}) are unreadable: {e}"
+    lim = _applying(limits, channel, unit)
+    if lim is not None:
+        return lim, f"Limits: {lim.describe()}, recorded in batch.started at seq {rec.get('seq')}"
+    other = limits.get(channel) or limits.get(channel.split(".", 1)[0])
+    if other is not None:
+        return None, (
+            f"no limits in {unit}: {where} sets {other.channel}'s in {other.unit} (a reading is "
+            "judged only in its limits' unit)"
+        )
+    return None, f"no limits: {where} sets none for {channel}"
+
+
+def limits_json(p: Projection, channel: str, unit: str) -> dict[str, Any]:
+    """``limits`` and ``limits_note`` of a telemetry window (the zoom route)."""
+    lim, note = channel_limits(p, channel, unit)
+    if lim is None:
+        return {"limits": None, "limits_note": note}
+    body: dict[str, Any] = {"unit": lim.unit, "source": lim.source}
+    if lim.limit.min is not None:
+        body["min"] = str(lim.limit.min)
+    if lim.limit.max is not None:
+        body["max"] = str(lim.limit.max)
+    return {"limits": body, "limits_note": note}
+
+
+_STARTED = text(
+    "SELECT line FROM events WHERE batch_id = :b AND unit_id = :u AND kind = 'batch.started' "
+    "ORDER BY seq LIMIT 1"
+)
+
+
+def _fill_limits(db: Session, batch_id: str, p: Projection) -> None:
+    """Give a projection stored before projections kept limits those its batch.started
+    records (one row through the step events' index)."""
+    row = db.execute(
+        text("SELECT unit_id FROM batches WHERE batch_id = :b"), {"b": batch_id}
+    ).first()
+    line = (
+        None
+        if row is None
+        else db.execute(_STARTED, {"b": batch_id, "u": row[0]}).scalar_one_or_none()
+    )
+    p.limits = None if line is None else _recorded_limits(_event(bytes(line)))
+    p.limits_known = True
 
 
 def _digest(body: bytes) -> str:
@@ -355,7 +450,11 @@ def _stored(db: Session, batch_id: str) -> Projection | None:
         p = Projection.from_json(orjson.loads(body))
     except (EbrError, KeyError, TypeError, ValueError):
         return None
-    return p if p.upto_seq == row[0] else None
+    if p.upto_seq != row[0]:
+        return None
+    if not p.limits_known:
+        _fill_limits(db, batch_id, p)
+    return p
 
 
 def advance(db: Session, batch_id: str, d: Delta) -> None:

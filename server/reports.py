@@ -46,6 +46,7 @@ from reportlab.platypus import (
     TableStyle,
 )
 
+from ebr_core.limits import ChannelLimits, ValueLimits, describe_judged
 from ebr_core.mbr import Limit, Mbr, MbrError
 from ebr_core.spec.model import Spec
 from ebr_core.spec.units import LEGACY
@@ -333,29 +334,13 @@ def _describe(lim: Limit, unit: str) -> str:
 
 
 def _limit_of(key: str, v: dict[str, Any], mbr: Mbr | None) -> str:
-    """The limit a value was judged against, hard and soft, and the judgement: from the record
-    itself when the station wrote the limits into it (``limits``), else from the MBR."""
+    """The judgement at the station and the limits it was judged against: from the record
+    itself when the station wrote them into the event (``limits``: ``ok (soft 6.8–7.6 pH, hard
+    6.5–7.8 pH)``, :func:`ebr_core.limits.describe_judged`), else from the MBR if supplied."""
+    recorded = describe_judged(v)
+    if recorded is not None:
+        return recorded
     judged = str(v.get("limit", "not judged"))
-    recorded = v.get("limits")
-    if isinstance(recorded, dict) and recorded:
-        unit = str((v.get("value") or {}).get("unit", "1"))
-        parts = []
-        for kind in ("hard", "soft"):
-            lim = recorded.get(kind)
-            if not isinstance(lim, dict):
-                continue
-            try:
-                bounds = Limit(
-                    min=Decimal(str(lim["min"])) if "min" in lim else None,
-                    max=Decimal(str(lim["max"])) if "max" in lim else None,
-                )
-            except InvalidOperation:
-                parts.append(f"{kind} {lim} (as recorded)")
-                continue
-            if bounds.min is not None or bounds.max is not None:
-                parts.append(f"{kind} {_describe(bounds, unit)}")
-        if parts:
-            return f"{'; '.join(parts)} [{judged}]"
     if mbr is None:
         return f"{judged} (limit in {v.get('mbr', 'the MBR')}; MBR not supplied)"
     step, _, name = key.partition(":")
@@ -369,12 +354,8 @@ def _limit_of(key: str, v: dict[str, Any], mbr: Mbr | None) -> str:
         spec = found[0] if len(found) == 1 else None
     if spec is None or (spec.hard is None and spec.soft is None):
         return f"{judged} (no limit for {name} in {mbr.mbr_id} v{mbr.version})"
-    parts = [
-        f"{kind} {_describe(lim, spec.unit)}"
-        for kind, lim in (("hard", spec.hard), ("soft", spec.soft))
-        if lim is not None
-    ]
-    return f"{'; '.join(parts)} [{judged}]"
+    shown = ValueLimits(spec.unit, spec.hard, spec.soft).describe()
+    return f"{judged} ({shown}; from {mbr.mbr_id} v{mbr.version} as supplied, not recorded)"
 
 
 def _materials(view: dict[str, Any]) -> list[Any]:
@@ -511,8 +492,32 @@ def _chart(name: str, c: Mapping[str, Any], limit: Limit | None) -> Drawing:
     return d
 
 
+Recorded = Mapping[str, tuple[ChannelLimits | None, str]]
+
+
+def _channel_limit(name: str, unit: str, mbr: Mbr | None, recorded: Recorded | None) -> str:
+    """A channel's limits for the table: as the record holds them (with their source), else
+    from the MBR supplied, else why there are none."""
+    lim, note = (recorded or {}).get(name, (None, ""))
+    if lim is not None:
+        return lim.describe()
+    if mbr is not None and name in mbr.telemetry:
+        return f"{_describe(mbr.telemetry[name].limit, unit)} (MBR supplied)"
+    return note or ("not in the MBR supplied" if mbr else "none recorded; MBR not supplied")
+
+
+def _chart_limit(name: str, mbr: Mbr | None, recorded: Recorded | None) -> Limit | None:
+    lim = (recorded or {}).get(name, (None, ""))[0]
+    if lim is not None:
+        return lim.limit
+    return mbr.telemetry[name].limit if mbr and name in mbr.telemetry else None
+
+
 def _telemetry(
-    view: dict[str, Any], series: Mapping[str, Any] | None, mbr: Mbr | None
+    view: dict[str, Any],
+    series: Mapping[str, Any] | None,
+    mbr: Mbr | None,
+    recorded: Recorded | None = None,
 ) -> list[Any]:
     channels = view.get("telemetry", {})
     out: list[Any] = [
@@ -527,11 +532,7 @@ def _telemetry(
                     _q({"value": c["max"], "unit": c["unit"]}),
                     _q({"value": c["last"], "unit": c["unit"]}),
                     c["last_at"],
-                    _describe(mbr.telemetry[name].limit, c["unit"])
-                    if mbr and name in mbr.telemetry
-                    else "not in the MBR supplied"
-                    if mbr
-                    else "MBR not supplied",
+                    _channel_limit(name, c["unit"], mbr, recorded),
                     c["excursions"],
                 ]
                 for name, c in channels.items()
@@ -544,7 +545,7 @@ def _telemetry(
         s = by_channel.get(name) if isinstance(by_channel, Mapping) else None
         if s is None or "series" not in s:
             continue
-        lim = mbr.telemetry[name].limit if mbr and name in mbr.telemetry else None
+        lim = _chart_limit(name, mbr, recorded)
         out.append(
             KeepTogether(
                 [
@@ -554,6 +555,12 @@ def _telemetry(
                         f"{name}: {c['excursions']} reading(s) outside the limits; "
                         "each bar spans a bucket's minimum to maximum; red: outside "
                         "the limits (dashed)"
+                        + (
+                            f"; limits {_channel_limit(name, c['unit'], mbr, recorded)}"
+                            if lim is not None
+                            else "; no limits drawn: "
+                            + _channel_limit(name, c["unit"], mbr, recorded)
+                        )
                     ),
                 ]
             )
@@ -567,10 +574,13 @@ def batch_report_pdf(
     now: datetime | None = None,
     mbr: Mbr | None = None,
     telemetry: Mapping[str, Any] | None = None,
+    limits: Recorded | None = None,
 ) -> bytes:
     """The batch record as PDF/A-2b.  ``telemetry`` is ``GET /v1/batches/{id}/telemetry``'s
-    body (the charts need its series); ``mbr`` gives the limits each value and channel was
-    judged against."""
+    body (the charts need its series); ``limits``: each channel's limits as the record holds
+    them, with the sentence saying where from or why none
+    (:func:`server.projections.channel_limits`).  A value's limits come from its own event;
+    ``mbr``, when given, supplies those an older record does not hold."""
     exceptions = view["exceptions"]
     keys = (
         "rejected_scans",
@@ -605,12 +615,12 @@ def batch_report_pdf(
             "Heading3",
         ),
         _table(
-            ["Step:name", "Value", "Limit [judgement at the station]"],
+            ["Step:name", "Value", "Judgement at the station (limits)"],
             [[k, _value(v), _limit_of(k, v, mbr)] for k, v in sorted(view["values"].items())],
             [55 * mm, 55 * mm, 70 * mm],
         ),
         *_corrections(view),
-        *_telemetry(view, telemetry, mbr),
+        *_telemetry(view, telemetry, mbr, limits),
         _p("Rejected scans", "Heading3"),
         _table(
             ["Seq", "Step", "Scanned", "Reason"],

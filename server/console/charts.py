@@ -3,17 +3,19 @@
 the cost depends on the number of buckets, never on the number of readings.
 
 Drawn: a band from each bucket's minimum to its maximum, the scale's extremes, the channel's
-limits as dashed lines when the server holds them (else the words "no limits": a limit is never
-invented), a marker on the time axis for each alarm of the batch, and a dot for each excursion
-the unit marked in a zoomed window (read from the readings: the stored series keeps no
-positions of excursions, so the overview counts them in its caption).
+limits as dashed lines, each titled with its source, when the record holds them (the batch's
+``batch.started``, :func:`server.projections.channel_limits`; else the words "no limits": a limit
+is never invented), every bucket whose minimum or maximum lies outside those limits marked in
+red, a marker on the time axis for each alarm of the batch, and a dot for each excursion the
+unit marked in a zoomed window (read from the readings: the stored series keeps no positions of
+single readings).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from math import isfinite
 from typing import Any
 
@@ -56,6 +58,25 @@ def _epoch(t: str) -> float | None:
     except ValueError:
         return None
     return d.timestamp() if d.tzinfo else None
+
+
+def _outside(pts: Sequence[Point], limits: Limits, x: Any, y: Any) -> list[str]:
+    """A red bar over each bucket that reaches beyond the limits (from its extreme to the limit
+    it crosses), titled with what it reached."""
+    out = []
+    for p in pts:
+        for beyond, edge, v, what in (
+            (limits.hi is not None and p.hi > limits.hi, limits.hi, p.hi, "above the high"),
+            (limits.lo is not None and p.lo < limits.lo, limits.lo, p.lo, "below the low"),
+        ):
+            if beyond and edge is not None:
+                out.append(
+                    f'<line class="outside" x1="{x(p.t):.1f}" y1="{y(edge):.1f}" '
+                    f'x2="{x(p.t):.1f}" y2="{y(v):.1f}"><title>{v:g} {what} limit {edge:g} in '
+                    f"the bucket from {datetime.fromtimestamp(p.t, UTC):%Y-%m-%d %H:%M} UTC"
+                    "</title></line>"
+                )
+    return out
 
 
 @dataclass(frozen=True)
@@ -128,6 +149,7 @@ def chart_svg(
                     f'y2="{y(v):.1f}"><title>{what} limit {v:g} ({escape(limits.source)})'
                     "</title></line>"
                 )
+        parts += _outside(pts, limits, x, y)
     for e in excursions:
         t, v = e.get("t"), _number(e.get("value"))
         if isinstance(t, int | float) and v is not None and t0 <= t <= t1:

@@ -34,13 +34,14 @@ import webui
 from ebr_core.canonical import canonical
 from ebr_core.document import load_yaml
 from ebr_core.errors import EbrError
+from ebr_core.limits import describe_judged
 from ebr_core.spec import parse_spec
 from ebr_core.vocab import Meaning
 from server import projections
 from server.audit import alerts, trail
 from server.batches import at_sites, summary
 from server.console import web
-from server.console.charts import chart_svg
+from server.console.charts import Limits, chart_svg
 from server.custody.service import timeline as custody_timeline
 from server.db import Alert, AuditEntry, BatchSummary, OosCase, Person, SpecRow
 from server.errors import Forbidden, NotFound, ServerError, Unauthorized, Unprocessable
@@ -405,6 +406,7 @@ def _chart_box(
     span: tuple[float, float],
     note: str,
     excursions: list[dict[str, Any]] | None = None,
+    limits: Limits | None = None,
 ) -> dict[str, Any]:
     """One chart with its zoom controls: the window shown, and the links that zoom in (the
     middle quarter), out (four times as wide) and back to the whole batch, each fetched from
@@ -421,8 +423,14 @@ def _chart_box(
         "name": name,
         "anchor": f"chart-{i + 1}",
         "svg": chart_svg(
-            name, unit, series, alarms, f"chart-{i}-title", limits=None,
-            excursions=excursions or [], span=span,
+            name,
+            unit,
+            series,
+            alarms,
+            f"chart-{i}-title",
+            limits=limits,
+            excursions=excursions or [],
+            span=span,
         ),
         "from": _utc(t0),
         "to": _utc(t1),
@@ -434,26 +442,56 @@ def _chart_box(
     }
 
 
-def _overview(batch_id: str, i: int, name: str, ch: dict[str, Any], alarms: list[str]) -> Any:
+def _limits(proj: projections.Projection, name: str, unit: str) -> tuple[Limits | None, str]:
+    """The chart's limits as the record holds them (:func:`projections.channel_limits`), and
+    the sentence that says so (or why there are none)."""
+    lim, note = projections.channel_limits(proj, name, unit)
+    note = note[0].upper() + note[1:] + "."
+    if lim is None:
+        return None, note
+    lo, hi = lim.limit.min, lim.limit.max
+    shown = Limits(
+        None if lo is None else float(lo),
+        None if hi is None else float(hi),
+        f"{lim.source}, recorded in the batch's record",
+    )
+    return shown, note
+
+
+def _overview(
+    batch_id: str,
+    i: int,
+    name: str,
+    ch: dict[str, Any],
+    alarms: list[str],
+    proj: projections.Projection,
+) -> Any:
     pts = ch["series"]
     width = int(ch["bucket_s"])
     span = (float(pts[0]["t"]), float(pts[-1]["t"]) + width) if pts else (0.0, 1.0)
+    limits, said = _limits(proj, name, ch["unit"])
+    marked = " Buckets reaching beyond them are marked in red." if limits else ""
     note = (
         f"Whole batch: the stored series, {len(pts)} buckets of {width} s (each its minimum "
-        f"to maximum). {views.NO_LIMITS[0].upper()}{views.NO_LIMITS[1:]}."
+        f"to maximum). {said}{marked}"
     )
-    return _chart_box(batch_id, i, name, ch["unit"], pts, alarms, span, note)
+    return _chart_box(batch_id, i, name, ch["unit"], pts, alarms, span, note, limits=limits)
 
 
 def _alarm_times(alarms: list[dict[str, Any]]) -> list[str]:
     return [str(a.get("recorded_at") or a.get("at") or "") for a in alarms]
 
 
-def _charts(batch_id: str, tele: dict[str, Any], alarms: list[dict[str, Any]]) -> list[Any]:
+def _charts(
+    batch_id: str,
+    tele: dict[str, Any],
+    alarms: list[dict[str, Any]],
+    proj: projections.Projection,
+) -> list[Any]:
     times = _alarm_times(alarms)
     return [
         {"name": name, "anchor": f"chart-{i + 1}", "ch": ch,
-         "box": _overview(batch_id, i, name, ch, times)}
+         "box": _overview(batch_id, i, name, ch, times, proj)}
         for i, (name, ch) in enumerate(tele.items())
     ]  # fmt: skip
 
@@ -481,21 +519,23 @@ def chart_window(request: Request, who: Principal) -> Response:
                 tele = views.telemetry_json(proj.telemetry, series=True)
                 if name not in tele:
                     raise NotFound(f"batch {batch_id} has no telemetry channel {name!r}")
-                box = _overview(batch_id, i, name, tele[name], alarms)
+                box = _overview(batch_id, i, name, tele[name], alarms, proj)
             else:
                 t0 = views.window_time(q.get("from", ""), "from")
                 t1 = views.window_time(q.get("to", ""), "to")
                 w = views.telemetry_window(s, summ, name, t0, t1, proj)
                 if w["resolution"] == "readings":
-                    note = (f"{w['readings']} readings read; buckets of {w['bucket_s']} s; "
-                            f"{w['excursions_total']} excursion(s) marked in this window.")
+                    note = (
+                        f"{w['readings']} readings read; buckets of {w['bucket_s']} s; "
+                        f"{w['excursions_total']} excursion(s) marked in this window."
+                    )
                 else:
                     note = (f"More than {projections.WINDOW_READINGS} readings in this window: "
                             f"the stored series ({w['bucket_s']} s buckets); narrow the window "
                             "to read the readings themselves.")  # fmt: skip
+                limits, said = _limits(proj, name, w["unit"])
                 box = _chart_box(batch_id, i, name, w["unit"], w["series"], alarms, (t0, t1),
-                                 note + " " + views.NO_LIMITS[0].upper() + views.NO_LIMITS[1:]
-                                 + ".", w["excursions"])  # fmt: skip
+                                 note + " " + said, w["excursions"], limits)  # fmt: skip
     except ServerError as e:
         if isinstance(e, Forbidden):
             _audit_forbidden(request, e)
@@ -535,7 +575,12 @@ def _load_batch(request: Request, who: Principal, batch_id: str) -> dict[str, An
         ]
     return {
         "view": view,
-        "charts": _charts(batch_id, tele, view["alarms"]),
+        "charts": _charts(batch_id, tele, view["alarms"], r.projection),
+        # each value's judgement with the limits its event records (none: said so)
+        "value_limits": {
+            k: describe_judged(v) or f"{v.get('limit', 'not judged')} (no limits recorded)"
+            for k, v in view["values"].items()
+        },
         "used": used,
         "custody": custody,
         "audit_seq": seq,
@@ -894,6 +939,7 @@ def _document(
 @page("/console/batches/{batch_id}/report.pdf")
 def report_pdf(request: Request) -> Response:
     """The batch report, for the cookie session."""
+
     def build(s: Session, batch_id: str, _jurisdiction: str, at: datetime) -> bytes:
         return documents.report_pdf(s, batch_id, at)
 

@@ -137,7 +137,10 @@ def telemetry_window(
     """One channel between two times (ISO 8601; UTC without an offset) at the finest resolution
     the window allows: from the readings when at most 10,000 lie in it, else the stored series."""
     t_from, t_to = views.window_time(from_, "from"), views.window_time(to, "to")
-    return views.telemetry_window(db, summary(db, batch_id), channel, t_from, t_to)
+    summ = summary(db, batch_id)
+    proj = projections.load(db, summ)
+    w = views.telemetry_window(db, summ, channel, t_from, t_to, proj)
+    return w | projections.limits_json(proj, channel, w["unit"])  # the limits the record holds
 
 
 @router.post("/v1/batches/{batch_id}/results", status_code=201, response_model=ResultsEntered)

@@ -19,7 +19,10 @@ def report_pdf(db: Session, batch_id: str, at: datetime) -> bytes:
     r = load_review(db, batch_id)
     view = views.batch_view(db, r, at)
     channels = views.telemetry_json(r.projection.telemetry, series=True)
-    return reports.batch_report_pdf(view, now=at, telemetry={"channels": channels})
+    limits = {
+        n: projections.channel_limits(r.projection, n, c["unit"]) for n, c in channels.items()
+    }
+    return reports.batch_report_pdf(view, now=at, telemetry={"channels": channels}, limits=limits)
 
 
 def coa_pdf(db: Session, batch_id: str, jurisdiction: str, at: datetime) -> bytes:
