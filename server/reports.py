@@ -558,8 +558,7 @@ def _telemetry(
                         + (
                             f"; limits {_channel_limit(name, c['unit'], mbr, recorded)}"
                             if lim is not None
-                            else "; no limits drawn: "
-                            + _channel_limit(name, c["unit"], mbr, recorded)
+                            else "; " + _channel_limit(name, c["unit"], mbr, recorded)
                         )
                     ),
                 ]

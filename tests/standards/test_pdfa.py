@@ -148,7 +148,7 @@ def text(data: bytes) -> str:
 def test_the_batch_report_says_what_the_batch_was() -> None:
     t = text(report())
     # limits as the MBR states them, not "ok"
-    assert "hard 10 mL to 200 mL [ok]" in t
+    assert "ok (hard 10–200 mL; from CAR-T-CARTRIDGE v3 as supplied" in t
     assert "36.0 °C to 38.0 °C" in t and "pH 6.8 to pH 7.6" in t
     # materials, lots and equipment; steps; corrections; labels; charts
     assert "LOT-ACT-7" in t and "LV-2231" in t and "equipment" in t
@@ -183,10 +183,11 @@ def test_markup_in_recorded_text_prints_as_text() -> None:
 
 def test_limits_written_into_the_record_are_shown_without_the_mbr() -> None:
     v = view()
-    v["values"]["harvest:harvest_volume"]["limits"] = {"hard": {"min": "10", "max": "200"},
-                                                       "soft": {"min": "20"}}  # fmt: skip
+    v["values"]["harvest:harvest_volume"]["limits"] = {
+        "unit": "mL", "hard": {"min": "10", "max": "200"}, "soft": {"min": "20"}
+    }  # fmt: skip
     t = text(batch_report_pdf(v, now=NOW))
-    assert "hard 10 mL to 200 mL; soft >= 20 mL [ok]" in t
+    assert "ok (soft ≥ 20 mL, hard 10–200 mL)" in t
 
 
 def test_without_the_mbr_the_report_says_the_limit_is_not_known() -> None:
