@@ -97,20 +97,23 @@ def push_batch(
     site: str = "SITE-A",
     deviations: tuple[tuple[str, str], ...] = (("DEV-1", "major"),),
     readings: int = 120,
+    limits: dict[str, Any] | None = None,
 ) -> Ledger:
     """Enrol a unit and sync one completed batch: a rejected scan, a value, a step signature,
     the given deviations (id, severity), a channel of readings (one a minute, one excursion)
-    and an alarm.  Returns once the batch's last event time has passed on this machine's clock
-    (a QA signature is never earlier than the events it signs)."""
+    and an alarm; with ``limits`` (``{"telemetry": ..., "value": ...}``), the limits an edge
+    records in batch.started and in the value's event.  Returns once the batch's last event
+    time has passed on this machine's clock (a QA signature is never earlier than the events it
+    signs)."""
     unit = UnitSigner.generate(f"U-{batch_id}")
     served.server.enrol(unit, site=site)
     led = Ledger.open(tmp_path / f"{batch_id}.db", unit, clock())  # type: ignore[arg-type]
     a = {"batch_id": batch_id, "actor": "op.alice"}
-    led.append(
-        "batch.started",
-        {"coi": COI, "mbr_id": "CAR-T", "mbr_version": "3", "mbr_hash": "0" * 64, "product": "p"},
-        **a,
-    )
+    started: dict[str, Any] = {"coi": COI, "mbr_id": "CAR-T", "mbr_version": "3", "mbr_hash": "0" * 64,
+               "product": "p"}  # fmt: skip
+    if limits is not None:  # as an edge that records its limits writes them
+        started["telemetry_limits"] = limits["telemetry"]
+    led.append("batch.started", started, **a)
     led.append(
         "scan.rejected",
         {"step": "receipt", "role": "patient", "raw": "x", "expected": COI, "reason": "wrong COI"},
@@ -122,11 +125,11 @@ def push_batch(
          "identifiers": {"gtin": "09506000134352", "lot": "LOT-77"}},
         **a,
     )  # fmt: skip
-    led.append(
-        "value.recorded",
-        {"step": "seed", "name": "cells", "value": {"value": "1.2e8", "unit": "1"}, "limit": "ok"},
-        **a,
-    )
+    value: dict[str, Any] = {"step": "seed", "name": "cells", "value": {"value": "1.2e8", "unit": "1"},
+             "limit": "ok"}  # fmt: skip
+    if limits is not None:
+        value["limits"] = limits["value"]
+    led.append("value.recorded", value, **a)
     led.append(
         "signature.applied",
         {"step": "seed", "user_id": "op.alice", "printed_name": "Alice Martin",
