@@ -1,12 +1,16 @@
 """User ids: ASCII ``[a-z0-9._-]``, stored lower case, refused when their :func:`skeleton`
-(what they look like) equals an existing one's; found case-insensitively."""
+(what they look like) equals an existing one's; found case-insensitively.  :func:`audit_person`
+writes the audit entry of an action on the account an id names."""
 
 from __future__ import annotations
 
 import re
+from datetime import datetime
+from typing import Any
 
 from sqlalchemy.orm import Session
 
+from server.audit import trail as audit
 from server.db import Person
 from server.errors import (
     Unprocessable,
@@ -70,3 +74,22 @@ def find_person(db: Session, given: str) -> Person | None:
     if p is None and given != given.lower():
         p = db.get(Person, given)
     return p
+
+
+def audit_person(
+    db: Session,
+    at: datetime,
+    actor: str,
+    action: str,
+    user_id: str,
+    *,
+    old: Any = None,
+    new: Any = None,
+    reason: str | None = None,
+) -> None:
+    """Append, in the caller's transaction, the audit entry of ``action`` by ``actor`` on the
+    account ``user_id`` (object type ``person``)."""
+    audit.append(
+        db, at=at, actor=actor, action=action, object_type="person", object_id=user_id,
+        old=old, new=new, reason=reason,
+    )  # fmt: skip

@@ -38,7 +38,7 @@ from server.errors import (
     Unauthorized,
     Unprocessable,
 )
-from server.people.ids import MAX_USER_ID, find_person
+from server.people.ids import MAX_USER_ID, audit_person, find_person
 
 _HASHER = PasswordHasher()  # argon2id, the library's current parameters
 # In this process's memory only (each API worker has its own; a miss is a full check).
@@ -270,28 +270,14 @@ def finish_attempt(
         .execution_options(synchronize_session=False)
     ).one_or_none()
     if row is None:
-        audit.append(
-            db,
-            at=at,
-            actor=a.user_id,
-            action=f"{purpose}.refused",
-            object_type="person",
-            object_id=a.user_id,
-            reason="the account was locked, disabled or its password changed during the check",
-        )
+        why = "the account was locked, disabled or its password changed during the check"
+        audit_person(db, at, a.user_id, f"{purpose}.refused", a.user_id, reason=why)
         raise _refused(purpose, f"account {a.user_id} was locked or changed during the check")
     p = db.get(Person, a.user_id, populate_existing=True)
     assert p is not None
     if p.must_change_password and purpose not in ("login", "password_change"):
-        audit.append(
-            db,
-            at=at,
-            actor=p.user_id,
-            action=f"{purpose}.refused",
-            object_type="person",
-            object_id=p.user_id,
-            reason="password set by someone else, not yet changed by its owner",
-        )
+        why = "password set by someone else, not yet changed by its owner"
+        audit_person(db, at, p.user_id, f"{purpose}.refused", p.user_id, reason=why)
         raise Forbidden(
             f"the password of {p.user_id} was set by an administrator: its owner must change it "
             f"(POST /v1/me/password) before it can be used for {purpose}"
@@ -301,16 +287,8 @@ def finish_attempt(
 
 def _failed(db: Session, a: Attempt, *, at: datetime, purpose: str, max_failures: int) -> Person:
     assert a.user_id is not None
-    audit.append(
-        db,
-        at=at,
-        actor=a.user_id,
-        action=f"{purpose}.failed",
-        object_type="person",
-        object_id=a.user_id,
-        new={"failed_logins": a.slot},
-        reason="wrong password",
-    )
+    audit_person(db, at, a.user_id, f"{purpose}.failed", a.user_id,
+                 new={"failed_logins": a.slot}, reason="wrong password")  # fmt: skip
     locked = db.execute(
         update(Person)
         .where(
@@ -334,17 +312,9 @@ def _failed(db: Session, a: Attempt, *, at: datetime, purpose: str, max_failures
                 created_at=at,
             )
         )
-        audit.append(
-            db,
-            at=at,
-            actor="system",
-            action="person.locked",
-            object_type="person",
-            object_id=a.user_id,
-            old={"status": "active"},
-            new={"status": "locked"},
-            reason=f"{locked[0]} consecutive failed attempts",
-        )
+        why = f"{locked[0]} consecutive failed attempts"
+        audit_person(db, at, "system", "person.locked", a.user_id,
+                     old={"status": "active"}, new={"status": "locked"}, reason=why)  # fmt: skip
         raise _refused(purpose, f"user id or password is wrong; account {a.user_id} is now locked")
     raise _refused(purpose, "user id or password is wrong")
 

@@ -21,13 +21,13 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ebr_core.vocab import Role
-from server.audit import trail as audit
 from server.db import Person, RoleGrant, Token
 from server.errors import (
     Conflict,
@@ -36,7 +36,7 @@ from server.errors import (
     Unauthorized,
     Unprocessable,
 )
-from server.people.ids import MAX_USER_ID, find_person, new_user_id, skeleton
+from server.people.ids import MAX_USER_ID, audit_person, find_person, new_user_id, skeleton
 from server.people.passwords import (
     begin_attempt,
     check_attempt,
@@ -179,22 +179,14 @@ def create_person(
     except IntegrityError as e:  # a parallel creation of the same or a confusable id
         db.rollback()
         raise Conflict(f"person {uid} (or an id confusable with it) was just created") from e
-    audit.append(
-        db,
-        at=at,
-        actor=actor.user_id,
-        action="person.created",
-        object_type="person",
-        object_id=uid,
-        new={"printed_name": p.printed_name, "status": "active"},
-        reason=reason,
-    )
+    new = {"printed_name": p.printed_name, "status": "active"}
+    audit_person(db, at, actor.user_id, "person.created", uid, new=new, reason=reason)
     for role, site in grants:
         grant(db, actor, at=at, user_id=uid, role=role, site_id=site, reason=reason)
     return p
 
 
-def grant(
+def _change_grant(
     db: Session,
     actor: Principal,
     *,
@@ -203,54 +195,32 @@ def grant(
     role: str,
     site_id: str,
     reason: str,
+    granted: bool,
 ) -> None:
     p = person(db, user_id)
-    _not_self(actor, p.user_id, "grant roles to")
-    if role not in ROLES:
+    _not_self(actor, p.user_id, "grant roles to" if granted else "revoke roles of")
+    if granted and role not in ROLES:
         raise Unprocessable(f"role {role[:40]!r} is not one of {', '.join(ROLES)}")
-    if not site_id:
+    if granted and not site_id:
         raise Unprocessable("site_id is required ('*' grants the role at every site)")
-    if db.get(RoleGrant, (p.user_id, role, site_id)) is not None:
+    held = db.get(RoleGrant, (p.user_id, role, site_id))
+    if granted and held is not None:
         raise Conflict(f"{p.user_id} already holds {role} at {site_id}")
-    db.add(RoleGrant(user_id=p.user_id, role=role, site_id=site_id))
-    audit.append(
-        db,
-        at=at,
-        actor=actor.user_id,
-        action="role.granted",
-        object_type="person",
-        object_id=p.user_id,
-        new={"role": role, "site_id": site_id},
-        reason=reason,
-    )
-
-
-def revoke_grant(
-    db: Session,
-    actor: Principal,
-    *,
-    at: datetime,
-    user_id: str,
-    role: str,
-    site_id: str,
-    reason: str,
-) -> None:
-    p = person(db, user_id)
-    _not_self(actor, p.user_id, "revoke roles of")
-    g = db.get(RoleGrant, (p.user_id, role, site_id))
-    if g is None:
+    if not granted and held is None:
         raise NotFound(f"{p.user_id} does not hold {role[:40]} at {site_id}")
-    db.delete(g)
-    audit.append(
-        db,
-        at=at,
-        actor=actor.user_id,
-        action="role.revoked",
-        object_type="person",
-        object_id=p.user_id,
-        old={"role": role, "site_id": site_id},
-        reason=reason,
-    )
+    if granted:
+        db.add(RoleGrant(user_id=p.user_id, role=role, site_id=site_id))
+    else:
+        db.delete(held)
+    change = {"role": role, "site_id": site_id}
+    old, new = (None, change) if granted else (change, None)
+    action = "role.granted" if granted else "role.revoked"
+    audit_person(db, at, actor.user_id, action, p.user_id, old=old, new=new, reason=reason)
+
+
+# Grant ``role`` at ``site_id`` (``*``: every site) to someone else, or revoke such a grant.
+grant = partial(_change_grant, granted=True)
+revoke_grant = partial(_change_grant, granted=False)
 
 
 def set_status(
@@ -265,17 +235,9 @@ def set_status(
     p.failed_logins = 0
     if status != "active":
         revoke_tokens(db, p.user_id)
-    audit.append(
-        db,
-        at=at,
-        actor=actor.user_id,
-        action=f"person.{'unlocked' if status == 'active' else status}",
-        object_type="person",
-        object_id=p.user_id,
-        old={"status": old},
-        new={"status": status},
-        reason=reason,
-    )
+    action = f"person.{'unlocked' if status == 'active' else status}"
+    audit_person(db, at, actor.user_id, action, p.user_id,
+                 old={"status": old}, new={"status": status}, reason=reason)  # fmt: skip
 
 
 def current_hash(db: Session, user_id: str) -> tuple[str, str]:
@@ -300,15 +262,7 @@ def reset_password(
     p = person(db, user_id)
     _not_self(actor, p.user_id, "reset the password of (use POST /v1/me/password)")
     _store_password(db, p, password_hash, must_change=True)
-    audit.append(
-        db,
-        at=at,
-        actor=actor.user_id,
-        action="person.password_reset",
-        object_type="person",
-        object_id=p.user_id,
-        reason=reason,
-    )
+    audit_person(db, at, actor.user_id, "person.password_reset", p.user_id, reason=reason)
 
 
 def change_own_password(
@@ -324,14 +278,8 @@ def change_own_password(
     p = person(db, who.user_id)
     _store_password(db, p, password_hash, must_change=False)
     revoke_tokens(db, p.user_id, keep=_digest(keep_token) if keep_token else None)
-    audit.append(
-        db,
-        at=at,
-        actor=p.user_id,
-        action="person.password_changed",
-        object_type="person",
-        object_id=p.user_id,
-        reason="changed by the person",
+    audit_person(
+        db, at, p.user_id, "person.password_changed", p.user_id, reason="changed by the person"
     )
 
 
@@ -366,14 +314,8 @@ def issue_token(db: Session, p: Person, *, at: datetime, ttl_s: int) -> tuple[st
     token = secrets.token_urlsafe(32)
     expires = at + timedelta(seconds=ttl_s)
     db.add(Token(token_hash=_digest(token), user_id=p.user_id, expires_at=expires, revoked=False))
-    audit.append(
-        db,
-        at=at,
-        actor=p.user_id,
-        action="session.opened",
-        object_type="person",
-        object_id=p.user_id,
-        new={"expires_at": expires.isoformat()},
+    audit_person(
+        db, at, p.user_id, "session.opened", p.user_id, new={"expires_at": expires.isoformat()}
     )
     return token, expires
 
@@ -404,11 +346,4 @@ def end_session(db: Session, token: str, *, at: datetime) -> None:
     if t is None or t.revoked:
         return
     t.revoked = True
-    audit.append(
-        db,
-        at=at,
-        actor=t.user_id,
-        action="session.closed",
-        object_type="person",
-        object_id=t.user_id,
-    )
+    audit_person(db, at, t.user_id, "session.closed", t.user_id)
