@@ -366,6 +366,20 @@ def _session(url: str, uid: str) -> httpx.Client:
     return httpx.Client(base_url=url, headers={"Authorization": f"Bearer {tok['token']}"})
 
 
+def _chart_limits(url: str, batch: str) -> dict[str, str]:
+    """What each channel's chart says of its limits (the zoom route over the whole batch): the
+    MBR's telemetry limits, which the unit recorded in batch.started, with their source."""
+    with _session(url, "qa.rita") as c:
+        channels = _ok(c.get(f"/v1/batches/{batch}/telemetry"))["channels"]
+        out = {}
+        for name, ch in channels.items():
+            last = datetime.fromisoformat(ch["last_at"].replace("Z", "+00:00"))
+            window = {"from": ch["first_at"], "to": (last + timedelta(minutes=1)).isoformat()}
+            w = _ok(c.get(f"/v1/batches/{batch}/telemetry/{name}", params=window))
+            out[name] = str(w["limits_note"])
+    return out
+
+
 def _qa_release(url: str, batch: str, dose: str, out_dir: Path) -> dict[str, Any]:
     """QA on the server through the web API: people, specification, results, deviations closed,
     review and release per jurisdiction with e-signatures, report and FHIR export."""
@@ -642,6 +656,10 @@ def demo(out_dir: Path, serve: bool, urls_file: Path | None) -> None:
 
         dose = st.values["formulation/harvest/dose:dose"]["detail"]["cells_to_infuse"]
         dispositions = _qa_release(url, batch, dose, out_dir)
+        chart_limits = _chart_limits(url, batch)
+        _say("   telemetry charts draw the limits the record holds: " + "; ".join(
+            f"{name}: {note}" for name, note in chart_limits.items()
+        ))  # fmt: skip
 
         travel = _travel(agent.engine, batch)
         again = sync.sync_once()
@@ -672,9 +690,7 @@ def demo(out_dir: Path, serve: bool, urls_file: Path | None) -> None:
         if audit.returncode != 0:
             raise click.ClickException(f"offline verification failed: {audit.stderr}")
         log_index = again.log_index if again.log_index is not None else report.log_index
-        witnessed = _witness_and_prove(
-            url, work, out_dir, ledger_path, log_index, witness_vkey
-        )
+        witnessed = _witness_and_prove(url, work, out_dir, ledger_path, log_index, witness_vkey)
         summary = {
             "coi": st.coi,
             "batch_id": batch,
@@ -687,6 +703,7 @@ def demo(out_dir: Path, serve: bool, urls_file: Path | None) -> None:
             "signatures": len(st.signatures),
             "readings": readings,
             "labels": label_files,
+            "chart_limits": chart_limits,
             "custody": {**travel, "holder": timeline["holder"], "closed": timeline["closed"]},
             "log": {
                 "unit_checkpoint_size": again.log_size,

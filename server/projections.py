@@ -315,21 +315,21 @@ def channel_limits(p: Projection, channel: str, unit: str) -> tuple[ChannelLimit
     rec = p.limits
     if rec is None:
         return None, NOT_RECORDED
-    where = f"{rec.get('source')}, recorded in batch.started at seq {rec.get('seq')}"
+    source, at = rec.get("source"), f"batch.started at seq {rec.get('seq')}"
     try:
-        limits = parse_telemetry_limits(rec.get("channels"), f"{rec.get('source')}")
+        limits = parse_telemetry_limits(rec.get("channels"), str(source))
     except LimitsError as e:
-        return None, f"no limits drawn: the telemetry limits recorded ({where}) are unreadable: {e}"
+        return None, f"no limits drawn: the telemetry limits recorded in {at} are unreadable: {e}"
     lim = _applying(limits, channel, unit)
     if lim is not None:
-        return lim, f"Limits: {lim.describe()}, recorded in batch.started at seq {rec.get('seq')}"
+        return lim, f"Limits: {lim.describe()}, recorded in {at}"
     other = limits.get(channel) or limits.get(channel.split(".", 1)[0])
     if other is not None:
         return None, (
-            f"no limits in {unit}: {where} sets {other.channel}'s in {other.unit} (a reading is "
-            "judged only in its limits' unit)"
+            f"no limits in {unit}: {source} sets {other.channel}'s in {other.unit} (recorded in "
+            f"{at}; a reading is judged only in its limits' unit)"
         )
-    return None, f"no limits: {where} sets none for {channel}"
+    return None, f"no limits: {source} sets none for {channel} (its limits recorded in {at})"
 
 
 def limits_json(p: Projection, channel: str, unit: str) -> dict[str, Any]:

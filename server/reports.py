@@ -554,12 +554,11 @@ def _telemetry(
                     _p(
                         f"{name}: {c['excursions']} reading(s) outside the limits; "
                         "each bar spans a bucket's minimum to maximum; red: outside "
-                        "the limits (dashed)"
-                        + (
-                            f"; limits {_channel_limit(name, c['unit'], mbr, recorded)}"
-                            if lim is not None
-                            else "; " + _channel_limit(name, c["unit"], mbr, recorded)
-                        )
+                        f"the limits (dashed), {_channel_limit(name, c['unit'], mbr, recorded)}"
+                        if lim is not None
+                        else f"{name}: {c['excursions']} reading(s) the unit marked outside "
+                        "limits; each bar spans a bucket's minimum to maximum; "
+                        + _channel_limit(name, c["unit"], mbr, recorded)
                     ),
                 ]
             )

@@ -81,11 +81,12 @@ def test_the_record_gives_the_limits_to_the_zoom_route_and_the_report(
     assert old["limits"] is None and "its batch.started records no telemetry" in old["limits_note"]
     # the Limit column: the judgement and the limits the value's own event records (no MBR)
     assert "s:ph pH 7.7 soft (soft 6.8–7.6 pH, hard 6.5–7.8 pH)" in report
-    assert "36.0–38.0 °C (MBR M v1)" in report and "limits 36.0–38.0 °C (MBR M v1)" in report
+    assert "outside the limits (dashed), 36.0–38.0 °C (MBR M v1)" in report
     assert "6.8–7.6 pH (MBR M v1)" not in report  # the ph channel's readings are in °C here
     # a record without limits: said so, never invented
     assert "s:ph pH 7.7 soft (limit in the MBR; MBR not supplied)" in old_report
-    assert "the limits (dashed); no limits: this batch's record holds none" in old_report
+    said = "marked outside limits; each bar spans a bucket's minimum to maximum; no limits: this"
+    assert f"{said} batch's record holds none" in old_report
 
 
 def test_a_projection_stored_before_it_kept_limits_takes_them_from_batch_started(
@@ -114,7 +115,7 @@ def test_a_projection_stored_before_it_kept_limits_takes_them_from_batch_started
         assert lim is not None and (str(lim.limit.min), str(lim.limit.max)) == ("36.0", "38.0")
         assert note.startswith("Limits: 36.0–38.0 °C (MBR M v1)")
         assert projections.channel_limits(loaded, "ph", "Cel")[1].startswith(
-            "no limits in Cel: MBR M v1, recorded in batch.started at seq 1 sets ph's in [pH]"
+            "no limits in Cel: MBR M v1 sets ph's in [pH] (recorded in batch.started at seq 1"
         )
 
 
