@@ -262,6 +262,14 @@ class Kiosk:
             return None
         return form
 
+    async def posted(self, request: Request, s: Session) -> tuple[FormData, str] | Response:
+        """A signed-in session's POST: its form (CSRF checked) and its user, or the 403 page."""
+        form = await self.form(request, s)
+        if form is None:
+            return self.forbidden(request, s)
+        assert s.user_id is not None
+        return form, s.user_id
+
     def forbidden(self, request: Request, s: Session) -> Response:
         view = View("kiosk/error.html", "error", banner=Banner("refusal", self.tr("err.csrf")))
         view.status = 403
@@ -272,6 +280,21 @@ class Kiosk:
         if s.user_id is None:
             return s, self.redirect(request, s, "/signin")
         return s, None
+
+    async def batch_request(
+        self, request: Request, *, screen: bool = False
+    ) -> tuple[Session, str] | Response:
+        """The signed-in session and the path's known ``batch`` (and, with ``screen``, a known
+        batch screen), or the sign-in redirect or the 404 page."""
+        s, out = self.signed_in(request)
+        if out is not None:
+            return out
+        batch = request.path_params["batch"]
+        if screen and request.path_params["screen"] not in BATCH_SCREENS:
+            return self.no_batch(request, s, batch)
+        if not await run_in_threadpool(self.known_batch, batch):
+            return self.no_batch(request, s, batch)
+        return s, batch
 
     def known_batch(self, batch: str) -> bool:
         return bool(BATCH_ID.fullmatch(batch)) and self.engine.ledger.has_batch(batch)
@@ -551,11 +574,10 @@ class Kiosk:
         s, out = self.signed_in(request)
         if out is not None:
             return out
-        form = await self.form(request, s)
-        if form is None:
-            return self.forbidden(request, s)
-        user = s.user_id
-        assert user is not None
+        posted = await self.posted(request, s)
+        if isinstance(posted, Response):
+            return posted
+        form, user = posted
 
         def start() -> object:
             batch = self.field(form, "batch_id")
@@ -574,12 +596,10 @@ class Kiosk:
         return self.respond(request, s, view)
 
     async def step(self, request: Request) -> Response:
-        s, out = self.signed_in(request)
-        if out is not None:
-            return out
-        batch = request.path_params["batch"]
-        if not await run_in_threadpool(self.known_batch, batch):
-            return self.no_batch(request, s, batch)
+        got = await self.batch_request(request)
+        if isinstance(got, Response):
+            return got
+        s, batch = got
         q = request.query_params
         extra: dict[str, Any] = {"dialog": q.get("dialog"), "correct": None}
         key = q.get("correct")
@@ -595,18 +615,15 @@ class Kiosk:
         return self.respond(request, s, view)
 
     async def step_action(self, request: Request) -> Response:
-        s, out = self.signed_in(request)
-        if out is not None:
-            return out
-        batch = request.path_params["batch"]
+        got = await self.batch_request(request)
+        if isinstance(got, Response):
+            return got
+        s, batch = got
         action = request.path_params["action"]
-        if not await run_in_threadpool(self.known_batch, batch):
-            return self.no_batch(request, s, batch)
-        form = await self.form(request, s)
-        if form is None:
-            return self.forbidden(request, s)
-        user = s.user_id
-        assert user is not None
+        posted = await self.posted(request, s)
+        if isinstance(posted, Response):
+            return posted
+        form, user = posted
         eng = self.engine
 
         def run() -> View:
@@ -685,13 +702,11 @@ class Kiosk:
     async def screen(self, request: Request) -> Response:
         """The batch screens that only show (deviations, labels, hand-offs, telemetry,
         history)."""
-        s, out = self.signed_in(request)
-        if out is not None:
-            return out
-        batch = request.path_params["batch"]
+        got = await self.batch_request(request, screen=True)
+        if isinstance(got, Response):
+            return got
+        s, batch = got
         name = request.path_params["screen"]
-        if name not in BATCH_SCREENS or not await run_in_threadpool(self.known_batch, batch):
-            return self.no_batch(request, s, batch)
         s.batch = batch
         view = await run_in_threadpool(self.batch_screen, name, batch, None, {})
         return self.respond(request, s, view)
@@ -752,18 +767,15 @@ class Kiosk:
 
     async def batch_action(self, request: Request) -> Response:
         """POSTs of the deviations, labels and hand-off screens."""
-        s, out = self.signed_in(request)
-        if out is not None:
-            return out
-        batch = request.path_params["batch"]
+        got = await self.batch_request(request, screen=True)
+        if isinstance(got, Response):
+            return got
+        s, batch = got
         name, action = request.path_params["screen"], request.path_params["action"]
-        if name not in BATCH_SCREENS or not await run_in_threadpool(self.known_batch, batch):
-            return self.no_batch(request, s, batch)
-        form = await self.form(request, s)
-        if form is None:
-            return self.forbidden(request, s)
-        user = s.user_id
-        assert user is not None
+        posted = await self.posted(request, s)
+        if isinstance(posted, Response):
+            return posted
+        form, user = posted
 
         def run() -> View:
             extra: dict[str, Any] = {}
