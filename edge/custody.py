@@ -51,30 +51,34 @@ class LabelsRecorded(Outcome):
 
 
 @dataclass(frozen=True)
-class LabelsPrinted(LabelsRecorded):
-    kind = "labels_printed"
-    template = "printed {count} {label} label(s) for {coi}"
+class LabelsPrinted(
+    LabelsRecorded, kind="labels_printed", template="printed {count} {label} label(s) for {coi}"
+):
+    """Labels of a kind printed for the batch's COI."""
+
     coi: str
 
 
 @dataclass(frozen=True)
-class LabelsApplied(LabelsRecorded):
-    kind = "labels_applied"
-    template = "{count} {label} label(s) applied"
+class LabelsApplied(
+    LabelsRecorded, kind="labels_applied", template="{count} {label} label(s) applied"
+):
+    """Labels of a kind applied (to bags, shippers...)."""
 
 
 @dataclass(frozen=True)
-class LabelsDestroyed(LabelsRecorded):
-    kind = "labels_destroyed"
-    template = "{count} {label} label(s) destroyed: {reason}"
+class LabelsDestroyed(
+    LabelsRecorded, kind="labels_destroyed", template="{count} {label} label(s) destroyed: {reason}"
+):
+    """Labels of a kind destroyed (spoiled, surplus), with the reason."""
+
     reason: str
 
 
 @dataclass(frozen=True)
-class LabelsReconciled(Outcome):
+class LabelsReconciled(Outcome, kind="labels_reconciled"):
     """Recorded whether or not the counts balance; an imbalance also raised ``deviation_id``."""
 
-    kind = "labels_reconciled"
     balanced: bool
     counts: dict[str, dict[str, Any]]  # label kind -> printed, applied, destroyed, balanced
     deviation_id: str | None
@@ -97,21 +101,26 @@ class CustodyRecorded(Outcome):
 
 
 @dataclass(frozen=True)
-class HandedOver(CustodyRecorded):
-    kind = "handed_over"
-    template = "handed over {coi} from {record[from]} to {record[to]} at {record[place]}"
+class HandedOver(
+    CustodyRecorded,
+    kind="handed_over",
+    template="handed over {coi} from {record[from]} to {record[to]} at {record[place]}",
+):
+    """The product passed from one party to another, both signing."""
 
 
 @dataclass(frozen=True)
-class Received(CustodyRecorded):
-    kind = "received"
-    template = "{coi} received at {record[site]}"
+class Received(CustodyRecorded, kind="received", template="{coi} received at {record[site]}"):
+    """The product received at a site."""
 
 
 @dataclass(frozen=True)
-class Infused(CustodyRecorded):
-    kind = "infused"
-    template = "{coi} infused at {record[site]}: custody chain closed"
+class Infused(
+    CustodyRecorded,
+    kind="infused",
+    template="{coi} infused at {record[site]}: custody chain closed",
+):
+    """The product infused into the patient: the chain of custody closes."""
 
 
 class Custody:

@@ -25,6 +25,17 @@ class Outcome:
     batch_id: str
     seq: int
 
+    def __init_subclass__(
+        cls, *, kind: str | None = None, template: str | None = None, **kwargs: Any
+    ) -> None:
+        """A subclass names its ``kind`` and ``template`` in its header (what it does not name
+        it inherits): ``class Signed(Outcome, kind="signed", template="signed {meaning!r}")``."""
+        super().__init_subclass__(**kwargs)
+        if kind is not None:
+            cls.kind = kind
+        if template is not None:
+            cls.template = template
+
     @property
     def message(self) -> str:
         """The line an operator reads."""
@@ -38,17 +49,22 @@ class Outcome:
 
 
 @dataclass(frozen=True)
-class BatchStarted(Outcome):
-    kind = "batch_started"
-    template = "batch {batch_id} started for COI {coi} on MBR {mbr_id} v{mbr_version}"
+class BatchStarted(
+    Outcome,
+    kind="batch_started",
+    template="batch {batch_id} started for COI {coi} on MBR {mbr_id} v{mbr_version}",
+):
+    """A batch started for a patient's COI on a master batch record."""
+
     coi: str
     mbr_id: str
     mbr_version: str
 
 
 @dataclass(frozen=True)
-class ScanAccepted(Outcome):
-    kind = "scan_accepted"
+class ScanAccepted(Outcome, kind="scan_accepted"):
+    """A scan accepted at a step, with the identifiers it carried."""
+
     step_id: str
     role: str
     identifiers: dict[str, Any]
@@ -74,16 +90,15 @@ class Judged(Outcome):
 
 
 @dataclass(frozen=True)
-class ValueRecorded(Judged):
-    kind = "value_recorded"
-    template = "{name} = {value} {unit} recorded"
+class ValueRecorded(Judged, kind="value_recorded", template="{name} = {value} {unit} recorded"):
+    """A value entered at a step and judged against its limits."""
+
     value: str  # as entered
     unit: str
 
 
 @dataclass(frozen=True)
-class ValueCorrected(Judged):
-    kind = "value_corrected"
+class ValueCorrected(Judged, kind="value_corrected"):
     template = (
         "{name} corrected from {old_value} to {value} {unit} by {printed_name} ({user_id}) "
         "(correcting seq {corrects}): {reason}"
@@ -98,8 +113,7 @@ class ValueCorrected(Judged):
 
 
 @dataclass(frozen=True)
-class DoseCalculated(Outcome):
-    kind = "dose_calculated"
+class DoseCalculated(Outcome, kind="dose_calculated"):
     step_id: str
     cells_to_infuse: str
     per_kg: str
@@ -123,9 +137,13 @@ class DoseCalculated(Outcome):
 
 
 @dataclass(frozen=True)
-class Signed(Outcome):
-    kind = "signed"
-    template = "signed {meaning!r} by {printed_name} ({user_id}) at {signed_at}"
+class Signed(
+    Outcome,
+    kind="signed",
+    template="signed {meaning!r} by {printed_name} ({user_id}) at {signed_at}",
+):
+    """A step signed with a meaning, by whom and when."""
+
     step_id: str
     meaning: str
     user_id: str
@@ -147,11 +165,11 @@ class DeviationRecorded(Outcome):
 
 
 @dataclass(frozen=True)
-class DeviationRaised(DeviationRecorded):
+class DeviationRaised(
+    DeviationRecorded, kind="deviation_raised", template="deviation {deviation_id} raised"
+):
     """``str()`` is the deviation id (what :meth:`Engine.raise_deviation` returned before)."""
 
-    kind = "deviation_raised"
-    template = "deviation {deviation_id} raised"
     step_id: str | None
     reason: str
 
@@ -160,14 +178,18 @@ class DeviationRaised(DeviationRecorded):
 
 
 @dataclass(frozen=True)
-class DeviationCommented(DeviationRecorded):
-    kind = "deviation_commented"
-    template = "comment added to {deviation_id}"
+class DeviationCommented(
+    DeviationRecorded, kind="deviation_commented", template="comment added to {deviation_id}"
+):
+    """A comment added to an open deviation."""
+
     comment: str
 
 
 @dataclass(frozen=True)
-class DeviationLinked(DeviationRecorded):
-    kind = "deviation_linked"
-    template = "{deviation_id} linked to {linked_to}"
+class DeviationLinked(
+    DeviationRecorded, kind="deviation_linked", template="{deviation_id} linked to {linked_to}"
+):
+    """A deviation linked to another record (a CAPA, a change control...)."""
+
     linked_to: str

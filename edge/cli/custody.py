@@ -8,6 +8,7 @@ from collections.abc import Callable
 from datetime import date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -133,24 +134,15 @@ def labels_reconcile(home: Path, batch_id: str, user_id: str) -> None:
 @PW_STDIN
 @JSON
 def handoff(
-    home: Path,
-    batch_id: str,
-    from_party: str,
-    to_party: str,
-    place: str,
-    bag_scan: str,
-    shipper_scan: str | None,
-    giver: str,
-    receiver: str,
-    password_stdin: bool,
+    home: Path, batch_id: str, giver: str, receiver: str, password_stdin: bool, **where: Any
 ) -> None:
     """Hand the material over: both scans must carry the batch's COI; both people sign."""
+    # where: --from, --to, --place and the scans, passed to Custody.handoff as they are
     pw1, pw2 = password(password_stdin), password(password_stdin)
     with opened(home) as a:
         r = Custody(a.engine).handoff(
-            batch_id, from_party=from_party, to_party=to_party, place=place, bag_scan=bag_scan,
-            shipper_scan=shipper_scan, giver=(giver, pw1), receiver=(receiver, pw2),
-        )  # fmt: skip
+            batch_id, giver=(giver, pw1), receiver=(receiver, pw2), **where
+        )
     emit_outcome(r)
 
 
