@@ -51,7 +51,14 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from ebr_core.strict import StrictModel, describe_errors, show
 from edge.errors import EdgeError
@@ -102,6 +109,17 @@ def _text(what: str) -> Any:
         return v
 
     return BeforeValidator(check)
+
+
+def _seconds(lo: int, hi: int) -> Any:
+    """A duration in seconds from ``lo`` to ``hi``, or a refusal naming the range."""
+
+    def check(v: float) -> float:
+        if not lo <= v <= hi:
+            raise ValueError(f"{v} is out of range; expected {lo} to {hi} seconds")
+        return v
+
+    return AfterValidator(check)
 
 
 def check_port(v: str) -> str:
@@ -257,7 +275,7 @@ class ServerConfig(StrictModel):
 
     url: Annotated[str, _text("a server URL")]
     key: Annotated[str, _text("the path of the server's receipt key (server.pub)")]
-    interval_s: float = Field(default=30.0)
+    interval_s: Annotated[float, _seconds(1, 3600)] = Field(default=30.0)
 
     @field_validator("url")
     @classmethod
@@ -271,13 +289,6 @@ class ServerConfig(StrictModel):
                 "unit signs its requests with its key)"
             )
         return v.rstrip("/")
-
-    @field_validator("interval_s")
-    @classmethod
-    def _interval(cls, v: float) -> float:
-        if not 1 <= v <= 3600:
-            raise ValueError(f"{v} is out of range; expected 1 to 3600 seconds")
-        return v
 
 
 class KioskConfig(StrictModel):
@@ -332,14 +343,7 @@ class ClockConfig(StrictModel):
     """``leap_s``: a forward jump of the clock beyond the time since boot, in seconds, recorded
     as ``clock.jumped`` with a deviation on the running batch (see ``edge.ledger``)."""
 
-    leap_s: float = 60.0
-
-    @field_validator("leap_s")
-    @classmethod
-    def _leap(cls, v: float) -> float:
-        if not 1 <= v <= 86_400:
-            raise ValueError(f"{v} is out of range; expected 1 to 86400 seconds")
-        return v
+    leap_s: Annotated[float, _seconds(1, 86_400)] = 60.0
 
 
 class StationConfig(StrictModel):
