@@ -121,3 +121,38 @@ def test_a_projection_stored_before_it_kept_limits_takes_them_from_batch_started
 
 def _iso(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).isoformat()
+
+
+def test_limits_of_a_wrong_shape_are_shown_as_unreadable_with_the_reason(
+    server: Server, tmp_path: Path
+) -> None:
+    """An event the unit signed is evidence and is kept; limits in it that do not have the
+    record's shape (numbers, not decimal strings) are named as unreadable, never drawn."""
+    unit = UnitSigner.generate("UNIT-B-BAD")
+    server.enrol(unit)
+    led = Ledger.open(tmp_path / "bad.db", unit, clock())  # type: ignore[arg-type]
+    bad = {"temperature": {"unit": "Cel", "min": 36, "max": 38}}
+    led.append("batch.started", {**START, "product": "p", "telemetry_limits": bad},
+               batch_id="B-BAD", actor="op.alice")  # fmt: skip
+    value = {"step": "s", "name": "ph", "value": {"value": "7.7", "unit": "[pH]"}, "limit": "ok",
+             "limits": {"unit": "[pH]", "hard": {"min": 6}}}  # fmt: skip
+    led.append("value.recorded", value, batch_id="B-BAD", actor="op.alice")
+    led.append_many([_reading(i, "B-BAD") for i in range(1, 4)])
+    assert SyncClient(led, server.url, server_key=server.key).sync_once().pushed == led.head[0]
+    led.close()
+    add_people(server, {"aud.b": ("Aude Auditor", [("auditor", "*")])})
+    with login(server, "aud.b") as c:
+        whole = c.get("/v1/batches/B-BAD/telemetry").json()["channels"]["temperature"]
+        t0 = datetime.fromisoformat(whole["first_at"]).timestamp()
+        w = c.get("/v1/batches/B-BAD/telemetry/temperature",
+                  params={"from": _iso(t0), "to": _iso(t0 + 600)}).json()  # fmt: skip
+        r = c.get("/v1/batches/B-BAD/report.pdf")
+        assert r.status_code == 200, r.text
+        report = pdf_text(r.content)
+    assert w["limits"] is None
+    assert w["limits_note"] == (
+        "no limits drawn: the telemetry limits recorded in batch.started at seq 1 are "
+        "unreadable: telemetry_limits.temperature.min is 36; expected a decimal string such as "
+        "'6.5'"
+    )
+    assert "ok (limits recorded but unreadable: limits.hard.min is 6; expected a decimal" in report
