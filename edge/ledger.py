@@ -802,18 +802,11 @@ class Ledger:
     def events_of_kind(self, kind: str) -> Iterator[Event]:
         """The committed events of ``kind`` (not ``reading.recorded``) in seq order, read
         through their own index."""
-        after, end = 0, self.head[0]
         sql = (
             "SELECT seq, line FROM events WHERE kind = ? "
             "AND kind <> 'reading.recorded' AND seq > ? AND seq <= ? ORDER BY seq LIMIT ?"
         )
-        while True:
-            rows = self._fetch(sql, (kind, after, end, _READ_WINDOW))
-            for _seq, line in rows:
-                yield event_from_line(line)
-            if len(rows) < _READ_WINDOW:
-                return
-            after = rows[-1][0]
+        yield from self._windowed(sql, kind, 0, self.head[0])
 
     def has_batch(self, batch_id: str) -> bool:
         """Whether any committed event belongs to ``batch_id``."""
@@ -835,15 +828,21 @@ class Ledger:
         """The committed events of ``batch_id`` after ``after_seq`` (up to ``upto_seq``, default
         the head), in seq order: all of them, only the telemetry (``telemetry=True``), or only
         the step events (``telemetry=False``, read through their own index)."""
-        after, end = after_seq, self.head[0] if upto_seq is None else upto_seq
+        end = self.head[0] if upto_seq is None else upto_seq
         kinds = {None: "", True: "AND kind = 'reading.recorded' ", False: _STEP_KINDS}[telemetry]
         index = "INDEXED BY events_batch_steps " if telemetry is False else ""
         sql = (
             f"SELECT seq, line FROM events {index}WHERE batch_id = ? {kinds}"  # noqa: S608
             "AND seq > ? AND seq <= ? ORDER BY seq LIMIT ?"
         )
+        yield from self._windowed(sql, batch_id, after_seq, end)
+
+    def _windowed(self, sql: str, key: str, after: int, end: int) -> Iterator[Event]:
+        """The events ``sql`` selects for ``key`` with ``after < seq <= end``, fetched
+        :data:`_READ_WINDOW` rows per lock hold; ``sql`` takes (key, after, end, limit) and
+        orders by seq."""
         while True:
-            rows = self._fetch(sql, (batch_id, after, end, _READ_WINDOW))
+            rows = self._fetch(sql, (key, after, end, _READ_WINDOW))
             for _seq, line in rows:
                 yield event_from_line(line)
             if len(rows) < _READ_WINDOW:
