@@ -539,7 +539,11 @@ class Engine:
         items = [
             Append(
                 "value.recorded",
-                _judged({"step": step.id, "name": name, "value": q, "limit": status}, spec),
+                _judged(
+                    "value.recorded",
+                    {"step": step.id, "name": name, "value": q, "limit": status},
+                    spec,
+                ),
                 batch_id,
                 user_id,
             )
@@ -609,6 +613,7 @@ class Engine:
             Append(
                 "correction.recorded",
                 _judged(
+                    "correction.recorded",
                     {
                         "corrects": corrected,
                         "step": step_id,
@@ -973,13 +978,13 @@ def gs1_date(raw: str, today: date) -> date | None:
         return None
 
 
-def _judged(payload: dict[str, Any], spec: ValueSpec) -> dict[str, Any]:
+def _judged(kind: str, payload: dict[str, Any], spec: ValueSpec) -> dict[str, Any]:
     """A judged value's payload with the limits it was judged against (none when the MBR sets
     none), checked as every reader checks them."""
     lim = value_limits(spec)
     if lim is not None:
         payload["limits"] = lim
-    check_payload("value.recorded", payload)
+    check_payload(kind, payload)
     return payload
 
 

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ebr_core.telemetry import Telemetry
-from server.console.charts import Point, chart_svg, merge
+from server.console.charts import Limits, Point, chart_svg, merge
 from server.quality.views import telemetry_json
 
 
@@ -51,3 +51,20 @@ def test_text_is_escaped() -> None:
     svg = chart_svg('<b>"x"</b>', "<u>", [{"t": 0, "n": 1, "min": 1.0, "max": 2.0}], [], "i")
     assert "<b>" not in svg and "&lt;b&gt;" in svg
     assert str(chart_svg("x", "u", [], [], "i")).startswith("<p")
+
+
+def test_limits_are_drawn_with_their_source_and_buckets_beyond_them_marked() -> None:
+    series = [{"t": 60 * i, "n": 1, "min": 37.0, "max": 39.5 if i == 5 else 37.4}
+              for i in range(10)]  # fmt: skip
+    svg = str(chart_svg("temperature", "°C", series, [], "c",
+                        limits=Limits(36.0, 38.0, "MBR M v1")))  # fmt: skip
+    assert svg.count('class="limit"') == 2 and "nolimits" not in svg
+    assert "<title>low limit 36 (MBR M v1)</title>" in svg
+    assert "<title>high limit 38 (MBR M v1)</title>" in svg
+    assert svg.count('class="outside"') == 1
+    assert "<title>39.5 above the high limit 38 in the bucket from 1970-01-01 00:05 UTC" in svg
+    low = str(chart_svg("t", "°C", series, [], "c", limits=Limits(37.2, None, "<MBR>")))
+    assert low.count('class="limit"') == 1 and "&lt;MBR&gt;" in low
+    assert low.count('class="outside"') == 10  # every bucket's minimum, 37.0, is below 37.2
+    none = str(chart_svg("t", "°C", series, [], "c"))
+    assert "no limits" in none and 'class="limit"' not in none and "outside" not in none
