@@ -149,6 +149,12 @@ def chart_svg(
                     f'y2="{y(v):.1f}"><title>{what} limit {v:g} ({escape(limits.source)})'
                     "</title></line>"
                 )
+                # the bound's value at the right end, above a high limit and below a low one
+                ty = y(v) - 6 if what == "high" else y(v) + 22
+                parts.append(
+                    f'<text class="limitlabel" x="{LEFT + pw - 4}" y="{ty:.1f}" '
+                    f'text-anchor="end">{what} {v:g}</text>'
+                )
         parts += _outside(pts, limits, x, y)
     for e in excursions:
         t, v = e.get("t"), _number(e.get("value"))
