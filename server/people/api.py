@@ -9,6 +9,7 @@ session (:data:`server.people.auth.DB`).
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Request
@@ -197,22 +198,28 @@ def create_person(body: PersonBody, who: ManagePeople, a: AccessDep) -> Any:
     return {"user_id": p.user_id, "status": p.status, "password_change_required": True}
 
 
+def _change_grant(
+    db: DB, who: Principal, at: datetime, user_id: str, body: GrantChange, *, granted: bool
+) -> dict[str, Any]:
+    change = people.grant if granted else people.revoke_grant
+    change(
+        db, who, at=at, user_id=user_id, role=body.role, site_id=body.site_id, reason=body.reason
+    )
+    return {
+        "user_id": user_id,
+        "role" if granted else "revoked": body.role,
+        "site_id": body.site_id,
+    }
+
+
 @router.post("/v1/people/{user_id}/roles", response_model=Granted)
 def grant_role(user_id: PathId, body: GrantChange, who: ManagePeople, db: DB, now: Now) -> Any:
-    people.grant(
-        db, who, at=now(), user_id=user_id, role=body.role, site_id=body.site_id,
-        reason=body.reason,
-    )  # fmt: skip
-    return {"user_id": user_id, "role": body.role, "site_id": body.site_id}
+    return _change_grant(db, who, now(), user_id, body, granted=True)
 
 
 @router.post("/v1/people/{user_id}/roles/revoke", response_model=Revoked)
 def revoke_role(user_id: PathId, body: GrantChange, who: ManagePeople, db: DB, now: Now) -> Any:
-    people.revoke_grant(
-        db, who, at=now(), user_id=user_id, role=body.role, site_id=body.site_id,
-        reason=body.reason,
-    )  # fmt: skip
-    return {"user_id": user_id, "revoked": body.role, "site_id": body.site_id}
+    return _change_grant(db, who, now(), user_id, body, granted=False)
 
 
 @router.post("/v1/people/{user_id}/status", response_model=UserStatus)
