@@ -21,7 +21,10 @@ from __future__ import annotations
 
 import html
 import io
-from collections.abc import Mapping
+import subprocess
+import sys
+import threading
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from functools import cache
@@ -221,10 +224,63 @@ def _doc(title: str, story: list[Any], now: datetime | None, footer: str) -> byt
         xmp["pdf:Producer"] = PRODUCER
     out = io.BytesIO()
     try:
-        pikepdf.pdfa.save(pdf, out, "2b")
+        with _PDFA_LOCK:
+            pikepdf.pdfa.save(pdf, out, "2b")
     except pikepdf.pdfa.PdfaError as e:
-        raise ReportError(f"{title}: not a conforming PDF/A-2b file: {e}") from e
+        if not _only_content_warnings(e.report.findings):
+            raise ReportError(f"{title}: not a conforming PDF/A-2b file: {e}") from e
+        return _save_pdfa_alone(pdf, title)
     return out.getvalue()
+
+
+# pikepdf's validator records the warnings raised while it parses each content stream
+# (``warnings.catch_warnings(record=True)`` with the ``always`` filter), and Python's warning
+# machinery is process-wide: a warning raised meanwhile by another thread (another request of
+# the server) lands in its list and fails a good file as ``pikepdf:content-parse``.  Saves are
+# serialised (two interleaved ``catch_warnings`` would also leave the filters of the other in
+# place), and a file failed only by content-stream warnings is saved again in a process of its
+# own, where no other thread runs: its verdict stands, whichever it is.
+_PDFA_LOCK = threading.Lock()
+_CONTENT_WARNING = "pikepdf:content-parse"
+
+
+def _only_content_warnings(findings: Sequence[Any]) -> bool:
+    violations = [f for f in findings if f.kind == "violation"]
+    return bool(violations) and all(
+        f.rule == _CONTENT_WARNING and str(f.message).startswith("content stream:")
+        for f in violations
+    )
+
+
+_ALONE = """
+import io, sys
+import pikepdf, pikepdf.pdfa
+pdf = pikepdf.open(io.BytesIO(sys.stdin.buffer.read()))
+out = io.BytesIO()
+try:
+    pikepdf.pdfa.save(pdf, out, "2b")
+except pikepdf.pdfa.PdfaError as e:
+    sys.stderr.write(str(e))
+    sys.exit(3)
+sys.stdout.buffer.write(out.getvalue())
+"""
+
+
+def _save_pdfa_alone(pdf: Any, title: str) -> bytes:
+    """Make and validate the PDF/A file in a child process (see :data:`_PDFA_LOCK`)."""
+    raw = io.BytesIO()
+    pdf.save(raw)
+    done = subprocess.run(
+        [sys.executable, "-c", _ALONE],
+        input=raw.getvalue(),
+        capture_output=True,
+        timeout=300,
+        check=False,
+    )
+    if done.returncode != 0:
+        why = done.stderr.decode("utf-8", "replace").strip() or f"exit {done.returncode}"
+        raise ReportError(f"{title}: not a conforming PDF/A-2b file: {why}")
+    return done.stdout
 
 
 # -- the batch record report ------------------------------------------------------------------
