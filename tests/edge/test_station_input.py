@@ -188,6 +188,11 @@ def test_a_correction_is_authenticated_and_records_who_when_why_old_and_new(
         "old_value": {"value": "900", "unit": "mL"},
         "value": {"value": "220", "unit": "mL"},
         "limit": "ok",
+        "limits": {  # what the new value was judged against (the record carries its limits)
+            "unit": "mL",
+            "hard": {"min": "50", "max": "500"},
+            "soft": {"min": "100", "max": "300"},
+        },
         "reason": "900 was a typo",
         "user_id": "op.bob",
         "printed_name": "Bob Okafor",
