@@ -201,9 +201,46 @@ class Series:
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Series:
-        return cls(
-            int(d["k"]), {int(r[0]): [float(r[1]), float(r[2]), float(r[3])] for r in d["buckets"]}
-        )
+        """The series a :meth:`to_json` wrote; its buckets are decoded when first used (a batch
+        view or an e-signature reads the summary and never the plot)."""
+        rows = d["buckets"]
+        if not isinstance(rows, list):
+            raise TypeError(f"a series' buckets are a list, not {type(rows).__name__}")
+        return _StoredSeries(int(d["k"]), rows)
+
+
+class _StoredSeries(Series):
+    """A :class:`Series` read from JSON, its rows decoded on first access to :attr:`buckets`
+    (decoding a 1,000,000-reading batch's eight channels costs more than the rest of a view).
+    ``to_json`` of an undecoded series gives back its rows as they were read."""
+
+    def __init__(self, k: int, rows: list[Any]) -> None:  # no super(): buckets stay undecoded
+        self.k = k
+        self._rows: list[Any] | None = rows
+        self._decoded: dict[int, list[float]] = {}
+
+    @property
+    def buckets(self) -> dict[int, list[float]]:
+        if self._rows is not None:
+            rows, self._rows = self._rows, None
+            self._decoded = {int(r[0]): [float(r[1]), float(r[2]), float(r[3])] for r in rows}
+        return self._decoded
+
+    @buckets.setter
+    def buckets(self, value: dict[int, list[float]]) -> None:
+        self._rows, self._decoded = None, value
+
+    def __eq__(self, other: object) -> bool:  # equal to the series it was read from
+        if not isinstance(other, Series):
+            return NotImplemented
+        return (self.k, self.buckets) == (other.k, other.buckets)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like Series
+
+    def to_json(self) -> dict[str, Any]:
+        if self._rows is not None:
+            return {"k": self.k, "buckets": [list(r) for r in self._rows]}
+        return super().to_json()
 
 
 @dataclass
@@ -454,7 +491,13 @@ class Telemetry:
     def digest(self) -> str:
         """SHA-256 over the summary's JSON (sorted keys; floats in orjson's shortest round-trip
         form, the same on every machine)."""
-        body = orjson.dumps(self.to_json(), option=orjson.OPT_SORT_KEYS)
+        return self.digest_of(self.to_json())
+
+    @staticmethod
+    def digest_of(summary_json: Mapping[str, Any]) -> str:
+        """:meth:`digest` of the summary whose :meth:`to_json` is ``summary_json`` (as written
+        or as read back: ``from_json`` then ``to_json`` gives back the same JSON)."""
+        body = orjson.dumps(summary_json, option=orjson.OPT_SORT_KEYS)
         return hashlib.sha256(b"ctgtp/telemetry/v1\x00" + body).hexdigest()
 
 

@@ -250,6 +250,9 @@ class Projection:
     # "channels" (as recorded, checked when read)}; None when it records none (an older edge).
     limits: dict[str, Any] | None = None
     limits_known: bool = True  # False: stored before projections kept them (see _stored)
+    # The digests of the state and the telemetry summary, computed from the JSON this projection
+    # was read from (see from_json); dropped by anything that changes either.
+    _read_digests: dict[str, str] | None = field(default=None, repr=False, compare=False)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -264,8 +267,12 @@ class Projection:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Projection:
+        """The projection :meth:`to_json` wrote.  Its state and telemetry digests are taken from
+        the JSON as read (``state_to_json`` and ``Telemetry.to_json`` give back what they
+        read), so a batch view or an e-signature does not encode them again; the series' buckets
+        are decoded only when a plot reads them."""
         limits = d.get("telemetry_limits")
-        return cls(
+        p = cls(
             int(d["upto_seq"]),
             int(d["events"]),
             None if d["state"] is None else state_from_json(d["state"]),
@@ -275,9 +282,15 @@ class Projection:
             dict(limits) if isinstance(limits, dict) else None,
             "telemetry_limits" in d,
         )
+        p._read_digests = {
+            "state": _state_digest(d["state"]),
+            "telemetry": Telemetry.digest_of(d["telemetry"]),
+        }
+        return p
 
     def apply(self, ev: Event) -> None:
-        """Fold one step event in (readings go through :attr:`telemetry` instead)."""
+        """Fold one step event in (readings go through :meth:`merge_telemetry` instead)."""
+        self._read_digests = None
         if ev.kind == "batch.started" and self.state is None:
             self.limits = _recorded_limits(ev)
         self.state = apply(self.state, ev)
@@ -287,9 +300,24 @@ class Projection:
                 {"seq": ev.seq, "recorded_at": ev.recorded_at, **ev.payload}
             )
 
+    def merge_telemetry(self, later: Telemetry) -> None:
+        self._read_digests = None
+        self.telemetry.merge(later)
+
     def state_digest(self) -> str:
-        body = {"state": None if self.state is None else state_to_json(self.state)}
-        return hashlib.sha256(b"ctgtp/batch-state/v1\x00" + canonical(body)).hexdigest()
+        if self._read_digests is not None:
+            return self._read_digests["state"]
+        return _state_digest(None if self.state is None else state_to_json(self.state))
+
+    def telemetry_digest(self) -> str:
+        if self._read_digests is not None:
+            return self._read_digests["telemetry"]
+        return self.telemetry.digest()
+
+
+def _state_digest(state_json: Any) -> str:
+    body = {"state": state_json}
+    return hashlib.sha256(b"ctgtp/batch-state/v1\x00" + canonical(body)).hexdigest()
 
 
 def _recorded_limits(ev: Event) -> dict[str, Any] | None:
@@ -471,7 +499,7 @@ def advance(db: Session, batch_id: str, d: Delta) -> None:
     if d.step_events:
         for ev in _events(db, batch_id, unit_id, p.upto_seq, steps=True):
             p.apply(ev)
-    p.telemetry.merge(d.telemetry)
+    p.merge_telemetry(d.telemetry)
     p.upto_seq, p.events = d.last_seq, events
     _store(db, batch_id, p)
 

@@ -93,7 +93,7 @@ def record_hash(
         "last_seq": summ.last_seq,
         "head_hash": summ.head_hash,
         "state": proj.state_digest(),
-        "telemetry": proj.telemetry.digest(),
+        "telemetry": proj.telemetry_digest(),
         "results": None
         if rs is None
         else {

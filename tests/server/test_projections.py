@@ -7,6 +7,7 @@ import itertools
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -103,6 +104,9 @@ def test_the_projection_after_any_ingests_equals_a_full_recomputation(
             assert stored is not None
             full = projections.rebuild(s, b)
             assert stored.to_json() == full.to_json()
+            # the digests a read takes from the stored JSON are those of the objects
+            assert stored.state_digest() == full.state_digest()
+            assert stored.telemetry_digest() == full.telemetry_digest()
             # and equal to the edge's own fold and summary of the same events
             events = list(led.batch_events(b))
             assert stored.state is not None
@@ -113,6 +117,13 @@ def test_the_projection_after_any_ingests_equals_a_full_recomputation(
             assert (summ.events, summ.last_seq, summ.head_hash) == (
                 len(events), events[-1].seq, events[-1].hash,
             )  # fmt: skip
+            # and a change after the read is not hidden by them
+            before = stored.telemetry_digest()
+            extra = reading(10_000, b, "99.5")
+            late = SimpleNamespace(kind=extra.kind, payload=extra.payload, seq=10_000,
+                                   recorded_at="2026-11-24T20:00:00.000000Z")  # fmt: skip
+            stored.merge_telemetry(summarise([late]))
+            assert stored.telemetry_digest() == stored.telemetry.digest() != before
     led.close()
 
 
