@@ -100,11 +100,19 @@ def render(request: Request, name: str, context: dict[str, Any], status: int = 2
         "console_static": CONSOLE_STATIC,
         "csrf": csrf_for(secret),
         "who": None,
+        # the page clears itself when the session ends idle (static/console.js)
+        "idle_s": _idle_s(request),
     } | context
     resp = templates.TemplateResponse(request, name, ctx, status_code=status, headers=HEADERS)
     if fresh:
         set_cookie(request, resp, PRE_COOKIE, fresh, max_age=None)
     return resp
+
+
+def _idle_s(request: Request) -> int:
+    access = getattr(request.app.state, "access", None)
+    settings = getattr(access, "settings", None)
+    return int(getattr(settings, "token_ttl_s", 0) or 0)
 
 
 def set_cookie(

@@ -76,3 +76,38 @@ def test_idle_timeout_slides_with_use_and_ends_at_the_absolute_maximum(
     t[0] += timedelta(minutes=15, seconds=1)
     r = c.get("/v1/me")
     assert r.status_code == 401 and "expired" in r.json()["detail"]
+
+
+def test_a_page_left_alone_is_cleared_when_its_session_ends(browser: Any, tmp_path: Path) -> None:
+    """The browser side: after the idle time with no request, the page removes what it shows
+    at once (even when the sign-in screen cannot be reached) and goes to the sign-in screen."""
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path / 'server.db'}",
+        data_dir=tmp_path / "server",
+        admin_token=ADMIN,
+        rate_per_second=1000,
+        rate_burst=1000,
+        token_ttl_s=3,  # 15 minutes in production
+    )
+    with start_server(settings, lambda: datetime.now(UTC)) as server:
+        add_people(server, {"rev.a": ("Rita Reviewer", [("qa_reviewer", "SITE-A")])})
+        page = new_page(browser, Served(server, server.url), tmp_path / "screens")
+        try:
+            page.goto(f"{server.url}/console/signin")
+            assert page.get_attribute("body", "data-idle-s") is None  # nobody signed in
+            sign_in(page, server.url, "rev.a")
+            assert page.get_attribute("body", "data-idle-s") == "3"
+            assert page.locator("nav.screens").count() == 1
+            page.wait_for_selector("#session-ended", timeout=10_000)  # cleared at once
+            assert page.locator("nav.screens").count() == 0
+            main = page.inner_text("main")
+            assert "Your session ended after" in main and "Review queue" not in main
+            assert main.strip() == page.inner_text("#session-ended").strip()
+            # then the sign-in screen, where the server (which ended the session) says why
+            page.wait_for_url("**/console/signin?expired=1", timeout=10_000)
+            assert "sign in again" in page.inner_text("main")
+            # and the session is over on the server too
+            page.goto(f"{server.url}/console/queue")
+            assert "/console/signin?expired=1" in page.url
+        finally:
+            page.context.close()
