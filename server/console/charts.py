@@ -110,6 +110,9 @@ def chart_svg(
     lo, hi = min([lo, *bounds]), max([hi, *bounds])
     if hi == lo:
         lo, hi = lo - 1, hi + 1
+    if bounds:  # room above a high limit and below a low one for the bound's label
+        pad = (hi - lo) * 0.1
+        lo, hi = lo - pad, hi + pad
     if t1 == t0:
         t1 = t0 + 1
     pw, ph = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM

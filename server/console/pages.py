@@ -36,6 +36,7 @@ from ebr_core.document import load_yaml
 from ebr_core.errors import EbrError
 from ebr_core.limits import describe_judged
 from ebr_core.spec import parse_spec
+from ebr_core.units_display import display_unit
 from ebr_core.vocab import Meaning
 from server import projections
 from server.audit import alerts, trail
@@ -472,7 +473,8 @@ def _overview(
     limits, said = _limits(proj, name, ch["unit"])
     marked = " Buckets reaching beyond them are marked in red." if limits else ""
     note = (
-        f"Whole batch: the stored series, {len(pts)} buckets of {width} s (each its minimum "
+        f"Whole batch: the stored series, {len(pts)} bucket{'' if len(pts) == 1 else 's'} of "
+        f"{width} s (each its minimum "
         f"to maximum). {said}{marked}"
     )
     return _chart_box(batch_id, i, name, ch["unit"], pts, alarms, span, note, limits=limits)
@@ -490,7 +492,7 @@ def _charts(
 ) -> list[Any]:
     times = _alarm_times(alarms)
     return [
-        {"name": name, "anchor": f"chart-{i + 1}", "ch": ch,
+        {"name": name, "anchor": f"chart-{i + 1}", "ch": ch, "unit": display_unit(ch["unit"]),
          "box": _overview(batch_id, i, name, ch, times, proj)}
         for i, (name, ch) in enumerate(tele.items())
     ]  # fmt: skip
