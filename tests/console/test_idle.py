@@ -5,7 +5,8 @@ absolute end.  The API's bearer sessions slide the same way."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,18 +20,28 @@ from tests.server.qa import add_people, login
 from .conftest import Served, new_page, sign_in
 
 
-@pytest.fixture
-def clocked(tmp_path: Path) -> Iterator[tuple[Server, list[datetime]]]:
-    t = [datetime.now(UTC)]
-    settings = Settings(
+@contextmanager
+def reviewer_server(
+    tmp_path: Path, clock: Callable[[], datetime], **settings: Any
+) -> Iterator[Server]:
+    """A server (SQLite) with one reviewer, rev.a, at SITE-A."""
+    s = Settings(
         database_url=f"sqlite:///{tmp_path / 'server.db'}",
         data_dir=tmp_path / "server",
         admin_token=ADMIN,
         rate_per_second=1000,
         rate_burst=1000,
+        **settings,
     )
-    with start_server(settings, lambda: t[0]) as srv:
+    with start_server(s, clock) as srv:
         add_people(srv, {"rev.a": ("Rita Reviewer", [("qa_reviewer", "SITE-A")])})
+        yield srv
+
+
+@pytest.fixture
+def clocked(tmp_path: Path) -> Iterator[tuple[Server, list[datetime]]]:
+    t = [datetime.now(UTC)]
+    with reviewer_server(tmp_path, lambda: t[0]) as srv:
         yield srv, t
 
 
@@ -81,16 +92,8 @@ def test_idle_timeout_slides_with_use_and_ends_at_the_absolute_maximum(
 def test_a_page_left_alone_is_cleared_when_its_session_ends(browser: Any, tmp_path: Path) -> None:
     """The browser side: after the idle time with no request, the page removes what it shows
     at once (even when the sign-in screen cannot be reached) and goes to the sign-in screen."""
-    settings = Settings(
-        database_url=f"sqlite:///{tmp_path / 'server.db'}",
-        data_dir=tmp_path / "server",
-        admin_token=ADMIN,
-        rate_per_second=1000,
-        rate_burst=1000,
-        token_ttl_s=3,  # 15 minutes in production
-    )
-    with start_server(settings, lambda: datetime.now(UTC)) as server:
-        add_people(server, {"rev.a": ("Rita Reviewer", [("qa_reviewer", "SITE-A")])})
+    # an idle timeout of 3 s (15 minutes in production)
+    with reviewer_server(tmp_path, lambda: datetime.now(UTC), token_ttl_s=3) as server:
         page = new_page(browser, Served(server, server.url), tmp_path / "screens")
         try:
             page.goto(f"{server.url}/console/signin")
