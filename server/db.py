@@ -330,7 +330,12 @@ class OosCase(Base):
 
 
 class AuditEntry(Base):
-    """One server write: who, what, when, old and new value, reason; hash-chained."""
+    """One server write: who, what, when, old and new value, reason; hash-chained in its stream
+    (server.audit.trail).  ``seq`` is the global id, for paging and export: assigned in append
+    order (a PostgreSQL sequence since 0012, so a rolled-back append leaves a gap), never a
+    chain position.  ``stream`` and ``stream_seq`` (since 0012): the stream the entry is chained
+    in and its place there, 1, 2, 3, ...; NULL in both for the entries of the legacy chain,
+    chained by ``seq`` before streams existed."""
 
     __tablename__ = "audit_trail"
     seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
@@ -344,14 +349,22 @@ class AuditEntry(Base):
     reason: Mapped[str | None] = mapped_column(Text)
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
-    __table_args__ = (Index("audit_object", "object_type", "object_id"),)
+    stream: Mapped[str | None] = mapped_column(String(200))
+    stream_seq: Mapped[int | None] = mapped_column(BigInteger)
+    __table_args__ = (
+        Index("audit_object", "object_type", "object_id"),
+        Index("audit_stream", "stream", "stream_seq", unique=True),
+    )
 
 
 class AuditHead(Base):
-    """A single row: the audit chain's head; updating it first serialises appends."""
+    """One row per audit stream (migration 0012): its last entry's place and hash.  An append
+    updates its stream's row first, so appends to one stream are serialised by that row's lock
+    and appends to different streams never wait for each other.  The legacy chain's head is
+    the row of stream ``legacy``."""
 
-    __tablename__ = "audit_head"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    __tablename__ = "audit_heads"
+    stream: Mapped[str] = mapped_column(String(200), primary_key=True)
     seq: Mapped[int] = mapped_column(BigInteger)
     hash: Mapped[str] = mapped_column(String(64))
 

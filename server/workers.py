@@ -90,13 +90,15 @@ class Lanes:
     """ASGI wrapper: at most ``threads - 1`` requests in the app at once, segment uploads at most
     half of them; the others wait here, before any thread, connection or lock is taken.
 
-    Why: a transaction that has appended to the audit trail holds its head row until it
-    commits, and a route with the request session (``server.people.auth.session``) commits in
-    its dependency's teardown, which needs a request thread.  Were every thread a request
-    waiting for that row, nothing would move again: seen at 1,000 units on two workers (40
-    enrolments and segments waiting for ``audit_head``, the holder ``idle in transaction``).  A
-    request uses one thread at a time, so with fewer requests in the app than threads one is
-    always free; and half of them stay for people while units upload."""
+    Why: a transaction holds the rows it locked (a unit's head row, an audit stream's head)
+    until it commits, and a route with the request session (``server.people.auth.session``)
+    commits in its dependency's teardown, which needs a request thread.  Were every thread a
+    request waiting for such a row, nothing would move again: seen at 1,000 units on two
+    workers, when every write still took the one ``audit_head`` row (40 enrolments and
+    segments waiting for it, the holder ``idle in transaction``).  Audit streams (migration
+    0012) leave far fewer requests waiting on one row, but a unit's retries still wait on its
+    own head row.  A request uses one thread at a time, so with fewer requests in the app than
+    threads one is always free; and half of them stay for people while units upload."""
 
     def __init__(self, app: Any, threads: int) -> None:
         import asyncio
@@ -154,6 +156,30 @@ def _size_pool(app: Any, per_worker: int) -> None:
     app.router.lifespan_context = lifespan
 
 
+def _sequencer(app: Any) -> None:
+    """Run the log's sequencer in the worker (:class:`server.log.store.Sequencer`): at start,
+    so leaves queued by writers that stopped between their commit and the sequencing (a crash,
+    a kill) are in the tree before the worker serves, then every second."""
+    from server.log.store import Sequencer
+
+    inner = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(a: Any) -> AsyncIterator[Any]:
+        seq = Sequencer(app.state.engine, SEQUENCE_EVERY_S, app.state.log_key)
+        seq.start()
+        try:
+            async with inner(a) as state:
+                yield state
+        finally:
+            seq.stop()
+
+    app.router.lifespan_context = lifespan
+
+
+SEQUENCE_EVERY_S = 1.0
+
+
 def app() -> Any:
     """The app factory each worker calls (``uvicorn ... --factory server.workers:app``)."""
     from server.app import create_app
@@ -162,6 +188,7 @@ def app() -> Any:
     raw = os.environ.get(_PER_WORKER_ENV)
     per_worker = int(raw) if raw and raw.isdigit() else per_worker_connections(1)
     _size_pool(built, per_worker)
+    _sequencer(built)
     return Lanes(built, max(2, per_worker // 2))
 
 

@@ -31,6 +31,7 @@ def audit_query(
     object_type: Annotated[str | None, Query(max_length=32)] = None,
     object_id: Annotated[str | None, Query(max_length=128)] = None,
     actor: Annotated[str | None, Query(max_length=ID)] = None,
+    stream: Annotated[str | None, Query(max_length=200)] = None,
     after: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> Any:
@@ -41,6 +42,10 @@ def audit_query(
         q = q.where(AuditEntry.object_id == object_id)
     if actor:
         q = q.where(AuditEntry.actor == actor)
+    if stream:
+        q = q.where(AuditEntry.stream == stream) if stream != audit.LEGACY else q.where(
+            AuditEntry.stream.is_(None)
+        )
     rows = list(db.scalars(q.order_by(AuditEntry.seq).limit(limit)))
     return {
         "entries": [audit.to_json(e) for e in rows],

@@ -10,7 +10,9 @@ from server.schemas import TEXT
 
 
 class AuditEntryOut(BaseModel):
-    seq: int
+    seq: int  # the global id (paging)
+    stream: str  # the chain it is in ("legacy": stored before streams)
+    stream_seq: int  # its place there
     at: str
     actor: str
     action: str
@@ -19,6 +21,7 @@ class AuditEntryOut(BaseModel):
     old: Any
     new: Any
     reason: str | None
+    prev_hash: str
     hash: str
 
 

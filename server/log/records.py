@@ -2,11 +2,12 @@
 
 Every new row of a logged table (QA signatures, dispositions, deviation closures, custody events
 recorded through the server, licences and their links, audit entries), and every change of a
-licence, becomes a typed leaf (:mod:`ebr_core.tlog.entries`) appended by one SQLAlchemy
+licence, becomes a typed leaf (:mod:`ebr_core.tlog.entries`) written by one SQLAlchemy
 ``after_flush`` listener on :class:`~sqlalchemy.orm.Session`, through the session's connection,
-in the flush's transaction: the leaf commits with the row or not at all, and no domain module
-knows the log exists.  Segments are logged by ingest (they are written through the driver's bulk
-path, not the ORM).
+in the flush's transaction (:func:`server.log.store.enqueue`: queued on PostgreSQL and sequenced
+right after the commit, into the tree at once on SQLite): the leaf commits with the row or not
+at all, and no domain module knows the log exists.  Segments are logged by ingest (they are
+written through the driver's bulk path, not the ORM).
 
 A row is bound by ``content_hash``: the SHA-256 of the canonical JSON of every column of the row
 as the database holds it (read back after the flush), with the table's name.  ``server log
@@ -39,7 +40,7 @@ from server.db import (
     QaSignature,
     Unit,
 )
-from server.log.store import append_leaves
+from server.log.store import enqueue, install_sequencing
 
 ROW_TAG = b"ctgtp/tlog-row/v1\x00"
 
@@ -205,13 +206,15 @@ def _after_flush(session: Session, _ctx: UOWTransaction) -> None:
             e = lg.entry(row)
             if e is not None:
                 entries.append(e)
-    append_leaves(conn, [e.to_bytes() for e in entries])
+    enqueue(session, [e.to_bytes() for e in entries])
 
 
 def install() -> None:
-    """Register the listener on every Session (idempotent)."""
+    """Register the listeners on every Session (idempotent): this one, and the sequencing of
+    what a session queued right after its commit."""
     if not event.contains(Session, "after_flush", _after_flush):
         event.listen(Session, "after_flush", _after_flush)
+    install_sequencing()
 
 
 install()

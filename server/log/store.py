@@ -1,27 +1,42 @@
 """Appending to the log, reading it as a :class:`~ebr_core.tlog.merkle.HashStore`, and signing
 its checkpoints.
 
-An append runs in the caller's transaction on the caller's connection: the leaf commits with
-the record it logs or not at all.  Appends are serialised by the ``tlog_head`` row (a row lock
-on PostgreSQL, the write lock on SQLite), taken after ``audit_head`` on PostgreSQL so that every
-writer takes the two in one order (an audit entry is itself logged when its row is flushed).
-The head holds the frontier, so an append costs O(log n) whatever the size of the log; each
-append writes its leaf and the complete subtrees it made, from which every proof and every tile
-is a few indexed reads.
+**Writers never hold the log's head** (issue 25).  A record's leaf is written in the record's
+own transaction, so it commits with the record or not at all: :func:`enqueue` (and
+:func:`append`).  On PostgreSQL it goes to ``tlog_pending``, which takes no lock anyone else
+waits for; :func:`sequence` then moves every queued leaf into the tree in its own short
+transaction under the ``tlog_head`` row lock: one lock for all the leaves committed meanwhile
+(group commit), held for a few inserts and one commit, never through a writer's transaction.
+The session that queued leaves has it run right after its commit (:func:`install_sequencing`),
+so a request's leaves are in the tree before it answers (a segment's receipt carries its
+proof): by itself, or, when a sequencing is already under way in the process, by the next
+one, which it waits for (:class:`GroupCommit`).  Each API worker runs it at start and every
+second too (:class:`Sequencer`), so a leaf whose writer died between its commit and the
+sequencing is integrated by the next one.  On SQLite every writer holds the database's one
+write lock anyway: the leaves go straight into the tree in the writer's transaction.
+
+The head holds the frontier, so integrating costs O(log n) whatever the size of the log; each
+integration writes its leaves and the complete subtrees they made, from which every proof and
+every tile is a few indexed reads.
+
+Over 400 lines because the tree's one write path (queue, sequencer, frontier) and its reads
+(proofs, tiles, checkpoints, cosignatures) share the tables' invariants.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TypeVar
 
-from sqlalchemy import Connection, func, insert, select, text, tuple_
+from sqlalchemy import Connection, Engine, event, func, insert, select, text, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from ebr_core.keys import PublicKey, UnitSigner
@@ -36,9 +51,17 @@ from ebr_core.tlog.note import (
     check_key_name,
 )
 from ebr_core.tlog.tiles import TILE_HEIGHT, Tile
-from server.log.tables import LogCheckpoint, LogCosignature, LogHead, LogLeaf, LogNode
+from server.log.tables import (
+    LogCheckpoint,
+    LogCosignature,
+    LogHead,
+    LogLeaf,
+    LogNode,
+    LogPending,
+)
 
 T = TypeVar("T")
+_log = logging.getLogger("ctgtp.server.log")
 
 
 def _conn(db: Session | Connection) -> Connection:
@@ -49,22 +72,21 @@ def _peaks(raw: bytes) -> list[bytes]:
     return [raw[i : i + HASH_SIZE] for i in range(0, len(raw), HASH_SIZE)]
 
 
-def append_leaves(db: Session | Connection, leaves: Sequence[bytes]) -> list[int]:
-    """Append ``leaves`` (leaf bytes) in the caller's transaction; their indexes."""
-    if not leaves:
-        return []
-    conn = _conn(db)
-    if conn.dialect.name == "postgresql":
-        # Lock order: audit_head, then tlog_head (audit.append takes audit_head before the
-        # audit entry's leaf is appended at the flush); never the other way round.
-        conn.execute(text("SELECT 1 FROM audit_head WHERE id = 1 FOR UPDATE"))
-    # An UPDATE takes the lock at once (SQLite's write lock; PostgreSQL's row lock) and reads
-    # the head as the last committed writer left it.
+def _lock_head(conn: Connection) -> tuple[int, bytes]:
+    """The head (size, peaks), locked until the caller's transaction ends: an UPDATE takes the
+    lock at once (SQLite's write lock, PostgreSQL's row lock) and reads the head as the last
+    committed writer left it."""
     size, raw = conn.execute(
         text("UPDATE tlog_head SET size = size WHERE id = 1 RETURNING size, peaks")
     ).one()
-    frontier = Frontier(int(size), _peaks(bytes(raw)))
-    leaf_rows, node_rows, first = [], [], int(size)
+    return int(size), bytes(raw)
+
+
+def _grow(conn: Connection, size: int, raw: bytes, leaves: Sequence[bytes]) -> Frontier:
+    """Append ``leaves`` to the tree whose locked head is (``size``, ``raw``); the new
+    frontier (their indexes: ``size`` on)."""
+    frontier = Frontier(size, _peaks(raw))
+    leaf_rows, node_rows = [], []
     for leaf in leaves:
         lh = leaf_hash(leaf)
         for level, idx, h in frontier.append(lh):
@@ -79,12 +101,292 @@ def append_leaves(db: Session | Connection, leaves: Sequence[bytes]) -> list[int
         text("UPDATE tlog_head SET size = :n, peaks = :p WHERE id = 1"),
         {"n": frontier.size, "p": b"".join(frontier.peaks)},
     )
-    return list(range(first, first + len(leaves)))
+    return frontier
 
 
-def append(db: Session | Connection, entry: LogEntry) -> int:
-    """Append one entry in the caller's transaction; its index in the log."""
-    return append_leaves(db, [entry.to_bytes()])[0]
+def append_leaves(db: Session | Connection, leaves: Sequence[bytes]) -> list[int]:
+    """Append ``leaves`` to the tree in the caller's transaction, which holds the head's lock
+    from here to its end (migrations, the rogue-administrator tests; SQLite's writers): their
+    indexes.  A PostgreSQL writer queues instead (:func:`enqueue`)."""
+    if not leaves:
+        return []
+    conn = _conn(db)
+    size, raw = _lock_head(conn)
+    _grow(conn, size, raw, leaves)
+    return list(range(size, size + len(leaves)))
+
+
+QUEUED = "tlog_queued"  # Session.info: ids of the leaves this transaction queued
+AFTER = "tlog_after_sequencing"  # Session.info: callbacks once its leaves are sequenced
+SIGN = "tlog_sign"  # Session.info: (key, time) to sign the checkpoint of what it sequences
+
+
+def queues(db: Session | Connection) -> bool:
+    """Whether leaves written on ``db`` wait in the queue (PostgreSQL) rather than go straight
+    into the tree (SQLite: its one write lock serialises every writer anyway)."""
+    return _conn(db).dialect.name == "postgresql"
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A leaf queued by its writer: in the tree once sequenced, at index ``floor`` or later
+    (``floor``: the tree's size before the writer committed)."""
+
+    leaf: bytes
+    floor: int
+
+
+def _queued_by(db: Session | Connection, ids: Sequence[int]) -> None:
+    if isinstance(db, Session):
+        db.info.setdefault(QUEUED, []).extend(ids)
+
+
+def enqueue(db: Session | Connection, leaves: Sequence[bytes]) -> list[int] | None:
+    """Log ``leaves`` with the caller's transaction: their indexes where they go straight into
+    the tree (SQLite), None where they are queued for the sequencer (PostgreSQL; with a
+    Session, it sequences them right after its commit)."""
+    if not leaves:
+        return []
+    conn = _conn(db)
+    if not queues(conn):
+        size, raw = _lock_head(conn)
+        _grow(conn, size, raw, leaves)
+        return list(range(size, size + len(leaves)))
+    got = conn.execute(
+        insert(LogPending).returning(LogPending.id, sort_by_parameter_order=True),
+        [{"leaf": leaf} for leaf in leaves],
+    )
+    _queued_by(db, [int(i) for i in got.scalars()])
+    return None
+
+
+def append(db: Session | Connection, entry: LogEntry) -> int | Pending:
+    """Log one entry with the caller's transaction: its index, or where it is queued, a
+    :class:`Pending` that :func:`locate` finds once it is sequenced."""
+    leaf = entry.to_bytes()
+    conn = _conn(db)
+    if not queues(conn):
+        size, raw = _lock_head(conn)
+        _grow(conn, size, raw, [leaf])
+        return size
+    # The tree's size as committed now: the leaf, committed later, cannot be below it.
+    pid, floor = conn.execute(
+        text("INSERT INTO tlog_pending (leaf) VALUES (:l) "
+             "RETURNING id, (SELECT size FROM tlog_head WHERE id = 1)"),
+        {"l": leaf},
+    ).one()  # fmt: skip
+    _queued_by(db, [int(pid)])
+    return Pending(leaf, int(floor))
+
+
+def after_sequencing(
+    db: Session,
+    fn: Callable[[Connection], None],
+    sign: tuple[LogKey, datetime] | None = None,
+) -> None:
+    """Call ``fn(conn)`` once the leaves ``db``'s transaction queued are sequenced, right after
+    its commit (not at all if it rolls back), on the connection that sequenced them (no
+    transaction open); with ``sign``, the sequencing signs the checkpoint of the tree it
+    leaves, in its own transaction (so ``fn`` finds one)."""
+    db.info.setdefault(AFTER, []).append(fn)
+    if sign is not None:
+        db.info[SIGN] = sign
+
+
+def integrate_pending(
+    conn: Connection, limit: int, sign: tuple[LogKey, datetime] | None = None
+) -> int:
+    """In the caller's transaction: at most ``limit`` queued leaves, in queue order, into the
+    tree (under the head's lock, taken first), out of the queue, and with ``sign`` the
+    checkpoint of the new tree signed; how many."""
+    size, raw = _lock_head(conn)
+    # queued leaves seen from here on are this caller's: taken out of the queue and read at once
+    rows = sorted(conn.execute(
+        text("DELETE FROM tlog_pending WHERE id IN (SELECT id FROM tlog_pending ORDER BY id "
+             "LIMIT :n) RETURNING id, leaf"),
+        {"n": limit},
+    ).all(), key=lambda r: int(r[0]))  # fmt: skip
+    if not rows:
+        return 0
+    frontier = _grow(conn, size, raw, [bytes(r[1]) for r in rows])
+    if sign is not None:
+        key, at = sign
+        note = sign_checkpoint(Checkpoint(key.origin, frontier.size, frontier.root()), key.signer)
+        values = {"size": frontier.size, "note": note.to_bytes().decode(), "signed_at": at}
+        ins = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+        conn.execute(ins(LogCheckpoint).values(**values).on_conflict_do_nothing())
+    return len(rows)
+
+
+def sequence_on(
+    conn: Connection,
+    *,
+    limit: int = 2000,
+    sign: tuple[LogKey, datetime] | None = None,
+    look_first: bool = True,
+) -> int:
+    """Integrate everything queued, ``limit`` leaves at a time, each lot in its own short
+    transaction on ``conn`` (which has none open, and is left with none); how many.  Anyone may
+    call it at any moment: a leaf is integrated once, and a caller that finds the queue empty
+    takes no lock (``look_first=False``: a caller that knows leaves were queued goes straight
+    to the head)."""
+    if look_first:
+        try:
+            first = conn.execute(select(LogPending.id).order_by(LogPending.id).limit(1)).first()
+        finally:
+            conn.rollback()
+        if first is None:
+            return 0
+    total = 0
+    while True:
+        with conn.begin():
+            n = integrate_pending(conn, limit, sign)
+        total += n
+        if n < limit:
+            return total
+
+
+class GroupCommit:
+    """Group commit of the log in one process: one sequencing at a time, and every writer that
+    committed before a sequencing started is served by it.
+
+    A writer that has just committed needs a sequencing that starts after its commit.  If none
+    is running it becomes the leader and runs one (:func:`sequence_on`, which takes the head's
+    lock: the leaders of the other API workers are the only other contenders); otherwise it
+    waits (a condition variable, no database work) for the next one to finish, which takes its
+    leaves with everyone else's.  So the head's lock sees one request per process at a time,
+    whatever the number of writers, and each sequencing integrates what they all committed."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._started = 0  # sequencings started in this process
+        self._done = 0  # the last one finished (they run one at a time)
+        self._running = False
+
+    def sync(self, conn: Connection, sign: tuple[LogKey, datetime] | None = None) -> None:
+        """Return once a sequencing that started after this call has finished (run by this
+        caller on ``conn``, or by another thread)."""
+        with self._cond:
+            need = self._started + 1  # one in progress may have started before the commit
+            mine = 0
+            while self._done < need:
+                if not self._running:
+                    self._running, self._started = True, self._started + 1
+                    mine = self._started
+                    break
+                self._cond.wait()
+            else:
+                return
+        try:
+            sequence_on(conn, sign=sign, look_first=False)  # its writer queued leaves
+        finally:
+            with self._cond:
+                self._running, self._done = False, mine
+                self._cond.notify_all()
+
+
+GROUP = GroupCommit()
+
+
+def sequence(
+    engine: Engine, *, limit: int = 2000, sign: tuple[LogKey, datetime] | None = None
+) -> int:
+    """:func:`sequence_on` a connection of ``engine``'s pool."""
+    with engine.connect() as conn:
+        return sequence_on(conn, limit=limit, sign=sign)
+
+
+def snapshot(db: Session) -> None:
+    """Make ``db``'s next transaction read one snapshot (PostgreSQL's REPEATABLE READ), so a
+    check sees every leaf once, in the tree or in the queue, while the sequencer moves them: a
+    no-op on a session already in a transaction, and on SQLite."""
+    if not db.in_transaction() and db.get_bind().dialect.name == "postgresql":
+        db.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+
+
+def queued(db: Session | Connection) -> list[bytes]:
+    """The leaves waiting for the sequencer, in queue order."""
+    q = select(LogPending.leaf).order_by(LogPending.id)
+    return [bytes(x) for x in _conn(db).execute(q).scalars()]
+
+
+def locate(db: Session | Connection, p: Pending) -> int | None:
+    """The index of a queued leaf once sequenced (None while still queued)."""
+    size = head(db).size
+    got = _conn(db).execute(
+        select(LogLeaf.idx)
+        .where(LogLeaf.idx >= p.floor, LogLeaf.idx < size, LogLeaf.leaf == p.leaf)
+        .order_by(LogLeaf.idx)
+        .limit(1)
+    ).scalar()
+    return None if got is None else int(got)
+
+
+class Sequencer:
+    """:func:`sequence` at start and every ``interval_s`` in a daemon thread: one per API worker,
+    so a leaf whose writer stopped between its commit and the sequencing waits at most that;
+    with ``key``, each lot it integrates gets its checkpoint signed."""
+
+    def __init__(self, engine: Engine, interval_s: float = 1.0, key: LogKey | None = None) -> None:
+        self.engine, self.interval_s, self.key = engine, interval_s, key
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def run_once(self) -> int:
+        sign = None if self.key is None else (self.key, datetime.now(UTC))
+        try:
+            return sequence(self.engine, sign=sign)
+        except SQLAlchemyError as e:  # the database away or a lock timeout: next time
+            _log.warning("log sequencer: %s", e)
+            return 0
+
+    def start(self) -> None:
+        self.run_once()
+
+        def loop() -> None:
+            while not self._stop.wait(self.interval_s):
+                self.run_once()
+
+        self._thread = threading.Thread(target=loop, name="tlog-sequencer", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10)
+
+
+def _after_commit(session: Session) -> None:
+    if session.in_nested_transaction():  # a savepoint released: the transaction goes on
+        return
+    queued = session.info.pop(QUEUED, None)
+    callbacks = session.info.pop(AFTER, [])
+    sign = session.info.pop(SIGN, None)
+    bind = session.get_bind()
+    if not queued or not isinstance(bind, Engine):  # bound to its caller's connection: later
+        return
+    with bind.connect() as conn:  # one connection for the sequencing and what waits for it
+        try:
+            GROUP.sync(conn, sign)
+        except SQLAlchemyError as e:  # still queued: the next writer or the Sequencer takes them
+            _log.warning("log sequencer after a commit: %s", e)
+            conn.rollback()
+        for fn in callbacks:
+            fn(conn)
+
+
+def _after_rollback(session: Session) -> None:
+    if session.in_nested_transaction():  # back to a savepoint: what came before it stays
+        return
+    for k in (QUEUED, AFTER, SIGN):
+        session.info.pop(k, None)
+
+
+def install_sequencing() -> None:
+    """Sequence what a session queued right after its commit (idempotent)."""
+    if not event.contains(Session, "after_commit", _after_commit):
+        event.listen(Session, "after_commit", _after_commit)
+        event.listen(Session, "after_rollback", _after_rollback)
 
 
 @dataclass(frozen=True)

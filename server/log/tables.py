@@ -5,11 +5,15 @@
 * ``tlog_nodes``: every complete subtree of level >= 1 as the frontier makes it (append-only):
   a proof or a tile is a few reads of it;
 * ``tlog_head``: the one row holding the tree size and its frontier (the right edge's
-  perfect-subtree roots); an append updates it under its row lock, like ``audit_head``;
+  perfect-subtree roots); an append updates it under its row lock;
 * ``tlog_checkpoints``: one signed checkpoint (a C2SP signed note) per size signed
   (append-only);
 * ``tlog_cosignatures`` (migration 0011): witness cosignature lines pushed for a stored
-  checkpoint, each verified under a configured witness key before it is kept (append-only).
+  checkpoint, each verified under a configured witness key before it is kept (append-only);
+* ``tlog_pending`` (migration 0012): leaves written by a writer's transaction and not yet in
+  the tree (PostgreSQL): the sequencer (:func:`server.log.store.sequence`) moves them into
+  ``tlog_leaves`` in its own short transaction and deletes them here.  A queue, not a record:
+  its rows live for milliseconds.
 """
 
 from __future__ import annotations
@@ -51,6 +55,16 @@ class LogCheckpoint(Base):
     size: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     note: Mapped[str] = mapped_column(Text)
     signed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class LogPending(Base):
+    """A leaf committed by its writer and waiting for the sequencer (``id``: queue order)."""
+
+    __tablename__ = "tlog_pending"
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    leaf: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class LogCosignature(Base):

@@ -8,10 +8,13 @@ Two questions, both answered from the tables alone:
   Checkpoints held elsewhere (``--trusted``: a witness's state, a receipt's checkpoint) are
   compared too: a smaller tree than one already published, or another root for a published
   size, is a rewritten log.
-* **Does the database still hold what the log says?**  The audit trail is walked (chain, head)
-  and each entry compared with its ``audit`` leaf; each ``segment`` leaf's events must still be
-  stored, ending at its head hash; each logged row's ``content_hash`` is recomputed
-  (:func:`server.log.records.content_hash`), and every logged row must have a leaf.
+* **Does the database still hold what the log says?**  The audit trail is walked (every
+  stream's chain and head, :func:`server.audit.trail.check`) and each entry compared with its
+  ``audit`` leaf; each ``segment`` leaf's events must still be stored, ending at its head hash;
+  each logged row's ``content_hash`` is recomputed (:func:`server.log.records.content_hash`),
+  and every logged row must have a leaf.  Leaves still queued for the sequencer
+  (``tlog_pending``, PostgreSQL) count as logged for these checks: their records are committed
+  and their leaves will be in the tree (``checked["queued"]`` says how many).
 
 A rogue administrator who edits a record and everything that chains it (the audit trail) still
 cannot make its leaf agree without rewriting the log, and a rewritten log contradicts every
@@ -39,9 +42,10 @@ from ebr_core.tlog.entries import EntryKind, LogEntry
 from ebr_core.tlog.errors import TlogError
 from ebr_core.tlog.merkle import HASH_SIZE, MerkleTree, leaf_hash
 from ebr_core.tlog.note import Ed25519NoteVerifier, SignedNote
-from server.audit.trail import GENESIS, entry_hash
-from server.db import AuditEntry, AuditHead, EventRow
+from server.audit import trail
+from server.db import EventRow
 from server.log.records import BY_TABLE, LOGGED, Logged, content_hash, hex64
+from server.log.store import queued, snapshot
 from server.log.tables import LogCheckpoint, LogCosignature, LogHead, LogLeaf, LogNode
 
 
@@ -131,6 +135,32 @@ def _leaves(db: Session, batch: int = 5000) -> Iterator[tuple[int, bytes, bytes]
         last = int(rows[-1][0])
 
 
+def audit_anchors(db: Session) -> trail.Anchors:
+    """The log's ``audit`` leaves, in the tree and queued (index None), by entry id: what
+    ``ctgtp server audit verify`` compares the trail with."""
+    marker = b'"kind":"audit"'
+
+    def fields() -> Iterator[tuple[int | None, dict[str, str | int]]]:
+        for idx, leaf, _ in _leaves(db):
+            if marker in leaf:
+                try:
+                    e = LogEntry.parse(leaf)
+                except TlogError:
+                    continue  # not an entry: `server log verify` names it
+                if e.kind is EntryKind.AUDIT:
+                    yield idx, dict(e.fields)
+        for leaf in queued(db):
+            if marker in leaf:
+                try:
+                    e = LogEntry.parse(leaf)
+                except TlogError:
+                    continue
+                if e.kind is EntryKind.AUDIT:
+                    yield None, dict(e.fields)
+
+    return trail.anchors_of(fields())
+
+
 def verify_log(
     db: Session,
     log: Ed25519NoteVerifier,
@@ -143,8 +173,9 @@ def verify_log(
     held outside the database; ``witnesses``, ``quorum``: the configured witnesses and how many
     must cosign the latest checkpoint (a finding only with ``require_witnessed``)."""
     rep = Report(quorum=quorum)
+    snapshot(db)
     tree = MerkleTree()
-    entries: list[tuple[int, LogEntry]] = []
+    entries: list[tuple[int | None, LogEntry]] = []
     expected = 0
     for idx, leaf, stored_hash in _leaves(db):
         if idx != expected:
@@ -161,6 +192,12 @@ def verify_log(
         expected += 1
     n = tree.size()
     rep.leaves, rep.root = n, base64.b64encode(tree.root()).decode("ascii")
+    waiting = queued(db)
+    for leaf in waiting:
+        try:
+            entries.append((None, LogEntry.parse(leaf)))
+        except TlogError as e:
+            rep.add("tree", f"a leaf queued for the log is not a log entry: {e}")
     _check_head(db, tree, rep)
     _check_nodes(db, tree, rep)
     _check_checkpoints(db, log, tree, trusted, rep)
@@ -168,6 +205,7 @@ def verify_log(
     _check_segments(db, entries, rep)
     _check_rows(db, entries, rep)
     _check_cosignatures(db, witnesses, rep)
+    rep.checked["queued"] = len(waiting)  # leaves of committed records, not yet in the tree
     if require_witnessed and not rep.witnessed:
         rep.add("witness", rep.witness_line())
     return rep
@@ -291,43 +329,17 @@ def _check_cosignatures(
     rep.checked["cosignatures"] = n
 
 
-def _check_audit(db: Session, entries: list[tuple[int, LogEntry]], rep: Report) -> None:
-    logged: dict[int, tuple[int, str]] = {}
-    for idx, e in entries:
-        if e.kind is EntryKind.AUDIT:
-            seq = int(e.fields["seq"])
-            if seq in logged:
-                rep.add("audit", f"audit entry {seq} is logged twice (leaf {logged[seq][0]})", idx)
-            logged[seq] = (idx, str(e.fields["hash"]))
-    prev, expected, n = GENESIS, 1, 0
-    last = 0
-    for row in db.scalars(select(AuditEntry).order_by(AuditEntry.seq)).yield_per(2000):
-        rec = f"audit entry {row.seq}"
-        if row.seq != expected:
-            rep.add("audit", f"entries {expected}-{row.seq - 1} are missing from the trail",
-                    record=rec)  # fmt: skip
-        if row.prev_hash != prev:
-            rep.add("audit", "does not link to the previous entry's hash", record=rec)
-        if entry_hash(row.prev_hash, row) != row.hash:
-            rep.add("audit", "content does not match its hash (altered)", record=rec)
-        got = logged.pop(row.seq, None)
-        if got is None:
-            rep.add("audit", "is in the trail but not in the log (added behind the log's back)",
-                    record=rec)  # fmt: skip
-        elif got[1] != hex64(row.hash):
-            rep.add("audit", f"the log holds hash {got[1]}, the trail's entry has {row.hash} "
-                    "(the entry was changed and the chain recomputed)", got[0], rec)  # fmt: skip
-        prev, expected, n, last = row.hash, row.seq + 1, n + 1, row.seq
-    for seq, (idx, h) in sorted(logged.items()):
-        rep.add("audit", f"is in the log (hash {h}) but not in the trail (deleted)", idx,
-                f"audit entry {seq}")  # fmt: skip
-    head = db.get(AuditHead, 1)
-    if head is not None and (head.seq != last or head.hash != prev):
-        rep.add("audit", f"the trail's head says entry {head.seq}, the trail ends at {last}")
-    rep.checked["audit"] = n
+def _check_audit(db: Session, entries: list[tuple[int | None, LogEntry]], rep: Report) -> None:
+    anchors = trail.anchors_of((idx, e.fields) for idx, e in entries if e.kind is EntryKind.AUDIT)
+    got = trail.check(db, anchors)
+    for f in got.findings:
+        rep.add("audit", f"stream {f.stream or 'unknown'}: {f.detail}", f.leaf, f.record())
+    rep.checked["audit"] = got.entries
 
 
-def _check_segments(db: Session, entries: list[tuple[int, LogEntry]], rep: Report) -> None:
+def _check_segments(
+    db: Session, entries: list[tuple[int | None, LogEntry]], rep: Report
+) -> None:
     n = 0
     for idx, e in entries:
         if e.kind is not EntryKind.SEGMENT:
@@ -363,8 +375,8 @@ def _field_diffs(e: LogEntry, now: dict[str, str | int]) -> list[str]:
     return out
 
 
-def _check_rows(db: Session, entries: list[tuple[int, LogEntry]], rep: Report) -> None:
-    latest: dict[tuple[str, str], tuple[int, LogEntry]] = {}
+def _check_rows(db: Session, entries: list[tuple[int | None, LogEntry]], rep: Report) -> None:
+    latest: dict[tuple[str, str], tuple[int | None, LogEntry]] = {}
     for idx, e in entries:
         table = e.fields.get("table")
         if e.kind in (EntryKind.AUDIT, EntryKind.SEGMENT) or not isinstance(table, str):
@@ -376,7 +388,8 @@ def _check_rows(db: Session, entries: list[tuple[int, LogEntry]], rep: Report) -
     n = 0
     for lg in LOGGED:
         n += _check_table(db, lg, latest, rep)
-    for (table, key), (idx, _) in sorted(latest.items(), key=lambda kv: kv[1][0]):
+    order = {id(e): i for i, (_, e) in enumerate(entries)}  # queued leaves come last
+    for (table, key), (idx, _) in sorted(latest.items(), key=lambda kv: order[id(kv[1][1])]):
         rep.add("row", "the row is gone (deleted)", idx, f"{table} {key}")
     rep.checked["rows"] = n
 
@@ -384,7 +397,7 @@ def _check_rows(db: Session, entries: list[tuple[int, LogEntry]], rep: Report) -
 def _check_table(
     db: Session,
     lg: Logged,
-    latest: dict[tuple[str, str], tuple[int, LogEntry]],
+    latest: dict[tuple[str, str], tuple[int | None, LogEntry]],
     rep: Report,
 ) -> int:
     t = lg.table

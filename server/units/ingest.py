@@ -129,8 +129,10 @@ class IngestResult:
     head_seq: int
     head_hash: str
     ingest_us: int = 0
-    log_index: int | None = None  # the segment's leaf; None when nothing new was stored
-    log: dict[str, Any] | None = None  # the receipt's ``log`` member (server.log.api.receipt_log)
+    # the segment's leaf: its index (SQLite), or queued for the log's sequencer (PostgreSQL,
+    # server.log.store.Pending); None when nothing new was stored
+    log_index: int | log.Pending | None = None
+    log: dict[str, Any] | None = None  # the receipt's ``log`` member (server.log.receipts)
 
 
 def ingest(
@@ -199,7 +201,8 @@ def ingest(
                 "batches": sorted(deltas),
             },
         )
-        # The segment's leaf, in this transaction: logged with the events or not at all.
+        # The segment's leaf, in this transaction: logged with the events or not at all (on
+        # PostgreSQL queued, sequenced right after the commit: no log lock is held here).
         log_index = log.append(
             db,
             records.segment_entry(

@@ -4,6 +4,7 @@ authentication of a unit's signed request.  Ingest is :mod:`server.units.ingest`
 from __future__ import annotations
 
 import base64
+import threading
 from datetime import UTC, datetime
 
 from sqlalchemy import delete, select, text
@@ -269,6 +270,29 @@ class RateLimiter:
             self._state.clear()
 
 
+class NonceSweep:
+    """When this process next deletes expired nonces: at most once every ``every_s`` seconds
+    (a request's transaction does it), not at every request.  A nonce outside the time window
+    can never be replayed (the request's time is refused first), so deleting it late only keeps
+    a row a little longer; deleting at every request made every request rescan the index's
+    dead entries, and concurrent requests wait for each other's rows."""
+
+    def __init__(self, every_s: float = 1.0) -> None:
+        self.every_s = every_s
+        self._next = 0.0
+        self._lock = threading.Lock()
+
+    def due(self, t: float) -> bool:
+        with self._lock:
+            if t < self._next:
+                return False
+            self._next = t + self.every_s
+            return True
+
+
+SWEEP = NonceSweep()
+
+
 def authenticate(
     db: Session,
     settings: Settings,
@@ -322,7 +346,8 @@ def authenticate(
             alert(db, "unit.revoked_request", h.unit_id, why, at=at)
             db.commit()
         raise UnitRevoked(f"unit {h.unit_id} (key {h.key_id}) is revoked")
-    db.execute(delete(Nonce).where(Nonce.seen_at < t - 2 * settings.clock_window_s))
+    if SWEEP.due(t):
+        db.execute(delete(Nonce).where(Nonce.seen_at < t - 2 * settings.clock_window_s))
     db.add(Nonce(unit_id=h.unit_id, nonce=h.nonce, seen_at=t))
     try:
         db.flush()

@@ -6,8 +6,8 @@ append-only triggers are dropped first.  Who catches what:
 |---|---|
 | change a disposition | ``ctgtp server log verify`` (the row's content_hash differs from its leaf); an auditor with the decision's ``.tlog-proof`` |
 | delete a stored segment | ``server log verify`` (the segment leaf's events are gone) |
-| delete the last N audit entries and rewind the head | ``server log verify`` (their leaves remain); ``server audit verify`` does not see it |
-| recompute the audit chain after an edit | ``server log verify`` (the audit leaf's hash differs); ``server audit verify`` does not see it |
+| delete the last N audit entries of a stream and rewind its head | ``server audit verify`` and ``server log verify`` (their leaves remain) |
+| recompute a stream's audit chain after an edit | ``server audit verify`` and ``server log verify`` (the audit leaf's hash differs) |
 | rewrite the log itself: a smaller tree re-signed | a witness holding an earlier checkpoint (``rewound``); ``server log verify --trusted`` |
 | rewrite the log to match the edits: another tree re-signed (a fork) | a witness (``rewound`` or ``split-view``) and ``server log verify --trusted``; ``server log verify`` alone cannot |
 
@@ -62,10 +62,11 @@ def log_verify(server: Server, *trusted: Path) -> tuple[int, dict[str, Any]]:
     return r.exit_code, json.loads(r.output)
 
 
-def audit_verify_passes(server: Server) -> bool:
+def audit_verify(server: Server) -> tuple[int, dict[str, Any]]:
     s = server.settings
-    r = CliRunner().invoke(server_cli, ["audit", "verify", "--database-url", s.database_url])
-    return r.exit_code == 0
+    r = CliRunner().invoke(server_cli, ["audit", "verify", "--json", "--database-url",
+                                        s.database_url])  # fmt: skip
+    return r.exit_code, json.loads(r.output)
 
 
 def drop_guards(conn: Connection, *tables: str) -> None:
@@ -172,37 +173,57 @@ def test_edits_of_the_records_are_named_by_log_verify(server: Server, tmp_path: 
     assert len({f["leaf"] for f in seg}) == 1
     assert any("events are no longer stored" in f["detail"] for f in seg), seg
 
-    # 3. Delete the last 2 audit entries and rewind the head: the chain still verifies.
+    # 3. Delete the last 2 audit entries of a stream and rewind its head: its chain still
+    # verifies; their anchors in the log do not go away.
+    assert audit_verify(server)[0] == 0
     with Session(engine) as db:
         last = db.query(AuditEntry).order_by(AuditEntry.seq.desc()).first()
-        assert last is not None
-        n = last.seq
-        keep = db.get(AuditEntry, n - 2)
-        assert keep is not None
-        keep_hash = keep.hash
+        assert last is not None and last.stream is not None
+        stream = last.stream
+        mine = db.query(AuditEntry).filter(AuditEntry.stream == stream).order_by(
+            AuditEntry.stream_seq).all()  # fmt: skip
+        assert len(mine) >= 3
+        keep, cut_off = mine[-3], [e.seq for e in mine[-2:]]
     with attack(server, "audit_trail") as c:
-        c.exec_driver_sql(f"DELETE FROM audit_trail WHERE seq > {n - 2}")
-        c.execute(text("UPDATE audit_head SET seq = :s, hash = :h"), {"s": n - 2, "h": keep_hash})
-    assert audit_verify_passes(server)  # the old check is fooled
+        c.execute(text("DELETE FROM audit_trail WHERE seq IN (:a, :b)"),
+                  {"a": cut_off[0], "b": cut_off[1]})  # fmt: skip
+        c.execute(text("UPDATE audit_heads SET seq = :s, hash = :h WHERE stream = :st"),
+                  {"s": keep.stream_seq, "h": keep.hash, "st": stream})  # fmt: skip
+    with Session(engine) as db:
+        assert trail.check(db, None).ok  # the chains alone are fooled
+    code, rep = audit_verify(server)
+    assert code == 1 and sorted(f["seq"] for f in rep["gone"]) == cut_off, rep
     code, rep = log_verify(server)
     gone = [f for f in findings(rep, "audit") if "not in the trail (deleted)" in f["detail"]]
-    assert code == 1 and [f["record"] for f in gone] == [f"audit entry {n - 1}", f"audit entry {n}"]
+    assert code == 1 and [f["record"] for f in gone] == [f"audit entry {n}" for n in cut_off]
 
-    # 4. Edit an audit entry and recompute the chain from it: the chain verifies again.
-    k = n - 4
+    # 4. Edit an audit entry and recompute its stream's chain and head from it: the chain
+    # verifies again, the anchors of the three entries from it on do not.
+    with Session(engine) as db:
+        streams = db.execute(text("SELECT stream, count(*) FROM audit_trail WHERE stream IS NOT "
+                                  "NULL GROUP BY stream ORDER BY count(*) DESC, stream")).all()  # fmt: skip
+    longest = str(streams[0][0])
     with attack(server, "audit_trail") as c, Session(bind=c) as db:
-        rows = db.query(AuditEntry).filter(AuditEntry.seq >= k).order_by(AuditEntry.seq).all()
+        rows = db.query(AuditEntry).filter(AuditEntry.stream == longest).order_by(
+            AuditEntry.stream_seq).all()[-3:]  # fmt: skip
         rows[0].reason = "nothing happened"
         prev = rows[0].prev_hash
         for e in rows:
             e.prev_hash, e.hash = prev, trail.entry_hash(prev, e)
             prev = e.hash
         db.flush()
-        c.execute(text("UPDATE audit_head SET hash = :h"), {"h": prev})
-    assert audit_verify_passes(server)
+        edited = [e.seq for e in rows]
+        c.execute(text("UPDATE audit_heads SET hash = :h WHERE stream = :s"),
+                  {"h": prev, "s": longest})  # fmt: skip
+    with Session(engine) as db:
+        assert trail.check(db, None).ok
+    code, rep = audit_verify(server)
+    (bad,) = rep["bad_streams"]
+    assert code == 1 and bad["stream"] == longest and bad["first"]["seq"] == edited[0], rep
+    assert "chain recomputed" in bad["first"]["detail"] and bad["findings"] == 3
     code, rep = log_verify(server)
     changed = [f for f in findings(rep, "audit") if "chain recomputed" in f["detail"]]
-    assert code == 1 and changed[0]["record"] == f"audit entry {k}" and len(changed) == 3
+    assert code == 1 and [f["record"] for f in changed] == [f"audit entry {n}" for n in edited]
     engine.dispose()
 
 

@@ -144,26 +144,33 @@ def test_proofs_outside_the_tree_are_refused_naming_the_sizes(
 
 
 def test_a_rolled_back_append_leaves_no_leaf(server: Server) -> None:
-    """A leaf is appended in the caller's transaction: an audit entry flushed and then rolled
-    back leaves no leaf, the next one commits with its leaf (appended by the listener)."""
+    """A leaf is written in the caller's transaction (into the tree on SQLite, into the queue
+    for the sequencer on PostgreSQL): an audit entry flushed and then rolled back leaves no
+    leaf, the next one commits with its leaf (written by the listener), sequenced at once."""
     engine = make_engine(server.settings.database_url)
     at = datetime.now(UTC)
     try:
         with Session(engine) as db:
             before = store.head(db).size
             e = trail.append(db, at=at, actor="t", action="x", object_type="t", object_id="1")
-            db.flush()  # the listener appends the entry's leaf
-            assert store.head(db).size == before + 1
-            assert store.leaves(db, before, before + 1) == [
-                records.audit_entry(e.seq, e.hash).to_bytes()
-            ]
-            store.append(db, records.segment_entry("U", 1, 2, "ab" * 32))
-            assert store.head(db).size == before + 2
+            db.flush()  # the listener writes the entry's leaf
+            leaf = records.audit_entry(e.seq, e.hash).to_bytes()
+            queued = store.queues(db)
+            if queued:
+                assert store.head(db).size == before and store.queued(db) == [leaf]
+            else:
+                assert store.head(db).size == before + 1
+                assert store.leaves(db, before, before + 1) == [leaf]
+            p = store.append(db, records.segment_entry("U", 1, 2, "ab" * 32))
+            assert isinstance(p, store.Pending) == queued
+            assert len(store.queued(db)) == (2 if queued else 0)
+            assert store.head(db).size == before + (0 if queued else 2)
             db.rollback()
         with Session(engine) as db:
             assert store.head(db).size == before
             assert len(store.leaves(db, 0, before)) == before
             assert db.query(LogLeaf).count() == before  # no orphan leaf past the head
+            assert store.queued(db) == []
             e = trail.append(db, at=at, actor="t", action="y", object_type="t", object_id="2")
             db.commit()
             # the index the rolled-back entry had is the next one's

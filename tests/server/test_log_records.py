@@ -174,6 +174,10 @@ def test_a_database_from_before_the_log_is_logged_by_the_migration(db_url: str) 
 
 @pytest.mark.postgres
 def test_concurrent_writers_get_distinct_consecutive_indexes(pg: object) -> None:
+    """Six writers on PostgreSQL, each transaction an audit entry (its leaf written by the
+    listener at the flush) and a segment's leaf (as ingest writes it): the leaves are queued
+    with their records and sequenced after each commit; every one lands once, and each writer
+    finds its segment's leaf."""
     url = pg.create_db("log_concurrent")  # type: ignore[attr-defined]
     engine = make_engine(url)
     migrate(engine)
@@ -185,12 +189,13 @@ def test_concurrent_writers_get_distinct_consecutive_indexes(pg: object) -> None
         try:
             for i in range(15):
                 with Session(engine) as db:
-                    # an audit entry (logged by the listener at the flush) and a leaf appended
-                    # directly, in one transaction, as ingest does
                     trail.append(db, at=AT, actor=f"w{w}", action="a", object_type="t",
                                  object_id=str(i))  # fmt: skip
-                    idx = store.append(db, records.segment_entry(f"U{w}", i + 1, i + 1, "ab" * 32))
-                    db.commit()
+                    p = store.append(db, records.segment_entry(f"U{w}", i + 1, i + 1, "ab" * 32))
+                    assert isinstance(p, store.Pending)  # queued: no log lock held here
+                    db.commit()  # ... and sequenced right after
+                    idx = store.locate(db, p)
+                assert idx is not None
                 with lock:
                     got.append(idx)
         except BaseException as e:
@@ -206,11 +211,14 @@ def test_concurrent_writers_get_distinct_consecutive_indexes(pg: object) -> None
         assert len(got) == len(set(got)) == 90
         with Session(engine) as db:
             size = store.head(db).size
-            assert size == 180
+            assert size == 180 and store.queued(db) == []
             rep = verify_log(db, KEY.verifier)
-            # the tree, the head and every node agree; every audit entry has its leaf
+            # the tree, the head and every node agree; every audit entry has its leaf, once
             assert [f for f in rep.findings if f.part in ("tree", "audit")] == []
             assert rep.checked["audit"] == 90
+            leaves = all_leaves(db)
+        segments = [e for e in leaves if e.kind is EntryKind.SEGMENT]
+        assert len(segments) == len({tuple(e.fields.items()) for e in segments}) == 90
     finally:
         engine.dispose()
 

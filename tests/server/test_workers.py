@@ -2,7 +2,8 @@
 ``serve_subprocess(..., workers=2)``, requests over real HTTP, each racing request on its own
 connection so the two worker processes take them as the kernel hands them out.  What the
 database decides stays decided once: segments in order and exactly once, one enrolment, one
-disposition per state, one custody step."""
+disposition per state, one custody step; writes to different audit streams at once all land,
+every stream verifies and the log holds each of them once."""
 
 from __future__ import annotations
 
@@ -14,11 +15,16 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 from sqlalchemy import text
+from sqlalchemy.orm import Session
 
 from ebr_core.keys import PublicKey, UnitSigner
+from ebr_core.tlog.entries import EntryKind, LogEntry
 from edge.ledger import Append, Ledger
 from edge.sync import SyncClient
-from server.db import make_engine
+from server.audit import trail
+from server.db import AuditEntry, make_engine
+from server.log import store
+from server.log.verify import audit_anchors
 from server.pgcluster import PgCluster
 from server.process import serve_subprocess, stop
 from server.settings import Settings
@@ -167,6 +173,65 @@ def test_segments_in_order_and_exactly_once(two: tuple[Server, str], tmp_path: P
         assert held["head_seq"] == n and held["head_hash"] == led.head[1]
     # the racing clients of unit 0 shared its events between them, none sent twice as new
     assert sum(pushed[:4]) == ledgers[0].head[0] and sum(pushed[4:]) == ledgers[1].head[0]
+
+
+def unit_ledger(path: Path, u: UnitSigner, groups: int = 6) -> Ledger:
+    led = Ledger.open(path, u, clock())  # type: ignore[arg-type]
+    bid = f"B-{u.unit_id}"
+    led.append("batch.started", {"coi": "&/CHA999926000001", "mbr_id": "M", "mbr_version": "1",
+                                 "mbr_hash": "0" * 64, "product": "p"},
+               batch_id=bid, actor="op.alice")  # fmt: skip
+    for g in range(groups):
+        led.append_many([Append("reading.recorded", {"channel": "temp", "i": g * 100 + i,
+                                                     "value": {"value": "37.0", "unit": "Cel"}},
+                                bid) for i in range(10)])  # fmt: skip
+    return led
+
+
+def test_writes_to_different_streams_at_once_all_land_once(
+    two: tuple[Server, str], tmp_path: Path
+) -> None:
+    """Eight units enrolled at once, then all pushing at once, in small segments: each write
+    goes to its unit's audit stream, no stream waits for another, and the log's sequencer
+    integrates every leaf once whichever worker committed it."""
+    srv, url = two
+    units = [UnitSigner.generate(f"W-STREAM-{i}") for i in range(8)]
+    at_once(len(units), lambda i: srv.enrol(units[i]))
+    ledgers = [unit_ledger(tmp_path / f"{u.unit_id}.db", u) for u in units]
+
+    def push(i: int) -> int:
+        with httpx.Client(base_url=srv.url, timeout=60) as http:
+            c = SyncClient(ledgers[i], srv.url, server_key=srv.key, client=http, max_events=12)
+            r = c.sync_once()
+            assert "receipt inclusion proofs verified" in r.log, r.log
+            return r.pushed
+
+    pushed = at_once(len(units), push)
+    assert pushed == [led.head[0] for led in ledgers]
+    engine = make_engine(url)
+    try:
+        with Session(engine) as db:
+            rep = trail.check(db, audit_anchors(db))
+            assert rep.ok, [f.line() for f in rep.findings]
+            leaves = [LogEntry.parse(x) for x in store.leaves(db, 0, store.head(db).size)]
+            assert store.queued(db) == []
+            for u, led in zip(units, ledgers, strict=True):
+                stream = db.query(AuditEntry).filter(
+                    AuditEntry.stream == f"unit/{u.unit_id}").order_by(
+                    AuditEntry.stream_seq).all()  # fmt: skip
+                actions = [e.action for e in stream]
+                assert actions[0] == "unit.enrolled" and set(actions[1:]) == {"segment.stored"}
+                # the unit's segments: one leaf each, together every seq once
+                segs = sorted((int(e.fields["first_seq"]), int(e.fields["last_seq"]))
+                              for e in leaves if e.kind is EntryKind.SEGMENT
+                              and e.fields["unit_id"] == u.unit_id)  # fmt: skip
+                assert len(segs) == len(actions) - 1 >= 2
+                assert [a for a, _ in segs] == [1] + [b + 1 for _, b in segs[:-1]]
+                assert segs[-1][1] == led.head[0]
+        audit_seqs = [int(e.fields["seq"]) for e in leaves if e.kind is EntryKind.AUDIT]
+        assert len(audit_seqs) == len(set(audit_seqs)) == rep.entries  # each entry once
+    finally:
+        engine.dispose()
 
 
 def test_one_enrolment_when_enrolled_twice_at_once(two: tuple[Server, str]) -> None:
