@@ -12,6 +12,7 @@ the schema test compare against it): a table's columns read best in one place.
 from __future__ import annotations
 
 from datetime import date, datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -26,16 +27,47 @@ from sqlalchemy import (
     LargeBinary,
     String,
     Text,
+    TypeDecorator,
     create_engine,
     event,
     text,
 )
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from ebr_core import vocab
 
 
 class Base(DeclarativeBase):
     pass
+
+
+class Vocab(TypeDecorator[str]):
+    """A status column typed by its vocabulary (a ``StrEnum`` of :mod:`ebr_core.vocab`): a word
+    outside it is refused before it reaches the database (whose CHECK constraint, migration
+    0008, refuses it too, whoever writes it), naming the words allowed.  Stored as the word
+    (``VARCHAR(length)``) and read back as a plain ``str``, so stored records read as before."""
+
+    impl = String
+    cache_ok = True
+
+    def __init__(self, words: type[StrEnum], length: int) -> None:
+        super().__init__(length)
+        self.words = words
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> str | None:
+        if value is None:
+            return None
+        try:
+            return str(self.words(value).value)
+        except ValueError:
+            allowed = ", ".join(w.value for w in self.words)
+            raise ValueError(
+                f"{value!r} is not a word of {self.words.__name__}: expected one of {allowed}"
+            ) from None
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> str | None:
+        return None if value is None else str(value)
 
 
 class Site(Base):
@@ -48,7 +80,7 @@ class Unit(Base):
     __tablename__ = "units"
     unit_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     site_id: Mapped[str] = mapped_column(ForeignKey("sites.site_id"))
-    status: Mapped[str] = mapped_column(String(16), default="active")  # active | revoked
+    status: Mapped[str] = mapped_column(Vocab(vocab.UnitStatus, 16), default="active")
     head_seq: Mapped[int] = mapped_column(BigInteger, default=0)
     head_hash: Mapped[str] = mapped_column(String(64))
     checkpoint_seq: Mapped[int] = mapped_column(BigInteger, default=0)
@@ -60,7 +92,7 @@ class UnitKey(Base):
     key_id: Mapped[str] = mapped_column(String(16), primary_key=True)
     unit_id: Mapped[str] = mapped_column(ForeignKey("units.unit_id"), index=True)
     public_key: Mapped[str] = mapped_column(String(64))  # base64 of the 32 raw bytes
-    status: Mapped[str] = mapped_column(String(16), default="active")  # active|retired|revoked
+    status: Mapped[str] = mapped_column(Vocab(vocab.KeyStatus, 16), default="active")
     added_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
@@ -150,7 +182,7 @@ class Person(Base):
     user_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     printed_name: Mapped[str] = mapped_column(String(200))
     password_hash: Mapped[str] = mapped_column(String(200))
-    status: Mapped[str] = mapped_column(String(16), default="active")  # active|locked|disabled
+    status: Mapped[str] = mapped_column(Vocab(vocab.PersonStatus, 16), default="active")
     failed_logins: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     # since 0006: a password set by someone else (creation, reset) must be changed by its owner
@@ -163,7 +195,7 @@ class Person(Base):
 class RoleGrant(Base):
     __tablename__ = "role_grants"
     user_id: Mapped[str] = mapped_column(ForeignKey("people.user_id"), primary_key=True)
-    role: Mapped[str] = mapped_column(String(32), primary_key=True)
+    role: Mapped[str] = mapped_column(Vocab(vocab.Role, 32), primary_key=True)
     site_id: Mapped[str] = mapped_column(String(64), primary_key=True)  # "*": every site
 
 
@@ -198,11 +230,11 @@ class BatchSummary(Base):
     unit_id: Mapped[str] = mapped_column(String(64))
     site_id: Mapped[str] = mapped_column(String(64))
     coi: Mapped[str | None] = mapped_column(String(64), index=True)
-    status: Mapped[str] = mapped_column(String(16))  # in_progress | completed
+    status: Mapped[str] = mapped_column(Vocab(vocab.BatchStatus, 16))
     events: Mapped[int] = mapped_column(BigInteger)
     exceptions: Mapped[int] = mapped_column(Integer)
     completed_at: Mapped[str | None] = mapped_column(String(32))
-    review_state: Mapped[str] = mapped_column(String(24))  # open|awaiting_review|in_review|decided
+    review_state: Mapped[str] = mapped_column(Vocab(vocab.ReviewState, 24))
     # since 0004: the batch's last event (seq, hash) and its telemetry count
     last_seq: Mapped[int] = mapped_column(BigInteger, default=0)
     head_hash: Mapped[str] = mapped_column(String(64), default="")
@@ -238,7 +270,7 @@ class DeviationAction(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     batch_id: Mapped[str] = mapped_column(String(64), index=True)
     deviation_id: Mapped[str] = mapped_column(String(64))
-    action: Mapped[str] = mapped_column(String(16))  # comment | close
+    action: Mapped[str] = mapped_column(Vocab(vocab.DeviationActionKind, 16))
     text: Mapped[str] = mapped_column(Text)
     user_id: Mapped[str] = mapped_column(String(64))
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
@@ -286,7 +318,7 @@ class QaSignature(Base):
     jurisdiction: Mapped[str] = mapped_column(String(16))
     user_id: Mapped[str] = mapped_column(String(64))
     printed_name: Mapped[str] = mapped_column(String(200))
-    meaning: Mapped[str] = mapped_column(String(16))  # reviewed|approved|released|rejected
+    meaning: Mapped[str] = mapped_column(Vocab(vocab.Meaning, 16))
     reason: Mapped[str] = mapped_column(Text)
     record_hash: Mapped[str] = mapped_column(String(64))
     evaluation_hash: Mapped[str] = mapped_column(String(64))
@@ -299,7 +331,7 @@ class Disposition(Base):
     batch_id: Mapped[str] = mapped_column(String(64), index=True)
     jurisdiction: Mapped[str] = mapped_column(String(16))
     # released | conditional_release | exceptional_release | rejected
-    disposition: Mapped[str] = mapped_column(String(24))
+    disposition: Mapped[str] = mapped_column(Vocab(vocab.Disposition, 24))
     signature_id: Mapped[int] = mapped_column(ForeignKey("qa_signatures.id"))
     pending: Mapped[str] = mapped_column(Text)  # JSON list of attributes still pending
     decided_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
@@ -313,7 +345,7 @@ class OosCase(Base):
     batch_id: Mapped[str] = mapped_column(String(64), index=True)
     jurisdiction: Mapped[str] = mapped_column(String(16))
     # requested | evaluated | accepted | released | notified
-    state: Mapped[str] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(Vocab(vocab.OosState, 16))
     physician: Mapped[str] = mapped_column(String(200))
     request_text: Mapped[str] = mapped_column(Text)
     requested_by: Mapped[str] = mapped_column(String(64))
@@ -380,7 +412,7 @@ class CustodyEventRow(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     coi: Mapped[str] = mapped_column(String(64), index=True)
     batch_id: Mapped[str] = mapped_column(String(64))
-    kind: Mapped[str] = mapped_column(String(32))  # handoff|received|infused|refused
+    kind: Mapped[str] = mapped_column(Vocab(vocab.CustodyStep, 32))
     from_party: Mapped[str | None] = mapped_column(String(64))
     to_party: Mapped[str | None] = mapped_column(String(64))  # the receiving party or site
     place: Mapped[str] = mapped_column(String(200))
