@@ -33,7 +33,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.engine import Dialect, Engine
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 
 from ebr_core import vocab
 
@@ -43,10 +43,12 @@ class Base(DeclarativeBase):
 
 
 class Vocab(TypeDecorator[str]):
-    """A status column typed by its vocabulary (a ``StrEnum`` of :mod:`ebr_core.vocab`): a word
-    outside it is refused before it reaches the database (whose CHECK constraint, migration
-    0008, refuses it too, whoever writes it), naming the words allowed.  Stored as the word
-    (``VARCHAR(length)``) and read back as a plain ``str``, so stored records read as before."""
+    """A status column typed by its vocabulary (a ``StrEnum`` of :mod:`ebr_core.vocab`): an
+    ORM write of a word outside it is refused at the flush, before the database sees it, naming
+    the words allowed (:func:`_check_vocabularies`); the database's CHECK constraint (migration
+    0008) refuses it from any other writer.  A query may compare with any word (an unknown one
+    simply matches nothing).  Stored as the word (``VARCHAR(length)``), read back as a plain
+    ``str``, so stored records read as before."""
 
     impl = String
     cache_ok = True
@@ -56,18 +58,30 @@ class Vocab(TypeDecorator[str]):
         self.words = words
 
     def process_bind_param(self, value: Any, dialect: Dialect) -> str | None:
-        if value is None:
-            return None
-        try:
-            return str(self.words(value).value)
-        except ValueError:
-            allowed = ", ".join(w.value for w in self.words)
-            raise ValueError(
-                f"{value!r} is not a word of {self.words.__name__}: expected one of {allowed}"
-            ) from None
+        return None if value is None else str(value)
 
     def process_result_value(self, value: Any, dialect: Dialect) -> str | None:
         return None if value is None else str(value)
+
+    def check(self, column: str, value: Any) -> None:
+        if value is None or value in self.words._value2member_map_:
+            return
+        allowed = ", ".join(w.value for w in self.words)
+        raise ValueError(
+            f"{column}: {value!r} is not a word of {self.words.__name__}: expected one of {allowed}"
+        )
+
+
+@event.listens_for(Session, "before_flush")
+def _check_vocabularies(session: Session, _ctx: Any, _instances: Any) -> None:
+    """Every new or changed ORM row's vocabulary columns hold words of their vocabulary."""
+    for obj in (*session.new, *session.dirty):
+        table = getattr(obj, "__table__", None)
+        if table is None:
+            continue
+        for col in table.columns:
+            if isinstance(col.type, Vocab):
+                col.type.check(f"{table.name}.{col.name}", getattr(obj, col.key, None))
 
 
 class Site(Base):
