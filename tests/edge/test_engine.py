@@ -273,6 +273,18 @@ def to_harvest_count(e: Engine) -> None:
     sign(e, "op.alice")
 
 
+def record_dose_inputs(e: Engine) -> None:
+    """At the harvest count: the dose's inputs recorded and signed (72.5 kg patient)."""
+    for n, v, u in [
+        ("viable_per_ml", "25000000", "/mL"),
+        ("harvest_volume", "60", "mL"),
+        ("car_percent", "40", "%"),
+        ("patient_weight", "72.5", "kg"),
+    ]:
+        e.record_value("B1", n, v, u, "op.alice")
+    sign(e, "op.alice")
+
+
 def test_the_dose_uses_corrected_values(started: Engine) -> None:
     """A patient weight corrected before the dose is calculated: the dose is the corrected
     weight's (the fold keeps values as recorded; the engine must read the value in force)."""
@@ -298,14 +310,7 @@ def test_final_product_label_must_carry_the_coi(started: Engine) -> None:
 
     e = started
     to_harvest_count(e)
-    for n, v, u in [
-        ("viable_per_ml", "25000000", "/mL"),
-        ("harvest_volume", "60", "mL"),
-        ("car_percent", "40", "%"),
-        ("patient_weight", "72.5", "kg"),
-    ]:
-        e.record_value("B1", n, v, u, "op.alice")
-    sign(e, "op.alice")
+    record_dose_inputs(e)
     dose = e.calculate("B1", "op.alice")
     assert dose.detail() == {
         "cells_to_infuse": "145000000",

@@ -9,7 +9,7 @@ from ebr_core.limits import check_payload, describe_judged
 from edge.engine import Engine
 
 from .conftest import COI, PW
-from .test_engine import sign, to_harvest_count
+from .test_engine import record_dose_inputs, sign, to_harvest_count
 
 INSPECT = "receipt/apheresis/inspect"
 
@@ -61,14 +61,7 @@ def test_a_recorded_value_and_its_correction_carry_the_limits_they_were_judged_a
 def test_the_calculated_dose_carries_the_dosing_rules_range(started: Engine) -> None:
     e = started
     to_harvest_count(e)
-    for n, v, u in [
-        ("viable_per_ml", "25000000", "/mL"),
-        ("harvest_volume", "60", "mL"),
-        ("car_percent", "40", "%"),
-        ("patient_weight", "72.5", "kg"),
-    ]:
-        e.record_value("B1", n, v, u, "op.alice")
-    sign(e, "op.alice")
+    record_dose_inputs(e)
     e.calculate("B1", "op.alice")
     dose = next(p for p in _events(e, "value.recorded") if p["name"] == "dose")
     assert dose["limits"] == {"unit": "/kg", "hard": {"min": "200000", "max": "5000000"}}

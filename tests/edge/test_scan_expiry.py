@@ -15,6 +15,7 @@ from ebr_core.identifiers import ScanData
 from edge.engine import Engine, ScanRejected, gs1_date
 
 from .conftest import COI, GS, PW
+from .test_engine import record_dose_inputs
 
 # The unit's clock (tests/edge/conftest.py) reads 2026-11-24.
 TAIL = ". Recorded as a rejected scan with a deviation; the step does not advance."
@@ -174,14 +175,7 @@ def to_fill(e: Engine) -> None:
     e.record_value("B1", "viable_cell_density", "2.1", "10*6/mL", "op.alice")
     e.record_value("B1", "viability", "91.5", "%", "op.alice")
     sign(e, "op.alice")
-    for n, v, u in [
-        ("viable_per_ml", "25000000", "/mL"),
-        ("harvest_volume", "60", "mL"),
-        ("car_percent", "40", "%"),
-        ("patient_weight", "72.5", "kg"),
-    ]:
-        e.record_value("B1", n, v, u, "op.alice")
-    sign(e, "op.alice")
+    record_dose_inputs(e)
     e.calculate("B1", "op.alice")
     sign(e, "op.alice")
     sign(e, "op.chen", "verified")
