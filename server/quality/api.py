@@ -111,14 +111,14 @@ def batch_view(batch_id: PathId, who: ReadBatch, db: DB, now: Now) -> Any:
 
 @router.get("/v1/batches/{batch_id}/telemetry", response_model=Telemetry)
 def batch_telemetry(batch_id: PathId, who: ReadBatch, db: DB) -> Any:
-    """Each channel's summary and its min/max series for plots (from the projection)."""
+    """Each channel's summary and its min/max series for plots (from the projection), with the
+    limits the record holds for it (``limits``; None, and ``limits_note`` says why)."""
     summ = summary(db, batch_id)
     proj = projections.load(db, summ)
-    return {
-        "batch_id": batch_id,
-        "readings": summ.readings,
-        "channels": views.telemetry_json(proj.telemetry, series=True),
-    }
+    channels = views.telemetry_json(proj.telemetry, series=True)
+    for name, ch in channels.items():
+        ch.update(projections.limits_json(proj, name, ch["unit"]))
+    return {"batch_id": batch_id, "readings": summ.readings, "channels": channels}
 
 
 @router.get(

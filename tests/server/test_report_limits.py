@@ -69,6 +69,7 @@ def test_the_record_gives_the_limits_to_the_zoom_route_and_the_report(
         window = {"from": _iso(t0), "to": _iso(t0 + 7200)}
         w = c.get("/v1/batches/B-LIM/telemetry/temperature", params=window).json()
         old = c.get("/v1/batches/B-OLD/telemetry/temperature", params=window).json()
+        old_whole = c.get("/v1/batches/B-OLD/telemetry").json()["channels"]["temperature"]
         r = c.get("/v1/batches/B-LIM/report.pdf")
         assert r.status_code == 200, r.text
         report = pdf_text(r.content)
@@ -77,8 +78,11 @@ def test_the_record_gives_the_limits_to_the_zoom_route_and_the_report(
         old_report = pdf_text(r.content)
     assert w["limits"] == {"unit": "Cel", "min": "36.0", "max": "38.0", "source": "MBR M v1"}
     assert "(MBR M v1), recorded in batch.started at seq 1" in w["limits_note"]
+    # the whole series' route gives each channel the same limits as its zoom
+    assert (whole["limits"], whole["limits_note"]) == (w["limits"], w["limits_note"])
     assert len(w["excursions"]) == 1  # the unit's mark, inside the window read
     assert old["limits"] is None and "its batch.started records no telemetry" in old["limits_note"]
+    assert (old_whole["limits"], old_whole["limits_note"]) == (None, old["limits_note"])
     # the Limit column: the judgement and the limits the value's own event records (no MBR)
     assert "s:ph pH 7.7 soft (soft 6.8–7.6 pH, hard 6.5–7.8 pH)" in report
     assert "outside the limits (dashed), 36.0–38.0 °C (MBR M v1)" in report
@@ -149,7 +153,8 @@ def test_limits_of_a_wrong_shape_are_shown_as_unreadable_with_the_reason(
         r = c.get("/v1/batches/B-BAD/report.pdf")
         assert r.status_code == 200, r.text
         report = pdf_text(r.content)
-    assert w["limits"] is None
+    assert w["limits"] is None and whole["limits"] is None
+    assert whole["limits_note"] == w["limits_note"]
     assert w["limits_note"] == (
         "no limits drawn: the telemetry limits recorded in batch.started at seq 1 are "
         "unreadable: telemetry_limits.temperature.min is 36; expected a decimal string such as "
