@@ -25,6 +25,9 @@
 Everything is written to ``demo-output/``; everything started is stopped.  With ``--serve`` the
 station (its kiosk and simulated devices) and the server keep running until Ctrl-C or SIGTERM,
 for a second batch by hand.
+
+Over 400 lines because it is a script read top to bottom, in the order of the steps above: each
+step is a short function, and splitting the story across modules would hide its order.
 """
 
 from __future__ import annotations

@@ -48,6 +48,10 @@ What this module promises:
   and every query on the one connection; readers fetch in bounded seq windows under the lock, so a
   long export never holds up a writer, and they see only committed events (:attr:`head` is the
   last *committed* head).
+
+Over 400 lines because each promise above is kept by the same few pieces (the one connection and
+its lock, the commit group, the head check inside the write transaction, the lock file): split
+across modules, a reader would have to hold them all at once to see that a promise holds.
 """
 
 from __future__ import annotations

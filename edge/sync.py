@@ -28,6 +28,9 @@
   one being prepared are in memory), so the memory a run takes does not grow with the backlog.
 * ``sync_once(progress=...)`` reports how far the run is (:class:`SyncProgress`): after a stored
   segment at most every :data:`PROGRESS_INTERVAL_S` seconds, and once at the end.
+
+Over 400 lines: the run, its refusals (one class per way a run can end, each with its message)
+and the reconciliation after a lost receipt are one protocol with the server, read together.
 """
 
 from __future__ import annotations

@@ -24,6 +24,10 @@ Witnesses: every stored cosignature must verify over its checkpoint under the co
 witness's key (``witnesses``); the latest checkpoint is reported *unwitnessed* when fewer than
 ``quorum`` configured witnesses cosigned it, a finding only with ``require_witnessed``
 (witnessing lags the log).
+
+Over 400 lines: one check per stored structure (head, nodes, checkpoints, cosignatures, audit
+leaves, segments, logged rows), each short, all feeding one report; they are kept together so
+that what the verifier covers can be read in one place.
 """
 
 from __future__ import annotations
