@@ -168,12 +168,17 @@ def page(path: str, method: str = "GET") -> Callable[[Handler], Handler]:
 
 def signed_in(path: str, method: str = "GET") -> Callable[[SignedHandler], SignedHandler]:
     """Register a page for a signed-in person (:func:`page`): the handler gets the person, or
-    the visitor goes where they must go first (sign-in, their password change)."""
+    the visitor goes where they must go first (sign-in, their password change).  A POST's CSRF
+    token is checked here, so no form handler can forget it (a refusal: 403, audited)."""
 
     def register(fn: SignedHandler) -> SignedHandler:
         def handler(request: Request) -> Response:
             who = _ready(request)
-            return who if isinstance(who, Response) else fn(request, who)
+            if isinstance(who, Response):
+                return who
+            if method == "POST":  # every signed-in form, before its handler reads a field
+                web.check_csrf(request, request.state.form)
+            return fn(request, who)
 
         handler.__name__ = fn.__name__
         page(path, method)(handler)
@@ -641,7 +646,6 @@ def close_deviations(request: Request, who: Principal) -> Response:
     batch_id = _batch_id(request)
     form = request.state.form
     try:
-        web.check_csrf(request, form)
         ids = _ids(form, "deviation", "deviation")
         closures = quality_api.close_signed(
             _access(request), who, batch_id=batch_id, deviation_ids=ids, user_id=who.user_id,
@@ -666,7 +670,6 @@ def link_deviation(request: Request, who: Principal) -> Response:
     batch_id = _batch_id(request)
     form = request.state.form
     try:
-        web.check_csrf(request, form)
         (dev,) = _ids(form, "deviation", "deviation")[:1]
         (other,) = _ids(form, "linked_to", "related deviation")[:1]
         reason = web.field(form, "reason")
@@ -748,7 +751,6 @@ def sign(request: Request, who: Principal) -> Response:
     a = _access(request)
     kind = ""
     try:
-        web.check_csrf(request, form)
         kind = web.field(form, "kind")
         if kind not in ("review", "release"):
             raise Unprocessable(f"kind {kind[:16]!r}: expected review or release")
@@ -833,7 +835,6 @@ def comment_deviation(request: Request, who: Principal) -> Response:
     batch_id = _batch_id(request)
     form = request.state.form
     try:
-        web.check_csrf(request, form)
         (dev,) = _ids(form, "deviation", "deviation")[:1]
         text = web.field(form, "comment")
         with _sessions(request)() as s:
@@ -864,7 +865,6 @@ def open_case(request: Request, who: Principal) -> Response:
     batch_id = _batch_id(request)
     form = request.state.form
     try:
-        web.check_csrf(request, form)
         jurisdiction = web.field(form, "jurisdiction")[:16]
         physician = web.field(form, "physician")
         text = web.field(form, "request")
@@ -890,7 +890,6 @@ def case_step(request: Request, who: Principal) -> Response:
     batch_id = _batch_id(request)
     form = request.state.form
     try:
-        web.check_csrf(request, form)
         try:
             case_id = int(web.field(form, "case", label="case number"))
         except ValueError:
@@ -997,7 +996,6 @@ def alerts_page(request: Request, who: Principal) -> Response:
 def acknowledge(request: Request, who: Principal) -> Response:
     """Acknowledge an alert (:func:`alerts.acknowledge`: a new row; the alert never changes)."""
     form = request.state.form
-    web.check_csrf(request, form)
     if who.sites("deviation.review") == set():
         who.require("deviation.review", None)  # the API's Acknowledge permission
     try:
@@ -1047,7 +1045,6 @@ def enter_results(request: Request, who: Principal) -> Response:
     batch_id = _batch_id(request)
     form = request.state.form
     try:
-        web.check_csrf(request, form)
         spec = web.field(form, "spec", label="specification")
         spec_id, _, version = spec.rpartition("@")
         if not spec_id or not version:
@@ -1160,7 +1157,6 @@ def people_action(request: Request, who: Principal) -> Response:
     temporary password they must change), grant or revoke a role, set the status, reset the
     password."""
     form = request.state.form
-    web.check_csrf(request, form)
     who.require("people.manage", None)
     a = _access(request)
     try:
@@ -1260,7 +1256,6 @@ def spec_check(request: Request, who: Principal) -> Response:
     """Check an uploaded specification before publishing: its overlays per jurisdiction, or
     the refusal (a loosening overlay named), and nothing recorded."""
     form = request.state.form
-    web.check_csrf(request, form)
     who.require("spec.publish", None)
     try:
         upload = form.get("spec_file")
@@ -1285,7 +1280,6 @@ def spec_check(request: Request, who: Principal) -> Response:
 def spec_publish(request: Request, who: Principal) -> Response:
     """Publish the checked specification (:func:`service.publish_spec`, the API's service)."""
     form = request.state.form
-    web.check_csrf(request, form)
     who.require("spec.publish", None)
     try:
         raw = form.get("content")
