@@ -381,7 +381,9 @@ class AuditEntry(Base):
     order (a PostgreSQL sequence since 0012, so a rolled-back append leaves a gap), never a
     chain position.  ``stream`` and ``stream_seq`` (since 0012): the stream the entry is chained
     in and its place there, 1, 2, 3, ...; NULL in both for the entries of the legacy chain,
-    chained by ``seq`` before streams existed."""
+    chained by ``seq`` before streams existed.  ``xid`` (since 0014, PostgreSQL only): the
+    writing transaction's id, for paging without gaps (``server.audit.trail.page``); not
+    covered by the hash; NULL for the entries stored before 0014 and on SQLite."""
 
     __tablename__ = "audit_trail"
     seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
@@ -397,9 +399,11 @@ class AuditEntry(Base):
     hash: Mapped[str] = mapped_column(String(64))
     stream: Mapped[str | None] = mapped_column(String(200))
     stream_seq: Mapped[int | None] = mapped_column(BigInteger)
+    xid: Mapped[int | None] = mapped_column(BigInteger)
     __table_args__ = (
         Index("audit_object", "object_type", "object_id"),
         Index("audit_stream", "stream", "stream_seq", unique=True),
+        Index("audit_visible", "xid", "seq"),
     )
 
 
