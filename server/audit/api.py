@@ -35,18 +35,22 @@ def audit_query(
     after: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> Any:
-    q = select(AuditEntry).where(AuditEntry.seq > after)
+    """The trail, filtered, in the order entries became visible (:func:`audit.page`: gap-free
+    on PostgreSQL with several writers).  ``after``: the ``seq`` of the last entry already
+    read (``next_after`` of the previous page; 0: from the start); the page holds what comes
+    after that entry, which may include entries with a lower ``seq`` that committed later."""
+    where: list[Any] = []
     if object_type:
-        q = q.where(AuditEntry.object_type == object_type)
+        where.append(AuditEntry.object_type == object_type)
     if object_id:
-        q = q.where(AuditEntry.object_id == object_id)
+        where.append(AuditEntry.object_id == object_id)
     if actor:
-        q = q.where(AuditEntry.actor == actor)
+        where.append(AuditEntry.actor == actor)
     if stream:
-        q = q.where(AuditEntry.stream == stream) if stream != audit.LEGACY else q.where(
-            AuditEntry.stream.is_(None)
+        where.append(
+            AuditEntry.stream == stream if stream != audit.LEGACY else AuditEntry.stream.is_(None)
         )
-    rows = list(db.scalars(q.order_by(AuditEntry.seq).limit(limit)))
+    rows = audit.page(db, after=after, limit=limit, where=where)
     return {
         "entries": [audit.to_json(e) for e in rows],
         "next_after": rows[-1].seq if rows else after,

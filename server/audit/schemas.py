@@ -10,7 +10,7 @@ from server.schemas import TEXT
 
 
 class AuditEntryOut(BaseModel):
-    seq: int  # the global id (paging)
+    seq: int  # the global id (the paging cursor)
     stream: str  # the chain it is in ("legacy": stored before streams)
     stream_seq: int  # its place there
     at: str
@@ -26,8 +26,11 @@ class AuditEntryOut(BaseModel):
 
 
 class AuditPage(BaseModel):
+    """A page of ``GET /v1/audit``: entries in the order they became visible (not always by
+    ``seq`` on PostgreSQL: see ``server.audit.trail.page``)."""
+
     entries: list[AuditEntryOut]
-    next_after: int
+    next_after: int  # the last entry's seq (``after`` when none): pass it as the next ``after``
 
 
 class Acknowledgement(BaseModel):

@@ -11,20 +11,35 @@ verified as it always was.
 
 Each entry's hash covers its predecessor's hash in the stream and the entry's canonical JSON
 (its global id, stream and place included), so a changed, deleted, inserted or reordered entry
-breaks its stream at that entry.  An append upserts its stream's row of ``audit_heads`` first:
-the row lock (PostgreSQL; SQLite's one write lock) serialises appends to that stream only, in
-the same transaction as the write they describe, so the entry commits with the change or not at
-all.  The entry's global id (``seq``, for paging and export) comes from a sequence: a
-rolled-back append leaves a gap, which is no finding; a deletion shows as a hole in a stream's
+breaks its stream at that entry.  :func:`append` only records the entry in the caller's
+transaction; the commit chains them (:func:`seal`, a ``before_commit`` listener): it upserts
+the ``audit_heads`` rows of every stream the transaction appended to in one statement, in
+stream order, then gives the entries their global ids, places and hashes.  The row locks
+(PostgreSQL; SQLite's one write lock) serialise appends to a stream only, in the same
+transaction as the write they describe, so the entries commit with the change or not at all;
+and since a transaction takes all its heads at once, last, in one total order, two
+transactions appending to the same streams in any orders never deadlock on them.  A
+rolled-back transaction or savepoint drops its entries and takes no id.  The entry's global id
+(``seq``, for paging and export) comes from a sequence: an id taken by a transaction that then
+fails leaves a gap, which is no finding; a deletion shows as a hole in a stream's
 ``stream_seq`` or as a stream shorter than its head.
+
+**Paging** (:func:`page`, ``GET /v1/audit``).  Ids are taken before the commit, so on
+PostgreSQL seq 11 can be visible while seq 10's writer still runs.  Each entry also records
+its writer's transaction id (``xid``, migration 0014) and a page serves entries in
+``(xid, seq)`` order, only those whose transaction is below the reader's snapshot horizon
+(every older transaction has ended): what a reader has not seen yet can only come after its
+cursor.  Entries stored before 0014 (no ``xid``) come first, by ``seq``; on SQLite (one writer
+at a time) every entry has none and paging is by ``seq``, as it was.
 
 **Anchors.**  Every entry's hash is also a leaf of the transparency log (``server.log.records``
 appends it with the entry), which gives the streams one global order and makes a stream cut
 back together with its head, or rewritten from an edited entry on, visible:
 :func:`check` compares each entry with its leaf.
 
-Over 400 lines because the append and its check are one format read together: the hash, the
-stream and head rules and every finding of ``ctgtp server audit verify``.
+Over 400 lines because the append, its paging and its check are one format read together: the
+hash, the stream and head rules, the visibility order and every finding of ``ctgtp server
+audit verify``.
 """
 
 from __future__ import annotations
@@ -37,8 +52,18 @@ from datetime import datetime
 from typing import Any, Protocol
 
 import orjson
-from sqlalchemy import literal, select, text, tuple_
-from sqlalchemy.orm import Session
+from sqlalchemy import (
+    BigInteger,
+    ColumnClause,
+    event,
+    func,
+    literal,
+    literal_column,
+    select,
+    text,
+    tuple_,
+)
+from sqlalchemy.orm import Session, SessionTransaction
 
 from ebr_core.canonical import canonical
 from server.db import AuditEntry, AuditHead
@@ -82,26 +107,24 @@ def entry_hash(prev_hash: str, e: _Entry | AuditEntry) -> str:
     return hashlib.sha256(_TAG_STREAM + prev_hash.encode() + canonical(body)).hexdigest()
 
 
-_ADVANCE = (
-    "INSERT INTO audit_heads (stream, seq, hash) VALUES (:s, 1, :g) "
-    "ON CONFLICT (stream) DO UPDATE SET seq = audit_heads.seq + 1 RETURNING seq, hash"
-)
+@dataclass
+class _Pending:
+    """The entries a session's transaction has appended and not yet chained: each with the
+    (innermost) transaction it was appended in, so that a savepoint rolled back drops its own."""
+
+    root: SessionTransaction
+    entries: list[tuple[SessionTransaction, AuditEntry]] = field(default_factory=list)
+    committing: bool = False  # the heads are taken: a later append is chained at once
 
 
-def _advance(db: Session, stream: str) -> tuple[int, str, int]:
-    """(place in the stream, previous hash, global id) of a new entry of ``stream``, the
-    stream's head row locked (and made, for a new stream) until the transaction ends."""
-    if db.get_bind().dialect.name == "postgresql":
-        n, prev, seq = db.execute(
-            text(_ADVANCE + ", nextval('audit_trail_seq')"), {"s": stream, "g": GENESIS}
-        ).one()
-        return int(n), str(prev), int(seq)
-    # SQLite: the upsert took the database's write lock, so the largest id is the last one;
-    # entries appended in this session and not yet flushed count too
-    n, prev = db.execute(text(_ADVANCE), {"s": stream, "g": GENESIS}).one()
-    top = db.execute(text("SELECT coalesce(max(seq), 0) FROM audit_trail")).scalar_one()
-    mine = [o.seq for o in db.new if isinstance(o, AuditEntry)]
-    return int(n), str(prev), max([int(top), *mine]) + 1
+_PENDING = "ctgtp.audit.pending"  # Session.info key
+
+
+def _pending(db: Session) -> _Pending | None:
+    p = db.info.get(_PENDING)
+    if p is None or p.root is not db.get_transaction():
+        return None  # none, or left by a transaction that has ended
+    return p if isinstance(p, _Pending) else None
 
 
 def append(
@@ -118,11 +141,10 @@ def append(
     stream: str | None = None,
 ) -> AuditEntry:
     """Append one entry in the caller's transaction (old/new: JSON values without floats), to
-    ``stream`` (default: :func:`stream_of` the object)."""
-    stream = stream or stream_of(object_type, object_id)
-    n, prev, seq = _advance(db, stream)
+    ``stream`` (default: :func:`stream_of` the object).  The entry is chained when the
+    transaction commits (:func:`seal`): until then its ``seq``, place and hashes are None."""
+    db.connection()  # in a transaction (begun now if need be): the entry belongs to it
     e = AuditEntry(
-        seq=seq,
         at=at.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
         actor=actor,
         action=action,
@@ -131,16 +153,134 @@ def append(
         old=_json(old),
         new=_json(new),
         reason=reason,
-        prev_hash=prev,
-        stream=stream,
-        stream_seq=n,
+        stream=stream or stream_of(object_type, object_id),
     )
-    e.hash = entry_hash(prev, e)
-    db.add(e)
-    db.execute(
-        text("UPDATE audit_heads SET hash = :h WHERE stream = :s"), {"h": e.hash, "s": stream}
-    )
+    root = db.get_transaction()
+    assert root is not None  # db.connection() began it
+    p = _pending(db)
+    if p is None:
+        p = db.info[_PENDING] = _Pending(root)
+    p.entries.append((db.get_nested_transaction() or root, e))
+    if p.committing:  # appended while the commit flushes (by a flush hook): chained now
+        seal(db)
     return e
+
+
+_HEADS_PG = (  # one statement, the rows in stream order: locks are taken in that order
+    "INSERT INTO audit_heads (stream, seq, hash) "
+    "SELECT s, n, :g FROM unnest(CAST(:s AS text[]), CAST(:n AS bigint[])) AS t(s, n) "
+    "ORDER BY s "
+    "ON CONFLICT (stream) DO UPDATE SET seq = audit_heads.seq + excluded.seq "
+    "RETURNING stream, seq, hash"
+)
+_HEAD_SQLITE = (
+    "INSERT INTO audit_heads (stream, seq, hash) VALUES (:s, :n, :g) "
+    "ON CONFLICT (stream) DO UPDATE SET seq = audit_heads.seq + excluded.seq RETURNING seq, hash"
+)
+_IDS_PG = (  # the global ids, and the writing transaction (server.audit.trail.page)
+    "SELECT nextval('audit_trail_seq'), CAST(CAST(pg_current_xact_id() AS text) AS bigint) "
+    "FROM generate_series(1, :n)"
+)
+
+
+def _take_heads(db: Session, counts: Mapping[str, int]) -> dict[str, tuple[int, str]]:
+    """Advance each stream's head by its count, locking (or making) the heads in stream order;
+    each stream's (last place, last hash) before."""
+    streams = sorted(counts)
+    if db.get_bind().dialect.name == "postgresql":
+        rows = db.execute(
+            text(_HEADS_PG), {"s": streams, "n": [counts[s] for s in streams], "g": GENESIS}
+        ).all()
+        return {str(s): (int(n) - counts[s], str(h)) for s, n, h in rows}
+    out = {}
+    for s in streams:  # SQLite: the first write took the database's one write lock
+        n, h = db.execute(text(_HEAD_SQLITE), {"s": s, "n": counts[s], "g": GENESIS}).one()
+        out[s] = (int(n) - counts[s], str(h))
+    return out
+
+
+def _ids(db: Session, n: int) -> tuple[list[int], int | None]:
+    """``n`` new global ids, ascending, and the writing transaction's id (None on SQLite)."""
+    if db.get_bind().dialect.name == "postgresql":
+        rows = db.execute(text(_IDS_PG), {"n": n}).all()
+        return sorted(int(r[0]) for r in rows), int(rows[0][1])
+    # SQLite: the write lock is held (the heads were written), so the largest id is the last
+    # one; entries chained in this transaction and not yet flushed count too
+    top = db.execute(text("SELECT coalesce(max(seq), 0) FROM audit_trail")).scalar_one()
+    mine = [o.seq for o in db.new if isinstance(o, AuditEntry) and o.seq is not None]
+    first = max([int(top), *mine]) + 1
+    return list(range(first, first + n)), None
+
+
+def seal(db: Session) -> None:
+    """Chain the entries the transaction has appended: take the heads of all their streams at
+    once, in stream order (:data:`_HEADS_PG`: one statement), then give each entry, in the
+    order appended, its global id, place, previous hash and hash, and add it to the session.
+
+    Called by the session's commit (a ``before_commit`` listener, :func:`install`), so a
+    transaction takes its audit heads last, all together and in one total order: two
+    transactions appending to the same streams in opposite orders (a unit and a batch, two
+    licences) cannot deadlock on them, and a head is held only from the commit's start to its
+    end.  Call it directly only to read an entry's id or hash before the commit."""
+    p = _pending(db)
+    if p is None or not p.entries:
+        return
+    entries = [e for _, e in p.entries]
+    p.entries = []
+    counts: dict[str, int] = {}
+    for e in entries:
+        assert e.stream is not None
+        counts[e.stream] = counts.get(e.stream, 0) + 1
+    heads = _take_heads(db, counts)
+    seqs, xid = _ids(db, len(entries))
+    for e, seq in zip(entries, seqs, strict=True):
+        assert e.stream is not None
+        place, prev = heads[e.stream]
+        e.seq, e.stream_seq, e.prev_hash, e.xid = seq, place + 1, prev, xid
+        e.hash = entry_hash(prev, e)
+        heads[e.stream] = (place + 1, e.hash)
+    db.execute(
+        text("UPDATE audit_heads SET hash = :h WHERE stream = :s"),
+        [{"s": s, "h": h} for s, (_, h) in sorted(heads.items())],
+    )
+    db.add_all(entries)
+
+
+def _before_commit(session: Session) -> None:
+    seal(session)
+    p = _pending(session)
+    if p is not None and session.get_nested_transaction() is None:
+        p.committing = True  # the root's commit: what is appended from now is chained at once
+
+
+def _within(t: SessionTransaction | None, ancestor: SessionTransaction) -> bool:
+    while t is not None:
+        if t is ancestor:
+            return True
+        t = t.parent
+    return False
+
+
+def _after_soft_rollback(session: Session, previous: SessionTransaction) -> None:
+    """A rolled-back transaction or savepoint drops the entries appended in it."""
+    p = session.info.get(_PENDING)
+    if not isinstance(p, _Pending):
+        return
+    if _within(p.root, previous):
+        del session.info[_PENDING]
+    else:
+        p.entries = [(t, e) for t, e in p.entries if not _within(t, previous)]
+
+
+def install() -> None:
+    """Register the listeners on every Session (idempotent; done on import)."""
+    for name, fn in (("before_commit", _before_commit), ("after_soft_rollback",
+                                                         _after_soft_rollback)):  # fmt: skip
+        if not event.contains(Session, name, fn):
+            event.listen(Session, name, fn)
+
+
+install()
 
 
 @dataclass
@@ -475,6 +615,86 @@ def anchors_of(
     for idx, f in leaves:
         out.setdefault(int(f["seq"]), []).append((idx, str(f["hash"])))
     return out
+
+
+# -- paging -------------------------------------------------------------------------------------
+
+# Every transaction below it has ended: the oldest transaction running when the statement's
+# snapshot was taken (its own, if it has one), as a bigint like ``audit_trail.xid``.
+_HORIZON = "CAST(CAST(pg_snapshot_xmin(pg_current_snapshot()) AS text) AS bigint)"
+
+
+def page(
+    db: Session, *, after: int = 0, limit: int = 100, where: Iterable[Any] = ()
+) -> list[AuditEntry]:
+    """Up to ``limit`` entries matching ``where`` (SQLAlchemy conditions on :class:`AuditEntry`)
+    that come after the entry whose global id is ``after`` (0: from the start), in the order
+    in which they became visible.  Gap-free: an entry not served yet is never placed before
+    an entry served already, so a reader continuing from the last ``seq`` it got
+    (``next_after``) misses nothing.
+
+    Why not by ``seq``: ids come from a sequence before the writer commits, so on PostgreSQL
+    seq 11 can commit while seq 10's transaction runs; a page by ``seq`` would serve 11, and
+    10 later appears behind the reader's position.  The order used (the transactional outbox):
+
+    * first the entries without ``xid`` (stored before migration 0014; every entry on SQLite,
+      whose one writer at a time takes ids under its write lock, so ``seq`` is commit order),
+      by ``seq``;
+    * then, on PostgreSQL, the entries by ``(xid, seq)``, ``xid`` being the writer's
+      transaction id, and only those whose transaction is below the reader's horizon (the
+      oldest transaction still running: ``pg_snapshot_xmin(pg_current_snapshot())``).  Every
+      transaction below it has committed or rolled back, and any later writer's id is at or
+      above it, so the served set only grows at its end.
+
+    An entry is therefore served once every transaction that began writing before its writer
+    has ended: a fraction of a second under load, longer while a long transaction runs (the
+    servers' 15 s ``lock_timeout``; ``idle_in_transaction_session_timeout`` bounds idle ones).
+
+    Why not the transparency log's leaf index, also assigned in commit order: an entry would
+    wait for the sequencer (up to a second) before any reader could see it, the entries
+    logged by migration 0009 are leaves in ``seq`` order, not commit order, and the index of
+    an entry's leaf is found only by reading the log's leaves; ``xid`` is one column written
+    with the entry.  ``xid`` is not covered by the entry's hash (it orders reading, it is no
+    record content) and, like every column, the append-only guards keep it.  It is the
+    cluster's 64-bit transaction counter: kept by physical backups, replicas and
+    ``pg_upgrade``; a logical dump restored into a new cluster restarts it, and the stored
+    entries would be held back (their ``xid`` above the new horizon) and sort after new ones:
+    restore into a cluster whose counter is past the largest stored ``xid``
+    (``pg_resetwal --epoch`` / ``--next-transaction-id``).
+
+    ``after`` naming no entry (a rolled-back id, or an id from outside this trail) continues
+    from just before the first entry, in this order, with a greater ``seq`` than it: no entry
+    with a greater ``seq`` is skipped, some before it may be served again.  A client paging
+    by ``seq`` as before (``after=`` the last ``seq`` it got) keeps working: the cursor is
+    still the last entry's ``seq``, only the order behind it changed."""
+    t = AuditEntry
+    conds = list(where)
+    pg = db.get_bind().dialect.name == "postgresql"
+    horizon: ColumnClause[int] = literal_column(_HORIZON, BigInteger())
+    legacy_after: int | None = 0  # continue among the entries without xid after this seq
+    key: tuple[int, int] | None = None  # ...or among the others after this (xid, seq)
+    if after > 0:
+        found = db.execute(select(t.xid).where(t.seq == after)).one_or_none()
+        if found is not None:
+            legacy_after, key = (after, None) if found.xid is None else (None, (found.xid, after))
+        elif not pg or db.scalar(select(t.seq).where(t.xid.is_(None), t.seq > after).limit(1)):
+            legacy_after = after
+        else:  # just before the first entry with a greater seq (one still unseen: horizon)
+            h = int(db.execute(select(horizon)).scalar_one())
+            first = db.scalar(select(func.min(t.xid)).where(t.seq > after))
+            legacy_after, key = None, (h if first is None else min(int(first), h), after)
+    rows: list[AuditEntry] = []
+    if legacy_after is not None:
+        rows = list(db.scalars(
+            select(t).where(t.xid.is_(None), t.seq > legacy_after, *conds)
+            .order_by(t.seq).limit(limit)
+        ))  # fmt: skip
+    if pg and len(rows) < limit:
+        q = select(t).where(t.xid.is_not(None), t.xid < horizon, *conds)
+        if key is not None:
+            q = q.where(tuple_(t.xid, t.seq) > tuple_(literal(key[0]), literal(key[1])))
+        rows += db.scalars(q.order_by(t.xid, t.seq).limit(limit - len(rows)))
+    return rows
 
 
 def to_json(e: AuditEntry) -> dict[str, Any]:
