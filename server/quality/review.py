@@ -424,6 +424,7 @@ def _record_signature(
             "jurisdiction": req.jurisdiction,
             "record_hash": r.record_hash,
             "evaluation_hash": d.evaluation_hash,
+            "last_seq": r.summary.last_seq,  # the record's last event it covers (views.since)
         },
         reason=req.reason,
     )

@@ -122,6 +122,8 @@ class BatchView(Document):
     qa_signatures: list[dict[str, Any]]
     dispositions: list[dict[str, Any]]
     oos_cases: list[dict[str, Any]]
+    # what reached the record after the last QA signature (None: never signed)
+    since_signature: dict[str, Any] | None = None
 
 
 class Telemetry(BaseModel):

@@ -7,20 +7,24 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from ebr_core.telemetry import BASE_WIDTH_S, Telemetry
 from ebr_core.vocab import ReviewState
 from server import projections
 from server.audit.alerts import alert_json
+from server.audit.trail import stream_of
 from server.batches import at_sites
 from server.db import (
     Alert,
+    AuditEntry,
     BatchSummary,
+    DeviationAction,
     Disposition,
     OosCase,
     QaSignature,
+    ResultSet,
 )
 from server.errors import Conflict, NotFound, Unprocessable
 from server.quality.record import CLOCK_ALERTS, Review, labels
@@ -125,6 +129,7 @@ def batch_view(db: Session, r: Review, now: datetime) -> dict[str, Any]:
             for d in disps
         ],
         "oos_cases": [case_json(c, now) for c in cases],
+        "since_signature": since_signature(db, r, sigs[-1]) if sigs else None,
         # label reconciliation from the label events (the report prints the same counts)
         "labels": label_rec["counts"],
         "labels_reconciled": label_rec["reconciled"],
@@ -155,6 +160,83 @@ def cqa_panel(view: dict[str, Any], jurisdiction: str) -> dict[str, Any]:
         f"jurisdiction {jurisdiction!r}: the batch was evaluated for "
         f"{', '.join(sorted(view['cqa']))}"
     )
+
+
+_EVENTS_AFTER = text(
+    "SELECT kind, count(*), min(seq), max(seq) FROM events "
+    "WHERE batch_id = :b AND unit_id = :u AND seq > :n GROUP BY kind ORDER BY min(seq)"
+)
+
+
+def _signed_seq(db: Session, sig: QaSignature) -> int | None:
+    """The last event seq of the record ``sig`` signed, from its audit entry (recorded since
+    this server version; None for an older signature)."""
+    q = (
+        select(AuditEntry.new)
+        .where(
+            AuditEntry.stream == stream_of("batch", sig.batch_id),
+            AuditEntry.action == f"signature.{sig.meaning}",
+        )
+        .order_by(AuditEntry.stream_seq.desc())
+        .limit(50)
+    )
+    for new in db.scalars(q):
+        d = orjson.loads(new) if new else None
+        if isinstance(d, dict) and d.get("signature") == sig.id:
+            n = d.get("last_seq")
+            return n if isinstance(n, int) else None
+    return None
+
+
+def since_signature(db: Session, r: Review, sig: QaSignature) -> dict[str, Any]:
+    """What reached the record after the last QA signature: the events the unit sent since the
+    record it signed (by kind: count and seqs), results entered, deviation comments and
+    closures.  Why a batch is ``changed``, so a reviewer sees it at once (e.g. the hand-offs
+    and the infusion synced after a release).  ``known`` is False for a signature made before
+    the server recorded the seq it covered: then only the server-side changes are listed."""
+    summ, at = r.summary, sig.signed_at
+    n = _signed_seq(db, sig)
+    events = (
+        []
+        if n is None
+        else [
+            {"kind": k, "count": int(c), "first_seq": int(a), "last_seq": int(b)}
+            for k, c, a, b in db.execute(
+                _EVENTS_AFTER, {"b": summ.batch_id, "u": summ.unit_id, "n": n}
+            ).all()
+        ]
+    )
+    results = db.scalars(
+        select(ResultSet)
+        .where(ResultSet.batch_id == summ.batch_id, ResultSet.entered_at > at)
+        .order_by(ResultSet.id)
+    )
+    acts = dict(
+        db.execute(
+            select(DeviationAction.action, func.count())
+            .where(DeviationAction.batch_id == summ.batch_id, DeviationAction.at > at)
+            .group_by(DeviationAction.action)
+        ).all()
+    )
+    return {
+        "signature": {
+            "id": sig.id,
+            "user_id": sig.user_id,
+            "printed_name": sig.printed_name,
+            "meaning": sig.meaning,
+            "jurisdiction": sig.jurisdiction,
+            "signed_at": iso(sig.signed_at),
+        },
+        "known": n is not None,
+        "signed_last_seq": n,
+        "events": events,
+        "results_entered": [
+            {"id": x.id, "entered_by": x.entered_by, "entered_at": iso(x.entered_at)}
+            for x in results
+        ],
+        "deviation_comments": int(acts.get("comment", 0)),
+        "deviation_closures": int(acts.get("close", 0)),
+    }
 
 
 def _sig_json(s: QaSignature, r: Review) -> dict[str, Any]:
