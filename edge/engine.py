@@ -91,6 +91,17 @@ MEANINGS = ("performed", "verified")
 TELEMETRY_SNAPSHOT_EVERY = 20_000
 
 
+
+def _recorded_quantity(spec: ValueSpec, name: str, value: str, unit: str) -> dict[str, str]:
+    """``value`` in ``unit`` as the record stores it, refused unless ``unit`` is the one the
+    MBR records ``name`` in and ``value`` is a decimal number."""
+    if unit != spec.unit:
+        raise EngineRefusal(f"{name} is recorded in {spec.unit!r}, got {unit!r}")
+    try:
+        return quantity(value, unit)
+    except EbrError as e:
+        raise EngineRefusal(f"{name}: {value!r} is not a decimal number such as 87.5") from e
+
 class EngineRefusal(EdgeError):
     """The engine refused an action; the message says what was expected and what was given."""
 
@@ -529,12 +540,7 @@ class Engine:
                 f"{name} is already recorded for step {step.id}; a change is a correction "
                 "(nothing is edited in place)"
             )
-        if unit != spec.unit:
-            raise EngineRefusal(f"{name} is recorded in {spec.unit!r}, got {unit!r}")
-        try:
-            q = quantity(value, unit)
-        except EbrError as e:
-            raise EngineRefusal(f"{name}: {value!r} is not a decimal number such as 87.5") from e
+        q = _recorded_quantity(spec, name, value, unit)
         status = self.limit_status(spec, value)
         items = [
             Append(
@@ -591,12 +597,7 @@ class Engine:
             )
         if not reason.strip():
             raise EngineRefusal("a correction needs a reason")
-        if unit != spec.unit:
-            raise EngineRefusal(f"{name} is recorded in {spec.unit!r}, got {unit!r}")
-        try:
-            q = quantity(value, unit)
-        except EbrError as e:
-            raise EngineRefusal(f"{name}: {value!r} is not a decimal number such as 87.5") from e
+        q = _recorded_quantity(spec, name, value, unit)
         old = self._current_value(st, step_id, name)
         if Decimal(old["value"]) == Decimal(q["value"]):
             raise EngineRefusal(f"{name} is already {old['value']} {unit}: nothing to correct")
