@@ -229,6 +229,13 @@ def _review_state(
     if disposition is not None:
         decided = set(prior) | {jurisdiction}
         return ReviewState.DECIDED if decided >= set(batch.evaluations) else ReviewState.IN_REVIEW
+    if batch.review_state == ReviewState.CHANGED and all(
+        prior.get(j) in FINAL_DISPOSITIONS for j in batch.evaluations
+    ):
+        # Changed after every jurisdiction's final disposition (the hand-offs and the infusion
+        # synced after the release): nothing is left to decide, so the review that has seen
+        # the change takes the batch out of the queue instead of leaving it in review forever.
+        return ReviewState.DECIDED
     if batch.review_state in (ReviewState.AWAITING_REVIEW, ReviewState.CHANGED):
         return ReviewState.IN_REVIEW
     return None
