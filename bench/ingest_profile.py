@@ -147,6 +147,129 @@ def _print_statements(seen: Counter[str], segments: int, top: int) -> None:
         print(f"{n / segments:7.2f}  {text}", file=sys.stderr)
 
 
+def _group(batch: str, r: int, readings: int) -> list[Any]:
+    """What a unit records in round ``r``: its readings, every other round an operator step."""
+    from edge.ledger import Append
+
+    step = f"s{r // 2}"
+    group = [
+        Append("reading.recorded", {"channel": "temp", "step": step,
+                                    "value": {"value": f"37.{i % 10}", "unit": "Cel"}}, batch)
+        for i in range(readings)
+    ]  # fmt: skip
+    if r % 2 == 1:
+        op = "op.fleet"
+        group += [
+            Append("scan.accepted", {"step": step, "role": "reagent", "raw": "x",
+                                     "identifiers": {}}, batch, op),
+            Append("value.recorded", {"step": step, "name": "v",
+                                      "value": {"value": "1", "unit": "1"}, "limit": "ok"},
+                   batch, op),
+            Append("signature.applied", {"step": step, "user_id": op,
+                                         "printed_name": "Fleet Operator",
+                                         "meaning": "performed", "signed_hash": "0" * 64},
+                   batch, op),
+            Append("step.completed", {"step": step}, batch, op),
+        ]  # fmt: skip
+    return group
+
+
+def direct(a: argparse.Namespace, url: str, work: Path) -> dict[str, Any]:
+    """The unit API's own functions called in this thread, no HTTP: per segment the head
+    request's authentication, then the segment's (``UnitGate.authenticate``) and its storing
+    with the receipt (``server.units.api.store_segment``), as the routes call them.  The CPU is
+    this thread's (``time.thread_time``); with ``--cprofile FILE`` a cProfile of the rounds."""
+    import cProfile
+    import pstats
+    import secrets
+    from datetime import UTC, datetime, timedelta
+
+    from ebr_core.keys import UnitSigner
+    from ebr_core.requestsig import sign_request
+    from edge.ledger import Ledger
+    from edge.sync import COMPRESSORS
+    from server.app import create_app
+    from server.db import make_engine, migrate
+    from server.settings import Settings
+    from server.units import service
+    from server.units.api import UnitGate, store_segment
+
+    engine = make_engine(url)
+    migrate(engine)
+    engine.dispose()
+    settings = Settings(database_url=url, data_dir=work / "server", admin_token=ADMIN,
+                        rate_per_second=1000, rate_burst=1000)  # fmt: skip
+    app = create_app(settings)
+    g: UnitGate = app.state.units
+    log_key = app.state.log_key
+    zstd = COMPRESSORS["zstd"]
+    last = [datetime.now(UTC)]
+
+    def clock() -> datetime:
+        last[0] = max(datetime.now(UTC), last[0] + timedelta(microseconds=1))
+        return last[0]
+
+    ledgers: list[tuple[Ledger, UnitSigner, str]] = []
+    for i in range(a.units):
+        uid = f"PROF-{i:05d}"
+        key = UnitSigner.generate(uid)
+        with g.sessions() as s:
+            service.enrol(s, f"SITE-{i % 5}", uid, key.public.to_json(), at=datetime.now(UTC))
+            s.commit()
+        led = Ledger.open(work / f"{uid}.db", key, clock)
+        led.append("batch.started", {"coi": f"&/CHA999926{i:06d}", "mbr_id": "CAR-T",
+                                     "mbr_version": "3", "mbr_hash": "0" * 64, "product": "p"},
+                   batch_id=f"{uid}-B000", actor="op.fleet")  # fmt: skip
+        ledgers.append((led, key, uid))
+
+    def request(key: UnitSigner, uid: str, method: str, path: str, body: bytes) -> None:
+        h = sign_request(key, method, path, body, timestamp=int(time.time()),
+                         nonce=secrets.token_hex(16))  # fmt: skip
+        g.authenticate(h.as_dict(), method, path, body, uid, "127.0.0.1")
+
+    def sync(led: Ledger, key: UnitSigner, uid: str, sent: int) -> int:
+        request(key, uid, "GET", f"/v1/units/{uid}/head", b"")
+        head = led.head[0]
+        body = zstd(led.wire_bytes(sent + 1, head))
+        path = f"/v1/units/{uid}/segments"
+        request(key, uid, "POST", path, body)
+        got = store_segment(g, log_key, uid, body, "zstd")
+        assert got["head_seq"] == head, got
+        return head
+
+    sent = {uid: sync(led, key, uid, 0) for led, key, uid in ledgers}  # batch.started
+    events = 0
+    prof = cProfile.Profile(time.thread_time) if a.cprofile else None
+    cpu = 0.0
+    for r in range(a.rounds):
+        bodies = []
+        for led, _key, uid in ledgers:
+            events += len(led.append_many(_group(f"{uid}-B000", r, a.readings)))
+            bodies.append(led)
+        t0 = time.thread_time()
+        if prof is not None:
+            prof.enable()
+        for led, key, uid in ledgers:
+            sent[uid] = sync(led, key, uid, sent[uid])
+        if prof is not None:
+            prof.disable()
+        cpu += time.thread_time() - t0
+    if prof is not None:
+        st = pstats.Stats(prof, stream=a.cprofile.open("w"))
+        st.sort_stats("cumulative").print_stats(a.top)
+        st.sort_stats("tottime").print_stats(a.top)
+    for led, _key, _uid in ledgers:
+        led.close()
+    engine = make_engine(url)
+    with engine.connect() as c:
+        from sqlalchemy import text
+
+        held = int(c.execute(text("SELECT count(*) FROM events")).scalar_one())
+    engine.dispose()
+    return {"events": events, "held": held, "server_cpu_s": cpu,
+            "exactly_once": held == events + a.units}  # fmt: skip
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description="Server CPU per ingested event")
     p.add_argument("--database", choices=["postgres", "sqlite"], default="postgres")
@@ -163,7 +286,27 @@ def main() -> None:
         action="store_true",
         help="serve in this process and print the SQL statements run per segment",
     )
+    p.add_argument("--direct", action="store_true", help="call the unit API's functions in "
+                   "this thread (no HTTP): the server's own CPU, little noise")  # fmt: skip
+    p.add_argument("--cprofile", type=Path, default=None, help="with --direct: cProfile to FILE")
     a = p.parse_args()
+    if a.direct:
+        with tempfile.TemporaryDirectory() as d, ExitStack() as stack:
+            if a.database == "postgres":
+                url = stack.enter_context(PgCluster()).create_db("ingest_profile")
+            else:
+                url = f"sqlite:///{Path(d) / 'server.db'}"
+            load = os.getloadavg()[0]
+            r = direct(a, url, Path(d))
+        print(json.dumps({
+            "database": a.database, "mode": "direct", "units": a.units, "rounds": a.rounds,
+            "events": r["events"], "segments": a.units * a.rounds,
+            "exactly_once": r["exactly_once"], "server_cpu_s": round(r["server_cpu_s"], 3),
+            "cpu_us_per_event": round(1e6 * r["server_cpu_s"] / r["events"], 1),
+            "cpu_us_per_segment": round(1e6 * r["server_cpu_s"] / (a.units * a.rounds), 1),
+            "load_average": round(load, 2),
+        }))  # fmt: skip
+        return
 
     from ebr_core.keys import PublicKey
 

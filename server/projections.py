@@ -180,6 +180,12 @@ ON CONFLICT (batch_id) DO UPDATE SET
 WHERE batches.unit_id = excluded.unit_id
 """
 )
+# The same upsert, one batch at a time, answering the row it wrote (none for a batch another
+# unit holds): the queue row's event head, which advance() would otherwise read back.
+_UPSERT_RETURNING = text(_UPSERT.text.rstrip() + "\nRETURNING batch_id, unit_id, events, last_seq")
+
+Head = tuple[str, int, int]
+"""(unit_id, events, last_seq) of a batch's queue row."""
 
 
 def upsert_summaries(db: Session, unit_id: str, site_id: str, deltas: dict[str, Delta]) -> None:
@@ -188,26 +194,34 @@ def upsert_summaries(db: Session, unit_id: str, site_id: str, deltas: dict[str, 
     advance_all(db, deltas)
 
 
+_EXISTING_PG = text("SELECT batch_id, unit_id FROM batches WHERE batch_id = ANY(:ids)")
+
+
 def existing(db: Session, batch_ids: Iterable[str]) -> dict[str, str]:
     """batch id -> the unit that holds it, for those of ``batch_ids`` that have a queue row."""
     ids = sorted(batch_ids)
     if not ids:
         return {}
-    rows = db.execute(select(BatchSummary.batch_id, BatchSummary.unit_id).where(
-        BatchSummary.batch_id.in_(ids)
-    ))  # fmt: skip
+    if db.get_bind().dialect.name == "postgresql":  # one array parameter: no expanding IN
+        rows = db.execute(_EXISTING_PG, {"ids": ids})
+    else:
+        rows = db.execute(select(BatchSummary.batch_id, BatchSummary.unit_id).where(
+            BatchSummary.batch_id.in_(ids)
+        ))  # fmt: skip
     return {str(b): str(u) for b, u in rows}
 
 
-def upsert_queue_rows(db: Session, unit_id: str, site_id: str, deltas: dict[str, Delta]) -> None:
+def upsert_queue_rows(
+    db: Session, unit_id: str, site_id: str, deltas: dict[str, Delta]
+) -> dict[str, Head]:
     """Insert or advance the queue rows of the batches a segment touched.  A row another unit
     holds is left alone (the ``WHERE`` of the upsert): batches of two units never merge; the
-    caller reads the owners back (:func:`existing`) and refuses the segment."""
-    if not deltas:
-        return
-    db.execute(
-        _UPSERT,
-        [
+    caller refuses the segment.  Returns the head of each row written (the unit's own
+    batches): a batch missing from it is held by another unit."""
+    heads: dict[str, Head] = {}
+    for b, d in deltas.items():
+        row = db.execute(
+            _UPSERT_RETURNING,
             {
                 "batch_id": b,
                 "unit_id": unit_id,
@@ -221,16 +235,20 @@ def upsert_queue_rows(db: Session, unit_id: str, site_id: str, deltas: dict[str,
                 "last_seq": d.last_seq,
                 "head_hash": d.last_hash,
                 "readings": d.readings,
-            }
-            for b, d in deltas.items()
-        ],
-    )
+            },
+        ).first()
+        if row is not None:
+            heads[str(row[0])] = (str(row[1]), int(row[2]), int(row[3]))
+    return heads
 
 
-def advance_all(db: Session, deltas: dict[str, Delta]) -> None:
-    """Advance the batch projections of the batches a segment touched (after their queue rows)."""
+def advance_all(
+    db: Session, deltas: dict[str, Delta], heads: dict[str, Head] | None = None
+) -> None:
+    """Advance the batch projections of the batches a segment touched (after their queue rows;
+    ``heads``: what :func:`upsert_queue_rows` returned, else each head is read back)."""
     for b, d in sorted(deltas.items()):
-        advance(db, b, d)
+        advance(db, b, d, None if heads is None else heads.get(b))
 
 
 # -- the batch projection ---------------------------------------------------------------------
@@ -485,10 +503,11 @@ def _stored(db: Session, batch_id: str) -> Projection | None:
     return p
 
 
-def advance(db: Session, batch_id: str, d: Delta) -> None:
+def advance(db: Session, batch_id: str, d: Delta, head: Head | None = None) -> None:
     """Advance the batch's projection by one segment's delta (inside the ingest transaction,
-    after the segment's rows and the queue row are written)."""
-    unit_id, events, _last = _head(db, batch_id)
+    after the segment's rows and the queue row are written; ``head``: the queue row's, as the
+    upsert left it, else read back)."""
+    unit_id, events, _last = _head(db, batch_id) if head is None else head
     p = _stored(db, batch_id)
     if p is None or p.events + d.events != events:
         if d.events != events:

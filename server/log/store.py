@@ -29,7 +29,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TypeVar
 
@@ -82,18 +82,60 @@ def _lock_head(conn: Connection) -> tuple[int, bytes]:
     return int(size), bytes(raw)
 
 
-def _grow(conn: Connection, size: int, raw: bytes, leaves: Sequence[bytes]) -> Frontier:
+@dataclass
+class Integrated:
+    """What a sequencing on this connection wrote, once committed: each leaf's index and every
+    node hash it wrote or grew from (the old peaks), so the receipts served right after it
+    need not read them back.  The tree is append-only: a committed node never changes."""
+
+    leaves: dict[bytes, int] = field(default_factory=dict)
+    nodes: dict[tuple[int, int], bytes] = field(default_factory=dict)
+
+    def merge(self, other: Integrated) -> None:
+        for leaf, idx in other.leaves.items():
+            self.leaves.setdefault(leaf, idx)
+        self.nodes.update(other.nodes)
+
+
+_KNOWN = "tlog_integrated"  # Connection.info: the Integrated of the sequencing just committed
+
+
+def _known(db: Session | Connection) -> Integrated | None:
+    got = _conn(db).info.get(_KNOWN)
+    return got if isinstance(got, Integrated) else None
+
+
+def _grow(
+    conn: Connection,
+    size: int,
+    raw: bytes,
+    leaves: Sequence[bytes],
+    wrote: Integrated | None = None,
+) -> Frontier:
     """Append ``leaves`` to the tree whose locked head is (``size``, ``raw``); the new
-    frontier (their indexes: ``size`` on)."""
+    frontier (their indexes: ``size`` on).  ``wrote``: filled with what it wrote."""
     frontier = Frontier(size, _peaks(raw))
+    if wrote is not None:  # the old peaks: the left siblings of the new leaves' proofs
+        start = 0
+        for level, peak in zip(
+            (lv for lv in range(size.bit_length() - 1, -1, -1) if size >> lv & 1),
+            frontier.peaks,
+            strict=True,
+        ):
+            wrote.nodes[(level, start >> level)] = peak
+            start += 1 << level
     leaf_rows, node_rows = [], []
     for leaf in leaves:
         lh = leaf_hash(leaf)
         for level, idx, h in frontier.append(lh):
             if level == 0:
                 leaf_rows.append({"idx": idx, "leaf": leaf, "leaf_hash": h})
+                if wrote is not None:
+                    wrote.leaves.setdefault(leaf, idx)
             else:
                 node_rows.append({"level": level, "idx": idx, "hash": h})
+            if wrote is not None:
+                wrote.nodes[(level, idx)] = h
     conn.execute(insert(LogLeaf), leaf_rows)
     if node_rows:
         conn.execute(insert(LogNode), node_rows)
@@ -194,7 +236,10 @@ def after_sequencing(
 
 
 def integrate_pending(
-    conn: Connection, limit: int, sign: tuple[LogKey, datetime] | None = None
+    conn: Connection,
+    limit: int,
+    sign: tuple[LogKey, datetime] | None = None,
+    wrote: Integrated | None = None,
 ) -> int:
     """In the caller's transaction: at most ``limit`` queued leaves, in queue order, into the
     tree (under the head's lock, taken first), out of the queue, and with ``sign`` the
@@ -208,7 +253,7 @@ def integrate_pending(
     ).all(), key=lambda r: int(r[0]))  # fmt: skip
     if not rows:
         return 0
-    frontier = _grow(conn, size, raw, [bytes(r[1]) for r in rows])
+    frontier = _grow(conn, size, raw, [bytes(r[1]) for r in rows], wrote)
     if sign is not None:
         key, at = sign
         note = sign_checkpoint(Checkpoint(key.origin, frontier.size, frontier.root()), key.signer)
@@ -224,12 +269,13 @@ def sequence_on(
     limit: int = 2000,
     sign: tuple[LogKey, datetime] | None = None,
     look_first: bool = True,
+    known: Integrated | None = None,
 ) -> int:
     """Integrate everything queued, ``limit`` leaves at a time, each lot in its own short
     transaction on ``conn`` (which has none open, and is left with none); how many.  Anyone may
     call it at any moment: a leaf is integrated once, and a caller that finds the queue empty
     takes no lock (``look_first=False``: a caller that knows leaves were queued goes straight
-    to the head)."""
+    to the head).  ``known``: filled with what each lot wrote, once that lot has committed."""
     if look_first:
         try:
             first = conn.execute(select(LogPending.id).order_by(LogPending.id).limit(1)).first()
@@ -239,8 +285,11 @@ def sequence_on(
             return 0
     total = 0
     while True:
+        wrote = None if known is None else Integrated()
         with conn.begin():
-            n = integrate_pending(conn, limit, sign)
+            n = integrate_pending(conn, limit, sign, wrote)
+        if known is not None and wrote is not None:  # committed: facts of the tree from now on
+            known.merge(wrote)
         total += n
         if n < limit:
             return total
@@ -263,9 +312,15 @@ class GroupCommit:
         self._done = 0  # the last one finished (they run one at a time)
         self._running = False
 
-    def sync(self, conn: Connection, sign: tuple[LogKey, datetime] | None = None) -> None:
+    def sync(
+        self,
+        conn: Connection,
+        sign: tuple[LogKey, datetime] | None = None,
+        known: Integrated | None = None,
+    ) -> None:
         """Return once a sequencing that started after this call has finished (run by this
-        caller on ``conn``, or by another thread)."""
+        caller on ``conn``, or by another thread); ``known``: filled with what it wrote, if this
+        caller ran it."""
         with self._cond:
             need = self._started + 1  # one in progress may have started before the commit
             mine = 0
@@ -278,7 +333,7 @@ class GroupCommit:
             else:
                 return
         try:
-            sequence_on(conn, sign=sign, look_first=False)  # its writer queued leaves
+            sequence_on(conn, sign=sign, look_first=False, known=known)  # it queued leaves
         finally:
             with self._cond:
                 self._running, self._done = False, mine
@@ -312,6 +367,9 @@ def queued(db: Session | Connection) -> list[bytes]:
 
 def locate(db: Session | Connection, p: Pending) -> int | None:
     """The index of a queued leaf once sequenced (None while still queued)."""
+    known = _known(db)
+    if known is not None and p.leaf in known.leaves:  # sequenced by this connection, committed
+        return known.leaves[p.leaf]
     size = int(_conn(db).execute(_HEAD_SIZE).scalar_one())
     got = _conn(db).execute(
         select(LogLeaf.idx)
@@ -366,13 +424,20 @@ def _after_commit(session: Session) -> None:
     if not queued or not isinstance(bind, Engine):  # bound to its caller's connection: later
         return
     with bind.connect() as conn:  # one connection for the sequencing and what waits for it
+        known = Integrated()
         try:
-            GROUP.sync(conn, sign)
+            GROUP.sync(conn, sign, known)
         except SQLAlchemyError as e:  # still queued: the next writer or the Sequencer takes them
             _log.warning("log sequencer after a commit: %s", e)
             conn.rollback()
-        for fn in callbacks:
-            fn(conn)
+        # What this sequencing committed, for the receipts' proofs (locate, DbStore), only while
+        # its callbacks run: the connection goes back to the pool with nothing of it.
+        conn.info[_KNOWN] = known
+        try:
+            for fn in callbacks:
+                fn(conn)
+        finally:
+            conn.info.pop(_KNOWN, None)
 
 
 def _after_rollback(session: Session) -> None:
@@ -425,6 +490,13 @@ class DbStore:
 
     def prefetch(self, nodes: Sequence[tuple[int, int]]) -> None:
         """Read ``nodes`` in two queries (leaf hashes, interior nodes) into the cache."""
+        known = _known(self._conn)
+        if known is not None:  # what the sequencing on this connection just committed
+            for n in nodes:
+                h = known.nodes.get(n)
+                if h is not None:
+                    self._cache[n] = h
+            nodes = [n for n in nodes if n not in self._cache]
         leaves_ = sorted({i for lv, i in nodes if lv == 0})
         inner = sorted({(lv, i) for lv, i in nodes if lv > 0})
         if self._conn.dialect.name == "postgresql":

@@ -38,6 +38,7 @@ from server.errors import (
     Unavailable,
 )
 from server.log.receipts import receipt_log
+from server.log.store import LogKey
 from server.people.auth import DB, Scope, require
 from server.people.service import Principal
 from server.schemas import PathId
@@ -117,31 +118,42 @@ class UnitGate:
                 raise TooLarge(f"request body over {settings.max_body_bytes} bytes")
             chunks.append(chunk)
         body = b"".join(chunks)
-
-        def auth() -> Unit:
-            try:
-                h = parse_headers(dict(request.headers))
-            except RequestSignatureError as e:
-                self.refused("unit.signature_refused", address, unit_id, str(e))
-                raise Unauthorized(str(e)) from e
-            try:
-                with self.sessions() as s:
-                    u = service.authenticate(
-                        s, settings, h, request.method, request.url.path, body, unit_id,
-                        at=self.clock(), revoked_alerts=self.revoked_alerts,
-                    )  # fmt: skip
-                    s.commit()
-                    return u
-            except Replayed as e:
-                self.refused("unit.request_replayed", address, unit_id, e.message)
-                raise
-            except (Unauthorized, Forbidden) as e:
-                self.refused("unit.signature_refused", address, unit_id, e.message)
-                raise
-
-        unit = await run_in_threadpool(auth)
+        unit = await run_in_threadpool(
+            self.authenticate,
+            dict(request.headers), request.method, request.url.path, body, unit_id, address,
+        )  # fmt: skip
         self.limiter.take(unit.unit_id, self.rate_clock())  # signed by the unit: its own budget
         return unit, body
+
+    def authenticate(
+        self,
+        headers: dict[str, str],
+        method: str,
+        path: str,
+        body: bytes,
+        unit_id: str,
+        address: str,
+    ) -> Unit:
+        """The unit that signed this request (in the thread pool), or the audited refusal."""
+        try:
+            h = parse_headers(headers)
+        except RequestSignatureError as e:
+            self.refused("unit.signature_refused", address, unit_id, str(e))
+            raise Unauthorized(str(e)) from e
+        try:
+            with self.sessions() as s:
+                u = service.authenticate(
+                    s, self.settings, h, method, path, body, unit_id,
+                    at=self.clock(), revoked_alerts=self.revoked_alerts,
+                )  # fmt: skip
+                s.commit()
+                return u
+        except Replayed as e:
+            self.refused("unit.request_replayed", address, unit_id, e.message)
+            raise
+        except (Unauthorized, Forbidden) as e:
+            self.refused("unit.signature_refused", address, unit_id, e.message)
+            raise
 
 
 async def gate(request: Request) -> UnitGate:
@@ -266,8 +278,16 @@ async def operators(unit_id: str, request: Request, g: Gate) -> Any:
 async def push(unit_id: str, request: Request, g: Gate) -> Any:
     _, body = await g.signed_body(request, unit_id)
     encoding = request.headers.get("content-encoding")
-    settings = g.settings
     log_key = request.app.state.log_key
+    # Decompressed and stored in the thread pool: the event loop serves other units meanwhile.
+    return await run_in_threadpool(store_segment, g, log_key, unit_id, body, encoding)
+
+
+def store_segment(
+    g: UnitGate, log_key: LogKey, unit_id: str, body: bytes, encoding: str | None
+) -> dict[str, Any]:
+    """Store one segment of an authenticated unit's request body: its signed receipt."""
+    settings = g.settings
 
     def store_once(data: bytes) -> ingest.IngestResult:
         with g.sessions() as s:
@@ -283,29 +303,25 @@ async def push(unit_id: str, request: Request, g: Gate) -> Any:
             s.commit()
             return r
 
-    def store() -> dict[str, Any]:
-        # Decompressed here, in the thread pool: the event loop serves other units meanwhile.
-        data = ingest.read_segment(body, encoding, settings)
-        t0 = time.perf_counter()
-        # The same segment pushed twice at once: on SQLite both read the head before either
-        # writes, and the second insert collides.  Again from the head, it is a retry.
-        for attempt in range(3):
-            try:
-                r = store_once(data)
-                break
-            except (IntegrityError, OperationalError) as e:
-                if attempt == 2:
-                    raise Unavailable(
-                        f"unit {unit_id}: another request stored events at the same moment "
-                        f"({type(e).__name__}); nothing of this segment was stored, retry"
-                    ) from e
-                time.sleep(0.02 * (attempt + 1))
-        # How long this segment took here (lock, verify, store, commit): fleet latency.
-        if r.log is None:  # nothing new stored: the latest checkpoint, for the consistency check
-            with g.sessions() as s:
-                r.log = receipt_log(s, log_key, None, g.clock())
-        r.ingest_us = int((time.perf_counter() - t0) * 1e6)
-        # The log's proof, under the receipt's signature (docs/transparency.md, "Receipts").
-        return ingest.receipt(g.server_key, unit_id, r, at=g.clock())
-
-    return await run_in_threadpool(store)
+    data = ingest.read_segment(body, encoding, settings)
+    t0 = time.perf_counter()
+    # The same segment pushed twice at once: on SQLite both read the head before either
+    # writes, and the second insert collides.  Again from the head, it is a retry.
+    for attempt in range(3):
+        try:
+            r = store_once(data)
+            break
+        except (IntegrityError, OperationalError) as e:
+            if attempt == 2:
+                raise Unavailable(
+                    f"unit {unit_id}: another request stored events at the same moment "
+                    f"({type(e).__name__}); nothing of this segment was stored, retry"
+                ) from e
+            time.sleep(0.02 * (attempt + 1))
+    # How long this segment took here (lock, verify, store, commit): fleet latency.
+    if r.log is None:  # nothing new stored: the latest checkpoint, for the consistency check
+        with g.sessions() as s:
+            r.log = receipt_log(s, log_key, None, g.clock())
+    r.ingest_us = int((time.perf_counter() - t0) * 1e6)
+    # The log's proof, under the receipt's signature (docs/transparency.md, "Receipts").
+    return ingest.receipt(g.server_key, unit_id, r, at=g.clock())

@@ -38,7 +38,7 @@ from typing import Any
 
 import orjson
 import zstandard
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
 from ebr_core.errors import MalformedRecordError, VerificationError
@@ -177,9 +177,9 @@ def ingest(
         _check_kinds(db, unit, events, at)
         clock_alerts = _clock_alerts(db, settings, unit, events, at)
         held = projections.existing(db, deltas)
-        projections.upsert_queue_rows(db, unit.unit_id, unit.site_id, deltas)
-        _check_owners(db, unit, deltas, held, at)
-        projections.advance_all(db, deltas)
+        heads = projections.upsert_queue_rows(db, unit.unit_id, unit.site_id, deltas)
+        _check_owners(db, unit, deltas, held, heads, at)
+        projections.advance_all(db, deltas, heads)
         for kind, batch_id, message in clock_alerts:
             alert(db, kind, unit.unit_id, message, batch_id=batch_id, site_id=unit.site_id, at=at)
         for r in events:
@@ -337,14 +337,18 @@ def _check_owners(
     unit: Unit,
     deltas: dict[str, projections.Delta],
     held: dict[str, str],
+    written: dict[str, projections.Head],
     at: datetime,
 ) -> None:
     """Each batch the segment touches must be this unit's: held by it before (``held``: the
     owners before the upsert), or started in this segment by its ``batch.started`` (the batch's
     first event here).  Called after the queue rows are upserted (the upsert never merges another
-    unit's batch): reading the owners back then also settles two units starting one batch id at
-    once (the second one's upsert waits for the first and finds the row taken)."""
-    owners = projections.existing(db, deltas)
+    unit's batch; ``written``: the rows it wrote, so the unit's): that also settles two units
+    starting one batch id at once (the second one's upsert waits for the first and finds the
+    row taken).  The owner of a batch the upsert left alone is read back."""
+    owners = dict.fromkeys(written, unit.unit_id)
+    if len(owners) < len(deltas):
+        owners |= projections.existing(db, [b for b in deltas if b not in written])
     for batch_id, d in sorted(deltas.items(), key=lambda kv: kv[1].first_seq):
         owner = owners.get(batch_id)
         if owner is not None and owner != unit.unit_id:
@@ -437,6 +441,11 @@ def _unit_log_alert(db: Session, unit: Unit, seq: int) -> str:
     )
 
 
+_RECORDED_AT = select(EventRow.recorded_at).where(
+    EventRow.unit_id == bindparam("u"), EventRow.seq == bindparam("s")
+)
+
+
 def _clock_alerts(
     db: Session, settings: Settings, unit: Unit, events: list[tuple[Any, ...]], at: datetime
 ) -> list[tuple[str, str | None, str]]:
@@ -459,8 +468,12 @@ def _clock_alerts(
             f"unit {unit.unit_id}: seq {r[1]} is dated {r[5]}, before the unit was enrolled "
             f"({enrolled}); {sum(1 for t in times if t < enrolled)} event(s) of this segment"
         )))  # fmt: skip
-    prev = db.get(EventRow, (unit.unit_id, unit.head_seq)) if unit.head_seq else None
-    chain = ([prev.recorded_at] if prev is not None else []) + times
+    prev = (
+        db.execute(_RECORDED_AT, {"u": unit.unit_id, "s": unit.head_seq}).scalar()
+        if unit.head_seq
+        else None
+    )
+    chain = ([prev] if prev is not None else []) + times
     if any(map(gt, chain, chain[1:])):
         k = next(i for i in range(1, len(chain)) if chain[i - 1] > chain[i])
         r = events[k - (len(chain) - len(times))]
