@@ -647,8 +647,9 @@ def page(
       above it, so the served set only grows at its end.
 
     An entry is therefore served once every transaction that began writing before its writer
-    has ended: a fraction of a second under load, longer while a long transaction runs (the
-    servers' 15 s ``lock_timeout``; ``idle_in_transaction_session_timeout`` bounds idle ones).
+    has ended, in any database of the cluster (prepared transactions too): a fraction of a
+    second under load, longer while a long transaction runs (``idle_in_transaction_session_
+    timeout`` and ``transaction_timeout`` bound those).
 
     Why not the transparency log's leaf index, also assigned in commit order: an entry would
     wait for the sequencer (up to a second) before any reader could see it, the entries
