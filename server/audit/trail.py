@@ -649,7 +649,7 @@ def page(
     An entry is therefore served once every transaction that began writing before its writer
     has ended, in any database of the cluster (prepared transactions too): a fraction of a
     second under load, longer while a long transaction runs (``idle_in_transaction_session_
-    timeout`` and ``transaction_timeout`` bound those).
+    timeout`` bounds idle ones; ``transaction_timeout`` from PostgreSQL 17 any).
 
     Why not the transparency log's leaf index, also assigned in commit order: an entry would
     wait for the sequencer (up to a second) before any reader could see it, the entries
