@@ -47,6 +47,7 @@ print(json.dumps({"codes": codes, "retry_after": sorted(map(str, retry))}))
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.usefixtures("production_argon2")  # the gate is held as long as argon2 runs
 def test_a_login_flood_does_not_starve_other_users(
     backend: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:

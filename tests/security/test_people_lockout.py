@@ -26,6 +26,7 @@ def audit_of(server: Server, user_id: str) -> list[dict[str, object]]:
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.usefixtures("production_argon2")  # the guesses overlap as long as argon2 runs
 def test_parallel_guesses_check_at_most_five_and_lock(
     backend: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
