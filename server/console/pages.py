@@ -1072,9 +1072,10 @@ AUDIT_EXPORT_MAX = 100_000
 AUDIT_FILTERS = {"object_type": 32, "object_id": 128, "actor": 64}  # field -> its max length
 
 
-def _audit_query(request: Request) -> tuple[Any, dict[str, str], int]:
-    """The audit trail's query with the page's filters (the API's filters: object type, object
-    id, actor, and the position to continue after)."""
+def _audit_query(request: Request) -> tuple[list[Any], dict[str, str], int]:
+    """The page's filters as conditions for :func:`trail.page` (the API's filters: object type,
+    object id, actor), and the position to continue after (the last ``seq`` read: paging is in
+    the order entries became visible, so none committed late is skipped)."""
     q = request.query_params
     filters = {k: q.get(k, "").strip() for k in AUDIT_FILTERS}
     for k, n in AUDIT_FILTERS.items():
@@ -1084,19 +1085,16 @@ def _audit_query(request: Request) -> tuple[Any, dict[str, str], int]:
         after = int(q.get("after", "0") or 0)
     except ValueError:
         raise Unprocessable("after: expected a whole number (an audit position)") from None
-    stmt = select(AuditEntry).where(AuditEntry.seq > after)
-    for k, v in filters.items():
-        if v:
-            stmt = stmt.where(getattr(AuditEntry, k) == v)
-    return stmt.order_by(AuditEntry.seq), filters, after
+    where = [getattr(AuditEntry, k) == v for k, v in filters.items() if v]
+    return where, filters, after
 
 
 @signed_in("/console/audit")
 def audit_page(request: Request, who: Principal) -> Response:
     who.require("audit.read", None)
-    stmt, filters, after = _audit_query(request)
+    where, filters, after = _audit_query(request)
     with _sessions(request)() as s:
-        rows = [trail.to_json(e) for e in s.scalars(stmt.limit(AUDIT_PAGE))]
+        rows = [trail.to_json(e) for e in trail.page(s, after=after, limit=AUDIT_PAGE, where=where)]
     export = urlencode({k: v for k, v in filters.items() if v})
     return web.render(
         request,
@@ -1111,11 +1109,10 @@ def audit_page(request: Request, who: Principal) -> Response:
 def audit_export(request: Request, who: Principal) -> Response:
     """The filtered trail as JSON Lines, each entry with its hash (verifiable offline)."""
     who.require("audit.read", None)
-    stmt, _, _ = _audit_query(request)
+    where, _, after = _audit_query(request)
     with _sessions(request)() as s:
-        body = b"".join(
-            orjson.dumps(trail.to_json(e)) + b"\n" for e in s.scalars(stmt.limit(AUDIT_EXPORT_MAX))
-        )
+        entries = trail.page(s, after=after, limit=AUDIT_EXPORT_MAX, where=where)
+        body = b"".join(orjson.dumps(trail.to_json(e)) + b"\n" for e in entries)
     return Response(
         body,
         media_type="application/jsonl",

@@ -153,6 +153,7 @@ def test_a_rolled_back_append_leaves_no_leaf(server: Server) -> None:
         with Session(engine) as db:
             before = store.head(db).size
             e = trail.append(db, at=at, actor="t", action="x", object_type="t", object_id="1")
+            trail.seal(db)  # chained now, as a commit would
             db.flush()  # the listener writes the entry's leaf
             leaf = records.audit_entry(e.seq, e.hash).to_bytes()
             queued = store.queues(db)

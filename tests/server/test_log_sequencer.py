@@ -59,6 +59,8 @@ def test_one_sequencing_integrates_many_writers_leaves(pg: PgCluster) -> None:
             with Session(engine) as db:
                 trail.append(db, at=AT, actor="u", action="a", object_type="unit",
                              object_id=f"U-{i}")  # fmt: skip
+                trail.seal(db)  # chained now (a commit would), so its leaf is queued
+                db.flush()
                 db.info.pop(store.QUEUED)  # as if the writer died before its sequencing
                 db.commit()
         assert counts(engine) == (5, 0, 5)
@@ -127,6 +129,7 @@ def test_a_rolled_back_writer_leaves_nothing_queued(pg: PgCluster) -> None:
     try:
         with Session(engine) as db:
             trail.append(db, at=AT, actor="u", action="a", object_type="unit", object_id="U")
+            trail.seal(db)
             db.flush()
             assert db.info.get(store.QUEUED)
             db.rollback()
