@@ -724,16 +724,9 @@ def sign_dialog(request: Request, who: Principal) -> Response:
 def _changes(request: Request, batch_id: str, since_seq: int) -> list[dict[str, Any]]:
     """What was recorded on the batch (and its deviations) after the dialog opened."""
     with _sessions(request)() as s:
-        rows = s.scalars(
-            select(AuditEntry)
-            .where(
-                AuditEntry.seq > since_seq,
-                or_(AuditEntry.object_id == batch_id,
-                    AuditEntry.object_id.startswith(batch_id + "/", autoescape=True)),
-            )
-            .order_by(AuditEntry.seq)
-            .limit(50)
-        )  # fmt: skip
+        about = or_(AuditEntry.object_id == batch_id,
+                    AuditEntry.object_id.startswith(batch_id + "/", autoescape=True))  # fmt: skip
+        rows = trail.page(s, after=since_seq, limit=50, where=[about])  # in visibility order
         return [
             {"at": e.at, "actor": e.actor, "action": e.action, "object": e.object_id,
              "reason": e.reason or ""}
