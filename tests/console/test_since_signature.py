@@ -62,6 +62,7 @@ def test_a_changed_batch_says_what_arrived_after_the_last_signature(
     assert f"on the record up to event seq {n}" in html
     assert f"reading.recorded: <strong>3</strong> (seq {n + 1}–{n + 3})" in html
     assert "deviation comments: <strong>1</strong>" in html
+    assert '(<a href="#since-signature">what changed</a>)' in html  # from the signature's row
 
     pg = pages("reviewer")  # in Chromium: shown first, and axe-clean
     sign_in(pg, served.url, "rev.a")
