@@ -9,10 +9,10 @@ import re
 from pathlib import Path
 from typing import Any
 
+import httpx
 from fastapi import FastAPI
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute, iter_route_contexts
-from fastapi.testclient import TestClient
 
 from server.app import create_app
 from server.db import make_engine, migrate
@@ -20,7 +20,7 @@ from server.people.auth import Requirement, Scope, requirement_of
 from server.people.service import ROLES, Principal
 from server.settings import Settings
 
-from .conftest import ADMIN, Server
+from .conftest import Server
 from .qa import (
     add_people,
     enter_results,
@@ -139,24 +139,15 @@ def test_authorization_matrix(server: Server, tmp_path: Path) -> None:
     assert r.status_code == 201, r.text
     case_id = r.json()["id"]
 
-    # The people log in over HTTP; the matrix's 2,000-odd calls then go to the same app in this
-    # process (starlette's TestClient: the app's middleware, routing, guards and error handlers,
-    # without a socket), since it checks the guards, not HTTP.  A server error is an answer
-    # (500), not an exception.
-    def in_process(token: str | None) -> TestClient:
-        headers = {"Authorization": token} if token else {}
-        return TestClient(server.app, headers=headers, raise_server_exceptions=False)
-
-    callers: dict[str, tuple[Principal | None, TestClient]] = {
-        "anonymous": (None, in_process(None)),
+    callers: dict[str, tuple[Principal | None, httpx.Client]] = {
+        "anonymous": (None, httpx.Client(base_url=server.url)),
         "system": (
             Principal("system", "", frozenset({("admin", "*")})),
-            in_process(f"Bearer {ADMIN}"),
+            server.admin(),
         ),
     }
     for uid, (_, grants) in people.items():
-        token = login(server, uid).headers["Authorization"]
-        callers[uid] = (Principal(uid, "", frozenset(grants)), in_process(token))
+        callers[uid] = (Principal(uid, "", frozenset(grants)), login(server, uid))
 
     objects = {
         "SITE-A": {
