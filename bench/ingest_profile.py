@@ -35,35 +35,14 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ctgtp.fleet import ADMIN, Mix, _Unit, cpu_seconds
+from ctgtp.fleet import ADMIN, Mix, _Unit, cpu_seconds, operator_step
 from server.pgcluster import PgCluster
 from server.process import serve_subprocess, stop
 
 
 def _round(u: _Unit, r: int, readings: int) -> int:
     """One round of a unit: its readings, every other round an operator step, then a sync."""
-    from edge.ledger import Append
-
-    step = f"s{r // 2}"
-    group = [
-        Append("reading.recorded", {"channel": "temp", "step": step,
-                                    "value": {"value": f"37.{i % 10}", "unit": "Cel"}}, u.batch)
-        for i in range(readings)
-    ]  # fmt: skip
-    if r % 2 == 1:
-        op = "op.fleet"
-        group += [
-            Append("scan.accepted", {"step": step, "role": "reagent", "raw": "x",
-                                     "identifiers": {}}, u.batch, op),
-            Append("value.recorded", {"step": step, "name": "v",
-                                      "value": {"value": "1", "unit": "1"}, "limit": "ok"},
-                   u.batch, op),
-            Append("signature.applied", {"step": step, "user_id": op,
-                                         "printed_name": "Fleet Operator",
-                                         "meaning": "performed", "signed_hash": "0" * 64},
-                   u.batch, op),
-            Append("step.completed", {"step": step}, u.batch, op),
-        ]  # fmt: skip
+    group = _group(u.batch, r, readings)
     u.ledger.append_many(group)
     before = u.run.syncs
     u.sync()
@@ -158,19 +137,7 @@ def _group(batch: str, r: int, readings: int) -> list[Any]:
         for i in range(readings)
     ]  # fmt: skip
     if r % 2 == 1:
-        op = "op.fleet"
-        group += [
-            Append("scan.accepted", {"step": step, "role": "reagent", "raw": "x",
-                                     "identifiers": {}}, batch, op),
-            Append("value.recorded", {"step": step, "name": "v",
-                                      "value": {"value": "1", "unit": "1"}, "limit": "ok"},
-                   batch, op),
-            Append("signature.applied", {"step": step, "user_id": op,
-                                         "printed_name": "Fleet Operator",
-                                         "meaning": "performed", "signed_hash": "0" * 64},
-                   batch, op),
-            Append("step.completed", {"step": step}, batch, op),
-        ]  # fmt: skip
+        group += operator_step(batch, step)
     return group
 
 

@@ -58,6 +58,21 @@ class UnitRun:
     server_ms: list[float] = field(default_factory=list)
     error: str | None = None
 
+def operator_step(batch: str, step: str, op: str = "op.fleet") -> list[Any]:
+    """An operator's step as a unit records it: a scan, a value, a signature, the step done."""
+    from edge.ledger import Append
+
+    return [
+        Append("scan.accepted", {"step": step, "role": "reagent", "raw": "x",
+                                 "identifiers": {}}, batch, op),
+        Append("value.recorded", {"step": step, "name": "v",
+                                  "value": {"value": "1", "unit": "1"}, "limit": "ok"}, batch, op),
+        Append("signature.applied", {"step": step, "user_id": op, "printed_name": "Fleet Operator",
+                                     "meaning": "performed", "signed_hash": "0" * 64}, batch, op),
+        Append("step.completed", {"step": step}, batch, op),
+    ]  # fmt: skip
+
+
 
 class _Unit:
     """One simulated unit: its ledger, its sync client and when it next does what."""
@@ -110,19 +125,7 @@ class _Unit:
         ]  # fmt: skip
         if now >= self.next_step:
             self.next_step += self.mix.step_s
-            op = "op.fleet"
-            group += [
-                Append("scan.accepted", {"step": step, "role": "reagent", "raw": "x",
-                                         "identifiers": {}}, self.batch, op),
-                Append("value.recorded", {"step": step, "name": "v",
-                                          "value": {"value": "1", "unit": "1"}, "limit": "ok"},
-                       self.batch, op),
-                Append("signature.applied", {"step": step, "user_id": op,
-                                             "printed_name": "Fleet Operator",
-                                             "meaning": "performed", "signed_hash": "0" * 64},
-                       self.batch, op),
-                Append("step.completed", {"step": step}, self.batch, op),
-            ]  # fmt: skip
+            group += operator_step(self.batch, step)
             self.step += 1
         if group:
             self.ledger.append_many(group)
