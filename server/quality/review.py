@@ -424,7 +424,9 @@ def _record_signature(
             "jurisdiction": req.jurisdiction,
             "record_hash": r.record_hash,
             "evaluation_hash": d.evaluation_hash,
-            "last_seq": r.summary.last_seq,  # the record's last event it covers (views.since)
+            # the record it covers, for what changed since (views.since_signature)
+            "last_seq": r.summary.last_seq,
+            "readings": r.summary.readings,
         },
         reason=req.reason,
     )

@@ -162,15 +162,16 @@ def cqa_panel(view: dict[str, Any], jurisdiction: str) -> dict[str, Any]:
     )
 
 
-_EVENTS_AFTER = text(
+_EVENTS_AFTER = text(  # through the step events' partial index: never the readings
     "SELECT kind, count(*), min(seq), max(seq) FROM events "
-    "WHERE batch_id = :b AND unit_id = :u AND seq > :n GROUP BY kind ORDER BY min(seq)"
+    "WHERE batch_id = :b AND unit_id = :u AND kind <> 'reading.recorded' AND seq > :n "
+    "GROUP BY kind ORDER BY min(seq)"
 )
 
 
-def _signed_seq(db: Session, sig: QaSignature) -> int | None:
-    """The last event seq of the record ``sig`` signed, from its audit entry (recorded since
-    this server version; None for an older signature)."""
+def _signed_at_record(db: Session, sig: QaSignature) -> tuple[int | None, int | None]:
+    """The last event seq and the readings of the record ``sig`` signed, from its audit entry
+    (recorded since this server version; None for an older signature)."""
     q = (
         select(AuditEntry.new)
         .where(
@@ -183,19 +184,20 @@ def _signed_seq(db: Session, sig: QaSignature) -> int | None:
     for new in db.scalars(q):
         d = orjson.loads(new) if new else None
         if isinstance(d, dict) and d.get("signature") == sig.id:
-            n = d.get("last_seq")
-            return n if isinstance(n, int) else None
-    return None
+            n, k = d.get("last_seq"), d.get("readings")
+            return (n if isinstance(n, int) else None), (k if isinstance(k, int) else None)
+    return None, None
 
 
 def since_signature(db: Session, r: Review, sig: QaSignature) -> dict[str, Any]:
     """What reached the record after the last QA signature: the events the unit sent since the
-    record it signed (by kind: count and seqs), results entered, deviation comments and
-    closures.  Why a batch is ``changed``, so a reviewer sees it at once (e.g. the hand-offs
-    and the infusion synced after a release).  ``known`` is False for a signature made before
-    the server recorded the seq it covered: then only the server-side changes are listed."""
+    record it signed (by kind: count and seqs; readings counted from the summary, without
+    seqs), results entered, deviation comments and closures.  Why a batch is ``changed``, so
+    a reviewer sees it at once (e.g. the hand-offs and the infusion synced after a release).
+    ``known`` is False for a signature made before the server recorded the seq it covered:
+    then only the server-side changes are listed."""
     summ, at = r.summary, sig.signed_at
-    n = _signed_seq(db, sig)
+    n, readings = _signed_at_record(db, sig)
     events = (
         []
         if n is None
@@ -206,6 +208,10 @@ def since_signature(db: Session, r: Review, sig: QaSignature) -> dict[str, Any]:
             ).all()
         ]
     )
+    if n is not None and readings is not None and summ.readings > readings:
+        # counted from the batch's summary, not read: a million readings cost nothing here
+        events.append({"kind": "reading.recorded", "count": summ.readings - readings,
+                       "first_seq": None, "last_seq": None})  # fmt: skip
     results = db.scalars(
         select(ResultSet)
         .where(ResultSet.batch_id == summ.batch_id, ResultSet.entered_at > at)
