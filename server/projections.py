@@ -391,22 +391,20 @@ def limits_json(p: Projection, channel: str, unit: str) -> dict[str, Any]:
     return {"limits": body, "limits_note": note}
 
 
-_STARTED = text(
-    "SELECT line FROM events WHERE batch_id = :b AND unit_id = :u AND kind = 'batch.started' "
-    "ORDER BY seq LIMIT 1"
-)
+_STARTED = text("SELECT line FROM events WHERE unit_id = :u AND seq = :s")
 
 
 def _fill_limits(db: Session, batch_id: str, p: Projection) -> None:
     """Give a projection stored before projections kept limits those its batch.started
-    records (one row through the step events' index)."""
+    records (one row by primary key: its seq from the projection's timeline)."""
     row = db.execute(
         text("SELECT unit_id FROM batches WHERE batch_id = :b"), {"b": batch_id}
     ).first()
+    seq = next((int(t[0]) for t in p.timeline if t[2] == "batch.started"), None)
     line = (
         None
-        if row is None
-        else db.execute(_STARTED, {"b": batch_id, "u": row[0]}).scalar_one_or_none()
+        if row is None or seq is None
+        else db.execute(_STARTED, {"u": row[0], "s": seq}).scalar_one_or_none()
     )
     p.limits = None if line is None else _recorded_limits(_event(bytes(line)))
     p.limits_known = True

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from ebr_core.telemetry import BASE_WIDTH_S, Telemetry
@@ -57,7 +57,7 @@ def batch_view(db: Session, r: Review, now: datetime) -> dict[str, Any]:
     excursions = {k: v for k, v in st.values.items() if v.get("limit", "ok") != "ok"}
     values, corrections = r.corrections()
     failing = {j: [v.attribute for v in ev.failed()] for j, ev in r.evaluations.items()}
-    label_rec = labels(db, r.summary)
+    label_rec = labels(db, r.summary, r.projection)
     return {
         "batch_id": st.batch_id,
         "unit_id": st.unit_id,
@@ -162,13 +162,6 @@ def cqa_panel(view: dict[str, Any], jurisdiction: str) -> dict[str, Any]:
     )
 
 
-_EVENTS_AFTER = text(  # through the step events' partial index: never the readings
-    "SELECT kind, count(*), min(seq), max(seq) FROM events "
-    "WHERE batch_id = :b AND unit_id = :u AND kind <> 'reading.recorded' AND seq > :n "
-    "GROUP BY kind ORDER BY min(seq)"
-)
-
-
 def _signed_at_record(db: Session, sig: QaSignature) -> tuple[int | None, int | None]:
     """The last event seq and the readings of the record ``sig`` signed, from its audit entry
     (recorded since this server version; None for an older signature)."""
@@ -198,16 +191,14 @@ def since_signature(db: Session, r: Review, sig: QaSignature) -> dict[str, Any]:
     then only the server-side changes are listed."""
     summ, at = r.summary, sig.signed_at
     n, readings = _signed_at_record(db, sig)
-    events = (
-        []
-        if n is None
-        else [
-            {"kind": k, "count": int(c), "first_seq": int(a), "last_seq": int(b)}
-            for k, c, a, b in db.execute(
-                _EVENTS_AFTER, {"b": summ.batch_id, "u": summ.unit_id, "n": n}
-            ).all()
-        ]
-    )
+    kinds: dict[str, list[int]] = {}  # the step events after it, from the timeline (no query)
+    for seq, _at, kind, _step in r.projection.timeline:
+        if n is not None and int(seq) > n:
+            kinds.setdefault(str(kind), []).append(int(seq))
+    events: list[dict[str, Any]] = [
+        {"kind": k, "count": len(v), "first_seq": min(v), "last_seq": max(v)}
+        for k, v in sorted(kinds.items(), key=lambda kv: min(kv[1]))
+    ]
     if n is not None and readings is not None and summ.readings > readings:
         # counted from the batch's summary, not read: a million readings cost nothing here
         events.append({"kind": "reading.recorded", "count": summ.readings - readings,
