@@ -14,6 +14,7 @@ production hasher is the library's default argon2id.  Servers started as process
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,19 @@ CHROMIUM = Path("/usr/bin/chromium")
 
 # Still argon2id, and still verified by the same code: only the cost differs.
 TEST_HASHER = PasswordHasher(time_cost=1, memory_cost=64, parallelism=1, type=Type.ID)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _ctrl_c_is_python_s() -> Iterator[None]:
+    """Ctrl-C as a command sees it: pytest-xdist's workers start with SIGINT ignored, so
+    ``_thread.interrupt_main()`` did nothing (``sync --watch`` waited for its Ctrl-C until the
+    timeout) and a child process inherited the ignored signal (an interrupted export finished
+    its file instead of removing it).  Which tests failed depended on the order they ran in."""
+    previous = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    if previous is not None:
+        signal.signal(signal.SIGINT, previous)
 
 
 @pytest.fixture(scope="session", autouse=True)
