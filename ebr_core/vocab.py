@@ -180,6 +180,7 @@ class EventKind(StrEnum):
     CUSTODY_RECEIVED = "custody.received"
     CUSTODY_INFUSED = "custody.infused"
     CUSTODY_REFUSED = "custody.refused"
+    SHIPPING_LOG = "shipping.log"
     LABEL_PRINTED = "label.printed"
     LABEL_APPLIED = "label.applied"
     LABEL_DESTROYED = "label.destroyed"
@@ -188,3 +189,19 @@ class EventKind(StrEnum):
     # proof that fails or is refused): ``failure``, the trusted and offered tree sizes and
     # roots, the offending signed checkpoint as ``evidence`` (edge.logwatch).  A unit kind.
     SECURITY_ALERT = "security.alert"
+
+
+TRAVEL_KINDS = frozenset(
+    {
+        EventKind.CUSTODY_TRANSFERRED,
+        EventKind.CUSTODY_HANDOFF,
+        EventKind.CUSTODY_RECEIVED,
+        EventKind.CUSTODY_INFUSED,
+        EventKind.SHIPPING_LOG,
+    }
+)
+"""The kinds that record where a product went, not what it is: hand-offs, receipt, infusion
+and the shipper's temperature log.  Recorded after a release (the product travels once it is
+released), they leave the QA decision standing: a signature still applies to the record it
+signed when only these followed it.  A refused hand-off (``custody.refused``) and a shipping
+excursion (a ``deviation.raised``) are not travel: they change the record QA must see."""

@@ -53,6 +53,7 @@ from ebr_core.limits import (
 from ebr_core.limits import channel_limits as _applying
 from ebr_core.record import Event, decode_record
 from ebr_core.telemetry import BASE_WIDTH_S, READING, Telemetry
+from ebr_core.vocab import TRAVEL_KINDS
 from server.db import BatchSummary
 
 # Event kinds (and value limits) that make a batch an exception for review.
@@ -84,6 +85,9 @@ class Delta:
     last_hash: str = ""
     step_events: int = 0
     readings: int = 0
+    # Events other than travel (ebr_core.vocab.TRAVEL_KINDS): a segment of hand-offs alone
+    # after a final decision leaves the batch decided.
+    changes: int = 0
     telemetry: Telemetry = field(default_factory=Telemetry)
     # The batch's first event in this segment: what ownership is checked against (a batch no
     # unit holds yet must begin with batch.started).
@@ -97,6 +101,7 @@ class Delta:
         self.exceptions += later.exceptions
         self.step_events += later.step_events
         self.readings += later.readings
+        self.changes += later.changes
         if later.coi is not None:
             self.coi = later.coi
         if later.completed_at is not None:
@@ -131,6 +136,8 @@ def tally_run(
     n = len(payloads)
     d.events += n
     d.last_seq, d.last_hash = first_seq + n - 1, hashes[-1]
+    if kind not in TRAVEL_KINDS:
+        d.changes += n
     if kind == READING:
         d.readings += n
         d.telemetry.add_run(payloads, recorded_at, first_seq)
@@ -172,6 +179,7 @@ ON CONFLICT (batch_id) DO UPDATE SET
   completed_at = COALESCE(batches.completed_at, excluded.completed_at),
   review_state = CASE
     WHEN batches.review_state = 'open' AND excluded.status = 'completed' THEN 'awaiting_review'
+    WHEN batches.review_state = 'decided' AND :changes = 0 THEN 'decided'
     WHEN batches.review_state IN ('in_review', 'decided') THEN 'changed'
     ELSE batches.review_state END,
   last_seq = excluded.last_seq,
@@ -235,6 +243,7 @@ def upsert_queue_rows(
                 "last_seq": d.last_seq,
                 "head_hash": d.last_hash,
                 "readings": d.readings,
+                "changes": d.changes,
             },
         ).first()
         if row is not None:

@@ -301,6 +301,16 @@ def _identity(view: dict[str, Any], extra: tuple[tuple[str, Any], ...] = ()) -> 
     )
 
 
+def _binding(s: dict[str, Any]) -> str:
+    """Whether a QA signature applies to the record as it is (views._sig_json)."""
+    if not s["applies"]:
+        return "NO LONGER APPLIES (record changed)"
+    n = s.get("travel_since") or 0
+    if n:
+        return f"applies to the record it signed; {n} travel event(s) since"
+    return "applies"
+
+
 def _manifestations(view: dict[str, Any], jurisdiction: str | None) -> list[Any]:
     sigs = [
         s
@@ -315,7 +325,7 @@ def _manifestations(view: dict[str, Any], jurisdiction: str | None) -> list[Any]
             s["meaning"],
             s["jurisdiction"],
             s["reason"],
-            "applies" if s["applies"] else "NO LONGER APPLIES (record changed)",
+            _binding(s),
         ]
         for s in sigs
     ]

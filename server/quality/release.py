@@ -32,7 +32,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from ebr_core.spec.evaluate import Evaluation
-from ebr_core.vocab import FINAL_DISPOSITIONS, Disposition, Meaning, Readiness, ReviewState, Timing
+from ebr_core.vocab import (
+    FINAL_DISPOSITIONS,
+    TRAVEL_KINDS,
+    Disposition,
+    Meaning,
+    Readiness,
+    ReviewState,
+    Timing,
+)
 from ebr_core.vocab import Verdict as V
 from server.errors import Conflict, Forbidden, NotFound, Unprocessable
 from server.text import iso, need_reason
@@ -356,3 +364,50 @@ def check_deviations(
                 "only minor deviations are closed together with one signature; "
                 f"{', '.join(not_minor)} must be closed on its own"
             )
+
+
+# -- whether a signature still applies --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Since:
+    """What a batch's record gained after the record a signature covered.
+
+    ``last_seq`` and ``readings`` are the signed record's event head and readings (None for a
+    signature made before the server recorded them); ``after`` is the kind of each step event
+    the batch holds after ``last_seq``; ``readings_now`` counts the batch's readings today;
+    ``qa_changes`` says whether results, deviation actions or links were recorded at or after
+    the signature's time (server-side changes the record hash covers)."""
+
+    last_seq: int | None
+    readings: int | None
+    after: Sequence[str]
+    readings_now: int
+    qa_changes: bool
+
+
+def still_applies(
+    signed_record: str,
+    signed_evaluation: str,
+    record_hash: str,
+    evaluation_hash: str | None,
+    since: Since,
+) -> int | None:
+    """Whether a QA signature applies to the batch as it is: ``0`` when the record and
+    evaluation are the ones it signed; ``n > 0`` when the evaluation is unchanged and the record
+    gained only ``n`` travel events (:data:`~ebr_core.vocab.TRAVEL_KINDS`: hand-offs, receipt,
+    infusion, the shipper's log) after the record it signed, so the decision stands for the
+    record it covered; ``None`` when it no longer applies (anything else was added, or what it
+    covered is not known).  The record hash binds every event: this never claims a signature
+    covers the travel events, only that nothing QA judged has changed since."""
+    if evaluation_hash is None or signed_evaluation != evaluation_hash:
+        return None
+    if signed_record == record_hash:
+        return 0
+    if since.last_seq is None or since.readings is None or since.qa_changes:
+        return None
+    if since.readings_now != since.readings or not since.after:
+        return None
+    if any(k not in TRAVEL_KINDS for k in since.after):
+        return None
+    return len(since.after)

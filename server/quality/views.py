@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from ebr_core.telemetry import BASE_WIDTH_S, Telemetry
-from ebr_core.vocab import ReviewState
+from ebr_core.vocab import Meaning, ReviewState
 from server import projections
 from server.audit.alerts import alert_json
 from server.audit.trail import stream_of
@@ -27,6 +27,7 @@ from server.db import (
     ResultSet,
 )
 from server.errors import Conflict, NotFound, Unprocessable
+from server.quality import release
 from server.quality.record import CLOCK_ALERTS, Review, labels
 from server.text import iso
 
@@ -48,6 +49,7 @@ def batch_view(db: Session, r: Review, now: datetime) -> dict[str, Any]:
         )
     )
     by_id = {s.id: s for s in sigs}
+    signed = _signed_records(db, st.batch_id) if sigs else {}
     cases = list(
         db.scalars(select(OosCase).where(OosCase.batch_id == st.batch_id).order_by(OosCase.id))
     )
@@ -117,19 +119,19 @@ def batch_view(db: Session, r: Review, now: datetime) -> dict[str, Any]:
         "cqa": {
             j: {**ev.to_json(), "evaluation_hash": ev.hash()} for j, ev in r.evaluations.items()
         },
-        "qa_signatures": [_sig_json(s, r) for s in sigs],
+        "qa_signatures": [_sig_json(s, r, signed) for s in sigs],
         "dispositions": [
             {
                 "jurisdiction": d.jurisdiction,
                 "disposition": d.disposition,
                 "pending": orjson.loads(d.pending),
                 "decided_at": iso(d.decided_at),
-                "signature": _sig_json(by_id[d.signature_id], r),
+                "signature": _sig_json(by_id[d.signature_id], r, signed),
             }
             for d in disps
         ],
         "oos_cases": [case_json(c, now) for c in cases],
-        "since_signature": since_signature(db, r, sigs[-1]) if sigs else None,
+        "since_signature": since_signature(db, r, sigs[-1], signed) if sigs else None,
         # label reconciliation from the label events (the report prints the same counts)
         "labels": label_rec["counts"],
         "labels_reconciled": label_rec["reconciled"],
@@ -162,27 +164,32 @@ def cqa_panel(view: dict[str, Any], jurisdiction: str) -> dict[str, Any]:
     )
 
 
-def _signed_at_record(db: Session, sig: QaSignature) -> tuple[int | None, int | None]:
-    """The last event seq and the readings of the record ``sig`` signed, from its audit entry
-    (recorded since this server version; None for an older signature)."""
-    q = (
-        select(AuditEntry.new)
-        .where(
-            AuditEntry.stream == stream_of("batch", sig.batch_id),
-            AuditEntry.action == f"signature.{sig.meaning}",
-        )
-        .order_by(AuditEntry.stream_seq.desc())
-        .limit(50)
+def _signed_records(db: Session, batch_id: str) -> dict[int, tuple[int | None, int | None]]:
+    """signature id -> the last event seq and the readings of the record it signed, from the
+    signatures' audit entries (recorded since this server version; an older signature is
+    absent).  One query: the batch's stream, signature actions only."""
+    q = select(AuditEntry.new).where(
+        AuditEntry.stream == stream_of("batch", batch_id),
+        AuditEntry.action.in_([f"signature.{m}" for m in Meaning]),
     )
+    out: dict[int, tuple[int | None, int | None]] = {}
     for new in db.scalars(q):
         d = orjson.loads(new) if new else None
-        if isinstance(d, dict) and d.get("signature") == sig.id:
+        if isinstance(d, dict) and isinstance(d.get("signature"), int):
             n, k = d.get("last_seq"), d.get("readings")
-            return (n if isinstance(n, int) else None), (k if isinstance(k, int) else None)
-    return None, None
+            out[d["signature"]] = (
+                (n if isinstance(n, int) else None),
+                (k if isinstance(k, int) else None),
+            )
+    return out
 
 
-def since_signature(db: Session, r: Review, sig: QaSignature) -> dict[str, Any]:
+def since_signature(
+    db: Session,
+    r: Review,
+    sig: QaSignature,
+    signed: dict[int, tuple[int | None, int | None]] | None = None,
+) -> dict[str, Any]:
     """What reached the record after the last QA signature: the events the unit sent since the
     record it signed (by kind: count and seqs; readings counted from the summary, without
     seqs), results entered, deviation comments and closures.  Why a batch is ``changed``, so
@@ -190,7 +197,9 @@ def since_signature(db: Session, r: Review, sig: QaSignature) -> dict[str, Any]:
     ``known`` is False for a signature made before the server recorded the seq it covered:
     then only the server-side changes are listed."""
     summ, at = r.summary, sig.signed_at
-    n, readings = _signed_at_record(db, sig)
+    if signed is None:
+        signed = _signed_records(db, summ.batch_id)
+    n, readings = signed.get(sig.id, (None, None))
     kinds: dict[str, list[int]] = {}  # the step events after it, from the timeline (no query)
     for seq, _at, kind, _step in r.projection.timeline:
         if n is not None and int(seq) > n:
@@ -236,8 +245,40 @@ def since_signature(db: Session, r: Review, sig: QaSignature) -> dict[str, Any]:
     }
 
 
-def _sig_json(s: QaSignature, r: Review) -> dict[str, Any]:
+def _since(
+    r: Review, s: QaSignature, signed: dict[int, tuple[int | None, int | None]]
+) -> release.Since:
+    """What the batch gained after the record ``s`` signed (from the projection and the rows
+    the review already holds: no query)."""
+    n, readings = signed.get(s.id, (None, None))
+    at = _aware(s.signed_at, datetime.now(UTC))
+
+    def since_then(t: datetime | None) -> bool:
+        return t is not None and _aware(t, at) >= at
+
+    after = [] if n is None else [str(t[2]) for t in r.projection.timeline if int(t[0]) > n]
+    return release.Since(
+        last_seq=n,
+        readings=readings,
+        after=after,
+        readings_now=r.summary.readings,
+        qa_changes=since_then(None if r.results is None else r.results.entered_at)
+        or any(since_then(a.at) for a in r.actions)
+        or any(since_then(x.at) for x in r.links),
+    )
+
+
+def _sig_json(
+    s: QaSignature, r: Review, signed: dict[int, tuple[int | None, int | None]]
+) -> dict[str, Any]:
     ev = r.evaluations.get(s.jurisdiction)
+    travel = release.still_applies(
+        s.record_hash,
+        s.evaluation_hash,
+        r.record_hash,
+        None if ev is None else ev.hash(),
+        _since(r, s, signed),
+    )
     return {
         "id": s.id,
         "jurisdiction": s.jurisdiction,
@@ -248,9 +289,10 @@ def _sig_json(s: QaSignature, r: Review) -> dict[str, Any]:
         "signed_at": iso(s.signed_at),
         "record_hash": s.record_hash,
         "evaluation_hash": s.evaluation_hash,
-        "applies": s.record_hash == r.record_hash
-        and ev is not None
-        and s.evaluation_hash == ev.hash(),
+        "applies": travel is not None,
+        # travel events (hand-offs, receipt, infusion, shipper's log) recorded after the record
+        # it signed: the decision stands for that record; 0 when it signed the record as it is
+        "travel_since": travel,
     }
 
 

@@ -13,9 +13,25 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ebr_core.spec.evaluate import Evaluation, Verdict
-from ebr_core.vocab import FINAL_DISPOSITIONS, Disposition, Meaning, Readiness, ReviewState
+from ebr_core.vocab import (
+    FINAL_DISPOSITIONS,
+    TRAVEL_KINDS,
+    Disposition,
+    Meaning,
+    Readiness,
+    ReviewState,
+)
 from server.errors import Conflict, Forbidden, ServerError, Unprocessable
-from server.quality.release import Batch, Decision, PriorSignature, Signer, Signing, decide
+from server.quality.release import (
+    Batch,
+    Decision,
+    PriorSignature,
+    Signer,
+    Signing,
+    Since,
+    decide,
+    still_applies,
+)
 
 T0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 REC = "r" * 64
@@ -311,3 +327,66 @@ def test_unchanged_inputs_are_not_mutated() -> None:
     before = repr(b)
     run(b)
     assert repr(b) == before
+
+
+# -- whether a signature still applies (release.still_applies) --------------------------------
+
+EVH = "e" * 64
+TRAVEL = ("custody.handoff", "shipping.log", "custody.handoff", "custody.received")
+
+
+def since(**kw: Any) -> Since:
+    base: dict[str, Any] = {
+        "last_seq": 40,
+        "readings": 1000,
+        "after": TRAVEL,
+        "readings_now": 1000,
+        "qa_changes": False,
+    }
+    return Since(**(base | kw))
+
+
+APPLIES = [
+    ("the record and evaluation it signed", (REC, EVH, REC, EVH, since(after=())), 0),
+    ("... whatever the seqs say (an old signature)", (REC, EVH, REC, EVH, since(last_seq=None)), 0),
+    ("only travel after it: stands for what it signed", (REC, EVH, "x" * 64, EVH, since()), 4),
+    ("the infusion alone", (REC, EVH, "x" * 64, EVH, since(after=("custody.infused",))), 1),
+    ("the evaluation changed", (REC, EVH, REC, "f" * 64, since(after=())), None),
+    ("the jurisdiction is no longer evaluated", (REC, EVH, REC, None, since()), None),
+    ("a reading after it", (REC, EVH, "x" * 64, EVH, since(readings_now=1001)), None),
+    ("a refused hand-off after it",
+     (REC, EVH, "x" * 64, EVH, since(after=(*TRAVEL, "custody.refused"))), None),
+    ("a shipping excursion's deviation",
+     (REC, EVH, "x" * 64, EVH, since(after=("shipping.log", "deviation.raised"))), None),
+    ("results, a deviation action or a link since",
+     (REC, EVH, "x" * 64, EVH, since(qa_changes=True)), None),
+    ("what it covered is not known (signed before the seq was recorded)",
+     (REC, EVH, "x" * 64, EVH, since(last_seq=None)), None),
+    ("... nor its readings", (REC, EVH, "x" * 64, EVH, since(readings=None)), None),
+    ("changed with no event after it (a server-side change)",
+     (REC, EVH, "x" * 64, EVH, since(after=())), None),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"), [a[1:] for a in APPLIES], ids=[a[0] for a in APPLIES]
+)
+def test_still_applies(args: tuple[Any, ...], expected: int | None) -> None:
+    assert still_applies(*args) == expected
+
+
+@given(
+    st.lists(
+        st.sampled_from(
+            [*sorted(TRAVEL_KINDS), "value.recorded", "alarm.raised", "custody.refused"]
+        )
+    )
+)
+def test_a_signature_stands_past_travel_only(after: list[str]) -> None:
+    """Law: with the evaluation unchanged, a signature on an older record applies exactly when
+    everything after it is travel, and then counts it."""
+    got = still_applies(REC, EVH, "x" * 64, EVH, since(after=tuple(after)))
+    if after and all(k in TRAVEL_KINDS for k in after):
+        assert got == len(after)
+    else:
+        assert got is None
