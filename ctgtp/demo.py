@@ -674,6 +674,14 @@ def demo(out_dir: Path, serve: bool, urls_file: Path | None) -> None:
              f"infused at {timeline['holder']} (chain closed: {timeline['closed']}); synced "
              f"{again.pushed} more events, server holds {info['events']}")  # fmt: skip
         _say(_log_check(again))
+        after = _ok(_session(url, "qa.rita").get(f"/v1/batches/{batch}"))
+        standing = [q for q in after["qa_signatures"] if q["applies"]]
+        travel["review_state"] = after["review_state"]
+        travel["signatures_applying"] = f"{len(standing)}/{len(after['qa_signatures'])}"
+        _say(f"   the release stands: batch {after['review_state']}, "
+             f"{travel['signatures_applying']} QA signatures apply to the record they signed "
+             f"({max((q['travel_since'] or 0 for q in standing), default=0)} travel events "
+             "since, which the record hash binds and the decision does not depend on)")  # fmt: skip
 
         ledger_path = out_dir / "ledger.jsonl"
         v = export_ledger(agent.ledger, ledger_path, out_dir / "unit.pub")

@@ -77,6 +77,10 @@ def test_demo_runs_end_to_end_then_serves_its_station(tmp_path: Path) -> None:
     assert s["rejected_scans"] == 1 and len(s["deviations"]) == 2
     assert s["readings"] >= 26  # bioreactor over MQTT and the cell counter over its pty
     assert s["custody"]["closed"] and s["custody"]["holder"] == "INFUSION-SITE-1"
+    # the hand-offs synced after the release leave it standing
+    assert s["custody"]["review_state"] == "decided"
+    n, total = s["custody"]["signatures_applying"].split("/")
+    assert n == total and int(total) >= 8
     assert s["log"]["witnessed"] and s["log"]["unit_alerts"] == []
     assert s["log"]["unit_checkpoint_size"] == int(checks[1])
     assert (out / "witness" / "checkpoint").read_text().count("\n— ") == 2  # log + witness

@@ -23,6 +23,10 @@ The rules, in the order they are applied (the first that fails is the one report
 9. release: releasable → released; conditional → conditional release (not twice), with the
    pending attributes; incomplete → refused, naming what is due; not releasable → exceptional
    release only with an accepted out-of-specification case; rejection → rejected.
+
+:func:`still_applies` says whether a signature made earlier applies to the batch as it is: on
+the record it signed, or on an older record followed only by travel (hand-offs, receipt,
+infusion, the shipper's log), which leaves the decision standing.
 """
 
 from __future__ import annotations
