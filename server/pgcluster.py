@@ -59,8 +59,13 @@ class PgCluster:
         )
         return self
 
-    def create_db(self, name: str) -> str:
-        self._run(_bin("createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", name)
+    def create_db(self, name: str, template: str | None = None) -> str:
+        """Create database ``name`` (a copy of database ``template``, which nothing may be
+        connected to, if given) and return its SQLAlchemy URL."""
+        copy = ("-T", template) if template else ()
+        self._run(
+            _bin("createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", *copy, name
+        )
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{name}"
 
     def stop(self) -> None:

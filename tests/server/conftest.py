@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -58,17 +61,50 @@ class Server:
             return int(c.get(f"/admin/units/{unit_id}").json()["events"])
 
 
+_AT_HEAD: dict[object, str] = {}  # per test process: the copies' templates, made on first use
+
+
+def _sqlite_at_head() -> str:
+    """A SQLite database migrated to head once per test process: test servers start on a copy
+    (migrating each took 0.5 to 0.9 s, a tenth of the suite's time)."""
+    if "sqlite" not in _AT_HEAD:
+        folder = Path(tempfile.mkdtemp(prefix="ctgtp-head-"))
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        engine = make_engine(f"sqlite:///{folder / 'head.db'}")
+        migrate(engine)
+        engine.dispose()  # the last connection closes: nothing is left in a WAL file
+        _AT_HEAD["sqlite"] = str(folder / "head.db")
+    return _AT_HEAD["sqlite"]
+
+
+def _pg_at_head(cluster: PgCluster) -> str:
+    """The name of a database of ``cluster`` migrated to head once, nothing connected to it:
+    test servers' databases are created as copies of it."""
+    if cluster not in _AT_HEAD:
+        engine = make_engine(cluster.create_db("at_head"))
+        migrate(engine)
+        engine.dispose()
+        _AT_HEAD[cluster] = "at_head"
+    return _AT_HEAD[cluster]
+
+
 _dbs = iter(range(10_000))
 
 
 def server_settings(
     backend: str, request: pytest.FixtureRequest, tmp_path: Path, **overrides: object
 ) -> Settings:
-    """Settings for a test server on ``backend`` ("sqlite" or "postgres")."""
+    """Settings for a test server on ``backend`` ("sqlite" or "postgres"), its database a copy
+    of one at the migrations' head (:func:`start_server` still runs the deploy step, which
+    finds nothing to do)."""
     if backend == "sqlite":
-        url = f"sqlite:///{tmp_path / 'server.db'}"
+        db = tmp_path / "server.db"
+        if not db.exists():
+            shutil.copyfile(_sqlite_at_head(), db)
+        url = f"sqlite:///{db}"
     else:
-        url = request.getfixturevalue("pg").create_db(f"t{next(_dbs)}_{int(time.time())}")
+        cluster = request.getfixturevalue("pg")
+        url = cluster.create_db(f"t{next(_dbs)}_{int(time.time())}", template=_pg_at_head(cluster))
     values: dict[str, object] = {
         "database_url": url,
         "data_dir": tmp_path / "server",
