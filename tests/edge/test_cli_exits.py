@@ -24,6 +24,7 @@ from edge.errors import (
     LedgerError,
     LedgerIOError,
 )
+from edge.ledger import _lock_file
 from edge.sync import SyncBusy, SyncClockSkew, SyncError, SyncFork, SyncRefused, sync_lock
 
 from .conftest import COI
@@ -126,8 +127,15 @@ def test_2_usage(home: Path) -> None:
     assert "No such command 'scna'" in r.stderr
 
 
-def test_75_the_ledger_is_held_by_another_writer(started: Path) -> None:
+def test_75_the_ledger_is_held_by_another_writer(
+    started: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     holder = open_agent(started, lambda: datetime.now(UTC))  # the writer's lock, as a process
+    # A command waits up to 10 s (Ledger.open's lock_wait) for the writer to finish: here, with
+    # the real lock and its real wait, only for 0.5 s (the wait itself: test_ledger.py).
+    monkeypatch.setattr(
+        "edge.ledger._lock_file", lambda path, wait: _lock_file(path, min(wait, 0.5))
+    )
     try:
         before = holder.ledger.head[0]
         r = fails(at(started, "deviation", "raise", "--json", "--batch", "B-7", "--user",
@@ -135,6 +143,7 @@ def test_75_the_ledger_is_held_by_another_writer(started: Path) -> None:
         err = json.loads(r.stderr)
         assert (err["error"], err["exit_code"]) == ("busy", 75)
         assert "is in use by another process" in err["message"]
+        assert "was not free within 0.5 s" in err["message"]  # it waited, then gave up
         assert holder.ledger.refresh()[0] == before
     finally:
         holder.close()
