@@ -16,11 +16,10 @@ from edge.agent import AgentError, open_agent
 from edge.keys import load_or_create_unit_key
 from edge.users import hash_password, load_users
 
-from .conftest import COI, EXAMPLES
+from .conftest import COI, EXAMPLES, Srv
 from .test_cli import at, fails, home, ok, published, pw, started
-from .test_sync_progress import Srv, srv
 
-__all__ = ["home", "published", "srv", "started"]
+__all__ = ["home", "published", "started"]
 
 
 def test_sync_pushes_the_record_once(srv: Srv, started: Path, tmp_path: Path) -> None:

@@ -17,16 +17,14 @@ import subprocess
 import sys
 import time
 import tracemalloc
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 from pathlib import Path
 
-import httpx
 import pytest
 
-from ebr_core.keys import PublicKey, UnitSigner
+from ebr_core.keys import UnitSigner
 from edge.keys import load_or_create_unit_key
 from edge.ledger import Append, Ledger
 from edge.sync import (
@@ -36,56 +34,17 @@ from edge.sync import (
     SyncProgress,
     format_progress,
 )
-from server.process import serve_subprocess
 
-from .conftest import EXAMPLES
-from .test_cli import ctgtp
+from .conftest import EXAMPLES, Srv
+from .test_cli import at, ctgtp, ok, published
 
-ADMIN = "progress-admin-token-for-tests-0123456789"  # 32+ characters, as the server asks
+__all__ = ["published"]
+
 SEGMENT = 5_000  # the sync client's default max_events
 PROGRESS = re.compile(
     r"sync: (?P<sent>[\d,]+) / (?P<backlog>[\d,]+) events sent \((?P<pct>\d+) %\), "
     r"(?P<rate>[\d,]+) events/s, (about (\d+ (s|min \d\d s|h \d\d min)) left|done in [\d.]+ s)"
 )
-
-
-@dataclass
-class Srv:
-    url: str
-    key: PublicKey
-
-    def enrol(self, unit: UnitSigner) -> None:
-        r = httpx.post(
-            self.url + "/admin/units",
-            headers={"Authorization": f"Bearer {ADMIN}"},
-            json={
-                "site_id": "SITE-A",
-                "unit_id": unit.unit_id,
-                "public_key": unit.public.to_json().decode(),
-            },
-        )
-        assert r.status_code == 201, r.text
-
-    def unit(self, unit_id: str) -> dict[str, int]:
-        r = httpx.get(
-            f"{self.url}/admin/units/{unit_id}", headers={"Authorization": f"Bearer {ADMIN}"}
-        )
-        r.raise_for_status()
-        return {"head_seq": r.json()["head_seq"], "events": r.json()["events"]}
-
-
-@pytest.fixture(scope="module")
-def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Srv]:
-    d = tmp_path_factory.mktemp("progress-server")
-    url, proc = serve_subprocess(
-        f"sqlite:///{d / 'server.db'}", d / "data", ADMIN,
-        rate_per_second="1000", rate_burst="1000",
-    )  # fmt: skip
-    try:
-        yield Srv(url, PublicKey.from_bytes((d / "data" / "server.pub").read_bytes()))
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def clock() -> Callable[[], datetime]:
@@ -276,19 +235,6 @@ def test_printer_writes_a_line_every_few_seconds_to_a_log() -> None:
 # -- ctgtp edge sync ------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def published(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    d = tmp_path_factory.mktemp("progress-pub")
-    assert ctgtp("keys", "new", "qa.approver", "--out", str(d)).returncode == 0
-    out = d / "mbr.signed.json"
-    r = ctgtp(
-        "edge", "mbr-publish", str(EXAMPLES / "car_t_mbr.yaml"),
-        "--key", str(d / "qa.approver.key"), "--signer", "qa.approver", "--out", str(out),
-    )  # fmt: skip
-    assert r.returncode == 0, r.stderr
-    return out, d / "qa.approver.pub"
-
-
 def home_ledger(home: Path) -> Ledger:
     """The home's ledger, opened as its agent's writer would."""
     unit_id = json.loads((home / "config.json").read_text())["unit_id"]
@@ -302,12 +248,9 @@ def unit_home(
     """An initialised home (its unit enrolled) whose ledger holds ``backlog`` events."""
     home = tmp_path / "home"
     mbr, pub = published
-    r = ctgtp(
-        "edge", "init", "--unit", unit_id, "--mbr", str(mbr), "--publisher-key", str(pub),
-        "--users", str(EXAMPLES / "users.yaml"), "--materials", str(EXAMPLES / "materials.yaml"),
-        home=home,
-    )  # fmt: skip
-    assert r.returncode == 0, r.stderr
+    ok(at(home, "init", "--unit", unit_id, "--mbr", str(mbr), "--publisher-key", str(pub),
+          "--users", str(EXAMPLES / "users.yaml"),
+          "--materials", str(EXAMPLES / "materials.yaml")))  # fmt: skip
     led = home_ledger(home)
     srv.enrol(led.signer)
     fill(led, backlog, group=5_000)
