@@ -18,28 +18,42 @@ import pytest
 from tests.server.conftest import BACKENDS, server_settings, start_server
 from tests.server.qa import add_people, login
 
-FLOOD = 200
+# 50 attackers, not 200: more than the server's worker threads (40) and pooled connections (15),
+# so the code before (a connection held through argon2, no gate) still ran the pool dry (15 of
+# 15 held) and answered no 503, while the server, in this process, is not so buried in 400 bad
+# logins a second that each of the auditor's requests waited up to 11 s in its queue (the test
+# took 40 s, and came within a few seconds of its own 15 s bound on a busy machine).
+FLOOD = 50
 GATE = 2  # password checks at once
-# The attacker is another machine: its own process, 200 threads each sending a bad login, then
-# another half a second after its answer, until its stdin closes; then it reports the statuses.
+# The attacker is another machine: its own process, which waits for "go" on its stdin, then FLOOD
+# threads each sending a bad login, then another half a second after its answer, until its stdin
+# closes; then it reports the statuses.  It says "on" once every thread has had an answer: the
+# whole flood is on (the test slept 3 s for that, less than the process took on a busy machine).
 ATTACKER = r"""
 import json, sys, threading, time
 from concurrent.futures import ThreadPoolExecutor
 import httpx
 url, threads = sys.argv[1], int(sys.argv[2])
-codes, retry = {}, set()
+codes, retry, answered = {}, set(), set()
 lock, stop = threading.Lock(), threading.Event()
+# one client, a connection per thread (making 50 clients, an SSL context each, took seconds)
+c = httpx.Client(base_url=url, timeout=120,
+                 limits=httpx.Limits(max_connections=threads, max_keepalive_connections=threads))
+sys.stdin.readline()  # "go"
 threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
 def flood(i):
-    with httpx.Client(base_url=url, timeout=120) as c:
-        while not stop.is_set():
-            r = c.post("/v1/auth/token",
-                       json={"user_id": f"nobody.{i}", "password": "Not-The-One-2026!"})
-            with lock:
-                codes[r.status_code] = codes.get(r.status_code, 0) + 1
-                if r.status_code == 503:
-                    retry.add(r.headers.get("retry-after"))
-            stop.wait(0.5)
+    while not stop.is_set():
+        r = c.post("/v1/auth/token",
+                   json={"user_id": f"nobody.{i}", "password": "Not-The-One-2026!"})
+        with lock:
+            codes[r.status_code] = codes.get(r.status_code, 0) + 1
+            if r.status_code == 503:
+                retry.add(r.headers.get("retry-after"))
+            if len(answered) < threads:
+                answered.add(i)
+                if len(answered) == threads:
+                    print("on", flush=True)
+        stop.wait(0.5)
 with ThreadPoolExecutor(threads) as pool:
     list(pool.map(flood, range(threads)))
 print(json.dumps({"codes": codes, "retry_after": sorted(map(str, retry))}))
@@ -53,8 +67,7 @@ def test_a_login_flood_does_not_starve_other_users(
 ) -> None:
     settings = server_settings(backend, request, tmp_path, password_checks_max=GATE)
     with start_server(settings) as server:
-        add_people(server, {"aud.x": ("Aude Auditor", [("auditor", "*")])})
-        auditor = login(server, "aud.x")
+        # The attacker's process starts (Python, httpx) while the auditor is added and signs in.
         attacker = subprocess.Popen(
             [sys.executable, "-c", ATTACKER, server.url, str(FLOOD)],
             stdin=subprocess.PIPE,
@@ -63,7 +76,12 @@ def test_a_login_flood_does_not_starve_other_users(
         )
         pool = server.app.state.engine.pool
         try:
-            time.sleep(3.0)  # the flood is on
+            add_people(server, {"aud.x": ("Aude Auditor", [("auditor", "*")])})
+            auditor = login(server, "aud.x")
+            assert attacker.stdin is not None and attacker.stdout is not None
+            attacker.stdin.write("go\n")
+            attacker.stdin.flush()
+            assert attacker.stdout.readline() == "on\n"  # the flood is on
             waits, held = [], [pool.checkedout()]
             for _ in range(15):
                 t0 = time.perf_counter()
