@@ -30,8 +30,10 @@ def free_port() -> int:
 
 
 class PgCluster:
-    def __init__(self) -> None:
-        self.dir = Path(tempfile.mkdtemp(prefix="ctgtp-pg-"))
+    def __init__(self, base: Path | None = None) -> None:
+        """``base``: the folder to make the cluster's temporary folder in (default: the
+        system's temporary folder, on disk: what the benchmarks measure)."""
+        self.dir = Path(tempfile.mkdtemp(prefix="ctgtp-pg-", dir=base))
         self.port = free_port()
         self.data = self.dir / "data"
         self._as_postgres = os.geteuid() == 0
