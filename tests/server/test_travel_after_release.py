@@ -9,6 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import httpx
+
+from edge.ledger import Ledger
+from edge.sync import SyncClient
 from tests.server.test_qa import pdf_text
 
 from .conftest import Server
@@ -27,21 +31,31 @@ def _handoff(giver: str, to: str) -> dict[str, Any]:
             "shipper": "SHP-1", "signatures": []}  # fmt: skip
 
 
-def test_travel_after_release_leaves_the_decision_standing(server: Server, tmp_path: Path) -> None:
+def released_batch(
+    server: Server, tmp_path: Path, unit_id: str, batch_id: str
+) -> tuple[Ledger, SyncClient, httpx.Client, int]:
+    """A batch synced, its final results entered, reviewed and released for every jurisdiction
+    the specification covers: the unit's ledger and sync client, a reviewer's client, and the
+    number of jurisdictions."""
     add_people(server)
     publish_spec(server)
     led, client = push_batch(
-        server, tmp_path, unit_id="UNIT-T1", site="SITE-A", batch_id="B-T1", coi=COI,
+        server, tmp_path, unit_id=unit_id, site="SITE-A", batch_id=batch_id, coi=COI,
         deviation=False,
     )  # fmt: skip
     rev, appr = login(server, "rev.a"), login(server, "appr.a")
-    assert enter_results(rev, "B-T1", FINAL).status_code == 201
-    view = rev.get("/v1/batches/B-T1").json()
+    assert enter_results(rev, batch_id, FINAL).status_code == 201
+    view = rev.get(f"/v1/batches/{batch_id}").json()
     assert {c["disposition"] for c in view["cqa"].values()} == {"releasable"}
     for j in sorted(view["cqa"]):
-        assert sign(rev, "B-T1", "rev.a", "reviewed", j).status_code == 201
-        r = sign(appr, "B-T1", "appr.a", "released", j)
+        assert sign(rev, batch_id, "rev.a", "reviewed", j).status_code == 201
+        r = sign(appr, batch_id, "appr.a", "released", j)
         assert r.status_code == 201 and r.json()["disposition"] == "released", r.text
+    return led, client, rev, len(view["cqa"])
+
+
+def test_travel_after_release_leaves_the_decision_standing(server: Server, tmp_path: Path) -> None:
+    led, client, rev, jurisdictions = released_batch(server, tmp_path, "UNIT-T1", "B-T1")
     released = rev.get("/v1/batches/B-T1").json()
     assert released["review_state"] == "decided"
     assert {(s["applies"], s["travel_since"]) for s in released["qa_signatures"]} == {(True, 0)}
@@ -63,7 +77,7 @@ def test_travel_after_release_leaves_the_decision_standing(server: Server, tmp_p
     queue = rev.get("/v1/review/queue").json()["batches"]
     assert "B-T1" not in [b["batch_id"] for b in queue]
     sigs = travelled["qa_signatures"]
-    assert len(sigs) == 2 * len(view["cqa"])
+    assert len(sigs) == 2 * jurisdictions
     assert {(s["applies"], s["travel_since"]) for s in sigs} == {(True, 5)}
     assert all(d["signature"]["applies"] for d in travelled["dispositions"])
     report = pdf_text(rev.get("/v1/batches/B-T1/report.pdf").content)
@@ -90,17 +104,7 @@ def test_travel_after_release_leaves_the_decision_standing(server: Server, tmp_p
 
 def test_a_reading_after_release_is_a_change(server: Server, tmp_path: Path) -> None:
     """Telemetry after the release is not travel: the signatures no longer apply."""
-    add_people(server)
-    publish_spec(server)
-    led, client = push_batch(
-        server, tmp_path, unit_id="UNIT-T2", site="SITE-A", batch_id="B-T2", coi=COI,
-        deviation=False,
-    )  # fmt: skip
-    rev, appr = login(server, "rev.a"), login(server, "appr.a")
-    assert enter_results(rev, "B-T2", FINAL).status_code == 201
-    for j in sorted(rev.get("/v1/batches/B-T2").json()["cqa"]):
-        assert sign(rev, "B-T2", "rev.a", "reviewed", j).status_code == 201
-        assert sign(appr, "B-T2", "appr.a", "released", j).status_code == 201
+    led, client, rev, _ = released_batch(server, tmp_path, "UNIT-T2", "B-T2")
     led.append("custody.handoff", _handoff("UNIT-T2", "COURIER-7"), batch_id="B-T2",
                actor="op.alice")  # fmt: skip
     led.append("reading.recorded", {"channel": "temperature", "limit": "ok",
