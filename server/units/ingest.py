@@ -244,6 +244,7 @@ def _old_lines(
     new_from = duplicates = 0
     differs: tuple[dict[str, Any], EventRow | None] | None = None
     junk = False
+    held: list[tuple[dict[str, Any], bytes]] = []  # the events at or below the head
     for i, line in enumerate(lines):
         try:
             rec = orjson.loads(line)
@@ -256,15 +257,29 @@ def _old_lines(
             break
         new_from = i + 1
         if t == "event":
-            stored = db.get(EventRow, (unit.unit_id, rec["seq"]))
-            if stored is None or bytes(stored.line) != line:
-                differs = differs or (rec, stored)
+            held.append((rec, line))
             duplicates += 1
         elif t == "checkpoint":
             cp = db.get(CheckpointRow, (unit.unit_id, rec["seq"]))
             junk = junk or cp is None or bytes(cp.line) != line
         else:
             junk = True
+    if held:  # one ranged read of what is stored (a retried segment: not a query per line)
+        seqs = [int(rec["seq"]) for rec, _ in held]
+        stored_lines = {
+            int(q): bytes(b)
+            for q, b in db.execute(
+                select(EventRow.seq, EventRow.line).where(
+                    EventRow.unit_id == unit.unit_id,
+                    EventRow.seq >= min(seqs),
+                    EventRow.seq <= max(seqs),
+                )
+            )
+        }
+        for rec, line in held:
+            if stored_lines.get(int(rec["seq"])) != line:
+                differs = (rec, db.get(EventRow, (unit.unit_id, rec["seq"])))
+                break
     if differs is not None or junk:
         _check_signed(db, unit, lines, verifier)
         if differs is not None:  # the unit's own signed history, not what the server holds
