@@ -424,7 +424,7 @@ def _record_signature(
             "jurisdiction": req.jurisdiction,
             "record_hash": r.record_hash,
             "evaluation_hash": d.evaluation_hash,
-            # the record it covers, for what changed since (views.since_signature)
+            # the record it covers, for what changed since (signatures.since_signature)
             "last_seq": r.summary.last_seq,
             "readings": r.summary.readings,
         },

@@ -11,24 +11,20 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from ebr_core.telemetry import BASE_WIDTH_S, Telemetry
-from ebr_core.vocab import Meaning, ReviewState
+from ebr_core.vocab import ReviewState
 from server import projections
 from server.audit.alerts import alert_json
-from server.audit.trail import stream_of
 from server.batches import at_sites
 from server.db import (
     Alert,
-    AuditEntry,
     BatchSummary,
-    DeviationAction,
     Disposition,
     OosCase,
     QaSignature,
-    ResultSet,
 )
 from server.errors import Conflict, NotFound, Unprocessable
-from server.quality import release
 from server.quality.record import CLOCK_ALERTS, Review, labels
+from server.quality.signatures import signature_json, signed_records, since_signature
 from server.text import iso
 
 
@@ -49,7 +45,7 @@ def batch_view(db: Session, r: Review, now: datetime) -> dict[str, Any]:
         )
     )
     by_id = {s.id: s for s in sigs}
-    signed = _signed_records(db, st.batch_id) if sigs else {}
+    signed = signed_records(db, st.batch_id) if sigs else {}
     cases = list(
         db.scalars(select(OosCase).where(OosCase.batch_id == st.batch_id).order_by(OosCase.id))
     )
@@ -119,14 +115,14 @@ def batch_view(db: Session, r: Review, now: datetime) -> dict[str, Any]:
         "cqa": {
             j: {**ev.to_json(), "evaluation_hash": ev.hash()} for j, ev in r.evaluations.items()
         },
-        "qa_signatures": [_sig_json(s, r, signed) for s in sigs],
+        "qa_signatures": [signature_json(s, r, signed) for s in sigs],
         "dispositions": [
             {
                 "jurisdiction": d.jurisdiction,
                 "disposition": d.disposition,
                 "pending": orjson.loads(d.pending),
                 "decided_at": iso(d.decided_at),
-                "signature": _sig_json(by_id[d.signature_id], r, signed),
+                "signature": signature_json(by_id[d.signature_id], r, signed),
             }
             for d in disps
         ],
@@ -162,138 +158,6 @@ def cqa_panel(view: dict[str, Any], jurisdiction: str) -> dict[str, Any]:
         f"jurisdiction {jurisdiction!r}: the batch was evaluated for "
         f"{', '.join(sorted(view['cqa']))}"
     )
-
-
-def _signed_records(db: Session, batch_id: str) -> dict[int, tuple[int | None, int | None]]:
-    """signature id -> the last event seq and the readings of the record it signed, from the
-    signatures' audit entries (recorded since this server version; an older signature is
-    absent).  One query: the batch's stream, signature actions only."""
-    q = select(AuditEntry.new).where(
-        AuditEntry.stream == stream_of("batch", batch_id),
-        AuditEntry.action.in_([f"signature.{m}" for m in Meaning]),
-    )
-    out: dict[int, tuple[int | None, int | None]] = {}
-    for new in db.scalars(q):
-        d = orjson.loads(new) if new else None
-        if isinstance(d, dict) and isinstance(d.get("signature"), int):
-            n, k = d.get("last_seq"), d.get("readings")
-            out[d["signature"]] = (
-                (n if isinstance(n, int) else None),
-                (k if isinstance(k, int) else None),
-            )
-    return out
-
-
-def since_signature(
-    db: Session,
-    r: Review,
-    sig: QaSignature,
-    signed: dict[int, tuple[int | None, int | None]] | None = None,
-) -> dict[str, Any]:
-    """What reached the record after the last QA signature: the events the unit sent since the
-    record it signed (by kind: count and seqs; readings counted from the summary, without
-    seqs), results entered, deviation comments and closures.  Why a batch is ``changed``, so
-    a reviewer sees it at once (e.g. the hand-offs and the infusion synced after a release).
-    ``known`` is False for a signature made before the server recorded the seq it covered:
-    then only the server-side changes are listed."""
-    summ, at = r.summary, sig.signed_at
-    if signed is None:
-        signed = _signed_records(db, summ.batch_id)
-    n, readings = signed.get(sig.id, (None, None))
-    kinds: dict[str, list[int]] = {}  # the step events after it, from the timeline (no query)
-    for seq, _at, kind, _step in r.projection.timeline:
-        if n is not None and int(seq) > n:
-            kinds.setdefault(str(kind), []).append(int(seq))
-    events: list[dict[str, Any]] = [
-        {"kind": k, "count": len(v), "first_seq": min(v), "last_seq": max(v)}
-        for k, v in sorted(kinds.items(), key=lambda kv: min(kv[1]))
-    ]
-    if n is not None and readings is not None and summ.readings > readings:
-        # counted from the batch's summary, not read: a million readings cost nothing here
-        events.append({"kind": "reading.recorded", "count": summ.readings - readings,
-                       "first_seq": None, "last_seq": None})  # fmt: skip
-    results = db.scalars(
-        select(ResultSet)
-        .where(ResultSet.batch_id == summ.batch_id, ResultSet.entered_at > at)
-        .order_by(ResultSet.id)
-    )
-    acts = dict(
-        db.execute(
-            select(DeviationAction.action, func.count())
-            .where(DeviationAction.batch_id == summ.batch_id, DeviationAction.at > at)
-            .group_by(DeviationAction.action)
-        ).all()
-    )
-    return {
-        "signature": {
-            "id": sig.id,
-            "user_id": sig.user_id,
-            "printed_name": sig.printed_name,
-            "meaning": sig.meaning,
-            "jurisdiction": sig.jurisdiction,
-            "signed_at": iso(sig.signed_at),
-        },
-        "known": n is not None,
-        "signed_last_seq": n,
-        "events": events,
-        "results_entered": [
-            {"id": x.id, "entered_by": x.entered_by, "entered_at": iso(x.entered_at)}
-            for x in results
-        ],
-        "deviation_comments": int(acts.get("comment", 0)),
-        "deviation_closures": int(acts.get("close", 0)),
-    }
-
-
-def _since(
-    r: Review, s: QaSignature, signed: dict[int, tuple[int | None, int | None]]
-) -> release.Since:
-    """What the batch gained after the record ``s`` signed (from the projection and the rows
-    the review already holds: no query)."""
-    n, readings = signed.get(s.id, (None, None))
-    at = _aware(s.signed_at, datetime.now(UTC))
-
-    def since_then(t: datetime | None) -> bool:
-        return t is not None and _aware(t, at) >= at
-
-    after = [] if n is None else [str(t[2]) for t in r.projection.timeline if int(t[0]) > n]
-    return release.Since(
-        last_seq=n,
-        readings=readings,
-        after=after,
-        readings_now=r.summary.readings,
-        qa_changes=since_then(None if r.results is None else r.results.entered_at)
-        or any(since_then(a.at) for a in r.actions)
-        or any(since_then(x.at) for x in r.links),
-    )
-
-
-def _sig_json(
-    s: QaSignature, r: Review, signed: dict[int, tuple[int | None, int | None]]
-) -> dict[str, Any]:
-    ev = r.evaluations.get(s.jurisdiction)
-    travel = release.still_applies(
-        s.record_hash,
-        s.evaluation_hash,
-        r.record_hash,
-        None if ev is None else ev.hash(),
-        _since(r, s, signed),
-    )
-    return {
-        "id": s.id,
-        "jurisdiction": s.jurisdiction,
-        "user_id": s.user_id,
-        "printed_name": s.printed_name,
-        "meaning": s.meaning,
-        "reason": s.reason,
-        "signed_at": iso(s.signed_at),
-        "record_hash": s.record_hash,
-        "evaluation_hash": s.evaluation_hash,
-        "applies": travel is not None,
-        # travel events (hand-offs, receipt, infusion, shipper's log) recorded after the record
-        # it signed: the decision stands for that record; 0 when it signed the record as it is
-        "travel_since": travel,
-    }
 
 
 def case_json(c: OosCase, now: datetime) -> dict[str, Any]:
