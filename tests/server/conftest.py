@@ -109,6 +109,7 @@ def server_settings(
     if backend == "sqlite":
         db = tmp_path / "server.db"
         if not db.exists():
+            db.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(_sqlite_at_head(), db)
         url = f"sqlite:///{db}"
     else:
