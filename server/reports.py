@@ -302,7 +302,7 @@ def _identity(view: dict[str, Any], extra: tuple[tuple[str, Any], ...] = ()) -> 
 
 
 def _binding(s: dict[str, Any]) -> str:
-    """Whether a QA signature applies to the record as it is (server.quality.signatures.signature_json)."""
+    """Whether a QA signature applies to the record as it is (signatures.signature_json)."""
     if not s["applies"]:
         return "NO LONGER APPLIES (record changed)"
     n = s.get("travel_since") or 0
