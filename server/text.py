@@ -8,11 +8,17 @@ from datetime import UTC, datetime
 from server.errors import Unprocessable
 
 
+def aware(t: datetime) -> datetime:
+    """A stored time as an aware datetime (SQLite hands back naive datetimes; every stored time
+    is UTC)."""
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
 def iso(t: datetime | None) -> str | None:
-    """ISO 8601 in UTC (SQLite hands back naive datetimes; every stored time is UTC)."""
+    """ISO 8601 in UTC."""
     if t is None:
         return None
-    return (t if t.tzinfo else t.replace(tzinfo=UTC)).isoformat()
+    return aware(t).isoformat()
 
 
 def storable(field_: str, value: str) -> str:

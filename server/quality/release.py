@@ -47,7 +47,7 @@ from ebr_core.vocab import (
 )
 from ebr_core.vocab import Verdict as V
 from server.errors import Conflict, Forbidden, NotFound, Unprocessable
-from server.text import iso, need_reason
+from server.text import aware, iso, need_reason
 
 
 @dataclass(frozen=True)
@@ -264,10 +264,6 @@ def recorded_time(t: object) -> datetime | None:
     return d if d.tzinfo else d.replace(tzinfo=UTC)
 
 
-def _aware(t: datetime) -> datetime:
-    return t if t.tzinfo else t.replace(tzinfo=UTC)
-
-
 def not_before_events(
     batch_id: str, event_times: Sequence[tuple[str, object]], at: datetime
 ) -> None:
@@ -283,7 +279,7 @@ def not_before_events(
             )
         if latest is None or t > latest[0]:
             latest = (t, what)
-    if latest is not None and _aware(at) < latest[0]:
+    if latest is not None and aware(at) < latest[0]:
         raise Conflict(
             f"cannot sign batch {batch_id} at {iso(at)}: its {latest[1]} is recorded at "
             f"{latest[0].isoformat()}, later than this signature. The unit's clock is ahead of "

@@ -5,7 +5,7 @@ view (:mod:`server.quality.views`)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -17,11 +17,7 @@ from server.audit.trail import stream_of
 from server.db import AuditEntry, DeviationAction, QaSignature, ResultSet
 from server.quality import release
 from server.quality.record import Review
-from server.text import iso
-
-
-def _aware(t: datetime, ref: datetime) -> datetime:
-    return t if t.tzinfo else t.replace(tzinfo=ref.tzinfo or UTC)
+from server.text import aware, iso
 
 
 def signed_records(db: Session, batch_id: str) -> dict[int, tuple[int | None, int | None]]:
@@ -111,10 +107,10 @@ def _since(
     """What the batch gained after the record ``s`` signed (from the projection and the rows
     the review already holds: no query)."""
     n, readings = signed.get(s.id, (None, None))
-    at = _aware(s.signed_at, datetime.now(UTC))
+    at = aware(s.signed_at)
 
     def since_then(t: datetime | None) -> bool:
-        return t is not None and _aware(t, at) >= at
+        return t is not None and aware(t) >= at
 
     after = [] if n is None else [str(t[2]) for t in r.projection.timeline if int(t[0]) > n]
     return release.Since(

@@ -25,11 +25,7 @@ from server.db import (
 from server.errors import Conflict, NotFound, Unprocessable
 from server.quality.record import CLOCK_ALERTS, Review, labels
 from server.quality.signatures import signature_json, signed_records, since_signature
-from server.text import iso
-
-
-def _aware(t: datetime, ref: datetime) -> datetime:
-    return t if t.tzinfo else t.replace(tzinfo=ref.tzinfo or UTC)
+from server.text import aware, iso
 
 
 def batch_view(db: Session, r: Review, now: datetime) -> dict[str, Any]:
@@ -180,9 +176,7 @@ def case_json(c: OosCase, now: datetime) -> dict[str, Any]:
         "notification_due_at": iso(due),
         "notified_at": iso(c.notified_at),
         "notification_reference": c.notification_reference,
-        "notification_overdue": due is not None
-        and c.notified_at is None
-        and _aware(due, now) < now,
+        "notification_overdue": due is not None and c.notified_at is None and aware(due) < now,
     }
 
 

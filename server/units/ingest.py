@@ -241,7 +241,7 @@ def _old_lines(
     """(index of the first new line, duplicate events) for the lines at or below the stored
     head.  The same bytes as stored are a retry (idempotent).  Anything else is either junk
     (refused 422, no fork recorded) or the unit's own signed, divergent history: a fork."""
-    new_from = duplicates = 0
+    new_from = 0
     differs: tuple[dict[str, Any], EventRow | None] | None = None
     junk = False
     held: list[tuple[dict[str, Any], bytes]] = []  # the events at or below the head
@@ -258,7 +258,6 @@ def _old_lines(
         new_from = i + 1
         if t == "event":
             held.append((rec, line))
-            duplicates += 1
         elif t == "checkpoint":
             cp = db.get(CheckpointRow, (unit.unit_id, rec["seq"]))
             junk = junk or cp is None or bytes(cp.line) != line
@@ -285,7 +284,7 @@ def _old_lines(
         if differs is not None:  # the unit's own signed history, not what the server holds
             _fork(db, unit, differs[0], differs[1], data, at)
         # Only a checkpoint re-signed over the same events: nothing differs that matters.
-    return new_from, duplicates
+    return new_from, len(held)
 
 
 def _check_signed(db: Session, unit: Unit, lines: list[bytes], verifier: Verifier | None) -> None:

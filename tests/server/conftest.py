@@ -13,11 +13,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 import uvicorn
 from fastapi import FastAPI
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
 
 from ebr_core.keys import PublicKey, UnitSigner
 from edge.ledger import Append, Ledger
@@ -68,6 +71,21 @@ class Server:
     def events(self, unit_id: str) -> int:
         with self.admin() as c:
             return int(c.get(f"/admin/units/{unit_id}").json()["events"])
+
+
+@pytest.fixture
+def statements() -> Iterator[list[str]]:
+    """Every SQL statement any engine executes during the test, whitespace folded."""
+    seen: list[str] = []
+
+    def record(_c: Any, _cur: Any, stmt: str, *_a: Any) -> None:
+        seen.append(" ".join(stmt.split()))
+
+    event.listen(Engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(Engine, "before_cursor_execute", record)
 
 
 _AT_HEAD: dict[object, str] = {}  # per test process: the copies' templates, made on first use

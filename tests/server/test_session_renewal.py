@@ -4,33 +4,16 @@ not held up by an fsync queued behind a checkpoint): the renewal transaction say
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
-from sqlalchemy import event, select
-from sqlalchemy.engine import Engine
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from server.db import Token, make_engine
 from tests.server.conftest import BACKENDS, server_settings, start_server
 from tests.server.qa import add_people, login
-
-
-@pytest.fixture
-def statements() -> Iterator[list[str]]:
-    seen: list[str] = []
-
-    def record(_c: Any, _cur: Any, stmt: str, *_a: Any) -> None:
-        seen.append(" ".join(stmt.split()))
-
-    event.listen(Engine, "before_cursor_execute", record)
-    try:
-        yield seen
-    finally:
-        event.remove(Engine, "before_cursor_execute", record)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

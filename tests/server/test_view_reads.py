@@ -7,13 +7,7 @@ next ANALYZE.  The notes (comments, closures, corrections) and the labels still 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
-
-import pytest
-from sqlalchemy import event
-from sqlalchemy.engine import Engine
 
 from ebr_core.keys import UnitSigner
 from edge.ledger import Append, Ledger
@@ -22,20 +16,6 @@ from edge.sync import SyncClient
 from .conftest import Server, clock
 from .qa import add_people, enter_results, example_results, login, publish_spec, sign
 from .test_projections import START
-
-
-@pytest.fixture
-def statements() -> Iterator[list[str]]:
-    seen: list[str] = []
-
-    def record(_c: Any, _cur: Any, stmt: str, *_a: Any) -> None:
-        seen.append(" ".join(stmt.split()))
-
-    event.listen(Engine, "before_cursor_execute", record)
-    try:
-        yield seen
-    finally:
-        event.remove(Engine, "before_cursor_execute", record)
 
 
 def _events_reads(statements: list[str]) -> list[str]:
@@ -60,8 +40,13 @@ def test_a_view_and_a_signature_read_events_by_primary_key_only(
     led.append("batch.completed", {}, **a)
     assert SyncClient(led, server.url, server_key=server.key).sync_once().pushed == led.head[0]
     led.close()
-    add_people(server, {"rev.r": ("Rita Reviewer", [("qa_reviewer", "SITE-A")]),
-                        "qa.global": ("Gina Global", [("qa_approver", "*")])})
+    add_people(
+        server,
+        {
+            "rev.r": ("Rita Reviewer", [("qa_reviewer", "SITE-A")]),
+            "qa.global": ("Gina Global", [("qa_approver", "*")]),
+        },
+    )
     publish_spec(server)
     with login(server, "rev.r") as c:
         assert enter_results(c, "B-READS", example_results()).status_code == 201
