@@ -30,30 +30,34 @@ GATE = 2  # password checks at once
 # closes; then it reports the statuses.  It says "on" once every thread has had an answer: the
 # whole flood is on (the test slept 3 s for that, less than the process took on a busy machine).
 ATTACKER = r"""
-import json, sys, threading, time
+import http.client, json, sys, threading, time
 from concurrent.futures import ThreadPoolExecutor
-import httpx
-url, threads = sys.argv[1], int(sys.argv[2])
+from urllib.parse import urlsplit
+url, threads = urlsplit(sys.argv[1]), int(sys.argv[2])
 codes, retry, answered = {}, set(), set()
 lock, stop = threading.Lock(), threading.Event()
-# one client, a connection per thread (making 50 clients, an SSL context each, took seconds)
-c = httpx.Client(base_url=url, timeout=120,
-                 limits=httpx.Limits(max_connections=threads, max_keepalive_connections=threads))
+body = json.dumps({"user_id": "nobody", "password": "Not-The-One-2026!"})
 sys.stdin.readline()  # "go"
 threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
 def flood(i):
+    # its own connection per thread: one httpx.Client shared by 50 threads once read from a
+    # socket another thread had closed (EBADF), which is the client's fault, not the server's
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=120)
     while not stop.is_set():
-        r = c.post("/v1/auth/token",
-                   json={"user_id": f"nobody.{i}", "password": "Not-The-One-2026!"})
+        conn.request("POST", "/v1/auth/token", body=body.replace("nobody", f"nobody.{i}"),
+                     headers={"content-type": "application/json"})
+        r = conn.getresponse()
+        r.read()
         with lock:
-            codes[r.status_code] = codes.get(r.status_code, 0) + 1
-            if r.status_code == 503:
-                retry.add(r.headers.get("retry-after"))
+            codes[r.status] = codes.get(r.status, 0) + 1
+            if r.status == 503:
+                retry.add(r.getheader("retry-after"))
             if len(answered) < threads:
                 answered.add(i)
                 if len(answered) == threads:
                     print("on", flush=True)
         stop.wait(0.5)
+    conn.close()
 with ThreadPoolExecutor(threads) as pool:
     list(pool.map(flood, range(threads)))
 print(json.dumps({"codes": codes, "retry_after": sorted(map(str, retry))}))
