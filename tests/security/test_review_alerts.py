@@ -89,7 +89,8 @@ def test_two_people_acknowledging_at_once_make_one_acknowledgement(
         {u: PEOPLE[u] for u in ("rev.a", "appr.a")} | CUSTODY,
     )
     alert = raise_custody_alert(server, tmp_path)
-    clients = [login(server, "rev.a"), login(server, "appr.a")] * 3
+    # A client each: one httpx.Client shared by threads once read a socket another had closed.
+    clients = [login(server, u) for u in ("rev.a", "appr.a") * 3]
     gate = threading.Barrier(len(clients))
     got: list[httpx.Response] = []
 

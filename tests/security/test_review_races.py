@@ -61,7 +61,8 @@ def test_parallel_decisions_give_one_decision_per_state(server: Server, tmp_path
     for j in ("EU", "UK"):
         assert sign(rev, "B-R1", "rev.a", "reviewed", j).status_code == 201
     # Four at once: the server checks at most four passwords at a time (more are answered 503).
-    approvers = [login(server, "appr.a"), login(server, "appr.a2")] * 2
+    # A client each: one httpx.Client shared by threads once read a socket another had closed.
+    approvers = [login(server, u) for u in ("appr.a", "appr.a2") * 2]
     view = rev.get("/v1/batches/B-R1").json()
 
     def decide(i: int, j: str, meaning: str = "released") -> Callable[[], httpx.Response]:
@@ -100,7 +101,9 @@ def test_parallel_custody_steps_give_one_step_per_state(server: Server, tmp_path
         },
     )
     push_batch(server, tmp_path, unit_id="UNIT-R2", site="SITE-A", batch_id="B-R2", deviation=False)
-    ana, nurses = login(server, "op.ana"), [login(server, "nurse.lee"), login(server, "nurse.kai")]
+    # A client per thread (see above); each nurse twice.
+    anas = [login(server, "op.ana") for _ in range(4)]
+    nurses = [login(server, u) for u in ("nurse.lee", "nurse.kai") * 2]
     handoff = {
         "kind": "handoff", "from_party": "SITE-A", "to_party": "HOSP-1", "place": "dispatch",
         "bag_scan": "]C0" + COI, "parties": [party("op.ana", "handed_over")],
@@ -109,7 +112,7 @@ def test_parallel_custody_steps_give_one_step_per_state(server: Server, tmp_path
     calls = [
         partial(ana.post, PATH, json=handoff | {"parties": [
             party("op.ana", "handed_over"), party(who, "received")]})
-        for who in ("nurse.lee", "nurse.kai", "nurse.lee", "nurse.kai")
+        for ana, who in zip(anas, ("nurse.lee", "nurse.kai") * 2, strict=True)
     ]  # fmt: skip
     got = together(calls)
     assert sorted(r.status_code for r in got) == [201, 409, 409, 409], [r.text for r in got]
@@ -122,7 +125,7 @@ def test_parallel_custody_steps_give_one_step_per_state(server: Server, tmp_path
     got = together(
         [
             partial(c.post, PATH, json=infused | {"parties": [party(who, "administered")]})
-            for c, who in zip(nurses * 2, ["nurse.lee", "nurse.kai"] * 2, strict=True)
+            for c, who in zip(nurses, ("nurse.lee", "nurse.kai") * 2, strict=True)
         ]
     )  # fmt: skip
     assert sorted(r.status_code for r in got) == [201, 409, 409, 409], [r.text for r in got]
