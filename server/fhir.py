@@ -38,9 +38,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
-from typing import Any
-
-from fhir.resources.bundle import Bundle
+from typing import TYPE_CHECKING, Any
 
 from ebr_core.errors import SpecificationError
 from ebr_core.spec.calculators import dose_range
@@ -49,6 +47,9 @@ from ebr_core.spec.units import LEGACY, convert, legacy_note
 from ebr_core.ucum import is_ucum
 from ebr_core.units_display import display_quantity, display_unit
 from server.quality.views import cqa_panel
+
+if TYPE_CHECKING:  # fhir.resources takes a quarter of a second to import: only exports load it
+    from fhir.resources.bundle import Bundle
 
 UCUM = "http://unitsofmeasure.org"
 NS = "https://ctgtp.dev/fhir"
@@ -661,6 +662,8 @@ def batch_bundle(
     resources += [(url, _laboratory(name, url)) for name, url in sorted(labs.items())]
     resources = [(med, medication), (rep, report), *observations, *resources]
     stamp = (now or datetime.now(UTC)).astimezone(UTC).isoformat()
+    from fhir.resources.bundle import Bundle
+
     return Bundle.model_validate(
         {
             "resourceType": "Bundle",
@@ -751,6 +754,8 @@ def spec_bundle(
         (plan, _plan(spec, plan, groups)),
         *[(f"urn:uuid:{d['id']}", d) for d in defs],
     ]
+    from fhir.resources.bundle import Bundle
+
     return Bundle.model_validate(
         {
             "resourceType": "Bundle",

@@ -12,8 +12,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
-import numpy as np
-
 from ebr_core.spec.model import Bound
 
 
@@ -45,6 +43,8 @@ def inprocess_check(values: Sequence[str], lower: Bound | None, upper: Bound | N
         flags = [a or b for a, b in zip(lo_bad, hi_bad, strict=True)]
         first_flag = flags.index(True) if any(flags) else None
         return LimitCheck(len(dec), sum(lo_bad), sum(hi_bad), first_flag)
+    import numpy as np  # here: numpy takes 0.1-0.2 s to import, and most commands never check
+
     arr = np.asarray(values, dtype=np.float64)
     low = np.zeros(arr.shape, dtype=bool)
     high = np.zeros(arr.shape, dtype=bool)

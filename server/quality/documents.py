@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy.orm import Session
 
-from server import fhir, projections, reports
+from server import fhir, projections
 from server.batches import summary
 from server.quality import views
 from server.quality.record import load_review
@@ -22,10 +22,14 @@ def report_pdf(db: Session, batch_id: str, at: datetime) -> bytes:
     limits = {
         n: projections.channel_limits(r.projection, n, c["unit"]) for n, c in channels.items()
     }
+    from server import reports  # reportlab: only a PDF loads it (server start-up is shorter)
+
     return reports.batch_report_pdf(view, now=at, telemetry={"channels": channels}, limits=limits)
 
 
 def coa_pdf(db: Session, batch_id: str, jurisdiction: str, at: datetime) -> bytes:
+    from server import reports
+
     r = load_review(db, batch_id)
     return reports.coa_pdf(views.batch_view(db, r, at), jurisdiction, now=at, spec=r.spec)
 
