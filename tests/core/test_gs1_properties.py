@@ -179,7 +179,7 @@ def one_digit_off(draw: st.DrawFn) -> tuple[str, str, int]:
     return ai, value[:pos] + d + value[pos + 1 :], pos
 
 
-@settings(max_examples=1000, deadline=None)
+@settings(max_examples=300, deadline=None)  # 1,000 took 9 s under coverage
 @given(one_digit_off())
 def test_a_single_digit_substitution_in_any_keyed_field_is_caught(
     case: tuple[str, str, int],

@@ -46,7 +46,7 @@ def readings(draw: st.DrawFn) -> list[Any]:
     return out
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=60, deadline=None)  # 150 took 15 s under coverage
 @given(readings(), st.lists(st.integers(min_value=0, max_value=120), max_size=5))
 def test_summaries_of_any_cut_merged_in_order_equal_the_whole(
     evs: list[Any], cuts: list[int]
@@ -61,7 +61,7 @@ def test_summaries_of_any_cut_merged_in_order_equal_the_whole(
     assert Telemetry.from_json(merged.to_json()).digest() == summarise(evs).digest()
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=50, deadline=None)  # 100 took 11 s under coverage
 @given(readings())
 def test_the_series_is_bounded_and_hides_no_excursion(evs: list[Any]) -> None:
     t = summarise(evs)

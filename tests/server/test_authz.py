@@ -6,10 +6,12 @@ from the app's routes (their ``require(...)`` dependencies), not from a table ke
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from fastapi import FastAPI
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute, iter_route_contexts
@@ -20,7 +22,7 @@ from server.people.auth import Requirement, Scope, requirement_of
 from server.people.service import ROLES, Principal
 from server.settings import Settings
 
-from .conftest import Server
+from .conftest import Server, server_settings, start_server
 from .qa import (
     add_people,
     enter_results,
@@ -110,6 +112,17 @@ POLICY = [
     ("qa_reviewer.site-a", "GET", "/v1/custody/{coi}", "SITE-A", True),
     ("qa_reviewer.site-a", "POST", "/v1/custody/{coi}/events", "SITE-A", False),
 ]
+
+
+@pytest.fixture(
+    params=["sqlite", pytest.param("postgres", marks=[pytest.mark.postgres, pytest.mark.slow])]
+)
+def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
+    """The matrix's server.  On PostgreSQL in ``make soak`` only: the guards and the site-scoped
+    statements are the same SQLAlchemy code on both (every other server test runs on both), and
+    the 1,400 requests took 40-47 s under coverage, the longest test of ``make test`` but one."""
+    with start_server(server_settings(request.param, request, tmp_path)) as srv:
+        yield srv
 
 
 def _site_tag(site: str) -> str:
