@@ -48,6 +48,11 @@ def main() -> int:
             f"coverage {package:9s} {pct:5.1f}%  ({covered}/{statements} lines;"
             f" floor {floor:.0f}%){verdict}\n"
         )
+    if failed:
+        sys.stderr.write(
+            "coverage: a package is below its floor (a run of part of the suite measures part of"
+            " the code: `make pytest COVERAGE=0 PYTEST_ARGS=...` leaves coverage out)\n"
+        )
     return 1 if failed else 0
 
 
