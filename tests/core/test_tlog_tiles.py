@@ -171,7 +171,7 @@ def test_entry_bundles_round_trip_and_refuse_damage() -> None:
     assert b"".join(leaf_hash(e) for e in bundle) == files["tile/0/001.p/44"]
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=10, deadline=None)  # 25 took 19-25 s under coverage (a tree of 70,000)
 @given(st.integers(0, 70_000), st.integers(0, 70_000))
 def test_publishing_increments_gives_the_same_files_as_publishing_at_once(a: int, b: int) -> None:
     old, new = min(a, b), max(a, b)
