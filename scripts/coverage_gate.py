@@ -1,4 +1,4 @@
-"""Per-package coverage floors for ``make test`` (issue 20): reads the ``.coverage`` data the
+"""Per-package coverage floors for ``make coverage`` (issue 20): reads the ``.coverage`` data the
 test run wrote, prints each package's line coverage, and fails when one is below its floor.
 
 pytest-cov's own ``--cov-fail-under`` has one floor for everything; the project keeps the pure
@@ -51,7 +51,7 @@ def main() -> int:
     if failed:
         sys.stderr.write(
             "coverage: a package is below its floor (a run of part of the suite measures part of"
-            " the code: `make pytest COVERAGE=0 PYTEST_ARGS=...` leaves coverage out)\n"
+            " the code: `make pytest PYTEST_ARGS=...` runs it without coverage)\n"
         )
     return 1 if failed else 0
 
