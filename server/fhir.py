@@ -51,6 +51,14 @@ from server.quality.views import cqa_panel
 if TYPE_CHECKING:  # fhir.resources takes a quarter of a second to import: only exports load it
     from fhir.resources.bundle import Bundle
 
+
+def _bundle(data: dict[str, Any]) -> Bundle:
+    """``data`` validated as a FHIR R5 Bundle (fhir.resources is imported here, at first use)."""
+    from fhir.resources.bundle import Bundle
+
+    return Bundle.model_validate(data)
+
+
 UCUM = "http://unitsofmeasure.org"
 NS = "https://ctgtp.dev/fhir"
 COI_SYSTEM = f"{NS}/sid/coi"  # the chain of identity as the batch carries it (ISBT 128 / GS1)
@@ -662,9 +670,7 @@ def batch_bundle(
     resources += [(url, _laboratory(name, url)) for name, url in sorted(labs.items())]
     resources = [(med, medication), (rep, report), *observations, *resources]
     stamp = (now or datetime.now(UTC)).astimezone(UTC).isoformat()
-    from fhir.resources.bundle import Bundle
-
-    return Bundle.model_validate(
+    return _bundle(
         {
             "resourceType": "Bundle",
             "id": _uuid(*key, "bundle").rsplit(":", 1)[-1],
@@ -754,9 +760,7 @@ def spec_bundle(
         (plan, _plan(spec, plan, groups)),
         *[(f"urn:uuid:{d['id']}", d) for d in defs],
     ]
-    from fhir.resources.bundle import Bundle
-
-    return Bundle.model_validate(
+    return _bundle(
         {
             "resourceType": "Bundle",
             "id": _uuid(*key, "bundle").rsplit(":", 1)[-1],

@@ -6,7 +6,6 @@ from the app's routes (their ``require(...)`` dependencies), not from a table ke
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ from server.people.auth import Requirement, Scope, requirement_of
 from server.people.service import ROLES, Principal
 from server.settings import Settings
 
-from .conftest import Server, server_settings, start_server
+from .conftest import Server
 from .qa import (
     add_people,
     enter_results,
@@ -114,21 +113,18 @@ POLICY = [
 ]
 
 
-@pytest.fixture(
-    params=["sqlite", pytest.param("postgres", marks=[pytest.mark.postgres, pytest.mark.slow])]
-)
-def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
-    """The matrix's server.  On PostgreSQL in ``make soak`` only: the guards and the site-scoped
-    statements are the same SQLAlchemy code on both (every other server test runs on both), and
-    the 1,400 requests took 40-47 s under coverage, the longest test of ``make test`` but one."""
-    with start_server(server_settings(request.param, request, tmp_path)) as srv:
-        yield srv
-
-
 def _site_tag(site: str) -> str:
     return "all" if site == "*" else site.lower()
 
 
+# On PostgreSQL in ``make soak`` only: the guards and the site-scoped statements are the same
+# SQLAlchemy code on both (every other server test runs on both), and the 1,400 requests took
+# 40-47 s under coverage, the longest test of the suite but one.
+@pytest.mark.parametrize(
+    "server",
+    ["sqlite", pytest.param("postgres", marks=[pytest.mark.postgres, pytest.mark.slow])],
+    indirect=True,
+)
 def test_authorization_matrix(server: Server, tmp_path: Path) -> None:
     people = {
         f"{role}.{_site_tag(site)}": (f"{role} at {site}", [(role, site)])
