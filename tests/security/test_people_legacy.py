@@ -38,7 +38,7 @@ def check(url: str) -> None:
             conn.execute(
                 text("INSERT INTO people (user_id, printed_name, password_hash, status, "
                      "failed_logins, created_at) VALUES (:u, 'P', 'h', 'active', 0, :t)"),
-                {"u": uid, "t": at.replace(minute=i)},
+                {"u": uid, "t": at.replace(minute=i).isoformat(" ")},  # as sqlite3 wrote it
             )  # fmt: skip
         for seq, (uid, action) in enumerate(TRAIL, start=1):
             conn.execute(

@@ -76,6 +76,10 @@ def _skeletons(bind: sa.engine.Connection) -> None:
             sa.text(
                 "INSERT INTO alerts (kind, unit_id, message, created_at, site_id, batch_id) "
                 "VALUES ('people.legacy_id', NULL, :m, :t, NULL, NULL)"
+            ).bindparams(
+                # Typed, so SQLAlchemy writes the time as the models do (sqlite3's own datetime
+                # adapter is deprecated since Python 3.12).
+                sa.bindparam("t", type_=sa.DateTime(timezone=True))
             ),
             {
                 "m": "user ids kept as they are but outside the rules (ASCII [a-z0-9._-], "
