@@ -32,9 +32,11 @@ fi
 # more time, where 3.11's tracer doubled the CPU-bound tests (docs/architecture.md, "Tests").
 pick_python() {
   if [ -n "${PYTHON:-}" ]; then echo "$PYTHON"; return; fi
-  local c
-  for c in /usr/bin/python3.12 /usr/local/bin/python3.12 \
-           $(ls -d "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.12.*/bin/python3.12 2>/dev/null | sort -V -r); do
+  local c roots
+  roots=$(printf '%s\n' "${PYENV_ROOT:-}" "${HOME:+$HOME/.pyenv}" "$(pyenv root 2>/dev/null || true)" \
+          | grep . | sort -u || true)
+  for c in /usr/bin/python3.12 /usr/local/bin/python3.12 $(for r in $roots; do
+             ls -d "$r"/versions/3.12.*/bin/python3.12 2>/dev/null; done | sort -V -r); do
     if [ -x "$c" ] && "$c" -c 'import venv, ensurepip' >/dev/null 2>&1; then echo "$c"; return; fi
   done
   echo python3
