@@ -41,14 +41,14 @@ pick_python() {
   done
   echo python3
 }
+pyver() { "$1" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null; }
 PY=$(pick_python)
-want=$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])') \
-  || { echo "setup: cannot run $PY (set PYTHON to a Python 3.11 or newer)" >&2; exit 1; }
-"$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+want=$(pyver "$PY") || { echo "setup: cannot run $PY (set PYTHON to a Python 3.11 or newer)" >&2; exit 1; }
+[ "$(printf '%s\n' 3.11 "$want" | sort -V | head -n 1)" = 3.11 ] \
   || { echo "setup: $PY is Python $want; the project needs 3.11 or newer (set PYTHON)" >&2; exit 1; }
 stamp=.venv/.setup-stamp
 if [ -x .venv/bin/python ]; then
-  have=$(.venv/bin/python -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null || echo none)
+  have=$(pyver .venv/bin/python || echo none)
   if [ "$have" != "$want" ]; then
     echo "setup: .venv has Python $have, $PY is $want: recreating .venv"
     rm -rf .venv

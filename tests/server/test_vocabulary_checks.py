@@ -65,11 +65,11 @@ def _row(table: sa.Table, column: str, word: str, i: int) -> dict[str, Any]:
 
 
 def _raw(t: sa.Table) -> sa.TableClause:
-    """``t`` without its column types: a write the models' vocabulary types (server.db.Vocab)
-    do not check first, as any other writer of the database would make it."""
+    """``t`` without its vocabulary types (server.db.Vocab): a write they do not check first,
+    as any other writer of the database would make it."""
     return sa.table(
         t.name,
-        # Other types kept: sqlite3's own datetime adapter is deprecated since Python 3.12.
+        # The other types kept: sqlite3's own datetime adapter is deprecated since Python 3.12.
         *(sa.column(c.name, None if isinstance(c.type, Vocab) else c.type) for c in t.columns),
     )
 
