@@ -57,7 +57,7 @@ from edge.custody import Custody, CustodyRefused
 from edge.engine import Engine, ScanRejected
 from edge.errors import EdgeError
 from edge.kiosk import charts
-from edge.kiosk.live import Hub, Page, sse
+from edge.kiosk.live import Hub, Page, panel, sse
 from edge.kiosk.port import StationPort
 from edge.kiosk.sessions import Session, Sessions
 from edge.kiosk.strings import t
@@ -187,6 +187,9 @@ class Kiosk:
         self.hub = Hub()
         self._charts: dict[str, tuple[tuple[int, str], dict[str, Any]]] = {}
         self._charts_lock = threading.Lock()
+        # Per session: the batch, the ledger head and the step panel its last scan pushed, for
+        # a page drawn before that scan whose stream was not open to take it (see events).
+        self._scanned: dict[str, tuple[str, int, str]] = {}
         self._pdfs: dict[str, tuple[str, str, str, bytes]] = {}
         self._pdfs_lock = threading.Lock()
         self.env = Environment(
@@ -333,6 +336,7 @@ class Kiosk:
 
     def step_context(self, s: Session, batch: str, **extra: Any) -> dict[str, Any]:
         eng = self.engine
+        head = eng.ledger.head[0]  # read first: what is drawn below is at least this recent
         st = eng.state(batch)
         exp = eng.expectation(batch)
         step = exp.step
@@ -368,6 +372,7 @@ class Kiosk:
             else []
         )
         return {
+            "head": head,
             "st": st,
             "step": step,
             "n": n,
@@ -430,7 +435,9 @@ class Kiosk:
         if page.screen == "step" and page.batch and s is not None and s.user_id is not None:
             batch, user = page.batch, s.user_id
             banner = act(lambda: self.engine.scan(batch, raw, user))
-            html = self.step_panel(s, batch, banner)
+            head = self.engine.ledger.head[0]
+            html = panel("step-panel", self.step_panel(s, batch, banner))
+            self._scanned[s.sid] = (batch, head, html)
             for p in self.hub.pages_of(page.sid):
                 if p.screen == "step" and p.batch == batch:
                     p.push("step", html)
@@ -442,12 +449,14 @@ class Kiosk:
         if s is None:
             return None
         if page.screen == "devices":
-            return "devices", self.fragment("kiosk/_devices.html", s, self.devices_ctx())
+            html = self.fragment("kiosk/_devices.html", s, self.devices_ctx())
+            return "devices", panel("devices", html)
         if page.screen == "sync":
-            return "sync", self.fragment("kiosk/_sync.html", s, self.sync_ctx())
+            return "sync", panel("sync", self.fragment("kiosk/_sync.html", s, self.sync_ctx()))
         if page.screen == "telemetry" and page.batch:
             ctx = self.telemetry_ctx(page.batch)
-            return "telemetry", self.fragment("kiosk/_telemetry.html", s, ctx)
+            html = self.fragment("kiosk/_telemetry.html", s, ctx)
+            return "telemetry", panel("telemetry", html)
         return None
 
     def fragment(self, template: str, s: Session, ctx: dict[str, Any]) -> str:
@@ -982,6 +991,16 @@ class Kiosk:
         screen = request.query_params.get("screen", "")[:20]
         batch = request.query_params.get("batch") or None
         page = self.hub.open(s.sid, screen, batch)
+        drawn = request.query_params.get("head", "")
+        scanned = self._scanned.get(s.sid)
+        if (  # a scan taken after this page was drawn, pushed while its stream was not open
+            screen == "step"
+            and scanned is not None
+            and scanned[0] == batch
+            and drawn.isdigit()
+            and scanned[1] > int(drawn)
+        ):
+            page.push("step", scanned[2])
         ticks_per_push = max(1, round(self.settings.live_period_s / 0.5))
 
         async def stream() -> AsyncIterator[str]:

@@ -12,9 +12,11 @@ import asyncio
 import contextlib
 import itertools
 import threading
+import time
 from dataclasses import dataclass, field
 
 QUEUE_MAX = 64  # a page that stops reading loses its oldest messages, never blocks a scanner
+RECONNECT_S = 5.0  # a form's answer replaces the page's main part, whose stream opens again
 
 
 @dataclass
@@ -45,6 +47,7 @@ class Hub:
         self._lock = threading.Lock()
         self._pages: dict[int, Page] = {}
         self._numbers = itertools.count(1)
+        self._gone: tuple[Page, float] | None = None  # the newest page closed, and when
         self.closed = False
 
     def open(self, sid: str, screen: str, batch: str | None) -> Page:
@@ -56,11 +59,20 @@ class Hub:
     def close_page(self, page: Page) -> None:
         with self._lock:
             self._pages.pop(page.number, None)
+            if self._gone is None or page.number > self._gone[0].number:
+                self._gone = (page, time.monotonic())
 
     def latest(self) -> Page | None:
-        """The page opened last (the one the operator is looking at)."""
+        """The page opened last (the one the operator is looking at); while its stream opens
+        again (a form's answer replaced the part that holds it), the page it replaces, for
+        ``RECONNECT_S``."""
         with self._lock:
-            return self._pages[max(self._pages)] if self._pages else None
+            newest = self._pages[max(self._pages)] if self._pages else None
+            gone = self._gone
+        recent = gone is not None and time.monotonic() - gone[1] < RECONNECT_S
+        if gone is not None and recent and (newest is None or gone[0].number > newest.number):
+            return gone[0]
+        return newest
 
     def pages_of(self, sid: str) -> list[Page]:
         with self._lock:
@@ -73,6 +85,12 @@ class Hub:
             pages = list(self._pages.values())
         for p in pages:
             p.push("close", "")
+
+
+def panel(element_id: str, html: str) -> str:
+    """``html`` as the new content of the page's element ``element_id``: an out-of-band swap,
+    taken by the layout's panel-sink (which a form's answer does not replace)."""
+    return f'<div id="{element_id}" hx-swap-oob="true">{html}</div>'
 
 
 def sse(event: str, data: str) -> str:

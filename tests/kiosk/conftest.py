@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -137,6 +137,28 @@ class Screens:
         violations = axe_violations(self.page, self.base)
         assert not violations, f"accessibility ({name}): {violations}"
         self.checked.append(name)
+
+
+def wedge(
+    page: Any, code: str, gap_s: float = 0.005, before: Callable[[int], None] | None = None
+) -> None:
+    """A keyboard-wedge scanner types ``code`` and Enter into the page: trusted key events
+    (Chrome DevTools' ``Input.dispatchKeyEvent``), each stamped ``gap_s`` after the last, the
+    scanner's own rhythm whatever the machine's load (Playwright's ``keyboard.type`` stamps a key
+    when it reaches a browser that may be busy, so a loaded machine "types" slowly).
+    ``before(i)`` runs before the ``i``-th key is sent."""
+    cdp = page.context.new_cdp_session(page)
+    t0 = time.time()
+    for i, ch in enumerate([*code, "Enter"]):
+        if before is not None:
+            before(i)
+        key = {"key": "Enter", "code": "Enter", "windowsVirtualKeyCode": 13, "text": "\r"}
+        if ch != "Enter":
+            key = {"key": ch, "text": ch}
+        at = {"timestamp": t0 + i * gap_s}
+        cdp.send("Input.dispatchKeyEvent", {"type": "keyDown", **key, **at})
+        cdp.send("Input.dispatchKeyEvent", {"type": "keyUp", "key": key["key"], **at})
+    cdp.detach()
 
 
 def axe_violations(page: Any, base: str) -> list[str]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.kiosk.conftest import COI, PW, WRONG_COI, Served, sign_in
+from tests.kiosk.conftest import COI, PW, WRONG_COI, Served, sign_in, wedge
 
 
 def start(page: Any, base: str, batch: str = "B1") -> None:
@@ -55,6 +55,79 @@ def test_scanner_and_wedge_reach_the_step(page: Any, kiosk: Served, station: Any
     page.fill("#f-password-verifier", PW["op.bob"])
     page.click("#verify-form button[type=submit]")
     page.locator("#banner.ok", has_text="step receipt/apheresis/coi-scan completed").wait_for()
+
+
+def test_a_wedge_burst_is_a_scan_and_slow_typing_is_not(
+    page: Any, kiosk: Served, station: Any
+) -> None:
+    """With no field focused, keys 5 ms apart ending in Enter (a keyboard-wedge scanner) are the
+    step's scan; keys 150 ms apart (a person at the keyboard: here the wrong patient's code,
+    which would be refused) are not taken as one."""
+    sign_in(page, kiosk.url, "op.alice")
+    start(page, kiosk.url)
+    page.locator("#f-code").evaluate("e => e.blur()")
+    wedge(page, WRONG_COI, gap_s=0.15)
+    wedge(page, COI)
+    page.locator("#banner.ok", has_text="patient material accepted").wait_for()
+    st = station.engine.state("B1")
+    assert len(st.step_scans("receipt/apheresis/coi-scan")) == 1
+    assert not st.scans_rejected
+
+
+def test_a_wedge_burst_stays_whole_when_a_field_takes_the_focus_half_way(
+    page: Any, kiosk: Served, station: Any
+) -> None:
+    """A panel swapped in focuses its scan field: a burst begun on the page before that keeps
+    all its keys (none lost to the field, none left out of the code)."""
+    sign_in(page, kiosk.url, "op.alice")
+    start(page, kiosk.url)
+    page.locator("#f-code").evaluate("e => e.blur()")
+
+    def focus_the_field(i: int) -> None:
+        if i == 3:
+            page.locator("#f-code").focus()
+
+    wedge(page, COI, before=focus_the_field)
+    page.locator("#banner.ok", has_text="patient material accepted").wait_for()
+    st = station.engine.state("B1")
+    assert len(st.step_scans("receipt/apheresis/coi-scan")) == 1
+    assert not st.scans_rejected
+
+
+def test_a_scan_before_the_page_s_stream_opens_reaches_it_when_it_does(
+    page: Any, kiosk: Served, station: Any
+) -> None:
+    """A page drawn, its event stream not open yet (reloaded, on a slow or broken link): a scan
+    taken meanwhile goes to the step the operator is at, and the step's panel (with its banner)
+    reaches the page once its stream opens."""
+    sign_in(page, kiosk.url, "op.alice")
+    start(page, kiosk.url)
+    page.locator("body[data-live]").wait_for(state="attached")
+    page.route("**/events?*", lambda route: route.abort())  # the new stream cannot open yet
+    page.reload()
+    page.locator("#f-code").wait_for()
+    station.scan(COI)
+    st = station.engine.state("B1")
+    assert len(st.step_scans("receipt/apheresis/coi-scan")) == 1  # recorded at once
+    assert page.locator("#banner.ok").count() == 0  # not on the page yet
+    page.unroute("**/events?*")
+    page.locator("#banner.ok", has_text="patient material accepted").wait_for()
+    assert page.locator("#f-password-sign").count() == 1  # the panel after the scan
+
+
+def test_a_scan_just_after_a_form_s_answer_reaches_the_page(
+    page: Any, kiosk: Served, station: Any
+) -> None:
+    """A form's answer replaces the page's main part: a scan the moment its banner shows (before
+    htmx has set the new part up) still reaches the page."""
+    sign_in(page, kiosk.url, "op.alice")
+    start(page, kiosk.url)
+    page.locator("body[data-live]").wait_for(state="attached")
+    page.fill("#f-code", WRONG_COI)
+    page.press("#f-code", "Enter")
+    page.locator("#banner.refusal").wait_for()
+    station.scan(COI)
+    page.locator("#banner.ok", has_text="patient material accepted").wait_for()
 
 
 def test_badge_scan_signs_in_and_the_operator_never_types_their_id(

@@ -27,7 +27,7 @@ from ebr_core.batch import current_values
 from ebr_core.keys import Keyring
 from ebr_core.verify import verify
 from edge.export import export_ledger
-from tests.kiosk.conftest import COI, PW, UNIT, WRONG_COI, sign_in
+from tests.kiosk.conftest import COI, PW, UNIT, WRONG_COI, sign_in, wedge
 
 pytestmark = pytest.mark.hil  # simulated devices on real ptys and a real broker
 
@@ -266,11 +266,7 @@ def test_whole_car_t_batch(page: Any, kiosk_url: str, rig: Rig, tmp_path: Path) 
     scan(page, rig, f"0109506000134376{'17' + expiry(365)}21CART-0001", text="cartridge accepted")
     page.locator("#f-code").evaluate("e => e.blur()")
 
-    def wedge() -> None:
-        page.keyboard.type("8004UNIT-0001", delay=5)
-        page.keyboard.press("Enter")
-
-    act(page, wedge, "ok", "equipment accepted")
+    act(page, lambda: wedge(page, "8004UNIT-0001"), "ok", "equipment accepted")
     sign(page)
     scan(page, rig, "010950600013435210TM2611", text="reagent accepted")
     scan(page, rig, "010950600013436910IL2-0042", text="reagent accepted")

@@ -28,18 +28,24 @@
   }
 
   document.addEventListener("keydown", function (e) {
+    // The key's own time (when the keyboard sent it), not the time this handler runs: a page
+    // busy for a moment (a swap, a reload of a panel) delays the handler, not the scanner.
+    var now = e.timeStamp;
+    if (now - last > MAX_GAP_MS) { buffer = ""; }
     var el = e.target;
-    if (el && el.closest && el.closest("input, textarea, select, [contenteditable]")) {
+    var inField = el && el.closest && el.closest("input, textarea, select, [contenteditable]");
+    if (inField && !buffer) {
       return; // a focused field takes the scanner's keys itself; Enter submits its form
     }
-    var now = Date.now();
-    if (now - last > MAX_GAP_MS) { buffer = ""; }
+    // A burst begun with no field focused stays the page's when a field takes the focus half-way
+    // (a panel swapped in focuses its scan field): its keys are kept out of that field.
     last = now;
     if (e.key === "Enter") {
       if (buffer.length >= 3) { e.preventDefault(); deliver(buffer); }
       buffer = "";
     } else if (e.key.length === 1) {
       buffer += e.key;
+      if (inField) { e.preventDefault(); }
     }
   });
 
