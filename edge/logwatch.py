@@ -290,14 +290,8 @@ class LogWatch:
             return
         try:
             if part is None:
-                if self.trusted is None:
-                    self.no_log = True
-                    return
-                raise LogSuspect(
-                    Failure.MISSING,
-                    "the server's receipt carries no log proof, though this unit holds its "
-                    f"checkpoint of size {self._trusted_cp().size}",
-                )
+                self._absent("the server's receipt carries no log proof")
+                return
             if not isinstance(part, dict):
                 raise LogSuspect(Failure.MALFORMED, "the receipt's log part is not an object")
             opened = self.open(part.get("checkpoint"))
@@ -357,17 +351,22 @@ class LogWatch:
             return
         try:
             if text is None:
-                if self.trusted is None:
-                    self.no_log = True
-                    return
-                raise LogSuspect(
-                    Failure.MISSING,
-                    "the server publishes no log checkpoint, though this unit holds its "
-                    f"checkpoint of size {self._trusted_cp().size}",
-                )
+                self._absent("the server publishes no log checkpoint")
+                return
             self._advance(self.open(text))
         except LogSuspect as e:
             self._raise(e)
+
+    def _absent(self, what: str) -> None:
+        """The server showed no log: fine while this unit trusts no checkpoint (a server
+        without a log), a ``MISSING`` failure once it does."""
+        if self.trusted is None:
+            self.no_log = True
+            return
+        raise LogSuspect(
+            Failure.MISSING,
+            f"{what}, though this unit holds its checkpoint of size {self._trusted_cp().size}",
+        )
 
     def _advance(self, opened: OpenedCheckpoint) -> None:
         new = opened.checkpoint

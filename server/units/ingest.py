@@ -365,36 +365,25 @@ def _check_owners(
         owners |= projections.existing(db, [b for b in deltas if b not in written])
     for batch_id, d in sorted(deltas.items(), key=lambda kv: kv[1].first_seq):
         owner = owners.get(batch_id)
+        site = None
         if owner is not None and owner != unit.unit_id:
             o = db.get(Unit, owner)
             site = o.site_id if o is not None else "?"
-            _refuse(
-                db,
-                unit,
-                at,
-                batch_id=batch_id,
-                seq=d.first_seq,
-                why=(
-                    f"batch {batch_id} belongs to unit {owner} at site {site}, which started it; "
-                    f"seq {d.first_seq} ({d.first_kind}) would write into it"
-                    + (" (a batch id is used once: start this batch under a new id)"
-                       if d.first_kind == "batch.started" else "")
-                ),
-                owner_site=site,
+            why = (
+                f"batch {batch_id} belongs to unit {owner} at site {site}, which started it; "
+                f"seq {d.first_seq} ({d.first_kind}) would write into it"
+                + (" (a batch id is used once: start this batch under a new id)"
+                   if d.first_kind == "batch.started" else "")
             )  # fmt: skip
-        if batch_id not in held and d.first_kind != "batch.started":
-            _refuse(
-                db,
-                unit,
-                at,
-                batch_id=batch_id,
-                seq=d.first_seq,
-                why=(
-                    f"batch {batch_id} was never started: its first event, seq {d.first_seq}, "
-                    f"is {d.first_kind}, not batch.started (a batch belongs to the unit whose "
-                    "ledger started it)"
-                ),
+        elif batch_id not in held and d.first_kind != "batch.started":
+            why = (
+                f"batch {batch_id} was never started: its first event, seq {d.first_seq}, "
+                f"is {d.first_kind}, not batch.started (a batch belongs to the unit whose "
+                "ledger started it)"
             )
+        else:
+            continue
+        _refuse(db, unit, at, batch_id=batch_id, seq=d.first_seq, why=why, owner_site=site)
 
 
 def _refuse(
