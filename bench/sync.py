@@ -83,7 +83,7 @@ def run(
     for led in ledgers:
         httpx.post(
             url + "/admin/units",
-            headers={"Authorization": "Bearer bench"},
+            headers={"Authorization": f"Bearer {ADMIN}"},
             json={
                 "site_id": "S",
                 "unit_id": led.unit_id,

@@ -187,9 +187,9 @@ class Kiosk:
         self.hub = Hub()
         self._charts: dict[str, tuple[tuple[int, str], dict[str, Any]]] = {}
         self._charts_lock = threading.Lock()
-        # Per session: the batch, the ledger head and the step panel its last scan pushed, for
-        # a page drawn before that scan whose stream was not open to take it (see events).
-        self._scanned: dict[str, tuple[str, int, str]] = {}
+        # The last scan taken at a step: its session, batch, the ledger head after it and the
+        # panel pushed, for a page drawn before it whose stream was not open (see events).
+        self._scanned: tuple[str, str, int, str] | None = None
         self._pdfs: dict[str, tuple[str, str, str, bytes]] = {}
         self._pdfs_lock = threading.Lock()
         self.env = Environment(
@@ -437,7 +437,7 @@ class Kiosk:
             banner = act(lambda: self.engine.scan(batch, raw, user))
             head = self.engine.ledger.head[0]
             html = panel("step-panel", self.step_panel(s, batch, banner))
-            self._scanned[s.sid] = (batch, head, html)
+            self._scanned = (s.sid, batch, head, html)
             for p in self.hub.pages_of(page.sid):
                 if p.screen == "step" and p.batch == batch:
                     p.push("step", html)
@@ -992,15 +992,15 @@ class Kiosk:
         batch = request.query_params.get("batch") or None
         page = self.hub.open(s.sid, screen, batch)
         drawn = request.query_params.get("head", "")
-        scanned = self._scanned.get(s.sid)
+        scanned = self._scanned
         if (  # a scan taken after this page was drawn, pushed while its stream was not open
             screen == "step"
             and scanned is not None
-            and scanned[0] == batch
+            and scanned[:2] == (s.sid, batch)
             and drawn.isdigit()
-            and scanned[1] > int(drawn)
+            and scanned[2] > int(drawn)
         ):
-            page.push("step", scanned[2])
+            page.push("step", scanned[3])
         ticks_per_push = max(1, round(self.settings.live_period_s / 0.5))
 
         async def stream() -> AsyncIterator[str]:

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 
 QUEUE_MAX = 64  # a page that stops reading loses its oldest messages, never blocks a scanner
-RECONNECT_S = 5.0  # a form's answer replaces the page's main part, whose stream opens again
+RECONNECT_S = 5.0  # a page reloaded, or whose stream broke, opens its stream again
 
 
 @dataclass
@@ -63,9 +63,9 @@ class Hub:
                 self._gone = (page, time.monotonic())
 
     def latest(self) -> Page | None:
-        """The page opened last (the one the operator is looking at); while its stream opens
-        again (a form's answer replaced the part that holds it), the page it replaces, for
-        ``RECONNECT_S``."""
+        """The page opened last (the one the operator is looking at); for ``RECONNECT_S`` after
+        its stream closes (a page reloaded, a stream broken) while no newer one is open, that
+        page still, since the operator is most likely still at its screen."""
         with self._lock:
             newest = self._pages[max(self._pages)] if self._pages else None
             gone = self._gone
