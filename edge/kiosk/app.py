@@ -109,6 +109,15 @@ class Refused(Exception):
     """An input the kiosk refuses before calling the engine (too long, malformed)."""
 
 
+class Answered(Exception):
+    """A request answered before its handler's work (the sign-in redirect, the unknown batch's
+    page): the app's exception handler sends ``response``."""
+
+    def __init__(self, response: Response) -> None:
+        super().__init__(response.status_code)
+        self.response = response
+
+
 def outcome_text(out: object) -> str:
     """An engine outcome as the operator reads it: its ``str()``; a mapping (the dose before
     outcomes were typed) one ``key: value`` a line."""
@@ -284,19 +293,17 @@ class Kiosk:
             return s, self.redirect(request, s, "/signin")
         return s, None
 
-    async def batch_request(
-        self, request: Request, *, screen: bool = False
-    ) -> tuple[Session, str] | Response:
+    async def batch_request(self, request: Request, *, screen: bool = False) -> tuple[Session, str]:
         """The signed-in session and the path's known ``batch`` (and, with ``screen``, a known
-        batch screen), or the sign-in redirect or the 404 page."""
+        batch screen); else :class:`Answered` with the sign-in redirect or the 404 page."""
         s, out = self.signed_in(request)
         if out is not None:
-            return out
+            raise Answered(out)
         batch = request.path_params["batch"]
         if screen and request.path_params["screen"] not in BATCH_SCREENS:
-            return self.no_batch(request, s, batch)
+            raise Answered(self.no_batch(request, s, batch))
         if not await run_in_threadpool(self.known_batch, batch):
-            return self.no_batch(request, s, batch)
+            raise Answered(self.no_batch(request, s, batch))
         return s, batch
 
     def known_batch(self, batch: str) -> bool:
@@ -605,10 +612,7 @@ class Kiosk:
         return self.respond(request, s, view)
 
     async def step(self, request: Request) -> Response:
-        got = await self.batch_request(request)
-        if isinstance(got, Response):
-            return got
-        s, batch = got
+        s, batch = await self.batch_request(request)
         q = request.query_params
         extra: dict[str, Any] = {"dialog": q.get("dialog"), "correct": None}
         key = q.get("correct")
@@ -624,10 +628,7 @@ class Kiosk:
         return self.respond(request, s, view)
 
     async def step_action(self, request: Request) -> Response:
-        got = await self.batch_request(request)
-        if isinstance(got, Response):
-            return got
-        s, batch = got
+        s, batch = await self.batch_request(request)
         action = request.path_params["action"]
         posted = await self.posted(request, s)
         if isinstance(posted, Response):
@@ -711,10 +712,7 @@ class Kiosk:
     async def screen(self, request: Request) -> Response:
         """The batch screens that only show (deviations, labels, hand-offs, telemetry,
         history)."""
-        got = await self.batch_request(request, screen=True)
-        if isinstance(got, Response):
-            return got
-        s, batch = got
+        s, batch = await self.batch_request(request, screen=True)
         name = request.path_params["screen"]
         s.batch = batch
         view = await run_in_threadpool(self.batch_screen, name, batch, None, {})
@@ -776,10 +774,7 @@ class Kiosk:
 
     async def batch_action(self, request: Request) -> Response:
         """POSTs of the deviations, labels and hand-off screens."""
-        got = await self.batch_request(request, screen=True)
-        if isinstance(got, Response):
-            return got
-        s, batch = got
+        s, batch = await self.batch_request(request, screen=True)
         name, action = request.path_params["screen"], request.path_params["action"]
         posted = await self.posted(request, s)
         if isinstance(posted, Response):
@@ -1107,8 +1102,13 @@ def create_app(station: StationPort, settings: KioskSettings) -> Starlette:
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
-        exception_handlers={404: k.not_found},
+        exception_handlers={404: k.not_found, Answered: _answered},
     )
     app.state.kiosk = k
     app.add_middleware(_Headers)
     return app
+
+
+async def _answered(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, Answered)
+    return exc.response
