@@ -89,8 +89,8 @@ def page_p99(c: Any, path: str) -> tuple[list[float], list[float]]:
 
 WATCH = """() => {
   window.__seen = [];
-  new MutationObserver(() => window.__seen.push(Date.now()))
-    .observe(document.querySelector('#step-panel'), {childList: true});
+  new MutationObserver(() => window.__seen.push(Date.now()))  // the panel replaced (out of band)
+    .observe(document.querySelector('#step-panel').parentElement, {childList: true});
 }"""
 
 
@@ -98,6 +98,7 @@ def scan_latency(base: str, station: LocalStation, kiosk: Any) -> tuple[list[flo
     """(engine path, raw path) milliseconds from the scanner's write to the page's change."""
     from playwright.sync_api import sync_playwright
 
+    from edge.kiosk.live import panel
     from edge.transports.serial import SerialReader
     from firmware_sim.devices import ScannerSim
     from firmware_sim.pty import PtyDevice
@@ -112,7 +113,7 @@ def scan_latency(base: str, station: LocalStation, kiosk: Any) -> tuple[list[flo
     def raw_sink(_raw: str) -> None:  # the ceiling: no engine, no rendering
         page = kiosk.hub.latest()
         if page is not None:
-            page.push("step", "<p>scan</p>")
+            page.push("step", panel("step-panel", "<p>scan</p>"))
 
     try:
         with sync_playwright() as p:
