@@ -82,39 +82,42 @@ def run(
     """ROUNDS rounds, each: the raw ceiling, then one unit's whole ledger synced; best of each
     (the machine's speed drifts, so both are taken in the same rounds)."""
     url, proc = serve(db_url, tmp / f"srv-{label}")
-    best, best_ceiling = 0.0, 0.0
-    for led in ledgers:
-        httpx.post(
-            url + "/admin/units",
-            headers={"Authorization": f"Bearer {ADMIN}"},
-            json={
-                "site_id": "S",
-                "unit_id": led.unit_id,
-                "public_key": led.signer.public.to_json().decode(),
-            },
-        ).raise_for_status()
-        client = SyncClient(led, url, max_events=SEGMENT)
-        segments = [COMPRESSORS[client.encoding](d) for _, d in client.segments(0)]
-        store_rate = ceiling_store()
-        start = time.perf_counter()
-        with httpx.Client(base_url=url) as c:
-            for body in segments:  # raw transfer of the same bytes (the server answers 404 fast)
-                c.post("/bench/raw-transfer", content=body)
-        http_dt = time.perf_counter() - start
-        best_ceiling = max(best_ceiling, N / (N / store_rate + http_dt))
-        start = time.perf_counter()
-        report = client.sync_once()
-        dt = time.perf_counter() - start
-        assert report.server_head == N, report
-        best = max(best, N / dt)
-    emit(
-        f"sync edge→server over HTTP into {label} (verified, stored, receipted)",
-        best,
-        "events/s",
-        best_ceiling,
-    )
-    proc.terminate()
-    proc.wait(10)
+    try:
+        best, best_ceiling = 0.0, 0.0
+        for led in ledgers:
+            httpx.post(
+                url + "/admin/units",
+                headers={"Authorization": f"Bearer {ADMIN}"},
+                json={
+                    "site_id": "S",
+                    "unit_id": led.unit_id,
+                    "public_key": led.signer.public.to_json().decode(),
+                },
+            ).raise_for_status()
+            client = SyncClient(led, url, max_events=SEGMENT)
+            segments = [COMPRESSORS[client.encoding](d) for _, d in client.segments(0)]
+            store_rate = ceiling_store()
+            start = time.perf_counter()
+            with httpx.Client(base_url=url) as c:
+                # raw transfer of the same bytes (the server answers 404 fast)
+                for body in segments:
+                    c.post("/bench/raw-transfer", content=body)
+            http_dt = time.perf_counter() - start
+            best_ceiling = max(best_ceiling, N / (N / store_rate + http_dt))
+            start = time.perf_counter()
+            report = client.sync_once()
+            dt = time.perf_counter() - start
+            assert report.server_head == N, report
+            best = max(best, N / dt)
+        emit(
+            f"sync edge→server over HTTP into {label} (verified, stored, receipted)",
+            best,
+            "events/s",
+            best_ceiling,
+        )
+    finally:  # a failed round leaves no server behind
+        proc.terminate()
+        proc.wait(10)
 
 
 def sqlite_ceiling(tmp: Path, rows: list[tuple[object, ...]]) -> float:
