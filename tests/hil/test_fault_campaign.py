@@ -33,8 +33,10 @@ def test_fault_campaign_loses_and_duplicates_nothing(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     keep = os.environ.get("CAMPAIGN_KEEP")
-    work = Path(keep) / f"seed-{SEED}" if keep else tmp_path
-    work.mkdir(parents=True, exist_ok=False)
+    work = tmp_path
+    if keep:  # a folder of its own, kept after the run
+        work = Path(keep) / f"seed-{SEED}"
+        work.mkdir(parents=True, exist_ok=False)
     result = run_campaign(SECONDS, SEED, work=work)
     with capsys.disabled():  # the figures show in `make soak` whether it passes or not
         print("\n" + result.figures(), flush=True)

@@ -74,14 +74,15 @@ RSS_BOUND_MB = 300.0
 
 
 class WallClock:
-    """Real seconds from a fixed date: operator actions and commits get their real spacing,
-    while the devices stamp the profile's simulated time."""
+    """Real seconds from a fixed date (``T0`` by default): operator actions and commits get their
+    real spacing, while the devices stamp the profile's simulated time."""
 
-    def __init__(self) -> None:
+    def __init__(self, start: datetime = T0) -> None:
+        self.start = start
         self.began = time.monotonic()
 
     def __call__(self) -> datetime:
-        return T0 + timedelta(seconds=time.monotonic() - self.began)
+        return self.start + timedelta(seconds=time.monotonic() - self.began)
 
 
 @pytest.fixture
@@ -404,7 +405,10 @@ def test_a_ten_day_batch_through_the_devices_syncs_and_is_reviewed(
     )
 
     # -- 5. sync and review on the server -------------------------------------------------------
-    with start_server(server_settings("sqlite", request, tmp_path)) as srv:
+    # The server's clock: the review is the day after the run's simulated days end (a signature
+    # is never earlier than the events it signs, whatever day the test runs on).
+    review_clock = WallClock(T0 + timedelta(days=DAYS + 1))
+    with start_server(server_settings("sqlite", request, tmp_path), review_clock) as srv:
         srv.enrol(led.signer, site=SITE)
         add_people(srv)
         publish_spec(srv)
