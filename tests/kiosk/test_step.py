@@ -57,21 +57,30 @@ def test_scanner_and_wedge_reach_the_step(page: Any, kiosk: Served, station: Any
     page.locator("#banner.ok", has_text="step receipt/apheresis/coi-scan completed").wait_for()
 
 
+def on_the_step_with_no_field_focused(page: Any, base: str) -> None:
+    sign_in(page, base, "op.alice")
+    start(page, base)
+    page.locator("#f-code").evaluate("e => e.blur()")  # keys go to the page
+
+
+def accepted_once(page: Any, station: Any) -> None:
+    """The COI scan reached the step once, and nothing was refused on the way."""
+    page.locator("#banner.ok", has_text="patient material accepted").wait_for()
+    st = station.engine.state("B1")
+    assert len(st.step_scans("receipt/apheresis/coi-scan")) == 1
+    assert not st.scans_rejected
+
+
 def test_a_wedge_burst_is_a_scan_and_slow_typing_is_not(
     page: Any, kiosk: Served, station: Any
 ) -> None:
     """With no field focused, keys 5 ms apart ending in Enter (a keyboard-wedge scanner) are the
     step's scan; keys 150 ms apart (a person at the keyboard: here the wrong patient's code,
     which would be refused) are not taken as one."""
-    sign_in(page, kiosk.url, "op.alice")
-    start(page, kiosk.url)
-    page.locator("#f-code").evaluate("e => e.blur()")
+    on_the_step_with_no_field_focused(page, kiosk.url)
     wedge(page, WRONG_COI, gap_s=0.15)
     wedge(page, COI)
-    page.locator("#banner.ok", has_text="patient material accepted").wait_for()
-    st = station.engine.state("B1")
-    assert len(st.step_scans("receipt/apheresis/coi-scan")) == 1
-    assert not st.scans_rejected
+    accepted_once(page, station)
 
 
 def test_a_wedge_burst_stays_whole_when_a_field_takes_the_focus_half_way(
@@ -79,19 +88,14 @@ def test_a_wedge_burst_stays_whole_when_a_field_takes_the_focus_half_way(
 ) -> None:
     """A panel swapped in focuses its scan field: a burst begun on the page before that keeps
     all its keys (none lost to the field, none left out of the code)."""
-    sign_in(page, kiosk.url, "op.alice")
-    start(page, kiosk.url)
-    page.locator("#f-code").evaluate("e => e.blur()")
+    on_the_step_with_no_field_focused(page, kiosk.url)
 
     def focus_the_field(i: int) -> None:
         if i == 3:
             page.locator("#f-code").focus()
 
     wedge(page, COI, before=focus_the_field)
-    page.locator("#banner.ok", has_text="patient material accepted").wait_for()
-    st = station.engine.state("B1")
-    assert len(st.step_scans("receipt/apheresis/coi-scan")) == 1
-    assert not st.scans_rejected
+    accepted_once(page, station)
 
 
 def test_a_scan_before_the_page_s_stream_opens_reaches_it_when_it_does(
